@@ -1,0 +1,211 @@
+//! The one YAML configuration file: the validated types every other stage reads.
+//!
+//! Loading reports *every* problem at once, each with file, line and column (see
+//! [`ConfigErrors`]). A [`Config`] value is always complete and valid: defaults are filled
+//! in, passwords are resolved (from `password`, `password_file` or `password_env`), ports are
+//! set from the TLS mode when omitted.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::address::{Address, DomainPattern};
+
+mod load;
+
+pub use load::from_yaml_str;
+
+/// The envelope headers read in catch-all mode when `envelope_headers` is not set, in order.
+pub const DEFAULT_ENVELOPE_HEADERS: [&str; 4] =
+    ["X-Original-To", "Delivered-To", "X-Envelope-To", "Envelope-To"];
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the SQLite state lives.
+    pub state_dir: PathBuf,
+    /// The Prometheus listener.
+    pub metrics: MetricsConfig,
+    /// The internal mail server.
+    pub relay: RelayConfig,
+    /// Accepted recipient domains.
+    pub domains: Vec<DomainPattern>,
+    /// Where mail with no local recipient, or refused for good, goes.
+    pub postmaster: Address,
+    /// Envelope headers read in catch-all mode, in order of preference.
+    pub envelope_headers: Vec<String>,
+    /// The mailboxes to collect from.
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// `metrics:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Address of the /metrics, /healthz, /readyz listener; `None` when metrics are off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// How a connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain text; the only mode that allows plaintext authentication.
+    None,
+    /// Upgrade with STARTTLS/STLS, refuse to go on without it.
+    Starttls,
+    /// Upgrade with STARTTLS/STLS when the server offers it.
+    StarttlsIfAvailable,
+    /// TLS from the first byte (ports 995, 993, 465).
+    Tls,
+}
+
+/// `relay:` — the internal mail server.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    /// Name given in EHLO; defaults to the host name of this machine.
+    pub helo: Option<String>,
+    /// Parallel SMTP sessions.
+    pub connections: u32,
+    /// An extra CA to trust besides the system store.
+    pub ca_file: Option<PathBuf>,
+    /// Time allowed for each SMTP reply.
+    pub timeout: Duration,
+}
+
+/// The upstream protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Pop3,
+    Imap,
+}
+
+/// Whom an account's mail is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// A mailbox holding a whole domain's mail: recipients come from the headers.
+    CatchAll,
+    /// Everything goes to one internal address.
+    SingleUser { deliver_to: Address },
+}
+
+/// When the upstream copy of a settled message is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// At once, as soon as every recipient is settled.
+    Delete,
+    /// Never.
+    Keep,
+    /// This many days after the message was first seen.
+    Days(u32),
+}
+
+/// A password that never prints: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(s: impl Into<String>) -> Password {
+        Password(s.into())
+    }
+    /// The secret itself; call it only where it goes on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One entry of `accounts:`.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// Unique; `[A-Za-z0-9._-]`, at most 128 characters (it names state rows and metrics).
+    pub name: String,
+    pub protocol: Protocol,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub username: String,
+    pub password: Password,
+    pub mode: Mode,
+    /// IMAP folder; `INBOX` by default.
+    pub folder: String,
+    pub poll_interval: Duration,
+    pub max_per_pass: u32,
+    pub retention: Retention,
+    /// Time allowed for each server reply.
+    pub timeout: Duration,
+}
+
+/// One problem in the configuration file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based; 0 when the problem has no place in the file (the file cannot be read).
+    pub line: usize,
+    /// 1-based; 0 when unknown.
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => from_yaml_str(&text, &name),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file: name,
+            line: 0,
+            column: 0,
+            message: format!("cannot read the file: {e}"),
+        }])),
+    }
+}
+
+impl Config {
+    /// The account called `name`.
+    pub fn account(&self, name: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+}

@@ -1,0 +1,30 @@
+//! mailferry collects mail from external POP3/IMAP mailboxes and delivers it by SMTP to an
+//! organisation's internal mail server, exactly once per recipient, deleting nothing upstream
+//! before the internal server accepted it.
+//!
+//! # Layout
+//!
+//! The folders are the stages of the mail flow, in the order a message meets them:
+//!
+//! ```text
+//! fetch/      account poller: POP3 (fetch/pop3/) over TLS (fetch/tls.rs); lists, downloads
+//! route/      pure: headers + config -> recipients, each with the reason it was chosen
+//! relay/      one SMTP transaction per message to the internal server, a reply per RCPT
+//! retention/  pure: when the upstream copy of a settled message may be deleted
+//! state/      SQLite: which UIDLs of which account reached which recipients
+//! ```
+//!
+//! Around them: `config/` (the YAML file, every error with its line), `address.rs` (validated
+//! envelope addresses and accepted-domain patterns, shared by every stage), `metrics.rs`
+//! (metric names and the /metrics listener) and `pipeline.rs` (wiring only: one poller per
+//! account, shutdown).
+
+pub mod address;
+pub mod config;
+pub mod fetch;
+pub mod metrics;
+pub mod pipeline;
+pub mod relay;
+pub mod retention;
+pub mod route;
+pub mod state;
