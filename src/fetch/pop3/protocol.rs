@@ -1,0 +1,403 @@
+//! The POP3 wire format (RFC 1939, RFC 2449), free of I/O: status lines, CAPA, UIDL and LIST
+//! lines, and the dot-unstuffing decoder for multi-line responses. The client in `client.rs`
+//! feeds these whatever bytes the network gave it, in whatever pieces.
+
+/// Longest status line accepted (`+OK ...` / `-ERR ...`), without its line end.
+pub const STATUS_LINE_MAX: usize = 64 * 1024;
+/// Longest line accepted inside a multi-line response (a message line or a listing line).
+/// RFC 5322 allows 998 octets, but real mail carries longer lines; a longer one makes the
+/// response fail cleanly (it is read to its end and discarded, the session stays usable).
+pub const DATA_LINE_MAX: usize = 1024 * 1024;
+/// Longest unique-id allowed by RFC 1939.
+pub const UID_MAX: usize = 70;
+
+/// Why a line of a server reply cannot be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("status line starts with neither +OK nor -ERR: {0:?}")]
+    BadStatus(String),
+    #[error("malformed listing line {0:?}")]
+    BadListing(String),
+    #[error("bad message number in {0:?}")]
+    BadNumber(String),
+    #[error("unique-id in {0:?} is empty, longer than 70 or has a byte outside 0x21..0x7E")]
+    BadUid(String),
+}
+
+/// A parsed status line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// `+OK text`.
+    Ok(String),
+    /// `-ERR [CODE] text`; `code` is the RFC 2449 extended response code, if any.
+    Err {
+        /// The response code between brackets (`IN-USE`, `LOGIN-DELAY`, `SYS/TEMP`, `AUTH`...),
+        /// upper-cased.
+        code: Option<String>,
+        /// The whole text after `-ERR`, code included.
+        text: String,
+    },
+}
+
+/// Parses a status line given without its line end (CRLF or bare LF).
+///
+/// The indicators are matched case-insensitively (some servers write `+ok`); the text after
+/// them is kept, lossily decoded as UTF-8.
+pub fn parse_status(line: &[u8]) -> Result<Status, ParseError> {
+    let line = strip_line_end(line);
+    let text_after = |n: usize| -> Option<String> {
+        let rest = &line[n..];
+        // The indicator must stand alone: "+OK", "+OK text", not "+OKAY".
+        match rest.first() {
+            None => Some(String::new()),
+            Some(b' ') | Some(b'\t') => Some(lossy(rest).trim().to_owned()),
+            Some(_) => None,
+        }
+    };
+    if line.len() >= 3 && line[..3].eq_ignore_ascii_case(b"+OK") {
+        if let Some(text) = text_after(3) {
+            return Ok(Status::Ok(text));
+        }
+    } else if line.len() >= 4
+        && line[..4].eq_ignore_ascii_case(b"-ERR")
+        && let Some(text) = text_after(4)
+    {
+        return Ok(Status::Err {
+            code: response_code(&text),
+            text,
+        });
+    }
+    Err(ParseError::BadStatus(excerpt(line)))
+}
+
+/// The RFC 2449 response code at the start of `text` (`[IN-USE] ...` → `IN-USE`).
+fn response_code(text: &str) -> Option<String> {
+    let rest = text.strip_prefix('[')?;
+    let end = rest.find(']')?;
+    let code = &rest[..end];
+    (!code.is_empty() && code.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| code.to_ascii_uppercase())
+}
+
+/// Parses one line of a UIDL listing: `msg uid`.
+pub fn parse_uidl_line(line: &[u8]) -> Result<(u32, String), ParseError> {
+    let text = strip_line_end(line);
+    let mut fields = text
+        .split(|b| *b == b' ' || *b == b'\t')
+        .filter(|f| !f.is_empty());
+    let (Some(number), Some(uid), None) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(ParseError::BadListing(excerpt(text)));
+    };
+    let number = parse_msg_number(number).ok_or_else(|| ParseError::BadNumber(excerpt(text)))?;
+    if uid.is_empty() || uid.len() > UID_MAX || !uid.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(ParseError::BadUid(excerpt(text)));
+    }
+    // Checked above: printable ASCII only.
+    Ok((number, String::from_utf8_lossy(uid).into_owned()))
+}
+
+/// Parses one line of a LIST listing: `msg size`, anything after the size ignored
+/// (RFC 1939 allows servers to append information there).
+pub fn parse_list_line(line: &[u8]) -> Result<(u32, u64), ParseError> {
+    let text = strip_line_end(line);
+    let mut fields = text
+        .split(|b| *b == b' ' || *b == b'\t')
+        .filter(|f| !f.is_empty());
+    let (Some(number), Some(size)) = (fields.next(), fields.next()) else {
+        return Err(ParseError::BadListing(excerpt(text)));
+    };
+    let number = parse_msg_number(number).ok_or_else(|| ParseError::BadNumber(excerpt(text)))?;
+    let size = std::str::from_utf8(size)
+        .ok()
+        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| ParseError::BadListing(excerpt(text)))?;
+    Ok((number, size))
+}
+
+/// A message number: decimal digits, at least 1.
+fn parse_msg_number(field: &[u8]) -> Option<u32> {
+    if field.is_empty() || !field.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(field)
+        .ok()?
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+}
+
+/// Splits the body of a multi-line response (already unstuffed, terminator removed) into
+/// lines without their line ends. A last line without a line end is kept.
+pub fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    body.split(|b| *b == b'\n')
+        .filter(move |_| !body.is_empty())
+        .map(strip_line_end)
+}
+
+/// What the server said it can do, from the CAPA response (RFC 2449).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `STLS` (RFC 2595).
+    pub stls: bool,
+    /// `USER`: USER/PASS login is allowed.
+    pub user: bool,
+    /// `UIDL`.
+    pub uidl: bool,
+    /// `TOP`.
+    pub top: bool,
+    /// `PIPELINING`.
+    pub pipelining: bool,
+    /// `RESP-CODES`.
+    pub resp_codes: bool,
+    /// The mechanisms listed after `SASL`, upper-cased.
+    pub sasl: Vec<String>,
+    /// Every capability line as sent, for diagnostics.
+    pub lines: Vec<String>,
+}
+
+impl Capabilities {
+    /// Parses the body of a CAPA response. Unknown capabilities are kept in `lines` only.
+    pub fn parse(body: &[u8]) -> Capabilities {
+        let mut capa = Capabilities::default();
+        for line in lines(body) {
+            let text = lossy(line);
+            let mut words = text.split_ascii_whitespace();
+            let Some(name) = words.next() else { continue };
+            match name.to_ascii_uppercase().as_str() {
+                "STLS" => capa.stls = true,
+                "USER" => capa.user = true,
+                "UIDL" => capa.uidl = true,
+                "TOP" => capa.top = true,
+                "PIPELINING" => capa.pipelining = true,
+                "RESP-CODES" => capa.resp_codes = true,
+                "SASL" => capa.sasl.extend(words.map(str::to_ascii_uppercase)),
+                _ => {}
+            }
+            capa.lines.push(text.trim().to_owned());
+        }
+        capa
+    }
+
+    /// Whether `SASL` lists `mechanism` (case-insensitive).
+    pub fn has_sasl(&self, mechanism: &str) -> bool {
+        self.sasl.iter().any(|m| m.eq_ignore_ascii_case(mechanism))
+    }
+}
+
+/// Which limit a multi-line response went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// A line longer than this many bytes.
+    Line(usize),
+    /// More than this many bytes in all.
+    Total(usize),
+}
+
+impl std::fmt::Display for Overflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Overflow::Line(n) => write!(f, "a line longer than {n} bytes"),
+            Overflow::Total(n) => write!(f, "more than {n} bytes"),
+        }
+    }
+}
+
+/// Where the decoder is within the current line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// The next byte starts a line.
+    LineStart,
+    /// Inside a line.
+    InLine,
+    /// A line began with "."; not yet known whether it is the terminator or a stuffed line.
+    Dot,
+    /// A line began with ".\r".
+    DotCr,
+    /// The terminator has been read.
+    Done,
+}
+
+/// How much of a chunk the decoder took, and whether the response is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// Bytes of the input consumed; on completion, the bytes after the terminator are not
+    /// consumed (they belong to the next response).
+    pub consumed: usize,
+    /// The terminating "." line has been read.
+    pub done: bool,
+}
+
+/// Decodes the body of a multi-line response, fed in chunks split at any byte.
+///
+/// Line ends are kept as sent (CRLF, or a bare LF from a sloppy server). A line "." (followed
+/// by CRLF or LF) ends the response and is not output; a line starting with "." has that dot
+/// removed (RFC 1939: "..x" → ".x", and a "." followed by anything but a line end is stripped
+/// too). The decoder never fails: when a limit is exceeded it stops storing, keeps reading to
+/// the terminator so that the session stays in step, and reports the overflow.
+#[derive(Debug, Clone)]
+pub struct DotDecoder {
+    state: State,
+    line_len: usize,
+    line_max: usize,
+    total: usize,
+    total_max: usize,
+    overflow: Option<Overflow>,
+}
+
+impl DotDecoder {
+    /// A decoder allowing lines of at most `line_max` bytes (line end excluded) and at most
+    /// `total_max` bytes of output.
+    pub fn new(line_max: usize, total_max: usize) -> DotDecoder {
+        DotDecoder {
+            state: State::LineStart,
+            line_len: 0,
+            line_max,
+            total: 0,
+            total_max,
+            overflow: None,
+        }
+    }
+
+    /// Whether the terminator has been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The limit that was exceeded, if any; the output is then incomplete and was cleared.
+    pub fn overflow(&self) -> Option<Overflow> {
+        self.overflow
+    }
+
+    /// Decodes `input`, appending the unstuffed bytes to `out`. Consumes all of `input`
+    /// unless the terminator is found in it.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Fed {
+        let mut i = 0;
+        while i < input.len() {
+            match self.state {
+                State::Done => break,
+                State::LineStart => {
+                    if input[i] == b'.' {
+                        self.state = State::Dot;
+                        i += 1;
+                    } else {
+                        self.state = State::InLine;
+                        self.line_len = 0;
+                    }
+                }
+                State::Dot => match input[i] {
+                    b'\n' => {
+                        self.state = State::Done;
+                        i += 1;
+                    }
+                    b'\r' => {
+                        self.state = State::DotCr;
+                        i += 1;
+                    }
+                    // "..x" → ".x"; ".x" → "x" (the leading dot is always removed).
+                    _ => {
+                        self.state = State::InLine;
+                        self.line_len = 0;
+                    }
+                },
+                State::DotCr => {
+                    if input[i] == b'\n' {
+                        self.state = State::Done;
+                        i += 1;
+                    } else {
+                        // ".\rx": not a terminator; the dot goes, the CR stays.
+                        self.state = State::InLine;
+                        self.line_len = 0;
+                        self.emit(b"\r", out);
+                    }
+                }
+                State::InLine => {
+                    let rest = &input[i..];
+                    match rest.iter().position(|b| *b == b'\n') {
+                        Some(lf) => {
+                            self.emit(&rest[..=lf], out);
+                            self.state = State::LineStart;
+                            i += lf + 1;
+                        }
+                        None => {
+                            self.emit(rest, out);
+                            i = input.len();
+                        }
+                    }
+                }
+            }
+        }
+        Fed {
+            consumed: i,
+            done: self.state == State::Done,
+        }
+    }
+
+    /// Appends `bytes` (part of one line, possibly ending with its LF) unless a limit is hit.
+    fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        if self.overflow.is_some() {
+            return;
+        }
+        let content = match bytes.strip_suffix(b"\n") {
+            Some(b) => b.strip_suffix(b"\r").unwrap_or(b),
+            // A CR at the end of a piece may be the first half of a CRLF: don't count it yet.
+            None => bytes.strip_suffix(b"\r").unwrap_or(bytes),
+        };
+        self.line_len += content.len();
+        self.total += bytes.len();
+        if self.line_len > self.line_max {
+            self.overflow = Some(Overflow::Line(self.line_max));
+        } else if self.total > self.total_max {
+            self.overflow = Some(Overflow::Total(self.total_max));
+        }
+        if self.overflow.is_some() {
+            out.clear();
+            out.shrink_to_fit();
+            return;
+        }
+        out.extend_from_slice(bytes);
+        if bytes.ends_with(b"\n") {
+            self.line_len = 0;
+        }
+    }
+}
+
+/// Dot-stuffs `message` and appends the terminator, as a server sends a RETR response body.
+/// A message not ending with a line end gets a CRLF first. For tests and fakes.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 5);
+    let mut at_line_start = true;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// `line` without a final CRLF or LF.
+pub fn strip_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// At most 200 bytes of a line, for error messages and logs.
+fn excerpt(line: &[u8]) -> String {
+    let cut = &line[..line.len().min(200)];
+    let mut s = lossy(cut);
+    if line.len() > cut.len() {
+        s.push('…');
+    }
+    s
+}

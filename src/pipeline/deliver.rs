@@ -1,0 +1,178 @@
+//! One message's way through route → relay → state: who gets it, one SMTP transaction for
+//! the recipients not yet done, each recipient's outcome written as it is known.
+
+use std::time::SystemTime;
+
+use crate::address::Address;
+use crate::config::{AccountConfig, Config, Protocol};
+use crate::relay::{Outcome, Relay, RelayError, received_header};
+use crate::route::{self, Rules};
+use crate::state::{MessageState, RecipientStatus, StateError, Store};
+
+/// Whether every recipient of the message is settled (delivered or re-routed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Yes,
+    No,
+}
+
+/// What happened to one message.
+#[derive(Debug)]
+pub struct Delivery {
+    pub settled: Settled,
+    pub delivered: usize,
+    pub rerouted: usize,
+}
+
+/// Routes `raw`, relays it to the recipients that `seen` does not list as done, and records
+/// each outcome. Only a state-store failure is an error: a relay failure leaves the message
+/// unsettled, to be tried again next pass.
+#[allow(clippy::too_many_arguments)]
+pub async fn deliver(
+    config: &Config,
+    account: &AccountConfig,
+    rules: &Rules,
+    relay: &mut Relay,
+    store: &Store,
+    uid: &str,
+    seen: &MessageState,
+    raw: &[u8],
+) -> Result<Delivery, StateError> {
+    let name = account.name.as_str();
+    let routing = route::route(raw, rules);
+    let mut delivery = Delivery {
+        settled: Settled::Yes,
+        delivered: 0,
+        rerouted: 0,
+    };
+    let pending: Vec<Address> = routing
+        .recipients
+        .iter()
+        .filter(|r| !seen.done.contains(&r.address.dedup_key()))
+        .map(|r| r.address.clone())
+        .collect();
+    for r in &routing.recipients {
+        if pending.contains(&r.address) {
+            tracing::info!(account = name, uid, recipient = %r.address, reason = %r.reason, "routing");
+        } else {
+            crate::metrics::recipient_outcome(name, "skipped");
+        }
+    }
+    if pending.is_empty() {
+        return Ok(delivery);
+    }
+
+    let message = with_trace(config, account, uid, &pending, raw);
+    let results = match relay
+        .send(routing.return_path.as_ref(), &pending, &message)
+        .await
+    {
+        Ok(results) => results,
+        Err(e) => {
+            relay_failed(name, uid, &e);
+            delivery.settled = Settled::No;
+            return Ok(delivery);
+        }
+    };
+
+    let now = SystemTime::now();
+    for result in results {
+        let recipient = &result.recipient;
+        match &result.outcome {
+            Outcome::Delivered(reply) => {
+                tracing::info!(account = name, uid, recipient = %recipient, "delivered: {reply}");
+                store
+                    .record_recipient(name, uid, recipient, RecipientStatus::Delivered, &reply.to_string(), now)
+                    .await?;
+                crate::metrics::recipient_outcome(name, "delivered");
+                delivery.delivered += 1;
+            }
+            Outcome::Temporary(reply) => {
+                tracing::warn!(account = name, uid, recipient = %recipient, "deferred, will retry: {reply}");
+                store
+                    .record_recipient(name, uid, recipient, RecipientStatus::Pending, &reply.to_string(), now)
+                    .await?;
+                crate::metrics::recipient_outcome(name, "temporary");
+                delivery.settled = Settled::No;
+            }
+            Outcome::Permanent(reply) => {
+                tracing::warn!(account = name, uid, recipient = %recipient, "refused: {reply}; re-routing to the postmaster");
+                let rerouted = reroute(config, account, relay, uid, raw, recipient, &reply.to_string(), routing.return_path.as_ref()).await;
+                let status = if rerouted { RecipientStatus::Rerouted } else { RecipientStatus::Pending };
+                store
+                    .record_recipient(name, uid, recipient, status, &reply.to_string(), now)
+                    .await?;
+                if rerouted {
+                    crate::metrics::recipient_outcome(name, "rerouted");
+                    delivery.rerouted += 1;
+                } else {
+                    crate::metrics::recipient_outcome(name, "temporary");
+                    delivery.settled = Settled::No;
+                }
+            }
+        }
+    }
+    Ok(delivery)
+}
+
+/// Sends the postmaster a copy of a message refused for good for `refused`, with a header
+/// saying who refused it and why. True when the postmaster's copy was accepted.
+#[allow(clippy::too_many_arguments)]
+async fn reroute(
+    config: &Config,
+    account: &AccountConfig,
+    relay: &mut Relay,
+    uid: &str,
+    raw: &[u8],
+    refused: &Address,
+    reply: &str,
+    return_path: Option<&Address>,
+) -> bool {
+    let postmaster = &config.postmaster;
+    if refused.dedup_key() == postmaster.dedup_key() {
+        // The postmaster itself refused: nowhere else to go; stays upstream for a later pass.
+        return false;
+    }
+    let notice = format!(
+        "X-Mailferry-Rerouted: for <{refused}> refused by the internal server: {}\r\n",
+        sanitize(reply)
+    );
+    let mut message = notice.into_bytes();
+    message.extend_from_slice(&with_trace(config, account, uid, std::slice::from_ref(postmaster), raw));
+    match relay.send(return_path, std::slice::from_ref(postmaster), &message).await {
+        Ok(results) => results
+            .iter()
+            .all(|r| matches!(r.outcome, Outcome::Delivered(_))),
+        Err(e) => {
+            relay_failed(&account.name, uid, &e);
+            false
+        }
+    }
+}
+
+/// The message with mailferry's `Received:` trace header on top.
+fn with_trace(config: &Config, account: &AccountConfig, uid: &str, recipients: &[Address], raw: &[u8]) -> Vec<u8> {
+    let by = config.relay.helo.as_deref().unwrap_or("mailferry");
+    // The UIDL may hold any printable character; keep the trace header's id plain.
+    let id: String = format!("{}.{}", account.name, uid)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .collect();
+    let header = received_header(by, &account.host, Protocol::Pop3, &id, recipients, SystemTime::now());
+    let mut message = Vec::with_capacity(header.len() + raw.len());
+    message.extend_from_slice(header.as_bytes());
+    message.extend_from_slice(raw);
+    message
+}
+
+fn relay_failed(account: &str, uid: &str, e: &RelayError) {
+    tracing::warn!(account, uid, "relay failed, message stays upstream: {e}");
+    crate::metrics::message_failed(account, "relay");
+}
+
+/// A server's reply text made safe for a header line.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}

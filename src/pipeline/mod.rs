@@ -1,0 +1,160 @@
+//! Wiring: one poller per account, the shared state store, the metrics listener, shutdown.
+//!
+//! `pass.rs` is one poll pass of one account (list, download, hand on, delete what may go);
+//! `deliver.rs` is one message's way through route → relay → state.
+
+mod deliver;
+mod pass;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{AccountConfig, Config};
+use crate::state::{StateError, Store};
+
+pub use pass::{PassError, PassReport};
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("state store: {0}")]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error("cannot wait for signals: {0}")]
+    Signal(std::io::Error),
+}
+
+/// How long `run` waits, after SIGTERM, for passes to finish the message in hand and QUIT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
+/// The outcome of `poll-once`: one line per account.
+#[derive(Debug)]
+pub struct Summary {
+    pub passes: Vec<(String, Result<PassReport, PassError>)>,
+}
+
+impl Summary {
+    /// True when every account's pass succeeded and every message in it was settled or
+    /// deliberately left (nothing failed).
+    pub fn all_ok(&self) -> bool {
+        self.passes
+            .iter()
+            .all(|(_, r)| r.as_ref().is_ok_and(|p| p.failed == 0))
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (name, result)) in self.passes.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match result {
+                Ok(report) => write!(f, "{name}: {report}")?,
+                Err(e) => write!(f, "{name}: FAILED: {e}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One pass of every account (or of the one named), concurrently; then exit.
+pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, PipelineError> {
+    let store = Store::open(&config.state_dir)?;
+    let config = Arc::new(config);
+    // Never set: poll-once always finishes its pass.
+    let (_stop_tx, stop) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    for (index, account) in config.accounts.iter().enumerate() {
+        if only.is_some_and(|name| name != account.name) {
+            continue;
+        }
+        let (config, store, stop) = (config.clone(), store.clone(), stop.clone());
+        tasks.spawn(async move {
+            let account = &config.accounts[index];
+            let result = pass::run_pass(&config, account, &store, &stop).await;
+            (index, account.name.clone(), result)
+        });
+    }
+    let mut passes = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(done) => passes.push(done),
+            // A panic in one pass is a bug; it must not hide the other accounts' results.
+            Err(e) => tracing::error!("a poll pass panicked: {e}"),
+        }
+    }
+    passes.sort_by_key(|(index, _, _)| *index);
+    Ok(Summary {
+        passes: passes.into_iter().map(|(_, n, r)| (n, r)).collect(),
+    })
+}
+
+/// The daemon: each account on its own cycle until SIGTERM or SIGINT; then every pass
+/// finishes the message in hand, commits its deletions and stops.
+pub async fn run(config: Config) -> Result<(), PipelineError> {
+    let store = Store::open(&config.state_dir)?;
+    if let Some(addr) = config.metrics.listen {
+        let listener = crate::metrics::bind(addr).await?;
+        tracing::info!("metrics on http://{addr}/metrics");
+        tokio::spawn(crate::metrics::serve(listener));
+    }
+    let config = Arc::new(config);
+    let (stop_tx, stop) = watch::channel(false);
+    let mut pollers = JoinSet::new();
+    for index in 0..config.accounts.len() {
+        let (config, store, stop) = (config.clone(), store.clone(), stop.clone());
+        pollers.spawn(async move { poller(&config, &config.accounts[index], &store, stop).await });
+    }
+    crate::metrics::set_ready(true);
+    tracing::info!(accounts = config.accounts.len(), "mailferry running");
+
+    shutdown_signal().await.map_err(PipelineError::Signal)?;
+    tracing::info!("stopping: finishing the messages in hand");
+    crate::metrics::set_ready(false);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while pollers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("passes still running after {SHUTDOWN_GRACE:?}; stopping them");
+        pollers.abort_all();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One account's cycle: a pass, then sleep `poll_interval` (or until stopped).
+async fn poller(config: &Config, account: &AccountConfig, store: &Store, mut stop: watch::Receiver<bool>) {
+    loop {
+        match pass::run_pass(config, account, store, &stop).await {
+            Ok(report) => tracing::info!(account = %account.name, "pass: {report}"),
+            Err(e) => tracing::warn!(account = %account.name, "pass failed: {e}"),
+        }
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(account.poll_interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

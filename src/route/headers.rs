@@ -1,0 +1,160 @@
+//! Reading the header block: which fields exist, in which order, and the addresses they name.
+//! mail-parser does the RFC 5322 work (folding, groups, quoting, comments, RFC 2047); this file
+//! turns what it returns into strings that [`check`] can validate.
+
+use std::borrow::Cow;
+
+use mail_parser::{Header, HeaderName, HeaderValue, MessageParser};
+
+use crate::address::Address;
+
+use super::SkipReason;
+
+/// The message headers read when no envelope header decides (design.md, Routing step 2),
+/// with the name a [`super::Reason::Header`] carries.
+pub(super) const MESSAGE_HEADERS: [(&str, HeaderName<'static>); 7] = [
+    ("To", HeaderName::To),
+    ("Cc", HeaderName::Cc),
+    ("Bcc", HeaderName::Bcc),
+    ("Resent-To", HeaderName::ResentTo),
+    ("Resent-Cc", HeaderName::ResentCc),
+    ("Resent-Bcc", HeaderName::ResentBcc),
+    ("Apparently-To", HeaderName::Other(Cow::Borrowed("Apparently-To"))),
+];
+
+/// The mail-parser name of a configured header name; `None` for a name no header can have.
+pub(super) fn header_name(configured: &str) -> Option<HeaderName<'static>> {
+    HeaderName::parse(configured.trim().to_string())
+}
+
+/// A parser that decodes exactly the fields routing reads as address lists, keeps
+/// `Return-Path` raw and skips the rest (cheap: a 200-line `Received` chain is not decoded).
+pub(super) fn parser(envelope_headers: &[String]) -> MessageParser {
+    let mut parser = MessageParser::new()
+        .default_header_ignore()
+        .header_raw(HeaderName::ReturnPath)
+        .header_address(HeaderName::Sender)
+        .header_address(HeaderName::From);
+    for (_, name) in MESSAGE_HEADERS {
+        parser = parser.header_address(name);
+    }
+    for name in envelope_headers.iter().filter_map(|n| header_name(n)) {
+        parser = parser.header_address(name);
+    }
+    parser
+}
+
+/// Every address a parsed address field names, groups flattened, obsolete routes removed.
+/// A field that did not parse as addresses yields nothing.
+pub(super) fn addresses(header: &Header<'_>) -> Vec<String> {
+    match &header.value {
+        HeaderValue::Address(list) => list
+            .iter()
+            .filter_map(|addr| addr.address.as_deref())
+            .map(|a| strip_route(a.trim()).to_string())
+            .filter(|a| !a.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `@route1,@route2:user@domain` → `user@domain` (RFC 5322 obs-route; mail-parser keeps it).
+fn strip_route(addr: &str) -> &str {
+    match addr.strip_prefix('@').and_then(|_| addr.rfind(':')) {
+        Some(colon) => addr[colon + 1..].trim(),
+        None => addr,
+    }
+}
+
+/// What a `Return-Path:` field says.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ReturnPath {
+    /// `<>`: the message is itself a bounce; it must stay one.
+    Null,
+    /// A usable address.
+    Address(Address),
+    /// Something that is neither.
+    Unusable,
+}
+
+/// Reads a raw `Return-Path:` value: `<addr>`, `<>`, `<@route:addr>`, or a bare address.
+pub(super) fn return_path(raw: &str) -> ReturnPath {
+    let raw = raw.trim();
+    let inner = match raw.find('<') {
+        Some(open) => match raw[open + 1..].find('>') {
+            Some(len) => &raw[open + 1..open + 1 + len],
+            None => return ReturnPath::Unusable,
+        },
+        None => raw,
+    };
+    let inner = inner.trim();
+    if inner.is_empty() {
+        return if raw.starts_with('<') {
+            ReturnPath::Null
+        } else {
+            ReturnPath::Unusable
+        };
+    }
+    match check(strip_route(inner)) {
+        Ok(address) => ReturnPath::Address(address),
+        Err(_) => ReturnPath::Unusable,
+    }
+}
+
+/// Validates an address taken from a header so that it can go on an SMTP command line as it
+/// is. mail-parser hands back quoted local parts unquoted (`"john doe"@x` comes back as
+/// `john doe@x`), and [`Address`] never quotes, so a local part that would need quoting in
+/// SMTP (space, `"`, `@`, `,`, `(`, ...) is refused here rather than sent mangled; one that
+/// needs none (`"john.doe"@x`) is the same mailbox as without quotes and is kept.
+pub(super) fn check(addr: &str) -> Result<Address, SkipReason> {
+    let addr = addr.trim();
+    // U+FFFD is what lossy decoding made of invalid UTF-8: not the address that was written.
+    if addr.contains('\u{FFFD}') {
+        return Err(SkipReason::Undecodable);
+    }
+    if let Some(at) = addr.rfind('@')
+        && !addr[..at].chars().all(is_local_part_char)
+    {
+        return Err(SkipReason::NeedsQuoting);
+    }
+    Ok(Address::parse(addr)?)
+}
+
+/// RFC 5321 Dot-string characters (atext and `.`), plus non-ASCII for RFC 6531 addresses.
+fn is_local_part_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) || !c.is_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn obsolete_route_is_stripped() {
+        assert_eq!(strip_route("@a.net,@b.net:user@example.com"), "user@example.com");
+        assert_eq!(strip_route("user@example.com"), "user@example.com");
+    }
+
+    #[test]
+    fn return_path_forms() {
+        let a = |s: &str| ReturnPath::Address(Address::parse(s).unwrap());
+        assert_eq!(return_path(" <>"), ReturnPath::Null);
+        assert_eq!(return_path("< >"), ReturnPath::Null);
+        assert_eq!(return_path("<bob@example.net>"), a("bob@example.net"));
+        assert_eq!(return_path("bob@example.net"), a("bob@example.net"));
+        assert_eq!(return_path("<@relay.net:bob@example.net>"), a("bob@example.net"));
+        assert_eq!(return_path(""), ReturnPath::Unusable);
+        assert_eq!(return_path("<bob@example.net"), ReturnPath::Unusable);
+        assert_eq!(return_path("<no address here>"), ReturnPath::Unusable);
+    }
+
+    #[test]
+    fn local_parts_that_need_quoting_are_refused() {
+        assert_eq!(check("john doe@example.com"), Err(SkipReason::NeedsQuoting));
+        assert_eq!(check("a@b@example.com"), Err(SkipReason::NeedsQuoting));
+        assert_eq!(check("a,b@example.com"), Err(SkipReason::NeedsQuoting));
+        assert_eq!(check("b\u{FFFD}b@example.com"), Err(SkipReason::Undecodable));
+        assert!(check("o'brien+tag@example.com").is_ok());
+        assert!(check("jörg@example.com").is_ok());
+    }
+}

@@ -1,0 +1,56 @@
+//! The database schema and its migrations, versioned by SQLite's `user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] takes the schema from version `i` to `i + 1`; a later issue
+//! appends an entry and never edits an old one.
+
+use rusqlite::Connection;
+
+use super::StateError;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Times are Unix milliseconds (UTC). `recipient` is `Address::dedup_key`, `address` the
+/// address as it was sent; `status` is `delivered`, `rerouted` or `pending`.
+const MIGRATIONS: &[&str] = &[
+    // 1: messages of an account by UIDL, and the outcome of each of their recipients.
+    "CREATE TABLE messages (
+        account    TEXT    NOT NULL,
+        uidl       TEXT    NOT NULL,
+        first_seen INTEGER NOT NULL,
+        settled_at INTEGER,
+        deleted_at INTEGER,
+        PRIMARY KEY (account, uidl)
+    ) WITHOUT ROWID;
+    CREATE TABLE recipients (
+        account    TEXT    NOT NULL,
+        uidl       TEXT    NOT NULL,
+        recipient  TEXT    NOT NULL,
+        address    TEXT    NOT NULL,
+        status     TEXT    NOT NULL CHECK (status IN ('delivered', 'rerouted', 'pending')),
+        detail     TEXT    NOT NULL,
+        attempts   INTEGER NOT NULL DEFAULT 1,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (account, uidl, recipient),
+        FOREIGN KEY (account, uidl) REFERENCES messages (account, uidl) ON DELETE CASCADE
+    ) WITHOUT ROWID;",
+];
+
+/// Brings the database up to [`SCHEMA_VERSION`], one migration per transaction; refuses a
+/// database written by a newer build (its meaning is unknown here).
+pub fn migrate(conn: &mut Connection) -> Result<(), StateError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StateError::NewerSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
