@@ -18,6 +18,8 @@ pub(crate) struct Node {
     pub kind: Kind,
     pub line: usize,
     pub column: usize,
+    /// The line it ends on; `usize::MAX` for a collection a syntax error left open.
+    pub end_line: usize,
 }
 
 /// What a node holds.
@@ -25,7 +27,10 @@ pub(crate) struct Node {
 pub(crate) enum Kind {
     /// A scalar; `plain` when it was written without quotes, block style or tag, so that
     /// `25`, `true` or `~` keep their YAML meaning.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     /// Entries in file order; duplicate keys are kept for the loader to report.
     Map(Vec<(Node, Node)>),
@@ -76,8 +81,9 @@ pub(crate) struct Document {
     /// The first document's root; `None` for an empty file.
     pub root: Option<Node>,
     pub errors: Vec<SyntaxError>,
-    /// True when a syntax error cut the tree short: keys after it may be missing.
-    pub partial: bool,
+    /// The line of the syntax error that cut the tree short: nodes that end there or later
+    /// may be incomplete, and keys after it are missing.
+    pub cut: Option<usize>,
 }
 
 enum Frame {
@@ -126,8 +132,8 @@ impl Builder {
         self.attach(node);
     }
 
-    /// Closes the innermost collection.
-    fn close(&mut self) {
+    /// Closes the innermost collection, which ends on `end_line`.
+    fn close(&mut self, end_line: usize) {
         match self.stack.pop() {
             Some(Frame::Seq {
                 mut start,
@@ -135,6 +141,7 @@ impl Builder {
                 items,
             }) => {
                 start.kind = Kind::Seq(items);
+                start.end_line = end_line;
                 self.finish(start, anchor);
             }
             // A key whose value was lost to a syntax error is dropped.
@@ -145,6 +152,7 @@ impl Builder {
                 ..
             }) => {
                 start.kind = Kind::Map(entries);
+                start.end_line = end_line;
                 self.finish(start, anchor);
             }
             None => {}
@@ -157,6 +165,7 @@ fn at(span: &Span) -> Node {
         kind: Kind::Seq(Vec::new()),
         line: span.start.line(),
         column: span.start.col() + 1,
+        end_line: span.end.line(),
     }
 }
 
@@ -165,7 +174,7 @@ pub(crate) fn parse(text: &str) -> Document {
     let mut parser = Parser::new_from_str(text);
     let mut b = Builder::default();
     let mut errors = Vec::new();
-    let mut partial = false;
+    let mut cut = None;
     let mut documents = 0;
     while let Some(item) = parser.next_event() {
         let (event, span) = match item {
@@ -177,7 +186,7 @@ pub(crate) fn parse(text: &str) -> Document {
                     column: mark.col() + 1,
                     message: format!("YAML syntax error: {}", e.info()),
                 });
-                partial = true;
+                cut = Some(mark.line());
                 break;
             }
         };
@@ -220,7 +229,7 @@ pub(crate) fn parse(text: &str) -> Document {
                     key: None,
                 });
             }
-            Event::SequenceEnd | Event::MappingEnd => b.close(),
+            Event::SequenceEnd | Event::MappingEnd => b.close(span.end.line()),
             Event::Alias(id) => {
                 let Some(mut node) = b.anchors.get(&id).cloned() else {
                     continue;
@@ -232,24 +241,25 @@ pub(crate) fn parse(text: &str) -> Document {
                         column: span.start.col() + 1,
                         message: format!("aliases expand to more than {MAX_NODES} nodes"),
                     });
-                    partial = true;
+                    cut = Some(span.start.line());
                     break;
                 }
                 // Problems in the copy are reported where the alias is.
                 node.line = span.start.line();
                 node.column = span.start.col() + 1;
+                node.end_line = span.end.line();
                 b.attach(node);
             }
             _ => {}
         }
     }
     while !b.stack.is_empty() {
-        b.close();
+        b.close(usize::MAX);
     }
     Document {
         root: b.root,
         errors,
-        partial,
+        cut,
     }
 }
 
@@ -289,7 +299,7 @@ mod tests {
     fn syntax_error_keeps_what_came_before() {
         let doc = parse("a: 1\nb: [x, y\nc: 3\n");
         assert_eq!(doc.errors.len(), 1);
-        assert!(doc.partial);
+        assert_eq!(doc.cut, Some(3));
         assert!(doc.errors[0].message.starts_with("YAML syntax error"));
         let Some(Node {
             kind: Kind::Map(entries),
