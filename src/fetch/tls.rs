@@ -100,8 +100,8 @@ pub async fn connect_tls<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<tokio_rustls::client::TlsStream<S>, TlsError> {
     // "[::1]" is how an IPv6 literal may be written in a host field.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let name = ServerName::try_from(bare.to_owned())
-        .map_err(|_| TlsError::ServerName(host.to_owned()))?;
+    let name =
+        ServerName::try_from(bare.to_owned()).map_err(|_| TlsError::ServerName(host.to_owned()))?;
     TlsConnector::from(cfg)
         .connect(name, stream)
         .await

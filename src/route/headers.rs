@@ -2,8 +2,6 @@
 //! mail-parser does the RFC 5322 work (folding, groups, quoting, comments, RFC 2047); this file
 //! turns what it returns into strings that [`check`] can validate.
 
-use std::borrow::Cow;
-
 use mail_parser::{Header, HeaderName, HeaderValue, MessageParser};
 
 use crate::address::Address;
@@ -19,7 +17,7 @@ pub(super) const MESSAGE_HEADERS: [(&str, HeaderName<'static>); 7] = [
     ("Resent-To", HeaderName::ResentTo),
     ("Resent-Cc", HeaderName::ResentCc),
     ("Resent-Bcc", HeaderName::ResentBcc),
-    ("Apparently-To", HeaderName::Other(Cow::Borrowed("Apparently-To"))),
+    ("Apparently-To", HeaderName::ApparentlyTo),
 ];
 
 /// The mail-parser name of a configured header name; `None` for a name no header can have.
@@ -45,16 +43,39 @@ pub(super) fn parser(envelope_headers: &[String]) -> MessageParser {
 }
 
 /// Every address a parsed address field names, groups flattened, obsolete routes removed.
-/// A field that did not parse as addresses yields nothing.
-pub(super) fn addresses(header: &Header<'_>) -> Vec<String> {
-    match &header.value {
-        HeaderValue::Address(list) => list
-            .iter()
-            .filter_map(|addr| addr.address.as_deref())
-            .map(|a| strip_route(a.trim()).to_string())
-            .filter(|a| !a.is_empty())
-            .collect(),
-        _ => Vec::new(),
+/// A field that did not parse as addresses yields nothing. `message` is the whole message
+/// the field's offsets point into.
+pub(super) fn addresses(header: &Header<'_>, message: &[u8]) -> Vec<String> {
+    let HeaderValue::Address(list) = &header.value else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|addr| {
+            let address = addr.address.as_deref()?.trim();
+            Some(match addr.name.as_deref() {
+                Some(name) if address.starts_with('@') && !address.contains(':') => {
+                    unquote_local_part(name, address, header, message)
+                }
+                _ => strip_route(address).to_string(),
+            })
+        })
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// mail-parser reads `"mary.major"@example.com` as the name `mary.major` and the address
+/// `@example.com`. When the raw field really has that quoted string right before the `@`,
+/// the local part is put back (unquoted; [`check`] refuses it if it needs the quotes);
+/// otherwise the address stays as it came and fails validation.
+fn unquote_local_part(name: &str, address: &str, header: &Header<'_>, message: &[u8]) -> String {
+    let raw = message
+        .get(header.offset_start as usize..header.offset_end as usize)
+        .unwrap_or_default();
+    let quoted = format!("\"{name}\"{address}");
+    if String::from_utf8_lossy(raw).contains(&quoted) {
+        format!("{name}{address}")
+    } else {
+        address.to_string()
     }
 }
 
@@ -131,7 +152,10 @@ mod tests {
 
     #[test]
     fn obsolete_route_is_stripped() {
-        assert_eq!(strip_route("@a.net,@b.net:user@example.com"), "user@example.com");
+        assert_eq!(
+            strip_route("@a.net,@b.net:user@example.com"),
+            "user@example.com"
+        );
         assert_eq!(strip_route("user@example.com"), "user@example.com");
     }
 
@@ -142,7 +166,10 @@ mod tests {
         assert_eq!(return_path("< >"), ReturnPath::Null);
         assert_eq!(return_path("<bob@example.net>"), a("bob@example.net"));
         assert_eq!(return_path("bob@example.net"), a("bob@example.net"));
-        assert_eq!(return_path("<@relay.net:bob@example.net>"), a("bob@example.net"));
+        assert_eq!(
+            return_path("<@relay.net:bob@example.net>"),
+            a("bob@example.net")
+        );
         assert_eq!(return_path(""), ReturnPath::Unusable);
         assert_eq!(return_path("<bob@example.net"), ReturnPath::Unusable);
         assert_eq!(return_path("<no address here>"), ReturnPath::Unusable);
@@ -153,7 +180,10 @@ mod tests {
         assert_eq!(check("john doe@example.com"), Err(SkipReason::NeedsQuoting));
         assert_eq!(check("a@b@example.com"), Err(SkipReason::NeedsQuoting));
         assert_eq!(check("a,b@example.com"), Err(SkipReason::NeedsQuoting));
-        assert_eq!(check("b\u{FFFD}b@example.com"), Err(SkipReason::Undecodable));
+        assert_eq!(
+            check("b\u{FFFD}b@example.com"),
+            Err(SkipReason::Undecodable)
+        );
         assert!(check("o'brien+tag@example.com").is_ok());
         assert!(check("jörg@example.com").is_ok());
     }

@@ -163,7 +163,7 @@ pub fn explain(message: &[u8], rules: &Rules) -> Explanation {
     if let Mode::SingleUser { deliver_to } = &rules.mode {
         picked.add_unchecked(deliver_to.clone(), Reason::SingleUser);
     } else {
-        envelope_recipients(fields, &mut picked);
+        envelope_recipients(fields, message, &mut picked);
         // Envelope headers that name no accepted recipient (only the catch-all's own address,
         // or only the provider's internal alias) say nothing about who the local recipients
         // are, so the message headers decide, as if there were none. Sending such copies to
@@ -171,7 +171,7 @@ pub fn explain(message: &[u8], rules: &Rules) -> Explanation {
         // <its own mailbox>` into one where all mail goes to the postmaster; reading To/Cc is
         // no open relay, as every address still has to be in an accepted domain.
         if picked.recipients.is_empty() {
-            message_recipients(fields, &mut picked);
+            message_recipients(fields, message, &mut picked);
         }
     }
     if picked.recipients.is_empty() {
@@ -190,7 +190,7 @@ pub fn explain(message: &[u8], rules: &Rules) -> Explanation {
 /// (the provider adds them at final delivery, one copy per recipient; lower ones could have
 /// been written by the sender). All configured names found count, union: a provider may write
 /// both `X-Original-To` and `Delivered-To`; the first configured name gives the reason.
-fn envelope_recipients(fields: &[Header<'_>], picked: &mut Picked<'_>) {
+fn envelope_recipients(fields: &[Header<'_>], message: &[u8], picked: &mut Picked<'_>) {
     let first_received = fields
         .iter()
         .position(|h| h.name == HeaderName::Received)
@@ -200,7 +200,7 @@ fn envelope_recipients(fields: &[Header<'_>], picked: &mut Picked<'_>) {
             continue;
         };
         for (i, field) in fields.iter().enumerate().filter(|(_, h)| h.name == name) {
-            for addr in headers::addresses(field) {
+            for addr in headers::addresses(field, message) {
                 if i > first_received {
                     picked.skip(field, addr, SkipReason::BelowReceived);
                 } else {
@@ -213,10 +213,10 @@ fn envelope_recipients(fields: &[Header<'_>], picked: &mut Picked<'_>) {
 }
 
 /// Step 3: every address of the message headers that is in an accepted domain.
-fn message_recipients(fields: &[Header<'_>], picked: &mut Picked<'_>) {
+fn message_recipients(fields: &[Header<'_>], message: &[u8], picked: &mut Picked<'_>) {
     for (label, name) in &headers::MESSAGE_HEADERS {
         for field in fields.iter().filter(|h| h.name == *name) {
-            for addr in headers::addresses(field) {
+            for addr in headers::addresses(field, message) {
                 picked.consider(field, addr, Reason::Header((*label).to_string()), false);
             }
         }
@@ -239,7 +239,7 @@ fn return_path(fields: &[Header<'_>], message: &[u8]) -> Option<Address> {
     [HeaderName::Sender, HeaderName::From]
         .iter()
         .filter_map(|name| fields.iter().find(|h| h.name == *name))
-        .flat_map(headers::addresses)
+        .flat_map(|field| headers::addresses(field, message))
         .find_map(|addr| headers::check(&addr).ok())
 }
 

@@ -401,3 +401,355 @@ fn excerpt(line: &[u8]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Decodes `chunks` in order with generous limits; the body and how many bytes of the
+    /// last chunk were left over.
+    fn decode(chunks: &[&[u8]]) -> (Vec<u8>, bool, Vec<u8>) {
+        let mut dec = DotDecoder::new(DATA_LINE_MAX, usize::MAX);
+        let mut out = Vec::new();
+        let mut rest = Vec::new();
+        for chunk in chunks {
+            let fed = dec.feed(chunk, &mut out);
+            if fed.done {
+                rest.extend_from_slice(&chunk[fed.consumed..]);
+                break;
+            }
+            assert_eq!(
+                fed.consumed,
+                chunk.len(),
+                "unfinished decoder must take everything"
+            );
+        }
+        (out, dec.is_done(), rest)
+    }
+
+    #[test]
+    fn status_ok_and_err() {
+        assert_eq!(
+            parse_status(b"+OK POP3 ready\r\n").unwrap(),
+            Status::Ok("POP3 ready".into())
+        );
+        assert_eq!(parse_status(b"+OK").unwrap(), Status::Ok(String::new()));
+        assert_eq!(
+            parse_status(b"+ok fine\n").unwrap(),
+            Status::Ok("fine".into())
+        );
+        assert_eq!(
+            parse_status(b"-ERR no such message").unwrap(),
+            Status::Err {
+                code: None,
+                text: "no such message".into()
+            }
+        );
+        assert_eq!(
+            parse_status(b"-ERR [in-use] mailbox locked\r\n").unwrap(),
+            Status::Err {
+                code: Some("IN-USE".into()),
+                text: "[in-use] mailbox locked".into()
+            }
+        );
+        assert_eq!(
+            parse_status(b"-ERR").unwrap(),
+            Status::Err {
+                code: None,
+                text: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn status_garbage_is_an_error() {
+        for bad in [
+            &b""[..],
+            b"OK",
+            b"+OKAY",
+            b"-ERROR x",
+            b"* OK imap",
+            b"+ go ahead",
+        ] {
+            assert!(
+                matches!(parse_status(bad), Err(ParseError::BadStatus(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn uidl_lines() {
+        assert_eq!(parse_uidl_line(b"1 abc\r\n").unwrap(), (1, "abc".into()));
+        assert_eq!(
+            parse_uidl_line(b"42  0000a1b2-~!\r").unwrap(),
+            (42, "0000a1b2-~!".into())
+        );
+        let uid70 = "x".repeat(70);
+        assert_eq!(
+            parse_uidl_line(format!("7 {uid70}").as_bytes()).unwrap(),
+            (7, uid70)
+        );
+        assert!(matches!(
+            parse_uidl_line(format!("7 {}", "x".repeat(71)).as_bytes()),
+            Err(ParseError::BadUid(_))
+        ));
+        assert!(matches!(
+            parse_uidl_line("3 caf\u{e9}".as_bytes()),
+            Err(ParseError::BadUid(_))
+        ));
+        assert!(matches!(
+            parse_uidl_line(b"3 a\x01b"),
+            Err(ParseError::BadUid(_))
+        ));
+        assert!(matches!(
+            parse_uidl_line(b"x abc"),
+            Err(ParseError::BadNumber(_))
+        ));
+        assert!(matches!(
+            parse_uidl_line(b"0 abc"),
+            Err(ParseError::BadNumber(_))
+        ));
+        assert!(matches!(
+            parse_uidl_line(b"-1 abc"),
+            Err(ParseError::BadNumber(_))
+        ));
+        assert!(matches!(
+            parse_uidl_line(b"1"),
+            Err(ParseError::BadListing(_))
+        ));
+        assert!(matches!(
+            parse_uidl_line(b"1 a b"),
+            Err(ParseError::BadListing(_))
+        ));
+        assert!(matches!(
+            parse_uidl_line(b""),
+            Err(ParseError::BadListing(_))
+        ));
+    }
+
+    #[test]
+    fn list_lines() {
+        assert_eq!(parse_list_line(b"1 120\r\n").unwrap(), (1, 120));
+        assert_eq!(parse_list_line(b"2 0").unwrap(), (2, 0));
+        // RFC 1939: servers may append information after the size.
+        assert_eq!(parse_list_line(b"3 512 extra info").unwrap(), (3, 512));
+        assert!(parse_list_line(b"3").is_err());
+        assert!(parse_list_line(b"3 -5").is_err());
+        assert!(parse_list_line(b"3 +5").is_err());
+        assert!(parse_list_line(b"3 12k").is_err());
+        assert!(parse_list_line(b"99999999999 1").is_err());
+    }
+
+    #[test]
+    fn lines_split_any_line_end() {
+        let got: Vec<&[u8]> = lines(b"a\r\nb\n\r\nc").collect();
+        assert_eq!(got, vec![&b"a"[..], b"b", b"", b"c"]);
+        assert_eq!(lines(b"").count(), 0);
+        assert_eq!(lines(b"x\r\n").collect::<Vec<_>>(), vec![&b"x"[..]]);
+    }
+
+    #[test]
+    fn capabilities() {
+        let capa = Capabilities::parse(
+            b"TOP\r\nUSER\r\nuidl\r\nSASL PLAIN xoauth2\r\nRESP-CODES\r\nPIPELINING\r\n\
+              IMPLEMENTATION Dovecot\r\nstls\r\n",
+        );
+        assert!(capa.stls && capa.user && capa.uidl && capa.top);
+        assert!(capa.pipelining && capa.resp_codes);
+        assert_eq!(capa.sasl, vec!["PLAIN".to_string(), "XOAUTH2".into()]);
+        assert!(capa.has_sasl("xoauth2"));
+        assert!(!capa.has_sasl("LOGIN"));
+        assert_eq!(capa.lines.len(), 8);
+
+        let bare = Capabilities::parse(b"TOP\r\n");
+        assert!(!bare.stls && !bare.user && bare.sasl.is_empty());
+    }
+
+    #[test]
+    fn unstuffing() {
+        let (out, done, rest) = decode(&[b"a\r\n..b\r\n.c\r\n...\r\n..\r\n\r\n.\r\nNEXT"]);
+        assert!(done);
+        assert_eq!(out, b"a\r\n.b\r\nc\r\n..\r\n.\r\n\r\n");
+        assert_eq!(
+            rest, b"NEXT",
+            "bytes after the terminator belong to the next reply"
+        );
+    }
+
+    #[test]
+    fn empty_body() {
+        let (out, done, rest) = decode(&[b".\r\n"]);
+        assert!(done);
+        assert!(out.is_empty());
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn dot_dot_line_is_not_the_terminator() {
+        let (out, done, _) = decode(&[b"..\r\n"]);
+        assert!(!done, "\"..\" must not end the response");
+        assert_eq!(out, b".\r\n");
+    }
+
+    #[test]
+    fn dot_inside_a_line_is_kept() {
+        let (out, done, _) = decode(&[b"a.\r\nb . c\r\n.\r\n"]);
+        assert!(done);
+        assert_eq!(out, b"a.\r\nb . c\r\n");
+    }
+
+    #[test]
+    fn bare_lf_server() {
+        let (out, done, rest) = decode(&[b"one\n..two\n\n.\nX"]);
+        assert!(done);
+        assert_eq!(out, b"one\n.two\n\n");
+        assert_eq!(rest, b"X");
+    }
+
+    #[test]
+    fn dot_cr_without_lf_is_data() {
+        let (out, done, _) = decode(&[b".\rx\r\n.\r\n"]);
+        assert!(done);
+        assert_eq!(out, b"\rx\r\n");
+    }
+
+    #[test]
+    fn eight_bit_bytes_pass_through() {
+        let (out, done, _) = decode(&[b"\xe9t\xe9 \x00\xff\r\n.\r\n"]);
+        assert!(done);
+        assert_eq!(out, b"\xe9t\xe9 \x00\xff\r\n");
+    }
+
+    #[test]
+    fn terminator_split_at_every_byte() {
+        let wire = b"x\r\n..\r\n.y\r\n.\r\n+OK next";
+        let expected = b"x\r\n.\r\ny\r\n";
+        for i in 0..=wire.len() {
+            for j in i..=wire.len() {
+                let (out, done, rest) = decode(&[&wire[..i], &wire[i..j], &wire[j..]]);
+                assert!(done, "split at {i},{j}");
+                assert_eq!(out, expected, "split at {i},{j}");
+                // What follows the terminator in its chunk is left for the next reply.
+                let end = if i >= 14 {
+                    i
+                } else if j >= 14 {
+                    j
+                } else {
+                    wire.len()
+                };
+                assert_eq!(rest, &wire[14..end], "split at {i},{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn unfinished_body_is_not_done() {
+        for wire in [&b"abc\r\n"[..], b"abc\r\n.", b"abc\r\n.\r", b"abc"] {
+            let (_, done, _) = decode(&[wire]);
+            assert!(!done, "{wire:?}");
+        }
+    }
+
+    #[test]
+    fn long_line_overflows_but_reads_to_the_terminator() {
+        let mut dec = DotDecoder::new(10, usize::MAX);
+        let mut out = Vec::new();
+        let fed = dec.feed(b"short\r\n0123456789A\r\nmore\r\n.\r\nNEXT", &mut out);
+        assert!(fed.done);
+        assert_eq!(fed.consumed, 29);
+        assert_eq!(dec.overflow(), Some(Overflow::Line(10)));
+        assert!(out.is_empty(), "an overflowing body is discarded");
+    }
+
+    #[test]
+    fn line_of_exactly_the_limit_is_fine_even_when_split() {
+        let wire = b"0123456789\r\n.\r\n";
+        for i in 0..=wire.len() {
+            let mut dec = DotDecoder::new(10, usize::MAX);
+            let mut out = Vec::new();
+            dec.feed(&wire[..i], &mut out);
+            assert!(dec.feed(&wire[i..], &mut out).done);
+            assert_eq!(dec.overflow(), None, "split at {i}");
+            assert_eq!(out, b"0123456789\r\n");
+        }
+    }
+
+    #[test]
+    fn total_overflows() {
+        let mut dec = DotDecoder::new(100, 8);
+        let mut out = Vec::new();
+        assert!(dec.feed(b"1234\r\n5678\r\n.\r\n", &mut out).done);
+        assert_eq!(dec.overflow(), Some(Overflow::Total(8)));
+    }
+
+    #[test]
+    fn dot_stuffing_helper() {
+        assert_eq!(dot_stuff(b".a\r\nb\r\n"), b"..a\r\nb\r\n.\r\n");
+        assert_eq!(dot_stuff(b"no end"), b"no end\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b".\r\n");
+    }
+
+    /// Messages as a server holds them: lines of arbitrary bytes (many dots), each ending with
+    /// CRLF or a bare LF.
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            4 => Just(b'.'),
+            1 => Just(b'\r'),
+            6 => any::<u8>().prop_filter("no LF inside a line", |b| *b != b'\n'),
+        ];
+        let line = (proptest::collection::vec(byte, 0..12), any::<bool>()).prop_map(
+            |(mut bytes, crlf)| {
+                // A CR right before the line end would make CRLF of a bare-LF line.
+                while bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+                bytes.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                bytes
+            },
+        );
+        proptest::collection::vec(line, 0..20).prop_map(|lines| lines.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn stuffed_message_in_any_chunks_parses_back(
+            msg in message(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let mut wire = dot_stuff(&msg);
+            wire.extend_from_slice(b"+OK after");
+            let mut at: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+            at.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut prev = 0;
+            for cut in at {
+                chunks.push(&wire[prev..cut]);
+                prev = cut;
+            }
+            chunks.push(&wire[prev..]);
+
+            let mut dec = DotDecoder::new(DATA_LINE_MAX, usize::MAX);
+            let mut out = Vec::new();
+            let mut left = Vec::new();
+            let mut finished = false;
+            for chunk in chunks {
+                if finished {
+                    left.extend_from_slice(chunk);
+                    continue;
+                }
+                let fed = dec.feed(chunk, &mut out);
+                if fed.done {
+                    finished = true;
+                    left.extend_from_slice(&chunk[fed.consumed..]);
+                } else {
+                    prop_assert_eq!(fed.consumed, chunk.len());
+                }
+            }
+            prop_assert!(finished);
+            prop_assert_eq!(&out, &msg);
+            prop_assert_eq!(&left[..], &b"+OK after"[..]);
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! The POP3 session: TCP, TLS or STLS, login, and the transaction commands. Every read and
+//! write is bounded by the account's timeout; the wire format is parsed by `protocol.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::ClientConfig;
+
+use super::Pop3Error;
+use super::protocol::{
+    self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
+};
+use crate::config::{AccountConfig, TlsMode};
+use crate::fetch::tls;
+
+/// Largest message RETR accepts; a larger one is read to its end, discarded, and reported as
+/// [`Pop3Error::ResponseTooLong`].
+pub const MESSAGE_MAX: usize = 256 * 1024 * 1024;
+/// Largest UIDL, LIST or CAPA response accepted (about three million messages).
+pub const LISTING_MAX: usize = 256 * 1024 * 1024;
+/// RETR reserves memory up front from the LIST size, but never more than this.
+const RESERVE_MAX: u64 = 64 * 1024 * 1024;
+/// Read buffer: holds a whole status line (the cap plus its CRLF).
+const BUF_SIZE: usize = STATUS_LINE_MAX + 1024;
+
+/// The transport: TCP, TLS over TCP, or (in tests) anything else.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A byte stream with a read buffer, a timeout on every read and write, and a flag that is
+/// set once the session is out of step.
+struct Connection {
+    stream: Box<dyn Stream>,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    timeout: Duration,
+    lost: bool,
+    account: String,
+}
+
+impl Connection {
+    fn new(stream: Box<dyn Stream>, timeout: Duration, account: String) -> Connection {
+        Connection {
+            stream,
+            buf: vec![0; BUF_SIZE].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            timeout,
+            lost: false,
+            account,
+        }
+    }
+
+    /// Marks the session dead when `result` is an error that leaves it unusable.
+    fn guard<T>(&mut self, result: Result<T, Pop3Error>) -> Result<T, Pop3Error> {
+        if let Err(e) = &result
+            && e.connection_lost()
+        {
+            self.lost = true;
+        }
+        result
+    }
+
+    /// Sends one command line. `shown` is what the log may show (credentials blanked).
+    async fn send(&mut self, command: &str, shown: &str) -> Result<(), Pop3Error> {
+        if self.lost {
+            return Err(Pop3Error::ConnectionClosed);
+        }
+        tracing::debug!(account = %self.account, "C: {shown}");
+        let mut line = Vec::with_capacity(command.len() + 2);
+        line.extend_from_slice(command.as_bytes());
+        line.extend_from_slice(b"\r\n");
+        let write = async {
+            self.stream.write_all(&line).await?;
+            self.stream.flush().await
+        };
+        let result = match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Pop3Error::Io(e)),
+            Err(_) => Err(Pop3Error::Timeout(self.timeout)),
+        };
+        self.guard(result)
+    }
+
+    /// Reads more bytes into the buffer, after what is already there.
+    async fn fill(&mut self) -> Result<(), Pop3Error> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            // Only a status line can fill the buffer without being consumed.
+            return Err(Pop3Error::LineTooLong {
+                limit: STATUS_LINE_MAX,
+            });
+        }
+        let read = self.stream.read(&mut self.buf[self.end..]);
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(0)) => Err(Pop3Error::ConnectionClosed),
+            Ok(Ok(n)) => {
+                self.end += n;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Pop3Error::Io(e)),
+            Err(_) => Err(Pop3Error::Timeout(self.timeout)),
+        }
+    }
+
+    /// Reads one line (up to LF), returned without its line end.
+    async fn read_line(&mut self) -> Result<Vec<u8>, Pop3Error> {
+        let result = self.read_line_inner().await;
+        self.guard(result)
+    }
+
+    async fn read_line_inner(&mut self) -> Result<Vec<u8>, Pop3Error> {
+        if self.lost {
+            return Err(Pop3Error::ConnectionClosed);
+        }
+        let mut searched = 0;
+        loop {
+            let pending = &self.buf[self.start..self.end];
+            if let Some(lf) = pending[searched..].iter().position(|b| *b == b'\n') {
+                let line = protocol::strip_line_end(&pending[..searched + lf + 1]).to_vec();
+                self.start += searched + lf + 1;
+                if line.len() > STATUS_LINE_MAX {
+                    return Err(Pop3Error::LineTooLong {
+                        limit: STATUS_LINE_MAX,
+                    });
+                }
+                return Ok(line);
+            }
+            searched = pending.len();
+            if searched > STATUS_LINE_MAX + 1 {
+                return Err(Pop3Error::LineTooLong {
+                    limit: STATUS_LINE_MAX,
+                });
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads a status line and parses it.
+    async fn read_status(&mut self) -> Result<Status, Pop3Error> {
+        let line = self.read_line().await?;
+        let status = protocol::parse_status(&line).map_err(|e| Pop3Error::Protocol(e.to_string()));
+        self.guard(status)
+    }
+
+    /// Reads the body of a multi-line response into `out`, to its terminator.
+    async fn read_body(
+        &mut self,
+        decoder: &mut DotDecoder,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Overflow>, Pop3Error> {
+        loop {
+            if self.start < self.end {
+                let fed = decoder.feed(&self.buf[self.start..self.end], out);
+                self.start += fed.consumed;
+                if fed.done {
+                    return Ok(decoder.overflow());
+                }
+            }
+            let filled = self.fill().await;
+            self.guard(filled)?;
+        }
+    }
+
+    /// Whether bytes the server sent are waiting unread.
+    fn has_buffered(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// Ends the session politely: TLS close_notify and TCP FIN, errors ignored.
+    async fn shutdown(mut self) {
+        let _ = tokio::time::timeout(self.timeout, self.stream.shutdown()).await;
+    }
+}
+
+/// An authenticated POP3 session (TRANSACTION state). Dropping it without [`quit`] closes
+/// the connection without committing any DELE.
+///
+/// [`quit`]: Pop3Client::quit
+pub struct Pop3Client {
+    conn: Connection,
+    capabilities: Option<Capabilities>,
+    encrypted: bool,
+    /// Sizes from the last LIST, used to size the buffer for RETR.
+    sizes: HashMap<u32, u64>,
+}
+
+impl std::fmt::Debug for Pop3Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pop3Client")
+            .field("account", &self.conn.account)
+            .field("encrypted", &self.encrypted)
+            .field("lost", &self.conn.lost)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pop3Client {
+    /// TCP connect to account.host:account.port, greeting, CAPA, TLS per account.tls
+    /// (Tls = implicit; Starttls = STLS required, error if not offered; StarttlsIfAvailable =
+    /// STLS when CAPA lists STLS; None = plain), re-CAPA after STLS, then login with
+    /// USER/PASS (or AUTH PLAIN if USER isn't offered). Refuses to send the password on an
+    /// unencrypted connection unless account.tls == TlsMode::None.
+    pub async fn connect(account: &AccountConfig) -> Result<Pop3Client, Pop3Error> {
+        Pop3Client::connect_with(account, None).await
+    }
+
+    /// [`connect`](Pop3Client::connect) with a TLS configuration built beforehand (see
+    /// [`tls::client_config`]); `None` builds one from the account's `ca_file` when needed.
+    pub async fn connect_with(
+        account: &AccountConfig,
+        tls_config: Option<Arc<ClientConfig>>,
+    ) -> Result<Pop3Client, Pop3Error> {
+        // Checked before anything goes on the wire.
+        check_credential(&account.username, "user name")?;
+        check_credential(account.password.expose(), "password")?;
+
+        let host = account.host.trim_start_matches('[').trim_end_matches(']');
+        let addr = format!("{}:{}", account.host, account.port);
+        let tcp =
+            match tokio::time::timeout(account.timeout, TcpStream::connect((host, account.port)))
+                .await
+            {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(source)) => return Err(Pop3Error::Connect { addr, source }),
+                Err(_) => return Err(Pop3Error::Timeout(account.timeout)),
+            };
+        // Commands are single short lines: send each at once.
+        tcp.set_nodelay(true)?;
+        tracing::debug!(account = %account.name, "connected to {addr}");
+        Pop3Client::establish(Box::new(tcp), account, tls_config).await
+    }
+
+    /// Everything after the TCP connect: implicit TLS, greeting, CAPA, STLS, login.
+    async fn establish(
+        stream: Box<dyn Stream>,
+        account: &AccountConfig,
+        tls_config: Option<Arc<ClientConfig>>,
+    ) -> Result<Pop3Client, Pop3Error> {
+        let tls_config = move || match &tls_config {
+            Some(cfg) => Ok(cfg.clone()),
+            None => tls::client_config(account.ca_file.as_deref()),
+        };
+        let mut encrypted = false;
+        let stream = if account.tls == TlsMode::Tls {
+            encrypted = true;
+            Box::new(handshake(stream, account, tls_config()?).await?) as Box<dyn Stream>
+        } else {
+            stream
+        };
+        let mut conn = Connection::new(stream, account.timeout, account.name.clone());
+
+        match conn.read_status().await? {
+            Status::Ok(text) => tracing::debug!(account = %account.name, "S: +OK {text}"),
+            Status::Err { text, .. } => {
+                return Err(Pop3Error::ServerError {
+                    command: "greeting".to_owned(),
+                    text,
+                });
+            }
+        }
+        let mut capabilities = capa(&mut conn).await?;
+
+        let want_stls = match account.tls {
+            TlsMode::None | TlsMode::Tls => false,
+            TlsMode::Starttls => {
+                if capabilities.as_ref().is_some_and(|c| !c.stls) {
+                    return Err(Pop3Error::StlsNotOffered);
+                }
+                true
+            }
+            // A server without CAPA may still know STLS: ask.
+            TlsMode::StarttlsIfAvailable => capabilities.as_ref().is_none_or(|c| c.stls),
+        };
+        if want_stls {
+            conn.send("STLS", "STLS").await?;
+            match conn.read_status().await? {
+                Status::Ok(_) => {
+                    // Anything sent before the handshake could be injected by a man in the
+                    // middle (CVE-2011-0411 style); refuse rather than read it as protected.
+                    if conn.has_buffered() {
+                        return Err(Pop3Error::Protocol(
+                            "the server sent data after the STLS reply, before the TLS \
+                             handshake"
+                                .to_owned(),
+                        ));
+                    }
+                    let stream = handshake(conn.stream, account, tls_config()?).await?;
+                    conn = Connection::new(Box::new(stream), account.timeout, account.name.clone());
+                    encrypted = true;
+                    // RFC 2595: capabilities learnt before TLS are discarded.
+                    capabilities = capa(&mut conn).await?;
+                }
+                Status::Err { text, .. } => {
+                    tracing::debug!(account = %account.name, "S: -ERR {text}");
+                    if account.tls == TlsMode::Starttls {
+                        return Err(Pop3Error::StlsNotOffered);
+                    }
+                }
+            }
+        }
+        if !encrypted && account.tls != TlsMode::None {
+            return Err(match account.tls {
+                TlsMode::Starttls => Pop3Error::StlsNotOffered,
+                _ => Pop3Error::PlaintextRefused,
+            });
+        }
+
+        let mut client = Pop3Client {
+            conn,
+            capabilities,
+            encrypted,
+            sizes: HashMap::new(),
+        };
+        client.login(account).await?;
+        Ok(client)
+    }
+
+    /// USER/PASS, or AUTH PLAIN when CAPA lists SASL PLAIN but not USER.
+    async fn login(&mut self, account: &AccountConfig) -> Result<(), Pop3Error> {
+        let password = account.password.expose();
+        let use_plain = self
+            .capabilities
+            .as_ref()
+            .is_some_and(|c| !c.user && c.has_sasl("PLAIN"));
+        let mut secrets = vec![password.to_owned()];
+        let status = if use_plain {
+            let mut creds = Vec::with_capacity(account.username.len() + password.len() + 2);
+            creds.push(0);
+            creds.extend_from_slice(account.username.as_bytes());
+            creds.push(0);
+            creds.extend_from_slice(password.as_bytes());
+            let encoded = base64(&creds);
+            secrets.push(encoded.clone());
+            self.conn
+                .send(&format!("AUTH PLAIN {encoded}"), "AUTH PLAIN ***")
+                .await?;
+            let line = self.conn.read_line().await?;
+            // A server that does not take the initial response asks for it with "+ ".
+            if line == b"+" || line.starts_with(b"+ ") {
+                self.conn.send(&encoded, "***").await?;
+                self.conn.read_status().await?
+            } else {
+                let status =
+                    protocol::parse_status(&line).map_err(|e| Pop3Error::Protocol(e.to_string()));
+                self.conn.guard(status)?
+            }
+        } else {
+            self.conn
+                .send(
+                    &format!("USER {}", account.username),
+                    &format!("USER {}", account.username),
+                )
+                .await?;
+            match self.conn.read_status().await? {
+                Status::Ok(_) => {
+                    self.conn
+                        .send(&format!("PASS {password}"), "PASS ***")
+                        .await?;
+                    self.conn.read_status().await?
+                }
+                err => err,
+            }
+        };
+        match status {
+            Status::Ok(_) => {
+                tracing::debug!(account = %account.name, "S: +OK (logged in)");
+                Ok(())
+            }
+            Status::Err { code, text } => {
+                tracing::debug!(account = %account.name, "S: -ERR (login refused)");
+                let temporary = code
+                    .as_deref()
+                    .is_some_and(|c| matches!(c, "IN-USE" | "LOGIN-DELAY" | "SYS/TEMP"));
+                Err(Pop3Error::AuthFailed {
+                    text: redact(&text, &secrets),
+                    temporary,
+                })
+            }
+        }
+    }
+
+    /// The capabilities from the last CAPA (after STLS, the ones sent under TLS); `None` if
+    /// the server does not know CAPA.
+    pub fn capabilities(&self) -> Option<&Capabilities> {
+        self.capabilities.as_ref()
+    }
+
+    /// Whether the session runs over TLS (implicit or STLS).
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypted
+    }
+
+    /// UIDL: (message number, unique-id) for every message. A malformed line is skipped with
+    /// a warning; the rest of the listing stands.
+    pub async fn uidl(&mut self) -> Result<Vec<(u32, String)>, Pop3Error> {
+        let body = self.multi("UIDL", DATA_LINE_MAX, LISTING_MAX, 0).await?;
+        let mut listing = Vec::new();
+        for line in protocol::lines(&body) {
+            match protocol::parse_uidl_line(line) {
+                Ok(entry) => listing.push(entry),
+                Err(e) => tracing::warn!(account = %self.conn.account, "skipping UIDL line: {e}"),
+            }
+        }
+        Ok(listing)
+    }
+
+    /// LIST: (message number, size in octets) for every message. A malformed line is skipped
+    /// with a warning.
+    pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, Pop3Error> {
+        let body = self.multi("LIST", DATA_LINE_MAX, LISTING_MAX, 0).await?;
+        let mut listing = Vec::new();
+        for line in protocol::lines(&body) {
+            match protocol::parse_list_line(line) {
+                Ok(entry) => listing.push(entry),
+                Err(e) => tracing::warn!(account = %self.conn.account, "skipping LIST line: {e}"),
+            }
+        }
+        self.sizes = listing.iter().copied().collect();
+        Ok(listing)
+    }
+
+    /// STAT: (number of messages, total size in octets).
+    pub async fn stat(&mut self) -> Result<(u32, u64), Pop3Error> {
+        let text = self.simple("STAT".to_owned()).await?;
+        let mut words = text.split_ascii_whitespace();
+        let parsed = (|| {
+            let count = words.next()?.parse().ok()?;
+            let size = words.next()?.parse().ok()?;
+            Some((count, size))
+        })();
+        parsed.ok_or_else(|| Pop3Error::Protocol(format!("malformed STAT reply {text:?}")))
+    }
+
+    /// The message as sent by the server, dot-unstuffed, terminator removed, CRLF kept.
+    /// Lines longer than [`protocol::DATA_LINE_MAX`] or a message larger than
+    /// [`MESSAGE_MAX`] give [`Pop3Error::ResponseTooLong`] (the session stays usable).
+    pub async fn retr(&mut self, msg: u32) -> Result<Vec<u8>, Pop3Error> {
+        let reserve = self.sizes.get(&msg).copied().unwrap_or(0).min(RESERVE_MAX);
+        // LIST counts CRLF line ends; the decoded message has the same size, give or take.
+        let reserve = usize::try_from(reserve).unwrap_or(0);
+        self.multi(&format!("RETR {msg}"), DATA_LINE_MAX, MESSAGE_MAX, reserve)
+            .await
+    }
+
+    /// DELE: marks the message deleted; the server removes it only at [`quit`].
+    ///
+    /// [`quit`]: Pop3Client::quit
+    pub async fn dele(&mut self, msg: u32) -> Result<(), Pop3Error> {
+        self.simple(format!("DELE {msg}")).await.map(drop)
+    }
+
+    /// RSET: unmarks every message marked by DELE in this session.
+    pub async fn rset(&mut self) -> Result<(), Pop3Error> {
+        self.simple("RSET".to_owned()).await.map(drop)
+    }
+
+    /// NOOP: checks that the session is alive.
+    pub async fn noop(&mut self) -> Result<(), Pop3Error> {
+        self.simple("NOOP".to_owned()).await.map(drop)
+    }
+
+    /// QUIT: the server commits DELEs only now. A `-ERR` here means some deletions were not
+    /// committed.
+    pub async fn quit(mut self) -> Result<(), Pop3Error> {
+        let result = self.simple("QUIT".to_owned()).await;
+        self.conn.shutdown().await;
+        result.map(drop)
+    }
+
+    /// A single-line command: the text after `+OK`, or [`Pop3Error::ServerError`].
+    async fn simple(&mut self, command: String) -> Result<String, Pop3Error> {
+        self.conn.send(&command, &command).await?;
+        match self.conn.read_status().await? {
+            Status::Ok(text) => Ok(text),
+            Status::Err { text, .. } => {
+                tracing::debug!(account = %self.conn.account, "S: -ERR {text}");
+                Err(Pop3Error::ServerError { command, text })
+            }
+        }
+    }
+
+    /// A multi-line command: the unstuffed body, or an error.
+    async fn multi(
+        &mut self,
+        command: &str,
+        line_max: usize,
+        total_max: usize,
+        reserve: usize,
+    ) -> Result<Vec<u8>, Pop3Error> {
+        self.conn.send(command, command).await?;
+        match self.conn.read_status().await? {
+            Status::Ok(_) => {}
+            Status::Err { text, .. } => {
+                tracing::debug!(account = %self.conn.account, "S: -ERR {text}");
+                return Err(Pop3Error::ServerError {
+                    command: command.to_owned(),
+                    text,
+                });
+            }
+        }
+        let mut body = Vec::with_capacity(reserve);
+        let mut decoder = DotDecoder::new(line_max, total_max);
+        match self.conn.read_body(&mut decoder, &mut body).await? {
+            None => Ok(body),
+            Some(overflow) => Err(Pop3Error::ResponseTooLong {
+                command: command.to_owned(),
+                overflow,
+            }),
+        }
+    }
+}
+
+/// CAPA: `None` when the server answers `-ERR` (an RFC 1939-only server).
+async fn capa(conn: &mut Connection) -> Result<Option<Capabilities>, Pop3Error> {
+    conn.send("CAPA", "CAPA").await?;
+    match conn.read_status().await? {
+        Status::Ok(_) => {}
+        Status::Err { .. } => return Ok(None),
+    }
+    let mut body = Vec::new();
+    let mut decoder = DotDecoder::new(DATA_LINE_MAX, LISTING_MAX);
+    if let Some(overflow) = conn.read_body(&mut decoder, &mut body).await? {
+        return Err(Pop3Error::ResponseTooLong {
+            command: "CAPA".to_owned(),
+            overflow,
+        });
+    }
+    let capabilities = Capabilities::parse(&body);
+    tracing::debug!(account = %conn.account, "capabilities: {:?}", capabilities.lines);
+    Ok(Some(capabilities))
+}
+
+/// The TLS handshake, bounded by the account's timeout.
+async fn handshake(
+    stream: Box<dyn Stream>,
+    account: &AccountConfig,
+    cfg: Arc<ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<Box<dyn Stream>>, Pop3Error> {
+    match tokio::time::timeout(
+        account.timeout,
+        tls::connect_tls(stream, &account.host, cfg),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(Pop3Error::Tls(e)),
+        Err(_) => Err(Pop3Error::Timeout(account.timeout)),
+    }
+}
+
+/// Refuses a credential that would break out of its command line.
+fn check_credential(value: &str, what: &'static str) -> Result<(), Pop3Error> {
+    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Err(Pop3Error::InvalidCredential(what));
+    }
+    Ok(())
+}
+
+/// `text` with every occurrence of a secret (the password, or the AUTH PLAIN response)
+/// blanked.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret.as_str(), "***");
+    }
+    text
+}
+
+/// Standard base64 with padding (RFC 4648), for AUTH PLAIN.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

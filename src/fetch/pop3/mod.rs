@@ -1,0 +1,112 @@
+//! The POP3 client (RFC 1939, CAPA from RFC 2449, STLS from RFC 2595), written in the project:
+//! `protocol.rs` is the wire format without I/O, `client.rs` the session over TCP or TLS.
+
+mod client;
+pub mod protocol;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+pub use client::{LISTING_MAX, MESSAGE_MAX, Pop3Client};
+pub use protocol::{Capabilities, Overflow};
+
+use super::tls::TlsError;
+
+/// What went wrong in a POP3 session. [`Pop3Error::connection_lost`] tells whether the session
+/// can go on.
+#[derive(Debug, thiserror::Error)]
+pub enum Pop3Error {
+    /// The TCP connection could not be opened.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// `host:port`.
+        addr: String,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// Reading or writing failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server did not answer (or accept data) in time.
+    #[error("no answer from the server within {0:?}")]
+    Timeout(Duration),
+    /// The server closed the connection, possibly in the middle of a response.
+    #[error("the server closed the connection")]
+    ConnectionClosed,
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The server answered `-ERR`; the session is still usable.
+    #[error("the server refused {command}: {text}")]
+    ServerError {
+        /// The command refused (`RETR 3`, `greeting`, ...); never a credential.
+        command: String,
+        /// The server's text after `-ERR`.
+        text: String,
+    },
+    /// The server sent something that is not POP3; the session is out of step.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A status line longer than the limit; the session is out of step.
+    #[error("the server sent a status line longer than {limit} bytes")]
+    LineTooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A multi-line response went over a limit. It was read to its end and discarded, so the
+    /// session is still usable.
+    #[error("the response to {command} has {overflow}; discarded")]
+    ResponseTooLong {
+        /// The command (`RETR 3`, `UIDL`, ...).
+        command: String,
+        /// Which limit was exceeded.
+        overflow: Overflow,
+    },
+    /// The server refused the credentials (or the login, e.g. `[IN-USE]`).
+    #[error("authentication failed: {text}")]
+    AuthFailed {
+        /// The server's text, with the password blanked out if it was echoed.
+        text: String,
+        /// The server gave a response code saying to try again later (`IN-USE`,
+        /// `LOGIN-DELAY`, `SYS/TEMP`).
+        temporary: bool,
+    },
+    /// The account requires STLS (`tls: starttls`) and the server does not offer it.
+    #[error("the server does not offer STLS, and the account requires it (tls: starttls)")]
+    StlsNotOffered,
+    /// Authentication would have sent the password in the clear, and the account does not
+    /// say `tls: none`.
+    #[error(
+        "refusing to send the password over an unencrypted connection \
+         (the server offers no STLS; set `tls: none` to allow plaintext login)"
+    )]
+    PlaintextRefused,
+    /// The user name or password cannot be sent in a command line (CR, LF or NUL).
+    #[error("the {0} contains CR, LF or NUL and cannot be sent")]
+    InvalidCredential(&'static str),
+}
+
+impl Pop3Error {
+    /// True when the session cannot be used any more (network failure, timeout, TLS failure,
+    /// or a reply that leaves client and server out of step): reconnect. False when only the
+    /// command failed (`-ERR`, an oversized response that was skipped) or when login was
+    /// refused.
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            Pop3Error::Connect { .. }
+            | Pop3Error::Io(_)
+            | Pop3Error::Timeout(_)
+            | Pop3Error::ConnectionClosed
+            | Pop3Error::Tls(_)
+            | Pop3Error::Protocol(_)
+            | Pop3Error::LineTooLong { .. } => true,
+            Pop3Error::ServerError { .. }
+            | Pop3Error::ResponseTooLong { .. }
+            | Pop3Error::AuthFailed { .. }
+            | Pop3Error::StlsNotOffered
+            | Pop3Error::PlaintextRefused
+            | Pop3Error::InvalidCredential(_) => false,
+        }
+    }
+}

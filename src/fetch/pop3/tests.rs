@@ -1,0 +1,940 @@
+//! The client against a scripted in-process fake server on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+
+use super::protocol::{DATA_LINE_MAX, STATUS_LINE_MAX, dot_stuff};
+use super::{Overflow, Pop3Client, Pop3Error};
+use crate::config::{AccountConfig, Mode, Password, Protocol, Retention, TlsMode};
+
+const PASSWORD: &str = "s3cret";
+
+/// One step of the fake server's side of the conversation.
+enum Step {
+    /// Write these bytes (split as the run says).
+    Send(Vec<u8>),
+    /// Read one command line; it must be exactly this.
+    Expect(&'static str),
+    /// TLS handshake as the server; recorded as "[TLS]".
+    StartTls,
+    /// Close the connection at once.
+    Close,
+    /// Stop answering, keep the connection open until the client goes.
+    Hang,
+}
+
+fn send(s: &str) -> Step {
+    Step::Send(s.as_bytes().to_vec())
+}
+
+/// How each `Send` is written.
+#[derive(Clone, Copy, Debug)]
+enum Split {
+    Whole,
+    /// One byte per write.
+    ByteByByte,
+    /// Two writes, the first of this many bytes.
+    At(usize),
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+struct Fake {
+    addr: SocketAddr,
+    /// Every line the client sent, in order, plus "[TLS]" where the handshake happened.
+    received: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<Result<(), String>>,
+}
+
+impl Fake {
+    async fn start(script: Vec<Step>, split: Split, tls: Option<TlsAcceptor>) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+            tcp.set_nodelay(true).unwrap();
+            serve(Box::new(tcp), script, split, tls, log).await
+        });
+        Fake {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits for the server to finish its script and the client to hang up.
+    async fn finish(self) -> Vec<String> {
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("fake server did not finish")
+            .unwrap()
+            .unwrap();
+        self.received.lock().unwrap().clone()
+    }
+}
+
+async fn serve(
+    stream: Box<dyn Io>,
+    script: Vec<Step>,
+    split: Split,
+    tls: Option<TlsAcceptor>,
+    log: Arc<Mutex<Vec<String>>>,
+) -> Result<(), String> {
+    let mut io = BufReader::new(stream);
+    for step in script {
+        match step {
+            Step::Send(bytes) => write_split(io.get_mut(), &bytes, split).await?,
+            Step::Expect(want) => {
+                let line = read_line(&mut io).await?;
+                log.lock().unwrap().push(line.clone());
+                if line != want {
+                    return Err(format!("expected {want:?}, got {line:?}"));
+                }
+            }
+            Step::StartTls => {
+                if !io.buffer().is_empty() {
+                    return Err("client sent data before the handshake".into());
+                }
+                let acceptor = tls.clone().ok_or("no TLS acceptor")?;
+                let tls = acceptor
+                    .accept(io.into_inner())
+                    .await
+                    .map_err(|e| format!("server handshake: {e}"))?;
+                log.lock().unwrap().push("[TLS]".into());
+                io = BufReader::new(Box::new(tls));
+            }
+            Step::Close => return Ok(()),
+            Step::Hang => break,
+        }
+    }
+    // Record whatever else the client says until it hangs up.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), read_line(&mut io)).await {
+            Ok(Ok(line)) => log.lock().unwrap().push(line),
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => return Err("client neither spoke nor hung up".into()),
+        }
+    }
+}
+
+async fn read_line(io: &mut BufReader<Box<dyn Io>>) -> Result<String, String> {
+    let mut line = Vec::new();
+    let n = io
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Err("client closed".into());
+    }
+    let line = String::from_utf8(line).map_err(|e| e.to_string())?;
+    Ok(line.trim_end_matches("\r\n").to_owned())
+}
+
+async fn write_split(io: &mut Box<dyn Io>, bytes: &[u8], split: Split) -> Result<(), String> {
+    let pause = || tokio::time::sleep(Duration::from_millis(1));
+    let result = async {
+        match split {
+            Split::Whole => io.write_all(bytes).await?,
+            Split::ByteByByte => {
+                for b in bytes {
+                    io.write_all(&[*b]).await?;
+                    io.flush().await?;
+                    pause().await;
+                }
+            }
+            Split::At(k) if k < bytes.len() => {
+                io.write_all(&bytes[..k]).await?;
+                io.flush().await?;
+                pause().await;
+                io.write_all(&bytes[k..]).await?;
+            }
+            Split::At(_) => io.write_all(bytes).await?,
+        }
+        io.flush().await
+    };
+    result.await.map_err(|e| e.to_string())
+}
+
+fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
+    AccountConfig {
+        name: "test".into(),
+        protocol: Protocol::Pop3,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        tls,
+        ca_file: None,
+        username: "alice".into(),
+        password: Password::new(PASSWORD),
+        mode: Mode::CatchAll,
+        folder: "INBOX".into(),
+        poll_interval: Duration::from_secs(60),
+        max_per_pass: 100,
+        retention: Retention::Delete,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// A message with lines that need stuffing, a lone "." line, 8-bit bytes and a NUL.
+const MESSAGE: &[u8] = b"Subject: caf\xc3\xa9\r\nFrom: a@b.example\r\n\r\n.\r\n..two\r\n\
+    .hidden\r\nline with . inside\r\n\xff\xfe raw \x00 bytes\r\n\r\n.\r\n";
+
+fn login_steps(capa: &'static str) -> Vec<Step> {
+    vec![
+        send("+OK POP3 ready\r\n"),
+        Step::Expect("CAPA"),
+        send(capa),
+        Step::Expect("USER alice"),
+        send("+OK\r\n"),
+        Step::Expect("PASS s3cret"),
+        send("+OK logged in\r\n"),
+    ]
+}
+
+fn full_session_script() -> Vec<Step> {
+    let mut retr = b"+OK 93 octets\r\n".to_vec();
+    retr.extend_from_slice(&dot_stuff(MESSAGE));
+    let mut script = login_steps("+OK Capability list follows\r\nUSER\r\nUIDL\r\nTOP\r\n.\r\n");
+    script.extend([
+        Step::Expect("UIDL"),
+        send("+OK\r\n1 uid-one\r\n2 uid-two\r\n.\r\n"),
+        Step::Expect("LIST"),
+        send("+OK 2 messages\r\n1 93\r\n2 10\r\n.\r\n"),
+        Step::Expect("RETR 1"),
+        Step::Send(retr),
+        Step::Expect("DELE 1"),
+        send("+OK marked\r\n"),
+        Step::Expect("QUIT"),
+        send("+OK bye\r\n"),
+        Step::Close,
+    ]);
+    script
+}
+
+async fn run_full_session(split: Split) {
+    let fake = Fake::start(full_session_script(), split, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap_or_else(|e| panic!("{split:?}: {e}"));
+    assert!(!client.is_encrypted());
+    assert!(client.capabilities().unwrap().uidl);
+    assert_eq!(
+        client.uidl().await.unwrap(),
+        vec![(1, "uid-one".to_string()), (2, "uid-two".to_string())],
+        "{split:?}"
+    );
+    assert_eq!(client.list().await.unwrap(), vec![(1, 93), (2, 10)]);
+    let raw = client.retr(1).await.unwrap();
+    assert_eq!(
+        raw,
+        MESSAGE,
+        "{split:?}: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    client.dele(1).await.unwrap();
+    client.quit().await.unwrap();
+    let received = fake.finish().await;
+    assert_eq!(
+        received,
+        [
+            "CAPA",
+            "USER alice",
+            "PASS s3cret",
+            "UIDL",
+            "LIST",
+            "RETR 1",
+            "DELE 1",
+            "QUIT"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn full_session() {
+    run_full_session(Split::Whole).await;
+}
+
+#[tokio::test]
+async fn full_session_byte_by_byte() {
+    run_full_session(Split::ByteByByte).await;
+}
+
+#[tokio::test]
+async fn full_session_split_at_every_position() {
+    let longest = full_session_script()
+        .iter()
+        .map(|s| match s {
+            Step::Send(b) => b.len(),
+            _ => 0,
+        })
+        .max()
+        .unwrap();
+    for k in 1..longest {
+        run_full_session(Split::At(k)).await;
+    }
+}
+
+#[tokio::test]
+async fn server_closing_mid_retr_is_an_error_not_a_hang() {
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([
+        Step::Expect("RETR 1"),
+        send("+OK\r\nSubject: x\r\n\r\nhalf a mes"),
+        Step::Close,
+    ]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut acct = account(fake.addr, TlsMode::None);
+    acct.timeout = Duration::from_secs(30);
+    let mut client = Pop3Client::connect(&acct).await.unwrap();
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(5), client.retr(1))
+        .await
+        .expect("retr hung after EOF")
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::ConnectionClosed), "{err:?}");
+    assert!(err.connection_lost());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The session is dead: nothing more goes out.
+    let again = client.dele(1).await.unwrap_err();
+    assert!(again.connection_lost(), "{again:?}");
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn server_closing_at_a_dot_line_is_not_the_end() {
+    // "..\r\n" and then EOF: the message is not complete.
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([
+        Step::Expect("RETR 1"),
+        send("+OK\r\nx\r\n..\r\n"),
+        Step::Close,
+    ]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    let err = client.retr(1).await.unwrap_err();
+    assert!(matches!(err, Pop3Error::ConnectionClosed), "{err:?}");
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn server_that_stops_answering_times_out() {
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([
+        Step::Expect("RETR 1"),
+        send("+OK\r\npartial line\r\n"),
+        Step::Hang,
+    ]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut acct = account(fake.addr, TlsMode::None);
+    acct.timeout = Duration::from_millis(300);
+    let mut client = Pop3Client::connect(&acct).await.unwrap();
+    let started = Instant::now();
+    let err = client.retr(1).await.unwrap_err();
+    assert!(matches!(err, Pop3Error::Timeout(_)), "{err:?}");
+    assert!(err.connection_lost());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    drop(client);
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn silent_server_times_out_at_the_greeting() {
+    let fake = Fake::start(vec![Step::Hang], Split::Whole, None).await;
+    let mut acct = account(fake.addr, TlsMode::None);
+    acct.timeout = Duration::from_millis(200);
+    let err = Pop3Client::connect(&acct).await.unwrap_err();
+    assert!(matches!(err, Pop3Error::Timeout(_)), "{err:?}");
+    assert!(fake.finish().await.is_empty());
+}
+
+#[tokio::test]
+async fn starttls_required_but_not_offered_sends_no_credentials() {
+    let script = vec![
+        send("+OK ready\r\n"),
+        Step::Expect("CAPA"),
+        send("+OK\r\nUSER\r\nUIDL\r\n.\r\n"),
+        Step::Hang,
+    ];
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let err = Pop3Client::connect(&account(fake.addr, TlsMode::Starttls))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::StlsNotOffered), "{err:?}");
+    assert_eq!(fake.finish().await, ["CAPA"]);
+}
+
+#[tokio::test]
+async fn starttls_if_available_without_stls_refuses_plaintext_login() {
+    let script = vec![
+        send("+OK ready\r\n"),
+        Step::Expect("CAPA"),
+        send("+OK\r\nUSER\r\n.\r\n"),
+        Step::Hang,
+    ];
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let err = Pop3Client::connect(&account(fake.addr, TlsMode::StarttlsIfAvailable))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::PlaintextRefused), "{err:?}");
+    assert!(!err.to_string().contains(PASSWORD));
+    assert_eq!(fake.finish().await, ["CAPA"]);
+}
+
+#[tokio::test]
+async fn server_without_capa_is_asked_for_stls_and_still_refused_plaintext() {
+    let script = vec![
+        send("+OK ready\r\n"),
+        Step::Expect("CAPA"),
+        send("-ERR unknown command\r\n"),
+        Step::Expect("STLS"),
+        send("-ERR unknown command\r\n"),
+        Step::Hang,
+    ];
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let err = Pop3Client::connect(&account(fake.addr, TlsMode::StarttlsIfAvailable))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::PlaintextRefused), "{err:?}");
+    assert_eq!(fake.finish().await, ["CAPA", "STLS"]);
+}
+
+#[tokio::test]
+async fn server_without_capa_logs_in_with_user_pass_when_plaintext_allowed() {
+    let mut script = login_steps("-ERR what?\r\n");
+    script.extend([Step::Expect("QUIT"), send("+OK\r\n"), Step::Close]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    assert!(client.capabilities().is_none());
+    client.quit().await.unwrap();
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn auth_failure_never_shows_the_password() {
+    let script = vec![
+        send("+OK ready\r\n"),
+        Step::Expect("CAPA"),
+        send("+OK\r\nUSER\r\n.\r\n"),
+        Step::Expect("USER alice"),
+        send("+OK\r\n"),
+        Step::Expect("PASS s3cret"),
+        send("-ERR [AUTH] wrong password s3cret for alice\r\n"),
+        Step::Hang,
+    ];
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let err = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap_err();
+    let Pop3Error::AuthFailed { text, temporary } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(!temporary);
+    assert_eq!(text, "[AUTH] wrong password *** for alice");
+    assert!(!err.to_string().contains(PASSWORD));
+    assert!(!format!("{err:?}").contains(PASSWORD));
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn mailbox_in_use_is_a_temporary_auth_failure() {
+    let script = vec![
+        send("+OK ready\r\n"),
+        Step::Expect("CAPA"),
+        send("+OK\r\nUSER\r\nRESP-CODES\r\n.\r\n"),
+        Step::Expect("USER alice"),
+        send("+OK\r\n"),
+        Step::Expect("PASS s3cret"),
+        send("-ERR [IN-USE] mailbox locked by another session\r\n"),
+        Step::Hang,
+    ];
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let err = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Pop3Error::AuthFailed {
+                temporary: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn auth_plain_when_user_is_not_offered() {
+    let script = vec![
+        send("+OK ready\r\n"),
+        Step::Expect("CAPA"),
+        send("+OK\r\nSASL PLAIN\r\n.\r\n"),
+        Step::Expect("AUTH PLAIN AGFsaWNlAHMzY3JldA=="),
+        send("+OK welcome\r\n"),
+        Step::Expect("QUIT"),
+        send("+OK\r\n"),
+        Step::Close,
+    ];
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    client.quit().await.unwrap();
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn err_reply_leaves_the_session_usable() {
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([
+        Step::Expect("RETR 9"),
+        send("-ERR no such message\r\n"),
+        Step::Expect("DELE 1"),
+        send("+OK\r\n"),
+        Step::Expect("QUIT"),
+        send("-ERR some deleted messages not removed\r\n"),
+        Step::Close,
+    ]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    let err = client.retr(9).await.unwrap_err();
+    let Pop3Error::ServerError { command, text } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        (command.as_str(), text.as_str()),
+        ("RETR 9", "no such message")
+    );
+    assert!(!err.connection_lost());
+    client.dele(1).await.unwrap();
+    let err = client.quit().await.unwrap_err();
+    assert!(matches!(err, Pop3Error::ServerError { .. }), "{err:?}");
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn bad_uidl_lines_are_skipped_not_fatal() {
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([
+        Step::Expect("UIDL"),
+        send("+OK\r\n1 good-1\r\ngarbage\r\n3 has space\r\n4 caf\u{e9}\r\n5 good-5\r\n.\r\n"),
+        Step::Expect("QUIT"),
+        send("+OK\r\n"),
+        Step::Close,
+    ]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.uidl().await.unwrap(),
+        vec![(1, "good-1".to_string()), (5, "good-5".to_string())]
+    );
+    client.quit().await.unwrap();
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn overlong_message_line_is_skipped_and_the_session_goes_on() {
+    let mut long = b"+OK\r\nSubject: big\r\n\r\n".to_vec();
+    long.extend(std::iter::repeat_n(b'a', DATA_LINE_MAX + 1));
+    long.extend_from_slice(b"\r\nend\r\n.\r\n");
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([
+        Step::Expect("RETR 1"),
+        Step::Send(long),
+        Step::Expect("NOOP"),
+        send("+OK\r\n"),
+        Step::Close,
+    ]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    let err = client.retr(1).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Pop3Error::ResponseTooLong { command, overflow: Overflow::Line(DATA_LINE_MAX) }
+                if command == "RETR 1"
+        ),
+        "{err:?}"
+    );
+    assert!(!err.connection_lost());
+    client.noop().await.unwrap();
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn overlong_status_line_fails_cleanly() {
+    let greeting = format!("+OK {}", "x".repeat(STATUS_LINE_MAX + 10));
+    let fake = Fake::start(
+        vec![Step::Send(greeting.into_bytes()), Step::Hang],
+        Split::Whole,
+        None,
+    )
+    .await;
+    let err = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::LineTooLong { .. }), "{err:?}");
+    assert!(err.connection_lost());
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn malformed_status_line_is_a_protocol_error() {
+    let fake = Fake::start(
+        vec![send("* OK IMAP4rev1 ready\r\n"), Step::Hang],
+        Split::Whole,
+        None,
+    )
+    .await;
+    let err = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::Protocol(_)), "{err:?}");
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn credential_with_crlf_is_refused_before_connecting() {
+    let fake = Fake::start(vec![send("+OK\r\n"), Step::Hang], Split::Whole, None).await;
+    let mut acct = account(fake.addr, TlsMode::None);
+    acct.password = Password::new("x\r\nDELE 1");
+    let err = Pop3Client::connect(&acct).await.unwrap_err();
+    assert!(
+        matches!(err, Pop3Error::InvalidCredential("password")),
+        "{err:?}"
+    );
+    assert!(fake.received().is_empty());
+    fake.task.abort();
+}
+
+#[tokio::test]
+async fn pass_is_logged_as_stars() {
+    use tracing_subscriber::fmt::MakeWriter;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([Step::Expect("QUIT"), send("+OK\r\n"), Step::Close]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    client.quit().await.unwrap();
+    fake.finish().await;
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("C: PASS ***"), "{logs}");
+    assert!(logs.contains("C: USER alice"), "{logs}");
+    assert!(!logs.contains(PASSWORD), "{logs}");
+}
+
+// --- TLS: a real handshake against a test CA made with the openssl CLI. ---
+
+struct TestCa {
+    _dir: tempfile::TempDir,
+    ca_pem: PathBuf,
+    acceptor: TlsAcceptor,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl CLI");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and a server certificate it signed for localhost and 127.0.0.1.
+fn test_ca() -> TestCa {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        p,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=mailferry test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        p,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        p.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        p,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "2",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ],
+    );
+    let certs = CertificateDer::pem_file_iter(p.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(p.join("server.key")).unwrap();
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+    TestCa {
+        ca_pem: p.join("ca.pem"),
+        _dir: dir,
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+    }
+}
+
+#[tokio::test]
+async fn stls_upgrades_before_login_and_recapas() {
+    let ca = test_ca();
+    let script = vec![
+        send("+OK ready\r\n"),
+        Step::Expect("CAPA"),
+        send("+OK\r\nSTLS\r\nUSER\r\n.\r\n"),
+        Step::Expect("STLS"),
+        send("+OK Begin TLS negotiation\r\n"),
+        Step::StartTls,
+        Step::Expect("CAPA"),
+        send("+OK\r\nUSER\r\nPIPELINING\r\n.\r\n"),
+        Step::Expect("USER alice"),
+        send("+OK\r\n"),
+        Step::Expect("PASS s3cret"),
+        send("+OK\r\n"),
+        Step::Expect("QUIT"),
+        send("+OK\r\n"),
+        Step::Close,
+    ];
+    let fake = Fake::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
+    let mut acct = account(fake.addr, TlsMode::StarttlsIfAvailable);
+    acct.ca_file = Some(ca.ca_pem.clone());
+    let client = Pop3Client::connect(&acct).await.unwrap();
+    assert!(client.is_encrypted());
+    let capa = client.capabilities().unwrap();
+    assert!(
+        capa.pipelining && !capa.stls,
+        "capabilities must come from after STLS"
+    );
+    client.quit().await.unwrap();
+    assert_eq!(
+        fake.finish().await,
+        [
+            "CAPA",
+            "STLS",
+            "[TLS]",
+            "CAPA",
+            "USER alice",
+            "PASS s3cret",
+            "QUIT"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn implicit_tls() {
+    let ca = test_ca();
+    let mut script = vec![Step::StartTls];
+    script.extend(login_steps("+OK\r\nUSER\r\n.\r\n"));
+    script.extend([Step::Expect("QUIT"), send("+OK\r\n"), Step::Close]);
+    let fake = Fake::start(script, Split::ByteByByte, Some(ca.acceptor.clone())).await;
+    let mut acct = account(fake.addr, TlsMode::Tls);
+    acct.ca_file = Some(ca.ca_pem.clone());
+    let client = Pop3Client::connect(&acct).await.unwrap();
+    assert!(client.is_encrypted());
+    client.quit().await.unwrap();
+    assert_eq!(fake.finish().await[0], "[TLS]");
+}
+
+#[tokio::test]
+async fn untrusted_certificate_fails_and_sends_no_credentials() {
+    let ca = test_ca();
+    let script = vec![
+        send("+OK ready\r\n"),
+        Step::Expect("CAPA"),
+        send("+OK\r\nSTLS\r\nUSER\r\n.\r\n"),
+        Step::Expect("STLS"),
+        send("+OK\r\n"),
+        Step::StartTls,
+    ];
+    let fake = Fake::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
+    // No ca_file: the system store does not know the test CA.
+    let err = Pop3Client::connect(&account(fake.addr, TlsMode::Starttls))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Pop3Error::Tls(_)), "{err:?}");
+    let server = tokio::time::timeout(Duration::from_secs(10), fake.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(server.is_err(), "the server handshake must fail too");
+    let received = fake.received.lock().unwrap().clone();
+    assert_eq!(received, ["CAPA", "STLS"]);
+}
+
+#[tokio::test]
+async fn data_injected_after_stls_reply_is_refused() {
+    let ca = test_ca();
+    let script = vec![
+        send("+OK ready\r\n"),
+        Step::Expect("CAPA"),
+        send("+OK\r\nSTLS\r\nUSER\r\n.\r\n"),
+        Step::Expect("STLS"),
+        send("+OK Begin TLS\r\n+OK injected\r\n"),
+        Step::Hang,
+    ];
+    let fake = Fake::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
+    let mut acct = account(fake.addr, TlsMode::Starttls);
+    acct.ca_file = Some(ca.ca_pem.clone());
+    let err = Pop3Client::connect(&acct).await.unwrap_err();
+    assert!(matches!(err, Pop3Error::Protocol(_)), "{err:?}");
+    assert_eq!(fake.finish().await, ["CAPA", "STLS"]);
+}
+
+#[tokio::test]
+async fn server_with_bare_lf_line_ends() {
+    let script = vec![
+        send("+OK ready\n"),
+        Step::Expect("CAPA"),
+        send("+OK\nUSER\nUIDL\n.\n"),
+        Step::Expect("USER alice"),
+        send("+OK\n"),
+        Step::Expect("PASS s3cret"),
+        send("+OK\n"),
+        Step::Expect("UIDL"),
+        send("+OK\n1 a\n2 b\n.\n"),
+        Step::Expect("RETR 2"),
+        send("+OK\nSubject: lf\n\n..dot\n.\n"),
+        Step::Expect("QUIT"),
+        send("+OK\n"),
+        Step::Close,
+    ];
+    let fake = Fake::start(script, Split::ByteByByte, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.uidl().await.unwrap(),
+        vec![(1, "a".to_string()), (2, "b".to_string())]
+    );
+    // Line ends are kept as the server sent them.
+    assert_eq!(client.retr(2).await.unwrap(), b"Subject: lf\n\n.dot\n");
+    client.quit().await.unwrap();
+    fake.finish().await;
+}
+
+#[test]
+fn client_and_connect_future_are_send() {
+    // The pipeline runs each poller in its own task.
+    fn is_send<T: Send>(_: &T) {}
+    let acct = account("127.0.0.1:1".parse().unwrap(), TlsMode::None);
+    is_send(&Pop3Client::connect(&acct));
+}

@@ -1,0 +1,660 @@
+use super::*;
+
+fn addr(s: &str) -> Address {
+    Address::parse(s).unwrap()
+}
+
+fn rules() -> Rules {
+    Rules {
+        domains: vec![
+            DomainPattern::parse("example.com").unwrap(),
+            DomainPattern::parse("*.example.org").unwrap(),
+        ],
+        envelope_headers: crate::config::DEFAULT_ENVELOPE_HEADERS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        postmaster: addr("postmaster@corp.local"),
+        mode: Mode::CatchAll,
+        own_address: Some(addr("catchall@example.com")),
+    }
+}
+
+/// A message from header lines (CRLF endings) and a short body.
+fn msg(headers: &[&str]) -> Vec<u8> {
+    let mut m = headers.join("\r\n").into_bytes();
+    m.extend_from_slice(b"\r\n\r\nbody\r\n");
+    m
+}
+
+/// The recipients as `(address, reason)` strings, in order.
+fn rcpts(message: &[u8], rules: &Rules) -> Vec<(String, Reason)> {
+    route(message, rules)
+        .recipients
+        .into_iter()
+        .map(|r| (r.address.to_string(), r.reason))
+        .collect()
+}
+
+fn env(name: &str) -> Reason {
+    Reason::EnvelopeHeader(name.to_string())
+}
+
+fn hdr(name: &str) -> Reason {
+    Reason::Header(name.to_string())
+}
+
+fn pair(a: &str, r: Reason) -> (String, Reason) {
+    (a.to_string(), r)
+}
+
+const RECEIVED: &str =
+    "Received: from mx.provider.net by pop.provider.net; Mon, 1 Jan 2024 00:00:00 +0000";
+
+#[test]
+fn envelope_header_above_received_is_used_and_to_cc_are_not_added() {
+    let m = msg(&[
+        "Return-Path: <sender@remote.net>",
+        "X-Original-To: alice@example.com",
+        RECEIVED,
+        "To: alice@example.com, bob@example.com",
+        "Cc: carol@example.com",
+    ]);
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![pair("alice@example.com", env("X-Original-To"))]
+    );
+}
+
+#[test]
+fn envelope_header_below_received_is_ignored_as_forgery() {
+    let m = msg(&[
+        RECEIVED,
+        "X-Original-To: ceo@example.com",
+        "Delivered-To: ceo@example.com",
+        "To: bob@example.com",
+    ]);
+    let e = explain(&m, &rules());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(got, ["bob@example.com"]);
+    assert_eq!(e.routing.recipients[0].reason, hdr("To"));
+    assert_eq!(e.skipped.len(), 2);
+    assert!(e.skipped.iter().all(|s| s.why == SkipReason::BelowReceived));
+}
+
+#[test]
+fn envelope_headers_count_when_there_is_no_received_header() {
+    let m = msg(&["Delivered-To: alice@example.com", "To: bob@example.com"]);
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![pair("alice@example.com", env("Delivered-To"))]
+    );
+}
+
+#[test]
+fn envelope_header_names_compare_case_insensitively() {
+    let m = msg(&[
+        "x-ORIGINAL-to: alice@example.com",
+        RECEIVED,
+        "To: bob@example.com",
+    ]);
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![pair("alice@example.com", env("X-Original-To"))]
+    );
+}
+
+#[test]
+fn own_address_in_envelope_header_is_skipped() {
+    let m = msg(&[
+        "Delivered-To: CatchAll@Example.com",
+        "X-Original-To: alice@example.com",
+        RECEIVED,
+        "To: bob@example.com",
+    ]);
+    let e = explain(&m, &rules());
+    assert_eq!(
+        e.routing.recipients,
+        vec![Recipient {
+            address: addr("alice@example.com"),
+            reason: env("X-Original-To")
+        }]
+    );
+    assert_eq!(e.skipped.len(), 1);
+    assert_eq!(e.skipped[0].why, SkipReason::OwnAddress);
+    assert_eq!(e.skipped[0].header, "Delivered-To");
+}
+
+#[test]
+fn envelope_header_with_only_own_or_foreign_address_falls_back_to_message_headers() {
+    let m = msg(&[
+        "Delivered-To: catchall@example.com",
+        "X-Envelope-To: example.com-catchall@provider.net",
+        RECEIVED,
+        "To: bob@example.com",
+    ]);
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![pair("bob@example.com", hdr("To"))]
+    );
+}
+
+#[test]
+fn several_envelope_headers_are_united_without_duplicates() {
+    let m = msg(&[
+        "Delivered-To: alice@example.com",
+        "X-Original-To: Alice@EXAMPLE.com",
+        "Envelope-To: bob@example.com",
+        RECEIVED,
+    ]);
+    // Reasons follow the configured order of preference, not the order in the message.
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![
+            pair("Alice@example.com", env("X-Original-To")),
+            pair("bob@example.com", env("Envelope-To")),
+        ]
+    );
+}
+
+#[test]
+fn envelope_header_values_may_be_bare_bracketed_or_lists() {
+    let m = msg(&[
+        "X-Original-To: <alice@example.com>",
+        "Delivered-To: bob@example.com",
+        "X-Envelope-To: carol@example.com, <dave@example.com>,erin@example.com",
+        "Envelope-To: frank@example.com (the provider's comment)",
+    ]);
+    let got: Vec<_> = rcpts(&m, &rules()).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        got,
+        [
+            "alice@example.com",
+            "bob@example.com",
+            "carol@example.com",
+            "dave@example.com",
+            "erin@example.com",
+            "frank@example.com"
+        ]
+    );
+}
+
+#[test]
+fn configured_envelope_header_names_are_used() {
+    let mut r = rules();
+    r.envelope_headers = vec!["X-Rcpt".to_string()];
+    let m = msg(&[
+        "X-Original-To: alice@example.com",
+        "X-RCPT: bob@example.com",
+    ]);
+    assert_eq!(rcpts(&m, &r), vec![pair("bob@example.com", env("X-Rcpt"))]);
+}
+
+#[test]
+fn each_recipient_once_when_named_in_to_and_cc_in_different_case() {
+    let m = msg(&[
+        "TO: Bob <bob@example.com>, alice@example.com",
+        "cc: BOB@Example.COM, alice@EXAMPLE.COM",
+        "Bcc: bob@example.com",
+    ]);
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![
+            pair("bob@example.com", hdr("To")),
+            pair("alice@example.com", hdr("To")),
+        ]
+    );
+}
+
+#[test]
+fn wildcard_domains_accept_subdomains_only() {
+    let m = msg(&[
+        "To: a@sales.example.org, b@EU.Sales.Example.ORG, c@example.org, d@badexample.org",
+        "Cc: e@sub.example.com",
+    ]);
+    let got: Vec<_> = rcpts(&m, &rules()).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(got, ["a@sales.example.org", "b@eu.sales.example.org"]);
+}
+
+#[test]
+fn foreign_addresses_are_dropped() {
+    let m = msg(&[
+        "To: alice@example.com, stranger@gmail.com",
+        "Cc: other@example.net",
+    ]);
+    let e = explain(&m, &rules());
+    assert_eq!(e.routing.recipients.len(), 1);
+    assert_eq!(e.routing.recipients[0].address, addr("alice@example.com"));
+    let foreign: Vec<_> = e
+        .skipped
+        .iter()
+        .map(|s| (s.address.as_str(), &s.why))
+        .collect();
+    assert_eq!(
+        foreign,
+        [
+            ("stranger@gmail.com", &SkipReason::ForeignDomain),
+            ("other@example.net", &SkipReason::ForeignDomain)
+        ]
+    );
+}
+
+#[test]
+fn bcc_resent_and_apparently_to_are_read() {
+    let m = msg(&[
+        "To: outside@remote.net",
+        "Bcc: a@example.com",
+        "Resent-To: b@example.com",
+        "Resent-Cc: c@example.com",
+        "Resent-Bcc: d@example.com",
+        "apparently-to: e@example.com",
+    ]);
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![
+            pair("a@example.com", hdr("Bcc")),
+            pair("b@example.com", hdr("Resent-To")),
+            pair("c@example.com", hdr("Resent-Cc")),
+            pair("d@example.com", hdr("Resent-Bcc")),
+            pair("e@example.com", hdr("Apparently-To")),
+        ]
+    );
+}
+
+#[test]
+fn groups_are_flattened_and_empty_groups_name_nobody() {
+    let m = msg(&[
+        "To: Team: alice@example.com, Bob <bob@example.com>;, carol@example.com",
+        "Cc: undisclosed-recipients:;",
+        "Bcc: Others: ;",
+    ]);
+    let got: Vec<_> = rcpts(&m, &rules()).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        got,
+        ["alice@example.com", "bob@example.com", "carol@example.com"]
+    );
+}
+
+#[test]
+fn quoted_display_names_and_local_parts() {
+    let m = msg(&[
+        r#"To: "Doe, John" <john@example.com>, "Smith; Jane <x@evil.net>" <jane@example.com>"#,
+        r#"Cc: "john doe"@example.com, "mary.major"@example.com"#,
+        // Not a quoted local part: the name must not be glued onto the domain.
+        "Bcc: Mallory <@example.com>",
+    ]);
+    let e = explain(&m, &rules());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    // A quoted local part that needs no quotes is the same mailbox; one that needs them
+    // (a space) cannot be sent as an unquoted Address and is skipped, not mangled.
+    assert_eq!(
+        got,
+        [
+            "john@example.com",
+            "jane@example.com",
+            "mary.major@example.com"
+        ]
+    );
+    assert!(
+        e.skipped
+            .iter()
+            .any(|s| s.why == SkipReason::NeedsQuoting && s.address.contains("john doe")),
+        "{:?}",
+        e.skipped
+    );
+}
+
+#[test]
+fn rfc2047_display_names_and_comments() {
+    let m = msg(&[
+        "To: =?UTF-8?B?w4Rrw6Ugw5ZzdGVy?= <ake@example.com>, =?ISO-8859-1?Q?J=F6rg?= <joerg@example.com>",
+        "Cc: alice@example.com (Alice Smith), (the boss) <boss@example.com>",
+        "Bcc: =?utf-8?q?=3Cx=40evil=2Enet=3E?= <carol@example.com>",
+    ]);
+    let got: Vec<_> = rcpts(&m, &rules()).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(
+        got,
+        [
+            "ake@example.com",
+            "joerg@example.com",
+            "alice@example.com",
+            "boss@example.com",
+            "carol@example.com"
+        ]
+    );
+}
+
+#[test]
+fn obsolete_route_syntax_is_stripped() {
+    let m = msg(&["To: Dave <@relay.net,@other.net:dave@example.com>"]);
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![pair("dave@example.com", hdr("To"))]
+    );
+}
+
+#[test]
+fn folded_header_values_are_read_whole() {
+    let m = msg(&[
+        "To: Alice <alice@example.com>,",
+        "\tBob",
+        "  <bob@example.com>",
+        "Subject: folded",
+        " subject",
+    ]);
+    let got: Vec<_> = rcpts(&m, &rules()).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(got, ["alice@example.com", "bob@example.com"]);
+
+    let m = msg(&[
+        "X-Original-To:",
+        " alice@example.com",
+        RECEIVED,
+        "To: bob@example.com",
+    ]);
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![pair("alice@example.com", env("X-Original-To"))]
+    );
+}
+
+#[test]
+fn bare_lf_line_endings_work() {
+    let m = b"X-Original-To: alice@example.com\nReceived: by x\nTo: bob@example.com\n\nbody\n";
+    assert_eq!(
+        rcpts(m, &rules()),
+        vec![pair("alice@example.com", env("X-Original-To"))]
+    );
+}
+
+#[test]
+fn eight_bit_and_invalid_utf8_headers_do_not_stop_routing() {
+    let mut m = Vec::new();
+    m.extend_from_slice(b"Subject: \xff\xfe\x80 caf\xe9\r\n");
+    m.extend_from_slice(b"X-Junk: \xc3\x28\x00\x01\r\n");
+    m.extend_from_slice(b"To: J\xf6rg M\xfcller <joerg@example.com>, b\xffd@example.com\r\n");
+    m.extend_from_slice(b"Cc: alice@example.com\r\n\r\nbody\r\n");
+    let e = explain(&m, &rules());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(got, ["joerg@example.com", "alice@example.com"]);
+    assert!(e.skipped.iter().any(|s| s.why == SkipReason::Undecodable));
+}
+
+#[test]
+fn malformed_header_lines_are_skipped() {
+    let m = msg(&[
+        "this line has no colon",
+        ": no name",
+        "To: <<<>>>, alice@example.com, @example.com, bob@, <a\u{7f}b@example.com>",
+        "Cc: bob@example.com",
+    ]);
+    let got: Vec<_> = rcpts(&m, &rules()).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(got, ["alice@example.com", "bob@example.com"]);
+}
+
+#[test]
+fn no_local_recipient_goes_to_the_postmaster() {
+    let m = msg(&["To: someone@remote.net", "Cc: undisclosed-recipients:;"]);
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![pair("postmaster@corp.local", Reason::NoLocalRecipient)]
+    );
+    for empty in [&b""[..], b"\r\n\r\nno headers", b"garbage without newline"] {
+        assert_eq!(
+            rcpts(empty, &rules()),
+            vec![pair("postmaster@corp.local", Reason::NoLocalRecipient)]
+        );
+    }
+}
+
+#[test]
+fn single_user_mode_ignores_the_headers() {
+    let mut r = rules();
+    r.mode = Mode::SingleUser {
+        deliver_to: addr("alice@corp.local"),
+    };
+    let m = msg(&[
+        "Return-Path: <sender@remote.net>",
+        "X-Original-To: bob@example.com",
+        "To: carol@example.com",
+    ]);
+    let routing = route(&m, &r);
+    assert_eq!(
+        routing.recipients,
+        vec![Recipient {
+            address: addr("alice@corp.local"),
+            reason: Reason::SingleUser
+        }]
+    );
+    assert_eq!(routing.return_path, Some(addr("sender@remote.net")));
+    assert_eq!(
+        rcpts(b"", &r),
+        vec![pair("alice@corp.local", Reason::SingleUser)]
+    );
+}
+
+fn return_path_of(headers: &[&str]) -> Option<String> {
+    route(&msg(headers), &rules())
+        .return_path
+        .map(|a| a.to_string())
+}
+
+#[test]
+fn return_path_cases() {
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(
+        return_path_of(&["Return-Path: <bounce@Remote.NET>", "From: x@y.net"]),
+        some("bounce@remote.net")
+    );
+    // The null path stays null: a bounce must not be answered with another bounce.
+    assert_eq!(return_path_of(&["Return-Path: <>", "From: x@y.net"]), None);
+    // The topmost one wins.
+    assert_eq!(
+        return_path_of(&[
+            "Return-Path: <a@one.net>",
+            RECEIVED,
+            "Return-Path: <b@two.net>"
+        ]),
+        some("a@one.net")
+    );
+    assert_eq!(
+        return_path_of(&[
+            "Sender: list-owner@lists.net",
+            "From: Author <author@x.net>"
+        ]),
+        some("list-owner@lists.net")
+    );
+    assert_eq!(
+        return_path_of(&["From: Author <author@x.net>"]),
+        some("author@x.net")
+    );
+    assert_eq!(
+        return_path_of(&["Return-Path: <not an address>", "From: author@x.net"]),
+        some("author@x.net")
+    );
+    assert_eq!(
+        return_path_of(&["Return-Path: <a\"b@x.net>", "From: author@x.net"]),
+        some("author@x.net")
+    );
+    assert_eq!(
+        return_path_of(&["From: undisclosed:;", "To: a@example.com"]),
+        None
+    );
+    assert_eq!(return_path_of(&["To: a@example.com"]), None);
+}
+
+#[test]
+fn reason_reads_as_text() {
+    assert_eq!(
+        env("X-Original-To").to_string(),
+        "envelope header X-Original-To"
+    );
+    assert_eq!(hdr("Cc").to_string(), "header Cc");
+    assert_eq!(Reason::SingleUser.to_string(), "single-user account");
+    assert!(Reason::NoLocalRecipient.to_string().contains("postmaster"));
+}
+
+#[test]
+fn rules_for_account_take_the_config_and_the_username() {
+    use crate::config::{MetricsConfig, Protocol, RelayConfig, Retention, TlsMode};
+    use std::time::Duration;
+    let account = |username: &str| AccountConfig {
+        name: "a".into(),
+        protocol: Protocol::Pop3,
+        host: "pop.provider.net".into(),
+        port: 995,
+        tls: TlsMode::Tls,
+        ca_file: None,
+        username: username.into(),
+        password: crate::config::Password::new("s3cret"),
+        mode: Mode::CatchAll,
+        folder: "INBOX".into(),
+        poll_interval: Duration::from_secs(60),
+        max_per_pass: 200,
+        retention: Retention::Delete,
+        timeout: Duration::from_secs(180),
+    };
+    let config = Config {
+        state_dir: "/tmp".into(),
+        metrics: MetricsConfig { listen: None },
+        relay: RelayConfig {
+            host: "mail.corp.local".into(),
+            port: 25,
+            tls: TlsMode::None,
+            helo: None,
+            connections: 1,
+            ca_file: None,
+            timeout: Duration::from_secs(30),
+        },
+        domains: rules().domains,
+        postmaster: addr("postmaster@corp.local"),
+        envelope_headers: vec!["Delivered-To".into()],
+        accounts: vec![account("Catchall@Example.com")],
+    };
+    let r = Rules::for_account(&config, &config.accounts[0]);
+    assert_eq!(r.own_address, Some(addr("Catchall@example.com")));
+    assert_eq!(r.envelope_headers, ["Delivered-To"]);
+    assert_eq!(r.postmaster, config.postmaster);
+    assert_eq!(r.mode, Mode::CatchAll);
+    assert!(r.accepts(&addr("x@a.example.org")));
+    let r = Rules::for_account(&config, &account("example.com-main"));
+    assert_eq!(r.own_address, None);
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn address() -> impl Strategy<Value = String> {
+        let local = prop::sample::select(vec![
+            "alice", "Bob", "catchall", "c.d", "o'x", "a b", "\"q\"", "",
+        ]);
+        let domain = prop::sample::select(vec![
+            "example.com",
+            "EXAMPLE.COM",
+            "sub.example.org",
+            "example.org",
+            "evil.net",
+            "example.com.evil.net",
+            "corp.local",
+            "",
+        ]);
+        (local, domain, any::<bool>()).prop_map(|(l, d, angle)| {
+            if angle {
+                format!("Name <{l}@{d}>")
+            } else {
+                format!("{l}@{d}")
+            }
+        })
+    }
+
+    fn header_line() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec![
+            "To",
+            "cc",
+            "Bcc",
+            "Resent-To",
+            "Apparently-To",
+            "X-Original-To",
+            "Delivered-To",
+            "Envelope-To",
+            "Received",
+            "Return-Path",
+            "From",
+            "Subject",
+        ]);
+        let sep = prop::sample::select(vec![", ", ",\r\n ", ";", " "]);
+        (name, prop::collection::vec(address(), 0..4), sep)
+            .prop_map(|(n, addrs, sep)| format!("{n}: {}", addrs.join(sep)))
+    }
+
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(header_line(), 0..12).prop_map(|lines| {
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            msg(&refs)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn only_accepted_domains_or_the_postmaster_and_each_once(m in message()) {
+            let r = rules();
+            let routing = route(&m, &r);
+            prop_assert!(!routing.recipients.is_empty());
+            let mut keys = HashSet::new();
+            for rcpt in &routing.recipients {
+                prop_assert!(keys.insert(rcpt.address.dedup_key()), "duplicate {:?}", rcpt);
+                if rcpt.reason == Reason::NoLocalRecipient {
+                    prop_assert_eq!(&rcpt.address, &r.postmaster);
+                    prop_assert_eq!(routing.recipients.len(), 1);
+                } else {
+                    prop_assert!(r.accepts(&rcpt.address), "{:?}", rcpt);
+                    if matches!(rcpt.reason, Reason::EnvelopeHeader(_)) {
+                        prop_assert_ne!(Some(&rcpt.address), r.own_address.as_ref());
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn envelope_and_message_header_recipients_never_mix(m in message()) {
+            let routing = route(&m, &rules());
+            let envelope = routing
+                .recipients
+                .iter()
+                .filter(|r| matches!(r.reason, Reason::EnvelopeHeader(_)))
+                .count();
+            prop_assert!(envelope == 0 || envelope == routing.recipients.len());
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_bytes(m in prop::collection::vec(any::<u8>(), 0..512)) {
+            let routing = route(&m, &rules());
+            prop_assert!(!routing.recipients.is_empty());
+        }
+
+        #[test]
+        fn never_panics_on_header_like_noise(
+            m in "([A-Za-z-]{1,12}:[ -~\t\u{80}-\u{10ffff}<>@,;:\"()\\\\]{0,60}\r?\n[ \t]?){0,10}\r?\n?"
+        ) {
+            let routing = route(m.as_bytes(), &rules());
+            prop_assert!(!routing.recipients.is_empty());
+        }
+    }
+}
