@@ -1,1 +1,149 @@
-//! TODO
+//! The relay: one SMTP transaction per message to the internal mail server, with the reply
+//! to every RCPT kept, so that each recipient has its own outcome.
+//!
+//! Built on lettre's connection-level API (`AsyncSmtpConnection`): lettre's `send` stops at
+//! the first refused RCPT, so MAIL, RCPT and DATA are issued one by one here.
+
+mod session;
+mod trace;
+
+use std::fmt;
+
+use crate::address::Address;
+
+pub use session::Relay;
+pub use trace::received_header;
+
+/// The lettre error type for SMTP.
+type SmtpError = lettre::transport::smtp::Error;
+
+/// One SMTP reply: `550 5.1.1 no such user` (a multi-line reply's lines joined by spaces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit reply code.
+    pub code: u16,
+    /// The text after the code (the enhanced status code included).
+    pub text: String,
+}
+
+impl Reply {
+    /// 4xx: try again later.
+    pub fn is_temporary(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    /// 5xx: refused for good.
+    pub fn is_permanent(&self) -> bool {
+        (500..600).contains(&self.code)
+    }
+
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    fn from_response(response: &lettre::transport::smtp::response::Response) -> Reply {
+        Reply {
+            code: response.code().into(),
+            text: response.message().collect::<Vec<_>>().join(" "),
+        }
+    }
+
+    /// The reply carried by a lettre error for a negative (4xx/5xx) reply.
+    fn from_error(e: &SmtpError) -> Option<Reply> {
+        let code = e.status()?;
+        Some(Reply {
+            code: code.into(),
+            text: std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.text.is_empty() {
+            write!(f, "{}", self.code)
+        } else {
+            write!(f, "{} {}", self.code, self.text)
+        }
+    }
+}
+
+/// What became of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The internal server took the message for this recipient (the reply to the data).
+    Delivered(Reply),
+    /// Refused for now (4xx, or an unexpected reply): retry later.
+    Temporary(Reply),
+    /// Refused for good (5xx, or an address that could not be sent at all).
+    Permanent(Reply),
+}
+
+/// One recipient of a transaction and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptResult {
+    /// The recipient as given to [`Relay::send`].
+    pub recipient: Address,
+    /// What the internal server said for it.
+    pub outcome: Outcome,
+}
+
+/// Why a whole transaction failed (no recipient got the message).
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The TCP connection, the greeting or EHLO failed.
+    #[error("cannot connect to the relay {host}:{port}: {source}")]
+    Connect {
+        host: String,
+        port: u16,
+        #[source]
+        source: SmtpError,
+    },
+    /// The CA file named by `relay.ca_file` could not be read or holds no certificate.
+    #[error("cannot use the relay CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    /// TLS could not be set up (handshake, certificate, or STARTTLS refused).
+    #[error("TLS with the relay {host} failed: {source}")]
+    Tls {
+        host: String,
+        #[source]
+        source: SmtpError,
+    },
+    /// `tls: starttls` and the server does not offer STARTTLS: nothing was sent.
+    #[error("the relay {host} does not offer STARTTLS, which `tls: starttls` requires")]
+    StarttlsRequired { host: String },
+    /// No reply within `timeout`.
+    #[error("the relay did not answer {during} within {secs}s")]
+    Timeout { during: &'static str, secs: u64 },
+    /// The connection broke, or the server said something that is not SMTP.
+    #[error("the relay connection failed: {0}")]
+    Io(#[source] SmtpError),
+    /// MAIL FROM was refused.
+    #[error("the relay refused MAIL FROM: {reply}")]
+    MailFrom { reply: Reply },
+    /// The reverse path cannot be sent to this server at all.
+    #[error("the reverse path <{address}> cannot be sent: {reason}")]
+    ReversePath { address: Address, reason: String },
+    /// DATA, or the message itself, was refused.
+    #[error("the relay refused the message: {reply}")]
+    Data { reply: Reply },
+}
+
+impl RelayError {
+    /// Whether trying again cannot help: a 5xx reply to MAIL FROM or DATA, or a reverse path
+    /// the server cannot take.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            RelayError::MailFrom { reply } | RelayError::Data { reply } => reply.is_permanent(),
+            RelayError::ReversePath { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;

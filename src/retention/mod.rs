@@ -49,7 +49,12 @@ mod tests {
     #[test]
     fn unsettled_is_never_deleted() {
         let s = state(T0, false);
-        for r in [Retention::Delete, Retention::Keep, Retention::Days(0), Retention::Days(1)] {
+        for r in [
+            Retention::Delete,
+            Retention::Keep,
+            Retention::Days(0),
+            Retention::Days(1),
+        ] {
             assert!(!may_delete(r, &s, at(T0 + 1000 * DAY_S)), "{r:?}");
         }
     }
@@ -61,7 +66,11 @@ mod tests {
 
     #[test]
     fn keep_is_never() {
-        assert!(!may_delete(Retention::Keep, &state(T0, true), at(T0 + 10_000 * DAY_S)));
+        assert!(!may_delete(
+            Retention::Keep,
+            &state(T0, true),
+            at(T0 + 10_000 * DAY_S)
+        ));
     }
 
     #[test]
@@ -89,6 +98,10 @@ mod tests {
 
     #[test]
     fn huge_days_do_not_overflow() {
-        assert!(!may_delete(Retention::Days(u32::MAX), &state(T0, true), at(T0 + 100 * DAY_S)));
+        assert!(!may_delete(
+            Retention::Days(u32::MAX),
+            &state(T0, true),
+            at(T0 + 100 * DAY_S)
+        ));
     }
 }

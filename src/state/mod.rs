@@ -299,7 +299,11 @@ impl Store {
 
     /// Forgets the settled messages of the account that are no longer upstream (not in
     /// `present`), with their recipients; returns how many. Unsettled messages are kept.
-    pub async fn prune(&self, account: &str, present: &HashSet<String>) -> Result<usize, StateError> {
+    pub async fn prune(
+        &self,
+        account: &str,
+        present: &HashSet<String>,
+    ) -> Result<usize, StateError> {
         let account = account.to_owned();
         let present = present.clone();
         self.run(move |conn| {

@@ -1,0 +1,418 @@
+//! One SMTP session to the internal server, opened lazily and reused across messages.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
+
+use super::{Outcome, RcptResult, RelayError, Reply, SmtpError};
+use crate::address::Address;
+use crate::config::{RelayConfig, TlsMode};
+
+/// Extra time allowed for the end of DATA per this many bytes of message (a slow link).
+const BYTES_PER_EXTRA_SECOND: usize = 64 * 1024;
+
+/// One SMTP session to the internal server: opened on the first [`Relay::send`], reused by
+/// the next ones (after an RSET that also proves it is still alive), dropped after any
+/// failure and opened again on the next call.
+pub struct Relay {
+    config: RelayConfig,
+    helo: ClientId,
+    tls: Option<TlsParameters>,
+    conn: Option<AsyncSmtpConnection>,
+}
+
+impl fmt::Debug for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field("host", &self.config.host)
+            .field("port", &self.config.port)
+            .field("tls", &self.config.tls)
+            .field("helo", &self.helo)
+            .field("connected", &self.conn.is_some())
+            .finish()
+    }
+}
+
+impl Relay {
+    /// A relay to `config.host`; nothing is opened until the first [`Relay::send`].
+    pub fn new(config: RelayConfig) -> Relay {
+        let helo = ClientId::Domain(config.helo.clone().unwrap_or_else(local_host_name));
+        Relay {
+            config,
+            helo,
+            tls: None,
+            conn: None,
+        }
+    }
+
+    /// The name this relay gives in EHLO (`relay.helo`, else this machine's host name, else
+    /// `localhost`): the right `by` for [`super::received_header`].
+    pub fn helo_name(&self) -> String {
+        self.helo.to_string()
+    }
+
+    /// One transaction: `MAIL FROM:<reverse_path>` (`<>` for `None`), one RCPT per recipient
+    /// (each reply kept), DATA with `message`.
+    ///
+    /// The message goes out as given, except that dots are stuffed and a bare CR or LF becomes
+    /// CRLF (so that no line of it can end the data early on any server); a message not
+    /// ending in CRLF gets one before the final dot. If no RCPT was accepted, no DATA is sent
+    /// (RSET) and every result is `Temporary` or `Permanent` from its RCPT reply. If the
+    /// message is accepted, the recipients whose RCPT was accepted are `Delivered` with the
+    /// reply to the data. A recipient lettre cannot put on the wire is `Permanent` with a
+    /// synthetic 553 reply saying so, and is not sent.
+    ///
+    /// MAIL FROM or DATA refused, a timeout, or the connection failing is an `Err`: the
+    /// session is dropped and opened again on the next call.
+    pub async fn send(
+        &mut self,
+        reverse_path: Option<&Address>,
+        recipients: &[Address],
+        message: &[u8],
+    ) -> Result<Vec<RcptResult>, RelayError> {
+        if recipients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = self.transaction(reverse_path, recipients, message).await;
+        if let Err(e) = &result {
+            let polite = matches!(e, RelayError::MailFrom { .. } | RelayError::Data { .. });
+            self.discard(polite).await;
+        }
+        result
+    }
+
+    /// Ends the session with QUIT, if one is open.
+    pub async fn close(&mut self) {
+        self.discard(true).await;
+    }
+
+    async fn transaction(
+        &mut self,
+        reverse_path: Option<&Address>,
+        recipients: &[Address],
+        message: &[u8],
+    ) -> Result<Vec<RcptResult>, RelayError> {
+        let limit = self.config.timeout;
+        let conn = self.session().await?;
+
+        let info = conn.server_info();
+        let smtputf8 = info.supports_feature(Extension::SmtpUtfEight);
+        let mut parameters = Vec::new();
+        // Without 8BITMIME the message still goes as it is: rewriting it (or refusing it)
+        // would be worse than an internal server that copes, as practically all do.
+        if !message.is_ascii() && info.supports_feature(Extension::EightBitMime) {
+            parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let non_ascii = reverse_path.is_some_and(|a| !a.as_str().is_ascii())
+            || recipients.iter().any(|a| !a.as_str().is_ascii());
+        if non_ascii && smtputf8 {
+            parameters.push(MailParameter::SmtpUtfEight);
+        }
+        let sender =
+            match reverse_path {
+                None => None,
+                Some(address) => Some(to_lettre(address, smtputf8).map_err(|reason| {
+                    RelayError::ReversePath {
+                        address: address.clone(),
+                        reason,
+                    }
+                })?),
+            };
+
+        let reply = step(
+            limit,
+            "MAIL FROM",
+            conn.command(Mail::new(sender, parameters)),
+        )
+        .await?;
+        match reply {
+            Ok(reply) if reply.is_success() => {}
+            Ok(reply) | Err(reply) => return Err(RelayError::MailFrom { reply }),
+        }
+
+        // None: accepted, waiting for the reply to the data.
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            let address = match to_lettre(recipient, smtputf8) {
+                Ok(address) => address,
+                Err(reason) => {
+                    outcomes.push(Some(Outcome::Permanent(Reply {
+                        code: 553,
+                        text: format!("5.1.3 not sent by mailferry: {reason}"),
+                    })));
+                    continue;
+                }
+            };
+            let reply = step(limit, "RCPT TO", conn.command(Rcpt::new(address, vec![]))).await?;
+            outcomes.push(match reply {
+                Ok(reply) if reply.is_success() => None,
+                Ok(reply) | Err(reply) if reply.is_permanent() => Some(Outcome::Permanent(reply)),
+                Ok(reply) | Err(reply) => Some(Outcome::Temporary(reply)),
+            });
+        }
+
+        if outcomes.iter().all(Option::is_some) {
+            // Nobody to send to: end the transaction. A failing RSET only costs the session.
+            if !matches!(step(limit, "RSET", conn.command(Rset)).await, Ok(Ok(_))) {
+                self.conn = None;
+            }
+            return Ok(results(recipients, outcomes, None));
+        }
+
+        let reply = step(limit, "DATA", conn.command(Data)).await?;
+        match reply {
+            Ok(reply) if reply.code == 354 => {}
+            Ok(reply) | Err(reply) => return Err(RelayError::Data { reply }),
+        }
+        let body = data_body(message);
+        let extra = Duration::from_secs((body.len() / BYTES_PER_EXTRA_SECOND) as u64);
+        let reply = step(limit + extra, "the end of DATA", conn.message(&body)).await?;
+        match reply {
+            Ok(reply) if reply.is_success() => Ok(results(recipients, outcomes, Some(reply))),
+            Ok(reply) | Err(reply) => Err(RelayError::Data { reply }),
+        }
+    }
+
+    /// The open session, proved alive by RSET, or a new one.
+    async fn session(&mut self) -> Result<&mut AsyncSmtpConnection, RelayError> {
+        let limit = self.config.timeout;
+        if let Some(conn) = self.conn.as_mut()
+            && !matches!(step(limit, "RSET", conn.command(Rset)).await, Ok(Ok(_)))
+        {
+            // A dead or confused session: drop it and open a new one.
+            self.conn = None;
+        }
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        Ok(self.conn.insert(conn))
+    }
+
+    async fn connect(&mut self) -> Result<AsyncSmtpConnection, RelayError> {
+        let limit = self.config.timeout;
+        let implicit = match self.config.tls {
+            TlsMode::Tls => Some(self.tls_parameters()?),
+            _ => None,
+        };
+        let host = self.config.host.clone();
+        let is_tls = implicit.is_some();
+        let connecting = AsyncSmtpConnection::connect_tokio1(
+            (host.as_str(), self.config.port),
+            Some(limit),
+            &self.helo,
+            implicit,
+            None,
+        );
+        let mut conn = tokio::time::timeout(limit, connecting)
+            .await
+            .map_err(|_| timeout_error("the greeting and EHLO", limit))?
+            .map_err(|source| {
+                if is_tls && source.is_tls() {
+                    RelayError::Tls {
+                        host: host.clone(),
+                        source,
+                    }
+                } else {
+                    RelayError::Connect {
+                        host: host.clone(),
+                        port: self.config.port,
+                        source,
+                    }
+                }
+            })?;
+
+        let upgrade = match self.config.tls {
+            TlsMode::None | TlsMode::Tls => false,
+            TlsMode::StarttlsIfAvailable => conn.can_starttls(),
+            TlsMode::Starttls if conn.can_starttls() => true,
+            // Dropped without a word: nothing but EHLO goes over an unprotected connection.
+            TlsMode::Starttls => return Err(RelayError::StarttlsRequired { host }),
+        };
+        if upgrade {
+            let parameters = self.tls_parameters()?;
+            tokio::time::timeout(limit, conn.starttls(parameters, &self.helo))
+                .await
+                .map_err(|_| timeout_error("STARTTLS", limit))?
+                .map_err(|source| RelayError::Tls { host, source })?;
+        }
+        Ok(conn)
+    }
+
+    /// TLS parameters for the relay host: the system trust store, plus `ca_file` if set.
+    fn tls_parameters(&mut self) -> Result<TlsParameters, RelayError> {
+        if let Some(parameters) = &self.tls {
+            return Ok(parameters.clone());
+        }
+        let host = &self.config.host;
+        let mut builder = TlsParameters::builder(host.clone());
+        if let Some(path) = &self.config.ca_file {
+            let ca_error = |reason: String| RelayError::CaFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let parameters = builder.build().map_err(|source| RelayError::Tls {
+            host: host.clone(),
+            source,
+        })?;
+        Ok(self.tls.insert(parameters).clone())
+    }
+
+    /// Drops the session; with `polite`, says QUIT first (bounded by the timeout).
+    async fn discard(&mut self, polite: bool) {
+        if let Some(mut conn) = self.conn.take()
+            && polite
+        {
+            let _ = tokio::time::timeout(self.config.timeout, conn.quit()).await;
+        }
+    }
+}
+
+/// Runs one command with a time limit; `Ok(Err(reply))` is a negative reply, a broken
+/// connection or a non-SMTP answer is `Err`.
+async fn step(
+    limit: Duration,
+    during: &'static str,
+    command: impl Future<Output = Result<Response, SmtpError>>,
+) -> Result<Result<Reply, Reply>, RelayError> {
+    match tokio::time::timeout(limit, command).await {
+        Err(_) => Err(timeout_error(during, limit)),
+        Ok(Ok(response)) => Ok(Ok(Reply::from_response(&response))),
+        Ok(Err(e)) => match Reply::from_error(&e) {
+            Some(reply) => Ok(Err(reply)),
+            None => Err(RelayError::Io(e)),
+        },
+    }
+}
+
+fn timeout_error(during: &'static str, limit: Duration) -> RelayError {
+    RelayError::Timeout {
+        during,
+        secs: limit.as_secs(),
+    }
+}
+
+fn results(
+    recipients: &[Address],
+    outcomes: Vec<Option<Outcome>>,
+    data_reply: Option<Reply>,
+) -> Vec<RcptResult> {
+    recipients
+        .iter()
+        .zip(outcomes)
+        .map(|(recipient, outcome)| RcptResult {
+            recipient: recipient.clone(),
+            outcome: match (outcome, &data_reply) {
+                (Some(outcome), _) => outcome,
+                (None, Some(reply)) => Outcome::Delivered(reply.clone()),
+                // Accepted but no data sent: not reached (DATA follows any accepted RCPT).
+                (None, None) => Outcome::Temporary(Reply {
+                    code: 451,
+                    text: "4.3.0 mailferry sent no data".to_owned(),
+                }),
+            },
+        })
+        .collect()
+}
+
+/// Our validated address as lettre's; `Err` says why it cannot be sent.
+fn to_lettre(address: &Address, smtputf8: bool) -> Result<lettre::Address, String> {
+    if !smtputf8 && !address.as_str().is_ascii() {
+        return Err("the address is not ASCII and the server does not offer SMTPUTF8".to_owned());
+    }
+    address
+        .as_str()
+        .parse::<lettre::Address>()
+        .map_err(|e| format!("lettre refuses the address syntax ({e})"))
+}
+
+/// The message as lettre's `message()` must get it: lettre stuffs dots after CRLF and
+/// appends CRLF "." CRLF, so the message's own final CRLF is removed (it becomes that CRLF),
+/// and a bare CR or LF becomes CRLF (a "." after a bare LF would not be stuffed, and some
+/// servers end the data there).
+fn data_body(message: &[u8]) -> Cow<'_, [u8]> {
+    let bare = message.iter().enumerate().any(|(i, &b)| match b {
+        b'\r' => message.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || message[i - 1] != b'\r',
+        _ => false,
+    });
+    let mut body = if bare {
+        let mut out = Vec::with_capacity(message.len() + 64);
+        let mut i = 0;
+        while i < message.len() {
+            match message[i] {
+                b'\r' if message.get(i + 1) == Some(&b'\n') => {
+                    out.extend_from_slice(b"\r\n");
+                    i += 1;
+                }
+                b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(message)
+    };
+    if body.ends_with(b"\r\n") {
+        match &mut body {
+            Cow::Borrowed(b) => *b = &b[..b.len() - 2],
+            Cow::Owned(v) => v.truncate(v.len() - 2),
+        }
+    }
+    body
+}
+
+/// This machine's host name for EHLO, or `localhost` when it is unknown or unusable.
+fn local_host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|name| name.trim().to_owned())
+        .find(|name| {
+            !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn data_body_keeps_crlf_text_and_drops_only_the_final_crlf() {
+        assert_eq!(&*data_body(b"a\r\nb\r\n"), b"a\r\nb");
+        assert!(matches!(data_body(b"a\r\nb\r\n"), Cow::Borrowed(_)));
+        assert_eq!(&*data_body(b"a\r\nb"), b"a\r\nb");
+        assert_eq!(&*data_body(b"a\r\n\r\n"), b"a\r\n");
+        assert_eq!(&*data_body(b"\xe9t\xe9\r\n"), b"\xe9t\xe9");
+    }
+
+    #[test]
+    fn data_body_turns_bare_cr_and_lf_into_crlf() {
+        assert_eq!(&*data_body(b"a\n.\nb\r\n"), b"a\r\n.\r\nb");
+        assert_eq!(&*data_body(b"\na\rb"), b"\r\na\r\nb");
+        assert_eq!(&*data_body(b"a\r\r\n"), b"a\r\n");
+    }
+
+    #[test]
+    fn host_name_is_a_plain_name() {
+        let name = local_host_name();
+        assert!(!name.is_empty());
+        assert!(!name.contains(char::is_whitespace));
+    }
+}

@@ -1,0 +1,426 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::fake::{FakeSmtp, Script};
+use super::*;
+use crate::config::{RelayConfig, TlsMode};
+
+fn addr(s: &str) -> Address {
+    Address::parse(s).unwrap()
+}
+
+fn config(port: u16, tls: TlsMode) -> RelayConfig {
+    RelayConfig {
+        host: "127.0.0.1".to_owned(),
+        port,
+        tls,
+        helo: Some("gw.test".to_owned()),
+        connections: 1,
+        ca_file: None,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+async fn relay_for(script: Script) -> (FakeSmtp, Relay) {
+    let server = FakeSmtp::start(script).await;
+    let relay = Relay::new(config(server.port, TlsMode::None));
+    (server, relay)
+}
+
+fn reply(code: u16, text: &str) -> Reply {
+    Reply {
+        code,
+        text: text.to_owned(),
+    }
+}
+
+const MESSAGE: &[u8] = b"Subject: hello\r\n\r\nbody\r\n";
+
+#[tokio::test]
+async fn each_rcpt_reply_is_kept() {
+    let script = Script {
+        rcpt: HashMap::from([
+            ("later@example.com", "450 4.2.0 mailbox busy"),
+            ("nobody@example.com", "550 5.1.1 no such user"),
+        ]),
+        ..Script::default()
+    };
+    let (server, mut relay) = relay_for(script).await;
+    let rcpts = [
+        addr("bob@example.com"),
+        addr("later@example.com"),
+        addr("nobody@example.com"),
+    ];
+    let results = relay
+        .send(Some(&addr("alice@sender.org")), &rcpts, MESSAGE)
+        .await
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![
+            RcptResult {
+                recipient: rcpts[0].clone(),
+                outcome: Outcome::Delivered(reply(250, "2.0.0 queued as 1234")),
+            },
+            RcptResult {
+                recipient: rcpts[1].clone(),
+                outcome: Outcome::Temporary(reply(450, "4.2.0 mailbox busy")),
+            },
+            RcptResult {
+                recipient: rcpts[2].clone(),
+                outcome: Outcome::Permanent(reply(550, "5.1.1 no such user")),
+            },
+        ]
+    );
+    assert_eq!(
+        reply(550, "5.1.1 no such user").to_string(),
+        "550 5.1.1 no such user"
+    );
+    assert_eq!(
+        server.commands(),
+        [
+            "EHLO gw.test",
+            "MAIL FROM:<alice@sender.org>",
+            "RCPT TO:<bob@example.com>",
+            "RCPT TO:<later@example.com>",
+            "RCPT TO:<nobody@example.com>",
+            "DATA",
+        ]
+    );
+    assert_eq!(server.log().data, vec![MESSAGE.to_vec()]);
+}
+
+#[tokio::test]
+async fn all_rcpts_refused_sends_no_data() {
+    let script = Script {
+        rcpt: HashMap::from([
+            ("a@example.com", "550 5.1.1 no"),
+            ("b@example.com", "451 4.3.0 later"),
+        ]),
+        ..Script::default()
+    };
+    let (server, mut relay) = relay_for(script).await;
+    let results = relay
+        .send(
+            None,
+            &[addr("a@example.com"), addr("b@example.com")],
+            MESSAGE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        results[0].outcome,
+        Outcome::Permanent(reply(550, "5.1.1 no"))
+    );
+    assert_eq!(
+        results[1].outcome,
+        Outcome::Temporary(reply(451, "4.3.0 later"))
+    );
+    let commands = server.commands();
+    assert!(!commands.iter().any(|c| c == "DATA"), "{commands:?}");
+    assert_eq!(commands.last().map(String::as_str), Some("RSET"));
+    assert!(server.log().data.is_empty());
+}
+
+#[tokio::test]
+async fn data_refused_with_554_is_a_permanent_error() {
+    let script = Script {
+        data_end: Some("554 5.6.0 message rejected"),
+        ..Script::default()
+    };
+    let (server, mut relay) = relay_for(script).await;
+    let err = relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap_err();
+    match &err {
+        RelayError::Data { reply: r } => assert_eq!(r, &reply(554, "5.6.0 message rejected")),
+        other => panic!("expected Data, got {other:?}"),
+    }
+    assert!(err.is_permanent());
+    // The session was ended (QUIT) and dropped.
+    server.wait_closed(1).await;
+    assert_eq!(server.commands().last().map(String::as_str), Some("QUIT"));
+}
+
+#[tokio::test]
+async fn data_command_refused_with_451_is_a_temporary_error() {
+    let script = Script {
+        data: "451 4.3.0 try later",
+        ..Script::default()
+    };
+    let (server, mut relay) = relay_for(script).await;
+    let err = relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RelayError::Data { reply: r } if r.code == 451),
+        "{err:?}"
+    );
+    assert!(!err.is_permanent());
+    assert!(server.log().data.is_empty());
+}
+
+#[tokio::test]
+async fn mail_from_451_is_a_temporary_error_and_no_rcpt_follows() {
+    let script = Script {
+        mail: "451 4.7.1 greylisted",
+        ..Script::default()
+    };
+    let (server, mut relay) = relay_for(script).await;
+    let err = relay
+        .send(
+            Some(&addr("x@sender.org")),
+            &[addr("a@example.com")],
+            MESSAGE,
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        RelayError::MailFrom { reply: r } => assert_eq!(r, &reply(451, "4.7.1 greylisted")),
+        other => panic!("expected MailFrom, got {other:?}"),
+    }
+    assert!(!err.is_permanent());
+    assert!(!server.commands().iter().any(|c| c.starts_with("RCPT")));
+}
+
+#[tokio::test]
+async fn dots_are_stuffed_on_the_wire_and_the_body_is_otherwise_exact() {
+    let (server, mut relay) = relay_for(Script::default()).await;
+    let rcpt = [addr("a@example.com")];
+    let body = b".first\r\n\r\n.\r\n..\r\n.x\r\n8-bit \xe9\xff\r\nend\r\n";
+    relay.send(None, &rcpt, body).await.unwrap();
+    // No final CRLF: one is added before the final dot, nothing else changes.
+    relay.send(None, &rcpt, b"a\r\n.b").await.unwrap();
+    let log = server.log();
+    assert_eq!(
+        log.data[0],
+        b"..first\r\n\r\n..\r\n...\r\n..x\r\n8-bit \xe9\xff\r\nend\r\n".to_vec()
+    );
+    assert_eq!(log.data[1], b"a\r\n..b\r\n".to_vec());
+    assert!(
+        log.commands
+            .iter()
+            .any(|c| c == "MAIL FROM:<> BODY=8BITMIME"),
+        "{:?}",
+        log.commands
+    );
+}
+
+#[tokio::test]
+async fn a_bare_lf_cannot_end_the_data_early() {
+    let (server, mut relay) = relay_for(Script::default()).await;
+    relay
+        .send(None, &[addr("a@example.com")], b"a\n.\nb\r\n")
+        .await
+        .unwrap();
+    assert_eq!(server.log().data, vec![b"a\r\n..\r\nb\r\n".to_vec()]);
+}
+
+#[tokio::test]
+async fn null_reverse_path_is_sent_as_angle_brackets() {
+    let (server, mut relay) = relay_for(Script::default()).await;
+    relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    assert!(server.commands().iter().any(|c| c == "MAIL FROM:<>"));
+}
+
+#[tokio::test]
+async fn the_session_is_reused_for_the_next_message() {
+    let (server, mut relay) = relay_for(Script::default()).await;
+    relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    relay
+        .send(None, &[addr("b@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    relay.close().await;
+    server.wait_closed(1).await;
+    assert_eq!(server.log().connections, 1);
+    assert_eq!(
+        server.commands(),
+        [
+            "EHLO gw.test",
+            "MAIL FROM:<>",
+            "RCPT TO:<a@example.com>",
+            "DATA",
+            "RSET",
+            "MAIL FROM:<>",
+            "RCPT TO:<b@example.com>",
+            "DATA",
+            "QUIT",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_session_dropped_by_the_server_is_reopened() {
+    let script = Script {
+        close_after_data: true,
+        ..Script::default()
+    };
+    let (server, mut relay) = relay_for(script).await;
+    relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    server.wait_closed(1).await;
+    let results = relay
+        .send(None, &[addr("b@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
+    assert_eq!(server.log().connections, 2);
+    assert_eq!(server.log().data.len(), 2);
+}
+
+#[tokio::test]
+async fn starttls_required_but_not_offered_sends_nothing_after_ehlo() {
+    let server = FakeSmtp::start(Script::default()).await;
+    let mut relay = Relay::new(config(server.port, TlsMode::Starttls));
+    let err = relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RelayError::StarttlsRequired { .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_permanent());
+    server.wait_closed(1).await;
+    assert_eq!(server.commands(), ["EHLO gw.test"]);
+}
+
+#[tokio::test]
+async fn starttls_if_available_goes_on_in_plain_text_without_it() {
+    let server = FakeSmtp::start(Script::default()).await;
+    let mut relay = Relay::new(config(server.port, TlsMode::StarttlsIfAvailable));
+    let results = relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
+}
+
+#[tokio::test]
+async fn an_address_lettre_refuses_is_permanent_for_that_recipient_only() {
+    let (server, mut relay) = relay_for(Script::default()).await;
+    // Valid for our envelope rules (no SMTP syntax can be injected), refused by lettre.
+    let odd = addr("a,b@example.com");
+    let results = relay
+        .send(None, &[odd, addr("ok@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    match &results[0].outcome {
+        Outcome::Permanent(r) => {
+            assert_eq!(r.code, 553);
+            assert!(r.text.contains("not sent by mailferry"), "{r}");
+        }
+        other => panic!("expected Permanent, got {other:?}"),
+    }
+    assert!(matches!(results[1].outcome, Outcome::Delivered(_)));
+    assert!(!server.commands().iter().any(|c| c.contains("a,b@")));
+}
+
+#[tokio::test]
+async fn non_ascii_recipient_without_smtputf8_is_permanent() {
+    let script = Script {
+        extensions: vec!["8BITMIME"],
+        ..Script::default()
+    };
+    let (server, mut relay) = relay_for(script).await;
+    let results = relay
+        .send(
+            None,
+            &[addr("jörg@example.com"), addr("ok@example.com")],
+            MESSAGE,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&results[0].outcome, Outcome::Permanent(r) if r.code == 553));
+    assert!(matches!(results[1].outcome, Outcome::Delivered(_)));
+    assert!(server.commands().contains(&"MAIL FROM:<>".to_owned()));
+}
+
+#[tokio::test]
+async fn non_ascii_recipient_with_smtputf8_is_sent_with_the_parameter() {
+    let (server, mut relay) = relay_for(Script::default()).await;
+    let results = relay
+        .send(None, &[addr("jörg@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
+    let commands = server.commands();
+    assert!(
+        commands.contains(&"MAIL FROM:<> SMTPUTF8".to_owned()),
+        "{commands:?}"
+    );
+    assert!(
+        commands.contains(&"RCPT TO:<jörg@example.com>".to_owned()),
+        "{commands:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_reply_to_the_data_is_a_timeout_and_the_session_is_dropped() {
+    let script = Script {
+        data_end: None,
+        ..Script::default()
+    };
+    let server = FakeSmtp::start(script).await;
+    let mut cfg = config(server.port, TlsMode::None);
+    cfg.timeout = Duration::from_millis(300);
+    let mut relay = Relay::new(cfg);
+    let err = relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RelayError::Timeout { .. }), "{err:?}");
+    assert!(!err.is_permanent());
+    server.wait_closed(1).await;
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut relay = Relay::new(config(port, TlsMode::None));
+    let err = relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RelayError::Connect { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn no_recipients_touches_nothing() {
+    let (server, mut relay) = relay_for(Script::default()).await;
+    assert!(relay.send(None, &[], MESSAGE).await.unwrap().is_empty());
+    assert_eq!(server.log().connections, 0);
+}
+
+#[test]
+fn helo_defaults_to_a_host_name() {
+    let mut cfg = config(25, TlsMode::None);
+    assert_eq!(Relay::new(cfg.clone()).helo_name(), "gw.test");
+    cfg.helo = None;
+    let name = Relay::new(cfg).helo_name();
+    assert!(
+        !name.is_empty() && !name.contains(char::is_whitespace),
+        "{name:?}"
+    );
+}
+
+#[test]
+fn send_is_send() {
+    fn assert_send<T: Send>(_: T) {}
+    let mut relay = Relay::new(config(25, TlsMode::None));
+    let rcpts = [addr("a@example.com")];
+    assert_send(relay.send(None, &rcpts, MESSAGE));
+}

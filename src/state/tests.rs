@@ -1,0 +1,331 @@
+use super::*;
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn addr(s: &str) -> Address {
+    Address::parse(s).unwrap()
+}
+
+fn keys(list: &[&str]) -> HashSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn open_creates_the_directory_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("a/b");
+    Store::open(&state_dir).unwrap();
+    assert!(state_dir.join(DB_FILE).is_file());
+}
+
+#[tokio::test]
+async fn reopen_after_drop_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.seen("acct", "u1", at(1000)).await.unwrap();
+        store
+            .record_recipient(
+                "acct",
+                "u1",
+                &addr("Bob@Example.com"),
+                RecipientStatus::Delivered,
+                "250 ok",
+                at(1001),
+            )
+            .await
+            .unwrap();
+        store
+            .record_recipient(
+                "acct",
+                "u1",
+                &addr("carol@example.com"),
+                RecipientStatus::Pending,
+                "450 later",
+                at(1001),
+            )
+            .await
+            .unwrap();
+        store.seen("acct", "u2", at(2000)).await.unwrap();
+        store.mark_settled("acct", "u2", at(2001)).await.unwrap();
+        store
+            .mark_deleted("acct", &["u2".to_string()], at(2002))
+            .await
+            .unwrap();
+        store.seen("other", "u1", at(3000)).await.unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let acct = store.load_account("acct").await.unwrap();
+    assert_eq!(acct.len(), 2);
+    let u1 = &acct["u1"];
+    assert_eq!(u1.first_seen, at(1000));
+    assert_eq!(u1.settled_at, None);
+    assert_eq!(
+        u1.done,
+        keys(&["bob@example.com"]),
+        "pending carol is not done"
+    );
+    let u2 = &acct["u2"];
+    assert_eq!(u2.first_seen, at(2000));
+    assert_eq!(u2.settled_at, Some(at(2001)));
+    assert_eq!(u2.deleted_at, Some(at(2002)));
+    assert!(u2.done.is_empty());
+    let other = store.load_account("other").await.unwrap();
+    assert_eq!(other.keys().collect::<Vec<_>>(), vec!["u1"]);
+}
+
+#[tokio::test]
+async fn pragmas_are_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let conn = store.conn.lock().unwrap();
+    let journal: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+    let sync: i64 = conn
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous=FULL");
+    let busy: i64 = conn
+        .pragma_query_value(None, "busy_timeout", |r| r.get(0))
+        .unwrap();
+    assert_eq!(busy, BUSY_TIMEOUT.as_millis() as i64);
+    let fk: i64 = conn
+        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+        .unwrap();
+    assert_eq!(fk, 1);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    drop(conn);
+    // WAL is a property of the file: a second connection sees it too.
+    let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let journal: String = other
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(conn);
+    match Store::open(dir.path()) {
+        Err(StateError::NewerSchema { found, supported }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_use_from_two_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut tasks = Vec::new();
+    for account in ["a", "b"] {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let uidl = format!("m{i}");
+                store.seen(account, &uidl, at(100)).await.unwrap();
+                let rcpt = addr(&format!("r{i}@example.com"));
+                store
+                    .record_recipients(
+                        account,
+                        &uidl,
+                        &[(rcpt, RecipientStatus::Delivered, "250".into())],
+                        true,
+                        at(101),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for account in ["a", "b"] {
+        let all = store.load_account(account).await.unwrap();
+        assert_eq!(all.len(), 40);
+        for i in 0..40 {
+            let s = &all[&format!("m{i}")];
+            assert_eq!(s.settled_at, Some(at(101)));
+            assert_eq!(s.done, keys(&[&format!("r{i}@example.com")]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn prune_keeps_unsettled_and_present_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for uidl in ["settled-gone", "settled-here", "unsettled-gone"] {
+        store.seen("acct", uidl, at(10)).await.unwrap();
+    }
+    store.seen("other", "settled-gone", at(10)).await.unwrap();
+    store
+        .record_recipients(
+            "acct",
+            "settled-gone",
+            &[(
+                addr("a@example.com"),
+                RecipientStatus::Delivered,
+                "250".into(),
+            )],
+            true,
+            at(11),
+        )
+        .await
+        .unwrap();
+    store
+        .mark_settled("acct", "settled-here", at(11))
+        .await
+        .unwrap();
+    store
+        .mark_settled("other", "settled-gone", at(11))
+        .await
+        .unwrap();
+
+    let pruned = store.prune("acct", &keys(&["settled-here"])).await.unwrap();
+    assert_eq!(pruned, 1);
+    let left = store.load_account("acct").await.unwrap();
+    let mut names: Vec<_> = left.keys().cloned().collect();
+    names.sort();
+    assert_eq!(names, ["settled-here", "unsettled-gone"]);
+    // Another account's message of the same UIDL is untouched.
+    assert_eq!(store.load_account("other").await.unwrap().len(), 1);
+    // The pruned message's recipients went with it.
+    let conn = store.conn.lock().unwrap();
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM recipients WHERE account = 'acct'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn seen_keeps_the_first_first_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let first = store.seen("acct", "u", at(100)).await.unwrap();
+    assert_eq!(first.first_seen, at(100));
+    assert_eq!(first.settled_at, None);
+    store
+        .record_recipient(
+            "acct",
+            "u",
+            &addr("x@example.com"),
+            RecipientStatus::Rerouted,
+            "550 no",
+            at(150),
+        )
+        .await
+        .unwrap();
+    let again = store.seen("acct", "u", at(200)).await.unwrap();
+    assert_eq!(again.first_seen, at(100));
+    assert_eq!(again.done, keys(&["x@example.com"]));
+}
+
+#[tokio::test]
+async fn a_settled_recipient_stays_settled_and_pending_can_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let bob = addr("bob@example.com");
+    let carol = addr("carol@example.com");
+    store
+        .record_recipient(
+            "acct",
+            "u",
+            &bob,
+            RecipientStatus::Delivered,
+            "250 ok",
+            at(1),
+        )
+        .await
+        .unwrap();
+    store
+        .record_recipient(
+            "acct",
+            "u",
+            &bob,
+            RecipientStatus::Pending,
+            "450 later",
+            at(2),
+        )
+        .await
+        .unwrap();
+    store
+        .record_recipient(
+            "acct",
+            "u",
+            &carol,
+            RecipientStatus::Pending,
+            "450 later",
+            at(2),
+        )
+        .await
+        .unwrap();
+    let s = store.seen("acct", "u", at(3)).await.unwrap();
+    assert_eq!(s.done, keys(&["bob@example.com"]));
+    store
+        .record_recipient(
+            "acct",
+            "u",
+            &carol,
+            RecipientStatus::Delivered,
+            "250 ok",
+            at(4),
+        )
+        .await
+        .unwrap();
+    let s = store.seen("acct", "u", at(5)).await.unwrap();
+    assert_eq!(s.done, keys(&["bob@example.com", "carol@example.com"]));
+    assert_eq!(
+        s.first_seen,
+        at(1),
+        "record_recipient creates the message row"
+    );
+    let conn = store.conn.lock().unwrap();
+    let (detail, attempts): (String, i64) = conn
+        .query_row(
+            "SELECT detail, attempts FROM recipients WHERE recipient = 'carol@example.com'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((detail.as_str(), attempts), ("250 ok", 2));
+    let detail: String = conn
+        .query_row(
+            "SELECT detail FROM recipients WHERE recipient = 'bob@example.com'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(detail, "250 ok");
+}
+
+#[tokio::test]
+async fn mark_settled_keeps_the_first_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.seen("acct", "u", at(1)).await.unwrap();
+    store.mark_settled("acct", "u", at(5)).await.unwrap();
+    store.mark_settled("acct", "u", at(9)).await.unwrap();
+    assert_eq!(
+        store.seen("acct", "u", at(10)).await.unwrap().settled_at,
+        Some(at(5))
+    );
+}
