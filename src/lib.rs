@@ -23,7 +23,7 @@ pub mod address;
 pub mod config;
 pub mod fetch;
 pub mod metrics;
-// pub mod pipeline; (being wired)
+pub mod pipeline;
 pub mod relay;
 pub mod retention;
 pub mod route;

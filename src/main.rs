@@ -1,5 +1,120 @@
-//! Being wired by the lead.
-fn main() {
-    eprintln!("mailferry: being wired");
-    std::process::exit(1);
+//! The `mailferry` command: parses arguments, sets up logging, loads the configuration and
+//! hands over to the library. `anyhow` lives only here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Collects mail from POP3 mailboxes and delivers it by SMTP to the internal mail server.
+#[derive(Parser)]
+#[command(name = "mailferry", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The daemon: every account on its poll_interval, until SIGTERM or SIGINT.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// One pass of every account (or of one), then exit; exit status 1 if any failed.
+    PollOnce {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Validate the configuration; print every problem; exit status 2 if there is any.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAILFERRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config_path = match &cli.command {
+        Command::Run { config }
+        | Command::PollOnce { config, .. }
+        | Command::CheckConfig { config } => config.clone(),
+    };
+    let config = match mailferry::config::load(&config_path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} problem(s) found",
+                config_path.display(),
+                errors.0.len()
+            );
+            return ExitCode::from(2);
+        }
+    };
+
+    match cli.command {
+        Command::CheckConfig { .. } => {
+            println!(
+                "{}: ok ({} account(s), {} accepted domain(s))",
+                config_path.display(),
+                config.accounts.len(),
+                config.domains.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Run { .. } => report(runtime().and_then(|rt| {
+            rt.block_on(mailferry::pipeline::run(config))
+                .map_err(Into::into)
+        })),
+        Command::PollOnce { account, .. } => {
+            if let Some(name) = &account
+                && config.account(name).is_none()
+            {
+                eprintln!("{}: no account named {name:?}", config_path.display());
+                return ExitCode::from(2);
+            }
+            match runtime().and_then(|rt| {
+                rt.block_on(mailferry::pipeline::poll_once(config, account.as_deref()))
+                    .map_err(Into::into)
+            }) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    if summary.all_ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => report::<()>(Err(e)),
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn report<T>(result: anyhow::Result<T>) -> ExitCode {
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailferry: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

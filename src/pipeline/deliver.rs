@@ -22,11 +22,14 @@ pub struct Delivery {
     pub settled: Settled,
     pub delivered: usize,
     pub rerouted: usize,
+    /// No SMTP session could be set up: the other messages of the pass would fail alike.
+    pub relay_unavailable: bool,
 }
 
 /// Routes `raw`, relays it to the recipients that `seen` does not list as done, and records
-/// each outcome. Only a state-store failure is an error: a relay failure leaves the message
-/// unsettled, to be tried again next pass.
+/// every outcome (and, when all are settled, the message) in one transaction. Only a
+/// state-store failure is an error: a relay failure leaves the message unsettled, to be tried
+/// again next pass.
 #[allow(clippy::too_many_arguments)]
 pub async fn deliver(
     config: &Config,
@@ -44,25 +47,25 @@ pub async fn deliver(
         settled: Settled::Yes,
         delivered: 0,
         rerouted: 0,
+        relay_unavailable: false,
     };
-    let pending: Vec<Address> = routing
-        .recipients
-        .iter()
-        .filter(|r| !seen.done.contains(&r.address.dedup_key()))
-        .map(|r| r.address.clone())
-        .collect();
+    let mut pending: Vec<Address> = Vec::new();
     for r in &routing.recipients {
-        if pending.contains(&r.address) {
-            tracing::info!(account = name, uid, recipient = %r.address, reason = %r.reason, "routing");
-        } else {
+        if seen.done.contains(&r.address.dedup_key()) {
+            tracing::info!(account = name, uid, recipient = %r.address, "already delivered in an earlier pass");
             crate::metrics::recipient_outcome(name, "skipped");
+        } else {
+            tracing::info!(account = name, uid, recipient = %r.address, reason = %r.reason, "routing");
+            pending.push(r.address.clone());
         }
     }
+    let now = SystemTime::now();
     if pending.is_empty() {
+        store.record_recipients(name, uid, &[], true, now).await?;
         return Ok(delivery);
     }
 
-    let message = with_trace(config, account, uid, &pending, raw);
+    let message = with_trace(relay, account, uid, &pending, raw);
     let results = match relay
         .send(routing.return_path.as_ref(), &pending, &message)
         .await
@@ -71,47 +74,59 @@ pub async fn deliver(
         Err(e) => {
             relay_failed(name, uid, &e);
             delivery.settled = Settled::No;
+            delivery.relay_unavailable = e.is_unavailable();
             return Ok(delivery);
         }
     };
 
-    let now = SystemTime::now();
+    let mut outcomes = Vec::with_capacity(results.len());
     for result in results {
-        let recipient = &result.recipient;
-        match &result.outcome {
+        let recipient = result.recipient;
+        let (status, reply) = match result.outcome {
             Outcome::Delivered(reply) => {
                 tracing::info!(account = name, uid, recipient = %recipient, "delivered: {reply}");
-                store
-                    .record_recipient(name, uid, recipient, RecipientStatus::Delivered, &reply.to_string(), now)
-                    .await?;
                 crate::metrics::recipient_outcome(name, "delivered");
                 delivery.delivered += 1;
+                (RecipientStatus::Delivered, reply)
             }
             Outcome::Temporary(reply) => {
                 tracing::warn!(account = name, uid, recipient = %recipient, "deferred, will retry: {reply}");
-                store
-                    .record_recipient(name, uid, recipient, RecipientStatus::Pending, &reply.to_string(), now)
-                    .await?;
                 crate::metrics::recipient_outcome(name, "temporary");
-                delivery.settled = Settled::No;
+                (RecipientStatus::Pending, reply)
             }
             Outcome::Permanent(reply) => {
                 tracing::warn!(account = name, uid, recipient = %recipient, "refused: {reply}; re-routing to the postmaster");
-                let rerouted = reroute(config, account, relay, uid, raw, recipient, &reply.to_string(), routing.return_path.as_ref()).await;
-                let status = if rerouted { RecipientStatus::Rerouted } else { RecipientStatus::Pending };
-                store
-                    .record_recipient(name, uid, recipient, status, &reply.to_string(), now)
-                    .await?;
+                let reply_text = reply.to_string();
+                let rerouted = reroute(
+                    config,
+                    account,
+                    relay,
+                    uid,
+                    raw,
+                    &recipient,
+                    &reply_text,
+                    routing.return_path.as_ref(),
+                )
+                .await;
                 if rerouted {
                     crate::metrics::recipient_outcome(name, "rerouted");
                     delivery.rerouted += 1;
+                    (RecipientStatus::Rerouted, reply)
                 } else {
                     crate::metrics::recipient_outcome(name, "temporary");
-                    delivery.settled = Settled::No;
+                    (RecipientStatus::Pending, reply)
                 }
             }
+        };
+        if !status.is_settled() {
+            delivery.settled = Settled::No;
         }
+        outcomes.push((recipient, status, reply.to_string()));
     }
+    let settle = delivery.settled == Settled::Yes;
+    store
+        .record_recipients(name, uid, &outcomes, settle, now)
+        .await?;
     Ok(delivery)
 }
 
@@ -138,8 +153,17 @@ async fn reroute(
         sanitize(reply)
     );
     let mut message = notice.into_bytes();
-    message.extend_from_slice(&with_trace(config, account, uid, std::slice::from_ref(postmaster), raw));
-    match relay.send(return_path, std::slice::from_ref(postmaster), &message).await {
+    message.extend_from_slice(&with_trace(
+        relay,
+        account,
+        uid,
+        std::slice::from_ref(postmaster),
+        raw,
+    ));
+    match relay
+        .send(return_path, std::slice::from_ref(postmaster), &message)
+        .await
+    {
         Ok(results) => results
             .iter()
             .all(|r| matches!(r.outcome, Outcome::Delivered(_))),
@@ -151,14 +175,27 @@ async fn reroute(
 }
 
 /// The message with mailferry's `Received:` trace header on top.
-fn with_trace(config: &Config, account: &AccountConfig, uid: &str, recipients: &[Address], raw: &[u8]) -> Vec<u8> {
-    let by = config.relay.helo.as_deref().unwrap_or("mailferry");
+fn with_trace(
+    relay: &Relay,
+    account: &AccountConfig,
+    uid: &str,
+    recipients: &[Address],
+    raw: &[u8],
+) -> Vec<u8> {
+    let by = relay.helo_name();
     // The UIDL may hold any printable character; keep the trace header's id plain.
     let id: String = format!("{}.{}", account.name, uid)
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         .collect();
-    let header = received_header(by, &account.host, Protocol::Pop3, &id, recipients, SystemTime::now());
+    let header = received_header(
+        &by,
+        &account.host,
+        Protocol::Pop3,
+        &id,
+        recipients,
+        SystemTime::now(),
+    );
     let mut message = Vec::with_capacity(header.len() + raw.len());
     message.extend_from_slice(header.as_bytes());
     message.extend_from_slice(raw);

@@ -131,7 +131,12 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
 }
 
 /// One account's cycle: a pass, then sleep `poll_interval` (or until stopped).
-async fn poller(config: &Config, account: &AccountConfig, store: &Store, mut stop: watch::Receiver<bool>) {
+async fn poller(
+    config: &Config,
+    account: &AccountConfig,
+    store: &Store,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         match pass::run_pass(config, account, store, &stop).await {
             Ok(report) => tracing::info!(account = %account.name, "pass: {report}"),

@@ -133,11 +133,16 @@ async fn pass(
             report.rerouted += outcome.rerouted;
             match outcome.settled {
                 Settled::Yes => {
-                    store.mark_settled(name, uid, now).await?;
                     report.settled += 1;
                     let mut s = seen;
                     s.settled_at = Some(now);
                     state = Some(s);
+                }
+                Settled::No if outcome.relay_unavailable => {
+                    // The internal server cannot be reached: downloading the rest would only
+                    // fail alike. What is settled was already deleted above it in the listing.
+                    report.failed += 1;
+                    break;
                 }
                 Settled::No => {
                     report.failed += 1;
@@ -156,7 +161,9 @@ async fn pass(
     client.quit().await?;
     // Recorded only after QUIT: a POP3 server commits DELE at QUIT and not before.
     if !deleted.is_empty() {
-        store.mark_deleted(name, &deleted, SystemTime::now()).await?;
+        store
+            .mark_deleted(name, &deleted, SystemTime::now())
+            .await?;
         crate::metrics::upstream_deleted(name, deleted.len());
     }
     report.deleted = deleted.len();

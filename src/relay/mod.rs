@@ -141,6 +141,18 @@ impl RelayError {
             _ => false,
         }
     }
+
+    /// Whether no session with the relay could be set up at all (connect, TLS, STARTTLS):
+    /// every other message would fail the same way, so a pass stops downloading.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            RelayError::Connect { .. }
+                | RelayError::CaFile { .. }
+                | RelayError::Tls { .. }
+                | RelayError::StarttlsRequired { .. }
+        )
+    }
 }
 
 #[cfg(test)]
