@@ -42,7 +42,9 @@ impl Address {
         if s.len() > 320 {
             return Err(AddressError::TooLong);
         }
-        if s.chars().any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>') {
+        if s.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
+        {
             return Err(AddressError::ForbiddenChar);
         }
         let at = s.rfind('@').ok_or(AddressError::NoAt)?;
@@ -108,7 +110,9 @@ pub fn normalize_domain(domain: &str) -> Result<String, AddressError> {
                 || label.len() > 63
                 || label.starts_with('-')
                 || label.ends_with('-')
-                || !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                || !label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
     {
         return Err(bad());

@@ -1,6 +1,7 @@
 //! The `mailferry` command: parses arguments, sets up logging, loads the configuration and
 //! hands over to the library. `anyhow` lives only here.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let config_path = match &cli.command {

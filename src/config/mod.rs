@@ -17,8 +17,12 @@ mod load;
 pub use load::from_yaml_str;
 
 /// The envelope headers read in catch-all mode when `envelope_headers` is not set, in order.
-pub const DEFAULT_ENVELOPE_HEADERS: [&str; 4] =
-    ["X-Original-To", "Delivered-To", "X-Envelope-To", "Envelope-To"];
+pub const DEFAULT_ENVELOPE_HEADERS: [&str; 4] = [
+    "X-Original-To",
+    "Delivered-To",
+    "X-Envelope-To",
+    "Envelope-To",
+];
 
 /// The whole configuration.
 #[derive(Debug, Clone)]
@@ -166,7 +170,11 @@ impl fmt::Display for ConfigError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
         }
     }
 }

@@ -1,0 +1,91 @@
+//! `mailferry check-config` through the real binary: every problem at once, with its line.
+
+mod support;
+
+use support::run_mailferry;
+
+fn check(text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = run_mailferry(&["check-config", "--config", path.to_str().unwrap()]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn six_mistakes_are_all_named_with_their_lines() {
+    // Each numbered comment marks the line a mistake is on.
+    let text = r#"state_dir: /tmp/mailferry-check
+colour: blue
+relay:
+  host: mail.corp.local
+  port: 70000
+  tls: starttls
+domains: [example.com]
+postmaster: "not an address"
+accounts:
+  - name: one
+    protocol: pop4
+    host: pop.provider.net
+    username: u
+    password: "s3cret<&>'\""
+    poll_interval: 2s
+  - name: one
+    protocol: pop3
+    host: pop.provider.net
+    username: u2
+    password: p
+"#;
+    // colour (2), port (5), postmaster (8), pop4 (11), poll_interval (15), duplicate name (16)
+    let (code, _out, err) = check(text);
+    assert_eq!(code, Some(2), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("bad.yaml:")).collect();
+    for line in [2, 5, 8, 11, 15, 16] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("bad.yaml:{line}:"))),
+            "no error for line {line} in:\n{err}"
+        );
+    }
+    assert!(!err.contains("s3cret"), "password leaked:\n{err}");
+}
+
+#[test]
+fn a_valid_file_passes() {
+    let text = r#"state_dir: /tmp/mailferry-check
+relay:
+  host: mail.corp.local
+domains: [example.com]
+postmaster: postmaster@corp.local
+accounts:
+  - name: one
+    protocol: pop3
+    host: pop.provider.net
+    username: u
+    password: p
+"#;
+    let (code, out, err) = check(text);
+    assert_eq!(code, Some(0), "{out}{err}");
+}
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/mailferry.example.yaml");
+    // The example names its password through an environment variable or inline; either way it
+    // must load as shipped.
+    let out = std::process::Command::new(support::mailferry_bin())
+        .args(["check-config", "--config", example])
+        .env("MAILFERRY_CATCHALL_PASSWORD", "x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,458 @@
+//! A private Dovecot instance: POP3 (plain + STLS), POP3S, IMAP, IMAPS on free loopback
+//! ports, Maildir users, a self-signed certificate for `localhost`/127.0.0.1.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpStream};
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{free_ports, mail_user_ids, process_alive, send_signal, wait_until};
+
+/// Attempts at starting, each with new ports (a port may be taken between pick and bind).
+const START_ATTEMPTS: usize = 5;
+
+/// A running Dovecot of its own, on 127.0.0.1, killed (and its files removed) when dropped.
+///
+/// Everything lives under a short temporary root (`/tmp/mfd-XXXXXX`): the configuration,
+/// `base_dir` (sockets, `master.pid`), `state_dir`, the certificate, the passwd-file, the
+/// log, and one home with a Maildir per user. Mail is stored as the uid/gid of
+/// [`super::MAIL_USER`].
+pub struct Dovecot {
+    root: tempfile::TempDir,
+    id: String,
+    pop3: u16,
+    pop3s: u16,
+    imap: u16,
+    imaps: u16,
+    uid: u32,
+    gid: u32,
+    users: Vec<(String, String)>,
+    /// Maildir file names start with `base_secs + seq`, so Dovecot (which sorts new files by
+    /// that number) keeps the order of delivery.
+    base_secs: u64,
+    seq: AtomicU64,
+}
+
+impl Dovecot {
+    /// Starts an instance with these `(user, password)` pairs, each with an empty Maildir,
+    /// and waits until it greets on its POP3 and IMAP ports. Panics (with Dovecot's log)
+    /// if it cannot start.
+    pub fn start(users: &[(&str, &str)]) -> Dovecot {
+        let (uid, gid) = mail_user_ids();
+        let root = tempfile::Builder::new()
+            .prefix("mfd-")
+            .tempdir_in("/tmp")
+            .expect("create a temporary directory under /tmp");
+        let rp = root.path().to_path_buf();
+        // mktemp makes 0700; the mail user and Dovecot's own users must traverse it.
+        fs::set_permissions(&rp, fs::Permissions::from_mode(0o755)).expect("chmod the root");
+        let id = rp
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "mfd".to_owned());
+        for dir in ["run", "state", "home"] {
+            fs::create_dir(rp.join(dir)).expect("create a directory under the root");
+            fs::set_permissions(rp.join(dir), fs::Permissions::from_mode(0o755))
+                .expect("chmod a directory under the root");
+        }
+        make_certificate(&rp);
+
+        let mut passwd = String::new();
+        for (user, password) in users {
+            assert!(
+                !user.is_empty() && !user.contains(['/', ':', '\n']) && !user.starts_with('.'),
+                "unsuitable test user name {user:?}"
+            );
+            assert!(
+                !password.contains([':', '\n']),
+                "a passwd-file password cannot contain ':' or a newline"
+            );
+            let home = rp.join("home").join(user);
+            for dir in [
+                home.clone(),
+                home.join("Maildir"),
+                home.join("Maildir/cur"),
+                home.join("Maildir/new"),
+                home.join("Maildir/tmp"),
+            ] {
+                fs::create_dir(&dir).expect("create a Maildir directory");
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .expect("chmod a Maildir directory");
+                chown(&dir, Some(uid), Some(gid))
+                    .expect("chown to the mail user (the harness must run as root)");
+            }
+            passwd.push_str(&format!(
+                "{user}:{{PLAIN}}{password}:{uid}:{gid}::{}::\n",
+                home.display()
+            ));
+        }
+        fs::write(rp.join("passwd"), passwd).expect("write the passwd-file");
+
+        let base_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1_700_000_000)
+            - 86_400;
+        let mut dovecot = Dovecot {
+            root,
+            id,
+            pop3: 0,
+            pop3s: 0,
+            imap: 0,
+            imaps: 0,
+            uid,
+            gid,
+            users: users
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+                .collect(),
+            base_secs,
+            seq: AtomicU64::new(0),
+        };
+
+        for attempt in 1..=START_ATTEMPTS {
+            let ports = free_ports(4);
+            (dovecot.pop3, dovecot.pop3s, dovecot.imap, dovecot.imaps) =
+                (ports[0], ports[1], ports[2], ports[3]);
+            fs::write(dovecot.config_file(), dovecot.config_text()).expect("write dovecot.conf");
+            // Not .output(): the daemonised master inherits the pipes and keeps them open.
+            let stderr_file = dovecot.root.path().join("start.err");
+            let status = Command::new("dovecot")
+                .arg("-c")
+                .arg(dovecot.config_file())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&stderr_file).expect("create start.err"))
+                .status()
+                .expect("run dovecot (is dovecot-pop3d installed? scripts/install-deps.sh)");
+            if status.success() {
+                if dovecot.wait_ready(Duration::from_secs(20)) {
+                    return dovecot;
+                }
+                panic!(
+                    "Dovecot started but does not greet on 127.0.0.1:{}\n--- log\n{}",
+                    dovecot.pop3,
+                    dovecot.log()
+                );
+            }
+            let why = format!(
+                "{}{}",
+                fs::read_to_string(&stderr_file).unwrap_or_default(),
+                dovecot.log()
+            );
+            if !why.contains("in use") || attempt == START_ATTEMPTS {
+                panic!(
+                    "dovecot -c {} failed:\n{why}",
+                    dovecot.config_file().display()
+                );
+            }
+            // A port was taken between picking and binding: try new ones.
+            let _ = fs::remove_file(dovecot.log_file());
+        }
+        unreachable!("the last attempt panics")
+    }
+
+    /// The plain POP3 port (STLS offered).
+    pub fn pop3_port(&self) -> u16 {
+        self.pop3
+    }
+
+    /// The POP3-over-TLS port (TLS from the first byte).
+    pub fn pop3s_port(&self) -> u16 {
+        self.pop3s
+    }
+
+    /// The plain IMAP port (STARTTLS offered).
+    pub fn imap_port(&self) -> u16 {
+        self.imap
+    }
+
+    /// The IMAP-over-TLS port.
+    pub fn imaps_port(&self) -> u16 {
+        self.imaps
+    }
+
+    /// The certificate the server presents; self-signed, so it is also the CA to trust.
+    pub fn ca_file(&self) -> PathBuf {
+        self.root.path().join("cert.pem")
+    }
+
+    /// The temporary root everything of this instance lives under (a test may put its own
+    /// files here, e.g. mailferry's state_dir).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The password of a user given to [`Dovecot::start`].
+    pub fn password(&self, user: &str) -> &str {
+        self.users
+            .iter()
+            .find(|(u, _)| u == user)
+            .map(|(_, p)| p.as_str())
+            .unwrap_or_else(|| panic!("no such test user {user:?}"))
+    }
+
+    /// Dovecot's log so far (print it when a test fails).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    /// The user's Maildir.
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        assert!(
+            self.users.iter().any(|(u, _)| u == user),
+            "no such test user {user:?}"
+        );
+        self.root.path().join("home").join(user).join("Maildir")
+    }
+
+    /// Puts one message into the user's mailbox, as a Maildir delivery agent would: written
+    /// to `tmp/` as the mail user, then renamed into `new/`. The bytes are stored as given
+    /// (a Maildir keeps LF line ends). Messages keep the order in which they were delivered.
+    pub fn deliver(&self, user: &str, raw: &[u8]) {
+        let maildir = self.maildir(user);
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
+        // No ",S=<size>" in the name: Dovecot would insist on it being the exact size.
+        let name = format!(
+            "{}.M{}P{}Q{seq}.mailferry-harness",
+            self.base_secs + seq,
+            seq % 1_000_000,
+            std::process::id()
+        );
+        let tmp = maildir.join("tmp").join(&name);
+        fs::write(&tmp, raw).expect("write a message into Maildir/tmp");
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).expect("chmod a message");
+        chown(&tmp, Some(self.uid), Some(self.gid)).expect("chown a message to the mail user");
+        fs::rename(&tmp, maildir.join("new").join(&name)).expect("move a message into new/");
+    }
+
+    /// Delivers every message of `mails`, in order.
+    pub fn deliver_all(&self, user: &str, mails: &[Vec<u8>]) {
+        for m in mails {
+            self.deliver(user, m);
+        }
+    }
+
+    /// What the user's mailbox holds now (`new/` and `cur/`), in delivery order.
+    pub fn messages(&self, user: &str) -> Vec<Vec<u8>> {
+        self.message_files(user)
+            .iter()
+            .filter_map(|p| fs::read(p).ok())
+            .collect()
+    }
+
+    /// How many messages the user's mailbox holds now.
+    pub fn count(&self, user: &str) -> usize {
+        self.message_files(user).len()
+    }
+
+    fn message_files(&self, user: &str) -> Vec<PathBuf> {
+        let maildir = self.maildir(user);
+        let mut files: Vec<(u64, String, PathBuf)> = Vec::new();
+        for sub in ["new", "cur"] {
+            let Ok(entries) = fs::read_dir(maildir.join(sub)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                let secs = name
+                    .split('.')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(u64::MAX);
+                files.push((secs, name, entry.path()));
+            }
+        }
+        files.sort();
+        files.into_iter().map(|(_, _, p)| p).collect()
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.root.path().join("dovecot.conf")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.root.path().join("dovecot.log")
+    }
+
+    fn config_text(&self) -> String {
+        let r = self.root.path().display();
+        format!(
+            "# A private Dovecot for mailferry's tests (tests/support/dovecot.rs).
+instance_name = {id}
+protocols = pop3 imap
+listen = 127.0.0.1
+base_dir = {r}/run
+state_dir = {r}/state
+log_path = {r}/dovecot.log
+info_log_path = {r}/dovecot.log
+auth_verbose = yes
+login_greeting = {id} ready
+default_login_user = dovenull
+default_internal_user = dovecot
+first_valid_uid = {uid}
+first_valid_gid = 1
+
+ssl = yes
+ssl_cert = <{r}/cert.pem
+ssl_key = <{r}/key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+
+mail_location = maildir:~/Maildir
+pop3_uidl_format = %g
+
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {r}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {r}/passwd
+}}
+
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    port = {pop3s}
+    ssl = yes
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    port = {imaps}
+    ssl = yes
+  }}
+}}
+",
+            id = self.id,
+            uid = self.uid,
+            pop3 = self.pop3,
+            pop3s = self.pop3s,
+            imap = self.imap,
+            imaps = self.imaps,
+        )
+    }
+
+    /// Waits until the POP3 and IMAP ports greet with this instance's own greeting (so a
+    /// port taken by someone else cannot pass for ours) and `master.pid` is written. The
+    /// TLS ports were bound by the master along with these (a bare connect to them would
+    /// leave a login process waiting for a handshake, which slows the shutdown).
+    fn wait_ready(&self, timeout: Duration) -> bool {
+        let greets = |port: u16| {
+            let Ok(stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+                return false;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut line = String::new();
+            let _ = BufReader::new(stream).read_line(&mut line);
+            line.contains(&self.id)
+        };
+        wait_until(timeout, || {
+            self.master_pid().is_some() && greets(self.pop3) && greets(self.imap)
+        })
+    }
+
+    fn master_pid(&self) -> Option<u32> {
+        fs::read_to_string(self.root.path().join("run/master.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let Some(pid) = self.master_pid() else {
+            return;
+        };
+        send_signal(pid, "TERM");
+        // A clean shutdown takes about a second. A login process that was just handed a
+        // connection can block the master's shutdown for 5 s more: don't wait for that.
+        if !wait_until(Duration::from_millis(1500), || !process_alive(pid)) {
+            for child in children_of(pid) {
+                send_signal(child, "KILL");
+            }
+            send_signal(pid, "KILL");
+            wait_until(Duration::from_secs(5), || !process_alive(pid));
+        }
+    }
+}
+
+/// The pids of the live processes whose parent is `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// Makes `cert.pem`/`key.pem` in `dir`: a self-signed P-256 certificate for `localhost` and
+/// 127.0.0.1. It is not a CA (`CA:FALSE`) so that webpki accepts it as the server's own
+/// certificate when a client trusts it as an anchor.
+fn make_certificate(dir: &Path) {
+    let cnf = dir.join("openssl.cnf");
+    fs::write(
+        &cnf,
+        "[req]
+distinguished_name = dn
+x509_extensions = v3
+prompt = no
+[dn]
+CN = localhost
+[v3]
+basicConstraints = critical, CA:FALSE
+subjectAltName = DNS:localhost, IP:127.0.0.1
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+",
+    )
+    .expect("write openssl.cnf");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .arg("ec_paramgen_curve:prime256v1")
+        .args(["-nodes", "-days", "3650", "-config"])
+        .arg(&cnf)
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .expect("run openssl (scripts/install-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::set_permissions(dir.join("cert.pem"), fs::Permissions::from_mode(0o644))
+        .expect("chmod the certificate");
+    fs::set_permissions(dir.join("key.pem"), fs::Permissions::from_mode(0o600))
+        .expect("chmod the key");
+}
