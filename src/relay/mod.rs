@@ -93,7 +93,18 @@ pub struct RcptResult {
 /// Why a whole transaction failed (no recipient got the message).
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    /// The TCP connection, the greeting or EHLO failed.
+    /// The TCP connection could not be made.
+    #[error("cannot connect to the relay {host}:{port}: {source}")]
+    Tcp {
+        host: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Implicit TLS could not be set up (CA file, certificate, handshake).
+    #[error("TLS with the relay failed: {0}")]
+    TlsSetup(#[source] crate::fetch::tls::TlsError),
+    /// The greeting or EHLO failed.
     #[error("cannot connect to the relay {host}:{port}: {source}")]
     Connect {
         host: String,
@@ -148,6 +159,8 @@ impl RelayError {
         matches!(
             self,
             RelayError::Connect { .. }
+                | RelayError::Tcp { .. }
+                | RelayError::TlsSetup(_)
                 | RelayError::CaFile { .. }
                 | RelayError::Tls { .. }
                 | RelayError::StarttlsRequired { .. }

@@ -5,10 +5,13 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
+use tokio::net::TcpStream;
 
 use super::{Outcome, RcptResult, RelayError, Reply, SmtpError};
 use crate::address::Address;
@@ -198,35 +201,47 @@ impl Relay {
     async fn connect(&mut self) -> Result<AsyncSmtpConnection, RelayError> {
         let limit = self.config.timeout;
         let implicit = match self.config.tls {
-            TlsMode::Tls => Some(self.tls_parameters()?),
+            TlsMode::Tls => Some(
+                crate::fetch::tls::client_config(self.config.ca_file.as_deref())
+                    .map_err(RelayError::TlsSetup)?,
+            ),
             _ => None,
         };
         let host = self.config.host.clone();
-        let is_tls = implicit.is_some();
-        let connecting = AsyncSmtpConnection::connect_tokio1(
-            (host.as_str(), self.config.port),
-            Some(limit),
-            &self.helo,
-            implicit,
-            None,
-        );
-        let mut conn = tokio::time::timeout(limit, connecting)
+        let port = self.config.port;
+        let tcp = tokio::time::timeout(limit, TcpStream::connect((host.as_str(), port)))
             .await
-            .map_err(|_| timeout_error("the greeting and EHLO", limit))?
-            .map_err(|source| {
-                if is_tls && source.is_tls() {
-                    RelayError::Tls {
-                        host: host.clone(),
-                        source,
-                    }
-                } else {
-                    RelayError::Connect {
-                        host: host.clone(),
-                        port: self.config.port,
-                        source,
-                    }
-                }
+            .map_err(|_| timeout_error("the TCP connection", limit))?
+            .map_err(|source| RelayError::Tcp {
+                host: host.clone(),
+                port,
+                source,
             })?;
+        // lettre writes the message and the final dot in two writes: with Nagle's algorithm
+        // the dot waits for the receiver's delayed ACK, 40 ms per message.
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn AsyncTokioStream> = match implicit {
+            Some(config) => {
+                let tls =
+                    tokio::time::timeout(limit, crate::fetch::tls::connect_tls(tcp, &host, config))
+                        .await
+                        .map_err(|_| timeout_error("the TLS handshake", limit))?
+                        .map_err(RelayError::TlsSetup)?;
+                Box::new(ImplicitTls(tls))
+            }
+            None => Box::new(tcp),
+        };
+        let mut conn = tokio::time::timeout(
+            limit,
+            AsyncSmtpConnection::connect_with_transport(stream, &self.helo),
+        )
+        .await
+        .map_err(|_| timeout_error("the greeting and EHLO", limit))?
+        .map_err(|source| RelayError::Connect {
+            host: host.clone(),
+            port,
+            source,
+        })?;
 
         let upgrade = match self.config.tls {
             TlsMode::None | TlsMode::Tls => false,
@@ -414,5 +429,50 @@ mod unit {
         let name = local_host_name();
         assert!(!name.is_empty());
         assert!(!name.contains(char::is_whitespace));
+    }
+}
+
+/// Implicit TLS (`tls: tls`, port 465) on a socket mailferry opened itself, so that it can set
+/// TCP_NODELAY; lettre drives it like any stream.
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl tokio::io::AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
     }
 }

@@ -395,7 +395,8 @@ async fn a_closed_port_is_a_connect_error() {
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
         .unwrap_err();
-    assert!(matches!(err, RelayError::Connect { .. }), "{err:?}");
+    assert!(matches!(err, RelayError::Tcp { .. }), "{err:?}");
+    assert!(err.is_unavailable());
 }
 
 #[tokio::test]
