@@ -35,6 +35,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Dry run: who would receive this message, and why. Nothing is sent.
+    Route {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Route as this account would (default: the first account).
+        #[arg(long)]
+        account: Option<String>,
+        /// The message file (.eml).
+        message: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,7 +61,8 @@ fn main() -> ExitCode {
     let config_path = match &cli.command {
         Command::Run { config }
         | Command::PollOnce { config, .. }
-        | Command::CheckConfig { config } => config.clone(),
+        | Command::CheckConfig { config }
+        | Command::Route { config, .. } => config.clone(),
     };
     let config = match mailferry::config::load(&config_path) {
         Ok(config) => config,
@@ -75,6 +86,28 @@ fn main() -> ExitCode {
                 config.domains.len()
             );
             ExitCode::SUCCESS
+        }
+        Command::Route {
+            account, message, ..
+        } => {
+            let account = match &account {
+                Some(name) => config.account(name),
+                None => config.accounts.first(),
+            };
+            let Some(account) = account else {
+                eprintln!("{}: no such account", config_path.display());
+                return ExitCode::from(2);
+            };
+            match std::fs::read(&message) {
+                Ok(raw) => {
+                    print!("{}", explain_route(&config, account, &raw));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mailferry: cannot read {}: {e}", message.display());
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::Run { .. } => report(runtime().and_then(|rt| {
             rt.block_on(mailferry::pipeline::run(config))
@@ -103,6 +136,33 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The `route` dry run's report: the envelope, each recipient with its reason, and what was
+/// left out and why.
+fn explain_route(
+    config: &mailferry::config::Config,
+    account: &mailferry::config::AccountConfig,
+    raw: &[u8],
+) -> String {
+    use std::fmt::Write;
+    let rules = mailferry::route::Rules::for_account(config, account);
+    let explanation = mailferry::route::explain(raw, &rules);
+    let mut out = String::new();
+    let from = explanation
+        .routing
+        .return_path
+        .as_ref()
+        .map_or(String::new(), |a| a.to_string());
+    let _ = writeln!(out, "account: {}", account.name);
+    let _ = writeln!(out, "MAIL FROM:<{from}>");
+    for r in &explanation.routing.recipients {
+        let _ = writeln!(out, "RCPT TO:<{}>  ({})", r.address, r.reason);
+    }
+    for s in &explanation.skipped {
+        let _ = writeln!(out, "skipped {:?} in {}: {}", s.address, s.header, s.why);
+    }
+    out
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -61,7 +61,7 @@ pub async fn deliver(
     }
     let now = SystemTime::now();
     if pending.is_empty() {
-        store.record_recipients(name, uid, &[], true, now).await?;
+        store.mark_settled(name, uid, now).await?;
         return Ok(delivery);
     }
 

@@ -153,8 +153,14 @@ async fn pass(
         if let Some(s) = &state
             && retention::may_delete(account.retention, s, now)
         {
-            client.dele(*number).await?;
-            deleted.push(uid.clone());
+            match client.dele(*number).await {
+                Ok(()) => deleted.push(uid.clone()),
+                // Refused for this one message: it stays upstream, is deleted next pass.
+                Err(e) if !e.connection_lost() => {
+                    tracing::warn!(account = name, uid = %uid, "DELE refused: {e}");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     relay.close().await;

@@ -259,15 +259,7 @@ impl Store {
         uidl: &str,
         now: SystemTime,
     ) -> Result<(), StateError> {
-        let (account, uidl) = (account.to_owned(), uidl.to_owned());
-        self.run(move |conn| {
-            let tx = conn.transaction()?;
-            insert_message(&tx, &account, &uidl, now)?;
-            settle_message(&tx, &account, &uidl, now)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.record_recipients(account, uidl, &[], true, now).await
     }
 
     /// Records that the upstream copies of these messages were deleted (unknown UIDLs are

@@ -1,0 +1,50 @@
+//! `mailferry route`: the dry run names each recipient with its reason, and what it left out.
+
+mod support;
+
+use support::run_mailferry;
+
+#[test]
+fn route_explains_recipients_and_skipped_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailferry.yaml");
+    std::fs::write(
+        &config,
+        "state_dir: state\nrelay:\n  host: 127.0.0.1\ndomains: [example.com]\npostmaster: postmaster@corp.local\naccounts:\n  - name: one\n    protocol: pop3\n    host: pop.provider.net\n    username: catchall@example.com\n    password: p\n",
+    )
+    .unwrap();
+    let eml = dir.path().join("m.eml");
+    std::fs::write(
+        &eml,
+        "Return-Path: <s@remote.test>\nDelivered-To: catchall@example.com\nX-Original-To: alice@example.com\nReceived: from x by y; Mon, 2 Nov 2026 10:00:00 +0000\nX-Original-To: mallory@example.com\nTo: bob@example.com\n\nbody\n",
+    )
+    .unwrap();
+    let out = run_mailferry(&[
+        "route",
+        "--config",
+        config.to_str().unwrap(),
+        eml.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("MAIL FROM:<s@remote.test>"), "{text}");
+    assert!(
+        text.contains("RCPT TO:<alice@example.com>  (envelope header X-Original-To)"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("RCPT TO:").count(),
+        1,
+        "To: must not be added: {text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("mallory@example.com") && l.contains("below the first Received")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("catchall@example.com") && l.contains("own address")),
+        "{text}"
+    );
+}
