@@ -13,7 +13,7 @@ use crate::fetch::pop3::{Pop3Client, Pop3Error};
 use crate::relay::Relay;
 use crate::retention;
 use crate::route::Rules;
-use crate::state::{StateError, Store};
+use crate::state::{MessageState, StateError, Store};
 
 use super::deliver::{self, Settled};
 
@@ -106,53 +106,41 @@ async fn pass(
             break;
         }
         let now = SystemTime::now();
-        let mut state = known.get(uid).cloned();
-        if state.as_ref().is_none_or(|s| s.settled_at.is_none()) {
-            if report.fetched >= account.max_per_pass as usize {
+        let settled = match known.get(uid) {
+            Some(state) if state.settled_at.is_some() => state.clone(),
+            _ if report.fetched >= account.max_per_pass as usize => {
                 report.deferred += 1;
                 continue;
             }
-            let raw = match client.retr(*number).await {
-                Ok(raw) => raw,
-                Err(e) if !e.connection_lost() => {
-                    // One message the server cannot give us must not stop the others.
-                    tracing::warn!(account = name, uid = %uid, "RETR failed: {e}");
-                    crate::metrics::message_failed(name, "retrieve");
-                    report.failed += 1;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            report.fetched += 1;
-            crate::metrics::message_fetched(name, raw.len());
-            let seen = store.seen(name, uid, now).await?;
-            let outcome =
-                deliver::deliver(config, account, &rules, &mut relay, store, uid, &seen, &raw)
-                    .await?;
-            report.delivered += outcome.delivered;
-            report.rerouted += outcome.rerouted;
-            match outcome.settled {
-                Settled::Yes => {
-                    report.settled += 1;
-                    let mut s = seen;
-                    s.settled_at = Some(now);
-                    state = Some(s);
-                }
-                Settled::No if outcome.relay_unavailable => {
-                    // The internal server cannot be reached: downloading the rest would only
-                    // fail alike. What is settled was already deleted above it in the listing.
-                    report.failed += 1;
-                    break;
-                }
-                Settled::No => {
-                    report.failed += 1;
-                    continue;
+            known_state => {
+                let message = Message {
+                    config,
+                    account,
+                    rules: &rules,
+                    store,
+                    number: *number,
+                    uid,
+                    known: known_state,
+                };
+                match message
+                    .fetch_and_deliver(&mut client, &mut relay, &mut report)
+                    .await?
+                {
+                    Step::Settled(state) => state,
+                    Step::Unsettled => {
+                        report.failed += 1;
+                        continue;
+                    }
+                    Step::RelayUnavailable => {
+                        // Every other message would fail alike: stop downloading. Settled
+                        // messages further down are deleted next pass.
+                        report.failed += 1;
+                        break;
+                    }
                 }
             }
-        }
-        if let Some(s) = &state
-            && retention::may_delete(account.retention, s, now)
-        {
+        };
+        if retention::may_delete(account.retention, &settled, now) {
             match client.dele(*number).await {
                 Ok(()) => deleted.push(uid.clone()),
                 // Refused for this one message: it stays upstream, is deleted next pass.
@@ -174,4 +162,77 @@ async fn pass(
     }
     report.deleted = deleted.len();
     Ok(report)
+}
+
+/// Where one unsettled message ended up in this pass.
+enum Step {
+    /// Every recipient is settled; the state as it now stands.
+    Settled(MessageState),
+    /// Left upstream for a later pass (RETR refused, a recipient deferred, relay refused).
+    Unsettled,
+    /// No SMTP session could be set up.
+    RelayUnavailable,
+}
+
+/// One message not yet settled, and what it takes to move it on.
+struct Message<'a> {
+    config: &'a Config,
+    account: &'a AccountConfig,
+    rules: &'a Rules,
+    store: &'a Store,
+    number: u32,
+    uid: &'a str,
+    /// Its state from an earlier pass, if any (the recipients already done).
+    known: Option<&'a MessageState>,
+}
+
+impl Message<'_> {
+    /// RETR, then route → relay → state. Only a lost POP3 connection or a state-store
+    /// failure is an error; whatever else goes wrong concerns this message alone.
+    async fn fetch_and_deliver(
+        &self,
+        client: &mut Pop3Client,
+        relay: &mut Relay,
+        report: &mut PassReport,
+    ) -> Result<Step, PassError> {
+        let name = self.account.name.as_str();
+        let raw = match client.retr(self.number).await {
+            Ok(raw) => raw,
+            Err(e) if !e.connection_lost() => {
+                tracing::warn!(account = name, uid = %self.uid, "RETR failed: {e}");
+                crate::metrics::message_failed(name, "retrieve");
+                return Ok(Step::Unsettled);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        report.fetched += 1;
+        crate::metrics::message_fetched(name, raw.len());
+        let now = SystemTime::now();
+        let mut state = match self.known {
+            Some(state) => state.clone(),
+            None => self.store.seen(name, self.uid, now).await?,
+        };
+        let outcome = deliver::deliver(
+            self.config,
+            self.account,
+            self.rules,
+            relay,
+            self.store,
+            self.uid,
+            &state,
+            &raw,
+        )
+        .await?;
+        report.delivered += outcome.delivered;
+        report.rerouted += outcome.rerouted;
+        Ok(match outcome.settled {
+            Settled::Yes => {
+                report.settled += 1;
+                state.settled_at = Some(now);
+                Step::Settled(state)
+            }
+            Settled::No if outcome.relay_unavailable => Step::RelayUnavailable,
+            Settled::No => Step::Unsettled,
+        })
+    }
 }
