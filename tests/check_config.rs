@@ -89,3 +89,26 @@ fn the_example_configuration_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_imap_account_is_refused_until_imap_is_built() {
+    // Valid configuration syntax, but this version has no IMAP poller: say so, don't start.
+    let text = r#"state_dir: /tmp/mailferry-check
+relay:
+  host: mail.corp.local
+domains: [example.com]
+postmaster: postmaster@corp.local
+accounts:
+  - name: office
+    protocol: imap
+    host: imap.provider.net
+    username: u
+    password: p
+"#;
+    let (code, _out, err) = check(text);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("account office: protocol imap is not supported"),
+        "{err}"
+    );
+}
