@@ -16,8 +16,9 @@
 //!
 //! Around them: `config/` (the YAML file, every error with its line), `address.rs` (validated
 //! envelope addresses and accepted-domain patterns, shared by every stage), `metrics.rs`
-//! (metric names and the /metrics listener) and `pipeline.rs` (wiring only: one poller per
-//! account, shutdown).
+//! (metric names and the /metrics listener) and `pipeline/` (the wiring: one poller per
+//! account and shutdown in `mod.rs`, one poll pass in `pass.rs`, one message's way through
+//! route → relay → state in `deliver.rs`).
 
 pub mod address;
 pub mod config;
@@ -28,3 +29,6 @@ pub mod relay;
 pub mod retention;
 pub mod route;
 pub mod state;
+
+#[cfg(test)]
+mod testutil;
