@@ -155,6 +155,10 @@ async fn poller(
 ) {
     loop {
         match pass::run_pass(config, account, store, &stop).await {
+            // A quiet mailbox is not news every poll_interval.
+            Ok(report) if report.fetched + report.deleted + report.failed == 0 => {
+                tracing::debug!(account = %account.name, "pass: {report}")
+            }
             Ok(report) => tracing::info!(account = %account.name, "pass: {report}"),
             Err(e) => tracing::warn!(account = %account.name, "pass failed: {e}"),
         }
