@@ -1,12 +1,14 @@
 //! A scripted fake SMTP server for the relay tests: answers each command from a table and
 //! records what it received, the data exactly as it came over the wire (still dot-stuffed).
+//! It can speak implicit TLS or offer STARTTLS (with an acceptor from `crate::testutil`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 /// How the server answers.
 #[derive(Clone)]
@@ -21,6 +23,10 @@ pub struct Script {
     pub data_end: Option<&'static str>,
     /// Close the connection after answering the final dot.
     pub close_after_data: bool,
+    /// Implicit TLS: the handshake comes first, then the greeting.
+    pub implicit_tls: Option<TlsAcceptor>,
+    /// Offer STARTTLS (on a plain connection) and upgrade with this acceptor.
+    pub starttls: Option<TlsAcceptor>,
 }
 
 impl Default for Script {
@@ -32,6 +38,8 @@ impl Default for Script {
             data: "354 go ahead",
             data_end: Some("250 2.0.0 queued as 1234"),
             close_after_data: false,
+            implicit_tls: None,
+            starttls: None,
         }
     }
 }
@@ -45,8 +53,14 @@ pub struct Log {
     pub closed: usize,
     /// Every command line, without CRLF, in order.
     pub commands: Vec<String>,
+    /// For each of `commands`: whether it came over TLS.
+    pub commands_tls: Vec<bool>,
     /// The data of each message, as received, without the final ".\r\n" line.
     pub data: Vec<Vec<u8>>,
+    /// For each of `data`: whether the transaction ran over TLS.
+    pub data_tls: Vec<bool>,
+    /// Server-side TLS handshakes that failed (e.g. the client refused the certificate).
+    pub failed_handshakes: usize,
 }
 
 pub struct FakeSmtp {
@@ -82,6 +96,16 @@ impl FakeSmtp {
         self.log().commands.clone()
     }
 
+    /// The command lines received, each with whether it came over TLS.
+    pub fn commands_tls(&self) -> Vec<(String, bool)> {
+        let log = self.log();
+        log.commands
+            .iter()
+            .cloned()
+            .zip(log.commands_tls.iter().copied())
+            .collect()
+    }
+
     /// Waits until `n` connections have ended.
     pub async fn wait_closed(&self, n: usize) {
         for _ in 0..200 {
@@ -97,24 +121,86 @@ impl FakeSmtp {
     }
 }
 
-async fn session(stream: TcpStream, script: &Script, log: &Mutex<Log>) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    write.write_all(b"220 fake.test ESMTP\r\n").await?;
+/// Any stream the dialogue can run over: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+/// How a dialogue ended.
+enum Next {
+    /// The connection is over.
+    Done,
+    /// "STARTTLS" was answered with 220: upgrade this stream, then go on.
+    StartTls(Box<dyn Stream>),
+}
+
+async fn session(tcp: TcpStream, script: &Script, log: &Mutex<Log>) -> std::io::Result<()> {
+    let mut stream: Box<dyn Stream> = match &script.implicit_tls {
+        Some(acceptor) => Box::new(handshake(acceptor, tcp, log).await?),
+        None => Box::new(tcp),
+    };
+    let mut tls = script.implicit_tls.is_some();
+    let mut greet = true;
+    loop {
+        match dialogue(stream, greet, tls, script, log).await? {
+            Next::Done => return Ok(()),
+            Next::StartTls(plain) => {
+                let Some(acceptor) = &script.starttls else {
+                    unreachable!("STARTTLS is accepted only when offered");
+                };
+                stream = Box::new(handshake(acceptor, plain, log).await?);
+                (tls, greet) = (true, false);
+            }
+        }
+    }
+}
+
+async fn handshake<S: Stream>(
+    acceptor: &TlsAcceptor,
+    stream: S,
+    log: &Mutex<Log>,
+) -> std::io::Result<tokio_rustls::server::TlsStream<S>> {
+    let result = acceptor.accept(stream).await;
+    if result.is_err() {
+        log.lock().unwrap().failed_handshakes += 1;
+    }
+    result
+}
+
+/// The SMTP dialogue over one stream, until the connection ends or is upgraded.
+async fn dialogue(
+    stream: Box<dyn Stream>,
+    greet: bool,
+    tls: bool,
+    script: &Script,
+    log: &Mutex<Log>,
+) -> std::io::Result<Next> {
+    let mut io = BufReader::new(stream);
+    if greet {
+        send(&mut io, "220 fake.test ESMTP").await?;
+    }
     let mut line = Vec::new();
     loop {
         line.clear();
-        if read.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(());
+        if io.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(Next::Done);
         }
         let command = String::from_utf8_lossy(&line)
             .trim_end_matches("\r\n")
             .to_owned();
-        log.lock().unwrap().commands.push(command.clone());
+        {
+            let mut log = log.lock().unwrap();
+            log.commands.push(command.clone());
+            log.commands_tls.push(tls);
+        }
         let upper = command.to_ascii_uppercase();
+        let offer_starttls = script.starttls.is_some() && !tls;
         let reply: String = if upper.starts_with("EHLO") {
             let mut lines = vec!["fake.test".to_owned()];
             lines.extend(script.extensions.iter().map(|s| s.to_string()));
+            if offer_starttls {
+                lines.push("STARTTLS".to_owned());
+            }
             let last = lines.len() - 1;
             lines
                 .iter()
@@ -122,6 +208,13 @@ async fn session(stream: TcpStream, script: &Script, log: &Mutex<Log>) -> std::i
                 .map(|(i, l)| format!("250{}{l}", if i == last { ' ' } else { '-' }))
                 .collect::<Vec<_>>()
                 .join("\r\n")
+        } else if upper == "STARTTLS" && offer_starttls {
+            send(&mut io, "220 2.0.0 ready").await?;
+            // Anything the client sent after STARTTLS in plain text would be an injection.
+            if !io.buffer().is_empty() {
+                return Err(std::io::Error::other("plain text after STARTTLS"));
+            }
+            return Ok(Next::StartTls(io.into_inner()));
         } else if upper.starts_with("MAIL FROM:") {
             script.mail.to_owned()
         } else if upper.starts_with("RCPT TO:<") {
@@ -133,42 +226,51 @@ async fn session(stream: TcpStream, script: &Script, log: &Mutex<Log>) -> std::i
                 .unwrap_or("250 2.1.5 ok")
                 .to_owned()
         } else if upper == "DATA" {
-            write
-                .write_all(format!("{}\r\n", script.data).as_bytes())
-                .await?;
+            send(&mut io, script.data).await?;
             if !script.data.starts_with('3') {
                 continue;
             }
             let mut data = Vec::new();
             loop {
                 line.clear();
-                if read.read_until(b'\n', &mut line).await? == 0 {
-                    return Ok(());
+                if io.read_until(b'\n', &mut line).await? == 0 {
+                    return Ok(Next::Done);
                 }
                 if line == b".\r\n" {
                     break;
                 }
                 data.extend_from_slice(&line);
             }
-            log.lock().unwrap().data.push(data);
+            {
+                let mut log = log.lock().unwrap();
+                log.data.push(data);
+                log.data_tls.push(tls);
+            }
             let Some(end) = script.data_end else {
                 // Never answer; hold the connection until the client goes away.
-                while read.read_until(b'\n', &mut line).await? > 0 {}
-                return Ok(());
+                while io.read_until(b'\n', &mut line).await? > 0 {}
+                return Ok(Next::Done);
             };
-            write.write_all(format!("{end}\r\n").as_bytes()).await?;
+            send(&mut io, end).await?;
             if script.close_after_data {
-                return Ok(());
+                return Ok(Next::Done);
             }
             continue;
         } else if upper == "RSET" || upper == "NOOP" {
             "250 2.0.0 ok".to_owned()
         } else if upper == "QUIT" {
-            write.write_all(b"221 2.0.0 bye\r\n").await?;
-            return Ok(());
+            send(&mut io, "221 2.0.0 bye").await?;
+            return Ok(Next::Done);
         } else {
             "500 5.5.2 unknown command".to_owned()
         };
-        write.write_all(format!("{reply}\r\n").as_bytes()).await?;
+        send(&mut io, &reply).await?;
     }
+}
+
+/// Writes one reply line (or lines joined by CRLF) and flushes it: over TLS, a write may stay
+/// in the TLS buffer until flushed.
+async fn send<S: AsyncWrite + Unpin>(io: &mut S, reply: &str) -> std::io::Result<()> {
+    io.write_all(format!("{reply}\r\n").as_bytes()).await?;
+    io.flush().await
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 use super::fake::{FakeSmtp, Script};
 use super::*;
 use crate::config::{RelayConfig, TlsMode};
+use crate::testutil::{TestCa, test_ca};
 
 fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
@@ -424,4 +425,135 @@ fn send_is_send() {
     let mut relay = Relay::new(config(25, TlsMode::None));
     let rcpts = [addr("a@example.com")];
     assert_send(relay.send(None, &rcpts, MESSAGE));
+}
+
+// --- TLS: real handshakes against a test CA (crate::testutil). ---
+
+/// A relay config for `tls` to `server`, trusting `ca` if given.
+fn tls_config(server: &FakeSmtp, tls: TlsMode, ca: Option<&TestCa>) -> RelayConfig {
+    let mut cfg = config(server.port, tls);
+    cfg.ca_file = ca.map(|ca| ca.ca_pem.clone());
+    cfg
+}
+
+fn starttls_script(ca: &TestCa) -> Script {
+    Script {
+        starttls: Some(ca.acceptor.clone()),
+        ..Script::default()
+    }
+}
+
+/// The commands of one upgraded session: EHLO and STARTTLS in plain text, all else over TLS.
+fn upgraded_session() -> Vec<(String, bool)> {
+    [
+        ("EHLO gw.test", false),
+        ("STARTTLS", false),
+        ("EHLO gw.test", true),
+        ("MAIL FROM:<>", true),
+        ("RCPT TO:<a@example.com>", true),
+        ("DATA", true),
+    ]
+    .map(|(c, tls)| (c.to_owned(), tls))
+    .to_vec()
+}
+
+#[tokio::test]
+async fn implicit_tls_with_the_ca_delivers_over_tls() {
+    let ca = test_ca();
+    let script = Script {
+        implicit_tls: Some(ca.acceptor.clone()),
+        ..Script::default()
+    };
+    let server = FakeSmtp::start(script).await;
+    let mut relay = Relay::new(tls_config(&server, TlsMode::Tls, Some(&ca)));
+    let results = relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    assert_eq!(
+        results[0].outcome,
+        Outcome::Delivered(reply(250, "2.0.0 queued as 1234"))
+    );
+    let log = server.log();
+    assert_eq!(log.data, vec![MESSAGE.to_vec()]);
+    assert_eq!(log.data_tls, [true]);
+    assert!(log.commands_tls.iter().all(|&tls| tls), "{log:?}");
+    assert_eq!(log.commands[0], "EHLO gw.test");
+}
+
+#[tokio::test]
+async fn implicit_tls_without_the_ca_fails_before_any_command() {
+    let ca = test_ca();
+    let script = Script {
+        implicit_tls: Some(ca.acceptor.clone()),
+        ..Script::default()
+    };
+    let server = FakeSmtp::start(script).await;
+    // No ca_file: the system trust store does not know the test CA.
+    let mut relay = Relay::new(tls_config(&server, TlsMode::Tls, None));
+    let err = relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(!err.is_permanent(), "{err:?}");
+    server.wait_closed(1).await;
+    let log = server.log();
+    assert_eq!(log.failed_handshakes, 1, "{log:?}");
+    assert!(log.commands.is_empty(), "{log:?}");
+    assert!(log.data.is_empty());
+}
+
+#[tokio::test]
+async fn starttls_with_the_ca_upgrades_before_mail_from() {
+    let ca = test_ca();
+    let server = FakeSmtp::start(starttls_script(&ca)).await;
+    let mut relay = Relay::new(tls_config(&server, TlsMode::Starttls, Some(&ca)));
+    let results = relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    assert_eq!(
+        results[0].outcome,
+        Outcome::Delivered(reply(250, "2.0.0 queued as 1234"))
+    );
+    assert_eq!(server.commands_tls(), upgraded_session());
+    let log = server.log();
+    assert_eq!(log.data, vec![MESSAGE.to_vec()]);
+    assert_eq!(log.data_tls, [true]);
+}
+
+#[tokio::test]
+async fn starttls_if_available_upgrades_when_offered() {
+    let ca = test_ca();
+    let server = FakeSmtp::start(starttls_script(&ca)).await;
+    let mut relay = Relay::new(tls_config(&server, TlsMode::StarttlsIfAvailable, Some(&ca)));
+    let results = relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(results[0].outcome, Outcome::Delivered(_)),
+        "{results:?}"
+    );
+    assert_eq!(server.commands_tls(), upgraded_session());
+    assert_eq!(server.log().data_tls, [true]);
+}
+
+#[tokio::test]
+async fn starttls_with_an_untrusted_certificate_sends_no_mail_from() {
+    let ca = test_ca();
+    let server = FakeSmtp::start(starttls_script(&ca)).await;
+    // No ca_file: the certificate offered after STARTTLS is not trusted.
+    let mut relay = Relay::new(tls_config(&server, TlsMode::Starttls, None));
+    let err = relay
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    server.wait_closed(1).await;
+    let log = server.log();
+    assert_eq!(log.commands, ["EHLO gw.test", "STARTTLS"]);
+    assert_eq!(log.failed_handshakes, 1, "{log:?}");
+    assert!(log.data.is_empty());
 }

@@ -1,7 +1,6 @@
 //! The client against a scripted in-process fake server on 127.0.0.1.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,13 +8,11 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{self, ServerConfig};
 
 use super::protocol::{DATA_LINE_MAX, STATUS_LINE_MAX, dot_stuff};
 use super::{Overflow, Pop3Client, Pop3Error};
 use crate::config::{AccountConfig, Mode, Password, Protocol, Retention, TlsMode};
+use crate::testutil::test_ca;
 
 const PASSWORD: &str = "s3cret";
 
@@ -683,116 +680,7 @@ async fn pass_is_logged_as_stars() {
     assert!(!logs.contains(PASSWORD), "{logs}");
 }
 
-// --- TLS: a real handshake against a test CA made with the openssl CLI. ---
-
-struct TestCa {
-    _dir: tempfile::TempDir,
-    ca_pem: PathBuf,
-    acceptor: TlsAcceptor,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl CLI");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, and a server certificate it signed for localhost and 127.0.0.1.
-fn test_ca() -> TestCa {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        p,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=mailferry test CA",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        p,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        p.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        p,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "2",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.pem",
-        ],
-    );
-    let certs = CertificateDer::pem_file_iter(p.join("server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(p.join("server.key")).unwrap();
-    let config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-    TestCa {
-        ca_pem: p.join("ca.pem"),
-        _dir: dir,
-        acceptor: TlsAcceptor::from(Arc::new(config)),
-    }
-}
+// --- TLS: a real handshake against a test CA (crate::testutil). ---
 
 #[tokio::test]
 async fn stls_upgrades_before_login_and_recapas() {
