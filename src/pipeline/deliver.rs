@@ -80,48 +80,59 @@ pub async fn deliver(
     };
 
     let mut outcomes = Vec::with_capacity(results.len());
+    let mut refused = Vec::new();
     for result in results {
         let recipient = result.recipient;
-        let (status, reply) = match result.outcome {
+        match result.outcome {
             Outcome::Delivered(reply) => {
                 tracing::info!(account = name, uid, recipient = %recipient, "delivered: {reply}");
                 crate::metrics::recipient_outcome(name, "delivered");
                 delivery.delivered += 1;
-                (RecipientStatus::Delivered, reply)
+                outcomes.push((recipient, RecipientStatus::Delivered, reply.to_string()));
             }
             Outcome::Temporary(reply) => {
                 tracing::warn!(account = name, uid, recipient = %recipient, "deferred, will retry: {reply}");
                 crate::metrics::recipient_outcome(name, "temporary");
-                (RecipientStatus::Pending, reply)
+                delivery.settled = Settled::No;
+                outcomes.push((recipient, RecipientStatus::Pending, reply.to_string()));
             }
             Outcome::Permanent(reply) => {
                 tracing::warn!(account = name, uid, recipient = %recipient, "refused: {reply}; re-routing to the postmaster");
-                let reply_text = reply.to_string();
-                let rerouted = reroute(
-                    config,
-                    account,
-                    relay,
-                    uid,
-                    raw,
-                    &recipient,
-                    &reply_text,
-                    routing.return_path.as_ref(),
-                )
-                .await;
-                if rerouted {
-                    crate::metrics::recipient_outcome(name, "rerouted");
-                    delivery.rerouted += 1;
-                    (RecipientStatus::Rerouted, reply)
-                } else {
-                    crate::metrics::recipient_outcome(name, "temporary");
-                    (RecipientStatus::Pending, reply)
-                }
+                refused.push((recipient, reply.to_string()));
             }
-        };
-        if !status.is_settled() {
-            delivery.settled = Settled::No;
         }
-        outcomes.push((recipient, status, reply.to_string()));
+    }
+
+    if !refused.is_empty() {
+        // What the internal server accepted is on disk before the re-route is tried: a crash
+        // during it must not send the accepted copies again.
+        store
+            .record_recipients(name, uid, &outcomes, false, now)
+            .await?;
+        let rerouted = reroute(
+            config,
+            account,
+            relay,
+            uid,
+            raw,
+            &refused,
+            routing.return_path.as_ref(),
+        )
+        .await;
+        outcomes.clear();
+        for (recipient, reply) in refused {
+            // The postmaster refusing is never settled by a copy to the postmaster.
+            let status = if rerouted && recipient.dedup_key() != config.postmaster.dedup_key() {
+                crate::metrics::recipient_outcome(name, "rerouted");
+                delivery.rerouted += 1;
+                RecipientStatus::Rerouted
+            } else {
+                crate::metrics::recipient_outcome(name, "temporary");
+                delivery.settled = Settled::No;
+                RecipientStatus::Pending
+            };
+            outcomes.push((recipient, status, reply));
+        }
     }
     let settle = delivery.settled == Settled::Yes;
     store
@@ -130,29 +141,36 @@ pub async fn deliver(
     Ok(delivery)
 }
 
-/// Sends the postmaster a copy of a message refused for good for `refused`, with a header
-/// saying who refused it and why. True when the postmaster's copy was accepted.
-#[allow(clippy::too_many_arguments)]
+/// Sends the postmaster one copy of a message that the internal server refused for good for
+/// the `refused` recipients, with an `X-Mailferry-Rerouted:` header naming each and the reply.
+/// True when the postmaster's copy was accepted.
 async fn reroute(
     config: &Config,
     account: &AccountConfig,
     relay: &mut Relay,
     uid: &str,
     raw: &[u8],
-    refused: &Address,
-    reply: &str,
+    refused: &[(Address, String)],
     return_path: Option<&Address>,
 ) -> bool {
     let postmaster = &config.postmaster;
-    if refused.dedup_key() == postmaster.dedup_key() {
-        // The postmaster itself refused: nowhere else to go; stays upstream for a later pass.
+    let mut message = Vec::new();
+    for (recipient, reply) in refused {
+        if recipient.dedup_key() == postmaster.dedup_key() {
+            continue;
+        }
+        message.extend_from_slice(
+            format!(
+                "X-Mailferry-Rerouted: for <{recipient}> refused by the internal server: {}\r\n",
+                sanitize(reply)
+            )
+            .as_bytes(),
+        );
+    }
+    if message.is_empty() {
+        // Only the postmaster itself refused: nowhere else to go; stays for a later pass.
         return false;
     }
-    let notice = format!(
-        "X-Mailferry-Rerouted: for <{refused}> refused by the internal server: {}\r\n",
-        sanitize(reply)
-    );
-    let mut message = notice.into_bytes();
     message.extend_from_slice(&with_trace(
         relay,
         account,

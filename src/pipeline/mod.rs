@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{AccountConfig, Config, Protocol};
@@ -82,6 +82,7 @@ pub fn unsupported(config: &Config) -> Vec<String> {
 /// One pass of every account (or of the one named), concurrently; then exit.
 pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, PipelineError> {
     let store = Store::open(&config.state_dir)?;
+    let slots = relay_slots(&config);
     let config = Arc::new(config);
     // Never set: poll-once always finishes its pass.
     let (_stop_tx, stop) = watch::channel(false);
@@ -90,10 +91,11 @@ pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, Pi
         if only.is_some_and(|name| name != account.name) {
             continue;
         }
-        let (config, store, stop) = (config.clone(), store.clone(), stop.clone());
+        let (config, store, slots, stop) =
+            (config.clone(), store.clone(), slots.clone(), stop.clone());
         tasks.spawn(async move {
             let account = &config.accounts[index];
-            let result = pass::run_pass(&config, account, &store, &stop).await;
+            let result = pass::run_pass(&config, account, &store, &slots, &stop).await;
             (index, account.name.clone(), result)
         });
     }
@@ -120,12 +122,16 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
         tracing::info!("metrics on http://{addr}/metrics");
         tokio::spawn(crate::metrics::serve(listener));
     }
+    let slots = relay_slots(&config);
     let config = Arc::new(config);
     let (stop_tx, stop) = watch::channel(false);
     let mut pollers = JoinSet::new();
     for index in 0..config.accounts.len() {
-        let (config, store, stop) = (config.clone(), store.clone(), stop.clone());
-        pollers.spawn(async move { poller(&config, &config.accounts[index], &store, stop).await });
+        let (config, store, slots, stop) =
+            (config.clone(), store.clone(), slots.clone(), stop.clone());
+        pollers.spawn(async move {
+            poller(&config, &config.accounts[index], &store, &slots, stop).await
+        });
     }
     crate::metrics::set_ready(true);
     tracing::info!(accounts = config.accounts.len(), "mailferry running");
@@ -151,10 +157,11 @@ async fn poller(
     config: &Config,
     account: &AccountConfig,
     store: &Store,
+    slots: &Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        match pass::run_pass(config, account, store, &stop).await {
+        match pass::run_pass(config, account, store, slots, &stop).await {
             // A quiet mailbox is not news every poll_interval.
             Ok(report) if report.fetched + report.deleted + report.failed == 0 => {
                 tracing::debug!(account = %account.name, "pass: {report}")
@@ -170,6 +177,11 @@ async fn poller(
             _ = stop.changed() => return,
         }
     }
+}
+
+/// The SMTP sessions all passes share: `relay.connections` at once.
+fn relay_slots(config: &Config) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(config.relay.connections as usize))
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -4,9 +4,10 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::{AccountConfig, Config};
 use crate::fetch::pop3::{Pop3Client, Pop3Error};
@@ -70,10 +71,11 @@ pub async fn run_pass(
     config: &Config,
     account: &AccountConfig,
     store: &Store,
+    relay_slots: &Arc<Semaphore>,
     stop: &watch::Receiver<bool>,
 ) -> Result<PassReport, PassError> {
     let started = Instant::now();
-    let result = pass(config, account, store, stop).await;
+    let result = pass(config, account, store, relay_slots, stop).await;
     let upstream = result.as_ref().ok().map(|r| r.upstream);
     crate::metrics::pass_finished(&account.name, result.is_ok(), started.elapsed(), upstream);
     result
@@ -83,6 +85,7 @@ async fn pass(
     config: &Config,
     account: &AccountConfig,
     store: &Store,
+    relay_slots: &Arc<Semaphore>,
     stop: &watch::Receiver<bool>,
 ) -> Result<PassReport, PassError> {
     let name = account.name.as_str();
@@ -98,7 +101,7 @@ async fn pass(
     store.prune(name, &present).await?;
 
     let rules = Rules::for_account(config, account);
-    let mut relay = Relay::new(config.relay.clone());
+    let mut relay = Relay::sharing(config.relay.clone(), relay_slots.clone());
     let mut deleted = Vec::new();
 
     for (number, uid) in &listing {

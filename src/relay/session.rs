@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::transport::smtp::client::{
@@ -12,6 +13,7 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Outcome, RcptResult, RelayError, Reply, SmtpError};
 use crate::address::Address;
@@ -28,6 +30,10 @@ pub struct Relay {
     helo: ClientId,
     tls: Option<TlsParameters>,
     conn: Option<AsyncSmtpConnection>,
+    /// `relay.connections` caps the SMTP sessions open at once across every `Relay` sharing
+    /// these slots; a `Relay` holds one from its first connection until `close`.
+    slots: Arc<Semaphore>,
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl fmt::Debug for Relay {
@@ -45,12 +51,21 @@ impl fmt::Debug for Relay {
 impl Relay {
     /// A relay to `config.host`; nothing is opened until the first [`Relay::send`].
     pub fn new(config: RelayConfig) -> Relay {
+        let slots = Arc::new(Semaphore::new(config.connections as usize));
+        Relay::sharing(config, slots)
+    }
+
+    /// A relay that takes one of `slots` while its session is open, so that all the relays
+    /// sharing them keep to `relay.connections` sessions at once.
+    pub fn sharing(config: RelayConfig, slots: Arc<Semaphore>) -> Relay {
         let helo = ClientId::Domain(config.helo.clone().unwrap_or_else(local_host_name));
         Relay {
             config,
             helo,
             tls: None,
             conn: None,
+            slots,
+            slot: None,
         }
     }
 
@@ -93,6 +108,7 @@ impl Relay {
     /// Ends the session with QUIT, if one is open.
     pub async fn close(&mut self) {
         self.discard(true).await;
+        self.slot = None;
     }
 
     async fn transaction(
@@ -193,7 +209,13 @@ impl Relay {
         }
         let conn = match self.conn.take() {
             Some(conn) => conn,
-            None => self.connect().await?,
+            None => {
+                if self.slot.is_none() {
+                    // Closed only if the semaphore is closed, which nothing does.
+                    self.slot = self.slots.clone().acquire_owned().await.ok();
+                }
+                self.connect().await?
+            }
         };
         Ok(self.conn.insert(conn))
     }

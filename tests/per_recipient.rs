@@ -1,0 +1,676 @@
+//! End to end, per recipient: a real Dovecot (POP3) upstream, the real `mailferry` binary
+//! (`poll-once`), and a scripted fake SMTP server as the internal mail server, because
+//! smtp-sink cannot refuse one recipient among several, nor change its mind between passes.
+//!
+//! The promises under test (design.md, Relay and Invariants): 2xx delivered, 4xx retried next
+//! pass for that recipient only, 5xx re-routed to the postmaster with `X-Mailferry-Rerouted:`;
+//! the upstream copy is deleted only once every recipient is settled; one bad message never
+//! stops the others.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use support::{Dovecot, message, run_mailferry};
+
+const USER: &str = "catchall@example.com";
+const PASS: &str = "pop-secret";
+const POSTMASTER: &str = "postmaster@corp.local";
+
+// ---------------------------------------------------------------------------------------
+// The scripted fake SMTP server
+// ---------------------------------------------------------------------------------------
+
+/// One transaction the fake saw through to the end of DATA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tx {
+    /// MAIL FROM's address without the angle brackets; empty for `<>`.
+    mail_from: String,
+    /// The recipients whose RCPT was accepted, lower-cased, in order.
+    rcpts: Vec<String>,
+    /// The data as sent, dots unstuffed, line ends as on the wire (CRLF), without the
+    /// final "." line.
+    message: Vec<u8>,
+}
+
+/// What the fake is told to answer. Changeable between passes.
+#[derive(Debug, Default)]
+struct Script {
+    /// The reply to every MAIL FROM; `None`: 250.
+    mail_from: Option<(u16, String)>,
+    /// The reply to RCPT per recipient address (lower-case); absent: 250.
+    rcpt: HashMap<String, (u16, String)>,
+    /// For this many more ends of DATA, drop the connection instead of replying.
+    drop_after_data: usize,
+}
+
+/// What the fake saw since the last [`FakeSmtp::take`].
+#[derive(Debug, Default)]
+struct Record {
+    /// Transactions answered 250 at the end of DATA.
+    accepted: Vec<Tx>,
+    /// Transactions whose data was received but whose connection was dropped unanswered.
+    unanswered: Vec<Tx>,
+    /// Every command line (not the data), without its CRLF.
+    commands: Vec<String>,
+}
+
+impl Record {
+    /// The addresses of every RCPT command, accepted or not, lower-cased, in order.
+    fn rcpts_tried(&self) -> Vec<String> {
+        self.commands
+            .iter()
+            .filter(|c| c.to_ascii_uppercase().starts_with("RCPT TO:"))
+            .map(|c| angle_addr(&c["RCPT TO:".len()..]).to_lowercase())
+            .collect()
+    }
+
+    /// How many MAIL commands were sent.
+    fn mail_commands(&self) -> usize {
+        self.commands
+            .iter()
+            .filter(|c| c.to_ascii_uppercase().starts_with("MAIL FROM:"))
+            .count()
+    }
+
+    /// recipient -> every message it was accepted for.
+    fn received_by(&self) -> BTreeMap<String, Vec<Vec<u8>>> {
+        let mut map: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        for tx in &self.accepted {
+            for rcpt in &tx.rcpts {
+                map.entry(rcpt.clone())
+                    .or_default()
+                    .push(tx.message.clone());
+            }
+        }
+        map
+    }
+}
+
+struct Shared {
+    script: Mutex<Script>,
+    record: Mutex<Record>,
+    stop: AtomicBool,
+}
+
+/// A scripted ESMTP server on 127.0.0.1 (a thread per connection), stopped when dropped.
+struct FakeSmtp {
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+impl FakeSmtp {
+    fn start() -> FakeSmtp {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared {
+            script: Mutex::new(Script::default()),
+            record: Mutex::new(Record::default()),
+            stop: AtomicBool::new(false),
+        });
+        let accept_shared = Arc::clone(&shared);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if accept_shared.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let conn_shared = Arc::clone(&accept_shared);
+                thread::spawn(move || {
+                    // A client going away mid-session is not the fake's problem.
+                    let _ = serve(stream, &conn_shared);
+                });
+            }
+        });
+        FakeSmtp { port, shared }
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Answers RCPT TO:<address> with `code text` from now on.
+    fn set_rcpt(&self, address: &str, code: u16, text: &str) {
+        self.shared
+            .script
+            .lock()
+            .unwrap()
+            .rcpt
+            .insert(address.to_lowercase(), (code, text.to_owned()));
+    }
+
+    /// Answers every MAIL FROM with `code text` (`None`: 250) from now on.
+    fn set_mail_from(&self, reply: Option<(u16, &str)>) {
+        self.shared.script.lock().unwrap().mail_from = reply.map(|(c, t)| (c, t.to_owned()));
+    }
+
+    /// Drops the connection after the next `n` ends of DATA instead of answering.
+    fn drop_after_data(&self, n: usize) {
+        self.shared.script.lock().unwrap().drop_after_data = n;
+    }
+
+    /// Everything seen since the last call (and forgets it).
+    fn take(&self) -> Record {
+        std::mem::take(&mut *self.shared.record.lock().unwrap())
+    }
+}
+
+impl Drop for FakeSmtp {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
+    }
+}
+
+/// The address inside the first `<...>` of an SMTP path argument (`<>` gives "").
+fn angle_addr(arg: &str) -> String {
+    let arg = arg.trim();
+    match (arg.find('<'), arg.find('>')) {
+        (Some(open), Some(close)) if open < close => arg[open + 1..close].to_owned(),
+        _ => arg.split_whitespace().next().unwrap_or("").to_owned(),
+    }
+}
+
+/// One SMTP session.
+fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let mut out = stream.try_clone()?;
+    let mut input = BufReader::new(stream);
+    out.write_all(b"220 fake.corp.local ESMTP scripted\r\n")?;
+    let mut tx: Option<Tx> = None;
+    loop {
+        let mut line = Vec::new();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let line = String::from_utf8_lossy(&line)
+            .trim_end_matches(['\r', '\n'])
+            .to_owned();
+        shared.record.lock().unwrap().commands.push(line.clone());
+        let verb = line
+            .split([' ', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        match verb.as_str() {
+            "EHLO" => out.write_all(b"250-fake.corp.local\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")?,
+            "HELO" => out.write_all(b"250 fake.corp.local\r\n")?,
+            "MAIL" => {
+                let scripted = shared.script.lock().unwrap().mail_from.clone();
+                match scripted {
+                    Some((code, text)) if code >= 300 => {
+                        tx = None;
+                        out.write_all(format!("{code} {text}\r\n").as_bytes())?;
+                    }
+                    _ => {
+                        tx = Some(Tx {
+                            mail_from: angle_addr(&line["MAIL FROM:".len()..]),
+                            rcpts: Vec::new(),
+                            message: Vec::new(),
+                        });
+                        out.write_all(b"250 2.1.0 Ok\r\n")?;
+                    }
+                }
+            }
+            "RCPT" => {
+                let Some(current) = tx.as_mut() else {
+                    out.write_all(b"503 5.5.1 need MAIL first\r\n")?;
+                    continue;
+                };
+                let address = angle_addr(&line["RCPT TO:".len()..]).to_lowercase();
+                let (code, text) = shared
+                    .script
+                    .lock()
+                    .unwrap()
+                    .rcpt
+                    .get(&address)
+                    .cloned()
+                    .unwrap_or((250, "2.1.5 Ok".to_owned()));
+                if (200..300).contains(&code) {
+                    current.rcpts.push(address);
+                }
+                out.write_all(format!("{code} {text}\r\n").as_bytes())?;
+            }
+            "DATA" => {
+                let Some(mut current) = tx.take().filter(|t| !t.rcpts.is_empty()) else {
+                    out.write_all(b"503 5.5.1 no valid recipients\r\n")?;
+                    continue;
+                };
+                out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+                loop {
+                    let mut data_line = Vec::new();
+                    if input.read_until(b'\n', &mut data_line)? == 0 {
+                        return Ok(());
+                    }
+                    if data_line == b".\r\n" || data_line == b".\n" {
+                        break;
+                    }
+                    let unstuffed = if data_line.starts_with(b"..") {
+                        &data_line[1..]
+                    } else {
+                        &data_line[..]
+                    };
+                    current.message.extend_from_slice(unstuffed);
+                }
+                let drop_it = {
+                    let mut script = shared.script.lock().unwrap();
+                    let d = script.drop_after_data > 0;
+                    if d {
+                        script.drop_after_data -= 1;
+                    }
+                    d
+                };
+                if drop_it {
+                    shared.record.lock().unwrap().unanswered.push(current);
+                    let _ = out.shutdown(Shutdown::Both);
+                    return Ok(());
+                }
+                shared.record.lock().unwrap().accepted.push(current);
+                out.write_all(b"250 2.0.0 Ok: queued as FAKE\r\n")?;
+            }
+            "RSET" => {
+                tx = None;
+                out.write_all(b"250 2.0.0 Ok\r\n")?;
+            }
+            "NOOP" => out.write_all(b"250 2.0.0 Ok\r\n")?,
+            "QUIT" => {
+                out.write_all(b"221 2.0.0 Bye\r\n")?;
+                return Ok(());
+            }
+            _ => out.write_all(b"502 5.5.2 command not recognized\r\n")?,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration, running mailferry, message bytes
+// ---------------------------------------------------------------------------------------
+
+/// Writes a configuration for one catch-all account (plain POP3, relay without TLS) into
+/// `dir` and returns its path.
+fn write_config(dir: &Path, dovecot: &Dovecot, smtp: &FakeSmtp) -> String {
+    let text = format!(
+        r#"state_dir: {state}
+relay:
+  host: 127.0.0.1
+  port: {smtp}
+  tls: none
+  helo: gateway.corp.local
+  timeout: 20s
+domains: [example.com]
+postmaster: {POSTMASTER}
+accounts:
+  - name: test-account
+    protocol: pop3
+    host: localhost
+    port: {port}
+    tls: none
+    username: {USER}
+    password: {PASS}
+    poll_interval: 5s
+"#,
+        state = dir.join("state").display(),
+        smtp = smtp.port(),
+        port = dovecot.pop3_port(),
+    );
+    let path = dir.join("mailferry.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// One `poll-once` pass; returns its exit code.
+fn poll_once(config: &str) -> Option<i32> {
+    let out = run_mailferry(&["poll-once", "--config", config]);
+    eprintln!(
+        "poll-once: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status.code()
+}
+
+/// The message as it goes over SMTP: every LF line end as CRLF.
+fn crlf(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 20);
+    for &b in raw {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// The first header field of `message` (with its continuation lines) and the rest.
+fn split_first_field(message: &[u8]) -> (&[u8], &[u8]) {
+    let mut pos = 0;
+    loop {
+        let end = pos
+            + message[pos..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .expect("a header line without a line end")
+            + 1;
+        pos = end;
+        if !matches!(message.get(pos), Some(b' ') | Some(b'\t')) {
+            return message.split_at(pos);
+        }
+    }
+}
+
+/// Removes mailferry's own trace header (the first header of every relayed copy).
+fn strip_trace(message: &[u8]) -> &[u8] {
+    assert!(
+        message.starts_with(b"Received: from "),
+        "no trace header on top: {}",
+        String::from_utf8_lossy(message)
+    );
+    split_first_field(message).1
+}
+
+fn mail_to(to: &str, subject: &str) -> Vec<u8> {
+    message(
+        &[
+            ("Return-Path", "<sender@remote.test>"),
+            ("From", "Sender <sender@remote.test>"),
+            ("To", to),
+            ("Subject", subject),
+            (
+                "Message-ID",
+                &format!("<{}@remote.test>", subject.replace(' ', "-")),
+            ),
+        ],
+        "Hello.\n..a line that starts with a dot\nBye.\n",
+    )
+}
+
+fn assert_upstream(dovecot: &Dovecot, expected: &[&[u8]], why: &str) {
+    let held = dovecot.messages(USER);
+    let held: Vec<&[u8]> = held.iter().map(Vec::as_slice).collect();
+    assert_eq!(held, expected, "{why}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn each_recipient_gets_its_own_outcome_and_only_the_pending_one_is_retried() {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let smtp = FakeSmtp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = mail_to(
+        "A <a@example.com>, b@example.com, \"C\" <c@example.com>",
+        "three recipients",
+    );
+    dovecot.deliver(USER, &m);
+    smtp.set_rcpt("b@example.com", 450, "4.2.1 mailbox busy, try later");
+    smtp.set_rcpt(
+        "c@example.com",
+        550,
+        "5.1.1 <c@example.com>: Recipient address rejected: user unknown",
+    );
+    let config = write_config(dir.path(), &dovecot, &smtp);
+
+    // Pass 1: a delivered, c re-routed to the postmaster, b pending.
+    assert_eq!(
+        poll_once(&config),
+        Some(1),
+        "b is unsettled: the pass failed"
+    );
+    let pass1 = smtp.take();
+    let got = pass1.received_by();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["a@example.com", POSTMASTER],
+        "pass 1: who got a copy"
+    );
+    assert_eq!(got["a@example.com"].len(), 1, "a got it more than once");
+    assert_eq!(strip_trace(&got["a@example.com"][0]), &crlf(&m)[..]);
+    assert_eq!(
+        got[POSTMASTER].len(),
+        1,
+        "the postmaster got more than one copy"
+    );
+    let (notice, rest) = split_first_field(&got[POSTMASTER][0]);
+    let notice = String::from_utf8_lossy(notice);
+    assert!(
+        notice.starts_with("X-Mailferry-Rerouted:"),
+        "the postmaster's copy starts with {notice:?}"
+    );
+    assert!(notice.contains("<c@example.com>"), "{notice}");
+    assert!(
+        notice.contains("550") && notice.contains("Recipient address rejected: user unknown"),
+        "the notice does not give the refusal: {notice}"
+    );
+    assert!(
+        !notice.contains("b@example.com") && !notice.contains("a@example.com"),
+        "{notice}"
+    );
+    assert_eq!(strip_trace(rest), &crlf(&m)[..]);
+    for tx in &pass1.accepted {
+        assert_eq!(tx.mail_from, "sender@remote.test");
+    }
+    assert_upstream(
+        &dovecot,
+        &[&m],
+        "deleted upstream while b was still pending",
+    );
+
+    // Pass 2: b is accepted now; only b is tried.
+    smtp.set_rcpt("b@example.com", 250, "2.1.5 Ok");
+    assert_eq!(poll_once(&config), Some(0));
+    let pass2 = smtp.take();
+    assert_eq!(
+        pass2.rcpts_tried(),
+        ["b@example.com"],
+        "the retry must go to the pending recipient only"
+    );
+    let got = pass2.received_by();
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["b@example.com"]);
+    assert_eq!(got["b@example.com"].len(), 1);
+    assert_eq!(strip_trace(&got["b@example.com"][0]), &crlf(&m)[..]);
+    assert_upstream(&dovecot, &[], "settled but not deleted upstream");
+
+    // Pass 3: nothing left to do.
+    assert_eq!(poll_once(&config), Some(0));
+    let pass3 = smtp.take();
+    assert_eq!(
+        pass3.mail_commands(),
+        0,
+        "pass 3 sent mail: {:?}",
+        pass3.commands
+    );
+    assert!(pass3.accepted.is_empty());
+}
+
+#[test]
+fn refused_mail_from_delivers_and_deletes_nothing_until_accepted() {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let smtp = FakeSmtp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = mail_to("a@example.com, b@example.com", "mail from refused");
+    dovecot.deliver(USER, &m);
+    smtp.set_mail_from(Some((451, "4.3.0 try again later")));
+    let config = write_config(dir.path(), &dovecot, &smtp);
+
+    assert_eq!(
+        poll_once(&config),
+        Some(1),
+        "an undelivered message fails the pass"
+    );
+    let pass1 = smtp.take();
+    assert!(pass1.mail_commands() >= 1, "MAIL FROM was never tried");
+    assert!(pass1.accepted.is_empty(), "{:?}", pass1.accepted);
+    assert_upstream(
+        &dovecot,
+        &[&m],
+        "deleted upstream though MAIL FROM was refused",
+    );
+
+    smtp.set_mail_from(None);
+    assert_eq!(poll_once(&config), Some(0));
+    let got = smtp.take().received_by();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["a@example.com", "b@example.com"]
+    );
+    for (rcpt, copies) in &got {
+        assert_eq!(copies.len(), 1, "{rcpt} got {} copies", copies.len());
+        assert_eq!(strip_trace(&copies[0]), &crlf(&m)[..]);
+    }
+    assert_upstream(&dovecot, &[], "delivered but not deleted upstream");
+}
+
+#[test]
+fn connection_lost_before_the_data_reply_deletes_nothing() {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let smtp = FakeSmtp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let first = mail_to("a@example.com, b@example.com", "reply lost");
+    let second = mail_to("d@example.com", "next message");
+    dovecot.deliver(USER, &first);
+    dovecot.deliver(USER, &second);
+    smtp.drop_after_data(1);
+    let config = write_config(dir.path(), &dovecot, &smtp);
+
+    // Pass 1: the server got the whole first message but the connection broke before its
+    // reply: mailferry cannot know whether it was accepted, so it must not delete it. The
+    // second message goes over a new session and is delivered.
+    assert_eq!(poll_once(&config), Some(1));
+    let pass1 = smtp.take();
+    assert_eq!(
+        pass1.unanswered.len(),
+        1,
+        "the fake did not drop a transaction"
+    );
+    assert_eq!(
+        pass1.unanswered[0].rcpts,
+        ["a@example.com", "b@example.com"]
+    );
+    let got = pass1.received_by();
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["d@example.com"]);
+    assert_eq!(got["d@example.com"].len(), 1);
+    assert_upstream(&dovecot, &[&first], "a message without a reply was deleted");
+
+    // Pass 2: the first message is sent again to every recipient. If the server had in fact
+    // queued it in pass 1, a and b now have it twice: that is the "as far as a crash allows"
+    // case of design.md (an unanswered DATA is indistinguishable from a crash before the
+    // reply), and the duplicate is preferred to a loss. What the design promises, and all
+    // that is asserted here: nothing was lost or deleted early, the retry reaches every
+    // recipient not yet done, and the message is deleted once that is acknowledged.
+    assert_eq!(poll_once(&config), Some(0));
+    let pass2 = smtp.take();
+    let got = pass2.received_by();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["a@example.com", "b@example.com"]
+    );
+    for (rcpt, copies) in &got {
+        assert_eq!(
+            copies.len(),
+            1,
+            "{rcpt} got {} copies in one pass",
+            copies.len()
+        );
+        assert_eq!(strip_trace(&copies[0]), &crlf(&first)[..]);
+    }
+    assert_upstream(&dovecot, &[], "delivered but not deleted upstream");
+
+    assert_eq!(poll_once(&config), Some(0));
+    assert_eq!(smtp.take().mail_commands(), 0, "pass 3 sent mail");
+}
+
+#[test]
+fn a_message_nobody_takes_stays_upstream_and_does_not_stop_the_next() {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let smtp = FakeSmtp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let refused = mail_to("x@example.com", "refused everywhere");
+    let fine = mail_to("y@example.com", "fine");
+    dovecot.deliver(USER, &refused);
+    dovecot.deliver(USER, &fine);
+    smtp.set_rcpt("x@example.com", 550, "5.1.1 no such user");
+    smtp.set_rcpt(POSTMASTER, 550, "5.7.1 postmaster refuses too");
+    let config = write_config(dir.path(), &dovecot, &smtp);
+
+    assert_eq!(
+        poll_once(&config),
+        Some(1),
+        "an unsettled message fails the pass"
+    );
+    let pass1 = smtp.take();
+    let tried = pass1.rcpts_tried();
+    assert!(
+        tried.contains(&"x@example.com".to_owned()) && tried.contains(&POSTMASTER.to_owned()),
+        "x, then the postmaster, must have been tried: {tried:?}"
+    );
+    let got = pass1.received_by();
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["y@example.com"]);
+    assert_eq!(got["y@example.com"].len(), 1);
+    assert_eq!(strip_trace(&got["y@example.com"][0]), &crlf(&fine)[..]);
+    assert_upstream(
+        &dovecot,
+        &[&refused],
+        "the refused message must stay upstream, the delivered one go",
+    );
+
+    // Still refused next pass: still kept, and nothing delivered again.
+    assert_eq!(poll_once(&config), Some(1));
+    assert!(smtp.take().accepted.is_empty());
+    assert_upstream(&dovecot, &[&refused], "a message nobody took was deleted");
+}
+
+#[test]
+fn several_refused_recipients_give_the_postmaster_one_copy_naming_each() {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let smtp = FakeSmtp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = mail_to("c@example.com, d@example.com, e@example.com", "two refused");
+    dovecot.deliver(USER, &m);
+    smtp.set_rcpt("c@example.com", 550, "5.1.1 no such user c");
+    smtp.set_rcpt("d@example.com", 550, "5.1.1 no such user d");
+    let config = write_config(dir.path(), &dovecot, &smtp);
+
+    assert_eq!(
+        poll_once(&config),
+        Some(0),
+        "re-routed recipients are settled"
+    );
+    let got = smtp.take().received_by();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["e@example.com", POSTMASTER],
+        "who got a copy"
+    );
+    assert_eq!(
+        got[POSTMASTER].len(),
+        1,
+        "one copy for the postmaster, not one per refusal"
+    );
+    let (first, rest) = split_first_field(&got[POSTMASTER][0]);
+    let (second, rest) = split_first_field(rest);
+    let (first, second) = (
+        String::from_utf8_lossy(first),
+        String::from_utf8_lossy(second),
+    );
+    assert!(
+        first.starts_with("X-Mailferry-Rerouted: for <c@example.com>")
+            && first.contains("no such user c"),
+        "{first}"
+    );
+    assert!(
+        second.starts_with("X-Mailferry-Rerouted: for <d@example.com>")
+            && second.contains("no such user d"),
+        "{second}"
+    );
+    assert_eq!(strip_trace(rest), &crlf(&m)[..]);
+    assert_upstream(&dovecot, &[], "settled but not deleted upstream");
+}
