@@ -98,12 +98,15 @@ fn main() -> ExitCode {
         Command::Route {
             account, message, ..
         } => {
+            if let Some(code) = unknown_account(&config, &config_path, account.as_deref()) {
+                return code;
+            }
             let account = match &account {
                 Some(name) => config.account(name),
                 None => config.accounts.first(),
             };
+            // The configuration has at least one account: the loader refuses none.
             let Some(account) = account else {
-                eprintln!("{}: no such account", config_path.display());
                 return ExitCode::from(2);
             };
             match std::fs::read(&message) {
@@ -122,11 +125,8 @@ fn main() -> ExitCode {
                 .map_err(Into::into)
         })),
         Command::PollOnce { account, .. } => {
-            if let Some(name) = &account
-                && config.account(name).is_none()
-            {
-                eprintln!("{}: no account named {name:?}", config_path.display());
-                return ExitCode::from(2);
+            if let Some(code) = unknown_account(&config, &config_path, account.as_deref()) {
+                return code;
             }
             match runtime().and_then(|rt| {
                 rt.block_on(mailferry::pipeline::poll_once(config, account.as_deref()))
@@ -171,6 +171,20 @@ fn explain_route(
         let _ = writeln!(out, "skipped {:?} in {}: {}", s.address, s.header, s.why);
     }
     out
+}
+
+/// `--account NAME` naming no account: the message, and exit status 2.
+fn unknown_account(
+    config: &mailferry::config::Config,
+    path: &std::path::Path,
+    name: Option<&str>,
+) -> Option<ExitCode> {
+    let name = name?;
+    if config.account(name).is_some() {
+        return None;
+    }
+    eprintln!("{}: no account named {name:?}", path.display());
+    Some(ExitCode::from(2))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
