@@ -73,6 +73,8 @@ pub async fn deliver(
         Ok(results) => results,
         Err(e) => {
             relay_failed(name, uid, &e);
+            // No outcome to store, but retention counts from the first sighting.
+            store.seen(name, uid, now).await?;
             delivery.settled = Settled::No;
             delivery.relay_unavailable = e.is_unavailable();
             return Ok(delivery);

@@ -213,7 +213,8 @@ impl Message<'_> {
         let now = SystemTime::now();
         let mut state = match self.known {
             Some(state) => state.clone(),
-            None => self.store.seen(name, self.uid, now).await?,
+            // Stored with its first outcome: one fsync per message, not two.
+            None => MessageState::new(now),
         };
         let outcome = deliver::deliver(
             self.config,

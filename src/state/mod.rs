@@ -97,6 +97,19 @@ pub struct MessageState {
     pub done: HashSet<String>,
 }
 
+impl MessageState {
+    /// A message seen for the first time at `first_seen`, nothing done yet. Not stored: the
+    /// first write about it ([`Store::record_recipients`], [`Store::seen`]) stores it.
+    pub fn new(first_seen: SystemTime) -> MessageState {
+        MessageState {
+            first_seen,
+            settled_at: None,
+            deleted_at: None,
+            done: HashSet::new(),
+        }
+    }
+}
+
 /// The state store: a cheap-to-clone handle on one SQLite connection.
 #[derive(Clone, Debug)]
 pub struct Store {
