@@ -30,7 +30,10 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Dovecot, SmtpSink, as_sink_stores, is_root, mailferry_bin, message, wait_until};
+use support::{
+    AccountYaml, CONFIG_FILE, Dovecot, GatewayConfig, Secret, SmtpSink, as_sink_stores, is_root,
+    mailferry_bin, message, wait_until, write_private,
+};
 
 /// The catch-all mailbox both tools collect from.
 const CATCHALL: &str = "catchall@example.com";
@@ -470,37 +473,26 @@ fn mailferry_command(
 ) -> Result<Command, String> {
     let password_file = work.join("catchall.password");
     write_private(&password_file, PASSWORD)?;
-    let config = format!(
-        "state_dir: {state}
-relay:
-  host: 127.0.0.1
-  port: {smtp_port}
-  tls: none
-domains: [{DOMAIN}]
-postmaster: {POSTMASTER}
-accounts:
-  - name: bench-catchall
-    protocol: pop3
-    host: 127.0.0.1
-    port: {pop3_port}
-    tls: none
-    username: {CATCHALL}
-    password_file: {password}
-    mode: catch-all
-    max_per_pass: {max}
-    retention: delete
-",
-        state = work.join("state").display(),
-        password = password_file.display(),
-        max = n.max(1),
-    );
-    let config_file = work.join("mailferry.yaml");
-    write_private(&config_file, &config)?;
-    let mut cmd = Command::new(mailferry_bin());
-    cmd.arg("poll-once")
-        .arg("--config")
-        .arg(&config_file)
-        .env("NO_COLOR", "1");
+    let config = GatewayConfig::new(work.join("state"), smtp_port)
+        .domains(&[DOMAIN])
+        .postmaster(POSTMASTER)
+        .account(AccountYaml {
+            name: "bench-catchall".into(),
+            host: "127.0.0.1".into(),
+            port: pop3_port,
+            username: CATCHALL.into(),
+            password: Secret::File(password_file),
+            extra_lines: vec![
+                "mode: catch-all".into(),
+                format!("max_per_pass: {}", n.max(1)),
+                "retention: delete".into(),
+            ],
+            ..AccountYaml::default()
+        });
+    let config_file = work.join(CONFIG_FILE);
+    write_private(&config_file, &config.yaml())?;
+    let mut cmd = support::mailferry_command(&["poll-once", "--config"]);
+    cmd.arg(&config_file);
     Ok(cmd)
 }
 
@@ -537,13 +529,6 @@ poll 127.0.0.1 service {pop3_port} protocol pop3 no dns
         .arg("--nosyslog")
         .env("FETCHMAILHOME", &home);
     Ok(cmd)
-}
-
-/// Writes a file readable by its owner only (fetchmail insists on 0600 for its rc file).
-fn write_private(path: &Path, content: &str) -> Result<(), String> {
-    fs::write(path, content).map_err(|e| format!("write {}: {e}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("chmod {}: {e}", path.display()))
 }
 
 struct Measured {

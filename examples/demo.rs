@@ -11,15 +11,14 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use support::{
-    Dovecot, Mailferry, SAMPLE_CATCHALL_USER, SAMPLE_DOMAIN, SAMPLE_POSTMASTER, SmtpSink,
-    Transaction, as_sink_stores, free_port, mailferry_bin, sample_catchall_expected,
-    sample_catchall_mail, wait_until,
+    AccountYaml, Dovecot, GatewayConfig, Mailferry, SAMPLE_CATCHALL_USER, SAMPLE_DOMAIN,
+    SAMPLE_POSTMASTER, Secret, SmtpSink, Transaction, as_sink_stores, free_port, mailferry_bin,
+    sample_catchall_expected, sample_catchall_mail, wait_until, write_private,
 };
 
 /// How long the mailbox may take to empty.
@@ -217,45 +216,31 @@ fn write_config(
     dovecot: &Dovecot,
     sink: &SmtpSink,
     metrics_port: u16,
-) -> Result<std::path::PathBuf, String> {
-    let state_dir = root.join("mailferry-state");
+) -> Result<PathBuf, String> {
     let password_file = root.join("catchall.password");
-    fs::write(&password_file, PASSWORD).map_err(|e| e.to_string())?;
-    fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600))
-        .map_err(|e| e.to_string())?;
-    let config = format!(
-        "# mailferry demo (examples/demo.rs): one POP3 catch-all mailbox -> the internal server
-state_dir: {state_dir}
-metrics:
-  listen: 127.0.0.1:{metrics_port}
-relay:
-  host: 127.0.0.1
-  port: {sink_port}
-  tls: none
-domains: [{SAMPLE_DOMAIN}]
-postmaster: {SAMPLE_POSTMASTER}
-accounts:
-  - name: example-catchall
-    protocol: pop3
-    host: 127.0.0.1
-    port: {pop3_port}
-    tls: starttls
-    ca_file: {ca_file}
-    username: {SAMPLE_CATCHALL_USER}
-    password_file: {password_file}
-    mode: catch-all
-    poll_interval: 5s
-    retention: delete
-",
-        state_dir = state_dir.display(),
-        sink_port = sink.port(),
-        pop3_port = dovecot.pop3_port(),
-        ca_file = dovecot.ca_file().display(),
-        password_file = password_file.display(),
-    );
-    let path = root.join("mailferry.yaml");
-    fs::write(&path, config).map_err(|e| e.to_string())?;
-    Ok(path)
+    write_private(&password_file, PASSWORD)?;
+    let config = GatewayConfig::new(root.join("mailferry-state"), sink.port())
+        .comment(
+            "mailferry demo (examples/demo.rs): one POP3 catch-all mailbox -> the internal server",
+        )
+        .metrics_listen(&format!("127.0.0.1:{metrics_port}"))
+        .domains(&[SAMPLE_DOMAIN])
+        .postmaster(SAMPLE_POSTMASTER)
+        .account(AccountYaml {
+            name: "example-catchall".into(),
+            host: "127.0.0.1".into(),
+            port: dovecot.pop3_port(),
+            tls: "starttls".into(),
+            ca_file: Some(dovecot.ca_file()),
+            username: SAMPLE_CATCHALL_USER.into(),
+            password: Secret::File(password_file),
+            extra_lines: vec![
+                "mode: catch-all".into(),
+                "poll_interval: 5s".into(),
+                "retention: delete".into(),
+            ],
+        });
+    Ok(config.write(root))
 }
 
 /// `GET /metrics` with a plain HTTP/1.0 request; the body.

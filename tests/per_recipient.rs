@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use support::{Dovecot, message, run_mailferry};
+use support::{AccountYaml, Dovecot, GatewayConfig, Secret, message};
 
 const USER: &str = "catchall@example.com";
 const PASS: &str = "pop-secret";
@@ -295,45 +295,25 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
 /// Writes a configuration for one catch-all account (plain POP3, relay without TLS) into
 /// `dir` and returns its path.
 fn write_config(dir: &Path, dovecot: &Dovecot, smtp: &FakeSmtp) -> String {
-    let text = format!(
-        r#"state_dir: {state}
-relay:
-  host: 127.0.0.1
-  port: {smtp}
-  tls: none
-  helo: gateway.corp.local
-  timeout: 20s
-domains: [example.com]
-postmaster: {POSTMASTER}
-accounts:
-  - name: test-account
-    protocol: pop3
-    host: localhost
-    port: {port}
-    tls: none
-    username: {USER}
-    password: {PASS}
-    poll_interval: 5s
-"#,
-        state = dir.join("state").display(),
-        smtp = smtp.port(),
-        port = dovecot.pop3_port(),
-    );
-    let path = dir.join("mailferry.yaml");
-    std::fs::write(&path, text).unwrap();
+    let path = GatewayConfig::new(dir.join("state"), smtp.port())
+        .helo("gateway.corp.local")
+        .relay_timeout("20s")
+        .postmaster(POSTMASTER)
+        .account(AccountYaml {
+            name: "test-account".into(),
+            port: dovecot.pop3_port(),
+            username: USER.into(),
+            password: Secret::Inline(PASS.into()),
+            extra_lines: vec!["poll_interval: 5s".into()],
+            ..AccountYaml::default()
+        })
+        .write(dir);
     path.display().to_string()
 }
 
 /// One `poll-once` pass; returns its exit code.
 fn poll_once(config: &str) -> Option<i32> {
-    let out = run_mailferry(&["poll-once", "--config", config]);
-    eprintln!(
-        "poll-once: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.status.code()
+    support::poll_once(config).status.code()
 }
 
 /// The message as it goes over SMTP: every LF line end as CRLF.

@@ -6,7 +6,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use support::{Dovecot, Mailferry, SmtpSink, as_sink_stores, message, run_mailferry};
+use support::{
+    AccountYaml, Dovecot, GatewayConfig, Mailferry, Secret, SmtpSink, as_sink_stores, message,
+    poll_once,
+};
 
 const USER: &str = "catchall@example.com";
 const PASS: &str = "pop-secret";
@@ -19,57 +22,46 @@ enum Link {
     Implicit,
 }
 
+/// The catch-all account `test-account` on `dovecot` (poll interval 5 s, `extra_lines` after).
+fn account(dovecot: &Dovecot, link: Link, extra_lines: &[&str]) -> AccountYaml {
+    let (port, tls) = match link {
+        Link::Plain => (dovecot.pop3_port(), "none"),
+        Link::Stls => (dovecot.pop3_port(), "starttls"),
+        Link::Implicit => (dovecot.pop3s_port(), "tls"),
+    };
+    let mut extra = vec!["poll_interval: 5s".to_owned()];
+    extra.extend(extra_lines.iter().map(|l| l.to_string()));
+    AccountYaml {
+        name: "test-account".into(),
+        port,
+        tls: tls.into(),
+        ca_file: Some(dovecot.ca_file()),
+        username: USER.into(),
+        password: Secret::Inline(PASS.into()),
+        extra_lines: extra,
+        ..AccountYaml::default()
+    }
+}
+
+/// A configuration relaying to `sink`, without accounts, its state under `dir`.
+fn gateway(dir: &Path, sink: &SmtpSink) -> GatewayConfig {
+    GatewayConfig::new(dir.join("state"), sink.port())
+        .domains(&["example.com", "*.example.org"])
+        .postmaster("postmaster@corp.local")
+}
+
 /// Writes a configuration for one account into `dir` and returns its path.
 fn write_config(
     dir: &Path,
     dovecot: &Dovecot,
     sink: &SmtpSink,
     link: Link,
-    account_extra: &str,
+    account_extra: &[&str],
 ) -> String {
-    let (port, tls) = match link {
-        Link::Plain => (dovecot.pop3_port(), "none"),
-        Link::Stls => (dovecot.pop3_port(), "starttls"),
-        Link::Implicit => (dovecot.pop3s_port(), "tls"),
-    };
-    let text = format!(
-        r#"state_dir: {state}
-relay:
-  host: 127.0.0.1
-  port: {smtp}
-  tls: none
-domains: [example.com, "*.example.org"]
-postmaster: postmaster@corp.local
-accounts:
-  - name: test-account
-    protocol: pop3
-    host: localhost
-    port: {port}
-    tls: {tls}
-    ca_file: {ca}
-    username: {USER}
-    password: {PASS}
-    poll_interval: 5s
-{account_extra}
-"#,
-        state = dir.join("state").display(),
-        smtp = sink.port(),
-        ca = dovecot.ca_file().display(),
-    );
-    let path = dir.join("mailferry.yaml");
-    std::fs::write(&path, text).unwrap();
+    let path = gateway(dir, sink)
+        .account(account(dovecot, link, account_extra))
+        .write(dir);
     path.display().to_string()
-}
-
-fn poll_once(config: &str) -> std::process::Output {
-    let out = run_mailferry(&["poll-once", "--config", config]);
-    eprintln!(
-        "poll-once: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Removes mailferry's own trace header (the first header of every relayed copy).
@@ -132,7 +124,7 @@ fn catchall_with_envelope_copies(link: Link) {
     for c in &copies {
         dovecot.deliver(USER, c);
     }
-    let config = write_config(dir.path(), &dovecot, &sink, link, "");
+    let config = write_config(dir.path(), &dovecot, &sink, link, &[]);
     let out = poll_once(&config);
     assert!(out.status.success(), "poll-once failed: {}", dovecot.log());
 
@@ -190,7 +182,7 @@ fn catchall_without_envelope_headers_uses_to_and_cc_once_each() {
         "body\n",
     );
     dovecot.deliver(USER, &m);
-    let config = write_config(dir.path(), &dovecot, &sink, Link::Stls, "");
+    let config = write_config(dir.path(), &dovecot, &sink, Link::Stls, &[]);
     assert!(poll_once(&config).status.success());
 
     let txs = sink.transactions();
@@ -227,16 +219,25 @@ fn single_user_mailbox_and_postmaster_fallback() {
     dovecot.deliver("jane", &for_jane);
     dovecot.deliver(USER, &foreign);
 
-    let config = write_config(dir.path(), &dovecot, &sink, Link::Stls, "");
     // A second account: single-user, on the same Dovecot.
-    let single = format!(
-        "  - name: jane\n    protocol: pop3\n    host: localhost\n    port: {}\n    tls: starttls\n    ca_file: {}\n    username: jane\n    password: jane-pw\n    mode: single-user\n    deliver_to: jane.doe@corp.local\n",
-        dovecot.pop3_port(),
-        dovecot.ca_file().display()
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&single);
-    std::fs::write(&config, text).unwrap();
+    let jane = AccountYaml {
+        name: "jane".into(),
+        port: dovecot.pop3_port(),
+        tls: "starttls".into(),
+        ca_file: Some(dovecot.ca_file()),
+        username: "jane".into(),
+        password: Secret::Inline("jane-pw".into()),
+        extra_lines: vec![
+            "mode: single-user".into(),
+            "deliver_to: jane.doe@corp.local".into(),
+        ],
+        ..AccountYaml::default()
+    };
+    let config = gateway(dir.path(), &sink)
+        .account(account(&dovecot, Link::Stls, &[]))
+        .account(jane)
+        .write(dir.path());
+    let config = config.display().to_string();
     assert!(poll_once(&config).status.success());
 
     let got = received_by(&sink);
@@ -272,7 +273,7 @@ fn max_per_pass_caps_each_pass() {
         &dovecot,
         &sink,
         Link::Plain,
-        "    max_per_pass: 50",
+        &["max_per_pass: 50"],
     );
     assert!(poll_once(&config).status.success());
     assert_eq!(dovecot.count(USER), 70);
@@ -296,13 +297,7 @@ fn retention_days_keeps_mail_upstream_and_never_delivers_twice() {
     for i in 0..5 {
         dovecot.deliver(USER, &numbered(i));
     }
-    let config = write_config(
-        dir.path(),
-        &dovecot,
-        &sink,
-        Link::Stls,
-        "    retention: 14d",
-    );
+    let config = write_config(dir.path(), &dovecot, &sink, Link::Stls, &["retention: 14d"]);
     for _ in 0..3 {
         assert!(poll_once(&config).status.success());
     }
@@ -344,7 +339,7 @@ fn refused_data_deletes_nothing_upstream() {
     for i in 0..3 {
         dovecot.deliver(USER, &numbered(i));
     }
-    let config = write_config(dir.path(), &dovecot, &sink, Link::Stls, "");
+    let config = write_config(dir.path(), &dovecot, &sink, Link::Stls, &[]);
     let out = poll_once(&config);
     assert_eq!(
         out.status.code(),
@@ -368,12 +363,14 @@ fn wrong_password_fails_the_pass_without_leaking_it() {
     let dir = tempfile::tempdir().unwrap();
     dovecot.deliver(USER, &numbered(0));
     // The password must appear in no output, whatever fails.
-    let config = write_config(dir.path(), &dovecot, &sink, Link::Stls, "");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("tls: starttls\n", "tls: starttls-if-available\n")
-        .replace(&format!("password: {PASS}"), "password: wrong-password");
-    std::fs::write(&config, text).unwrap();
+    let config = gateway(dir.path(), &sink)
+        .account(AccountYaml {
+            tls: "starttls-if-available".into(),
+            password: Secret::Inline("wrong-password".into()),
+            ..account(&dovecot, Link::Stls, &[])
+        })
+        .write(dir.path());
+    let config = config.display().to_string();
     let out = poll_once(&config);
     assert_eq!(out.status.code(), Some(1));
     let all = format!(

@@ -8,6 +8,7 @@
 //! - [`Dovecot`]: a private Dovecot (POP3, POP3S, IMAP, IMAPS) with Maildir users.
 //! - [`SmtpSink`]: Postfix's `smtp-sink` recording every transaction it accepts.
 //! - [`free_port`], [`mailferry_bin`], [`run_mailferry`], [`Mailferry`] (a running daemon).
+//! - [`GatewayConfig`]: a configuration "POP3 accounts → the SMTP receiver", written as YAML.
 //! - [`sample_catchall_mail`] and [`message`]: realistic mail for a catch-all mailbox.
 //!
 //! The servers need root (Dovecot switches to the mail user, smtp-sink to `-u`) and the
@@ -16,10 +17,12 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
+mod config;
 mod dovecot;
 mod mail;
 mod smtp_sink;
 
+pub use config::{AccountYaml, CONFIG_FILE, GatewayConfig, Secret, write_private};
 pub use dovecot::Dovecot;
 pub use mail::{
     SAMPLE_CATCHALL_USER, SAMPLE_DOMAIN, SAMPLE_POSTMASTER, message, sample_catchall_expected,
@@ -104,16 +107,7 @@ pub fn run_mailferry(args: &[&str]) -> Output {
 
 /// [`run_mailferry`] with a timeout of your choice.
 pub fn run_mailferry_timeout(args: &[&str], timeout: Duration) -> Output {
-    let bin = mailferry_bin();
-    let mut child = Command::new(&bin)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    let (stdout, stderr) = collect_output(&mut child);
+    let (mut child, stdout, stderr) = start_piped(args);
     let status = wait_with_timeout(&mut child, timeout);
     let stdout = stdout.join().expect("stdout reader thread");
     let stderr = stderr.join().expect("stderr reader thread");
@@ -129,6 +123,38 @@ pub fn run_mailferry_timeout(args: &[&str], timeout: Duration) -> Output {
             String::from_utf8_lossy(&stderr)
         ),
     }
+}
+
+/// `mailferry ARGS...` without colours, not started yet (stdio as the caller wants it).
+pub fn mailferry_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(mailferry_bin());
+    cmd.args(args).env("NO_COLOR", "1");
+    cmd
+}
+
+/// Starts `mailferry ARGS...` with no stdin, and its stdout and stderr drained by the two
+/// readers; panics if it cannot start.
+fn start_piped(args: &[&str]) -> (Child, Reader, Reader) {
+    let mut child = mailferry_command(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", mailferry_bin().display()));
+    let (stdout, stderr) = collect_output(&mut child);
+    (child, stdout, stderr)
+}
+
+/// `mailferry poll-once --config CONFIG`, its output echoed to stderr (shown when a test fails).
+pub fn poll_once(config: &str) -> Output {
+    let out = run_mailferry(&["poll-once", "--config", config]);
+    eprintln!(
+        "poll-once: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 type Reader = thread::JoinHandle<Vec<u8>>;
@@ -231,16 +257,7 @@ pub struct Mailferry {
 impl Mailferry {
     /// Starts `mailferry ARGS...` in the background.
     pub fn spawn(args: &[&str]) -> Mailferry {
-        let bin = mailferry_bin();
-        let mut child = Command::new(&bin)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let (stdout, stderr) = collect_output(&mut child);
+        let (child, stdout, stderr) = start_piped(args);
         Mailferry {
             child,
             stdout: Some(stdout),
