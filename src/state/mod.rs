@@ -200,25 +200,10 @@ impl Store {
         .await
     }
 
-    /// Records one recipient's outcome (an upsert), durably, before returning. A settled
-    /// recipient stays settled: a later outcome for it is ignored.
-    pub async fn record_recipient(
-        &self,
-        account: &str,
-        uidl: &str,
-        recipient: &Address,
-        status: RecipientStatus,
-        detail: &str,
-        now: SystemTime,
-    ) -> Result<(), StateError> {
-        let outcome = [(recipient.clone(), status, detail.to_owned())];
-        self.record_recipients(account, uidl, &outcome, false, now)
-            .await
-    }
-
-    /// Records the outcomes of several recipients of one message in one transaction (one
-    /// fsync), as [`Store::record_recipient`] does for one; with `settle`, the message is also
-    /// marked settled in that transaction.
+    /// Records the outcomes of the recipients of one message (upserts) in one transaction,
+    /// durably (one fsync) before returning; with `settle`, the message is also marked settled
+    /// in that transaction. A settled recipient stays settled: a later outcome for it is
+    /// ignored.
     pub async fn record_recipients(
         &self,
         account: &str,

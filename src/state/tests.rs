@@ -26,28 +26,28 @@ async fn reopen_after_drop_keeps_everything() {
     {
         let store = Store::open(dir.path()).unwrap();
         store.seen("acct", "u1", at(1000)).await.unwrap();
-        store
-            .record_recipient(
-                "acct",
-                "u1",
-                &addr("Bob@Example.com"),
-                RecipientStatus::Delivered,
-                "250 ok",
-                at(1001),
-            )
-            .await
-            .unwrap();
-        store
-            .record_recipient(
-                "acct",
-                "u1",
-                &addr("carol@example.com"),
-                RecipientStatus::Pending,
-                "450 later",
-                at(1001),
-            )
-            .await
-            .unwrap();
+        record_one(
+            &store,
+            "acct",
+            "u1",
+            &addr("Bob@Example.com"),
+            RecipientStatus::Delivered,
+            "250 ok",
+            at(1001),
+        )
+        .await
+        .unwrap();
+        record_one(
+            &store,
+            "acct",
+            "u1",
+            &addr("carol@example.com"),
+            RecipientStatus::Pending,
+            "450 later",
+            at(1001),
+        )
+        .await
+        .unwrap();
         store.seen("acct", "u2", at(2000)).await.unwrap();
         store.mark_settled("acct", "u2", at(2001)).await.unwrap();
         store
@@ -223,17 +223,17 @@ async fn seen_keeps_the_first_first_seen() {
     let first = store.seen("acct", "u", at(100)).await.unwrap();
     assert_eq!(first.first_seen, at(100));
     assert_eq!(first.settled_at, None);
-    store
-        .record_recipient(
-            "acct",
-            "u",
-            &addr("x@example.com"),
-            RecipientStatus::Rerouted,
-            "550 no",
-            at(150),
-        )
-        .await
-        .unwrap();
+    record_one(
+        &store,
+        "acct",
+        "u",
+        &addr("x@example.com"),
+        RecipientStatus::Rerouted,
+        "550 no",
+        at(150),
+    )
+    .await
+    .unwrap();
     let again = store.seen("acct", "u", at(200)).await.unwrap();
     assert_eq!(again.first_seen, at(100));
     assert_eq!(again.done, keys(&["x@example.com"]));
@@ -245,58 +245,58 @@ async fn a_settled_recipient_stays_settled_and_pending_can_settle() {
     let store = Store::open(dir.path()).unwrap();
     let bob = addr("bob@example.com");
     let carol = addr("carol@example.com");
-    store
-        .record_recipient(
-            "acct",
-            "u",
-            &bob,
-            RecipientStatus::Delivered,
-            "250 ok",
-            at(1),
-        )
-        .await
-        .unwrap();
-    store
-        .record_recipient(
-            "acct",
-            "u",
-            &bob,
-            RecipientStatus::Pending,
-            "450 later",
-            at(2),
-        )
-        .await
-        .unwrap();
-    store
-        .record_recipient(
-            "acct",
-            "u",
-            &carol,
-            RecipientStatus::Pending,
-            "450 later",
-            at(2),
-        )
-        .await
-        .unwrap();
+    record_one(
+        &store,
+        "acct",
+        "u",
+        &bob,
+        RecipientStatus::Delivered,
+        "250 ok",
+        at(1),
+    )
+    .await
+    .unwrap();
+    record_one(
+        &store,
+        "acct",
+        "u",
+        &bob,
+        RecipientStatus::Pending,
+        "450 later",
+        at(2),
+    )
+    .await
+    .unwrap();
+    record_one(
+        &store,
+        "acct",
+        "u",
+        &carol,
+        RecipientStatus::Pending,
+        "450 later",
+        at(2),
+    )
+    .await
+    .unwrap();
     let s = store.seen("acct", "u", at(3)).await.unwrap();
     assert_eq!(s.done, keys(&["bob@example.com"]));
-    store
-        .record_recipient(
-            "acct",
-            "u",
-            &carol,
-            RecipientStatus::Delivered,
-            "250 ok",
-            at(4),
-        )
-        .await
-        .unwrap();
+    record_one(
+        &store,
+        "acct",
+        "u",
+        &carol,
+        RecipientStatus::Delivered,
+        "250 ok",
+        at(4),
+    )
+    .await
+    .unwrap();
     let s = store.seen("acct", "u", at(5)).await.unwrap();
     assert_eq!(s.done, keys(&["bob@example.com", "carol@example.com"]));
     assert_eq!(
         s.first_seen,
         at(1),
-        "record_recipient creates the message row"
+        "recording an outcome creates the message row"
     );
     let conn = store.conn.lock().unwrap();
     let (detail, attempts): (String, i64) = conn
@@ -328,4 +328,20 @@ async fn mark_settled_keeps_the_first_time() {
         store.seen("acct", "u", at(10)).await.unwrap().settled_at,
         Some(at(5))
     );
+}
+
+/// One recipient's outcome, recorded the way the pipeline records a message's outcomes.
+async fn record_one(
+    store: &Store,
+    account: &str,
+    uidl: &str,
+    recipient: &Address,
+    status: RecipientStatus,
+    detail: &str,
+    now: SystemTime,
+) -> Result<(), StateError> {
+    let outcome = [(recipient.clone(), status, detail.to_owned())];
+    store
+        .record_recipients(account, uidl, &outcome, false, now)
+        .await
 }
