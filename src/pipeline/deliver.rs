@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use crate::address::Address;
-use crate::config::{AccountConfig, Config, Protocol};
+use crate::config::{AccountConfig, Config};
 use crate::relay::{Outcome, Relay, RelayError, received_header};
 use crate::route::{self, Rules};
 use crate::state::{MessageState, RecipientStatus, StateError, Store};
@@ -202,17 +202,12 @@ fn with_trace(
     recipients: &[Address],
     raw: &[u8],
 ) -> Vec<u8> {
-    let by = relay.helo_name();
-    // The UIDL may hold any printable character; keep the trace header's id plain.
-    let id: String = format!("{}.{}", account.name, uid)
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        .collect();
+    // received_header makes the UIDL (any printable character) a safe id itself.
     let header = received_header(
-        &by,
+        &relay.helo_name(),
         &account.host,
-        Protocol::Pop3,
-        &id,
+        account.protocol,
+        &format!("{}.{}", account.name, uid),
         recipients,
         SystemTime::now(),
     );
