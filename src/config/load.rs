@@ -28,6 +28,7 @@ const TOP_KEYS: &[&str] = &[
     "domains",
     "postmaster",
     "envelope_headers",
+    "max_message_size",
     "accounts",
 ];
 const METRICS_KEYS: &[&str] = &["listen"];
@@ -39,6 +40,7 @@ const RELAY_KEYS: &[&str] = &[
     "connections",
     "ca_file",
     "timeout",
+    "data_timeout",
 ];
 const ACCOUNT_KEYS: &[&str] = &[
     "name",
@@ -58,6 +60,7 @@ const ACCOUNT_KEYS: &[&str] = &[
     "max_per_pass",
     "retention",
     "timeout",
+    "pass_deadline",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
@@ -82,6 +85,9 @@ const MODES: &[(&str, ModeName)] = &[
 const POLL_INTERVAL: (u64, u64) = (5, 86_400);
 const TIMEOUT: (u64, u64) = (1, 3_600);
 const CONNECTIONS: (u64, u64) = (1, 64);
+const PASS_DEADLINE: (u64, u64) = (1, 86_400);
+/// `max_message_size` bounds, in bytes: 1 KiB ..= 1 GiB.
+const MESSAGE_SIZE: (u64, u64) = (1_024, 1 << 30);
 
 /// Parses and validates configuration text; `file` names it in errors, and relative paths in it
 /// (`state_dir`, `ca_file`, `password_file`) are resolved against `file`'s directory.
@@ -394,6 +400,26 @@ impl Checker<'_> {
         Some(d)
     }
 
+    /// A size in bytes (`50MB`, `10MiB`, `500KB`, `1048576`) checked against `min..=max`.
+    fn size(&mut self, node: &Node, name: &str, (min, max): (u64, u64)) -> Option<u64> {
+        let s = self.string(node, name)?;
+        let n = match parse_size(&s) {
+            Ok(n) => n,
+            Err(why) => {
+                self.err(node, format!("{name}: {why}"));
+                return None;
+            }
+        };
+        if n < min || n > max {
+            self.err(
+                node,
+                format!("{name}: {s} is outside {min}..={max} bytes (1KiB..=1GiB)"),
+            );
+            return None;
+        }
+        Some(n)
+    }
+
     fn address(&mut self, node: &Node, name: &str) -> Option<Address> {
         let s = self.string(node, name)?;
         match Address::parse(&s) {
@@ -436,6 +462,10 @@ impl Checker<'_> {
             None => Some(DEFAULT_ENVELOPE_HEADERS.map(String::from).to_vec()),
             Some(n) => self.envelope_headers(n),
         };
+        let max_message_size = match top.get("max_message_size") {
+            None => Some(crate::config::DEFAULT_MAX_MESSAGE_SIZE),
+            Some(n) => self.size(n, "max_message_size", MESSAGE_SIZE),
+        };
         let accounts = self
             .require(&top, "accounts")
             .and_then(|n| self.accounts(n));
@@ -446,6 +476,7 @@ impl Checker<'_> {
             domains: domains?,
             postmaster: postmaster?,
             envelope_headers: envelope_headers?,
+            max_message_size: max_message_size?,
             accounts: accounts?,
         })
     }
@@ -498,6 +529,11 @@ impl Checker<'_> {
             None => Some(Duration::from_secs(60)),
             Some(n) => self.duration(n, "relay.timeout", TIMEOUT),
         };
+        let data_timeout = match s.get("data_timeout") {
+            // RFC 5321 4.5.3.2.6: at least 10 minutes for the reply to the final dot.
+            None => Some(Duration::from_secs(600)),
+            Some(n) => self.duration(n, "relay.data_timeout", TIMEOUT),
+        };
         Some(RelayConfig {
             host: host?,
             port: port?,
@@ -506,6 +542,7 @@ impl Checker<'_> {
             connections: connections?,
             ca_file: ca_file?,
             timeout: timeout?,
+            data_timeout: data_timeout?,
         })
     }
 
@@ -695,6 +732,10 @@ impl Checker<'_> {
             None => Some(Duration::from_secs(180)),
             Some(n) => self.duration(n, &s.name("timeout"), TIMEOUT),
         };
+        let pass_deadline = match s.get("pass_deadline") {
+            None => Some(Duration::from_secs(30 * 60)),
+            Some(n) => self.duration(n, &s.name("pass_deadline"), PASS_DEADLINE),
+        };
         Some(AccountConfig {
             name: name?,
             protocol: protocol?,
@@ -710,6 +751,7 @@ impl Checker<'_> {
             max_per_pass: max_per_pass?,
             retention: retention?,
             timeout: timeout?,
+            pass_deadline: pass_deadline?,
         })
     }
 
@@ -905,6 +947,40 @@ fn valid_account_name(name: &str) -> bool {
 const DURATION_UNITS: &str = "s (seconds), m (minutes), h (hours), d (days), e.g. 30s, 5m, 1h, 14d";
 
 /// `30s`, `5m`, `1h`, `14d`: a whole number and a unit.
+const SIZE_UNITS: &str = "B, KB, MB, GB (powers of 1000), KiB, MiB, GiB (powers of 1024)";
+
+/// `50MB`, `10MiB`, `500KB`, `1048576` (bytes) as a number of bytes; units are not
+/// case-sensitive and may follow a space.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = s.split_at(digits);
+    if number.is_empty() {
+        return Err(format!(
+            "`{s}` is not a size; write a whole number of bytes, or with a unit: {SIZE_UNITS}"
+        ));
+    }
+    let scale: u64 = match unit.trim_start().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "`{s}` has an unknown unit `{}`; units: {SIZE_UNITS}",
+                unit.trim_start()
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = s.split_at(digits);

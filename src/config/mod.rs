@@ -24,6 +24,9 @@ pub const DEFAULT_ENVELOPE_HEADERS: [&str; 4] = [
     "Envelope-To",
 ];
 
+/// `max_message_size` when not set: 50 MB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 50_000_000;
+
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -39,6 +42,9 @@ pub struct Config {
     pub postmaster: Address,
     /// Envelope headers read in catch-all mode, in order of preference.
     pub envelope_headers: Vec<String>,
+    /// Largest message downloaded, in bytes: a larger one is left upstream (RETR is not even
+    /// tried when LIST announces it larger).
+    pub max_message_size: u64,
     /// The mailboxes to collect from.
     pub accounts: Vec<AccountConfig>,
 }
@@ -77,6 +83,8 @@ pub struct RelayConfig {
     pub ca_file: Option<PathBuf>,
     /// Time allowed for each SMTP reply.
     pub timeout: Duration,
+    /// Time allowed for the reply after the final "." of DATA (RFC 5321: at least 10 min).
+    pub data_timeout: Duration,
 }
 
 /// The upstream protocol.
@@ -152,6 +160,8 @@ pub struct AccountConfig {
     pub retention: Retention,
     /// Time allowed for each server reply.
     pub timeout: Duration,
+    /// Time allowed for a whole poll pass of this account (enforced by the pipeline).
+    pub pass_deadline: Duration,
 }
 
 /// One problem in the configuration file, with where it is.

@@ -527,6 +527,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         max_per_pass: 200,
         retention: Retention::Delete,
         timeout: Duration::from_secs(180),
+        pass_deadline: Duration::from_secs(1800),
     };
     let config = Config {
         state_dir: "/tmp".into(),
@@ -539,10 +540,12 @@ fn rules_for_account_take_the_config_and_the_username() {
             connections: 1,
             ca_file: None,
             timeout: Duration::from_secs(30),
+            data_timeout: Duration::from_secs(600),
         },
         domains: rules().domains,
         postmaster: addr("postmaster@corp.local"),
         envelope_headers: vec!["Delivered-To".into()],
+        max_message_size: crate::config::DEFAULT_MAX_MESSAGE_SIZE,
         accounts: vec![account("Catchall@Example.com")],
     };
     let r = Rules::for_account(&config, &config.accounts[0]);

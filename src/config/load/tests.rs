@@ -709,3 +709,78 @@ fn example_file_loads() {
     assert!(c.accounts.len() >= 2);
     assert!(c.metrics.listen.is_some());
 }
+
+#[test]
+fn deadlines_and_size_cap_default() {
+    let c = load(BASE).unwrap();
+    assert_eq!(c.relay.data_timeout, Duration::from_secs(600));
+    assert_eq!(c.accounts[0].pass_deadline, Duration::from_secs(1800));
+    assert_eq!(c.max_message_size, 50_000_000);
+}
+
+#[test]
+fn deadlines_and_size_cap_are_read() {
+    let text = base_with(
+        "  host: mail.corp.local\n",
+        "  host: mail.corp.local\n  data_timeout: 15m\n",
+    );
+    let text = text.replacen("accounts:\n", "max_message_size: 10MiB\naccounts:\n", 1)
+        + "    pass_deadline: 2h\n";
+    let c = load(&text).unwrap();
+    assert_eq!(c.relay.data_timeout, Duration::from_secs(900));
+    assert_eq!(c.accounts[0].pass_deadline, Duration::from_secs(7200));
+    assert_eq!(c.max_message_size, 10 * 1024 * 1024);
+    for (written, bytes) in [
+        ("50MB", 50_000_000),
+        ("500KB", 500_000),
+        ("2 GiB", 0),
+        ("1048576", 1_048_576),
+        ("3kib", 3072),
+        ("1GiB", 1 << 30),
+    ] {
+        let text = base_with(
+            "accounts:\n",
+            &format!("max_message_size: {written}\naccounts:\n"),
+        );
+        match load(&text) {
+            Ok(c) => assert_eq!(c.max_message_size, bytes, "{written}"),
+            Err(e) => assert_eq!(bytes, 0, "{written}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn bad_deadlines_and_size_cap_are_reported_with_line_and_column() {
+    let relay = |value: &str| {
+        base_with(
+            "  host: mail.corp.local\n",
+            &format!("  host: mail.corp.local\n  data_timeout: {value}\n"),
+        )
+    };
+    assert_one_error(
+        &relay("0s"),
+        4,
+        "relay.data_timeout: 0s is outside 1s..=3600s",
+    );
+    assert_one_error(&relay("2h"), 4, "relay.data_timeout: 2h is outside");
+    assert_one_error(&relay("ten"), 4, "`ten` is not a duration");
+    let size = |value: &str| {
+        base_with(
+            "accounts:\n",
+            &format!("max_message_size: {value}\naccounts:\n"),
+        )
+    };
+    assert_one_error(&size("50XB"), 6, "unknown unit `XB`");
+    assert_one_error(&size("big"), 6, "`big` is not a size");
+    assert_one_error(&size("100"), 6, "outside 1024..=1073741824 bytes");
+    assert_one_error(&size("2GiB"), 6, "outside");
+    assert_one_error(&size("99999999999999999999"), 6, "too large");
+    let e = &errors(&size("big"))[0];
+    assert_eq!(e.column, 19, "{e}");
+    let account = BASE.to_owned() + "    pass_deadline: 2d\n";
+    assert_one_error(
+        &account,
+        12,
+        "accounts[a].pass_deadline: 2d is outside 1s..=86400s",
+    );
+}

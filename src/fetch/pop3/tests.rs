@@ -185,6 +185,7 @@ fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         max_per_pass: 100,
         retention: Retention::Delete,
         timeout: Duration::from_secs(10),
+        pass_deadline: Duration::from_secs(1800),
     }
 }
 
