@@ -21,6 +21,8 @@ pub struct Script {
     pub data: &'static str,
     /// Reply after the final dot; `None`: never answer.
     pub data_end: Option<&'static str>,
+    /// Wait this long before the reply after the final dot.
+    pub data_end_delay: Duration,
     /// Close the connection after answering the final dot.
     pub close_after_data: bool,
     /// Implicit TLS: the handshake comes first, then the greeting.
@@ -37,6 +39,7 @@ impl Default for Script {
             rcpt: HashMap::new(),
             data: "354 go ahead",
             data_end: Some("250 2.0.0 queued as 1234"),
+            data_end_delay: Duration::ZERO,
             close_after_data: false,
             implicit_tls: None,
             starttls: None,
@@ -61,6 +64,8 @@ pub struct Log {
     pub data_tls: Vec<bool>,
     /// Server-side TLS handshakes that failed (e.g. the client refused the certificate).
     pub failed_handshakes: usize,
+    /// The most connections open at the same time.
+    pub most_open: usize,
 }
 
 pub struct FakeSmtp {
@@ -76,7 +81,11 @@ impl FakeSmtp {
         let shared = Arc::clone(&log);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                shared.lock().unwrap().connections += 1;
+                {
+                    let mut log = shared.lock().unwrap();
+                    log.connections += 1;
+                    log.most_open = log.most_open.max(log.connections - log.closed);
+                }
                 let (script, log) = (script.clone(), Arc::clone(&shared));
                 tokio::spawn(async move {
                     let _ = session(stream, &script, &log).await;
@@ -246,6 +255,7 @@ async fn dialogue(
                 log.data.push(data);
                 log.data_tls.push(tls);
             }
+            tokio::time::sleep(script.data_end_delay).await;
             let Some(end) = script.data_end else {
                 // Never answer; hold the connection until the client goes away.
                 while io.read_until(b'\n', &mut line).await? > 0 {}

@@ -4,6 +4,7 @@
 //! Built on lettre's connection-level API (`AsyncSmtpConnection`): lettre's `send` stops at
 //! the first refused RCPT, so MAIL, RCPT and DATA are issued one by one here.
 
+mod prepare;
 mod session;
 mod trace;
 
@@ -11,6 +12,7 @@ use std::fmt;
 
 use crate::address::Address;
 
+pub use prepare::prepare;
 pub use session::Relay;
 pub use trace::received_header;
 

@@ -1,9 +1,10 @@
-//! One SMTP session to the internal server, opened lazily and reused across messages.
+//! The SMTP sessions to the internal server: a pool shared by every account, where a
+//! session is taken only for the length of one transaction.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use lettre::transport::smtp::client::{
@@ -15,81 +16,119 @@ use lettre::transport::smtp::response::Response;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::prepare::{is_prepared, prepare};
 use super::{Outcome, RcptResult, RelayError, Reply, SmtpError};
 use crate::address::Address;
 use crate::config::{RelayConfig, TlsMode};
 
-/// Extra time allowed for the end of DATA per this many bytes of message (a slow link).
+/// Extra time allowed for the end of DATA per this many bytes of message (the transfer
+/// itself, on a slow link), on top of `relay.data_timeout`.
 const BYTES_PER_EXTRA_SECOND: usize = 64 * 1024;
+/// The message goes to lettre in pieces of this size: lettre stuffs dots into a copy of
+/// each piece, so the copy stays this small whatever the message's size.
+const DATA_CHUNK: usize = 64 * 1024;
 
-/// One SMTP session to the internal server: opened on the first [`Relay::send`], reused by
-/// the next ones (after an RSET that also proves it is still alive), dropped after any
-/// failure and opened again on the next call.
+/// The SMTP sessions to the internal server, shared by every account. Cheap to clone: the
+/// clones share the sessions.
+///
+/// [`Relay::send`] takes one of the `relay.connections` slots and a session only for one
+/// transaction: an idle session (proved alive by RSET), or a new one; afterwards the
+/// session goes back idle for the next message of any account, and the slot is free. So at
+/// most `relay.connections` sessions are open, and a caller that is not sending (waiting on
+/// a slow POP3 server, say) holds none. [`Relay::close`] ends the idle sessions with QUIT.
+#[derive(Clone)]
 pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     config: RelayConfig,
     helo: ClientId,
-    tls: Option<TlsParameters>,
-    conn: Option<AsyncSmtpConnection>,
-    /// `relay.connections` caps the SMTP sessions open at once across every `Relay` sharing
-    /// these slots; a `Relay` holds one from its first connection until `close`.
+    tls: Mutex<Option<TlsParameters>>,
     slots: Arc<Semaphore>,
-    slot: Option<OwnedSemaphorePermit>,
+    /// Open sessions outside a transaction.
+    idle: Mutex<Vec<AsyncSmtpConnection>>,
+    /// [`Relay::sharing`]: the slot is kept from the first transaction until `close`.
+    held: Option<Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
 impl fmt::Debug for Relay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
         f.debug_struct("Relay")
-            .field("host", &self.config.host)
-            .field("port", &self.config.port)
-            .field("tls", &self.config.tls)
-            .field("helo", &self.helo)
-            .field("connected", &self.conn.is_some())
+            .field("host", &inner.config.host)
+            .field("port", &inner.config.port)
+            .field("tls", &inner.config.tls)
+            .field("helo", &inner.helo)
+            .field("idle", &lock(&inner.idle).len())
             .finish()
     }
 }
 
+/// The guarded value, also after a panic elsewhere (the lists here stay consistent).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Relay {
-    /// A relay to `config.host`; nothing is opened until the first [`Relay::send`].
+    /// The pool for `config.host`, at most `config.connections` sessions open at once; nothing
+    /// is opened until the first [`Relay::send`]. Clone it for every account.
     pub fn new(config: RelayConfig) -> Relay {
         let slots = Arc::new(Semaphore::new(config.connections as usize));
-        Relay::sharing(config, slots)
+        Relay::build(config, slots, None)
     }
 
-    /// A relay that takes one of `slots` while its session is open, so that all the relays
-    /// sharing them keep to `relay.connections` sessions at once.
+    /// The former per-pass relay, kept until the pipeline shares one [`Relay::new`]: a pool
+    /// of its own that takes one of `slots` at its first transaction and keeps it until
+    /// [`Relay::close`], so that all the relays sharing them keep to `relay.connections`
+    /// sessions at once. (It holds the slot while its caller waits on anything else: prefer
+    /// one shared `Relay::new`.)
     pub fn sharing(config: RelayConfig, slots: Arc<Semaphore>) -> Relay {
+        Relay::build(config, slots, Some(Mutex::new(None)))
+    }
+
+    fn build(
+        config: RelayConfig,
+        slots: Arc<Semaphore>,
+        held: Option<Mutex<Option<OwnedSemaphorePermit>>>,
+    ) -> Relay {
         let helo = ClientId::Domain(config.helo.clone().unwrap_or_else(local_host_name));
         Relay {
-            config,
-            helo,
-            tls: None,
-            conn: None,
-            slots,
-            slot: None,
+            inner: Arc::new(Inner {
+                config,
+                helo,
+                tls: Mutex::new(None),
+                slots,
+                idle: Mutex::new(Vec::new()),
+                held,
+            }),
         }
     }
 
     /// The name this relay gives in EHLO (`relay.helo`, else this machine's host name, else
     /// `localhost`): the right `by` for [`super::received_header`].
     pub fn helo_name(&self) -> String {
-        self.helo.to_string()
+        self.inner.helo.to_string()
     }
 
     /// One transaction: `MAIL FROM:<reverse_path>` (`<>` for `None`), one RCPT per recipient
     /// (each reply kept), DATA with `message`.
     ///
-    /// The message goes out as given, except that dots are stuffed and a bare CR or LF becomes
-    /// CRLF (so that no line of it can end the data early on any server); a message not
-    /// ending in CRLF gets one before the final dot. If no RCPT was accepted, no DATA is sent
-    /// (RSET) and every result is `Temporary` or `Permanent` from its RCPT reply. If the
+    /// The message goes out as given, except that dots are stuffed and line ends are made
+    /// CRLF as [`super::prepare`] makes them (no copy when it made them already); a message
+    /// not ending in CRLF gets one before the final dot. If no RCPT was accepted, no DATA is
+    /// sent (RSET) and every result is `Temporary` or `Permanent` from its RCPT reply. If the
     /// message is accepted, the recipients whose RCPT was accepted are `Delivered` with the
     /// reply to the data. A recipient lettre cannot put on the wire is `Permanent` with a
     /// synthetic 553 reply saying so, and is not sent.
     ///
-    /// MAIL FROM or DATA refused, a timeout, or the connection failing is an `Err`: the
-    /// session is dropped and opened again on the next call.
+    /// The reply after the final dot may take `relay.data_timeout` (plus a second per 64 KiB
+    /// for the transfer); every other reply `relay.timeout`.
+    ///
+    /// MAIL FROM or DATA refused, a timeout, or the connection failing is an `Err`: that
+    /// session is closed, and the next call takes another.
     pub async fn send(
-        &mut self,
+        &self,
         reverse_path: Option<&Address>,
         recipients: &[Address],
         message: &[u8],
@@ -97,28 +136,74 @@ impl Relay {
         if recipients.is_empty() {
             return Ok(Vec::new());
         }
-        let result = self.transaction(reverse_path, recipients, message).await;
-        if let Err(e) = &result {
-            let polite = matches!(e, RelayError::MailFrom { .. } | RelayError::Data { .. });
-            self.discard(polite).await;
+        let slot = self.slot().await;
+        let result = self.with_session(reverse_path, recipients, message).await;
+        match &self.inner.held {
+            Some(held) => *lock(held) = slot,
+            None => drop(slot),
         }
         result
     }
 
-    /// Ends the session with QUIT, if one is open.
-    pub async fn close(&mut self) {
-        self.discard(true).await;
-        self.slot = None;
+    /// A slot for one transaction (`None` only if the semaphore were closed, which nothing
+    /// does).
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        if let Some(held) = &self.inner.held
+            && let Some(slot) = lock(held).take()
+        {
+            return Some(slot);
+        }
+        self.inner.slots.clone().acquire_owned().await.ok()
     }
 
-    async fn transaction(
-        &mut self,
+    async fn with_session(
+        &self,
         reverse_path: Option<&Address>,
         recipients: &[Address],
         message: &[u8],
     ) -> Result<Vec<RcptResult>, RelayError> {
-        let limit = self.config.timeout;
-        let conn = self.session().await?;
+        let mut conn = self.session().await?;
+        match self
+            .transaction(&mut conn, reverse_path, recipients, message)
+            .await
+        {
+            Ok((results, reusable)) => {
+                if reusable {
+                    lock(&self.inner.idle).push(conn);
+                }
+                Ok(results)
+            }
+            Err(e) => {
+                if matches!(e, RelayError::MailFrom { .. } | RelayError::Data { .. }) {
+                    let _ = tokio::time::timeout(self.inner.config.timeout, conn.quit()).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends every idle session with QUIT (each bounded by the timeout). Sessions in a
+    /// transaction at that moment go back idle afterwards: call it when no one sends any
+    /// more (at shutdown). The relay can still be used; it opens new sessions.
+    pub async fn close(&self) {
+        let idle = std::mem::take(&mut *lock(&self.inner.idle));
+        for mut conn in idle {
+            let _ = tokio::time::timeout(self.inner.config.timeout, conn.quit()).await;
+        }
+        if let Some(held) = &self.inner.held {
+            lock(held).take();
+        }
+    }
+
+    /// The transaction on `conn`; with the results, whether the session can be used again.
+    async fn transaction(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        reverse_path: Option<&Address>,
+        recipients: &[Address],
+        message: &[u8],
+    ) -> Result<(Vec<RcptResult>, bool), RelayError> {
+        let limit = self.inner.config.timeout;
 
         let info = conn.server_info();
         let smtputf8 = info.supports_feature(Extension::SmtpUtfEight);
@@ -178,10 +263,8 @@ impl Relay {
 
         if outcomes.iter().all(Option::is_some) {
             // Nobody to send to: end the transaction. A failing RSET only costs the session.
-            if !matches!(step(limit, "RSET", conn.command(Rset)).await, Ok(Ok(_))) {
-                self.conn = None;
-            }
-            return Ok(results(recipients, outcomes, None));
+            let reset = matches!(step(limit, "RSET", conn.command(Rset)).await, Ok(Ok(_)));
+            return Ok((results(recipients, outcomes, None), reset));
         }
 
         let reply = step(limit, "DATA", conn.command(Data)).await?;
@@ -191,46 +274,47 @@ impl Relay {
         }
         let body = data_body(message);
         let extra = Duration::from_secs((body.len() / BYTES_PER_EXTRA_SECOND) as u64);
-        let reply = step(limit + extra, "the end of DATA", conn.message(&body)).await?;
+        let reply = step(
+            self.inner.config.data_timeout + extra,
+            "the end of DATA",
+            conn.message_iter(body.chunks(DATA_CHUNK)),
+        )
+        .await?;
         match reply {
-            Ok(reply) if reply.is_success() => Ok(results(recipients, outcomes, Some(reply))),
+            Ok(reply) if reply.is_success() => {
+                Ok((results(recipients, outcomes, Some(reply)), true))
+            }
             Ok(reply) | Err(reply) => Err(RelayError::Data { reply }),
         }
     }
 
-    /// The open session, proved alive by RSET, or a new one.
-    async fn session(&mut self) -> Result<&mut AsyncSmtpConnection, RelayError> {
-        let limit = self.config.timeout;
-        if let Some(conn) = self.conn.as_mut()
-            && !matches!(step(limit, "RSET", conn.command(Rset)).await, Ok(Ok(_)))
-        {
-            // A dead or confused session: drop it and open a new one.
-            self.conn = None;
-        }
-        let conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => {
-                if self.slot.is_none() {
-                    // Closed only if the semaphore is closed, which nothing does.
-                    self.slot = self.slots.clone().acquire_owned().await.ok();
-                }
-                self.connect().await?
+    /// An idle session, proved alive by RSET, or a new one.
+    async fn session(&self) -> Result<AsyncSmtpConnection, RelayError> {
+        let limit = self.inner.config.timeout;
+        loop {
+            let idle = lock(&self.inner.idle).pop();
+            let Some(mut conn) = idle else {
+                return self.connect().await;
+            };
+            if matches!(step(limit, "RSET", conn.command(Rset)).await, Ok(Ok(_))) {
+                return Ok(conn);
             }
-        };
-        Ok(self.conn.insert(conn))
+            // A dead or confused session: dropped; try the next one.
+        }
     }
 
-    async fn connect(&mut self) -> Result<AsyncSmtpConnection, RelayError> {
-        let limit = self.config.timeout;
-        let implicit = match self.config.tls {
+    async fn connect(&self) -> Result<AsyncSmtpConnection, RelayError> {
+        let config = &self.inner.config;
+        let limit = config.timeout;
+        let implicit = match config.tls {
             TlsMode::Tls => Some(
-                crate::fetch::tls::client_config(self.config.ca_file.as_deref())
+                crate::fetch::tls::client_config(config.ca_file.as_deref())
                     .map_err(RelayError::TlsSetup)?,
             ),
             _ => None,
         };
-        let host = self.config.host.clone();
-        let port = self.config.port;
+        let host = config.host.clone();
+        let port = config.port;
         let tcp = tokio::time::timeout(limit, TcpStream::connect((host.as_str(), port)))
             .await
             .map_err(|_| timeout_error("the TCP connection", limit))?
@@ -243,19 +327,21 @@ impl Relay {
         // the dot waits for the receiver's delayed ACK, 40 ms per message.
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn AsyncTokioStream> = match implicit {
-            Some(config) => {
-                let tls =
-                    tokio::time::timeout(limit, crate::fetch::tls::connect_tls(tcp, &host, config))
-                        .await
-                        .map_err(|_| timeout_error("the TLS handshake", limit))?
-                        .map_err(RelayError::TlsSetup)?;
+            Some(tls_config) => {
+                let tls = tokio::time::timeout(
+                    limit,
+                    crate::fetch::tls::connect_tls(tcp, &host, tls_config),
+                )
+                .await
+                .map_err(|_| timeout_error("the TLS handshake", limit))?
+                .map_err(RelayError::TlsSetup)?;
                 Box::new(ImplicitTls(tls))
             }
             None => Box::new(tcp),
         };
         let mut conn = tokio::time::timeout(
             limit,
-            AsyncSmtpConnection::connect_with_transport(stream, &self.helo),
+            AsyncSmtpConnection::connect_with_transport(stream, &self.inner.helo),
         )
         .await
         .map_err(|_| timeout_error("the greeting and EHLO", limit))?
@@ -265,7 +351,7 @@ impl Relay {
             source,
         })?;
 
-        let upgrade = match self.config.tls {
+        let upgrade = match config.tls {
             TlsMode::None | TlsMode::Tls => false,
             TlsMode::StarttlsIfAvailable => conn.can_starttls(),
             TlsMode::Starttls if conn.can_starttls() => true,
@@ -274,7 +360,7 @@ impl Relay {
         };
         if upgrade {
             let parameters = self.tls_parameters()?;
-            tokio::time::timeout(limit, conn.starttls(parameters, &self.helo))
+            tokio::time::timeout(limit, conn.starttls(parameters, &self.inner.helo))
                 .await
                 .map_err(|_| timeout_error("STARTTLS", limit))?
                 .map_err(|source| RelayError::Tls { host, source })?;
@@ -283,13 +369,15 @@ impl Relay {
     }
 
     /// TLS parameters for the relay host: the system trust store, plus `ca_file` if set.
-    fn tls_parameters(&mut self) -> Result<TlsParameters, RelayError> {
-        if let Some(parameters) = &self.tls {
+    fn tls_parameters(&self) -> Result<TlsParameters, RelayError> {
+        let mut cached = lock(&self.inner.tls);
+        if let Some(parameters) = &*cached {
             return Ok(parameters.clone());
         }
-        let host = &self.config.host;
+        let config = &self.inner.config;
+        let host = &config.host;
         let mut builder = TlsParameters::builder(host.clone());
-        if let Some(path) = &self.config.ca_file {
+        if let Some(path) = &config.ca_file {
             let ca_error = |reason: String| RelayError::CaFile {
                 path: path.display().to_string(),
                 reason,
@@ -302,16 +390,7 @@ impl Relay {
             host: host.clone(),
             source,
         })?;
-        Ok(self.tls.insert(parameters).clone())
-    }
-
-    /// Drops the session; with `polite`, says QUIT first (bounded by the timeout).
-    async fn discard(&mut self, polite: bool) {
-        if let Some(mut conn) = self.conn.take()
-            && polite
-        {
-            let _ = tokio::time::timeout(self.config.timeout, conn.quit()).await;
-        }
+        Ok(cached.insert(parameters).clone())
     }
 }
 
@@ -373,33 +452,15 @@ fn to_lettre(address: &Address, smtputf8: bool) -> Result<lettre::Address, Strin
         .map_err(|e| format!("lettre refuses the address syntax ({e})"))
 }
 
-/// The message as lettre's `message()` must get it: lettre stuffs dots after CRLF and
+/// The message as lettre's `message_iter()` must get it: lettre stuffs dots after CRLF and
 /// appends CRLF "." CRLF, so the message's own final CRLF is removed (it becomes that CRLF),
-/// and a bare CR or LF becomes CRLF (a "." after a bare LF would not be stuffed, and some
-/// servers end the data there).
+/// and line ends are made CRLF by [`prepare`] unless they are already (a "." after a bare LF
+/// would not be stuffed, and some servers end the data there).
 fn data_body(message: &[u8]) -> Cow<'_, [u8]> {
-    let bare = message.iter().enumerate().any(|(i, &b)| match b {
-        b'\r' => message.get(i + 1) != Some(&b'\n'),
-        b'\n' => i == 0 || message[i - 1] != b'\r',
-        _ => false,
-    });
-    let mut body = if bare {
-        let mut out = Vec::with_capacity(message.len() + 64);
-        let mut i = 0;
-        while i < message.len() {
-            match message[i] {
-                b'\r' if message.get(i + 1) == Some(&b'\n') => {
-                    out.extend_from_slice(b"\r\n");
-                    i += 1;
-                }
-                b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        Cow::Owned(out)
-    } else {
+    let mut body = if is_prepared(message) {
         Cow::Borrowed(message)
+    } else {
+        Cow::Owned(prepare(b"", message))
     };
     if body.ends_with(b"\r\n") {
         match &mut body {

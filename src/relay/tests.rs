@@ -47,7 +47,7 @@ async fn each_rcpt_reply_is_kept() {
         ]),
         ..Script::default()
     };
-    let (server, mut relay) = relay_for(script).await;
+    let (server, relay) = relay_for(script).await;
     let rcpts = [
         addr("bob@example.com"),
         addr("later@example.com"),
@@ -101,7 +101,7 @@ async fn all_rcpts_refused_sends_no_data() {
         ]),
         ..Script::default()
     };
-    let (server, mut relay) = relay_for(script).await;
+    let (server, relay) = relay_for(script).await;
     let results = relay
         .send(
             None,
@@ -130,7 +130,7 @@ async fn data_refused_with_554_is_a_permanent_error() {
         data_end: Some("554 5.6.0 message rejected"),
         ..Script::default()
     };
-    let (server, mut relay) = relay_for(script).await;
+    let (server, relay) = relay_for(script).await;
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -151,7 +151,7 @@ async fn data_command_refused_with_451_is_a_temporary_error() {
         data: "451 4.3.0 try later",
         ..Script::default()
     };
-    let (server, mut relay) = relay_for(script).await;
+    let (server, relay) = relay_for(script).await;
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -170,7 +170,7 @@ async fn mail_from_451_is_a_temporary_error_and_no_rcpt_follows() {
         mail: "451 4.7.1 greylisted",
         ..Script::default()
     };
-    let (server, mut relay) = relay_for(script).await;
+    let (server, relay) = relay_for(script).await;
     let err = relay
         .send(
             Some(&addr("x@sender.org")),
@@ -189,7 +189,7 @@ async fn mail_from_451_is_a_temporary_error_and_no_rcpt_follows() {
 
 #[tokio::test]
 async fn dots_are_stuffed_on_the_wire_and_the_body_is_otherwise_exact() {
-    let (server, mut relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default()).await;
     let rcpt = [addr("a@example.com")];
     let body = b".first\r\n\r\n.\r\n..\r\n.x\r\n8-bit \xe9\xff\r\nend\r\n";
     relay.send(None, &rcpt, body).await.unwrap();
@@ -212,7 +212,7 @@ async fn dots_are_stuffed_on_the_wire_and_the_body_is_otherwise_exact() {
 
 #[tokio::test]
 async fn a_bare_lf_cannot_end_the_data_early() {
-    let (server, mut relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default()).await;
     relay
         .send(None, &[addr("a@example.com")], b"a\n.\nb\r\n")
         .await
@@ -222,7 +222,7 @@ async fn a_bare_lf_cannot_end_the_data_early() {
 
 #[tokio::test]
 async fn null_reverse_path_is_sent_as_angle_brackets() {
-    let (server, mut relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default()).await;
     relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -232,7 +232,7 @@ async fn null_reverse_path_is_sent_as_angle_brackets() {
 
 #[tokio::test]
 async fn the_session_is_reused_for_the_next_message() {
-    let (server, mut relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default()).await;
     relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -266,7 +266,7 @@ async fn a_session_dropped_by_the_server_is_reopened() {
         close_after_data: true,
         ..Script::default()
     };
-    let (server, mut relay) = relay_for(script).await;
+    let (server, relay) = relay_for(script).await;
     relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -284,7 +284,7 @@ async fn a_session_dropped_by_the_server_is_reopened() {
 #[tokio::test]
 async fn starttls_required_but_not_offered_sends_nothing_after_ehlo() {
     let server = FakeSmtp::start(Script::default()).await;
-    let mut relay = Relay::new(config(server.port, TlsMode::Starttls));
+    let relay = Relay::new(config(server.port, TlsMode::Starttls));
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -301,7 +301,7 @@ async fn starttls_required_but_not_offered_sends_nothing_after_ehlo() {
 #[tokio::test]
 async fn starttls_if_available_goes_on_in_plain_text_without_it() {
     let server = FakeSmtp::start(Script::default()).await;
-    let mut relay = Relay::new(config(server.port, TlsMode::StarttlsIfAvailable));
+    let relay = Relay::new(config(server.port, TlsMode::StarttlsIfAvailable));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -311,7 +311,7 @@ async fn starttls_if_available_goes_on_in_plain_text_without_it() {
 
 #[tokio::test]
 async fn an_address_lettre_refuses_is_permanent_for_that_recipient_only() {
-    let (server, mut relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default()).await;
     // Valid for our envelope rules (no SMTP syntax can be injected), refused by lettre.
     let odd = addr("a,b@example.com");
     let results = relay
@@ -335,7 +335,7 @@ async fn non_ascii_recipient_without_smtputf8_is_permanent() {
         extensions: vec!["8BITMIME"],
         ..Script::default()
     };
-    let (server, mut relay) = relay_for(script).await;
+    let (server, relay) = relay_for(script).await;
     let results = relay
         .send(
             None,
@@ -351,7 +351,7 @@ async fn non_ascii_recipient_without_smtputf8_is_permanent() {
 
 #[tokio::test]
 async fn non_ascii_recipient_with_smtputf8_is_sent_with_the_parameter() {
-    let (server, mut relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default()).await;
     let results = relay
         .send(None, &[addr("jörg@example.com")], MESSAGE)
         .await
@@ -377,7 +377,7 @@ async fn no_reply_to_the_data_is_a_timeout_and_the_session_is_dropped() {
     let server = FakeSmtp::start(script).await;
     let mut cfg = config(server.port, TlsMode::None);
     cfg.timeout = Duration::from_millis(300);
-    let mut relay = Relay::new(cfg);
+    let relay = Relay::new(cfg);
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -392,7 +392,7 @@ async fn a_closed_port_is_a_connect_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let mut relay = Relay::new(config(port, TlsMode::None));
+    let relay = Relay::new(config(port, TlsMode::None));
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -403,7 +403,7 @@ async fn a_closed_port_is_a_connect_error() {
 
 #[tokio::test]
 async fn no_recipients_touches_nothing() {
-    let (server, mut relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default()).await;
     assert!(relay.send(None, &[], MESSAGE).await.unwrap().is_empty());
     assert_eq!(server.log().connections, 0);
 }
@@ -423,7 +423,7 @@ fn helo_defaults_to_a_host_name() {
 #[test]
 fn send_is_send() {
     fn assert_send<T: Send>(_: T) {}
-    let mut relay = Relay::new(config(25, TlsMode::None));
+    let relay = Relay::new(config(25, TlsMode::None));
     let rcpts = [addr("a@example.com")];
     assert_send(relay.send(None, &rcpts, MESSAGE));
 }
@@ -466,7 +466,7 @@ async fn implicit_tls_with_the_ca_delivers_over_tls() {
         ..Script::default()
     };
     let server = FakeSmtp::start(script).await;
-    let mut relay = Relay::new(tls_config(&server, TlsMode::Tls, Some(&ca)));
+    let relay = Relay::new(tls_config(&server, TlsMode::Tls, Some(&ca)));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -491,7 +491,7 @@ async fn implicit_tls_without_the_ca_fails_before_any_command() {
     };
     let server = FakeSmtp::start(script).await;
     // No ca_file: the system trust store does not know the test CA.
-    let mut relay = Relay::new(tls_config(&server, TlsMode::Tls, None));
+    let relay = Relay::new(tls_config(&server, TlsMode::Tls, None));
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -509,7 +509,7 @@ async fn implicit_tls_without_the_ca_fails_before_any_command() {
 async fn starttls_with_the_ca_upgrades_before_mail_from() {
     let ca = test_ca();
     let server = FakeSmtp::start(starttls_script(&ca)).await;
-    let mut relay = Relay::new(tls_config(&server, TlsMode::Starttls, Some(&ca)));
+    let relay = Relay::new(tls_config(&server, TlsMode::Starttls, Some(&ca)));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -528,7 +528,7 @@ async fn starttls_with_the_ca_upgrades_before_mail_from() {
 async fn starttls_if_available_upgrades_when_offered() {
     let ca = test_ca();
     let server = FakeSmtp::start(starttls_script(&ca)).await;
-    let mut relay = Relay::new(tls_config(&server, TlsMode::StarttlsIfAvailable, Some(&ca)));
+    let relay = Relay::new(tls_config(&server, TlsMode::StarttlsIfAvailable, Some(&ca)));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -546,7 +546,7 @@ async fn starttls_with_an_untrusted_certificate_sends_no_mail_from() {
     let ca = test_ca();
     let server = FakeSmtp::start(starttls_script(&ca)).await;
     // No ca_file: the certificate offered after STARTTLS is not trusted.
-    let mut relay = Relay::new(tls_config(&server, TlsMode::Starttls, None));
+    let relay = Relay::new(tls_config(&server, TlsMode::Starttls, None));
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -563,8 +563,8 @@ async fn starttls_with_an_untrusted_certificate_sends_no_mail_from() {
 async fn relays_sharing_slots_keep_to_the_session_limit() {
     let server = FakeSmtp::start(Script::default()).await;
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
-    let mut first = Relay::sharing(config(server.port, TlsMode::None), slots.clone());
-    let mut second = Relay::sharing(config(server.port, TlsMode::None), slots.clone());
+    let first = Relay::sharing(config(server.port, TlsMode::None), slots.clone());
+    let second = Relay::sharing(config(server.port, TlsMode::None), slots.clone());
     let rcpt = [addr("a@example.com")];
     first.send(None, &rcpt, MESSAGE).await.unwrap();
 
@@ -582,4 +582,219 @@ async fn relays_sharing_slots_keep_to_the_session_limit() {
     assert_eq!(server.log().connections, 2);
     second.close().await;
     assert_eq!(slots.available_permits(), 1, "close gives the slot back");
+}
+
+// --- The shared pool: a slot and a session only for one transaction. ---
+
+/// A hang guard, not a speed check: what it wraps must finish, however slowly.
+async fn finishes<T>(what: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), what)
+        .await
+        .expect("did not finish: waiting for a slot or a reply without end")
+}
+
+#[tokio::test]
+async fn two_concurrent_senders_with_one_connection_both_complete() {
+    let script = Script {
+        data_end_delay: Duration::from_millis(100),
+        ..Script::default()
+    };
+    let (server, relay) = relay_for(script).await;
+    let (a, b) = (relay.clone(), relay.clone());
+    let (to_a, to_b) = ([addr("a@example.com")], [addr("b@example.com")]);
+    let (ra, rb) = finishes(async {
+        tokio::join!(a.send(None, &to_a, MESSAGE), b.send(None, &to_b, MESSAGE))
+    })
+    .await;
+    assert!(matches!(ra.unwrap()[0].outcome, Outcome::Delivered(_)));
+    assert!(matches!(rb.unwrap()[0].outcome, Outcome::Delivered(_)));
+    let log = server.log();
+    assert_eq!(log.data.len(), 2);
+    assert_eq!(log.connections, 1, "one session, taken in turn");
+    assert_eq!(log.most_open, 1);
+}
+
+#[tokio::test]
+async fn a_sender_that_is_not_sending_holds_no_connection() {
+    let (server, relay) = relay_for(Script::default()).await;
+    // One account sends, then waits on its slow upstream server without closing anything.
+    let waiting_account = relay.clone();
+    waiting_account
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    // Another account, with `connections: 1`, still gets the session.
+    let other = relay.clone();
+    finishes(other.send(None, &[addr("b@example.com")], MESSAGE))
+        .await
+        .unwrap();
+    assert_eq!(server.log().data.len(), 2);
+    assert_eq!(server.log().connections, 1);
+    drop(waiting_account);
+}
+
+#[tokio::test]
+async fn sessions_are_reused_across_senders_and_quit_at_close() {
+    let (server, relay) = relay_for(Script::default()).await;
+    for rcpt in ["a@example.com", "b@example.com", "c@example.com"] {
+        let sender = relay.clone();
+        sender.send(None, &[addr(rcpt)], MESSAGE).await.unwrap();
+    }
+    relay.close().await;
+    server.wait_closed(1).await;
+    assert_eq!(server.log().connections, 1);
+    let commands = server.commands();
+    assert_eq!(
+        commands,
+        [
+            "EHLO gw.test",
+            "MAIL FROM:<>",
+            "RCPT TO:<a@example.com>",
+            "DATA",
+            "RSET",
+            "MAIL FROM:<>",
+            "RCPT TO:<b@example.com>",
+            "DATA",
+            "RSET",
+            "MAIL FROM:<>",
+            "RCPT TO:<c@example.com>",
+            "DATA",
+            "QUIT",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn never_more_sessions_than_connections() {
+    let script = Script {
+        data_end_delay: Duration::from_millis(50),
+        ..Script::default()
+    };
+    let server = FakeSmtp::start(script).await;
+    let mut cfg = config(server.port, TlsMode::None);
+    cfg.connections = 2;
+    let relay = Relay::new(cfg);
+    let sends = (0..6).map(|i| {
+        let relay = relay.clone();
+        let rcpt = [addr(&format!("r{i}@example.com"))];
+        async move { relay.send(None, &rcpt, MESSAGE).await }
+    });
+    let results = finishes(futures_join_all(sends)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let log = server.log();
+    assert_eq!(log.data.len(), 6);
+    assert!(
+        log.most_open <= 2,
+        "{} sessions open at once",
+        log.most_open
+    );
+    assert_eq!(log.connections, 2, "sessions are reused");
+}
+
+/// Runs the futures concurrently on tasks of their own; their outputs in order.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut outputs = Vec::new();
+    for handle in handles {
+        outputs.push(handle.await.unwrap());
+    }
+    outputs
+}
+
+#[tokio::test]
+async fn a_slow_reply_to_the_data_within_data_timeout_is_awaited() {
+    let script = Script {
+        data_end_delay: Duration::from_millis(700),
+        ..Script::default()
+    };
+    let server = FakeSmtp::start(script).await;
+    let mut cfg = config(server.port, TlsMode::None);
+    // Every other reply must come within 100 ms; the one after the final dot may take long.
+    cfg.timeout = Duration::from_millis(100);
+    cfg.data_timeout = Duration::from_secs(30);
+    let results = Relay::new(cfg)
+        .send(None, &[addr("a@example.com")], MESSAGE)
+        .await
+        .unwrap();
+    assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
+    assert_eq!(server.log().data.len(), 1);
+}
+
+#[tokio::test]
+async fn no_reply_to_the_data_past_data_timeout_names_the_end_of_data() {
+    let script = Script {
+        data_end: None,
+        ..Script::default()
+    };
+    let server = FakeSmtp::start(script).await;
+    let mut cfg = config(server.port, TlsMode::None);
+    cfg.timeout = Duration::from_secs(60);
+    cfg.data_timeout = Duration::from_millis(300);
+    let err = finishes(Relay::new(cfg).send(None, &[addr("a@example.com")], MESSAGE))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RelayError::Timeout {
+                during: "the end of DATA",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("the end of DATA"), "{err}");
+    server.wait_closed(1).await;
+}
+
+// --- What the receiver sees: no header line the sender did not write. ---
+
+#[tokio::test]
+async fn a_bare_cr_in_a_header_does_not_become_a_line_break_on_the_wire() {
+    let (server, relay) = relay_for(Script::default()).await;
+    relay
+        .send(
+            None,
+            &[addr("a@example.com")],
+            b"Subject: hi\rBcc: evil@elsewhere.test\r\n\r\nbody\rmore\r\n",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        server.log().data,
+        vec![b"Subject: hi Bcc: evil@elsewhere.test\r\n\r\nbody\r\nmore\r\n".to_vec()]
+    );
+}
+
+#[tokio::test]
+async fn a_prepared_message_without_headers_reaches_the_wire_as_body() {
+    let (server, relay) = relay_for(Script::default()).await;
+    let trace = b"Received: from pop.test by gw.test; Tue, 1 Dec 2026 08:00:00 +0000\r\n";
+    let message = prepare(trace, b"Hello,\nfrom: me, not a header\n");
+    relay
+        .send(None, &[addr("a@example.com")], &message)
+        .await
+        .unwrap();
+    let want = [&trace[..], b"\r\nHello,\r\nfrom: me, not a header\r\n"].concat();
+    assert_eq!(server.log().data, vec![want]);
+}
+
+#[tokio::test]
+async fn dots_at_chunk_boundaries_are_stuffed() {
+    let (server, relay) = relay_for(Script::default()).await;
+    let rcpt = [addr("a@example.com")];
+    // The CRLF before a "." line split between two 64 KiB pieces, either way.
+    for line in [65_535, 65_534] {
+        let mut message = b"Subject: big\r\n\r\n".to_vec();
+        message.resize(line, b'a');
+        message.extend_from_slice(b"\r\n.x\r\n.\r\nend\r\n");
+        relay.send(None, &rcpt, &message).await.unwrap();
+        let mut want = message[..line].to_vec();
+        want.extend_from_slice(b"\r\n..x\r\n..\r\nend\r\n");
+        assert_eq!(server.log().data.last(), Some(&want), "line of {line}");
+    }
 }
