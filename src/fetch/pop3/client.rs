@@ -16,15 +16,37 @@ use super::protocol::{
 use crate::config::{AccountConfig, TlsMode};
 use crate::fetch::tls;
 
-/// Largest message RETR accepts; a larger one is read to its end, discarded, and reported as
-/// [`Pop3Error::ResponseTooLong`].
+/// Largest message RETR accepts unless [`Pop3Client::set_max_message_size`] says otherwise;
+/// a larger one is read to its end, discarded, and reported as
+/// [`Pop3Error::MessageTooLarge`].
 pub const MESSAGE_MAX: usize = 256 * 1024 * 1024;
+/// The slowest transfer a RETR is allowed, in bytes per second, on top of the account's
+/// timeout: see [`fetch_deadline`].
+pub const FETCH_RATE_FLOOR: u64 = 16 * 1024;
 /// Largest UIDL, LIST or CAPA response accepted (about three million messages).
 pub const LISTING_MAX: usize = 256 * 1024 * 1024;
 /// RETR reserves memory up front from the LIST size, but never more than this.
 const RESERVE_MAX: u64 = 64 * 1024 * 1024;
 /// Read buffer: holds a whole status line (the cap plus its CRLF).
 const BUF_SIZE: usize = STATUS_LINE_MAX + 1024;
+
+/// The time one message's RETR may take in all: the account's `timeout` plus its `size` (from
+/// LIST) at [`FETCH_RATE_FLOOR`]. Each read still has `timeout` on its own; this bounds a
+/// server that trickles bytes just fast enough to never hit it.
+pub fn fetch_deadline(timeout: Duration, size: u64) -> Duration {
+    timeout + Duration::from_secs(size / FETCH_RATE_FLOOR)
+}
+
+/// One message of the mailbox: UIDL and LIST joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The message number in this session.
+    pub number: u32,
+    /// The unique-id (UIDL).
+    pub uid: String,
+    /// The size LIST announced, in octets; `None` when LIST did not name the message.
+    pub size: Option<u64>,
+}
 
 /// The transport: TCP, TLS over TCP, or (in tests) anything else.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -38,6 +60,8 @@ struct Connection {
     start: usize,
     end: usize,
     timeout: Duration,
+    /// The command being read, and when it must be done (RETR).
+    deadline: Option<(String, Duration, tokio::time::Instant)>,
     lost: bool,
     account: String,
 }
@@ -50,6 +74,7 @@ impl Connection {
             start: 0,
             end: 0,
             timeout,
+            deadline: None,
             lost: false,
             account,
         }
@@ -102,14 +127,31 @@ impl Connection {
                 limit: STATUS_LINE_MAX,
             });
         }
+        // The read's own timeout, cut short by the command's deadline.
+        let mut wait = self.timeout;
+        let mut by_deadline = false;
+        if let Some((_, _, at)) = &self.deadline {
+            let left = at.saturating_duration_since(tokio::time::Instant::now());
+            if left <= wait {
+                (wait, by_deadline) = (left, true);
+            }
+        }
         let read = self.stream.read(&mut self.buf[self.end..]);
-        match tokio::time::timeout(self.timeout, read).await {
+        match tokio::time::timeout(wait, read).await {
             Ok(Ok(0)) => Err(Pop3Error::ConnectionClosed),
             Ok(Ok(n)) => {
                 self.end += n;
                 Ok(())
             }
             Ok(Err(e)) => Err(Pop3Error::Io(e)),
+            Err(_) if by_deadline => {
+                let (command, limit) = self
+                    .deadline
+                    .as_ref()
+                    .map(|(c, l, _)| (c.clone(), *l))
+                    .unwrap_or_default();
+                Err(Pop3Error::Deadline { command, limit })
+            }
             Err(_) => Err(Pop3Error::Timeout(self.timeout)),
         }
     }
@@ -154,14 +196,17 @@ impl Connection {
         self.guard(status)
     }
 
-    /// Reads the body of a multi-line response into `out`, to its terminator.
+    /// Reads the body of a multi-line response into `out`, to its terminator; `out` never
+    /// grows much beyond `limit` bytes.
     async fn read_body(
         &mut self,
         decoder: &mut DotDecoder,
         out: &mut Vec<u8>,
+        limit: usize,
     ) -> Result<Option<Overflow>, Pop3Error> {
         loop {
             if self.start < self.end {
+                reserve_within(out, self.end - self.start, limit);
                 let fed = decoder.feed(&self.buf[self.start..self.end], out);
                 self.start += fed.consumed;
                 if fed.done {
@@ -184,6 +229,17 @@ impl Connection {
     }
 }
 
+/// Makes room in `out` for `more` bytes, doubling as a `Vec` does but not past `limit` (a
+/// message that would go past it is dropped, so the room would be wasted).
+pub(super) fn reserve_within(out: &mut Vec<u8>, more: usize, limit: usize) {
+    if out.capacity() - out.len() >= more {
+        return;
+    }
+    let doubled = out.capacity().saturating_mul(2).min(limit);
+    let target = doubled.max(out.len() + more);
+    out.reserve_exact(target - out.len());
+}
+
 /// An authenticated POP3 session (TRANSACTION state). Dropping it without [`quit`] closes
 /// the connection without committing any DELE.
 ///
@@ -192,8 +248,12 @@ pub struct Pop3Client {
     conn: Connection,
     capabilities: Option<Capabilities>,
     encrypted: bool,
-    /// Sizes from the last LIST, used to size the buffer for RETR.
+    /// Sizes from the last LIST: the buffer for RETR, its deadline, the size cap.
     sizes: HashMap<u32, u64>,
+    /// The largest message RETR keeps (`max_message_size`).
+    message_max: u64,
+    /// The account's timeout, for RETR deadlines.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Pop3Client {
@@ -322,6 +382,8 @@ impl Pop3Client {
             capabilities,
             encrypted,
             sizes: HashMap::new(),
+            message_max: MESSAGE_MAX as u64,
+            timeout: account.timeout,
         };
         client.login(account).await?;
         Ok(client)
@@ -431,6 +493,27 @@ impl Pop3Client {
         Ok(listing)
     }
 
+    /// UIDL then LIST, joined by message number, in UIDL's order: what a pass needs to skip
+    /// what is done and to leave upstream what is larger than `max_message_size`.
+    pub async fn listing(&mut self) -> Result<Vec<Listed>, Pop3Error> {
+        let uids = self.uidl().await?;
+        self.list().await?;
+        Ok(uids
+            .into_iter()
+            .map(|(number, uid)| Listed {
+                number,
+                uid,
+                size: self.sizes.get(&number).copied(),
+            })
+            .collect())
+    }
+
+    /// Sets the largest message [`retr`](Pop3Client::retr) downloads (`max_message_size`,
+    /// in bytes; [`MESSAGE_MAX`] until set).
+    pub fn set_max_message_size(&mut self, limit: u64) {
+        self.message_max = limit;
+    }
+
     /// STAT: (number of messages, total size in octets).
     pub async fn stat(&mut self) -> Result<(u32, u64), Pop3Error> {
         let text = self.simple("STAT".to_owned()).await?;
@@ -443,15 +526,56 @@ impl Pop3Client {
         parsed.ok_or_else(|| Pop3Error::Protocol(format!("malformed STAT reply {text:?}")))
     }
 
-    /// The message as sent by the server, dot-unstuffed, terminator removed, CRLF kept.
-    /// Lines longer than [`protocol::DATA_LINE_MAX`] or a message larger than
-    /// [`MESSAGE_MAX`] give [`Pop3Error::ResponseTooLong`] (the session stays usable).
+    /// The message as sent by the server, dot-unstuffed, terminator removed, CRLF kept,
+    /// within [`fetch_deadline`] of its LIST size (the size cap when LIST did not name it).
+    /// See [`retr_within`](Pop3Client::retr_within).
     pub async fn retr(&mut self, msg: u32) -> Result<Vec<u8>, Pop3Error> {
-        let reserve = self.sizes.get(&msg).copied().unwrap_or(0).min(RESERVE_MAX);
+        let size = self.sizes.get(&msg).copied().unwrap_or(self.message_max);
+        let deadline = tokio::time::Instant::now() + fetch_deadline(self.timeout, size);
+        self.retr_within(msg, deadline).await
+    }
+
+    /// RETR that must be done by `deadline` however slowly the bytes come: past it,
+    /// [`Pop3Error::Deadline`] and the session is lost.
+    ///
+    /// A message that the last LIST announced larger than the size cap
+    /// ([`set_max_message_size`](Pop3Client::set_max_message_size)) is not asked for; one that
+    /// turns out larger is read to its end without being kept. Both give
+    /// [`Pop3Error::MessageTooLarge`], and the session stays usable. Lines longer than
+    /// [`protocol::DATA_LINE_MAX`] give [`Pop3Error::ResponseTooLong`] (usable too).
+    pub async fn retr_within(
+        &mut self,
+        msg: u32,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<u8>, Pop3Error> {
+        let announced = self.sizes.get(&msg).copied();
+        let too_large = Pop3Error::MessageTooLarge {
+            msg,
+            limit: self.message_max,
+            announced,
+        };
+        if announced.is_some_and(|size| size > self.message_max) {
+            return Err(too_large);
+        }
+        let limit = usize::try_from(self.message_max).unwrap_or(usize::MAX);
         // LIST counts CRLF line ends; the decoded message has the same size, give or take.
+        let reserve = announced
+            .map_or(0, |size| size.min(RESERVE_MAX))
+            .min(self.message_max);
         let reserve = usize::try_from(reserve).unwrap_or(0);
-        self.multi(&format!("RETR {msg}"), DATA_LINE_MAX, MESSAGE_MAX, reserve)
-            .await
+        let command = format!("RETR {msg}");
+        let now = tokio::time::Instant::now();
+        let given = deadline.saturating_duration_since(now);
+        self.conn.deadline = Some((command.clone(), given, deadline));
+        let result = self.multi(&command, DATA_LINE_MAX, limit, reserve).await;
+        self.conn.deadline = None;
+        match result {
+            Err(Pop3Error::ResponseTooLong {
+                overflow: Overflow::Total(_),
+                ..
+            }) => Err(too_large),
+            other => other,
+        }
     }
 
     /// DELE: marks the message deleted; the server removes it only at [`quit`].
@@ -512,7 +636,11 @@ impl Pop3Client {
         }
         let mut body = Vec::with_capacity(reserve);
         let mut decoder = DotDecoder::new(line_max, total_max);
-        match self.conn.read_body(&mut decoder, &mut body).await? {
+        match self
+            .conn
+            .read_body(&mut decoder, &mut body, total_max)
+            .await?
+        {
             None => Ok(body),
             Some(overflow) => Err(Pop3Error::ResponseTooLong {
                 command: command.to_owned(),
@@ -531,7 +659,7 @@ async fn capa(conn: &mut Connection) -> Result<Option<Capabilities>, Pop3Error> 
     }
     let mut body = Vec::new();
     let mut decoder = DotDecoder::new(DATA_LINE_MAX, LISTING_MAX);
-    if let Some(overflow) = conn.read_body(&mut decoder, &mut body).await? {
+    if let Some(overflow) = conn.read_body(&mut decoder, &mut body, LISTING_MAX).await? {
         return Err(Pop3Error::ResponseTooLong {
             command: "CAPA".to_owned(),
             overflow,

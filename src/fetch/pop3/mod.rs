@@ -8,7 +8,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use client::{LISTING_MAX, MESSAGE_MAX, Pop3Client};
+pub use client::{FETCH_RATE_FLOOR, LISTING_MAX, Listed, MESSAGE_MAX, Pop3Client, fetch_deadline};
 pub use protocol::{Capabilities, Overflow};
 
 use super::tls::TlsError;
@@ -31,6 +31,27 @@ pub enum Pop3Error {
     /// The server did not answer (or accept data) in time.
     #[error("no answer from the server within {0:?}")]
     Timeout(Duration),
+    /// A command (RETR) did not finish by its overall deadline, however the bytes trickled
+    /// in; the session is given up.
+    #[error("{command} did not finish within its deadline of {limit:?}")]
+    Deadline {
+        /// The command (`RETR 3`).
+        command: String,
+        /// The time it was given in all.
+        limit: Duration,
+    },
+    /// The message is larger than `max_message_size`: not downloaded (when LIST announced
+    /// it so, RETR was not even sent), nothing of it kept. The session is still usable.
+    #[error("message {msg} is larger than max_message_size ({limit} bytes){}",
+        announced.map(|n| format!("; LIST says {n} bytes")).unwrap_or_default())]
+    MessageTooLarge {
+        /// The message number.
+        msg: u32,
+        /// `max_message_size`, in bytes.
+        limit: u64,
+        /// The size LIST announced, if it did.
+        announced: Option<u64>,
+    },
     /// The server closed the connection, possibly in the middle of a response.
     #[error("the server closed the connection")]
     ConnectionClosed,
@@ -97,12 +118,14 @@ impl Pop3Error {
             Pop3Error::Connect { .. }
             | Pop3Error::Io(_)
             | Pop3Error::Timeout(_)
+            | Pop3Error::Deadline { .. }
             | Pop3Error::ConnectionClosed
             | Pop3Error::Tls(_)
             | Pop3Error::Protocol(_)
             | Pop3Error::LineTooLong { .. } => true,
             Pop3Error::ServerError { .. }
             | Pop3Error::ResponseTooLong { .. }
+            | Pop3Error::MessageTooLarge { .. }
             | Pop3Error::AuthFailed { .. }
             | Pop3Error::StlsNotOffered
             | Pop3Error::PlaintextRefused

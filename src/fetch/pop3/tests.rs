@@ -28,6 +28,9 @@ enum Step {
     Close,
     /// Stop answering, keep the connection open until the client goes.
     Hang,
+    /// Write these bytes one at a time, this long apart (whatever the split); stop quietly
+    /// when the client has gone.
+    Trickle(Vec<u8>, Duration),
 }
 
 fn send(s: &str) -> Step {
@@ -119,6 +122,18 @@ async fn serve(
             }
             Step::Close => return Ok(()),
             Step::Hang => break,
+            Step::Trickle(bytes, every) => {
+                for b in bytes {
+                    let write = async {
+                        io.get_mut().write_all(&[b]).await?;
+                        io.get_mut().flush().await
+                    };
+                    if write.await.is_err() {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            }
         }
     }
     // Record whatever else the client says until it hangs up.
@@ -826,4 +841,183 @@ fn client_and_connect_future_are_send() {
     fn is_send<T: Send>(_: &T) {}
     let acct = account("127.0.0.1:1".parse().unwrap(), TlsMode::None);
     is_send(&Pop3Client::connect(&acct));
+}
+
+// --- Overall deadlines and the size cap. ---
+
+/// A hang guard, not a speed check: what it wraps must finish, however slowly.
+async fn finishes<T>(what: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), what)
+        .await
+        .expect("did not finish: a RETR held without end")
+}
+
+#[tokio::test]
+async fn a_server_trickling_bytes_under_the_read_timeout_fails_at_the_deadline() {
+    let timeout = Duration::from_millis(400);
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([
+        Step::Expect("LIST"),
+        send("+OK\r\n1 100\r\n.\r\n"),
+        Step::Expect("RETR 1"),
+        send("+OK\r\n"),
+        // One byte every timeout/2: no read ever times out, and 100 bytes take 20 s.
+        Step::Trickle(vec![b'x'; 100], timeout / 2),
+    ]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut acct = account(fake.addr, TlsMode::None);
+    acct.timeout = timeout;
+    let mut client = Pop3Client::connect(&acct).await.unwrap();
+    client.list().await.unwrap();
+    let err = finishes(client.retr(1)).await.unwrap_err();
+    assert!(
+        matches!(&err, Pop3Error::Deadline { command, limit }
+            if command == "RETR 1" && *limit <= super::fetch_deadline(timeout, 100)),
+        "{err:?}"
+    );
+    assert!(err.connection_lost());
+    assert!(
+        err.to_string()
+            .contains("RETR 1 did not finish within its deadline")
+    );
+    // The session is given up: nothing more goes out.
+    let again = client.noop().await.unwrap_err();
+    assert!(again.connection_lost(), "{again:?}");
+}
+
+#[tokio::test]
+async fn retr_within_keeps_to_the_deadline_given() {
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([
+        Step::Expect("RETR 1"),
+        send("+OK\r\n"),
+        Step::Trickle(vec![b'x'; 100], Duration::from_millis(100)),
+    ]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    let err = finishes(client.retr_within(1, deadline)).await.unwrap_err();
+    assert!(matches!(err, Pop3Error::Deadline { .. }), "{err:?}");
+}
+
+#[test]
+fn the_fetch_deadline_grows_with_the_size() {
+    let t = Duration::from_secs(180);
+    assert_eq!(super::fetch_deadline(t, 0), t);
+    assert_eq!(
+        super::fetch_deadline(t, 50 * 1024 * 1024),
+        t + Duration::from_secs(3200)
+    );
+}
+
+#[tokio::test]
+async fn a_message_list_announces_larger_than_the_cap_is_not_retrieved() {
+    let mut script = login_steps("+OK\r\nUSER\r\nUIDL\r\n.\r\n");
+    script.extend([
+        Step::Expect("UIDL"),
+        send("+OK\r\n1 uid-big\r\n2 uid-small\r\n.\r\n"),
+        Step::Expect("LIST"),
+        send("+OK\r\n1 5000\r\n2 20\r\n.\r\n"),
+        Step::Expect("RETR 2"),
+        send("+OK\r\nSubject: s\r\n\r\nhi\r\n.\r\n"),
+        Step::Expect("QUIT"),
+        send("+OK\r\n"),
+        Step::Close,
+    ]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    client.set_max_message_size(4096);
+    let listing = client.listing().await.unwrap();
+    assert_eq!(
+        listing,
+        [
+            super::Listed {
+                number: 1,
+                uid: "uid-big".into(),
+                size: Some(5000)
+            },
+            super::Listed {
+                number: 2,
+                uid: "uid-small".into(),
+                size: Some(20)
+            },
+        ]
+    );
+    let err = client.retr(1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Pop3Error::MessageTooLarge {
+                msg: 1,
+                limit: 4096,
+                announced: Some(5000)
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.connection_lost());
+    assert_eq!(client.retr(2).await.unwrap(), b"Subject: s\r\n\r\nhi\r\n");
+    client.quit().await.unwrap();
+    // The fake expects no "RETR 1": it would have failed the script.
+    let received = fake.finish().await;
+    assert!(!received.iter().any(|c| c == "RETR 1"), "{received:?}");
+}
+
+#[tokio::test]
+async fn a_message_larger_than_list_said_is_dropped_at_the_cap_and_the_session_goes_on() {
+    let mut big = b"+OK\r\nSubject: big\r\n\r\n".to_vec();
+    for _ in 0..200 {
+        big.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
+    }
+    big.extend_from_slice(b".\r\n");
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([
+        Step::Expect("LIST"),
+        send("+OK\r\n1 10\r\n.\r\n"),
+        Step::Expect("RETR 1"),
+        Step::Send(big),
+        Step::Expect("NOOP"),
+        send("+OK\r\n"),
+        Step::Close,
+    ]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    client.set_max_message_size(2048);
+    client.list().await.unwrap();
+    let err = client.retr(1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Pop3Error::MessageTooLarge {
+                msg: 1,
+                limit: 2048,
+                announced: Some(10)
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.connection_lost());
+    client.noop().await.unwrap();
+    fake.finish().await;
+}
+
+#[test]
+fn the_buffer_does_not_grow_past_the_cap() {
+    let mut out = Vec::with_capacity(1000);
+    out.resize(1000, 0);
+    super::client::reserve_within(&mut out, 500, 1200);
+    assert!(
+        out.capacity() >= 1500 && out.capacity() < 2000,
+        "{}",
+        out.capacity()
+    );
+    let mut out = Vec::new();
+    super::client::reserve_within(&mut out, 10, 1 << 30);
+    assert!(out.capacity() >= 10);
 }
