@@ -20,8 +20,7 @@ use crate::fetch::tls;
 /// a larger one is read to its end, discarded, and reported as
 /// [`Pop3Error::MessageTooLarge`].
 pub const MESSAGE_MAX: usize = 256 * 1024 * 1024;
-/// The slowest transfer a RETR is allowed, in bytes per second, on top of the account's
-/// timeout: see [`fetch_deadline`].
+/// The slowest transfer a RETR is allowed, in bytes per second: see [`fetch_deadline`].
 pub const FETCH_RATE_FLOOR: u64 = 16 * 1024;
 /// Largest UIDL, LIST or CAPA response accepted (about three million messages).
 pub const LISTING_MAX: usize = 256 * 1024 * 1024;
@@ -30,11 +29,14 @@ const RESERVE_MAX: u64 = 64 * 1024 * 1024;
 /// Read buffer: holds a whole status line (the cap plus its CRLF).
 const BUF_SIZE: usize = STATUS_LINE_MAX + 1024;
 
-/// The time one message's RETR may take in all: the account's `timeout` plus its `size` (from
-/// LIST) at [`FETCH_RATE_FLOOR`]. Each read still has `timeout` on its own; this bounds a
-/// server that trickles bytes just fast enough to never hit it.
+/// The time one message's RETR may take in all: twice the account's `timeout` plus its
+/// `size` at [`FETCH_RATE_FLOOR`], where the size is the larger of what LIST announced and
+/// what has arrived so far. Each read still has `timeout` on its own (a silent server meets
+/// that first); this bounds a server that trickles bytes just fast enough to never hit it,
+/// while a big message on a slow but steady link (at least 16 KiB/s) is never cut, whatever
+/// LIST said.
 pub fn fetch_deadline(timeout: Duration, size: u64) -> Duration {
-    timeout + Duration::from_secs(size / FETCH_RATE_FLOOR)
+    timeout * 2 + Duration::from_secs(size / FETCH_RATE_FLOOR)
 }
 
 /// One message of the mailbox: UIDL and LIST joined.
@@ -52,6 +54,27 @@ pub struct Listed {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
+/// How long one command (RETR) may take in all: [`fetch_deadline`] of the larger of the
+/// size announced and the bytes received, and never past `until`.
+struct Deadline {
+    /// The command, for the error.
+    command: String,
+    started: tokio::time::Instant,
+    timeout: Duration,
+    announced: u64,
+    received: u64,
+    /// A limit of the caller's, from the start.
+    until: Option<Duration>,
+}
+
+impl Deadline {
+    /// The time allowed from the start, as it stands now.
+    fn limit(&self) -> Duration {
+        let paced = fetch_deadline(self.timeout, self.announced.max(self.received));
+        self.until.map_or(paced, |until| until.min(paced))
+    }
+}
+
 /// A byte stream with a read buffer, a timeout on every read and write, and a flag that is
 /// set once the session is out of step.
 struct Connection {
@@ -60,8 +83,8 @@ struct Connection {
     start: usize,
     end: usize,
     timeout: Duration,
-    /// The command being read, and when it must be done (RETR).
-    deadline: Option<(String, Duration, tokio::time::Instant)>,
+    /// When the command being read (RETR) must be done.
+    deadline: Option<Deadline>,
     lost: bool,
     account: String,
 }
@@ -130,7 +153,8 @@ impl Connection {
         // The read's own timeout, cut short by the command's deadline.
         let mut wait = self.timeout;
         let mut by_deadline = false;
-        if let Some((_, _, at)) = &self.deadline {
+        if let Some(deadline) = &self.deadline {
+            let at = deadline.started + deadline.limit();
             let left = at.saturating_duration_since(tokio::time::Instant::now());
             if left <= wait {
                 (wait, by_deadline) = (left, true);
@@ -141,6 +165,9 @@ impl Connection {
             Ok(Ok(0)) => Err(Pop3Error::ConnectionClosed),
             Ok(Ok(n)) => {
                 self.end += n;
+                if let Some(deadline) = &mut self.deadline {
+                    deadline.received = deadline.received.saturating_add(n as u64);
+                }
                 Ok(())
             }
             Ok(Err(e)) => Err(Pop3Error::Io(e)),
@@ -148,7 +175,7 @@ impl Connection {
                 let (command, limit) = self
                     .deadline
                     .as_ref()
-                    .map(|(c, l, _)| (c.clone(), *l))
+                    .map(|d| (d.command.clone(), d.limit()))
                     .unwrap_or_default();
                 Err(Pop3Error::Deadline { command, limit })
             }
@@ -527,26 +554,33 @@ impl Pop3Client {
     }
 
     /// The message as sent by the server, dot-unstuffed, terminator removed, CRLF kept,
-    /// within [`fetch_deadline`] of its LIST size (the size cap when LIST did not name it).
-    /// See [`retr_within`](Pop3Client::retr_within).
-    pub async fn retr(&mut self, msg: u32) -> Result<Vec<u8>, Pop3Error> {
-        let size = self.sizes.get(&msg).copied().unwrap_or(self.message_max);
-        let deadline = tokio::time::Instant::now() + fetch_deadline(self.timeout, size);
-        self.retr_within(msg, deadline).await
-    }
-
-    /// RETR that must be done by `deadline` however slowly the bytes come: past it,
-    /// [`Pop3Error::Deadline`] and the session is lost.
+    /// within [`fetch_deadline`] of the larger of its LIST size and the bytes received so
+    /// far: a server trickling bytes gives [`Pop3Error::Deadline`] and the session is lost.
     ///
     /// A message that the last LIST announced larger than the size cap
     /// ([`set_max_message_size`](Pop3Client::set_max_message_size)) is not asked for; one that
     /// turns out larger is read to its end without being kept. Both give
     /// [`Pop3Error::MessageTooLarge`], and the session stays usable. Lines longer than
     /// [`protocol::DATA_LINE_MAX`] give [`Pop3Error::ResponseTooLong`] (usable too).
+    pub async fn retr(&mut self, msg: u32) -> Result<Vec<u8>, Pop3Error> {
+        self.retr_until(msg, None).await
+    }
+
+    /// [`retr`](Pop3Client::retr), and done by `deadline` too (e.g. the pass's deadline):
+    /// past either, [`Pop3Error::Deadline`] and the session is lost.
     pub async fn retr_within(
         &mut self,
         msg: u32,
         deadline: tokio::time::Instant,
+    ) -> Result<Vec<u8>, Pop3Error> {
+        let until = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.retr_until(msg, Some(until)).await
+    }
+
+    async fn retr_until(
+        &mut self,
+        msg: u32,
+        until: Option<Duration>,
     ) -> Result<Vec<u8>, Pop3Error> {
         let announced = self.sizes.get(&msg).copied();
         let too_large = Pop3Error::MessageTooLarge {
@@ -564,9 +598,14 @@ impl Pop3Client {
             .min(self.message_max);
         let reserve = usize::try_from(reserve).unwrap_or(0);
         let command = format!("RETR {msg}");
-        let now = tokio::time::Instant::now();
-        let given = deadline.saturating_duration_since(now);
-        self.conn.deadline = Some((command.clone(), given, deadline));
+        self.conn.deadline = Some(Deadline {
+            command: command.clone(),
+            started: tokio::time::Instant::now(),
+            timeout: self.timeout,
+            announced: announced.unwrap_or(0),
+            received: 0,
+            until,
+        });
         let result = self.multi(&command, DATA_LINE_MAX, limit, reserve).await;
         self.conn.deadline = None;
         match result {

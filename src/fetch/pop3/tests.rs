@@ -28,6 +28,8 @@ enum Step {
     Close,
     /// Stop answering, keep the connection open until the client goes.
     Hang,
+    /// Wait this long.
+    Sleep(Duration),
     /// Write these bytes one at a time, this long apart (whatever the split); stop quietly
     /// when the client has gone.
     Trickle(Vec<u8>, Duration),
@@ -122,6 +124,7 @@ async fn serve(
             }
             Step::Close => return Ok(()),
             Step::Hang => break,
+            Step::Sleep(pause) => tokio::time::sleep(pause).await,
             Step::Trickle(bytes, every) => {
                 for b in bytes {
                     let write = async {
@@ -886,6 +889,51 @@ async fn a_server_trickling_bytes_under_the_read_timeout_fails_at_the_deadline()
 }
 
 #[tokio::test]
+async fn a_trickling_server_is_cut_without_a_list_size_too() {
+    let timeout = Duration::from_millis(400);
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([
+        Step::Expect("RETR 1"),
+        send("+OK\r\nSubject: x\r\n\r\n"),
+        Step::Trickle(vec![b'x'; 100], timeout / 2),
+    ]);
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut acct = account(fake.addr, TlsMode::None);
+    acct.timeout = timeout;
+    let mut client = Pop3Client::connect(&acct).await.unwrap();
+    let err = finishes(client.retr(1)).await.unwrap_err();
+    assert!(matches!(err, Pop3Error::Deadline { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_big_message_on_a_slow_steady_link_is_not_cut() {
+    // 120 KiB in 12 KiB pieces 300 ms apart (40 KiB/s), far longer than the 400 ms timeout:
+    // the deadline moves on with the bytes received, whatever LIST said.
+    let timeout = Duration::from_millis(400);
+    let line = [b"x".repeat(1022), b"\r\n".to_vec()].concat();
+    let piece = line.repeat(12);
+    let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
+    script.extend([
+        Step::Expect("LIST"),
+        send("+OK\r\n1 10\r\n.\r\n"),
+        Step::Expect("RETR 1"),
+        send("+OK\r\n"),
+    ]);
+    for _ in 0..10 {
+        script.push(Step::Send(piece.clone()));
+        script.push(Step::Sleep(Duration::from_millis(300)));
+    }
+    script.push(send(".\r\n"));
+    let fake = Fake::start(script, Split::Whole, None).await;
+    let mut acct = account(fake.addr, TlsMode::None);
+    acct.timeout = timeout;
+    let mut client = Pop3Client::connect(&acct).await.unwrap();
+    client.list().await.unwrap();
+    let raw = finishes(client.retr(1)).await.unwrap();
+    assert_eq!(raw.len(), piece.len() * 10);
+}
+
+#[tokio::test]
 async fn retr_within_keeps_to_the_deadline_given() {
     let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
     script.extend([
@@ -905,10 +953,10 @@ async fn retr_within_keeps_to_the_deadline_given() {
 #[test]
 fn the_fetch_deadline_grows_with_the_size() {
     let t = Duration::from_secs(180);
-    assert_eq!(super::fetch_deadline(t, 0), t);
+    assert_eq!(super::fetch_deadline(t, 0), 2 * t);
     assert_eq!(
         super::fetch_deadline(t, 50 * 1024 * 1024),
-        t + Duration::from_secs(3200)
+        2 * t + Duration::from_secs(3200)
     );
 }
 
