@@ -248,3 +248,53 @@ fn a_slow_upstream_does_not_hold_the_relay_from_another_account() {
         "the slow download ended: the test proves nothing"
     );
 }
+
+/// A measurement, not a check: `cargo test --test relay_deadlines peak_rss -- --ignored
+/// --nocapture` prints the peak RSS of `poll-once` relaying one 48 MB message
+/// (`MAILFERRY_MEASURE_BIN=PATH` measures another build, e.g. an older one).
+#[test]
+#[ignore = "a measurement: run by hand"]
+fn peak_rss_of_relaying_a_48_mb_message() {
+    const USER: &str = "catchall@example.com";
+    const PASS: &str = "pop-secret";
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = b"From: a@remote.test\nTo: big@example.com\nSubject: big\n\n".to_vec();
+    let line = [b"z".repeat(76), b"\n".to_vec()].concat();
+    // Under the default max_message_size also with CRLF line ends (as LIST counts them).
+    while big.len() < 48_000_000 {
+        big.extend_from_slice(&line);
+    }
+    dovecot.deliver(USER, &big);
+    let account = AccountYaml {
+        name: "big".into(),
+        port: dovecot.pop3_port(),
+        tls: "none".into(),
+        ca_file: Some(dovecot.ca_file()),
+        username: USER.into(),
+        password: Secret::Inline(PASS.into()),
+        extra_lines: vec!["timeout: 60s".into()],
+        ..AccountYaml::default()
+    };
+    let gateway = GatewayConfig::new(dir.path().join("state"), sink.port()).account(account);
+    let config = write(dir.path(), &gateway, 1);
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "peak RSS %M KiB"])
+        .arg(
+            std::env::var_os("MAILFERRY_MEASURE_BIN")
+                .filter(|p| !p.is_empty())
+                .unwrap_or(support::mailferry_bin().into()),
+        )
+        .args(["poll-once", "--config", &config])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    let peak = said
+        .lines()
+        .find(|l| l.starts_with("peak RSS"))
+        .unwrap_or("?");
+    println!("{peak} for a {} byte message", big.len());
+    assert!(out.status.success(), "{said}");
+    assert_eq!(sink.transactions().len(), 1);
+}
