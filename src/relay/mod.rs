@@ -2,7 +2,9 @@
 //! to every RCPT kept, so that each recipient has its own outcome.
 //!
 //! Built on lettre's connection-level API (`AsyncSmtpConnection`): lettre's `send` stops at
-//! the first refused RCPT, so MAIL, RCPT and DATA are issued one by one here.
+//! the first refused RCPT, so MAIL, RCPT and DATA are issued one by one here. [`Relay`] is a
+//! pool shared by every account (a session only for one transaction); [`prepare`] makes the
+//! message as it goes to DATA (trace header, line ends) in one copy.
 
 mod prepare;
 mod session;
