@@ -298,6 +298,8 @@ fn write_config(dir: &Path, dovecot: &Dovecot, smtp: &FakeSmtp) -> String {
     let path = GatewayConfig::new(dir.join("state"), smtp.port())
         .helo("gateway.corp.local")
         .relay_timeout("20s")
+        // Retried on the very next pass: these tests look at what each pass sends.
+        .relay_line("retry: {initial: 0s}")
         .postmaster(POSTMASTER)
         .account(AccountYaml {
             name: "test-account".into(),
@@ -569,7 +571,7 @@ fn connection_lost_before_the_data_reply_deletes_nothing() {
 }
 
 #[test]
-fn a_message_nobody_takes_stays_upstream_and_does_not_stop_the_next() {
+fn a_message_nobody_takes_is_quarantined_upstream_and_does_not_stop_the_next() {
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let smtp = FakeSmtp::start();
     let dir = tempfile::tempdir().unwrap();
@@ -583,8 +585,8 @@ fn a_message_nobody_takes_stays_upstream_and_does_not_stop_the_next() {
 
     assert_eq!(
         poll_once(&config),
-        Some(1),
-        "an unsettled message fails the pass"
+        Some(0),
+        "a message refused for good everywhere is settled in quarantine, not a failure"
     );
     let pass1 = smtp.take();
     let tried = pass1.rcpts_tried();
@@ -601,11 +603,22 @@ fn a_message_nobody_takes_stays_upstream_and_does_not_stop_the_next() {
         &[&refused],
         "the refused message must stay upstream, the delivered one go",
     );
+    let listed = support::run_mailferry(&["state", "list", "--config", &config]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.contains("account test-account") && listed.contains("5.1.1 no such user"),
+        "the quarantine list must show it with its reason: {listed}"
+    );
 
-    // Still refused next pass: still kept, and nothing delivered again.
-    assert_eq!(poll_once(&config), Some(1));
-    assert!(smtp.take().accepted.is_empty());
-    assert_upstream(&dovecot, &[&refused], "a message nobody took was deleted");
+    // Quarantined: not tried again, nothing delivered again, still upstream.
+    assert_eq!(poll_once(&config), Some(0));
+    let pass2 = smtp.take();
+    assert!(
+        !pass2.rcpts_tried().contains(&"x@example.com".to_owned()),
+        "a quarantined message was tried again"
+    );
+    assert!(pass2.accepted.is_empty());
+    assert_upstream(&dovecot, &[&refused], "a quarantined message was deleted");
 }
 
 #[test]

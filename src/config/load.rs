@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    AccountConfig, Config, ConfigError, ConfigErrors, DEFAULT_ENVELOPE_HEADERS, MetricsConfig,
-    Mode, Password, Protocol, RelayConfig, Retention, TlsMode,
+    AccountConfig, Config, ConfigError, ConfigErrors, DEFAULT_ENVELOPE_HEADERS, Initial,
+    MetricsConfig, Mode, Password, Protocol, RelayConfig, Retention, RetryPolicy, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -39,7 +39,9 @@ const RELAY_KEYS: &[&str] = &[
     "connections",
     "ca_file",
     "timeout",
+    "retry",
 ];
+const RETRY_KEYS: &[&str] = &["max_attempts", "initial", "max"];
 const ACCOUNT_KEYS: &[&str] = &[
     "name",
     "protocol",
@@ -58,6 +60,8 @@ const ACCOUNT_KEYS: &[&str] = &[
     "max_per_pass",
     "retention",
     "timeout",
+    "initial",
+    "expunge_every",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
@@ -74,6 +78,10 @@ enum ModeName {
     CatchAll,
     SingleUser,
 }
+const INITIAL: &[(&str, Initial)] = &[
+    ("deliver_all", Initial::DeliverAll),
+    ("skip_existing", Initial::SkipExisting),
+];
 const MODES: &[(&str, ModeName)] = &[
     ("catch-all", ModeName::CatchAll),
     ("single-user", ModeName::SingleUser),
@@ -82,6 +90,7 @@ const MODES: &[(&str, ModeName)] = &[
 const POLL_INTERVAL: (u64, u64) = (5, 86_400);
 const TIMEOUT: (u64, u64) = (1, 3_600);
 const CONNECTIONS: (u64, u64) = (1, 64);
+const RETRY_DELAY: (u64, u64) = (0, 86_400);
 
 /// Parses and validates configuration text; `file` names it in errors, and relative paths in it
 /// (`state_dir`, `ca_file`, `password_file`) are resolved against `file`'s directory.
@@ -498,6 +507,10 @@ impl Checker<'_> {
             None => Some(Duration::from_secs(60)),
             Some(n) => self.duration(n, "relay.timeout", TIMEOUT),
         };
+        let retry = match s.get("retry") {
+            None => Some(RetryPolicy::default()),
+            Some(n) => self.retry(n),
+        };
         Some(RelayConfig {
             host: host?,
             port: port?,
@@ -506,6 +519,38 @@ impl Checker<'_> {
             connections: connections?,
             ca_file: ca_file?,
             timeout: timeout?,
+            retry: retry?,
+        })
+    }
+
+    /// `relay.retry`: each key optional; `max` may not be below `initial`.
+    fn retry(&mut self, node: &Node) -> Option<RetryPolicy> {
+        let s = self.section(node, "relay.retry", RETRY_KEYS)?;
+        let default = RetryPolicy::default();
+        let max_attempts = match s.get("max_attempts") {
+            None => Some(default.max_attempts),
+            Some(n) => self
+                .integer(n, "relay.retry.max_attempts", 1, 1_000)
+                .and_then(|m| u32::try_from(m).ok()),
+        };
+        let initial = match s.get("initial") {
+            None => Some(default.initial),
+            Some(n) => self.duration(n, "relay.retry.initial", RETRY_DELAY),
+        };
+        let max = match s.get("max") {
+            None => Some(default.max.max(initial.unwrap_or_default())),
+            Some(n) => self.duration(n, "relay.retry.max", RETRY_DELAY),
+        };
+        if let (Some(i), Some(m), Some(n)) = (initial, max, s.get("max"))
+            && m < i
+        {
+            self.err(n, "relay.retry.max is shorter than relay.retry.initial");
+            return None;
+        }
+        Some(RetryPolicy {
+            max_attempts: max_attempts?,
+            initial: initial?,
+            max: max?,
         })
     }
 
@@ -695,6 +740,16 @@ impl Checker<'_> {
             None => Some(Duration::from_secs(180)),
             Some(n) => self.duration(n, &s.name("timeout"), TIMEOUT),
         };
+        let initial = match s.get("initial") {
+            None => Some(None),
+            Some(n) => self.choice(n, &s.name("initial"), INITIAL).map(Some),
+        };
+        let expunge_every = match s.get("expunge_every") {
+            None => Some(50),
+            Some(n) => self
+                .integer(n, &s.name("expunge_every"), 1, u64::from(u32::MAX))
+                .and_then(|m| u32::try_from(m).ok()),
+        };
         Some(AccountConfig {
             name: name?,
             protocol: protocol?,
@@ -710,6 +765,8 @@ impl Checker<'_> {
             max_per_pass: max_per_pass?,
             retention: retention?,
             timeout: timeout?,
+            initial: initial?,
+            expunge_every: expunge_every?,
         })
     }
 

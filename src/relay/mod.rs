@@ -13,6 +13,7 @@ use crate::address::Address;
 
 pub use session::Relay;
 pub use trace::received_header;
+pub use trace::rfc5322_date;
 
 /// The lettre error type for SMTP.
 type SmtpError = lettre::transport::smtp::Error;

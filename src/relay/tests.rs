@@ -19,6 +19,7 @@ fn config(port: u16, tls: TlsMode) -> RelayConfig {
         connections: 1,
         ca_file: None,
         timeout: Duration::from_secs(5),
+        retry: crate::config::RetryPolicy::default(),
     }
 }
 

@@ -527,6 +527,8 @@ fn rules_for_account_take_the_config_and_the_username() {
         max_per_pass: 200,
         retention: Retention::Delete,
         timeout: Duration::from_secs(180),
+        initial: None,
+        expunge_every: 50,
     };
     let config = Config {
         state_dir: "/tmp".into(),
@@ -539,6 +541,7 @@ fn rules_for_account_take_the_config_and_the_username() {
             connections: 1,
             ca_file: None,
             timeout: Duration::from_secs(30),
+            retry: crate::config::RetryPolicy::default(),
         },
         domains: rules().domains,
         postmaster: addr("postmaster@corp.local"),

@@ -185,6 +185,8 @@ fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         max_per_pass: 100,
         retention: Retention::Delete,
         timeout: Duration::from_secs(10),
+        initial: None,
+        expunge_every: 50,
     }
 }
 
