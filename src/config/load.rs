@@ -750,6 +750,18 @@ impl Checker<'_> {
                 .integer(n, &s.name("expunge_every"), 1, u64::from(u32::MAX))
                 .and_then(|m| u32::try_from(m).ok()),
         };
+        if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
+            (s.get("initial"), initial.flatten(), retention)
+        {
+            self.err(
+                n,
+                format!(
+                    "{}: skip_existing with retention: delete would delete the mail already upstream without delivering it; use deliver_all, or keep / <N>d",
+                    s.name("initial")
+                ),
+            );
+            return None;
+        }
         Some(AccountConfig {
             name: name?,
             protocol: protocol?,

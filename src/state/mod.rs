@@ -373,23 +373,18 @@ impl Store {
     ) -> Result<MessageState, StateError> {
         self.check_file()?;
         let (account, uidl) = (account.to_owned(), uidl.to_owned());
-        let result = self
-            .run(move |conn| {
-                let tx = conn.transaction()?;
-                insert_message(&tx, &account, &uidl, now)?;
-                tx.prepare_cached(
-                    "UPDATE messages SET attempts = attempts + 1 WHERE account = ?1 AND uidl = ?2",
-                )?
-                .execute(params![account, uidl])?;
-                let state = message_state(&tx, &account, &uidl)?;
-                tx.commit()?;
-                state.ok_or(StateError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
-            })
-            .await;
-        if let Err(e) = &result {
-            self.failed(e);
-        }
-        result
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            insert_message(&tx, &account, &uidl, now)?;
+            tx.prepare_cached(
+                "UPDATE messages SET attempts = attempts + 1 WHERE account = ?1 AND uidl = ?2",
+            )?
+            .execute(params![account, uidl])?;
+            let state = message_state(&tx, &account, &uidl)?;
+            tx.commit()?;
+            state.ok_or(StateError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        })
+        .await
     }
 
     /// After an attempt that failed for a reason that may pass: not before `retry_at`, and
@@ -404,27 +399,22 @@ impl Store {
         uncount: bool,
     ) -> Result<(), StateError> {
         let (account, uidl, why) = (account.to_owned(), uidl.to_owned(), why.to_owned());
-        let result = self
-            .run(move |conn| {
-                conn.prepare_cached(
-                    "UPDATE messages SET retry_at = ?3, last_error = ?4,
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "UPDATE messages SET retry_at = ?3, last_error = ?4,
                        attempts = MAX(attempts - ?5, 0)
                      WHERE account = ?1 AND uidl = ?2",
-                )?
-                .execute(params![
-                    account,
-                    uidl,
-                    retry_at.map(to_ms),
-                    why,
-                    i64::from(uncount)
-                ])?;
-                Ok(())
-            })
-            .await;
-        if let Err(e) = &result {
-            self.failed(e);
-        }
-        result
+            )?
+            .execute(params![
+                account,
+                uidl,
+                retry_at.map(to_ms),
+                why,
+                i64::from(uncount)
+            ])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records the outcomes of the recipients of one message (upserts) in one transaction,
@@ -456,9 +446,8 @@ impl Store {
                 Ok(())
             })
             .await;
-        if let Err(e) = &result {
+        if result.is_err() {
             lock(&self.health.unrecorded).push(kept);
-            self.failed(e);
         }
         result
     }
@@ -581,21 +570,27 @@ impl Store {
         .await
     }
 
-    /// Runs `f` on the connection on tokio's blocking pool.
+    /// Runs `f` on the connection on tokio's blocking pool; a failure marks the store
+    /// unwritable (see [`Store::ensure_writable`]).
     async fn run<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StateError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock unwound through rusqlite's Transaction, which
             // rolls back on drop: the connection itself is still consistent.
-            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut conn = lock(&conn);
             f(&mut conn)
         })
         .await
-        .map_err(|e| StateError::Task(e.to_string()))?
+        .map_err(|e| StateError::Task(e.to_string()))
+        .and_then(|r| r);
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result
     }
 }
 

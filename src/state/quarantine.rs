@@ -69,36 +69,31 @@ impl Store {
         now: SystemTime,
     ) -> Result<Quarantined, StateError> {
         let (account, uidl, reason) = (account.to_owned(), uidl.to_owned(), reason.to_owned());
-        let result = self
-            .run(move |conn| {
-                let tx = conn.transaction()?;
-                insert_message(&tx, &account, &uidl, now)?;
-                tx.prepare_cached(
-                    "INSERT INTO quarantine (account, uidl, since, reason) VALUES (?1, ?2, ?3, ?4)
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            insert_message(&tx, &account, &uidl, now)?;
+            tx.prepare_cached(
+                "INSERT INTO quarantine (account, uidl, since, reason) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (account, uidl) DO NOTHING",
-                )?
-                .execute(params![account, uidl, to_ms(now), reason])?;
-                let q = tx
-                    .prepare_cached(
-                        "SELECT id, reason, notified_at, forgotten_at FROM quarantine
+            )?
+            .execute(params![account, uidl, to_ms(now), reason])?;
+            let q = tx
+                .prepare_cached(
+                    "SELECT id, reason, notified_at, forgotten_at FROM quarantine
                          WHERE account = ?1 AND uidl = ?2",
-                    )?
-                    .query_row(params![account, uidl], |row| {
-                        Ok(Quarantined {
-                            id: row.get(0)?,
-                            reason: row.get(1)?,
-                            notified: row.get::<_, Option<i64>>(2)?.is_some(),
-                            forgotten: row.get::<_, Option<i64>>(3)?.is_some(),
-                        })
-                    })?;
-                tx.commit()?;
-                Ok(q)
-            })
-            .await;
-        if let Err(e) = &result {
-            self.failed(e);
-        }
-        result
+                )?
+                .query_row(params![account, uidl], |row| {
+                    Ok(Quarantined {
+                        id: row.get(0)?,
+                        reason: row.get(1)?,
+                        notified: row.get::<_, Option<i64>>(2)?.is_some(),
+                        forgotten: row.get::<_, Option<i64>>(3)?.is_some(),
+                    })
+                })?;
+            tx.commit()?;
+            Ok(q)
+        })
+        .await
     }
 
     /// The postmaster has been told about quarantine `id`.
