@@ -121,6 +121,16 @@ fn main() -> ExitCode {
 
     match cli.command {
         Command::CheckConfig { .. } => {
+            for a in &config.accounts {
+                if a.initial.is_none() && a.retention != mailferry::config::Retention::Delete {
+                    println!(
+                        "{}: account {}: retention {} without `initial`: if the state store has never seen this account and its mailbox holds mail, nothing is delivered until you choose `initial: deliver_all` or `initial: skip_existing`",
+                        config_path.display(),
+                        a.name,
+                        a.retention
+                    );
+                }
+            }
             println!(
                 "{}: ok ({} account(s), {} accepted domain(s))",
                 config_path.display(),

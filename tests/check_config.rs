@@ -112,3 +112,23 @@ accounts:
         "{err}"
     );
 }
+
+#[test]
+fn check_config_explains_the_initial_choice_of_a_kept_mailbox() {
+    let (code, out, _) = check(
+        "state_dir: /tmp/mailferry-check-initial
+relay: {host: mail.corp.local}
+domains: [example.com]
+postmaster: postmaster@corp.local
+accounts:
+  - {name: kept, protocol: pop3, host: pop.example.net, username: u, password: p, retention: keep}
+  - {name: chosen, protocol: pop3, host: pop.example.net, username: u, password: p, retention: 14d, initial: deliver_all}
+",
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("account kept: retention keep without `initial`"),
+        "{out}"
+    );
+    assert!(!out.contains("account chosen"), "{out}");
+}
