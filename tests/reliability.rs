@@ -457,3 +457,35 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+#[test]
+fn deletions_are_committed_every_expunge_every_messages() {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..7 {
+        dovecot.deliver(USER, &numbered(i));
+    }
+    let state = dir.path().join("state");
+    let cfg = config(
+        dir.path(),
+        &state,
+        &dovecot,
+        &sink,
+        None,
+        &["expunge_every: 3"],
+    );
+    assert!(poll_once(&cfg).status.success());
+    assert_eq!(dovecot.count(USER), 0);
+    assert_eq!(sink.transactions().len(), 7);
+    // Dovecot logs each POP3 logout with what it deleted: 3, 3, then 1.
+    let log = dovecot.log();
+    let deleted: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Logged out"))
+        .filter_map(|l| l.split("del=").nth(1))
+        .filter_map(|d| d.split('/').next())
+        .filter(|d| *d != "0")
+        .collect();
+    assert_eq!(deleted, ["3", "3", "1"], "{log}");
+}
