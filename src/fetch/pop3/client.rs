@@ -590,24 +590,6 @@ fn redact(text: &str, secrets: &[String]) -> String {
     text
 }
 
-#[cfg(test)]
-mod redact_tests {
-    use super::redact;
-
-    #[test]
-    fn a_secret_is_blanked_in_any_letter_case() {
-        let secrets = ["Sekret".to_owned()];
-        assert_eq!(
-            redact("bad password SEKRET or sekret or Sekret", &secrets),
-            "bad password *** or *** or ***"
-        );
-        assert_eq!(redact("ünïcode SEKRET", &secrets), "ünïcode ***");
-        // 'İ' lower-cases to three bytes: offsets shift, so the whole text goes.
-        assert_eq!(redact("İ SEKRET", &secrets), "***");
-        assert_eq!(redact("nothing here", &secrets), "nothing here");
-    }
-}
-
 /// Standard base64 with padding (RFC 4648), for AUTH PLAIN.
 fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -628,4 +610,22 @@ fn base64(input: &[u8]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn a_secret_is_blanked_in_any_letter_case() {
+        let secrets = ["Sekret".to_owned()];
+        assert_eq!(
+            redact("bad password SEKRET or sekret or Sekret", &secrets),
+            "bad password *** or *** or ***"
+        );
+        assert_eq!(redact("ünïcode SEKRET", &secrets), "ünïcode ***");
+        // 'İ' lower-cases to three bytes: offsets shift, so the whole text goes.
+        assert_eq!(redact("İ SEKRET", &secrets), "***");
+        assert_eq!(redact("nothing here", &secrets), "nothing here");
+    }
 }
