@@ -19,6 +19,9 @@ use super::{Outcome, RcptResult, RelayError, Reply, SmtpError};
 use crate::address::Address;
 use crate::config::{RelayConfig, TlsMode};
 
+/// RFC 5321's limit on a local part, in octets.
+const MAX_LOCAL_PART: usize = 64;
+
 /// Extra time allowed for the end of DATA per this many bytes of message (a slow link).
 const BYTES_PER_EXTRA_SECOND: usize = 64 * 1024;
 
@@ -83,8 +86,8 @@ impl Relay {
     /// ending in CRLF gets one before the final dot. If no RCPT was accepted, no DATA is sent
     /// (RSET) and every result is `Temporary` or `Permanent` from its RCPT reply. If the
     /// message is accepted, the recipients whose RCPT was accepted are `Delivered` with the
-    /// reply to the data. A recipient lettre cannot put on the wire is `Permanent` with a
-    /// synthetic 553 reply saying so, and is not sent.
+    /// reply to the data. A recipient that cannot go on the wire is `Permanent` with a
+    /// synthetic 553 reply saying so, and is not sent (see `to_lettre`).
     ///
     /// MAIL FROM or DATA refused, a timeout, or the connection failing is an `Err`: the
     /// session is dropped and opened again on the next call.
@@ -363,14 +366,23 @@ fn results(
 }
 
 /// Our validated address as lettre's; `Err` says why it cannot be sent.
+///
+/// [`Address`] already guarantees what makes an address safe on a command line (no CR, LF,
+/// NUL, `<`, `>`, controls, and no source route) and quotes a local part that is not a
+/// Dot-string, so it goes to lettre as it is: lettre's own parser refuses valid forms
+/// (a non-ASCII quoted local part), and an address that cannot be put on the wire must be
+/// refused here, for that recipient alone, never rewritten.
 fn to_lettre(address: &Address, smtputf8: bool) -> Result<lettre::Address, String> {
     if !smtputf8 && !address.as_str().is_ascii() {
         return Err("the address is not ASCII and the server does not offer SMTPUTF8".to_owned());
     }
-    address
-        .as_str()
-        .parse::<lettre::Address>()
-        .map_err(|e| format!("lettre refuses the address syntax ({e})"))
+    let local = address.smtp_local_part();
+    if local.len() > MAX_LOCAL_PART {
+        return Err(format!(
+            "the local part is longer than {MAX_LOCAL_PART} octets (RFC 5321 4.5.3.1.1)"
+        ));
+    }
+    Ok(lettre::Address::new_dangerous(local, address.domain()))
 }
 
 /// The message as lettre's `message()` must get it: lettre stuffs dots after CRLF and
@@ -444,6 +456,15 @@ mod unit {
         assert_eq!(&*data_body(b"a\n.\nb\r\n"), b"a\r\n.\r\nb");
         assert_eq!(&*data_body(b"\na\rb"), b"\r\na\r\nb");
         assert_eq!(&*data_body(b"a\r\r\n"), b"a\r\n");
+    }
+
+    #[test]
+    fn quoted_local_parts_go_on_the_wire_quoted() {
+        let a = Address::parse("\"john doe\"@example.com").unwrap();
+        let l = to_lettre(&a, false).unwrap();
+        assert_eq!(l.to_string(), "\"john doe\"@example.com");
+        let rcpt = Rcpt::new(l, vec![]).to_string();
+        assert_eq!(rcpt, "RCPT TO:<\"john doe\"@example.com>\r\n");
     }
 
     #[test]

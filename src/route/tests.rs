@@ -17,6 +17,7 @@ fn rules() -> Rules {
         postmaster: addr("postmaster@corp.local"),
         mode: Mode::CatchAll,
         own_address: Some(addr("catchall@example.com")),
+        source_routed: SourceRouted::Postmaster,
     }
 }
 
@@ -296,22 +297,18 @@ fn quoted_display_names_and_local_parts() {
         .map(|r| r.address.as_str())
         .collect();
     // A quoted local part that needs no quotes is the same mailbox; one that needs them
-    // (a space) cannot be sent as an unquoted Address and is skipped, not mangled.
+    // (a space) stays quoted, as it must go on the wire.
     assert_eq!(
         got,
         [
             "john@example.com",
             "jane@example.com",
+            "\"john doe\"@example.com",
             "mary.major@example.com"
         ]
     );
-    assert!(
-        e.skipped
-            .iter()
-            .any(|s| s.why == SkipReason::NeedsQuoting && s.address.contains("john doe")),
-        "{:?}",
-        e.skipped
-    );
+    assert_eq!(e.routing.recipients[2].address.local_part(), "john doe");
+    assert!(e.routing.refused.is_empty(), "{:?}", e.routing.refused);
 }
 
 #[test]
@@ -335,12 +332,30 @@ fn rfc2047_display_names_and_comments() {
 }
 
 #[test]
-fn obsolete_route_syntax_is_stripped() {
-    let m = msg(&["To: Dave <@relay.net,@other.net:dave@example.com>"]);
+fn obsolete_route_syntax_is_refused_not_stripped() {
+    // A route through (or to) an accepted domain is refused and reported: the internal
+    // server must never see a source route, and stripping it would guess.
+    let m = msg(&["To: Dave <@relay.net,@other.net:dave@example.com>, alice@example.com"]);
+    let e = explain(&m, &rules());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(got, ["alice@example.com", "postmaster@corp.local"]);
+    assert_eq!(
+        e.routing.refused[0].why,
+        Refusal::SourceRouted(AddressError::RouteSyntax)
+    );
+    // A route that names no accepted domain is just foreign.
+    let m = msg(&["To: <@a.net,@b.net:evil@x.net>, alice@example.com"]);
     assert_eq!(
         rcpts(&m, &rules()),
-        vec![pair("dave@example.com", hdr("To"))]
+        vec![pair("alice@example.com", hdr("To"))]
     );
+    let m = msg(&["To: <@example.com:evil@x.net>"]);
+    assert_eq!(route(&m, &rules()).refused.len(), 1);
 }
 
 #[test]
@@ -390,8 +405,18 @@ fn eight_bit_and_invalid_utf8_headers_do_not_stop_routing() {
         .iter()
         .map(|r| r.address.as_str())
         .collect();
-    assert_eq!(got, ["joerg@example.com", "alice@example.com"]);
-    assert!(e.skipped.iter().any(|s| s.why == SkipReason::Undecodable));
+    // The address with an invalid byte is in our domain: refused, the postmaster gets it.
+    assert_eq!(
+        got,
+        [
+            "joerg@example.com",
+            "alice@example.com",
+            "postmaster@corp.local"
+        ]
+    );
+    assert_eq!(e.routing.refused.len(), 1, "{:?}", e.routing.refused);
+    assert_eq!(e.routing.refused[0].why, Refusal::Undecodable);
+    assert_eq!(e.routing.refused[0].header, "To");
 }
 
 #[test]
@@ -403,7 +428,166 @@ fn malformed_header_lines_are_skipped() {
         "Cc: bob@example.com",
     ]);
     let got: Vec<_> = rcpts(&m, &rules()).into_iter().map(|(a, _)| a).collect();
-    assert_eq!(got, ["alice@example.com", "bob@example.com"]);
+    // The DEL inside an address in our domain cannot be sent: the postmaster is told.
+    assert_eq!(
+        got,
+        [
+            "alice@example.com",
+            "bob@example.com",
+            "postmaster@corp.local"
+        ]
+    );
+}
+
+#[test]
+fn source_routed_addresses_go_to_the_postmaster_with_the_reason() {
+    let m = msg(&[
+        "To: evil%x.com@example.com, alice@example.com",
+        "Cc: x.com!evil@example.com, \"evil@x.com\"@example.com",
+        "Bcc: <@a.com,@example.com:evil@x.com>",
+    ]);
+    let e = explain(&m, &rules());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(got, ["alice@example.com", "postmaster@corp.local"]);
+    let refused: Vec<_> = e
+        .routing
+        .refused
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "evil%x.com@example.com",
+            "x.com!evil@example.com",
+            "evil@x.com@example.com",
+            "@a.com,@example.com:evil@x.com"
+        ]
+    );
+    assert!(e.routing.refused.iter().all(|r| r.to_postmaster));
+    assert!(
+        e.routing
+            .refused
+            .iter()
+            .all(|r| r.why.label() == "source_routed")
+    );
+    // The postmaster's reason names the first refused address and why.
+    let reason = e.routing.recipients[1].reason.to_string();
+    assert!(reason.contains("evil%x.com@example.com"), "{reason}");
+    assert!(reason.contains("'%'"), "{reason}");
+    // The dry run lists each of them.
+    let skipped: Vec<_> = e
+        .skipped
+        .iter()
+        .filter(|s| matches!(s.why, SkipReason::Refused(_)))
+        .collect();
+    assert_eq!(skipped.len(), 4);
+}
+
+#[test]
+fn source_routed_alone_goes_to_the_postmaster_not_as_no_local_recipient() {
+    let m = msg(&["To: evil%x.com@example.com"]);
+    let r = rcpts(&m, &rules());
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, "postmaster@corp.local");
+    assert!(matches!(r[0].1, Reason::Refused(_)), "{:?}", r[0].1);
+}
+
+#[test]
+fn source_routed_reject_drops_and_reports() {
+    let rules = Rules {
+        source_routed: SourceRouted::Reject,
+        ..rules()
+    };
+    let m = msg(&["To: evil%x.com@example.com, alice@example.com"]);
+    let routing = route(&m, &rules);
+    assert_eq!(
+        rcpts(&m, &rules),
+        vec![pair("alice@example.com", hdr("To"))]
+    );
+    assert_eq!(routing.refused.len(), 1);
+    assert!(!routing.refused[0].to_postmaster);
+    // Nothing else: the postmaster as for any message without a local recipient.
+    let m = msg(&["To: x.com!evil@example.com"]);
+    assert_eq!(
+        rcpts(&m, &rules),
+        vec![pair("postmaster@corp.local", Reason::NoLocalRecipient)]
+    );
+    // Undecodable is not source-routed: the postmaster still gets it.
+    let m = b"To: b\xffd@example.com, alice@example.com\r\n\r\nbody\r\n";
+    let got: Vec<_> = rcpts(m, &rules).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(got, ["alice@example.com", "postmaster@corp.local"]);
+}
+
+#[test]
+fn source_routed_envelope_headers_are_refused_too() {
+    let m = msg(&[
+        "X-Original-To: evil%x.com@example.com",
+        "Delivered-To: \"evil@x.com\"@example.com",
+        RECEIVED,
+        "To: alice@example.com",
+    ]);
+    let e = explain(&m, &rules());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    // No usable envelope recipient: the message headers decide, and the postmaster is told.
+    assert_eq!(got, ["alice@example.com", "postmaster@corp.local"]);
+    let headers: Vec<_> = e
+        .routing
+        .refused
+        .iter()
+        .map(|r| r.header.as_str())
+        .collect();
+    assert_eq!(headers, ["X-Original-To", "Delivered-To"]);
+}
+
+#[test]
+fn foreign_source_routed_addresses_are_only_foreign() {
+    let m = msg(&["To: evil%x.com@remote.net, alice@example.com"]);
+    let routing = route(&m, &rules());
+    assert!(routing.refused.is_empty());
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![pair("alice@example.com", hdr("To"))]
+    );
+}
+
+#[test]
+fn a_huge_header_section_is_parsed_only_up_to_the_cap() {
+    // 40 MB of header lines, with a local address at the start and one past the cap.
+    let line = "X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut m = b"To: alice@example.com\r\n".to_vec();
+    while m.len() < 40 << 20 {
+        m.extend_from_slice(line.as_bytes());
+    }
+    m.extend_from_slice(b"Cc: bob@example.com\r\n\r\nbody\r\n");
+    let e = explain(&m, &rules());
+    assert!(e.header_truncated);
+    assert!(e.header_bytes <= HEADER_CAP, "{}", e.header_bytes);
+    assert!(e.header_bytes > HEADER_CAP - line.len());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(got, ["alice@example.com"]);
+
+    // The body is never parsed as headers.
+    let m = b"To: alice@example.com\r\n\r\nTo: bob@example.com\r\n";
+    let e = explain(m, &rules());
+    assert!(!e.header_truncated);
+    assert_eq!(e.header_bytes, "To: alice@example.com\r\n".len());
+    assert_eq!(e.routing.recipients.len(), 1);
 }
 
 #[test]
@@ -543,6 +727,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         domains: rules().domains,
         postmaster: addr("postmaster@corp.local"),
         envelope_headers: vec!["Delivered-To".into()],
+        source_routed: SourceRouted::Reject,
         accounts: vec![account("Catchall@Example.com")],
     };
     let r = Rules::for_account(&config, &config.accounts[0]);
@@ -550,6 +735,7 @@ fn rules_for_account_take_the_config_and_the_username() {
     assert_eq!(r.envelope_headers, ["Delivered-To"]);
     assert_eq!(r.postmaster, config.postmaster);
     assert_eq!(r.mode, Mode::CatchAll);
+    assert_eq!(r.source_routed, SourceRouted::Reject);
     assert!(r.accepts(&addr("x@a.example.org")));
     let r = Rules::for_account(&config, &account("example.com-main"));
     assert_eq!(r.own_address, None);
@@ -559,9 +745,33 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    /// Whether an address could make the internal server relay onward: `%`, `!` or `@` in
+    /// the local part, route syntax, or anything that could bend the SMTP line.
+    pub(super) fn routes_onward(a: &Address) -> bool {
+        let wire = a.as_str();
+        a.local_part().contains(['%', '!', '@'])
+            || wire.starts_with('@')
+            || wire.contains(|c: char| c.is_control() || c == '<' || c == '>')
+            || wire.matches('@').count() != 1
+    }
+
     fn address() -> impl Strategy<Value = String> {
         let local = prop::sample::select(vec![
-            "alice", "Bob", "catchall", "c.d", "o'x", "a b", "\"q\"", "",
+            "alice",
+            "Bob",
+            "catchall",
+            "c.d",
+            "o'x",
+            "a b",
+            "\"q\"",
+            "",
+            "evil%x.com",
+            "x.com!evil",
+            "\"evil@x.com\"",
+            "\"john doe\"",
+            "@example.com:evil",
+            "@a.com,@b.com:evil",
+            "a\u{7f}b",
         ]);
         let domain = prop::sample::select(vec![
             "example.com",
@@ -620,9 +830,13 @@ mod properties {
             let mut keys = HashSet::new();
             for rcpt in &routing.recipients {
                 prop_assert!(keys.insert(rcpt.address.dedup_key()), "duplicate {:?}", rcpt);
+                prop_assert!(!routes_onward(&rcpt.address), "{:?}", rcpt);
                 if rcpt.reason == Reason::NoLocalRecipient {
                     prop_assert_eq!(&rcpt.address, &r.postmaster);
                     prop_assert_eq!(routing.recipients.len(), 1);
+                } else if matches!(rcpt.reason, Reason::Refused(_)) {
+                    prop_assert_eq!(&rcpt.address, &r.postmaster);
+                    prop_assert!(!routing.refused.is_empty());
                 } else {
                     prop_assert!(r.accepts(&rcpt.address), "{:?}", rcpt);
                     if matches!(rcpt.reason, Reason::EnvelopeHeader(_)) {
@@ -640,7 +854,12 @@ mod properties {
                 .iter()
                 .filter(|r| matches!(r.reason, Reason::EnvelopeHeader(_)))
                 .count();
-            prop_assert!(envelope == 0 || envelope == routing.recipients.len());
+            let refused = routing
+                .recipients
+                .iter()
+                .filter(|r| matches!(r.reason, Reason::Refused(_)))
+                .count();
+            prop_assert!(envelope == 0 || envelope + refused == routing.recipients.len());
         }
 
         #[test]
