@@ -376,3 +376,118 @@ mod tests {
         assert!(!e.matches("sub.example.org"));
     }
 }
+
+/// The address-parser fuzz (the toolchain has no cargo-fuzz): a long proptest over
+/// [`Address::parse`] and [`Address::new`] on text built from the characters that matter.
+/// `MAILFERRY_FUZZ_CASES=1000000` makes a longer run.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The number of cases: `MAILFERRY_FUZZ_CASES`, else `default`.
+    pub(crate) fn cases(default: u32) -> u32 {
+        std::env::var("MAILFERRY_FUZZ_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// Whether `a` is safe on an SMTP command line and never source-routed.
+    pub(crate) fn safe_on_the_wire(a: &Address) -> Result<(), String> {
+        let wire = a.as_str();
+        if wire
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '<' | '>'))
+        {
+            return Err(format!("control or angle bracket in {wire:?}"));
+        }
+        if a.local_part().contains(['%', '!', '@', '"', '\\']) {
+            return Err(format!("routing or quoting character in {wire:?}"));
+        }
+        if wire.starts_with('@') || wire.matches('@').count() != 1 {
+            return Err(format!("route syntax or extra @ in {wire:?}"));
+        }
+        let quoted = wire.starts_with('"');
+        if !quoted && !is_dot_string(a.local_part()) {
+            return Err(format!(
+                "unquoted local part that is not a Dot-string: {wire:?}"
+            ));
+        }
+        if quoted && wire[1..].find('"').map(|i| i + 2) != wire.rfind('@') {
+            return Err(format!("quotes do not enclose the local part: {wire:?}"));
+        }
+        // What goes on the wire reads back as the same address.
+        match Address::parse(wire) {
+            Ok(b) if &b == a => Ok(()),
+            other => Err(format!("{wire:?} reads back as {other:?}")),
+        }
+    }
+
+    fn tricky() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "a",
+            "B",
+            "7",
+            ".",
+            "..",
+            "@",
+            "%",
+            "!",
+            "\"",
+            "\\",
+            " ",
+            "\t",
+            "\r",
+            "\n",
+            "\0",
+            "<",
+            ">",
+            ",",
+            ":",
+            ";",
+            "(",
+            ")",
+            "[",
+            "]",
+            "é",
+            "\u{FFFD}",
+            "\u{7f}",
+            "\u{85}",
+            "\u{a0}",
+            "example.com",
+            "x.com",
+            "@a.com,@b.com:",
+            "xn--",
+            "-",
+            "ß",
+            "日本",
+        ]);
+        prop::collection::vec(piece, 0..24).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(4000)))]
+
+        #[test]
+        fn parse_yields_only_safe_addresses(s in tricky()) {
+            if let Ok(a) = Address::parse(&s) {
+                prop_assert_eq!(safe_on_the_wire(&a), Ok(()));
+            }
+        }
+
+        #[test]
+        fn new_yields_only_safe_addresses(local in tricky(), domain in tricky()) {
+            if let Ok(a) = Address::new(&local, &domain) {
+                prop_assert_eq!(safe_on_the_wire(&a), Ok(()));
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_on_any_text(s in any::<String>()) {
+            if let Ok(a) = Address::parse(&s) {
+                prop_assert_eq!(safe_on_the_wire(&a), Ok(()));
+            }
+        }
+    }
+}

@@ -591,6 +591,17 @@ fn a_huge_header_section_is_parsed_only_up_to_the_cap() {
 }
 
 #[test]
+fn source_routed_return_path_is_not_used() {
+    // Found by the fuzz with `%` allowed: a From: that routes onward is no MAIL FROM.
+    let m = b"From: %@a.com,@b.com:\r\n\r\nbody\r\n";
+    assert_eq!(route(m, &rules()).return_path, None);
+    for from in ["evil%x.com@example.com", "x.com!evil@example.com"] {
+        let m = msg(&[&format!("Return-Path: <{from}>"), &format!("From: {from}")]);
+        assert_eq!(route(&m, &rules()).return_path, None, "{from}");
+    }
+}
+
+#[test]
 fn no_local_recipient_goes_to_the_postmaster() {
     let m = msg(&["To: someone@remote.net", "Cc: undisclosed-recipients:;"]);
     assert_eq!(
@@ -874,6 +885,122 @@ mod properties {
         ) {
             let routing = route(m.as_bytes(), &rules());
             prop_assert!(!routing.recipients.is_empty());
+        }
+    }
+}
+
+/// The router half of the address-parser fuzz: arbitrary bytes and address-shaped noise in
+/// every header the router reads; whatever comes out is safe on an SMTP line, never
+/// source-routed, and in an accepted domain or the postmaster.
+mod fuzz {
+    use super::*;
+    use crate::address::fuzz::{cases, safe_on_the_wire};
+    use proptest::prelude::*;
+
+    fn check_all(m: &[u8], rules: &Rules) -> Result<(), TestCaseError> {
+        let e = explain(m, rules);
+        prop_assert!(!e.routing.recipients.is_empty());
+        for r in &e.routing.recipients {
+            prop_assert_eq!(safe_on_the_wire(&r.address), Ok(()));
+            prop_assert!(
+                r.address == rules.postmaster || rules.accepts(&r.address),
+                "{:?}",
+                r
+            );
+        }
+        if let Some(a) = &e.routing.return_path {
+            prop_assert_eq!(safe_on_the_wire(a), Ok(()));
+        }
+        for refused in &e.routing.refused {
+            prop_assert!(
+                !e.routing
+                    .recipients
+                    .iter()
+                    .any(|r| r.address.as_str() == refused.address.trim()),
+                "{:?}",
+                refused
+            );
+        }
+        Ok(())
+    }
+
+    fn noisy_address() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "alice",
+            "x",
+            ".",
+            "@",
+            "%",
+            "!",
+            "\"",
+            "\\",
+            " ",
+            "\t",
+            ",",
+            ":",
+            ";",
+            "<",
+            ">",
+            "(",
+            ")",
+            "[",
+            "]",
+            "=?utf-8?q?",
+            "?=",
+            "é",
+            "example.com",
+            "sub.example.org",
+            "x.com",
+            "corp.local",
+            "@a.com,@b.com:",
+            "\r\n ",
+            "\u{7f}",
+        ]);
+        prop::collection::vec(piece, 0..16).prop_map(|p| p.concat())
+    }
+
+    fn noisy_message() -> impl Strategy<Value = Vec<u8>> {
+        let name = prop::sample::select(vec![
+            "To",
+            "Cc",
+            "Bcc",
+            "Resent-To",
+            "Apparently-To",
+            "X-Original-To",
+            "Delivered-To",
+            "Envelope-To",
+            "X-Envelope-To",
+            "Received",
+            "Return-Path",
+            "From",
+            "Sender",
+        ]);
+        let line = (name, prop::collection::vec(noisy_address(), 0..4))
+            .prop_map(|(n, a)| format!("{n}: {}", a.join(", ")));
+        let raw = prop::collection::vec(any::<u8>(), 0..32);
+        (prop::collection::vec(line, 0..10), raw).prop_map(|(lines, raw)| {
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let mut m = msg(&refs);
+            // Some arbitrary bytes inside the header section too.
+            let at = m.len() / 2;
+            m.splice(at..at, raw);
+            m
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(3000)))]
+
+        #[test]
+        fn router_yields_only_safe_addresses(m in noisy_message()) {
+            check_all(&m, &rules())?;
+            let reject = Rules { source_routed: SourceRouted::Reject, ..rules() };
+            check_all(&m, &reject)?;
+        }
+
+        #[test]
+        fn router_on_arbitrary_bytes(m in prop::collection::vec(any::<u8>(), 0..2048)) {
+            check_all(&m, &rules())?;
         }
     }
 }
