@@ -111,6 +111,25 @@ pub struct Routing {
     pub refused: Vec<Refused>,
 }
 
+impl Routing {
+    /// Header lines for the postmaster's copy, one `X-Mailferry-Refused:` per refused address
+    /// sent to the postmaster, naming it, its header and the reason; empty when there is none.
+    /// Only for a copy that goes to the postmaster alone: the other recipients must not see
+    /// the addresses (a refused `Bcc:` among them).
+    pub fn refused_notice(&self) -> String {
+        self.refused
+            .iter()
+            .filter(|r| r.to_postmaster)
+            .map(|r| {
+                // Debug-quoting escapes every control character; the cap keeps it one line
+                // of reasonable length.
+                let text: String = r.to_string().chars().take(900).collect();
+                format!("X-Mailferry-Refused: {text}\r\n")
+            })
+            .collect()
+    }
+}
+
 /// An address in an accepted domain that cannot be sent as written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Refused {

@@ -490,6 +490,29 @@ fn source_routed_addresses_go_to_the_postmaster_with_the_reason() {
 }
 
 #[test]
+fn refused_notice_names_each_refused_address_on_one_line() {
+    let m = b"To: evil%x.com@example.com, alice@example.com\r\nCc: \"a\\\r\n b@x.com\"@example.com, x.com!evil@example.com\r\n\r\nbody\r\n";
+    let routing = route(m, &rules());
+    let notice = routing.refused_notice();
+    let lines: Vec<&str> = notice.split_terminator("\r\n").collect();
+    assert_eq!(lines.len(), routing.refused.len(), "{notice:?}");
+    assert!(
+        lines[0]
+            .starts_with("X-Mailferry-Refused: \"evil%x.com@example.com\" in To: source-routed")
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains(['\r', '\n'])),
+        "{notice:?}"
+    );
+    let reject = Rules {
+        source_routed: SourceRouted::Reject,
+        ..rules()
+    };
+    let m = msg(&["To: evil%x.com@example.com, alice@example.com"]);
+    assert_eq!(route(&m, &reject).refused_notice(), "");
+}
+
+#[test]
 fn source_routed_alone_goes_to_the_postmaster_not_as_no_local_recipient() {
     let m = msg(&["To: evil%x.com@example.com"]);
     let r = rcpts(&m, &rules());
