@@ -138,12 +138,10 @@ accounts:
         "{err}"
     );
     // A postmaster that would itself route onward is no usable address either.
-    let text = text
-        .replace("source_routed: relay\n", "")
-        .replace(
-            "postmaster: postmaster@corp.local",
-            "postmaster: pm%x.com@corp.local",
-        );
+    let text = text.replace("source_routed: relay\n", "").replace(
+        "postmaster: postmaster@corp.local",
+        "postmaster: pm%x.com@corp.local",
+    );
     let (code, _out, err) = check(&text);
     assert_eq!(code, Some(2), "{err}");
     assert!(

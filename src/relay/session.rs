@@ -342,24 +342,31 @@ fn timeout_error(during: &'static str, limit: Duration) -> RelayError {
     }
 }
 
+/// One result per recipient, in order, by position in `outcomes` (`None`: RCPT accepted).
+/// A recipient without an outcome (never the case) is `Temporary`, never `Delivered`: no
+/// recipient may be settled without a reply that says so.
 fn results(
     recipients: &[Address],
     outcomes: Vec<Option<Outcome>>,
     data_reply: Option<Reply>,
 ) -> Vec<RcptResult> {
+    let temporary = |text: &str| {
+        Outcome::Temporary(Reply {
+            code: 451,
+            text: text.to_owned(),
+        })
+    };
     recipients
         .iter()
-        .zip(outcomes)
-        .map(|(recipient, outcome)| RcptResult {
+        .enumerate()
+        .map(|(i, recipient)| RcptResult {
             recipient: recipient.clone(),
-            outcome: match (outcome, &data_reply) {
-                (Some(outcome), _) => outcome,
-                (None, Some(reply)) => Outcome::Delivered(reply.clone()),
+            outcome: match (outcomes.get(i), &data_reply) {
+                (Some(Some(outcome)), _) => outcome.clone(),
+                (Some(None), Some(reply)) => Outcome::Delivered(reply.clone()),
                 // Accepted but no data sent: not reached (DATA follows any accepted RCPT).
-                (None, None) => Outcome::Temporary(Reply {
-                    code: 451,
-                    text: "4.3.0 mailferry sent no data".to_owned(),
-                }),
+                (Some(None), None) => temporary("4.3.0 mailferry sent no data"),
+                (None, _) => temporary("4.3.0 mailferry has no reply for this recipient"),
             },
         })
         .collect()
@@ -456,6 +463,29 @@ mod unit {
         assert_eq!(&*data_body(b"a\n.\nb\r\n"), b"a\r\n.\r\nb");
         assert_eq!(&*data_body(b"\na\rb"), b"\r\na\r\nb");
         assert_eq!(&*data_body(b"a\r\r\n"), b"a\r\n");
+    }
+
+    #[test]
+    fn results_are_one_per_recipient_and_a_missing_reply_is_never_delivered() {
+        let rcpts: Vec<Address> = ["a@x.com", "b@x.com", "c@x.com"]
+            .iter()
+            .map(|s| Address::parse(s).unwrap())
+            .collect();
+        let refused = Outcome::Permanent(Reply {
+            code: 550,
+            text: "no".into(),
+        });
+        let ok = Reply {
+            code: 250,
+            text: "ok".into(),
+        };
+        let got = results(&rcpts, vec![None, Some(refused.clone())], Some(ok.clone()));
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].recipient, rcpts[0]);
+        assert_eq!(got[0].outcome, Outcome::Delivered(ok));
+        assert_eq!(got[1].outcome, refused);
+        assert_eq!(got[2].recipient, rcpts[2]);
+        assert!(matches!(&got[2].outcome, Outcome::Temporary(r) if r.code == 451));
     }
 
     #[test]

@@ -65,15 +65,15 @@ pub(super) fn addresses(header: &Header<'_>, message: &[u8]) -> Vec<String> {
 }
 
 /// mail-parser reads `"mary.major"@example.com` as the name `mary.major` and the address
-/// `@example.com`. When the raw field really has that quoted string right before the `@`,
-/// the local part is put back (unquoted: [`check`] quotes it again where SMTP needs it);
-/// otherwise the address stays as it came and fails validation.
+/// `@example.com`. When the raw field has a closing quote right before that `@domain`, the
+/// local part is put back (unquoted: [`check`] quotes it again where SMTP needs it, and
+/// refuses what it cannot send, such as an escaped quote); otherwise (`Name <@example.com>`)
+/// the address stays as it came and fails validation.
 fn unquote_local_part(name: &str, address: &str, header: &Header<'_>, message: &[u8]) -> String {
     let raw = message
         .get(header.offset_start as usize..header.offset_end as usize)
         .unwrap_or_default();
-    let quoted = format!("\"{name}\"{address}");
-    if String::from_utf8_lossy(raw).contains(&quoted) {
+    if String::from_utf8_lossy(raw).contains(&format!("\"{address}")) {
         format!("{name}{address}")
     } else {
         address.to_string()

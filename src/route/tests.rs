@@ -312,6 +312,38 @@ fn quoted_display_names_and_local_parts() {
 }
 
 #[test]
+fn quoted_local_parts_in_every_form_are_kept_or_refused_never_lost() {
+    let m = msg(&[
+        r#"To: <"john doe"@example.com>, Mary <"mary major"@example.com>"#,
+        r#"Cc: "a\"b"@example.com, "evil@x.com"@example.com, bob@example.com"#,
+    ]);
+    let e = explain(&m, &rules());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "\"john doe\"@example.com",
+            "\"mary major\"@example.com",
+            "bob@example.com",
+            "postmaster@corp.local"
+        ]
+    );
+    // Neither the escaped quote nor the quoted '@' is lost silently.
+    let refused: Vec<_> = e
+        .routing
+        .refused
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(refused, ["a\"b@example.com", "evil@x.com@example.com"]);
+}
+
+#[test]
 fn rfc2047_display_names_and_comments() {
     let m = msg(&[
         "To: =?UTF-8?B?w4Rrw6Ugw5ZzdGVy?= <ake@example.com>, =?ISO-8859-1?Q?J=F6rg?= <joerg@example.com>",
