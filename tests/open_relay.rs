@@ -76,12 +76,13 @@ fn control_postfix_relays_source_routed_addresses_outside() {
     );
 }
 
-#[test]
-fn nothing_leaves_for_a_foreign_domain_and_the_postmaster_gets_the_refused() {
-    let postfix = Postfix::start(&["example.com"]);
-    let dovecot = Dovecot::start(&[(USER, PASS)]);
-    let dir = tempfile::tempdir().unwrap();
-    let mails = [
+/// The mailbox: source-routed addresses in every form, next to rightful recipients.
+fn mailbox() -> Vec<Vec<u8>> {
+    let mut invalid_utf8 = mail(6, &[("Cc", "erin@example.com")]);
+    // An address with a byte that is not UTF-8 (item 2): refused, never guessed at.
+    let to = b"To: b\xffd@example.com\n";
+    invalid_utf8.splice(0..0, to.iter().copied());
+    vec![
         mail(0, &[("To", "evil%x.com@example.com, alice@example.com")]),
         mail(1, &[("To", "x.com!evil@example.com")]),
         mail(2, &[("Cc", "\"evil@x.com\"@example.com, bob@example.com")]),
@@ -99,13 +100,25 @@ fn nothing_leaves_for_a_foreign_domain_and_the_postmaster_gets_the_refused() {
         ),
         // Item 2: a valid quoted local part is a proper recipient, quoted on the wire.
         mail(5, &[("To", "\"john doe\"@example.com, dave@example.com")]),
-    ];
-    dovecot.deliver_all(USER, &mails);
-    let config = GatewayConfig::new(dir.path().join("state"), postfix.port())
+        invalid_utf8,
+    ]
+}
+
+/// Delivers [`mailbox`] through mailferry (with `extra` top-level config lines) to a private
+/// Postfix; asserts that nothing left for the outside and the mailbox was emptied; returns
+/// `(recipient, subject)` of every copy the inside received, sorted, and mailferry's output.
+fn deliver_mailbox(extra: Option<&str>) -> (Vec<(String, String)>, String) {
+    let postfix = Postfix::start(&["example.com"]);
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let dir = tempfile::tempdir().unwrap();
+    dovecot.deliver_all(USER, &mailbox());
+    let mut config = GatewayConfig::new(dir.path().join("state"), postfix.port())
         .postmaster(POSTMASTER)
-        .account(account(&dovecot))
-        .write(dir.path());
-    let out = poll_once(&config.display().to_string());
+        .account(account(&dovecot));
+    if let Some(line) = extra {
+        config = config.extra_line(line);
+    }
+    let out = poll_once(&config.write(dir.path()).display().to_string());
     assert!(out.status.success(), "poll-once failed");
     assert!(
         postfix.wait_queue_empty(Duration::from_secs(30)),
@@ -113,7 +126,6 @@ fn nothing_leaves_for_a_foreign_domain_and_the_postmaster_gets_the_refused() {
         postfix.log()
     );
 
-    // Nothing went outside.
     let outside = postfix.outside.transactions();
     assert!(
         outside.is_empty(),
@@ -121,9 +133,8 @@ fn nothing_leaves_for_a_foreign_domain_and_the_postmaster_gets_the_refused() {
         outside.iter().map(|t| &t.rcpts).collect::<Vec<_>>(),
         postfix.log()
     );
+    assert_eq!(dovecot.count(USER), 0, "mailbox not emptied");
 
-    // Every rightful recipient once; the postmaster once for each message with a refused
-    // address; nobody else.
     let mut got: Vec<(String, String)> = postfix
         .inside
         .transactions()
@@ -134,32 +145,61 @@ fn nothing_leaves_for_a_foreign_domain_and_the_postmaster_gets_the_refused() {
         })
         .collect();
     got.sort();
-    let want = [
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (got, log)
+}
+
+fn pairs(want: &[(&str, &str)]) -> Vec<(String, String)> {
+    want.iter()
+        .map(|(r, s)| (r.to_string(), s.to_string()))
+        .collect()
+}
+
+#[test]
+fn nothing_leaves_for_a_foreign_domain_and_the_postmaster_gets_the_refused() {
+    let (got, log) = deliver_mailbox(None);
+    // Every rightful recipient once; the postmaster once for each message with a refused
+    // address; nobody else.
+    let want = pairs(&[
         ("\"john doe\"@example.com", "case 5"),
         ("alice@example.com", "case 0"),
         ("bob@example.com", "case 2"),
         ("carol@example.com", "case 4"),
         ("dave@example.com", "case 5"),
+        ("erin@example.com", "case 6"),
         (POSTMASTER, "case 0"),
         (POSTMASTER, "case 1"),
         (POSTMASTER, "case 2"),
         (POSTMASTER, "case 3"),
         (POSTMASTER, "case 4"),
-    ];
-    let want: Vec<(String, String)> = want
-        .iter()
-        .map(|(r, s)| (r.to_string(), s.to_string()))
-        .collect();
-    assert_eq!(got, want, "{}", postfix.log());
-
+        (POSTMASTER, "case 6"),
+    ]);
+    assert_eq!(got, want);
     // The reason is logged with the refused address.
-    let log =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     for refused in ["evil%x.com@example.com", "x.com!evil@example.com"] {
         assert!(
-            log.contains(refused) && log.contains("refused address"),
+            log.lines()
+                .any(|l| l.contains(refused) && l.contains("refused address")),
             "{refused} not named as refused in:\n{log}"
         );
     }
-    assert_eq!(dovecot.count(USER), 0, "mailbox not emptied");
+}
+
+#[test]
+fn with_source_routed_reject_the_refused_are_dropped_and_nothing_leaves() {
+    let (got, _log) = deliver_mailbox(Some("source_routed: reject"));
+    // The postmaster only where nobody else was left (1, 3) and for the undecodable (6).
+    let want = pairs(&[
+        ("\"john doe\"@example.com", "case 5"),
+        ("alice@example.com", "case 0"),
+        ("bob@example.com", "case 2"),
+        ("carol@example.com", "case 4"),
+        ("dave@example.com", "case 5"),
+        ("erin@example.com", "case 6"),
+        (POSTMASTER, "case 1"),
+        (POSTMASTER, "case 3"),
+        (POSTMASTER, "case 6"),
+    ]);
+    assert_eq!(got, want);
 }
