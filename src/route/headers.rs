@@ -44,8 +44,7 @@ pub(super) fn parser(envelope_headers: &[String]) -> MessageParser {
 
 /// Every address a parsed address field names, groups flattened; an obsolete route stays
 /// attached (`@hop:user@domain`), so that [`check`] refuses it. A field that did not parse as
-/// addresses yields nothing. `message` is the whole message
-/// the field's offsets point into.
+/// addresses yields nothing. `message` is the whole message the field's offsets point into.
 pub(super) fn addresses(header: &Header<'_>, message: &[u8]) -> Vec<String> {
     let HeaderValue::Address(list) = &header.value else {
         return Vec::new();
