@@ -217,6 +217,14 @@ fn explain_route(
     for s in &explanation.skipped {
         let _ = writeln!(out, "skipped {:?} in {}: {}", s.address, s.header, s.why);
     }
+    if explanation.header_truncated {
+        let _ = writeln!(
+            out,
+            "header section longer than {} bytes: only the first {} were read",
+            mailferry::route::HEADER_CAP,
+            explanation.header_bytes
+        );
+    }
     out
 }
 

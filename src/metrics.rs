@@ -92,6 +92,13 @@ pub fn recipient_outcome(account: &str, outcome: &'static str) {
         .increment(1);
 }
 
+/// An address in an accepted domain was not sent as written (`route::Routing::refused`);
+/// `reason` is `route::Refusal::label()`: `source_routed`, `undecodable` or `unsendable`.
+pub fn addresses_refused(account: &str, reason: &'static str) {
+    counter!("mailferry_addresses_refused_total", "account" => account.to_string(), "reason" => reason)
+        .increment(1);
+}
+
 /// A message could not be settled in this pass; `reason` is one of a fixed set
 /// (`relay`, `retrieve`, `temporary`, `refused`, `state`).
 pub fn message_failed(account: &str, reason: &'static str) {

@@ -132,3 +132,41 @@ accounts:
     );
     assert!(!out.contains("account chosen"), "{out}");
 }
+
+#[test]
+fn a_bad_source_routed_value_is_named_with_line_and_column() {
+    let text = r#"state_dir: /tmp/mailferry-check
+relay:
+  host: mail.corp.local
+domains: [example.com]
+postmaster: postmaster@corp.local
+source_routed: relay
+accounts:
+  - name: one
+    protocol: pop3
+    host: pop.provider.net
+    username: u
+    password: p
+"#;
+    let (code, _out, err) = check(text);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.lines().any(|l| l.contains("bad.yaml:6:16")
+            && l.contains(
+                "source_routed: `relay` is not allowed; allowed values: postmaster | reject"
+            )),
+        "{err}"
+    );
+    // A postmaster that would itself route onward is no usable address either.
+    let text = text.replace("source_routed: relay\n", "").replace(
+        "postmaster: postmaster@corp.local",
+        "postmaster: pm%x.com@corp.local",
+    );
+    let (code, _out, err) = check(&text);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("bad.yaml:5:") && l.contains("'%'")),
+        "{err}"
+    );
+}

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use super::{
     AccountConfig, Config, ConfigError, ConfigErrors, DEFAULT_ENVELOPE_HEADERS, Initial,
-    MetricsConfig, Mode, Password, Protocol, RelayConfig, Retention, RetryPolicy, TlsMode,
+    MetricsConfig, Mode, Password, Protocol, RelayConfig, Retention, RetryPolicy, SourceRouted,
+    TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -28,6 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "domains",
     "postmaster",
     "envelope_headers",
+    "source_routed",
     "accounts",
 ];
 const METRICS_KEYS: &[&str] = &["listen"];
@@ -70,6 +72,10 @@ const TLS_MODES: &[(&str, TlsMode)] = &[
     ("starttls", TlsMode::Starttls),
     ("starttls-if-available", TlsMode::StarttlsIfAvailable),
     ("tls", TlsMode::Tls),
+];
+const SOURCE_ROUTED: &[(&str, SourceRouted)] = &[
+    ("postmaster", SourceRouted::Postmaster),
+    ("reject", SourceRouted::Reject),
 ];
 const PROTOCOLS: &[(&str, Protocol)] = &[("pop3", Protocol::Pop3), ("imap", Protocol::Imap)];
 
@@ -445,6 +451,10 @@ impl Checker<'_> {
             None => Some(DEFAULT_ENVELOPE_HEADERS.map(String::from).to_vec()),
             Some(n) => self.envelope_headers(n),
         };
+        let source_routed = match top.get("source_routed") {
+            None => Some(SourceRouted::default()),
+            Some(n) => self.choice(n, "source_routed", SOURCE_ROUTED),
+        };
         let accounts = self
             .require(&top, "accounts")
             .and_then(|n| self.accounts(n));
@@ -455,6 +465,7 @@ impl Checker<'_> {
             domains: domains?,
             postmaster: postmaster?,
             envelope_headers: envelope_headers?,
+            source_routed: source_routed?,
             accounts: accounts?,
         })
     }

@@ -39,8 +39,23 @@ pub struct Config {
     pub postmaster: Address,
     /// Envelope headers read in catch-all mode, in order of preference.
     pub envelope_headers: Vec<String>,
+    /// What becomes of a recipient address in an accepted domain whose local part would make
+    /// the internal server relay it onward (`%`, `!`, a quoted `@`, a source route).
+    pub source_routed: SourceRouted,
     /// The mailboxes to collect from.
     pub accounts: Vec<AccountConfig>,
+}
+
+/// `source_routed:` — what becomes of an address such as `evil%x.com@example.com`, which a
+/// default Postfix or sendmail would relay to `evil@x.com`. Such an address is never sent
+/// as written, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceRouted {
+    /// The postmaster gets the copy, with the reason (the default).
+    #[default]
+    Postmaster,
+    /// The address is dropped and counted; the other recipients get the copy as usual.
+    Reject,
 }
 
 /// `metrics:`.

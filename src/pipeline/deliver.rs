@@ -49,6 +49,15 @@ pub async fn deliver(
 ) -> Result<Delivery, StateError> {
     let name = account.name.as_str();
     let routing = route::route(raw, rules);
+    for r in &routing.refused {
+        let then = if r.to_postmaster {
+            "the postmaster gets the copy"
+        } else {
+            "dropped (source_routed: reject)"
+        };
+        tracing::warn!(account = name, uid, "refused address {r}; {then}");
+        crate::metrics::addresses_refused(name, r.why.label());
+    }
     let mut delivery = Delivery {
         verdict: Verdict::Settled,
         delivered: 0,
@@ -78,7 +87,18 @@ pub async fn deliver(
         Ok(results) => results,
         Err(e) if e.is_permanent() => {
             relay_failed(name, uid, &e);
-            return refused_whole(config, account, relay, store, uid, raw, &pending, &e).await;
+            let return_path = routing.return_path.as_ref();
+            return refused_whole(
+                config,
+                account,
+                relay,
+                store,
+                (uid, raw),
+                return_path,
+                &pending,
+                &e,
+            )
+            .await;
         }
         Err(e) => {
             relay_failed(name, uid, &e);
@@ -208,8 +228,8 @@ async fn refused_whole(
     account: &AccountConfig,
     relay: &mut Relay,
     store: &Store,
-    uid: &str,
-    raw: &[u8],
+    (uid, raw): (&str, &[u8]),
+    return_path: Option<&Address>,
     pending: &[Address],
     e: &RelayError,
 ) -> Result<Delivery, StateError> {
@@ -217,10 +237,9 @@ async fn refused_whole(
     let why = e.to_string();
     // Refused at MAIL FROM: that sender will be refused again; the postmaster's copy goes
     // with the null reverse path.
-    let routing = route::route(raw, &Rules::for_account(config, account));
     let reverse = match e {
         RelayError::MailFrom { .. } | RelayError::ReversePath { .. } => None,
-        _ => routing.return_path,
+        _ => return_path,
     };
     let headers = notice::refused_whole(&why);
     let mut delivery = Delivery {
@@ -228,7 +247,7 @@ async fn refused_whole(
         delivered: 0,
         rerouted: 0,
     };
-    match reroute(config, account, relay, uid, raw, &headers, reverse.as_ref()).await {
+    match reroute(config, account, relay, uid, raw, &headers, reverse).await {
         Ok(()) => {
             let outcomes: Vec<_> = pending
                 .iter()

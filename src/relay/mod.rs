@@ -170,6 +170,8 @@ impl RelayError {
 }
 
 #[cfg(test)]
+mod address_tests;
+#[cfg(test)]
 mod fake;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //!
 //! - [`Dovecot`]: a private Dovecot (POP3, POP3S, IMAP, IMAPS) with Maildir users.
 //! - [`SmtpSink`]: Postfix's `smtp-sink` recording every transaction it accepts.
+//! - [`Postfix`]: a private Postfix as the internal server, with an inside and an outside sink.
 //! - [`free_port`], [`mailferry_bin`], [`run_mailferry`], [`Mailferry`] (a running daemon).
 //! - [`GatewayConfig`]: a configuration "POP3 accounts → the SMTP receiver", written as YAML.
 //! - [`sample_catchall_mail`] and [`message`]: realistic mail for a catch-all mailbox.
@@ -20,6 +21,7 @@
 mod config;
 mod dovecot;
 mod mail;
+mod postfix;
 mod smtp_sink;
 
 pub use config::{AccountYaml, CONFIG_FILE, GatewayConfig, Secret, write_private};
@@ -28,6 +30,7 @@ pub use mail::{
     SAMPLE_CATCHALL_USER, SAMPLE_DOMAIN, SAMPLE_POSTMASTER, message, sample_catchall_expected,
     sample_catchall_mail,
 };
+pub use postfix::Postfix;
 pub use smtp_sink::{SmtpSink, Transaction, as_sink_stores, parse_dump};
 
 use std::io::Read;

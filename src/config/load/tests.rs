@@ -795,3 +795,23 @@ fn retry_delays_double_up_to_the_maximum() {
     assert_eq!(p.delay(5), Duration::from_secs(600));
     assert_eq!(p.delay(u32::MAX), Duration::from_secs(600));
 }
+
+#[test]
+fn source_routed_defaults_to_postmaster_and_takes_reject() {
+    assert_eq!(load(BASE).unwrap().source_routed, SourceRouted::Postmaster);
+    let text = format!("source_routed: reject\n{BASE}");
+    assert_eq!(load(&text).unwrap().source_routed, SourceRouted::Reject);
+    let text = format!("source_routed: postmaster\n{BASE}");
+    assert_eq!(load(&text).unwrap().source_routed, SourceRouted::Postmaster);
+}
+
+#[test]
+fn bad_source_routed_is_named_with_line_and_column() {
+    let text = base_with(
+        "postmaster: postmaster@corp.local\n",
+        "postmaster: postmaster@corp.local\nsource_routed: relay\n",
+    );
+    assert_one_error(&text, 6, "source_routed: `relay` is not allowed");
+    let e = &errors(&text)[0];
+    assert_eq!(e.column, 16, "{e}");
+}
