@@ -1,7 +1,7 @@
 //! Counting what reached the SMTP receiver against what should have: every (recipient,
 //! Message-ID) pair once, nothing missing, nothing twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::{Transaction, sample_catchall_expected, sample_catchall_mail};
@@ -77,6 +77,7 @@ impl Tally {
                 tally.missing.push(pair.clone());
             }
         }
+        let expected: BTreeSet<&Pair> = expected.iter().collect();
         for (pair, &n) in &counts {
             if !expected.contains(pair) {
                 tally.unexpected.push(pair.clone());
