@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use support::{
     AccountYaml, Dovecot, Fault, FaultProxy, GatewayConfig, Mailferry, Pair, Secret, SmtpSink,
-    Tally, message, message_id, poll_once, run_mailferry_timeout, sample_catchall_mail,
-    sample_catchall_pairs, wait_until, write_private,
+    Tally, as_sink_stores, message, message_id, poll_once, run_mailferry_timeout,
+    sample_catchall_mail, sample_catchall_pairs, wait_until, write_private,
 };
 
 const USER: &str = "catchall@example.com";
@@ -98,6 +98,27 @@ fn mailbox_with_big_second() -> (Vec<Vec<u8>>, Vec<Pair>) {
     (mails, pairs)
 }
 
+/// Asserts that every message that arrived is whole: its original bytes after the trace
+/// header mailferry adds (a cut-off RETR must never be relayed as a message).
+fn assert_intact(sink: &SmtpSink, mails: &[Vec<u8>]) {
+    for t in sink.transactions() {
+        let id = t.header("Message-ID").unwrap_or_default();
+        // Two copies of one message (one per recipient) share a Message-ID.
+        let originals: Vec<&Vec<u8>> = mails.iter().filter(|m| message_id(m) == id).collect();
+        assert!(
+            !originals.is_empty(),
+            "a message that is not in the mailbox arrived: {id:?}"
+        );
+        assert!(
+            originals
+                .iter()
+                .any(|m| t.message.ends_with(&as_sink_stores(m))),
+            "message {id} arrived altered or cut off ({} bytes)",
+            t.message.len()
+        );
+    }
+}
+
 /// Asserts that everything expected arrived exactly once and the mailbox is empty.
 fn assert_exactly_once(sink: &SmtpSink, expected: &[Pair], dovecot: &Dovecot, user: &str) {
     let tally = Tally::of(expected, &sink.transactions());
@@ -146,6 +167,7 @@ fn fault_then_recover(fault: Fault, account_extra: &[&str], first_pass_limit: Du
     );
     assert_eq!(proxy.connections(), 2);
     assert_exactly_once(&sink, &expected, &dovecot, USER);
+    assert_intact(&sink, &mails);
 }
 
 #[test]
@@ -206,7 +228,7 @@ fn reset_during_dele_redeletes_without_redelivering() {
 fn other_account_keeps_delivering(fault: Fault) {
     let dovecot = Dovecot::start(&[(USER, PASS), (OTHER_USER, OTHER_PASS)]);
     let sink = SmtpSink::start(&[]);
-    let (mails, mut expected) = mailbox_with_big_second();
+    let (mut mails, mut expected) = mailbox_with_big_second();
     dovecot.deliver_all(USER, &mails);
     let proxy = FaultProxy::start(dovecot.pop3_port(), move |n| {
         if n == 0 { fault.clone() } else { Fault::None }
@@ -283,6 +305,8 @@ fn other_account_keeps_delivering(fault: Fault) {
     );
     let tally = Tally::of(&expected, &sink.transactions());
     assert!(tally.exact(), "deliveries: {tally}");
+    mails.extend(other_mail);
+    assert_intact(&sink, &mails);
 }
 
 #[test]
