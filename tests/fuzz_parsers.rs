@@ -573,6 +573,18 @@ fn smtp_corpus() {
     }
 }
 
+/// Found by `relay_survives_any_server_replies` (corpus: `ehlo-line-of-spaces-panics-lettre`):
+/// an EHLO reply with a line holding only spaces (`250  `) makes lettre 0.11.23 panic
+/// (`split_whitespace().next().unwrap()` in `ServerInfo::from_response`). The internal server
+/// must not be able to crash mailferry (in the daemon, the panic ends that account's poller).
+#[test]
+fn relay_survives_an_ehlo_line_of_only_spaces() {
+    let rt = runtime();
+    let mut script = Script::accepting(1);
+    script.ehlo = b"250-fake\r\n250  \r\n".to_vec();
+    check_relay(&rt, &script, b"Subject: x\r\n\r\nbody\r\n");
+}
+
 #[test]
 fn well_formed_code_knows_a_reply() {
     // The oracle of `check_relay` itself: it must tell a refusal from noise.
