@@ -2,11 +2,15 @@
 //! real Dovecot, with a real smtp-sink behind and the real binary in between: a connection
 //! dropped in the middle of RETR, a stall, a trickle, a reset when DELE is sent. After each,
 //! nothing is lost, nothing is delivered twice, and the account recovers on the next pass.
-//! And one account's slow upstream does not hold up another's mail.
+//! And one account's slow upstream does not hold up another's mail; an internal server
+//! whose reply crashes the SMTP library fails the pass without stopping the account.
 
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::thread;
 use std::time::Duration;
 
 use support::{
@@ -324,4 +328,81 @@ fn second_account_delivers_while_the_first_stalls() {
         bytes: 5_000,
         duration: Duration::from_secs(120),
     });
+}
+
+/// An SMTP server on 127.0.0.1 whose EHLO reply ends in a line of only spaces, which the
+/// SMTP library mailferry uses (lettre 0.11.23) panics on; otherwise it says "250 ok".
+/// Returns its port; it serves until the test process ends.
+fn smtp_server_with_a_blank_ehlo_line() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = listener.local_addr().expect("local_addr").port();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let Ok(mut writer) = stream.try_clone() else {
+                    return;
+                };
+                let _ = writer.write_all(b"220 fake ESMTP\r\n");
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-fake\r\n250  \r\n",
+                        "QUIT" => b"221 bye\r\n",
+                        _ => b"250 ok\r\n",
+                    };
+                    if writer.write_all(reply).is_err() || verb == "QUIT" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The internal server crashing the SMTP library must fail the pass (nothing deleted, the
+/// exit status says so) and must not stop the account: the daemon polls it again.
+#[test]
+fn relay_reply_that_crashes_the_smtp_library_fails_the_pass_and_polling_goes_on() {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let mails = sample_catchall_mail();
+    dovecot.deliver_all(USER, &mails);
+    let proxy = FaultProxy::start(dovecot.pop3_port(), |_| Fault::None);
+    let smtp_port = smtp_server_with_a_blank_ehlo_line();
+    let state = dovecot.root().join("state");
+    let path = GatewayConfig::new(state, smtp_port)
+        .account(account(
+            "crashy",
+            USER,
+            PASS,
+            proxy.port(),
+            &["timeout: 5s"],
+        ))
+        .write(dovecot.root());
+    let config = path.display().to_string();
+
+    let once = poll_once(&config);
+    assert!(
+        !once.status.success(),
+        "poll-once must report the failed pass (exit 1), not succeed"
+    );
+    assert_eq!(dovecot.count(USER), mails.len(), "nothing is deleted");
+
+    let before = proxy.connections();
+    let daemon = Mailferry::spawn(&["run", "--config", &config]);
+    // poll_interval is 5 s: a living poller connects again within seconds.
+    let polled_again = wait_until(Duration::from_secs(20), || {
+        proxy.connections() >= before + 2
+    });
+    let out = match daemon.terminate(Duration::from_secs(30)) {
+        Ok(o) | Err(o) => o,
+    };
+    assert!(
+        polled_again,
+        "the account stopped being polled after the relay failure ({} pass(es) in 20 s)\n{}",
+        proxy.connections() - before,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dovecot.count(USER), mails.len(), "nothing is deleted");
 }
