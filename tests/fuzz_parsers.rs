@@ -426,6 +426,7 @@ fn check_relay(rt: &tokio::runtime::Runtime, script: &Script, message: &[u8]) {
             connections: 1,
             ca_file: None,
             timeout: Duration::from_millis(300),
+            retry: mailferry::config::RetryPolicy::default(),
         });
         let result = relay.send(Some(&sender), &recipients, message).await;
         relay.close().await;

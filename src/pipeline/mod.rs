@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{AccountConfig, Config, Protocol};
+use crate::config::{Config, Protocol};
 use crate::state::{StateError, StateLock, Store};
 
 pub use pass::{PassError, PassReport};
@@ -100,17 +100,17 @@ pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, Pi
         let (config, store, slots, stop) =
             (config.clone(), store.clone(), slots.clone(), stop.clone());
         tasks.spawn(async move {
-            let account = &config.accounts[index];
-            let result = pass::run_pass(&config, account, &store, &slots, &stop).await;
-            (index, account.name.clone(), result)
+            let name = config.accounts[index].name.clone();
+            let result = guarded_pass(config, index, store, slots, stop).await;
+            (index, name, result)
         });
     }
     let mut passes = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(done) => passes.push(done),
-            // A panic in one pass is a bug; it must not hide the other accounts' results.
-            Err(e) => tracing::error!("a poll pass panicked: {e}"),
+            // guarded_pass catches a pass's panic; only this wrapper itself could fail here.
+            Err(e) => tracing::error!("a poll pass task failed: {e}"),
         }
     }
     passes.sort_by_key(|(index, _, _)| *index);
@@ -142,17 +142,7 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
             stop.clone(),
             fatal_tx.clone(),
         );
-        pollers.spawn(async move {
-            poller(
-                &config,
-                &config.accounts[index],
-                &store,
-                &slots,
-                stop,
-                fatal_tx,
-            )
-            .await
-        });
+        pollers.spawn(poller(config, index, store, slots, stop, fatal_tx));
     }
     crate::metrics::set_ready(true);
     tracing::info!(accounts = config.accounts.len(), "mailferry running");
@@ -186,17 +176,54 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
     }
 }
 
+/// One pass of account `index` in a task of its own, so that a panic in it (a bug, here or in
+/// a library: lettre panics on some malformed replies) fails this pass of this account only.
+async fn guarded_pass(
+    config: Arc<Config>,
+    index: usize,
+    store: Store,
+    slots: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+) -> Result<PassReport, PassError> {
+    let task = tokio::spawn(async move {
+        let account = &config.accounts[index];
+        pass::run_pass(&config, account, &store, &slots, &stop).await
+    });
+    match task.await {
+        Ok(result) => result,
+        Err(e) => {
+            let why = match e.try_into_panic() {
+                Ok(payload) => payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned()),
+                Err(e) => e.to_string(),
+            };
+            Err(PassError::Panicked(why))
+        }
+    }
+}
+
 /// One account's cycle: a pass, then sleep `poll_interval` (or until stopped).
 async fn poller(
-    config: &Config,
-    account: &AccountConfig,
-    store: &Store,
-    slots: &Arc<Semaphore>,
+    config: Arc<Config>,
+    index: usize,
+    store: Store,
+    slots: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     fatal: tokio::sync::mpsc::Sender<String>,
 ) {
+    let account = &config.accounts[index];
     loop {
-        match pass::run_pass(config, account, store, slots, &stop).await {
+        let pass = guarded_pass(
+            config.clone(),
+            index,
+            store.clone(),
+            slots.clone(),
+            stop.clone(),
+        );
+        match pass.await {
             Err(e) if e.is_fatal() => {
                 let _ = fatal.send(e.to_string()).await;
                 return;

@@ -42,6 +42,10 @@ pub enum PassError {
          in the account's configuration"
     )]
     InitialChoice { count: usize, retention: String },
+    /// The pass panicked (a bug, ours or a library's): this account's pass failed, nothing
+    /// else; the next pass starts afresh.
+    #[error("the pass stopped on an internal error: {0}")]
+    Panicked(String),
 }
 
 impl PassError {
