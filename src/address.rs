@@ -5,8 +5,9 @@
 use std::fmt;
 
 /// Why a string is not a usable envelope address or domain.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum AddressError {
+    /// Nothing at all.
     #[error("empty address")]
     Empty,
     #[error("address has no '@'")]
@@ -15,25 +16,47 @@ pub enum AddressError {
     EmptyLocal,
     #[error("address has an empty domain")]
     EmptyDomain,
-    #[error("address contains a forbidden character (CR, LF, NUL, '<', '>', space or control)")]
+    #[error(
+        "address contains a forbidden character (CR, LF, NUL, '<', '>', '\"', '\\', tab or control)"
+    )]
     ForbiddenChar,
     #[error("address is longer than 320 characters")]
     TooLong,
     #[error("domain {0:?} is not a valid domain name")]
     BadDomain(String),
+    /// `%`, `!` or `@` in the local part: a mail server may relay it onward to another host.
+    #[error("the local part contains {0:?}, which a mail server may take as a route onward")]
+    SourceRoute(char),
+    /// RFC 5321 route syntax, `@hop1,@hop2:user@domain`.
+    #[error("the address carries an RFC 5321 source route (@host,...:)")]
+    RouteSyntax,
+    /// A local part that is not a Dot-string and is not quoted either.
+    #[error("the local part needs quoting and is not quoted")]
+    NeedsQuoting,
+    /// A quoted local part without its closing quote, or text between it and the `@`.
+    #[error("the quoted local part is malformed")]
+    BadQuoting,
 }
 
-/// An envelope address (`local@domain`), checked so that it can never inject SMTP syntax:
-/// no CR, LF, NUL, `<`, `>`, white space or other control characters. The domain is kept in
-/// lower-case ASCII (IDN domains in punycode), so two spellings of one domain compare equal.
+/// An envelope address (`local@domain`), checked so that it can never inject SMTP syntax nor
+/// make the internal server relay it elsewhere: no CR, LF, NUL, `<`, `>`, `"`, `\`, tab or
+/// other control character, and no `%`, `!` or `@` in the local part (source routes). The
+/// domain is kept in lower-case ASCII (IDN domains in punycode), so two spellings of one
+/// domain compare equal. A local part that is not an RFC 5321 Dot-string (a space, `..`) is
+/// kept and quoted in [`Address::as_str`], the form that goes on the wire.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Address {
+    /// The SMTP form: the local part quoted when it is not a Dot-string.
     full: String,
+    /// Where the `@` before the domain is in `full`.
     at: usize,
+    /// The local part unquoted.
+    local: String,
 }
 
 impl Address {
-    /// Parses and validates `local@domain`; the domain is lower-cased and IDN-encoded.
+    /// Parses and validates `local@domain` or `"quoted local"@domain`; the domain is
+    /// lower-cased and IDN-encoded.
     pub fn parse(s: &str) -> Result<Address, AddressError> {
         let s = s.trim();
         if s.is_empty() {
@@ -42,33 +65,69 @@ impl Address {
         if s.len() > 320 {
             return Err(AddressError::TooLong);
         }
-        if s.chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
-        {
-            return Err(AddressError::ForbiddenChar);
+        if s.starts_with('@') && s.contains(':') {
+            return Err(AddressError::RouteSyntax);
         }
-        let at = s.rfind('@').ok_or(AddressError::NoAt)?;
-        let (local, domain) = (&s[..at], &s[at + 1..]);
-        if local.is_empty() {
-            return Err(AddressError::EmptyLocal);
-        }
-        if domain.is_empty() {
+        let (local, domain) = match s.strip_prefix('"') {
+            Some(rest) => {
+                let close = rest.find('"').ok_or(AddressError::BadQuoting)?;
+                let domain = rest[close + 1..]
+                    .strip_prefix('@')
+                    .ok_or(AddressError::BadQuoting)?;
+                (&rest[..close], domain)
+            }
+            None => {
+                let at = s.rfind('@').ok_or(AddressError::NoAt)?;
+                let local = &s[..at];
+                check_local(local)?;
+                if !is_dot_string(local) {
+                    return Err(AddressError::NeedsQuoting);
+                }
+                (local, &s[at + 1..])
+            }
+        };
+        Address::new(local, domain)
+    }
+
+    /// An address from its unquoted local part and its domain (as a header parser gives
+    /// them for `"john doe"@example.com`): validated as [`Address::parse`] does.
+    pub fn new(local: &str, domain: &str) -> Result<Address, AddressError> {
+        check_local(local)?;
+        if domain.trim().is_empty() {
             return Err(AddressError::EmptyDomain);
         }
-        let domain = normalize_domain(domain)?;
+        if domain.chars().any(forbidden) {
+            return Err(AddressError::ForbiddenChar);
+        }
+        let domain = normalize_domain(domain.trim())?;
+        let full = if is_dot_string(local) {
+            format!("{local}@{domain}")
+        } else {
+            format!("\"{local}\"@{domain}")
+        };
+        if full.len() > 320 {
+            return Err(AddressError::TooLong);
+        }
         Ok(Address {
-            full: format!("{local}@{domain}"),
-            at: local.len(),
+            at: full.len() - domain.len() - 1,
+            full,
+            local: local.to_string(),
         })
     }
 
-    /// The whole address, `local@domain`, without angle brackets.
+    /// The whole address as it goes on the wire, without angle brackets: `local@domain`,
+    /// or `"local part"@domain` when the local part is not a Dot-string.
     pub fn as_str(&self) -> &str {
         &self.full
     }
 
-    /// The part before the last `@`, as written.
+    /// The local part, unquoted.
     pub fn local_part(&self) -> &str {
+        &self.local
+    }
+
+    /// The local part as it goes on the wire (quoted when it must be).
+    pub fn smtp_local_part(&self) -> &str {
         &self.full[..self.at]
     }
 
@@ -83,6 +142,39 @@ impl Address {
     pub fn dedup_key(&self) -> String {
         self.full.to_lowercase()
     }
+}
+
+/// A character no envelope address may hold anywhere: it could end or bend the SMTP command
+/// line (CR, LF, NUL, controls, `<`, `>`), or it would need escaping inside quotes.
+fn forbidden(c: char) -> bool {
+    c.is_control() || (c.is_whitespace() && c != ' ') || matches!(c, '<' | '>' | '"' | '\\')
+}
+
+/// The checks every local part passes, quoted or not: not empty, nothing forbidden, and
+/// nothing that routes onward (`%`, `!`, `@`: a default Postfix or sendmail relays
+/// `user%other.host@us` to `user@other.host`).
+fn check_local(local: &str) -> Result<(), AddressError> {
+    if local.is_empty() {
+        return Err(AddressError::EmptyLocal);
+    }
+    if let Some(c) = local.chars().find(|c| matches!(c, '%' | '!' | '@')) {
+        return Err(AddressError::SourceRoute(c));
+    }
+    if local.chars().any(forbidden) {
+        return Err(AddressError::ForbiddenChar);
+    }
+    Ok(())
+}
+
+/// Whether `local` is an RFC 5321 Dot-string (atoms of atext joined by single dots), with
+/// non-ASCII counted as atext (RFC 6531): such a local part goes on the wire unquoted.
+pub fn is_dot_string(local: &str) -> bool {
+    local.split('.').all(|atom| {
+        !atom.is_empty()
+            && atom.chars().all(|c| {
+                c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
+            })
+    })
 }
 
 impl fmt::Display for Address {
@@ -192,6 +284,69 @@ mod tests {
     }
 
     #[test]
+    fn local_parts_that_route_onward_are_refused() {
+        for (bad, why) in [
+            ("evil%x.com@example.com", AddressError::SourceRoute('%')),
+            ("x.com!evil@example.com", AddressError::SourceRoute('!')),
+            ("\"evil@x.com\"@example.com", AddressError::SourceRoute('@')),
+            ("evil@x.com@example.com", AddressError::SourceRoute('@')),
+            ("\"evil%x.com\"@example.com", AddressError::SourceRoute('%')),
+            ("@a.com,@b.com:evil@x.com", AddressError::RouteSyntax),
+            ("@example.com:evil@x.com", AddressError::RouteSyntax),
+        ] {
+            assert_eq!(Address::parse(bad), Err(why), "{bad:?}");
+        }
+        assert_eq!(
+            Address::new("evil%x.com", "example.com"),
+            Err(AddressError::SourceRoute('%'))
+        );
+    }
+
+    #[test]
+    fn quoted_local_parts_are_kept_and_quoted_on_the_wire() {
+        let a = Address::parse("\"john doe\"@Example.com").unwrap();
+        assert_eq!(a.local_part(), "john doe");
+        assert_eq!(a.as_str(), "\"john doe\"@example.com");
+        assert_eq!(a.smtp_local_part(), "\"john doe\"");
+        assert_eq!(a.domain(), "example.com");
+        assert_eq!(Address::new("john doe", "example.com").unwrap(), a);
+        // A quoted Dot-string is the same mailbox as the unquoted one.
+        let b = Address::parse("\"john.doe\"@example.com").unwrap();
+        assert_eq!(b.as_str(), "john.doe@example.com");
+        assert_eq!(b, Address::parse("john.doe@example.com").unwrap());
+        // Not Dot-strings: quoted.
+        assert_eq!(
+            Address::new(".john", "example.com").unwrap().as_str(),
+            "\".john\"@example.com"
+        );
+        assert_eq!(
+            Address::new("a..b", "example.com").unwrap().as_str(),
+            "\"a..b\"@example.com"
+        );
+        // What parse gives back parses to the same address.
+        assert_eq!(Address::parse(a.as_str()).unwrap(), a);
+    }
+
+    #[test]
+    fn unquoted_local_parts_must_be_dot_strings() {
+        assert_eq!(
+            Address::parse("a,b@example.com"),
+            Err(AddressError::NeedsQuoting)
+        );
+        assert_eq!(
+            Address::parse("\"john@example.com"),
+            Err(AddressError::BadQuoting)
+        );
+        assert_eq!(
+            Address::parse("\"a\"b@example.com"),
+            Err(AddressError::BadQuoting)
+        );
+        for bad in ["\"a\\\"b\"@x.com", "\"a\tb\"@x.com", "\"a\r\nb\"@x.com"] {
+            assert!(Address::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn malformed_addresses_are_refused() {
         assert_eq!(Address::parse(""), Err(AddressError::Empty));
         assert_eq!(Address::parse("nobody"), Err(AddressError::NoAt));
@@ -219,5 +374,120 @@ mod tests {
         let e = DomainPattern::parse("example.org").unwrap();
         assert!(e.matches("example.org"));
         assert!(!e.matches("sub.example.org"));
+    }
+}
+
+/// The address-parser fuzz (the toolchain has no cargo-fuzz): a long proptest over
+/// [`Address::parse`] and [`Address::new`] on text built from the characters that matter.
+/// `MAILFERRY_FUZZ_CASES=1000000` makes a longer run.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The number of cases: `MAILFERRY_FUZZ_CASES`, else `default`.
+    pub(crate) fn cases(default: u32) -> u32 {
+        std::env::var("MAILFERRY_FUZZ_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// Whether `a` is safe on an SMTP command line and never source-routed.
+    pub(crate) fn safe_on_the_wire(a: &Address) -> Result<(), String> {
+        let wire = a.as_str();
+        if wire
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '<' | '>'))
+        {
+            return Err(format!("control or angle bracket in {wire:?}"));
+        }
+        if a.local_part().contains(['%', '!', '@', '"', '\\']) {
+            return Err(format!("routing or quoting character in {wire:?}"));
+        }
+        if wire.starts_with('@') || wire.matches('@').count() != 1 {
+            return Err(format!("route syntax or extra @ in {wire:?}"));
+        }
+        let quoted = wire.starts_with('"');
+        if !quoted && !is_dot_string(a.local_part()) {
+            return Err(format!(
+                "unquoted local part that is not a Dot-string: {wire:?}"
+            ));
+        }
+        if quoted && wire[1..].find('"').map(|i| i + 2) != wire.rfind('@') {
+            return Err(format!("quotes do not enclose the local part: {wire:?}"));
+        }
+        // What goes on the wire reads back as the same address.
+        match Address::parse(wire) {
+            Ok(b) if &b == a => Ok(()),
+            other => Err(format!("{wire:?} reads back as {other:?}")),
+        }
+    }
+
+    fn tricky() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "a",
+            "B",
+            "7",
+            ".",
+            "..",
+            "@",
+            "%",
+            "!",
+            "\"",
+            "\\",
+            " ",
+            "\t",
+            "\r",
+            "\n",
+            "\0",
+            "<",
+            ">",
+            ",",
+            ":",
+            ";",
+            "(",
+            ")",
+            "[",
+            "]",
+            "é",
+            "\u{FFFD}",
+            "\u{7f}",
+            "\u{85}",
+            "\u{a0}",
+            "example.com",
+            "x.com",
+            "@a.com,@b.com:",
+            "xn--",
+            "-",
+            "ß",
+            "日本",
+        ]);
+        prop::collection::vec(piece, 0..24).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(4000)))]
+
+        #[test]
+        fn parse_yields_only_safe_addresses(s in tricky()) {
+            if let Ok(a) = Address::parse(&s) {
+                prop_assert_eq!(safe_on_the_wire(&a), Ok(()));
+            }
+        }
+
+        #[test]
+        fn new_yields_only_safe_addresses(local in tricky(), domain in tricky()) {
+            if let Ok(a) = Address::new(&local, &domain) {
+                prop_assert_eq!(safe_on_the_wire(&a), Ok(()));
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_on_any_text(s in any::<String>()) {
+            if let Ok(a) = Address::parse(&s) {
+                prop_assert_eq!(safe_on_the_wire(&a), Ok(()));
+            }
+        }
     }
 }

@@ -11,14 +11,16 @@
 //! route/      pure: headers + config -> recipients, each with the reason it was chosen
 //! relay/      one SMTP transaction per message to the internal server, a reply per RCPT
 //! retention/  pure: when the upstream copy of a settled message may be deleted
-//! state/      SQLite: which UIDLs of which account reached which recipients
+//! state/      SQLite: which UIDLs of which account reached which recipients, attempts and
+//!             back-off, quarantine (quarantine.rs), one process per state_dir (lock.rs)
 //! ```
 //!
 //! Around them: `config/` (the YAML file, every error with its line), `address.rs` (validated
 //! envelope addresses and accepted-domain patterns, shared by every stage), `metrics.rs`
 //! (metric names and the /metrics listener) and `pipeline/` (the wiring: one poller per
 //! account and shutdown in `mod.rs`, one poll pass in `pass.rs`, one message's way through
-//! route → relay → state in `deliver.rs`).
+//! route → relay → state in `deliver.rs`, the pure per-message decisions — attempt, wait,
+//! give up — in `plan.rs`, the postmaster's notices in `notice.rs`).
 
 pub mod address;
 pub mod config;

@@ -45,6 +45,34 @@ enum Command {
         /// The message file (.eml).
         message: PathBuf,
     },
+    /// Quarantine: the messages mailferry gave up on (left upstream), and what to do with them.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateAction {
+    /// List the quarantined messages.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Take a message out of quarantine: it is tried again from the next pass.
+    Retry {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The id `state list` shows.
+        id: i64,
+    },
+    /// Drop a message from the list: it stays upstream and is never tried again.
+    Forget {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The id `state list` shows.
+        id: i64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +91,12 @@ fn main() -> ExitCode {
         | Command::PollOnce { config, .. }
         | Command::CheckConfig { config }
         | Command::Route { config, .. } => config.clone(),
+        Command::State {
+            action:
+                StateAction::List { config }
+                | StateAction::Retry { config, .. }
+                | StateAction::Forget { config, .. },
+        } => config.clone(),
     };
     let config = match mailferry::config::load(&config_path) {
         Ok(config) => config,
@@ -87,6 +121,16 @@ fn main() -> ExitCode {
 
     match cli.command {
         Command::CheckConfig { .. } => {
+            for a in &config.accounts {
+                if a.initial.is_none() && a.retention != mailferry::config::Retention::Delete {
+                    println!(
+                        "{}: account {}: retention {} without `initial`: if the state store has never seen this account and its mailbox holds mail, nothing is delivered until you choose `initial: deliver_all` or `initial: skip_existing`",
+                        config_path.display(),
+                        a.name,
+                        a.retention
+                    );
+                }
+            }
             println!(
                 "{}: ok ({} account(s), {} accepted domain(s))",
                 config_path.display(),
@@ -109,7 +153,7 @@ fn main() -> ExitCode {
             let Some(account) = account else {
                 return ExitCode::from(2);
             };
-            match std::fs::read(&message) {
+            match read_capped(&message, ROUTE_INPUT_MAX) {
                 Ok(raw) => {
                     print!("{}", explain_route(&config, account, &raw));
                     ExitCode::SUCCESS
@@ -119,6 +163,9 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::State { action, .. } => {
+            report(runtime().and_then(|rt| rt.block_on(state_command(&config, action))))
         }
         Command::Run { .. } => report(runtime().and_then(|rt| {
             rt.block_on(mailferry::pipeline::run(config))
@@ -170,6 +217,14 @@ fn explain_route(
     for s in &explanation.skipped {
         let _ = writeln!(out, "skipped {:?} in {}: {}", s.address, s.header, s.why);
     }
+    if explanation.header_truncated {
+        let _ = writeln!(
+            out,
+            "header section longer than {} bytes: only the first {} were read",
+            mailferry::route::HEADER_CAP,
+            explanation.header_bytes
+        );
+    }
     out
 }
 
@@ -187,6 +242,64 @@ fn unknown_account(
     Some(ExitCode::from(2))
 }
 
+/// `mailferry state …`: works beside a running daemon (SQLite serialises the writes).
+async fn state_command(
+    config: &mailferry::config::Config,
+    action: StateAction,
+) -> anyhow::Result<()> {
+    let store = mailferry::state::Store::open(&config.state_dir)?;
+    match action {
+        StateAction::List { .. } => {
+            let entries = store.list_quarantine().await?;
+            if entries.is_empty() {
+                println!("no message in quarantine");
+            }
+            for e in entries {
+                println!(
+                    "{}\taccount {}\tuidl {}\tsince {}\tattempts {}\tpostmaster {}\t{}",
+                    e.id,
+                    e.account,
+                    e.uidl.escape_debug(),
+                    mailferry::relay::rfc5322_date(e.since),
+                    e.attempts,
+                    if e.notified { "told" } else { "not yet told" },
+                    e.reason.escape_debug()
+                );
+            }
+        }
+        StateAction::Retry { id, .. } => {
+            anyhow::ensure!(store.retry(id).await?, "no message {id} in quarantine");
+            println!("message {id} will be tried again on its account's next pass");
+        }
+        StateAction::Forget { id, .. } => {
+            anyhow::ensure!(
+                store.forget(id, std::time::SystemTime::now()).await?,
+                "no message {id} in quarantine"
+            );
+            println!("message {id} dropped from the quarantine list; it stays upstream, untried");
+        }
+    }
+    Ok(())
+}
+
+/// The largest message `route` reads (as `max_message_size`'s default).
+const ROUTE_INPUT_MAX: u64 = 50 * 1024 * 1024;
+
+/// Reads at most `limit` bytes of `path`: a larger file is refused, not read whole.
+fn read_capped(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut raw)?;
+    if raw.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "larger than max_message_size ({limit} bytes)"
+        )));
+    }
+    Ok(raw)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -197,7 +310,8 @@ fn report<T>(result: anyhow::Result<T>) -> ExitCode {
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mailferry: {e:#}");
+            // Each error's Display already names its cause: the chain would repeat it.
+            eprintln!("mailferry: {e}");
             ExitCode::from(1)
         }
     }

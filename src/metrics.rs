@@ -26,6 +26,8 @@ pub enum MetricsError {
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static READY: AtomicBool = AtomicBool::new(false);
+/// Cleared while the state store refuses writes: not ready then, whatever `READY` says.
+static STORE_WRITABLE: AtomicBool = AtomicBool::new(true);
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.
 pub fn install() -> &'static PrometheusHandle {
@@ -51,6 +53,31 @@ pub fn set_ready(ready: bool) {
     READY.store(ready, Ordering::SeqCst);
 }
 
+/// Whether the state store takes writes; /readyz is false while it does not, and
+/// `mailferry_state_store_writable` says so.
+pub fn set_store_writable(writable: bool) {
+    STORE_WRITABLE.store(writable, Ordering::SeqCst);
+    gauge!("mailferry_state_store_writable").set(if writable { 1.0 } else { 0.0 });
+}
+
+/// Ready: started, and the state store takes writes.
+fn is_ready() -> bool {
+    READY.load(Ordering::SeqCst) && STORE_WRITABLE.load(Ordering::SeqCst)
+}
+
+/// A message was quarantined (left upstream, no longer tried); `reason` is one of a fixed
+/// set: `attempts` (failed too often), `refused` (refused for good, the postmaster's copy
+/// too), `too_large`, `unreadable`.
+pub fn message_quarantined(account: &str, reason: &'static str) {
+    counter!("mailferry_messages_quarantined_total", "account" => account.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+/// Messages of the account in quarantine now (forgotten ones not counted).
+pub fn quarantined_now(account: &str, count: usize) {
+    gauge!("mailferry_quarantined_messages", "account" => account.to_string()).set(count as f64);
+}
+
 /// A message was downloaded from an upstream mailbox.
 pub fn message_fetched(account: &str, bytes: usize) {
     counter!("mailferry_messages_fetched_total", "account" => account.to_string()).increment(1);
@@ -65,8 +92,15 @@ pub fn recipient_outcome(account: &str, outcome: &'static str) {
         .increment(1);
 }
 
+/// An address in an accepted domain was not sent as written (`route::Routing::refused`);
+/// `reason` is `route::Refusal::label()`: `source_routed`, `undecodable` or `unsendable`.
+pub fn addresses_refused(account: &str, reason: &'static str) {
+    counter!("mailferry_addresses_refused_total", "account" => account.to_string(), "reason" => reason)
+        .increment(1);
+}
+
 /// A message could not be settled in this pass; `reason` is one of a fixed set
-/// (`relay`, `retrieve`, `temporary`).
+/// (`relay`, `retrieve`, `temporary`, `refused`, `state`).
 pub fn message_failed(account: &str, reason: &'static str) {
     counter!("mailferry_messages_failed_total", "account" => account.to_string(), "reason" => reason)
         .increment(1);
@@ -148,9 +182,7 @@ async fn answer(mut stream: TcpStream) {
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render()),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/readyz") if READY.load(Ordering::SeqCst) => {
-            ("200 OK", "text/plain", "ready\n".to_string())
-        }
+        ("GET", "/readyz") if is_ready() => ("200 OK", "text/plain", "ready\n".to_string()),
         ("GET", "/readyz") => (
             "503 Service Unavailable",
             "text/plain",

@@ -112,3 +112,61 @@ accounts:
         "{err}"
     );
 }
+
+#[test]
+fn check_config_explains_the_initial_choice_of_a_kept_mailbox() {
+    let (code, out, _) = check(
+        "state_dir: /tmp/mailferry-check-initial
+relay: {host: mail.corp.local}
+domains: [example.com]
+postmaster: postmaster@corp.local
+accounts:
+  - {name: kept, protocol: pop3, host: pop.example.net, username: u, password: p, retention: keep}
+  - {name: chosen, protocol: pop3, host: pop.example.net, username: u, password: p, retention: 14d, initial: deliver_all}
+",
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("account kept: retention keep without `initial`"),
+        "{out}"
+    );
+    assert!(!out.contains("account chosen"), "{out}");
+}
+
+#[test]
+fn a_bad_source_routed_value_is_named_with_line_and_column() {
+    let text = r#"state_dir: /tmp/mailferry-check
+relay:
+  host: mail.corp.local
+domains: [example.com]
+postmaster: postmaster@corp.local
+source_routed: relay
+accounts:
+  - name: one
+    protocol: pop3
+    host: pop.provider.net
+    username: u
+    password: p
+"#;
+    let (code, _out, err) = check(text);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.lines().any(|l| l.contains("bad.yaml:6:16")
+            && l.contains(
+                "source_routed: `relay` is not allowed; allowed values: postmaster | reject"
+            )),
+        "{err}"
+    );
+    // A postmaster that would itself route onward is no usable address either.
+    let text = text.replace("source_routed: relay\n", "").replace(
+        "postmaster: postmaster@corp.local",
+        "postmaster: pm%x.com@corp.local",
+    );
+    let (code, _out, err) = check(&text);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("bad.yaml:5:") && l.contains("'%'")),
+        "{err}"
+    );
+}

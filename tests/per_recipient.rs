@@ -48,6 +48,11 @@ struct Script {
     rcpt: HashMap<String, (u16, String)>,
     /// For this many more ends of DATA, drop the connection instead of replying.
     drop_after_data: usize,
+    /// The reply to MAIL FROM per sender address (lower-case); before `mail_from`.
+    sender: HashMap<String, (u16, String)>,
+    /// The reply to the end of DATA of a transaction with this recipient (lower-case);
+    /// absent: 250.
+    data_for: HashMap<String, (u16, String)>,
 }
 
 /// What the fake saw since the last [`FakeSmtp::take`].
@@ -57,6 +62,8 @@ struct Record {
     accepted: Vec<Tx>,
     /// Transactions whose data was received but whose connection was dropped unanswered.
     unanswered: Vec<Tx>,
+    /// Transactions refused at the end of DATA.
+    refused: Vec<Tx>,
     /// Every command line (not the data), without its CRLF.
     commands: Vec<String>,
 }
@@ -150,6 +157,26 @@ impl FakeSmtp {
         self.shared.script.lock().unwrap().mail_from = reply.map(|(c, t)| (c, t.to_owned()));
     }
 
+    /// Answers MAIL FROM:<sender> with `code text` from now on.
+    fn set_sender(&self, sender: &str, code: u16, text: &str) {
+        self.shared
+            .script
+            .lock()
+            .unwrap()
+            .sender
+            .insert(sender.to_lowercase(), (code, text.to_owned()));
+    }
+
+    /// Answers the end of DATA of any transaction for `rcpt` with `code text` from now on.
+    fn set_data_for(&self, rcpt: &str, code: u16, text: &str) {
+        self.shared
+            .script
+            .lock()
+            .unwrap()
+            .data_for
+            .insert(rcpt.to_lowercase(), (code, text.to_owned()));
+    }
+
     /// Drops the connection after the next `n` ends of DATA instead of answering.
     fn drop_after_data(&self, n: usize) {
         self.shared.script.lock().unwrap().drop_after_data = n;
@@ -202,7 +229,15 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             "EHLO" => out.write_all(b"250-fake.corp.local\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")?,
             "HELO" => out.write_all(b"250 fake.corp.local\r\n")?,
             "MAIL" => {
-                let scripted = shared.script.lock().unwrap().mail_from.clone();
+                let sender = angle_addr(&line["MAIL FROM:".len()..]).to_lowercase();
+                let scripted = {
+                    let script = shared.script.lock().unwrap();
+                    script
+                        .sender
+                        .get(&sender)
+                        .cloned()
+                        .or_else(|| script.mail_from.clone())
+                };
                 match scripted {
                     Some((code, text)) if code >= 300 => {
                         tx = None;
@@ -271,8 +306,23 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     let _ = out.shutdown(Shutdown::Both);
                     return Ok(());
                 }
-                shared.record.lock().unwrap().accepted.push(current);
-                out.write_all(b"250 2.0.0 Ok: queued as FAKE\r\n")?;
+                let refusal = {
+                    let script = shared.script.lock().unwrap();
+                    current
+                        .rcpts
+                        .iter()
+                        .find_map(|r| script.data_for.get(r).cloned())
+                };
+                match refusal {
+                    Some((code, text)) => {
+                        shared.record.lock().unwrap().refused.push(current);
+                        out.write_all(format!("{code} {text}\r\n").as_bytes())?;
+                    }
+                    None => {
+                        shared.record.lock().unwrap().accepted.push(current);
+                        out.write_all(b"250 2.0.0 Ok: queued as FAKE\r\n")?;
+                    }
+                }
             }
             "RSET" => {
                 tx = None;
@@ -295,9 +345,16 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
 /// Writes a configuration for one catch-all account (plain POP3, relay without TLS) into
 /// `dir` and returns its path.
 fn write_config(dir: &Path, dovecot: &Dovecot, smtp: &FakeSmtp) -> String {
+    // Retried on the very next pass: these tests look at what each pass sends.
+    write_config_retry(dir, dovecot, smtp, "retry: {initial: 0s}")
+}
+
+/// [`write_config`] with this `relay.retry` line.
+fn write_config_retry(dir: &Path, dovecot: &Dovecot, smtp: &FakeSmtp, retry: &str) -> String {
     let path = GatewayConfig::new(dir.join("state"), smtp.port())
         .helo("gateway.corp.local")
         .relay_timeout("20s")
+        .relay_line(retry)
         .postmaster(POSTMASTER)
         .account(AccountYaml {
             name: "test-account".into(),
@@ -569,7 +626,7 @@ fn connection_lost_before_the_data_reply_deletes_nothing() {
 }
 
 #[test]
-fn a_message_nobody_takes_stays_upstream_and_does_not_stop_the_next() {
+fn a_message_nobody_takes_is_quarantined_upstream_and_does_not_stop_the_next() {
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let smtp = FakeSmtp::start();
     let dir = tempfile::tempdir().unwrap();
@@ -583,8 +640,8 @@ fn a_message_nobody_takes_stays_upstream_and_does_not_stop_the_next() {
 
     assert_eq!(
         poll_once(&config),
-        Some(1),
-        "an unsettled message fails the pass"
+        Some(0),
+        "a message refused for good everywhere is settled in quarantine, not a failure"
     );
     let pass1 = smtp.take();
     let tried = pass1.rcpts_tried();
@@ -601,11 +658,22 @@ fn a_message_nobody_takes_stays_upstream_and_does_not_stop_the_next() {
         &[&refused],
         "the refused message must stay upstream, the delivered one go",
     );
+    let listed = support::run_mailferry(&["state", "list", "--config", &config]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.contains("account test-account") && listed.contains("5.1.1 no such user"),
+        "the quarantine list must show it with its reason: {listed}"
+    );
 
-    // Still refused next pass: still kept, and nothing delivered again.
-    assert_eq!(poll_once(&config), Some(1));
-    assert!(smtp.take().accepted.is_empty());
-    assert_upstream(&dovecot, &[&refused], "a message nobody took was deleted");
+    // Quarantined: not tried again, nothing delivered again, still upstream.
+    assert_eq!(poll_once(&config), Some(0));
+    let pass2 = smtp.take();
+    assert!(
+        !pass2.rcpts_tried().contains(&"x@example.com".to_owned()),
+        "a quarantined message was tried again"
+    );
+    assert!(pass2.accepted.is_empty());
+    assert_upstream(&dovecot, &[&refused], "a quarantined message was deleted");
 }
 
 #[test]
@@ -653,4 +721,76 @@ fn several_refused_recipients_give_the_postmaster_one_copy_naming_each() {
     );
     assert_eq!(strip_trace(rest), &crlf(&m)[..]);
     assert_upstream(&dovecot, &[], "settled but not deleted upstream");
+}
+
+#[test]
+fn a_message_refused_as_a_whole_for_good_goes_to_the_postmaster_with_the_reason() {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let smtp = FakeSmtp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spam = mail_to("a@example.com, b@example.com", "looks like spam");
+    dovecot.deliver(USER, &spam);
+    smtp.set_data_for("a@example.com", 554, "5.7.1 rejected as spam");
+    let config = write_config(dir.path(), &dovecot, &smtp);
+
+    assert_eq!(poll_once(&config), Some(0));
+    let pass1 = smtp.take();
+    assert_eq!(pass1.refused.len(), 1, "tried once for its recipients");
+    let got = pass1.received_by();
+    assert_eq!(got.keys().collect::<Vec<_>>(), [POSTMASTER]);
+    let copy = &got[POSTMASTER][0];
+    let (first, rest) = split_first_field(copy);
+    let first = String::from_utf8_lossy(first);
+    assert!(
+        first.starts_with("X-Mailferry-Rerouted:") && first.contains("554 5.7.1 rejected as spam"),
+        "{first}"
+    );
+    assert_eq!(strip_trace(rest), &crlf(&spam)[..]);
+    assert_upstream(&dovecot, &[], "settled by the postmaster's copy: deleted");
+
+    assert_eq!(poll_once(&config), Some(0));
+    assert_eq!(smtp.take().mail_commands(), 0, "sent again");
+}
+
+#[test]
+fn a_sender_refused_for_good_reaches_the_postmaster_with_the_null_sender() {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let smtp = FakeSmtp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = mail_to("a@example.com", "bad sender");
+    dovecot.deliver(USER, &m);
+    smtp.set_sender("sender@remote.test", 550, "5.7.1 sender blocked");
+    let config = write_config(dir.path(), &dovecot, &smtp);
+
+    assert_eq!(poll_once(&config), Some(0));
+    let pass1 = smtp.take();
+    assert_eq!(pass1.accepted.len(), 1);
+    assert_eq!(pass1.accepted[0].mail_from, "");
+    assert_eq!(pass1.accepted[0].rcpts, [POSTMASTER]);
+    assert_upstream(&dovecot, &[], "settled by the postmaster's copy: deleted");
+}
+
+#[test]
+fn a_temporary_refusal_backs_off_instead_of_retrying_every_pass() {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let smtp = FakeSmtp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let m = mail_to("a@example.com", "greylisted");
+    dovecot.deliver(USER, &m);
+    smtp.set_rcpt("a@example.com", 451, "4.7.1 greylisted");
+    let config = write_config_retry(
+        dir.path(),
+        &dovecot,
+        &smtp,
+        "retry: {max_attempts: 3, initial: 1h}",
+    );
+    assert_eq!(poll_once(&config), Some(1));
+    assert_eq!(smtp.take().rcpts_tried(), ["a@example.com"]);
+    // Within the back-off: not tried, and not a failure of this pass.
+    assert_eq!(poll_once(&config), Some(0));
+    assert!(
+        smtp.take().rcpts_tried().is_empty(),
+        "retried within its back-off"
+    );
+    assert_upstream(&dovecot, &[&m], "deleted while pending");
 }

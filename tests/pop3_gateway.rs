@@ -297,7 +297,13 @@ fn retention_days_keeps_mail_upstream_and_never_delivers_twice() {
     for i in 0..5 {
         dovecot.deliver(USER, &numbered(i));
     }
-    let config = write_config(dir.path(), &dovecot, &sink, Link::Stls, &["retention: 14d"]);
+    let config = write_config(
+        dir.path(),
+        &dovecot,
+        &sink,
+        Link::Stls,
+        &["retention: 14d", "initial: deliver_all"],
+    );
     for _ in 0..3 {
         assert!(poll_once(&config).status.success());
     }
@@ -332,8 +338,9 @@ fn retention_days_keeps_mail_upstream_and_never_delivers_twice() {
 }
 
 #[test]
-fn refused_data_deletes_nothing_upstream() {
+fn refused_data_deletes_nothing_upstream_and_quarantines() {
     let dovecot = Dovecot::start(&[(USER, PASS)]);
+    // Every DATA refused for good: the messages, then their copies to the postmaster.
     let sink = SmtpSink::start(&["-f", "data"]);
     let dir = tempfile::tempdir().unwrap();
     for i in 0..3 {
@@ -343,17 +350,21 @@ fn refused_data_deletes_nothing_upstream() {
     let out = poll_once(&config);
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "a pass with undelivered mail must fail"
+        Some(0),
+        "refused for good everywhere: settled in quarantine, not a failure to retry"
     );
     assert_eq!(
         dovecot.count(USER),
         3,
         "a refused message was deleted upstream"
     );
-    // A second pass tries again and still deletes nothing.
-    assert_eq!(poll_once(&config).status.code(), Some(1));
+    let listed = support::run_mailferry(&["state", "list", "--config", &config]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert_eq!(listed.lines().count(), 3, "three in quarantine: {listed}");
+    // A second pass neither tries them again nor deletes them.
+    assert_eq!(poll_once(&config).status.code(), Some(0));
     assert_eq!(dovecot.count(USER), 3);
+    assert_eq!(sink.transactions().len(), 0);
 }
 
 #[test]

@@ -48,3 +48,47 @@ fn route_explains_recipients_and_skipped_addresses() {
         "{text}"
     );
 }
+
+#[test]
+fn route_names_refused_addresses_and_the_postmaster_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailferry.yaml");
+    std::fs::write(
+        &config,
+        "state_dir: state\nrelay:\n  host: 127.0.0.1\ndomains: [example.com]\npostmaster: postmaster@corp.local\naccounts:\n  - name: one\n    protocol: pop3\n    host: pop.provider.net\n    username: catchall@example.com\n    password: p\n",
+    )
+    .unwrap();
+    let eml = dir.path().join("m.eml");
+    std::fs::write(
+        &eml,
+        "To: evil%x.com@example.com, \"john doe\"@example.com\nCc: \"evil@x.com\"@example.com\n\nbody\n",
+    )
+    .unwrap();
+    let out = run_mailferry(&[
+        "route",
+        "--config",
+        config.to_str().unwrap(),
+        eml.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("RCPT TO:<\"john doe\"@example.com>  (header To)"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("RCPT TO:<postmaster@corp.local>")
+                && l.contains("refused address \"evil%x.com@example.com\"")),
+        "{text}"
+    );
+    for refused in ["evil%x.com@example.com", "evil@x.com@example.com"] {
+        assert!(
+            text.lines().any(|l| l.starts_with("skipped")
+                && l.contains(refused)
+                && l.contains("source-routed")),
+            "{refused} not listed as refused: {text}"
+        );
+    }
+    assert_eq!(text.matches("RCPT TO:").count(), 2, "{text}");
+}

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    AccountConfig, Config, ConfigError, ConfigErrors, DEFAULT_ENVELOPE_HEADERS, MetricsConfig,
-    Mode, Password, Protocol, RelayConfig, Retention, TlsMode,
+    AccountConfig, Config, ConfigError, ConfigErrors, DEFAULT_ENVELOPE_HEADERS, Initial,
+    MetricsConfig, Mode, Password, Protocol, RelayConfig, Retention, RetryPolicy, SourceRouted,
+    TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -29,6 +30,7 @@ const TOP_KEYS: &[&str] = &[
     "postmaster",
     "envelope_headers",
     "max_message_size",
+    "source_routed",
     "accounts",
 ];
 const METRICS_KEYS: &[&str] = &["listen"];
@@ -41,7 +43,9 @@ const RELAY_KEYS: &[&str] = &[
     "ca_file",
     "timeout",
     "data_timeout",
+    "retry",
 ];
+const RETRY_KEYS: &[&str] = &["max_attempts", "initial", "max"];
 const ACCOUNT_KEYS: &[&str] = &[
     "name",
     "protocol",
@@ -61,6 +65,8 @@ const ACCOUNT_KEYS: &[&str] = &[
     "retention",
     "timeout",
     "pass_deadline",
+    "initial",
+    "expunge_every",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
@@ -70,6 +76,10 @@ const TLS_MODES: &[(&str, TlsMode)] = &[
     ("starttls-if-available", TlsMode::StarttlsIfAvailable),
     ("tls", TlsMode::Tls),
 ];
+const SOURCE_ROUTED: &[(&str, SourceRouted)] = &[
+    ("postmaster", SourceRouted::Postmaster),
+    ("reject", SourceRouted::Reject),
+];
 const PROTOCOLS: &[(&str, Protocol)] = &[("pop3", Protocol::Pop3), ("imap", Protocol::Imap)];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,6 +87,10 @@ enum ModeName {
     CatchAll,
     SingleUser,
 }
+const INITIAL: &[(&str, Initial)] = &[
+    ("deliver_all", Initial::DeliverAll),
+    ("skip_existing", Initial::SkipExisting),
+];
 const MODES: &[(&str, ModeName)] = &[
     ("catch-all", ModeName::CatchAll),
     ("single-user", ModeName::SingleUser),
@@ -88,6 +102,7 @@ const CONNECTIONS: (u64, u64) = (1, 64);
 const PASS_DEADLINE: (u64, u64) = (1, 86_400);
 /// `max_message_size` bounds, in bytes: 1 KiB ..= 1 GiB.
 const MESSAGE_SIZE: (u64, u64) = (1_024, 1 << 30);
+const RETRY_DELAY: (u64, u64) = (0, 86_400);
 
 /// Parses and validates configuration text; `file` names it in errors, and relative paths in it
 /// (`state_dir`, `ca_file`, `password_file`) are resolved against `file`'s directory.
@@ -466,6 +481,10 @@ impl Checker<'_> {
             None => Some(crate::config::DEFAULT_MAX_MESSAGE_SIZE),
             Some(n) => self.size(n, "max_message_size", MESSAGE_SIZE),
         };
+        let source_routed = match top.get("source_routed") {
+            None => Some(SourceRouted::default()),
+            Some(n) => self.choice(n, "source_routed", SOURCE_ROUTED),
+        };
         let accounts = self
             .require(&top, "accounts")
             .and_then(|n| self.accounts(n));
@@ -477,6 +496,7 @@ impl Checker<'_> {
             postmaster: postmaster?,
             envelope_headers: envelope_headers?,
             max_message_size: max_message_size?,
+            source_routed: source_routed?,
             accounts: accounts?,
         })
     }
@@ -534,6 +554,10 @@ impl Checker<'_> {
             None => Some(Duration::from_secs(600)),
             Some(n) => self.duration(n, "relay.data_timeout", TIMEOUT),
         };
+        let retry = match s.get("retry") {
+            None => Some(RetryPolicy::default()),
+            Some(n) => self.retry(n),
+        };
         Some(RelayConfig {
             host: host?,
             port: port?,
@@ -543,6 +567,38 @@ impl Checker<'_> {
             ca_file: ca_file?,
             timeout: timeout?,
             data_timeout: data_timeout?,
+            retry: retry?,
+        })
+    }
+
+    /// `relay.retry`: each key optional; `max` may not be below `initial`.
+    fn retry(&mut self, node: &Node) -> Option<RetryPolicy> {
+        let s = self.section(node, "relay.retry", RETRY_KEYS)?;
+        let default = RetryPolicy::default();
+        let max_attempts = match s.get("max_attempts") {
+            None => Some(default.max_attempts),
+            Some(n) => self
+                .integer(n, "relay.retry.max_attempts", 1, 1_000)
+                .and_then(|m| u32::try_from(m).ok()),
+        };
+        let initial = match s.get("initial") {
+            None => Some(default.initial),
+            Some(n) => self.duration(n, "relay.retry.initial", RETRY_DELAY),
+        };
+        let max = match s.get("max") {
+            None => Some(default.max.max(initial.unwrap_or_default())),
+            Some(n) => self.duration(n, "relay.retry.max", RETRY_DELAY),
+        };
+        if let (Some(i), Some(m), Some(n)) = (initial, max, s.get("max"))
+            && m < i
+        {
+            self.err(n, "relay.retry.max is shorter than relay.retry.initial");
+            return None;
+        }
+        Some(RetryPolicy {
+            max_attempts: max_attempts?,
+            initial: initial?,
+            max: max?,
         })
     }
 
@@ -736,6 +792,28 @@ impl Checker<'_> {
             None => Some(Duration::from_secs(30 * 60)),
             Some(n) => self.duration(n, &s.name("pass_deadline"), PASS_DEADLINE),
         };
+        let initial = match s.get("initial") {
+            None => Some(None),
+            Some(n) => self.choice(n, &s.name("initial"), INITIAL).map(Some),
+        };
+        let expunge_every = match s.get("expunge_every") {
+            None => Some(50),
+            Some(n) => self
+                .integer(n, &s.name("expunge_every"), 1, u64::from(u32::MAX))
+                .and_then(|m| u32::try_from(m).ok()),
+        };
+        if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
+            (s.get("initial"), initial.flatten(), retention)
+        {
+            self.err(
+                n,
+                format!(
+                    "{}: skip_existing with retention: delete would delete the mail already upstream without delivering it; use deliver_all, or keep / <N>d",
+                    s.name("initial")
+                ),
+            );
+            return None;
+        }
         Some(AccountConfig {
             name: name?,
             protocol: protocol?,
@@ -752,6 +830,8 @@ impl Checker<'_> {
             retention: retention?,
             timeout: timeout?,
             pass_deadline: pass_deadline?,
+            initial: initial?,
+            expunge_every: expunge_every?,
         })
     }
 

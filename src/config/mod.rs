@@ -45,8 +45,23 @@ pub struct Config {
     /// Largest message downloaded, in bytes: a larger one is left upstream (RETR is not even
     /// tried when LIST announces it larger).
     pub max_message_size: u64,
+    /// What becomes of a recipient address in an accepted domain whose local part would make
+    /// the internal server relay it onward (`%`, `!`, a quoted `@`, a source route).
+    pub source_routed: SourceRouted,
     /// The mailboxes to collect from.
     pub accounts: Vec<AccountConfig>,
+}
+
+/// `source_routed:` — what becomes of an address such as `evil%x.com@example.com`, which a
+/// default Postfix or sendmail would relay to `evil@x.com`. Such an address is never sent
+/// as written, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceRouted {
+    /// The postmaster gets the copy, with the reason (the default).
+    #[default]
+    Postmaster,
+    /// The address is dropped and counted; the other recipients get the copy as usual.
+    Reject,
 }
 
 /// `metrics:`.
@@ -85,6 +100,49 @@ pub struct RelayConfig {
     pub timeout: Duration,
     /// Time allowed for the reply after the final "." of DATA (RFC 5321: at least 10 min).
     pub data_timeout: Duration,
+    /// How often, and how far apart, a message the relay could not take is tried again.
+    pub retry: RetryPolicy,
+}
+
+/// `relay.retry`: a message that failed for a reason that may pass (a 4xx reply, a download
+/// that broke off) is tried again after `initial`, then after twice as long each time up to
+/// `max`; after `max_attempts` attempts it is quarantined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 10,
+            initial: Duration::from_secs(60),
+            max: Duration::from_secs(3_600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// How long to wait after the `attempts`-th failed attempt (1-based): `initial`, doubled
+    /// for each attempt after the first, never more than `max`.
+    pub fn delay(&self, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(32);
+        self.initial
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(self.max)
+    }
+}
+
+/// `initial`: what an account does the first time the state store sees it, when its mailbox
+/// already holds mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initial {
+    /// Deliver everything in the mailbox.
+    DeliverAll,
+    /// Take what is there now as already delivered; deliver only what arrives later.
+    SkipExisting,
 }
 
 /// The upstream protocol.
@@ -112,6 +170,16 @@ pub enum Retention {
     Keep,
     /// This many days after the message was first seen.
     Days(u32),
+}
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Retention::Delete => f.write_str("delete"),
+            Retention::Keep => f.write_str("keep"),
+            Retention::Days(n) => write!(f, "{n}d"),
+        }
+    }
 }
 
 /// A password that never prints: `Debug` and `Display` show `***`.
@@ -162,6 +230,13 @@ pub struct AccountConfig {
     pub timeout: Duration,
     /// Time allowed for a whole poll pass of this account (enforced by the pipeline).
     pub pass_deadline: Duration,
+    /// What to do with the mail already upstream when the state store has never seen this
+    /// account; `None`: deliver it when retention deletes it, else wait for a choice (a kept
+    /// mailbox whose state was lost would otherwise be delivered all over again).
+    pub initial: Option<Initial>,
+    /// POP3: commit deletions (QUIT and log in again) after this many, so that a dropped
+    /// connection brings back at most this many delivered messages.
+    pub expunge_every: u32,
 }
 
 /// One problem in the configuration file, with where it is.

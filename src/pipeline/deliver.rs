@@ -5,31 +5,37 @@ use std::time::SystemTime;
 
 use crate::address::Address;
 use crate::config::{AccountConfig, Config};
-use crate::relay::{Outcome, Relay, RelayError, received_header};
+use crate::relay::{Outcome, RcptResult, Relay, RelayError, received_header};
 use crate::route::{self, Rules};
 use crate::state::{MessageState, RecipientStatus, StateError, Store};
 
-/// Whether every recipient of the message is settled (delivered or re-routed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
-    Yes,
-    No,
+use super::notice;
+
+/// Where one message stands after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every recipient is settled (delivered or re-routed to the postmaster).
+    Settled,
+    /// Not settled, for a reason that may pass (a 4xx, a timeout): try again after a back-off.
+    Retry(String),
+    /// Refused for good as a whole, and the postmaster's copy was refused too: quarantine.
+    Refused(String),
+    /// No SMTP session could be set up: every other message would fail alike; not the
+    /// message's fault.
+    RelayUnavailable(String),
 }
 
 /// What happened to one message.
 #[derive(Debug)]
 pub struct Delivery {
-    pub settled: Settled,
+    pub verdict: Verdict,
     pub delivered: usize,
     pub rerouted: usize,
-    /// No SMTP session could be set up: the other messages of the pass would fail alike.
-    pub relay_unavailable: bool,
 }
 
 /// Routes `raw`, relays it to the recipients that `seen` does not list as done, and records
 /// every outcome (and, when all are settled, the message) in one transaction. Only a
-/// state-store failure is an error: a relay failure leaves the message unsettled, to be tried
-/// again next pass.
+/// state-store failure is an error: a relay failure leaves the message unsettled.
 #[allow(clippy::too_many_arguments)]
 pub async fn deliver(
     config: &Config,
@@ -43,11 +49,19 @@ pub async fn deliver(
 ) -> Result<Delivery, StateError> {
     let name = account.name.as_str();
     let routing = route::route(raw, rules);
+    for r in &routing.refused {
+        let then = if r.to_postmaster {
+            "the postmaster gets the copy"
+        } else {
+            "dropped (source_routed: reject)"
+        };
+        tracing::warn!(account = name, uid, "refused address {r}; {then}");
+        crate::metrics::addresses_refused(name, r.why.label());
+    }
     let mut delivery = Delivery {
-        settled: Settled::Yes,
+        verdict: Verdict::Settled,
         delivered: 0,
         rerouted: 0,
-        relay_unavailable: false,
     };
     let mut pending: Vec<Address> = Vec::new();
     for r in &routing.recipients {
@@ -71,36 +85,68 @@ pub async fn deliver(
         .await
     {
         Ok(results) => results,
+        Err(e) if e.is_permanent() => {
+            relay_failed(name, uid, &e);
+            let return_path = routing.return_path.as_ref();
+            return refused_whole(
+                config,
+                account,
+                relay,
+                store,
+                (uid, raw),
+                return_path,
+                &pending,
+                &e,
+            )
+            .await;
+        }
         Err(e) => {
             relay_failed(name, uid, &e);
-            // No outcome to store, but retention counts from the first sighting.
-            store.seen(name, uid, now).await?;
-            delivery.settled = Settled::No;
-            delivery.relay_unavailable = e.is_unavailable();
+            delivery.verdict = if e.is_unavailable() {
+                Verdict::RelayUnavailable(e.to_string())
+            } else {
+                Verdict::Retry(e.to_string())
+            };
             return Ok(delivery);
         }
     };
 
     let mut outcomes = Vec::with_capacity(results.len());
     let mut refused = Vec::new();
-    for result in results {
-        let recipient = result.recipient;
-        match result.outcome {
+    let mut temporary = None;
+    let mut refused_for_good = None;
+    for recipient in &pending {
+        // Matched by address, not by position: a recipient without a result of its own is
+        // not settled, whatever the others got.
+        let Some(result) = results.iter().find(|r| &r.recipient == recipient) else {
+            tracing::warn!(account = name, uid, recipient = %recipient, "the relay gave no outcome; will retry");
+            temporary.get_or_insert_with(|| format!("no outcome for <{recipient}>"));
+            continue;
+        };
+        match &result.outcome {
             Outcome::Delivered(reply) => {
                 tracing::info!(account = name, uid, recipient = %recipient, "delivered: {reply}");
                 crate::metrics::recipient_outcome(name, "delivered");
                 delivery.delivered += 1;
-                outcomes.push((recipient, RecipientStatus::Delivered, reply.to_string()));
+                outcomes.push((
+                    recipient.clone(),
+                    RecipientStatus::Delivered,
+                    reply.to_string(),
+                ));
             }
             Outcome::Temporary(reply) => {
                 tracing::warn!(account = name, uid, recipient = %recipient, "deferred, will retry: {reply}");
                 crate::metrics::recipient_outcome(name, "temporary");
-                delivery.settled = Settled::No;
-                outcomes.push((recipient, RecipientStatus::Pending, reply.to_string()));
+                temporary.get_or_insert_with(|| format!("<{recipient}>: {reply}"));
+                outcomes.push((
+                    recipient.clone(),
+                    RecipientStatus::Pending,
+                    reply.to_string(),
+                ));
             }
             Outcome::Permanent(reply) => {
                 tracing::warn!(account = name, uid, recipient = %recipient, "refused: {reply}; re-routing to the postmaster");
-                refused.push((recipient, reply.to_string()));
+                refused.push((recipient.clone(), reply.to_string()));
             }
         }
     }
@@ -111,68 +157,146 @@ pub async fn deliver(
         store
             .record_recipients(name, uid, &outcomes, false, now)
             .await?;
+        let headers: String = refused
+            .iter()
+            .filter(|(r, _)| r.dedup_key() != config.postmaster.dedup_key())
+            .map(|(r, reply)| notice::refused_recipient(r.as_str(), reply))
+            .collect();
         let rerouted = reroute(
             config,
             account,
             relay,
             uid,
             raw,
-            &refused,
+            &headers,
             routing.return_path.as_ref(),
         )
         .await;
         outcomes.clear();
         for (recipient, reply) in refused {
             // The postmaster refusing is never settled by a copy to the postmaster.
-            let status = if rerouted && recipient.dedup_key() != config.postmaster.dedup_key() {
+            let status = if rerouted.is_ok()
+                && recipient.dedup_key() != config.postmaster.dedup_key()
+            {
                 crate::metrics::recipient_outcome(name, "rerouted");
                 delivery.rerouted += 1;
                 RecipientStatus::Rerouted
             } else {
                 crate::metrics::recipient_outcome(name, "temporary");
-                delivery.settled = Settled::No;
+                match &rerouted {
+                    Err(r) => {
+                        let why = format!(
+                            "<{recipient}> refused ({reply}), and the postmaster's copy failed: {}",
+                            r.why
+                        );
+                        if r.permanent {
+                            refused_for_good.get_or_insert(why);
+                        } else {
+                            temporary.get_or_insert(why);
+                        }
+                    }
+                    // The postmaster was a recipient and refused: nowhere else to go.
+                    Ok(()) => {
+                        refused_for_good
+                            .get_or_insert_with(|| format!("<{recipient}> refused: {reply}"));
+                    }
+                }
                 RecipientStatus::Pending
             };
             outcomes.push((recipient, status, reply));
         }
     }
-    let settle = delivery.settled == Settled::Yes;
+    // A temporary failure may still pass; one refused for good with nowhere to go cannot.
+    if let Some(why) = temporary {
+        delivery.verdict = Verdict::Retry(why);
+    } else if let Some(why) = refused_for_good {
+        delivery.verdict = Verdict::Refused(why);
+    }
+    let settle = delivery.verdict == Verdict::Settled;
     store
         .record_recipients(name, uid, &outcomes, settle, now)
         .await?;
     Ok(delivery)
 }
 
-/// Sends the postmaster one copy of a message that the internal server refused for good for
-/// the `refused` recipients, with an `X-Mailferry-Rerouted:` header naming each and the reply.
-/// True when the postmaster's copy was accepted.
+/// The internal server refused the whole message for good (MAIL FROM or DATA 5xx): the
+/// postmaster gets it instead, with a line saying why; if the postmaster's copy is refused
+/// too, the verdict is `Refused` (quarantine).
+#[allow(clippy::too_many_arguments)]
+async fn refused_whole(
+    config: &Config,
+    account: &AccountConfig,
+    relay: &mut Relay,
+    store: &Store,
+    (uid, raw): (&str, &[u8]),
+    return_path: Option<&Address>,
+    pending: &[Address],
+    e: &RelayError,
+) -> Result<Delivery, StateError> {
+    let name = account.name.as_str();
+    let why = e.to_string();
+    // Refused at MAIL FROM: that sender will be refused again; the postmaster's copy goes
+    // with the null reverse path.
+    let reverse = match e {
+        RelayError::MailFrom { .. } | RelayError::ReversePath { .. } => None,
+        _ => return_path,
+    };
+    let headers = notice::refused_whole(&why);
+    let mut delivery = Delivery {
+        verdict: Verdict::Settled,
+        delivered: 0,
+        rerouted: 0,
+    };
+    match reroute(config, account, relay, uid, raw, &headers, reverse).await {
+        Ok(()) => {
+            let outcomes: Vec<_> = pending
+                .iter()
+                .map(|r| {
+                    crate::metrics::recipient_outcome(name, "rerouted");
+                    (r.clone(), RecipientStatus::Rerouted, why.clone())
+                })
+                .collect();
+            delivery.rerouted = outcomes.len();
+            store
+                .record_recipients(name, uid, &outcomes, true, SystemTime::now())
+                .await?;
+        }
+        Err(postmaster) => {
+            let why = format!(
+                "{why}; the copy to the postmaster failed too: {}",
+                postmaster.why
+            );
+            delivery.verdict = if postmaster.permanent {
+                Verdict::Refused(why)
+            } else {
+                Verdict::Retry(why)
+            };
+        }
+    }
+    Ok(delivery)
+}
+
+/// Sends the postmaster one copy of a message the internal server refused for good, with
+/// `headers` (`X-Mailferry-Rerouted:` lines saying who refused it and why) on top. `Err`
+/// says why the postmaster's copy was not accepted, and whether for good.
 async fn reroute(
     config: &Config,
     account: &AccountConfig,
     relay: &mut Relay,
     uid: &str,
     raw: &[u8],
-    refused: &[(Address, String)],
+    headers: &str,
     return_path: Option<&Address>,
-) -> bool {
+) -> Result<(), Refusal> {
     let postmaster = &config.postmaster;
-    let mut message = Vec::new();
-    for (recipient, reply) in refused {
-        if recipient.dedup_key() == postmaster.dedup_key() {
-            continue;
-        }
-        message.extend_from_slice(
-            format!(
-                "X-Mailferry-Rerouted: for <{recipient}> refused by the internal server: {}\r\n",
-                sanitize(reply)
-            )
-            .as_bytes(),
-        );
+    if headers.is_empty() {
+        // Only the postmaster itself refused: nowhere else to go.
+        return Err(Refusal {
+            why: "the postmaster itself refused it".to_owned(),
+            permanent: true,
+        });
     }
-    if message.is_empty() {
-        // Only the postmaster itself refused: nowhere else to go; stays for a later pass.
-        return false;
-    }
+    let mut message = headers.as_bytes().to_vec();
     message.extend_from_slice(&with_trace(
         relay,
         account,
@@ -184,14 +308,35 @@ async fn reroute(
         .send(return_path, std::slice::from_ref(postmaster), &message)
         .await
     {
-        Ok(results) => results
-            .iter()
-            .all(|r| matches!(r.outcome, Outcome::Delivered(_))),
+        Ok(results) => match results.iter().find(|r| &r.recipient == postmaster) {
+            Some(RcptResult { outcome, .. }) => match outcome {
+                Outcome::Delivered(_) => Ok(()),
+                Outcome::Temporary(reply) | Outcome::Permanent(reply) => Err(Refusal {
+                    why: reply.to_string(),
+                    permanent: reply.is_permanent(),
+                }),
+            },
+            None => Err(Refusal {
+                why: "no outcome for the postmaster".to_owned(),
+                permanent: false,
+            }),
+        },
         Err(e) => {
             relay_failed(&account.name, uid, &e);
-            false
+            Err(Refusal {
+                why: e.to_string(),
+                permanent: e.is_permanent(),
+            })
         }
     }
+}
+
+/// Why the postmaster's copy was not accepted.
+#[derive(Debug)]
+struct Refusal {
+    why: String,
+    /// Refused for good (5xx): trying again cannot help; quarantine.
+    permanent: bool,
 }
 
 /// The message with mailferry's `Received:` trace header on top.
@@ -220,11 +365,4 @@ fn with_trace(
 fn relay_failed(account: &str, uid: &str, e: &RelayError) {
     tracing::warn!(account, uid, "relay failed, message stays upstream: {e}");
     crate::metrics::message_failed(account, "relay");
-}
-
-/// A server's reply text made safe for a header line.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }

@@ -4,7 +4,9 @@
 //! `deliver.rs` is one message's way through route → relay → state.
 
 mod deliver;
+mod notice;
 mod pass;
+mod plan;
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,20 +15,23 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{AccountConfig, Config, Protocol};
-use crate::state::{StateError, Store};
+use crate::config::{Config, Protocol};
+use crate::state::{StateError, StateLock, Store};
 
 pub use pass::{PassError, PassReport};
 
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("state store: {0}")]
+    #[error("{0}")]
     State(#[from] StateError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("cannot wait for signals: {0}")]
     Signal(std::io::Error),
+    /// A pass met a failure that must stop the daemon (the state database was replaced).
+    #[error("stopping: {0}")]
+    Fatal(String),
 }
 
 /// How long `run` waits, after SIGTERM, for passes to finish the message in hand and QUIT.
@@ -81,6 +86,7 @@ pub fn unsupported(config: &Config) -> Vec<String> {
 
 /// One pass of every account (or of the one named), concurrently; then exit.
 pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, PipelineError> {
+    let _lock = StateLock::acquire(&config.state_dir)?;
     let store = Store::open(&config.state_dir)?;
     let slots = relay_slots(&config);
     let config = Arc::new(config);
@@ -94,17 +100,17 @@ pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, Pi
         let (config, store, slots, stop) =
             (config.clone(), store.clone(), slots.clone(), stop.clone());
         tasks.spawn(async move {
-            let account = &config.accounts[index];
-            let result = pass::run_pass(&config, account, &store, &slots, &stop).await;
-            (index, account.name.clone(), result)
+            let name = config.accounts[index].name.clone();
+            let result = guarded_pass(config, index, store, slots, stop).await;
+            (index, name, result)
         });
     }
     let mut passes = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(done) => passes.push(done),
-            // A panic in one pass is a bug; it must not hide the other accounts' results.
-            Err(e) => tracing::error!("a poll pass panicked: {e}"),
+            // guarded_pass catches a pass's panic; only this wrapper itself could fail here.
+            Err(e) => tracing::error!("a poll pass task failed: {e}"),
         }
     }
     passes.sort_by_key(|(index, _, _)| *index);
@@ -116,6 +122,7 @@ pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, Pi
 /// The daemon: each account on its own cycle until SIGTERM or SIGINT; then every pass
 /// finishes the message in hand, commits its deletions and stops.
 pub async fn run(config: Config) -> Result<(), PipelineError> {
+    let _lock = StateLock::acquire(&config.state_dir)?;
     let store = Store::open(&config.state_dir)?;
     if let Some(addr) = config.metrics.listen {
         let listener = crate::metrics::bind(addr).await?;
@@ -125,19 +132,33 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
     let slots = relay_slots(&config);
     let config = Arc::new(config);
     let (stop_tx, stop) = watch::channel(false);
+    let (fatal_tx, mut fatal) = tokio::sync::mpsc::channel::<String>(1);
     let mut pollers = JoinSet::new();
     for index in 0..config.accounts.len() {
-        let (config, store, slots, stop) =
-            (config.clone(), store.clone(), slots.clone(), stop.clone());
-        pollers.spawn(async move {
-            poller(&config, &config.accounts[index], &store, &slots, stop).await
-        });
+        let (config, store, slots, stop, fatal_tx) = (
+            config.clone(),
+            store.clone(),
+            slots.clone(),
+            stop.clone(),
+            fatal_tx.clone(),
+        );
+        pollers.spawn(poller(config, index, store, slots, stop, fatal_tx));
     }
     crate::metrics::set_ready(true);
     tracing::info!(accounts = config.accounts.len(), "mailferry running");
 
-    shutdown_signal().await.map_err(PipelineError::Signal)?;
-    tracing::info!("stopping: finishing the messages in hand");
+    let signal = shutdown_signal();
+    let fatal_error = tokio::select! {
+        result = signal => {
+            result.map_err(PipelineError::Signal)?;
+            None
+        }
+        Some(why) = fatal.recv() => Some(why),
+    };
+    match &fatal_error {
+        None => tracing::info!("stopping: finishing the messages in hand"),
+        Some(why) => tracing::error!("stopping: {why}"),
+    }
     crate::metrics::set_ready(false);
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -149,19 +170,68 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
         pollers.abort_all();
     }
     tracing::info!("stopped");
-    Ok(())
+    match fatal_error {
+        None => Ok(()),
+        Some(why) => Err(PipelineError::Fatal(why)),
+    }
+}
+
+/// One pass of account `index` in a task of its own, so that a panic in it (a bug, here or in
+/// a library: lettre panics on some malformed replies) fails this pass of this account only.
+async fn guarded_pass(
+    config: Arc<Config>,
+    index: usize,
+    store: Store,
+    slots: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+) -> Result<PassReport, PassError> {
+    let task = tokio::spawn(async move {
+        let account = &config.accounts[index];
+        pass::run_pass(&config, account, &store, &slots, &stop).await
+    });
+    match task.await {
+        Ok(result) => result,
+        Err(e) => {
+            let why = match e.try_into_panic() {
+                Ok(payload) => payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned()),
+                Err(e) => e.to_string(),
+            };
+            Err(PassError::Panicked(why))
+        }
+    }
 }
 
 /// One account's cycle: a pass, then sleep `poll_interval` (or until stopped).
 async fn poller(
-    config: &Config,
-    account: &AccountConfig,
-    store: &Store,
-    slots: &Arc<Semaphore>,
+    config: Arc<Config>,
+    index: usize,
+    store: Store,
+    slots: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
+    fatal: tokio::sync::mpsc::Sender<String>,
 ) {
+    let account = &config.accounts[index];
     loop {
-        match pass::run_pass(config, account, store, slots, &stop).await {
+        let pass = guarded_pass(
+            config.clone(),
+            index,
+            store.clone(),
+            slots.clone(),
+            stop.clone(),
+        );
+        match pass.await {
+            Err(e) if e.is_fatal() => {
+                let _ = fatal.send(e.to_string()).await;
+                return;
+            }
+            // Said once by the store when it happened; not again every poll_interval.
+            Err(PassError::State(StateError::Unwritable { .. })) => {
+                tracing::debug!(account = %account.name, "not delivering: the state store cannot be written")
+            }
             // A quiet mailbox is not news every poll_interval.
             Ok(report) if report.fetched + report.deleted + report.failed == 0 => {
                 tracing::debug!(account = %account.name, "pass: {report}")

@@ -1,6 +1,9 @@
 //! One poll pass of one POP3 account: list the mailbox, skip what the state store says is
-//! done, download at most `max_per_pass` messages and hand each on, delete upstream what
-//! retention allows, QUIT (which is when a POP3 server commits the deletions).
+//! done (or quarantined, or waiting for its back-off), download at most `max_per_pass`
+//! messages and hand each on, delete upstream what retention allows, QUIT (which is when a
+//! POP3 server commits the deletions) — every `expunge_every` deletions, and at the end.
+//! A connection lost in the middle of a message counts against that message and the pass
+//! goes on with the others on a new connection.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -9,14 +12,19 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::{Semaphore, watch};
 
-use crate::config::{AccountConfig, Config};
+use crate::config::{AccountConfig, Config, Initial, Retention};
 use crate::fetch::pop3::{Pop3Client, Pop3Error};
-use crate::relay::Relay;
+use crate::relay::{Outcome, Relay};
 use crate::retention;
 use crate::route::Rules;
-use crate::state::{MessageState, StateError, Store};
+use crate::state::{MessageState, Quarantined, StateError, Store};
 
-use super::deliver::{self, Settled};
+use super::deliver::{self, Verdict};
+use super::notice;
+use super::plan::{self, Next};
+
+/// New connections a pass may open after losing one in the middle of a message.
+const RECONNECTS: usize = 3;
 
 /// Why a pass ended early. Nothing is lost: what was not settled stays upstream, and what was
 /// deleted but not committed (no QUIT) is deleted again next pass.
@@ -24,8 +32,27 @@ use super::deliver::{self, Settled};
 pub enum PassError {
     #[error("POP3: {0}")]
     Pop3(#[from] Pop3Error),
-    #[error("state store: {0}")]
+    #[error("{0}")]
     State(#[from] StateError),
+    /// The store has never seen this account, its mailbox holds mail, and retention keeps
+    /// mail upstream: delivering it all could repeat what a lost state already delivered.
+    #[error(
+        "the state store has never seen this account and its mailbox already holds {count} message(s); \
+         with retention {retention} choose what to do with them: `initial: deliver_all` or `initial: skip_existing` \
+         in the account's configuration"
+    )]
+    InitialChoice { count: usize, retention: String },
+    /// The pass panicked (a bug, ours or a library's): this account's pass failed, nothing
+    /// else; the next pass starts afresh.
+    #[error("the pass stopped on an internal error: {0}")]
+    Panicked(String),
+}
+
+impl PassError {
+    /// Whether the daemon must stop (the state database was replaced under it).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, PassError::State(e) if e.is_fatal())
+    }
 }
 
 /// What one pass did.
@@ -41,8 +68,12 @@ pub struct PassReport {
     pub delivered: usize,
     /// Recipients refused for good and re-routed to the postmaster.
     pub rerouted: usize,
-    /// Messages left for a later pass (temporary failure, or refused without a way on).
+    /// Messages left for a later pass after a failure (temporary failure, relay down).
     pub failed: usize,
+    /// Messages quarantined in this pass.
+    pub quarantined: usize,
+    /// Messages waiting for their back-off after an earlier failure.
+    pub waiting: usize,
     /// Upstream copies deleted (and committed by QUIT).
     pub deleted: usize,
     /// Messages not downloaded because `max_per_pass` was reached.
@@ -53,13 +84,15 @@ impl fmt::Display for PassReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} upstream, {} fetched, {} settled, {} recipient(s) delivered, {} re-routed to postmaster, {} failed, {} deleted upstream, {} left for the next pass",
+            "{} upstream, {} fetched, {} settled, {} recipient(s) delivered, {} re-routed to postmaster, {} failed, {} quarantined, {} waiting to retry, {} deleted upstream, {} left for the next pass",
             self.upstream,
             self.fetched,
             self.settled,
             self.delivered,
             self.rerouted,
             self.failed,
+            self.quarantined,
+            self.waiting,
             self.deleted,
             self.deferred
         )
@@ -75,168 +108,405 @@ pub async fn run_pass(
     stop: &watch::Receiver<bool>,
 ) -> Result<PassReport, PassError> {
     let started = Instant::now();
-    let result = pass(config, account, store, relay_slots, stop).await;
+    let mut relay = Relay::sharing(config.relay.clone(), relay_slots.clone());
+    let mut pass = Pass {
+        config,
+        account,
+        store,
+        rules: Rules::for_account(config, account),
+        report: PassReport::default(),
+        tried: HashSet::new(),
+    };
+    let result = pass.run(&mut relay, stop).await;
+    relay.close().await;
+    let result = result.map(|()| pass.report);
     let upstream = result.as_ref().ok().map(|r| r.upstream);
     crate::metrics::pass_finished(&account.name, result.is_ok(), started.elapsed(), upstream);
     result
 }
 
-async fn pass(
-    config: &Config,
-    account: &AccountConfig,
-    store: &Store,
-    relay_slots: &Arc<Semaphore>,
-    stop: &watch::Receiver<bool>,
-) -> Result<PassReport, PassError> {
-    let name = account.name.as_str();
-    let mut client = Pop3Client::connect(account).await?;
-    let listing = client.uidl().await?;
-    let mut report = PassReport {
-        upstream: listing.len(),
-        ..PassReport::default()
-    };
-
-    let known = store.load_account(name).await?;
-    let present: HashSet<String> = listing.iter().map(|(_, uid)| uid.clone()).collect();
-    store.prune(name, &present).await?;
-
-    let rules = Rules::for_account(config, account);
-    let mut relay = Relay::sharing(config.relay.clone(), relay_slots.clone());
-    let mut deleted = Vec::new();
-
-    for (number, uid) in &listing {
-        if *stop.borrow() {
-            break;
-        }
-        let now = SystemTime::now();
-        let settled = match known.get(uid) {
-            Some(state) if state.settled_at.is_some() => state.clone(),
-            _ if report.fetched >= account.max_per_pass as usize => {
-                report.deferred += 1;
-                continue;
-            }
-            known_state => {
-                let message = Message {
-                    config,
-                    account,
-                    rules: &rules,
-                    store,
-                    number: *number,
-                    uid,
-                    known: known_state,
-                };
-                match message
-                    .fetch_and_deliver(&mut client, &mut relay, &mut report)
-                    .await?
-                {
-                    Step::Settled(state) => state,
-                    Step::Unsettled => {
-                        report.failed += 1;
-                        continue;
-                    }
-                    Step::RelayUnavailable => {
-                        // Every other message would fail alike: stop downloading. Settled
-                        // messages further down are deleted next pass.
-                        report.failed += 1;
-                        break;
-                    }
-                }
-            }
-        };
-        if retention::may_delete(account.retention, &settled, now) {
-            match client.dele(*number).await {
-                Ok(()) => deleted.push(uid.clone()),
-                // Refused for this one message: it stays upstream, is deleted next pass.
-                Err(e) if !e.connection_lost() => {
-                    tracing::warn!(account = name, uid = %uid, "DELE refused: {e}");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    relay.close().await;
-    client.quit().await?;
-    // Recorded only after QUIT: a POP3 server commits DELE at QUIT and not before.
-    if !deleted.is_empty() {
-        store
-            .mark_deleted(name, &deleted, SystemTime::now())
-            .await?;
-        crate::metrics::upstream_deleted(name, deleted.len());
-    }
-    report.deleted = deleted.len();
-    Ok(report)
-}
-
-/// Where one unsettled message ended up in this pass.
-enum Step {
-    /// Every recipient is settled; the state as it now stands.
-    Settled(MessageState),
-    /// Left upstream for a later pass (RETR refused, a recipient deferred, relay refused).
-    Unsettled,
-    /// No SMTP session could be set up.
-    RelayUnavailable,
-}
-
-/// One message not yet settled, and what it takes to move it on.
-struct Message<'a> {
+/// One pass in progress.
+struct Pass<'a> {
     config: &'a Config,
     account: &'a AccountConfig,
-    rules: &'a Rules,
     store: &'a Store,
-    number: u32,
-    uid: &'a str,
-    /// Its state from an earlier pass, if any (the recipients already done).
-    known: Option<&'a MessageState>,
+    rules: Rules,
+    report: PassReport,
+    /// Messages attempted in this pass: not again after a reconnect.
+    tried: HashSet<String>,
 }
 
-impl Message<'_> {
-    /// RETR, then route → relay → state. Only a lost POP3 connection or a state-store
-    /// failure is an error; whatever else goes wrong concerns this message alone.
-    async fn fetch_and_deliver(
+/// How one POP3 session of the pass ended.
+enum Session {
+    /// The listing was worked through.
+    Done,
+    /// `expunge_every` deletions: committed; go on in a new session.
+    Expunged,
+    /// The connection was lost in the middle of a message: go on in a new session.
+    Lost(Pop3Error),
+}
+
+impl Pass<'_> {
+    async fn run(
+        &mut self,
+        relay: &mut Relay,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), PassError> {
+        // Nothing is delivered that could not be recorded.
+        self.store.ensure_writable().await?;
+        let mut lost = 0;
+        let mut first = true;
+        loop {
+            let client = Pop3Client::connect(self.account).await?;
+            match self.session(client, relay, stop, first).await? {
+                Session::Done => return Ok(()),
+                Session::Expunged => {}
+                Session::Lost(e) if lost < RECONNECTS && !*stop.borrow() => {
+                    lost += 1;
+                    tracing::warn!(account = %self.account.name, "connection lost, going on with a new one: {e}");
+                }
+                Session::Lost(e) => return Err(e.into()),
+            }
+            first = false;
+        }
+    }
+
+    /// One POP3 session: UIDL, then the messages in order, until the listing is done,
+    /// `expunge_every` deletions are waiting for QUIT, or the connection is lost.
+    async fn session(
+        &mut self,
+        mut client: Pop3Client,
+        relay: &mut Relay,
+        stop: &watch::Receiver<bool>,
+        first: bool,
+    ) -> Result<Session, PassError> {
+        let name = self.account.name.as_str();
+        let listing = client.uidl().await?;
+        let mut known = self.store.load_account(name).await?;
+        if first {
+            self.report.upstream = listing.len();
+            let present: HashSet<String> = listing.iter().map(|(_, uid)| uid.clone()).collect();
+            self.store.prune(name, &present).await?;
+            if self.initialize(&listing).await? {
+                known = self.store.load_account(name).await?;
+            }
+            let quarantined = known
+                .values()
+                .filter(|s| s.quarantine.as_ref().is_some_and(|q| !q.forgotten))
+                .count();
+            crate::metrics::quarantined_now(name, quarantined);
+        }
+
+        let mut deleted = Vec::new();
+        let mut ended = Session::Done;
+        for (number, uid) in &listing {
+            if *stop.borrow() {
+                break;
+            }
+            let now = SystemTime::now();
+            let budget_left = self.report.fetched < self.account.max_per_pass as usize;
+            let state = known.get(uid);
+            let settled = match plan::next(state, now, &self.config.relay.retry, budget_left) {
+                Next::Settled => state.cloned(),
+                Next::Quarantined => {
+                    if let Some(q) = state.and_then(|s| s.quarantine.as_ref()) {
+                        self.tell_postmaster(relay, uid, q, "").await?;
+                    }
+                    None
+                }
+                Next::Wait => {
+                    self.report.waiting += 1;
+                    None
+                }
+                Next::Defer => {
+                    self.report.deferred += 1;
+                    None
+                }
+                Next::GiveUp => {
+                    self.give_up(relay, uid, "attempts", "it failed on every attempt", "")
+                        .await?;
+                    None
+                }
+                Next::Attempt if self.tried.contains(uid) => None,
+                Next::Attempt => {
+                    self.tried.insert(uid.clone());
+                    match self.attempt(&mut client, relay, *number, uid).await? {
+                        Attempt::Settled(state) => Some(state),
+                        Attempt::Unsettled => None,
+                        Attempt::RelayUnavailable => break,
+                        Attempt::Lost(e) => {
+                            ended = Session::Lost(e);
+                            break;
+                        }
+                    }
+                }
+            };
+            let Some(settled) = settled else { continue };
+            if retention::may_delete(self.account.retention, &settled, now) {
+                match client.dele(*number).await {
+                    Ok(()) => deleted.push(uid.clone()),
+                    // Refused for this one message: it stays upstream, is deleted next pass.
+                    Err(e) if !e.connection_lost() => {
+                        tracing::warn!(account = name, uid = %uid, "DELE refused: {e}");
+                    }
+                    // Deletions not committed are made again next session.
+                    Err(e) => return Ok(Session::Lost(e)),
+                }
+                if deleted.len() >= self.account.expunge_every as usize {
+                    ended = Session::Expunged;
+                    break;
+                }
+            }
+        }
+        if let Session::Lost(_) = ended {
+            return Ok(ended);
+        }
+        client.quit().await?;
+        // Recorded only after QUIT: a POP3 server commits DELE at QUIT and not before.
+        if !deleted.is_empty() {
+            self.store
+                .mark_deleted(name, &deleted, SystemTime::now())
+                .await?;
+            crate::metrics::upstream_deleted(name, deleted.len());
+        }
+        self.report.deleted += deleted.len();
+        Ok(ended)
+    }
+
+    /// The first pass of an account the store has never seen: with mail already upstream and
+    /// retention keeping it there, only after a stated choice (`initial`). True when messages
+    /// were stored as skipped.
+    async fn initialize(&mut self, listing: &[(u32, String)]) -> Result<bool, PassError> {
+        let name = self.account.name.as_str();
+        if self.store.account_known(name).await? {
+            return Ok(false);
+        }
+        let choice = match (self.account.initial, self.account.retention) {
+            (Some(choice), _) => choice,
+            (None, _) if listing.is_empty() => Initial::DeliverAll,
+            // Deleted once delivered: mail upstream was never delivered by this store.
+            (None, Retention::Delete) => Initial::DeliverAll,
+            (None, retention) => {
+                return Err(PassError::InitialChoice {
+                    count: listing.len(),
+                    retention: retention.to_string(),
+                });
+            }
+        };
+        let skip: Vec<String> = match choice {
+            Initial::DeliverAll => Vec::new(),
+            Initial::SkipExisting => listing.iter().map(|(_, uid)| uid.clone()).collect(),
+        };
+        if !skip.is_empty() {
+            tracing::info!(
+                account = name,
+                "initial: skip_existing: {} message(s) already upstream are taken as delivered",
+                skip.len()
+            );
+        }
+        self.store
+            .initialize_account(name, &skip, SystemTime::now())
+            .await?;
+        Ok(!skip.is_empty())
+    }
+
+    /// Quarantines a message: left upstream, recorded, counted, the postmaster told.
+    async fn give_up(
+        &mut self,
+        relay: &mut Relay,
+        uid: &str,
+        metric: &'static str,
+        reason: &str,
+        excerpt: &str,
+    ) -> Result<(), PassError> {
+        let name = self.account.name.as_str();
+        tracing::warn!(account = name, uid, "quarantined, left upstream: {reason}");
+        let q = self
+            .store
+            .quarantine(name, uid, reason, SystemTime::now())
+            .await?;
+        crate::metrics::message_quarantined(name, metric);
+        self.report.quarantined += 1;
+        self.tell_postmaster(relay, uid, &q, excerpt).await
+    }
+
+    /// Tells the postmaster about a quarantined message, once: a notice that could not be
+    /// sent is tried again next pass.
+    async fn tell_postmaster(
         &self,
+        relay: &mut Relay,
+        uid: &str,
+        q: &Quarantined,
+        excerpt: &str,
+    ) -> Result<(), PassError> {
+        if q.notified || q.forgotten {
+            return Ok(());
+        }
+        let name = self.account.name.as_str();
+        let text = notice::quarantine(
+            &notice::QuarantineNotice {
+                account: name,
+                uidl: uid,
+                id: q.id,
+                reason: &q.reason,
+                excerpt,
+            },
+            &relay.helo_name(),
+            SystemTime::now(),
+        );
+        let postmaster = std::slice::from_ref(&self.config.postmaster);
+        match relay.send(None, postmaster, &text).await {
+            Ok(results) => match results.first().map(|r| &r.outcome) {
+                Some(Outcome::Delivered(_)) => {
+                    self.store.mark_notified(q.id, SystemTime::now()).await?;
+                }
+                // Refused for good: asking again every pass would only repeat the refusal.
+                Some(Outcome::Permanent(reply)) => {
+                    tracing::warn!(
+                        account = name,
+                        uid,
+                        "the postmaster refused the quarantine notice for good: {reply}"
+                    );
+                    self.store.mark_notified(q.id, SystemTime::now()).await?;
+                }
+                _ => tracing::warn!(
+                    account = name,
+                    uid,
+                    "the postmaster did not take the quarantine notice; will try again"
+                ),
+            },
+            Err(e) => tracing::warn!(
+                account = name,
+                uid,
+                "cannot send the quarantine notice to the postmaster; will try again: {e}"
+            ),
+        }
+        Ok(())
+    }
+
+    /// One attempt at one message: counted in the store first, then RETR, then
+    /// route → relay → state. Only a state-store failure is an error.
+    async fn attempt(
+        &mut self,
         client: &mut Pop3Client,
         relay: &mut Relay,
-        report: &mut PassReport,
-    ) -> Result<Step, PassError> {
+        number: u32,
+        uid: &str,
+    ) -> Result<Attempt, PassError> {
         let name = self.account.name.as_str();
-        let raw = match client.retr(self.number).await {
+        let state = self
+            .store
+            .begin_attempt(name, uid, SystemTime::now())
+            .await?;
+        let raw = match client.retr(number).await {
             Ok(raw) => raw,
-            Err(e) if !e.connection_lost() => {
-                tracing::warn!(account = name, uid = %self.uid, "RETR failed: {e}");
+            Err(e) => {
+                tracing::warn!(account = name, uid, "RETR failed: {e}");
                 crate::metrics::message_failed(name, "retrieve");
-                return Ok(Step::Unsettled);
+                let lost = e.connection_lost();
+                // A lost connection is tried again at once on a new one (the attempt still
+                // counts: a message that breaks every connection is quarantined in the end).
+                let wait = !lost;
+                self.failed(
+                    relay,
+                    uid,
+                    &state,
+                    &format!("RETR failed: {e}"),
+                    wait,
+                    "unreadable",
+                    "",
+                )
+                .await?;
+                return Ok(if lost {
+                    Attempt::Lost(e)
+                } else {
+                    Attempt::Unsettled
+                });
             }
-            Err(e) => return Err(e.into()),
         };
-        report.fetched += 1;
+        self.report.fetched += 1;
         crate::metrics::message_fetched(name, raw.len());
-        let now = SystemTime::now();
-        let mut state = match self.known {
-            Some(state) => state.clone(),
-            // Stored with its first outcome: one fsync per message, not two.
-            None => MessageState::new(now),
-        };
         let outcome = deliver::deliver(
             self.config,
             self.account,
-            self.rules,
+            &self.rules,
             relay,
             self.store,
-            self.uid,
+            uid,
             &state,
             &raw,
         )
         .await?;
-        report.delivered += outcome.delivered;
-        report.rerouted += outcome.rerouted;
-        Ok(match outcome.settled {
-            Settled::Yes => {
-                report.settled += 1;
-                state.settled_at = Some(now);
-                Step::Settled(state)
+        self.report.delivered += outcome.delivered;
+        self.report.rerouted += outcome.rerouted;
+        let excerpt = notice::excerpt(&raw);
+        Ok(match outcome.verdict {
+            Verdict::Settled => {
+                self.report.settled += 1;
+                let mut state = state;
+                state.settled_at = Some(SystemTime::now());
+                Attempt::Settled(state)
             }
-            Settled::No if outcome.relay_unavailable => Step::RelayUnavailable,
-            Settled::No => Step::Unsettled,
+            Verdict::Retry(why) => {
+                self.failed(relay, uid, &state, &why, true, "attempts", &excerpt)
+                    .await?;
+                Attempt::Unsettled
+            }
+            Verdict::Refused(why) => {
+                crate::metrics::message_failed(name, "refused");
+                self.give_up(relay, uid, "refused", &why, &excerpt).await?;
+                Attempt::Unsettled
+            }
+            Verdict::RelayUnavailable(why) => {
+                self.report.failed += 1;
+                // Not the message's fault: the attempt does not count.
+                self.store
+                    .record_failure(name, uid, None, &why, true)
+                    .await?;
+                Attempt::RelayUnavailable
+            }
         })
     }
+
+    /// A failed attempt: back off (with `wait`), or quarantine once the attempts are used up.
+    #[allow(clippy::too_many_arguments)]
+    async fn failed(
+        &mut self,
+        relay: &mut Relay,
+        uid: &str,
+        state: &MessageState,
+        why: &str,
+        wait: bool,
+        metric: &'static str,
+        excerpt: &str,
+    ) -> Result<(), PassError> {
+        let name = self.account.name.as_str();
+        let now = SystemTime::now();
+        match plan::after_failure(state.attempts, now, &self.config.relay.retry) {
+            Some(at) => {
+                self.report.failed += 1;
+                let retry_at = wait.then_some(at);
+                self.store
+                    .record_failure(name, uid, retry_at, why, false)
+                    .await?;
+                Ok(())
+            }
+            None => {
+                let reason = format!("{why} (after {} attempts)", state.attempts);
+                self.give_up(relay, uid, metric, &reason, excerpt).await
+            }
+        }
+    }
+}
+
+/// Where one attempt at a message ended.
+enum Attempt {
+    /// Every recipient is settled; the state as it now stands.
+    Settled(MessageState),
+    /// Left upstream: backing off, or quarantined.
+    Unsettled,
+    /// No SMTP session could be set up: stop downloading in this pass.
+    RelayUnavailable,
+    /// The POP3 connection was lost during the message.
+    Lost(Pop3Error),
 }

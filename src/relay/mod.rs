@@ -17,6 +17,7 @@ use crate::address::Address;
 pub use prepare::prepare;
 pub use session::Relay;
 pub use trace::received_header;
+pub use trace::rfc5322_date;
 
 /// The lettre error type for SMTP.
 type SmtpError = lettre::transport::smtp::Error;
@@ -172,6 +173,8 @@ impl RelayError {
     }
 }
 
+#[cfg(test)]
+mod address_tests;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]

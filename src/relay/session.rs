@@ -21,6 +21,9 @@ use super::{Outcome, RcptResult, RelayError, Reply, SmtpError};
 use crate::address::Address;
 use crate::config::{RelayConfig, TlsMode};
 
+/// RFC 5321's limit on a local part, in octets.
+const MAX_LOCAL_PART: usize = 64;
+
 /// Extra time allowed for the end of DATA per this many bytes of message (the transfer
 /// itself, on a slow link), on top of `relay.data_timeout`.
 const BYTES_PER_EXTRA_SECOND: usize = 64 * 1024;
@@ -119,8 +122,8 @@ impl Relay {
     /// not ending in CRLF gets one before the final dot. If no RCPT was accepted, no DATA is
     /// sent (RSET) and every result is `Temporary` or `Permanent` from its RCPT reply. If the
     /// message is accepted, the recipients whose RCPT was accepted are `Delivered` with the
-    /// reply to the data. A recipient lettre cannot put on the wire is `Permanent` with a
-    /// synthetic 553 reply saying so, and is not sent.
+    /// reply to the data. A recipient that cannot go on the wire is `Permanent` with a
+    /// synthetic 553 reply saying so, and is not sent (see `to_lettre`).
     ///
     /// The reply after the final dot may take `relay.data_timeout` (plus a second per 64 KiB
     /// for the transfer); every other reply `relay.timeout`.
@@ -418,38 +421,54 @@ fn timeout_error(during: &'static str, limit: Duration) -> RelayError {
     }
 }
 
+/// One result per recipient, in order, by position in `outcomes` (`None`: RCPT accepted).
+/// A recipient without an outcome (never the case) is `Temporary`, never `Delivered`: no
+/// recipient may be settled without a reply that says so.
 fn results(
     recipients: &[Address],
     outcomes: Vec<Option<Outcome>>,
     data_reply: Option<Reply>,
 ) -> Vec<RcptResult> {
+    let temporary = |text: &str| {
+        Outcome::Temporary(Reply {
+            code: 451,
+            text: text.to_owned(),
+        })
+    };
     recipients
         .iter()
-        .zip(outcomes)
-        .map(|(recipient, outcome)| RcptResult {
+        .enumerate()
+        .map(|(i, recipient)| RcptResult {
             recipient: recipient.clone(),
-            outcome: match (outcome, &data_reply) {
-                (Some(outcome), _) => outcome,
-                (None, Some(reply)) => Outcome::Delivered(reply.clone()),
+            outcome: match (outcomes.get(i), &data_reply) {
+                (Some(Some(outcome)), _) => outcome.clone(),
+                (Some(None), Some(reply)) => Outcome::Delivered(reply.clone()),
                 // Accepted but no data sent: not reached (DATA follows any accepted RCPT).
-                (None, None) => Outcome::Temporary(Reply {
-                    code: 451,
-                    text: "4.3.0 mailferry sent no data".to_owned(),
-                }),
+                (Some(None), None) => temporary("4.3.0 mailferry sent no data"),
+                (None, _) => temporary("4.3.0 mailferry has no reply for this recipient"),
             },
         })
         .collect()
 }
 
 /// Our validated address as lettre's; `Err` says why it cannot be sent.
+///
+/// [`Address`] already guarantees what makes an address safe on a command line (no CR, LF,
+/// NUL, `<`, `>`, controls, and no source route) and quotes a local part that is not a
+/// Dot-string, so it goes to lettre as it is: lettre's own parser refuses valid forms
+/// (a non-ASCII quoted local part), and an address that cannot be put on the wire must be
+/// refused here, for that recipient alone, never rewritten.
 fn to_lettre(address: &Address, smtputf8: bool) -> Result<lettre::Address, String> {
     if !smtputf8 && !address.as_str().is_ascii() {
         return Err("the address is not ASCII and the server does not offer SMTPUTF8".to_owned());
     }
-    address
-        .as_str()
-        .parse::<lettre::Address>()
-        .map_err(|e| format!("lettre refuses the address syntax ({e})"))
+    let local = address.smtp_local_part();
+    if local.len() > MAX_LOCAL_PART {
+        return Err(format!(
+            "the local part is longer than {MAX_LOCAL_PART} octets (RFC 5321 4.5.3.1.1)"
+        ));
+    }
+    Ok(lettre::Address::new_dangerous(local, address.domain()))
 }
 
 /// The message as lettre's `message_iter()` must get it: lettre stuffs dots after CRLF and
@@ -505,6 +524,38 @@ mod unit {
         assert_eq!(&*data_body(b"a\n.\nb\r\n"), b"a\r\n.\r\nb");
         assert_eq!(&*data_body(b"\na\rb"), b"\r\na\r\nb");
         assert_eq!(&*data_body(b"a\r\r\n"), b"a\r\n");
+    }
+
+    #[test]
+    fn results_are_one_per_recipient_and_a_missing_reply_is_never_delivered() {
+        let rcpts: Vec<Address> = ["a@x.com", "b@x.com", "c@x.com"]
+            .iter()
+            .map(|s| Address::parse(s).unwrap())
+            .collect();
+        let refused = Outcome::Permanent(Reply {
+            code: 550,
+            text: "no".into(),
+        });
+        let ok = Reply {
+            code: 250,
+            text: "ok".into(),
+        };
+        let got = results(&rcpts, vec![None, Some(refused.clone())], Some(ok.clone()));
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].recipient, rcpts[0]);
+        assert_eq!(got[0].outcome, Outcome::Delivered(ok));
+        assert_eq!(got[1].outcome, refused);
+        assert_eq!(got[2].recipient, rcpts[2]);
+        assert!(matches!(&got[2].outcome, Outcome::Temporary(r) if r.code == 451));
+    }
+
+    #[test]
+    fn quoted_local_parts_go_on_the_wire_quoted() {
+        let a = Address::parse("\"john doe\"@example.com").unwrap();
+        let l = to_lettre(&a, false).unwrap();
+        assert_eq!(l.to_string(), "\"john doe\"@example.com");
+        let rcpt = Rcpt::new(l, vec![]).to_string();
+        assert_eq!(rcpt, "RCPT TO:<\"john doe\"@example.com>\r\n");
     }
 
     #[test]

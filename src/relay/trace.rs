@@ -81,7 +81,7 @@ fn token(s: &str, max: usize, allowed: impl Fn(char) -> bool) -> String {
 }
 
 /// `Thu, 29 Feb 2024 12:34:56 +0000` (UTC); a time before 1970 is written as 1970.
-pub(crate) fn rfc5322_date(t: SystemTime) -> String {
+pub fn rfc5322_date(t: SystemTime) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

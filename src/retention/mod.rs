@@ -28,7 +28,6 @@ pub fn may_delete(retention: Retention, state: &MessageState, now: SystemTime) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
 
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
@@ -36,10 +35,8 @@ mod tests {
 
     fn state(first_seen: u64, settled: bool) -> MessageState {
         MessageState {
-            first_seen: at(first_seen),
             settled_at: settled.then(|| at(first_seen + 10)),
-            deleted_at: None,
-            done: HashSet::new(),
+            ..MessageState::new(at(first_seen))
         }
     }
 

@@ -42,9 +42,9 @@ pub(super) fn parser(envelope_headers: &[String]) -> MessageParser {
     parser
 }
 
-/// Every address a parsed address field names, groups flattened, obsolete routes removed.
-/// A field that did not parse as addresses yields nothing. `message` is the whole message
-/// the field's offsets point into.
+/// Every address a parsed address field names, groups flattened; an obsolete route stays
+/// attached (`@hop:user@domain`), so that [`check`] refuses it. A field that did not parse as
+/// addresses yields nothing. `message` is the whole message the field's offsets point into.
 pub(super) fn addresses(header: &Header<'_>, message: &[u8]) -> Vec<String> {
     let HeaderValue::Address(list) = &header.value else {
         return Vec::new();
@@ -56,7 +56,7 @@ pub(super) fn addresses(header: &Header<'_>, message: &[u8]) -> Vec<String> {
                 Some(name) if address.starts_with('@') && !address.contains(':') => {
                     unquote_local_part(name, address, header, message)
                 }
-                _ => strip_route(address).to_string(),
+                _ => address.to_string(),
             })
         })
         .filter(|a| !a.is_empty())
@@ -64,15 +64,15 @@ pub(super) fn addresses(header: &Header<'_>, message: &[u8]) -> Vec<String> {
 }
 
 /// mail-parser reads `"mary.major"@example.com` as the name `mary.major` and the address
-/// `@example.com`. When the raw field really has that quoted string right before the `@`,
-/// the local part is put back (unquoted; [`check`] refuses it if it needs the quotes);
-/// otherwise the address stays as it came and fails validation.
+/// `@example.com`. When the raw field has a closing quote right before that `@domain`, the
+/// local part is put back (unquoted: [`check`] quotes it again where SMTP needs it, and
+/// refuses what it cannot send, such as an escaped quote); otherwise (`Name <@example.com>`)
+/// the address stays as it came and fails validation.
 fn unquote_local_part(name: &str, address: &str, header: &Header<'_>, message: &[u8]) -> String {
     let raw = message
         .get(header.offset_start as usize..header.offset_end as usize)
         .unwrap_or_default();
-    let quoted = format!("\"{name}\"{address}");
-    if String::from_utf8_lossy(raw).contains(&quoted) {
+    if String::from_utf8_lossy(raw).contains(&format!("\"{address}")) {
         format!("{name}{address}")
     } else {
         address.to_string()
@@ -122,33 +122,48 @@ pub(super) fn return_path(raw: &str) -> ReturnPath {
     }
 }
 
-/// Validates an address taken from a header so that it can go on an SMTP command line as it
-/// is. mail-parser hands back quoted local parts unquoted (`"john doe"@x` comes back as
-/// `john doe@x`), and [`Address`] never quotes, so a local part that would need quoting in
-/// SMTP (space, `"`, `@`, `,`, `(`, ...) is refused here rather than sent mangled; one that
-/// needs none (`"john.doe"@x`) is the same mailbox as without quotes and is kept.
+/// Validates an address taken from a header. mail-parser hands back quoted local parts
+/// unquoted (`"john doe"@x` comes back as `john doe@x`), so everything before the last `@` is
+/// taken as the unquoted local part, and [`Address`] quotes it on the wire when it is not a
+/// Dot-string. `a@b@x` is therefore refused for its `@`, whichever way it was written.
 pub(super) fn check(addr: &str) -> Result<Address, SkipReason> {
     let addr = addr.trim();
     // U+FFFD is what lossy decoding made of invalid UTF-8: not the address that was written.
     if addr.contains('\u{FFFD}') {
         return Err(SkipReason::Undecodable);
     }
-    if let Some(at) = addr.rfind('@')
-        && !addr[..at].chars().all(is_local_part_char)
-    {
-        return Err(SkipReason::NeedsQuoting);
+    if addr.starts_with('"') || (addr.starts_with('@') && addr.contains(':')) {
+        return Ok(Address::parse(addr)?);
     }
-    Ok(Address::parse(addr)?)
+    match addr.rsplit_once('@') {
+        Some((local, domain)) => Ok(Address::new(local, domain)?),
+        None => Ok(Address::parse(addr)?),
+    }
 }
 
-/// RFC 5321 Dot-string characters (atext and `.`), plus non-ASCII for RFC 6531 addresses.
-fn is_local_part_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) || !c.is_ascii()
+/// The header section of `message` (up to the first empty line, which is left out), cut to
+/// at most `cap` bytes at a line end; true when it was cut.
+pub(super) fn header_section(message: &[u8], cap: usize) -> (&[u8], bool) {
+    let window = &message[..message.len().min(cap)];
+    let mut start = 0;
+    while let Some(len) = window[start..].iter().position(|&b| b == b'\n') {
+        let line = &window[start..start + len];
+        if line.is_empty() || line == b"\r" {
+            return (&message[..start], false);
+        }
+        start += len + 1;
+    }
+    if message.len() <= cap {
+        (message, false)
+    } else {
+        (&message[..start], true)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::address::AddressError;
 
     #[test]
     fn obsolete_route_is_stripped() {
@@ -176,15 +191,50 @@ mod tests {
     }
 
     #[test]
-    fn local_parts_that_need_quoting_are_refused() {
-        assert_eq!(check("john doe@example.com"), Err(SkipReason::NeedsQuoting));
-        assert_eq!(check("a@b@example.com"), Err(SkipReason::NeedsQuoting));
-        assert_eq!(check("a,b@example.com"), Err(SkipReason::NeedsQuoting));
+    fn unquoted_local_parts_are_quoted_again_and_routes_refused() {
+        let ok = |s: &str| check(s).map(|a| a.as_str().to_string());
+        assert_eq!(
+            ok("john doe@example.com"),
+            Ok("\"john doe\"@example.com".into())
+        );
+        assert_eq!(ok("a,b@example.com"), Ok("\"a,b\"@example.com".into()));
+        assert_eq!(
+            ok("o'brien+tag@example.com"),
+            Ok("o'brien+tag@example.com".into())
+        );
+        assert_eq!(ok("jörg@example.com"), Ok("jörg@example.com".into()));
+        let refused = |s: &str, e: AddressError| assert_eq!(check(s), Err(SkipReason::Invalid(e)));
+        refused("a@b@example.com", AddressError::SourceRoute('@'));
+        refused("evil%x.com@example.com", AddressError::SourceRoute('%'));
+        refused("x.com!evil@example.com", AddressError::SourceRoute('!'));
+        refused("@a.com,@b.com:evil@x.com", AddressError::RouteSyntax);
+        refused("\"evil@x.com\"@example.com", AddressError::SourceRoute('@'));
         assert_eq!(
             check("b\u{FFFD}b@example.com"),
             Err(SkipReason::Undecodable)
         );
-        assert!(check("o'brien+tag@example.com").is_ok());
-        assert!(check("jörg@example.com").is_ok());
+    }
+
+    #[test]
+    fn header_section_ends_at_the_first_empty_line_and_at_the_cap() {
+        assert_eq!(
+            header_section(b"To: a\r\n\r\nbody", 100),
+            (&b"To: a\r\n"[..], false)
+        );
+        assert_eq!(
+            header_section(b"To: a\n\nTo: b\n", 100),
+            (&b"To: a\n"[..], false)
+        );
+        assert_eq!(header_section(b"\r\nTo: a\r\n", 100), (&b""[..], false));
+        assert_eq!(
+            header_section(b"To: a\r\nCc: b", 100),
+            (&b"To: a\r\nCc: b"[..], false)
+        );
+        // Over the cap: cut after the last whole line inside it.
+        assert_eq!(
+            header_section(b"To: a\r\nCc: bbbbbb\r\n", 12),
+            (&b"To: a\r\n"[..], true)
+        );
+        assert_eq!(header_section(b"To: aaaaaaaaaaaa\r\n", 8), (&b""[..], true));
     }
 }

@@ -17,6 +17,7 @@ fn rules() -> Rules {
         postmaster: addr("postmaster@corp.local"),
         mode: Mode::CatchAll,
         own_address: Some(addr("catchall@example.com")),
+        source_routed: SourceRouted::Postmaster,
     }
 }
 
@@ -296,22 +297,50 @@ fn quoted_display_names_and_local_parts() {
         .map(|r| r.address.as_str())
         .collect();
     // A quoted local part that needs no quotes is the same mailbox; one that needs them
-    // (a space) cannot be sent as an unquoted Address and is skipped, not mangled.
+    // (a space) stays quoted, as it must go on the wire.
     assert_eq!(
         got,
         [
             "john@example.com",
             "jane@example.com",
+            "\"john doe\"@example.com",
             "mary.major@example.com"
         ]
     );
-    assert!(
-        e.skipped
-            .iter()
-            .any(|s| s.why == SkipReason::NeedsQuoting && s.address.contains("john doe")),
-        "{:?}",
-        e.skipped
+    assert_eq!(e.routing.recipients[2].address.local_part(), "john doe");
+    assert!(e.routing.refused.is_empty(), "{:?}", e.routing.refused);
+}
+
+#[test]
+fn quoted_local_parts_in_every_form_are_kept_or_refused_never_lost() {
+    let m = msg(&[
+        r#"To: <"john doe"@example.com>, Mary <"mary major"@example.com>"#,
+        r#"Cc: "a\"b"@example.com, "evil@x.com"@example.com, bob@example.com"#,
+    ]);
+    let e = explain(&m, &rules());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "\"john doe\"@example.com",
+            "\"mary major\"@example.com",
+            "bob@example.com",
+            "postmaster@corp.local"
+        ]
     );
+    // Neither the escaped quote nor the quoted '@' is lost silently.
+    let refused: Vec<_> = e
+        .routing
+        .refused
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(refused, ["a\"b@example.com", "evil@x.com@example.com"]);
 }
 
 #[test]
@@ -335,12 +364,30 @@ fn rfc2047_display_names_and_comments() {
 }
 
 #[test]
-fn obsolete_route_syntax_is_stripped() {
-    let m = msg(&["To: Dave <@relay.net,@other.net:dave@example.com>"]);
+fn obsolete_route_syntax_is_refused_not_stripped() {
+    // A route through (or to) an accepted domain is refused and reported: the internal
+    // server must never see a source route, and stripping it would guess.
+    let m = msg(&["To: Dave <@relay.net,@other.net:dave@example.com>, alice@example.com"]);
+    let e = explain(&m, &rules());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(got, ["alice@example.com", "postmaster@corp.local"]);
+    assert_eq!(
+        e.routing.refused[0].why,
+        Refusal::SourceRouted(AddressError::RouteSyntax)
+    );
+    // A route that names no accepted domain is just foreign.
+    let m = msg(&["To: <@a.net,@b.net:evil@x.net>, alice@example.com"]);
     assert_eq!(
         rcpts(&m, &rules()),
-        vec![pair("dave@example.com", hdr("To"))]
+        vec![pair("alice@example.com", hdr("To"))]
     );
+    let m = msg(&["To: <@example.com:evil@x.net>"]);
+    assert_eq!(route(&m, &rules()).refused.len(), 1);
 }
 
 #[test]
@@ -390,8 +437,18 @@ fn eight_bit_and_invalid_utf8_headers_do_not_stop_routing() {
         .iter()
         .map(|r| r.address.as_str())
         .collect();
-    assert_eq!(got, ["joerg@example.com", "alice@example.com"]);
-    assert!(e.skipped.iter().any(|s| s.why == SkipReason::Undecodable));
+    // The address with an invalid byte is in our domain: refused, the postmaster gets it.
+    assert_eq!(
+        got,
+        [
+            "joerg@example.com",
+            "alice@example.com",
+            "postmaster@corp.local"
+        ]
+    );
+    assert_eq!(e.routing.refused.len(), 1, "{:?}", e.routing.refused);
+    assert_eq!(e.routing.refused[0].why, Refusal::Undecodable);
+    assert_eq!(e.routing.refused[0].header, "To");
 }
 
 #[test]
@@ -403,7 +460,200 @@ fn malformed_header_lines_are_skipped() {
         "Cc: bob@example.com",
     ]);
     let got: Vec<_> = rcpts(&m, &rules()).into_iter().map(|(a, _)| a).collect();
-    assert_eq!(got, ["alice@example.com", "bob@example.com"]);
+    // The DEL inside an address in our domain cannot be sent: the postmaster is told.
+    assert_eq!(
+        got,
+        [
+            "alice@example.com",
+            "bob@example.com",
+            "postmaster@corp.local"
+        ]
+    );
+}
+
+#[test]
+fn source_routed_addresses_go_to_the_postmaster_with_the_reason() {
+    let m = msg(&[
+        "To: evil%x.com@example.com, alice@example.com",
+        "Cc: x.com!evil@example.com, \"evil@x.com\"@example.com",
+        "Bcc: <@a.com,@example.com:evil@x.com>",
+    ]);
+    let e = explain(&m, &rules());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(got, ["alice@example.com", "postmaster@corp.local"]);
+    let refused: Vec<_> = e
+        .routing
+        .refused
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "evil%x.com@example.com",
+            "x.com!evil@example.com",
+            "evil@x.com@example.com",
+            "@a.com,@example.com:evil@x.com"
+        ]
+    );
+    assert!(e.routing.refused.iter().all(|r| r.to_postmaster));
+    assert!(
+        e.routing
+            .refused
+            .iter()
+            .all(|r| r.why.label() == "source_routed")
+    );
+    // The postmaster's reason names the first refused address and why.
+    let reason = e.routing.recipients[1].reason.to_string();
+    assert!(reason.contains("evil%x.com@example.com"), "{reason}");
+    assert!(reason.contains("'%'"), "{reason}");
+    // The dry run lists each of them.
+    let skipped: Vec<_> = e
+        .skipped
+        .iter()
+        .filter(|s| matches!(s.why, SkipReason::Refused(_)))
+        .collect();
+    assert_eq!(skipped.len(), 4);
+}
+
+#[test]
+fn refused_notice_names_each_refused_address_on_one_line() {
+    let m = b"To: evil%x.com@example.com, alice@example.com\r\nCc: \"a\\\r\n b@x.com\"@example.com, x.com!evil@example.com\r\n\r\nbody\r\n";
+    let routing = route(m, &rules());
+    let notice = routing.refused_notice();
+    let lines: Vec<&str> = notice.split_terminator("\r\n").collect();
+    assert_eq!(lines.len(), routing.refused.len(), "{notice:?}");
+    assert!(
+        lines[0]
+            .starts_with("X-Mailferry-Refused: \"evil%x.com@example.com\" in To: source-routed")
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains(['\r', '\n'])),
+        "{notice:?}"
+    );
+    let reject = Rules {
+        source_routed: SourceRouted::Reject,
+        ..rules()
+    };
+    let m = msg(&["To: evil%x.com@example.com, alice@example.com"]);
+    assert_eq!(route(&m, &reject).refused_notice(), "");
+}
+
+#[test]
+fn source_routed_alone_goes_to_the_postmaster_not_as_no_local_recipient() {
+    let m = msg(&["To: evil%x.com@example.com"]);
+    let r = rcpts(&m, &rules());
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, "postmaster@corp.local");
+    assert!(matches!(r[0].1, Reason::Refused(_)), "{:?}", r[0].1);
+}
+
+#[test]
+fn source_routed_reject_drops_and_reports() {
+    let rules = Rules {
+        source_routed: SourceRouted::Reject,
+        ..rules()
+    };
+    let m = msg(&["To: evil%x.com@example.com, alice@example.com"]);
+    let routing = route(&m, &rules);
+    assert_eq!(
+        rcpts(&m, &rules),
+        vec![pair("alice@example.com", hdr("To"))]
+    );
+    assert_eq!(routing.refused.len(), 1);
+    assert!(!routing.refused[0].to_postmaster);
+    // Nothing else: the postmaster as for any message without a local recipient.
+    let m = msg(&["To: x.com!evil@example.com"]);
+    assert_eq!(
+        rcpts(&m, &rules),
+        vec![pair("postmaster@corp.local", Reason::NoLocalRecipient)]
+    );
+    // Undecodable is not source-routed: the postmaster still gets it.
+    let m = b"To: b\xffd@example.com, alice@example.com\r\n\r\nbody\r\n";
+    let got: Vec<_> = rcpts(m, &rules).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(got, ["alice@example.com", "postmaster@corp.local"]);
+}
+
+#[test]
+fn source_routed_envelope_headers_are_refused_too() {
+    let m = msg(&[
+        "X-Original-To: evil%x.com@example.com",
+        "Delivered-To: \"evil@x.com\"@example.com",
+        RECEIVED,
+        "To: alice@example.com",
+    ]);
+    let e = explain(&m, &rules());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    // No usable envelope recipient: the message headers decide, and the postmaster is told.
+    assert_eq!(got, ["alice@example.com", "postmaster@corp.local"]);
+    let headers: Vec<_> = e
+        .routing
+        .refused
+        .iter()
+        .map(|r| r.header.as_str())
+        .collect();
+    assert_eq!(headers, ["X-Original-To", "Delivered-To"]);
+}
+
+#[test]
+fn foreign_source_routed_addresses_are_only_foreign() {
+    let m = msg(&["To: evil%x.com@remote.net, alice@example.com"]);
+    let routing = route(&m, &rules());
+    assert!(routing.refused.is_empty());
+    assert_eq!(
+        rcpts(&m, &rules()),
+        vec![pair("alice@example.com", hdr("To"))]
+    );
+}
+
+#[test]
+fn a_huge_header_section_is_parsed_only_up_to_the_cap() {
+    // 40 MB of header lines, with a local address at the start and one past the cap.
+    let line = "X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut m = b"To: alice@example.com\r\n".to_vec();
+    while m.len() < 40 << 20 {
+        m.extend_from_slice(line.as_bytes());
+    }
+    m.extend_from_slice(b"Cc: bob@example.com\r\n\r\nbody\r\n");
+    let e = explain(&m, &rules());
+    assert!(e.header_truncated);
+    assert!(e.header_bytes <= HEADER_CAP, "{}", e.header_bytes);
+    assert!(e.header_bytes > HEADER_CAP - line.len());
+    let got: Vec<_> = e
+        .routing
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    assert_eq!(got, ["alice@example.com"]);
+
+    // The body is never parsed as headers.
+    let m = b"To: alice@example.com\r\n\r\nTo: bob@example.com\r\n";
+    let e = explain(m, &rules());
+    assert!(!e.header_truncated);
+    assert_eq!(e.header_bytes, "To: alice@example.com\r\n".len());
+    assert_eq!(e.routing.recipients.len(), 1);
+}
+
+#[test]
+fn source_routed_return_path_is_not_used() {
+    // Found by the fuzz with `%` allowed: a From: that routes onward is no MAIL FROM.
+    let m = b"From: %@a.com,@b.com:\r\n\r\nbody\r\n";
+    assert_eq!(route(m, &rules()).return_path, None);
+    for from in ["evil%x.com@example.com", "x.com!evil@example.com"] {
+        let m = msg(&[&format!("Return-Path: <{from}>"), &format!("From: {from}")]);
+        assert_eq!(route(&m, &rules()).return_path, None, "{from}");
+    }
 }
 
 #[test]
@@ -528,6 +778,8 @@ fn rules_for_account_take_the_config_and_the_username() {
         retention: Retention::Delete,
         timeout: Duration::from_secs(180),
         pass_deadline: Duration::from_secs(1800),
+        initial: None,
+        expunge_every: 50,
     };
     let config = Config {
         state_dir: "/tmp".into(),
@@ -541,11 +793,13 @@ fn rules_for_account_take_the_config_and_the_username() {
             ca_file: None,
             timeout: Duration::from_secs(30),
             data_timeout: Duration::from_secs(600),
+            retry: crate::config::RetryPolicy::default(),
         },
         domains: rules().domains,
         postmaster: addr("postmaster@corp.local"),
         envelope_headers: vec!["Delivered-To".into()],
         max_message_size: crate::config::DEFAULT_MAX_MESSAGE_SIZE,
+        source_routed: SourceRouted::Reject,
         accounts: vec![account("Catchall@Example.com")],
     };
     let r = Rules::for_account(&config, &config.accounts[0]);
@@ -553,6 +807,7 @@ fn rules_for_account_take_the_config_and_the_username() {
     assert_eq!(r.envelope_headers, ["Delivered-To"]);
     assert_eq!(r.postmaster, config.postmaster);
     assert_eq!(r.mode, Mode::CatchAll);
+    assert_eq!(r.source_routed, SourceRouted::Reject);
     assert!(r.accepts(&addr("x@a.example.org")));
     let r = Rules::for_account(&config, &account("example.com-main"));
     assert_eq!(r.own_address, None);
@@ -562,9 +817,33 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    /// Whether an address could make the internal server relay onward: `%`, `!` or `@` in
+    /// the local part, route syntax, or anything that could bend the SMTP line.
+    pub(super) fn routes_onward(a: &Address) -> bool {
+        let wire = a.as_str();
+        a.local_part().contains(['%', '!', '@'])
+            || wire.starts_with('@')
+            || wire.contains(|c: char| c.is_control() || c == '<' || c == '>')
+            || wire.matches('@').count() != 1
+    }
+
     fn address() -> impl Strategy<Value = String> {
         let local = prop::sample::select(vec![
-            "alice", "Bob", "catchall", "c.d", "o'x", "a b", "\"q\"", "",
+            "alice",
+            "Bob",
+            "catchall",
+            "c.d",
+            "o'x",
+            "a b",
+            "\"q\"",
+            "",
+            "evil%x.com",
+            "x.com!evil",
+            "\"evil@x.com\"",
+            "\"john doe\"",
+            "@example.com:evil",
+            "@a.com,@b.com:evil",
+            "a\u{7f}b",
         ]);
         let domain = prop::sample::select(vec![
             "example.com",
@@ -623,9 +902,13 @@ mod properties {
             let mut keys = HashSet::new();
             for rcpt in &routing.recipients {
                 prop_assert!(keys.insert(rcpt.address.dedup_key()), "duplicate {:?}", rcpt);
+                prop_assert!(!routes_onward(&rcpt.address), "{:?}", rcpt);
                 if rcpt.reason == Reason::NoLocalRecipient {
                     prop_assert_eq!(&rcpt.address, &r.postmaster);
                     prop_assert_eq!(routing.recipients.len(), 1);
+                } else if matches!(rcpt.reason, Reason::Refused(_)) {
+                    prop_assert_eq!(&rcpt.address, &r.postmaster);
+                    prop_assert!(!routing.refused.is_empty());
                 } else {
                     prop_assert!(r.accepts(&rcpt.address), "{:?}", rcpt);
                     if matches!(rcpt.reason, Reason::EnvelopeHeader(_)) {
@@ -643,7 +926,12 @@ mod properties {
                 .iter()
                 .filter(|r| matches!(r.reason, Reason::EnvelopeHeader(_)))
                 .count();
-            prop_assert!(envelope == 0 || envelope == routing.recipients.len());
+            let refused = routing
+                .recipients
+                .iter()
+                .filter(|r| matches!(r.reason, Reason::Refused(_)))
+                .count();
+            prop_assert!(envelope == 0 || envelope + refused == routing.recipients.len());
         }
 
         #[test]
@@ -658,6 +946,122 @@ mod properties {
         ) {
             let routing = route(m.as_bytes(), &rules());
             prop_assert!(!routing.recipients.is_empty());
+        }
+    }
+}
+
+/// The router half of the address-parser fuzz: arbitrary bytes and address-shaped noise in
+/// every header the router reads; whatever comes out is safe on an SMTP line, never
+/// source-routed, and in an accepted domain or the postmaster.
+mod fuzz {
+    use super::*;
+    use crate::address::fuzz::{cases, safe_on_the_wire};
+    use proptest::prelude::*;
+
+    fn check_all(m: &[u8], rules: &Rules) -> Result<(), TestCaseError> {
+        let e = explain(m, rules);
+        prop_assert!(!e.routing.recipients.is_empty());
+        for r in &e.routing.recipients {
+            prop_assert_eq!(safe_on_the_wire(&r.address), Ok(()));
+            prop_assert!(
+                r.address == rules.postmaster || rules.accepts(&r.address),
+                "{:?}",
+                r
+            );
+        }
+        if let Some(a) = &e.routing.return_path {
+            prop_assert_eq!(safe_on_the_wire(a), Ok(()));
+        }
+        for refused in &e.routing.refused {
+            prop_assert!(
+                !e.routing
+                    .recipients
+                    .iter()
+                    .any(|r| r.address.as_str() == refused.address.trim()),
+                "{:?}",
+                refused
+            );
+        }
+        Ok(())
+    }
+
+    fn noisy_address() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "alice",
+            "x",
+            ".",
+            "@",
+            "%",
+            "!",
+            "\"",
+            "\\",
+            " ",
+            "\t",
+            ",",
+            ":",
+            ";",
+            "<",
+            ">",
+            "(",
+            ")",
+            "[",
+            "]",
+            "=?utf-8?q?",
+            "?=",
+            "é",
+            "example.com",
+            "sub.example.org",
+            "x.com",
+            "corp.local",
+            "@a.com,@b.com:",
+            "\r\n ",
+            "\u{7f}",
+        ]);
+        prop::collection::vec(piece, 0..16).prop_map(|p| p.concat())
+    }
+
+    fn noisy_message() -> impl Strategy<Value = Vec<u8>> {
+        let name = prop::sample::select(vec![
+            "To",
+            "Cc",
+            "Bcc",
+            "Resent-To",
+            "Apparently-To",
+            "X-Original-To",
+            "Delivered-To",
+            "Envelope-To",
+            "X-Envelope-To",
+            "Received",
+            "Return-Path",
+            "From",
+            "Sender",
+        ]);
+        let line = (name, prop::collection::vec(noisy_address(), 0..4))
+            .prop_map(|(n, a)| format!("{n}: {}", a.join(", ")));
+        let raw = prop::collection::vec(any::<u8>(), 0..32);
+        (prop::collection::vec(line, 0..10), raw).prop_map(|(lines, raw)| {
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let mut m = msg(&refs);
+            // Some arbitrary bytes inside the header section too.
+            let at = m.len() / 2;
+            m.splice(at..at, raw);
+            m
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(3000)))]
+
+        #[test]
+        fn router_yields_only_safe_addresses(m in noisy_message()) {
+            check_all(&m, &rules())?;
+            let reject = Rules { source_routed: SourceRouted::Reject, ..rules() };
+            check_all(&m, &reject)?;
+        }
+
+        #[test]
+        fn router_on_arbitrary_bytes(m in prop::collection::vec(any::<u8>(), 0..2048)) {
+            check_all(&m, &rules())?;
         }
     }
 }

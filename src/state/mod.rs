@@ -6,6 +6,8 @@
 //! recorded. rusqlite is synchronous; every call runs on tokio's blocking pool, one at a time
 //! (the store is a shared connection behind a mutex, cheap to clone).
 
+mod lock;
+mod quarantine;
 mod schema;
 
 use std::collections::{HashMap, HashSet};
@@ -17,6 +19,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::address::Address;
 
+pub use lock::{LOCK_FILE, StateLock};
+pub use quarantine::{QuarantineEntry, Quarantined};
 pub use schema::SCHEMA_VERSION;
 
 /// The database file inside `state_dir`.
@@ -55,6 +59,32 @@ pub enum StateError {
     /// The blocking task running a query panicked or was cancelled.
     #[error("state database task failed: {0}")]
     Task(String),
+    /// The lock file could not be opened or written.
+    #[error("cannot lock the state directory with {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the lock on the state directory.
+    #[error(
+        "the state directory {dir} is in use by another mailferry (PID {holder}); one process per state_dir"
+    )]
+    Locked { dir: PathBuf, holder: String },
+    /// The database file was deleted or replaced while open: writes would go nowhere.
+    #[error("the state database {path} was deleted or replaced while mailferry had it open")]
+    Replaced { path: PathBuf },
+    /// An earlier write failed and the store still cannot be written: nothing is delivered
+    /// until it can (what was delivered could not be recorded, and would be sent again).
+    #[error("the state store cannot be written ({reason}); not delivering until it can")]
+    Unwritable { reason: String },
+}
+
+impl StateError {
+    /// Whether the daemon must stop: the database it writes is no longer the one on disk.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, StateError::Replaced { .. })
+    }
 }
 
 /// What happened to one recipient of a message.
@@ -95,6 +125,13 @@ pub struct MessageState {
     /// Dedup keys ([`Address::dedup_key`]) of the recipients already settled: never send to
     /// these again.
     pub done: HashSet<String>,
+    /// Attempts at the message so far, counted before each one starts (a message that crashes
+    /// the process is counted too).
+    pub attempts: u32,
+    /// Not to be tried again before this time (after a failure that may pass).
+    pub retry_at: Option<SystemTime>,
+    /// Set when the message is quarantined: left upstream and no longer tried.
+    pub quarantine: Option<Quarantined>,
 }
 
 impl MessageState {
@@ -106,6 +143,9 @@ impl MessageState {
             settled_at: None,
             deleted_at: None,
             done: HashSet::new(),
+            attempts: 0,
+            retry_at: None,
+            quarantine: None,
         }
     }
 }
@@ -114,6 +154,30 @@ impl MessageState {
 #[derive(Clone, Debug)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    health: Arc<Health>,
+    path: PathBuf,
+    /// Device and inode of the database file as opened.
+    file_id: (u64, u64),
+}
+
+/// Whether writes are going through, and what could not be written.
+#[derive(Debug, Default)]
+struct Health {
+    /// Why the last write failed, until a write succeeds again.
+    failed: Mutex<Option<String>>,
+    /// Outcomes the relay reported that could not be written: kept here, counted as done, and
+    /// written before anything else once the store takes writes again.
+    unrecorded: Mutex<Vec<Outcomes>>,
+}
+
+/// One `record_recipients` call.
+#[derive(Debug, Clone)]
+struct Outcomes {
+    account: String,
+    uidl: String,
+    outcomes: Vec<(Address, RecipientStatus, String)>,
+    settle: bool,
+    now: SystemTime,
 }
 
 impl Store {
@@ -142,9 +206,76 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
         schema::migrate(&mut conn)?;
+        let file_id = file_id(&path).ok_or_else(|| StateError::Replaced { path: path.clone() })?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            health: Arc::default(),
+            path,
+            file_id,
         })
+    }
+
+    /// Fails when the database file on disk is no longer the one this store opened (deleted,
+    /// or replaced by another file): every write would be lost.
+    pub fn check_file(&self) -> Result<(), StateError> {
+        if file_id(&self.path) == Some(self.file_id) {
+            Ok(())
+        } else {
+            Err(StateError::Replaced {
+                path: self.path.clone(),
+            })
+        }
+    }
+
+    /// Whether the last write went through.
+    pub fn is_writable(&self) -> bool {
+        lock(&self.health.failed).is_none()
+    }
+
+    /// Before a pass delivers anything: the file is still ours, and if a write failed
+    /// earlier, the outcomes kept in memory are written now. `Err(Unwritable)` while the store
+    /// still refuses writes: nothing may be delivered (it could not be recorded).
+    pub async fn ensure_writable(&self) -> Result<(), StateError> {
+        self.check_file()?;
+        let reason = lock(&self.health.failed).clone();
+        let Some(reason) = reason else {
+            return Ok(());
+        };
+        let pending: Vec<Outcomes> = lock(&self.health.unrecorded).clone();
+        let probe = self
+            .run(move |conn| {
+                let tx = conn.transaction()?;
+                for o in &pending {
+                    write_outcomes(&tx, o)?;
+                }
+                // A write even when nothing is pending: the store must take writes again.
+                tx.execute_batch("PRAGMA user_version = user_version")?;
+                tx.commit()?;
+                Ok(pending.len())
+            })
+            .await;
+        match probe {
+            Ok(written) => {
+                lock(&self.health.unrecorded).drain(..written);
+                *lock(&self.health.failed) = None;
+                crate::metrics::set_store_writable(true);
+                tracing::info!("the state store takes writes again; delivery resumes");
+                Ok(())
+            }
+            Err(StateError::Replaced { path }) => Err(StateError::Replaced { path }),
+            Err(_) => Err(StateError::Unwritable { reason }),
+        }
+    }
+
+    /// Notes a failed write: said once (not on every later failure), and the store is
+    /// unwritable until [`Store::ensure_writable`] succeeds.
+    fn failed(&self, e: &StateError) {
+        let mut failed = lock(&self.health.failed);
+        if failed.is_none() {
+            tracing::error!("state store write failed, delivery stops until it can write: {e}");
+            crate::metrics::set_store_writable(false);
+            *failed = Some(e.to_string());
+        }
     }
 
     /// Every known message of the account, by UIDL, in one query.
@@ -152,10 +283,12 @@ impl Store {
         &self,
         account: &str,
     ) -> Result<HashMap<String, MessageState>, StateError> {
+        let account_name = account.to_owned();
         let account = account.to_owned();
         self.run(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT m.uidl, m.first_seen, m.settled_at, m.deleted_at, r.recipient
+                "SELECT m.uidl, m.first_seen, m.settled_at, m.deleted_at, m.attempts,
+                        m.retry_at, r.recipient
                  FROM messages m LEFT JOIN recipients r
                    ON r.account = m.account AND r.uidl = m.uidl
                   AND r.status IN ('delivered', 'rerouted')
@@ -165,7 +298,7 @@ impl Store {
             let mut out: HashMap<String, MessageState> = HashMap::new();
             while let Some(row) = rows.next()? {
                 let uidl: String = row.get(0)?;
-                let recipient: Option<String> = row.get(4)?;
+                let recipient: Option<String> = row.get(6)?;
                 let state = match out.get_mut(&uidl) {
                     Some(state) => state,
                     None => out.entry(uidl).or_insert(MessageState {
@@ -173,13 +306,41 @@ impl Store {
                         settled_at: row.get::<_, Option<i64>>(2)?.map(from_ms),
                         deleted_at: row.get::<_, Option<i64>>(3)?.map(from_ms),
                         done: HashSet::new(),
+                        attempts: row.get(4)?,
+                        retry_at: row.get::<_, Option<i64>>(5)?.map(from_ms),
+                        quarantine: None,
                     }),
                 };
                 state.done.extend(recipient);
             }
+            quarantine::load(conn, &account, &mut out)?;
             Ok(out)
         })
         .await
+        .map(|mut out| {
+            self.merge_unrecorded(&account_name, &mut out);
+            out
+        })
+    }
+
+    /// What was delivered but could not be written counts as done all the same.
+    fn merge_unrecorded(&self, account: &str, out: &mut HashMap<String, MessageState>) {
+        for o in lock(&self.health.unrecorded)
+            .iter()
+            .filter(|o| o.account == account)
+        {
+            let state = out
+                .entry(o.uidl.clone())
+                .or_insert_with(|| MessageState::new(o.now));
+            for (address, status, _) in &o.outcomes {
+                if status.is_settled() {
+                    state.done.insert(address.dedup_key());
+                }
+            }
+            if o.settle {
+                state.settled_at.get_or_insert(o.now);
+            }
+        }
     }
 
     /// Inserts the message if it is new (`first_seen = now`) and returns its state.
@@ -200,10 +361,67 @@ impl Store {
         .await
     }
 
+    /// Before an attempt at a message: stores it if it is new (`first_seen = now`), counts
+    /// the attempt, and returns its state. Written (one fsync) before anything is downloaded
+    /// or sent: if the store cannot take this write, nothing is sent that it could not record;
+    /// and a message that kills the process every time is still counted, and quarantined.
+    pub async fn begin_attempt(
+        &self,
+        account: &str,
+        uidl: &str,
+        now: SystemTime,
+    ) -> Result<MessageState, StateError> {
+        self.check_file()?;
+        let (account, uidl) = (account.to_owned(), uidl.to_owned());
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            insert_message(&tx, &account, &uidl, now)?;
+            tx.prepare_cached(
+                "UPDATE messages SET attempts = attempts + 1 WHERE account = ?1 AND uidl = ?2",
+            )?
+            .execute(params![account, uidl])?;
+            let state = message_state(&tx, &account, &uidl)?;
+            tx.commit()?;
+            state.ok_or(StateError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        })
+        .await
+    }
+
+    /// After an attempt that failed for a reason that may pass: not before `retry_at`, and
+    /// why. With `uncount`, the attempt is not held against the message (the relay was down,
+    /// the pass was stopped).
+    pub async fn record_failure(
+        &self,
+        account: &str,
+        uidl: &str,
+        retry_at: Option<SystemTime>,
+        why: &str,
+        uncount: bool,
+    ) -> Result<(), StateError> {
+        let (account, uidl, why) = (account.to_owned(), uidl.to_owned(), why.to_owned());
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "UPDATE messages SET retry_at = ?3, last_error = ?4,
+                       attempts = MAX(attempts - ?5, 0)
+                     WHERE account = ?1 AND uidl = ?2",
+            )?
+            .execute(params![
+                account,
+                uidl,
+                retry_at.map(to_ms),
+                why,
+                i64::from(uncount)
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Records the outcomes of the recipients of one message (upserts) in one transaction,
     /// durably (one fsync) before returning; with `settle`, the message is also marked settled
     /// in that transaction. A settled recipient stays settled: a later outcome for it is
-    /// ignored.
+    /// ignored. If the write fails, the outcomes are kept in memory (and count as done) until
+    /// [`Store::ensure_writable`] writes them.
     pub async fn record_recipients(
         &self,
         account: &str,
@@ -212,37 +430,61 @@ impl Store {
         settle: bool,
         now: SystemTime,
     ) -> Result<(), StateError> {
-        let (account, uidl) = (account.to_owned(), uidl.to_owned());
-        let outcomes = outcomes.to_vec();
+        let record = Outcomes {
+            account: account.to_owned(),
+            uidl: uidl.to_owned(),
+            outcomes: outcomes.to_vec(),
+            settle,
+            now,
+        };
+        let kept = record.clone();
+        let result = self
+            .run(move |conn| {
+                let tx = conn.transaction()?;
+                write_outcomes(&tx, &record)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await;
+        if result.is_err() {
+            lock(&self.health.unrecorded).push(kept);
+        }
+        result
+    }
+
+    /// Whether this account was ever polled with this store (see [`Store::initialize_account`]).
+    pub async fn account_known(&self, account: &str) -> Result<bool, StateError> {
+        let account = account.to_owned();
+        self.run(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM accounts WHERE account = ?1")?
+                .exists(params![account])?)
+        })
+        .await
+    }
+
+    /// Records that the account has been seen; the messages in `skip` are stored as settled
+    /// without any recipient (`initial: skip_existing`): never delivered, deleted upstream as
+    /// retention says.
+    pub async fn initialize_account(
+        &self,
+        account: &str,
+        skip: &[String],
+        now: SystemTime,
+    ) -> Result<(), StateError> {
+        let account = account.to_owned();
+        let skip = skip.to_vec();
         self.run(move |conn| {
             let tx = conn.transaction()?;
-            insert_message(&tx, &account, &uidl, now)?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO recipients
-                       (account, uidl, recipient, address, status, detail, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (account, uidl, recipient) DO UPDATE SET
-                       address = excluded.address, status = excluded.status,
-                       detail = excluded.detail, updated_at = excluded.updated_at,
-                       attempts = recipients.attempts + 1
-                     WHERE recipients.status = 'pending'",
-                )?;
-                for (address, status, detail) in &outcomes {
-                    stmt.execute(params![
-                        account,
-                        uidl,
-                        address.dedup_key(),
-                        address.as_str(),
-                        status.as_sql(),
-                        detail,
-                        to_ms(now)
-                    ])?;
-                }
+            for uidl in &skip {
+                insert_message(&tx, &account, uidl, now)?;
+                settle_message(&tx, &account, uidl, now)?;
             }
-            if settle {
-                settle_message(&tx, &account, &uidl, now)?;
-            }
+            tx.prepare_cached(
+                "INSERT INTO accounts (account, initialized_at) VALUES (?1, ?2)
+                 ON CONFLICT (account) DO NOTHING",
+            )?
+            .execute(params![account, to_ms(now)])?;
             tx.commit()?;
             Ok(())
         })
@@ -287,8 +529,9 @@ impl Store {
         .await
     }
 
-    /// Forgets the settled messages of the account that are no longer upstream (not in
-    /// `present`), with their recipients; returns how many. Unsettled messages are kept.
+    /// Forgets the settled and the quarantined messages of the account that are no longer
+    /// upstream (not in `present`), with their recipients; returns how many. Other unsettled
+    /// messages are kept (a listing that misses one for a moment must not lose its recipients).
     pub async fn prune(
         &self,
         account: &str,
@@ -300,7 +543,9 @@ impl Store {
             let tx = conn.transaction()?;
             let gone: Vec<String> = {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT uidl FROM messages WHERE account = ?1 AND settled_at IS NOT NULL",
+                    "SELECT uidl FROM messages m WHERE account = ?1 AND (settled_at IS NOT NULL
+                       OR EXISTS (SELECT 1 FROM quarantine q
+                                  WHERE q.account = m.account AND q.uidl = m.uidl))",
                 )?;
                 let uidls = stmt.query_map(params![account], |row| row.get::<_, String>(0))?;
                 let mut gone = Vec::new();
@@ -325,25 +570,31 @@ impl Store {
         .await
     }
 
-    /// Runs `f` on the connection on tokio's blocking pool.
+    /// Runs `f` on the connection on tokio's blocking pool; a failure marks the store
+    /// unwritable (see [`Store::ensure_writable`]).
     async fn run<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StateError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock unwound through rusqlite's Transaction, which
             // rolls back on drop: the connection itself is still consistent.
-            let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut conn = lock(&conn);
             f(&mut conn)
         })
         .await
-        .map_err(|e| StateError::Task(e.to_string()))?
+        .map_err(|e| StateError::Task(e.to_string()))
+        .and_then(|r| r);
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result
     }
 }
 
-fn create_dir(dir: &Path) -> Result<(), StateError> {
+pub(crate) fn create_dir(dir: &Path) -> Result<(), StateError> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -352,6 +603,49 @@ fn create_dir(dir: &Path) -> Result<(), StateError> {
         path: dir.to_owned(),
         source,
     })
+}
+
+/// One `record_recipients` call inside a transaction.
+fn write_outcomes(tx: &Connection, o: &Outcomes) -> Result<(), StateError> {
+    insert_message(tx, &o.account, &o.uidl, o.now)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO recipients
+               (account, uidl, recipient, address, status, detail, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (account, uidl, recipient) DO UPDATE SET
+               address = excluded.address, status = excluded.status,
+               detail = excluded.detail, updated_at = excluded.updated_at,
+               attempts = recipients.attempts + 1
+             WHERE recipients.status = 'pending'",
+        )?;
+        for (address, status, detail) in &o.outcomes {
+            stmt.execute(params![
+                o.account,
+                o.uidl,
+                address.dedup_key(),
+                address.as_str(),
+                status.as_sql(),
+                detail,
+                to_ms(o.now)
+            ])?;
+        }
+    }
+    if o.settle {
+        settle_message(tx, &o.account, &o.uidl, o.now)?;
+    }
+    Ok(())
+}
+
+/// The mutex's value; a panic while it was held left nothing half-done in these values.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Device and inode of `path`, if it exists.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn insert_message(
@@ -375,7 +669,7 @@ fn settle_message(
     now: SystemTime,
 ) -> Result<(), StateError> {
     conn.prepare_cached(
-        "UPDATE messages SET settled_at = COALESCE(settled_at, ?3)
+        "UPDATE messages SET settled_at = COALESCE(settled_at, ?3), retry_at = NULL
          WHERE account = ?1 AND uidl = ?2",
     )?
     .execute(params![account, uidl, to_ms(now)])?;
@@ -389,7 +683,7 @@ fn message_state(
 ) -> Result<Option<MessageState>, StateError> {
     let state = conn
         .prepare_cached(
-            "SELECT first_seen, settled_at, deleted_at FROM messages
+            "SELECT first_seen, settled_at, deleted_at, attempts, retry_at FROM messages
              WHERE account = ?1 AND uidl = ?2",
         )?
         .query_row(params![account, uidl], |row| {
@@ -398,6 +692,9 @@ fn message_state(
                 settled_at: row.get::<_, Option<i64>>(1)?.map(from_ms),
                 deleted_at: row.get::<_, Option<i64>>(2)?.map(from_ms),
                 done: HashSet::new(),
+                attempts: row.get(3)?,
+                retry_at: row.get::<_, Option<i64>>(4)?.map(from_ms),
+                quarantine: None,
             })
         })
         .optional()?;

@@ -34,6 +34,27 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account, uidl, recipient),
         FOREIGN KEY (account, uidl) REFERENCES messages (account, uidl) ON DELETE CASCADE
     ) WITHOUT ROWID;",
+    // 2: attempts and back-off per message, quarantine, and the accounts ever polled.
+    "ALTER TABLE messages ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN retry_at INTEGER;
+    ALTER TABLE messages ADD COLUMN last_error TEXT;
+    CREATE TABLE quarantine (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        account     TEXT    NOT NULL,
+        uidl        TEXT    NOT NULL,
+        since       INTEGER NOT NULL,
+        reason      TEXT    NOT NULL,
+        notified_at INTEGER,
+        forgotten_at INTEGER,
+        UNIQUE (account, uidl),
+        FOREIGN KEY (account, uidl) REFERENCES messages (account, uidl) ON DELETE CASCADE
+    );
+    CREATE TABLE accounts (
+        account        TEXT    NOT NULL PRIMARY KEY,
+        initialized_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO accounts (account, initialized_at)
+        SELECT account, MIN(first_seen) FROM messages GROUP BY account;",
 ];
 
 /// Brings the database up to [`SCHEMA_VERSION`], one migration per transaction; refuses a

@@ -80,6 +80,7 @@ pub struct GatewayConfig {
     relay_tls: String,
     helo: Option<String>,
     relay_timeout: Option<String>,
+    relay_lines: Vec<String>,
     domains: Vec<String>,
     postmaster: String,
     extra_lines: Vec<String>,
@@ -98,6 +99,7 @@ impl GatewayConfig {
             relay_tls: "none".to_owned(),
             helo: None,
             relay_timeout: None,
+            relay_lines: Vec::new(),
             domains: vec!["example.com".to_owned()],
             postmaster: "postmaster@example.com".to_owned(),
             extra_lines: Vec::new(),
@@ -141,6 +143,12 @@ impl GatewayConfig {
         self
     }
 
+    /// A further `key: value` line of the `relay` section (e.g. `retry: {initial: 0s}`).
+    pub fn relay_line(mut self, line: &str) -> GatewayConfig {
+        self.relay_lines.push(line.to_owned());
+        self
+    }
+
     /// `metrics.listen` (e.g. `127.0.0.1:9100`).
     pub fn metrics_listen(mut self, listen: &str) -> GatewayConfig {
         self.metrics_listen = Some(listen.to_owned());
@@ -180,6 +188,7 @@ impl GatewayConfig {
         if let Some(timeout) = &self.relay_timeout {
             y.push(format!("  timeout: {timeout}"));
         }
+        y.extend(self.relay_lines.iter().map(|l| format!("  {l}")));
         let domains: Vec<String> = self.domains.iter().map(|d| yaml_scalar(d)).collect();
         y.push(format!("domains: [{}]", domains.join(", ")));
         y.push(format!("postmaster: {}", self.postmaster));

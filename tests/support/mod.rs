@@ -7,7 +7,10 @@
 //!
 //! - [`Dovecot`]: a private Dovecot (POP3, POP3S, IMAP, IMAPS) with Maildir users.
 //! - [`SmtpSink`]: Postfix's `smtp-sink` recording every transaction it accepts.
+//! - [`Postfix`]: a private Postfix as the internal server, with an inside and an outside sink.
 //! - [`free_port`], [`mailferry_bin`], [`run_mailferry`], [`Mailferry`] (a running daemon).
+//! - [`FaultProxy`]: a TCP proxy to an upstream that drops, stalls, trickles, resets or delays.
+//! - [`Tally`]: expected (recipient, Message-ID) deliveries against what arrived.
 //! - [`GatewayConfig`]: a configuration "POP3 accounts → the SMTP receiver", written as YAML.
 //! - [`sample_catchall_mail`] and [`message`]: realistic mail for a catch-all mailbox.
 //!
@@ -19,16 +22,22 @@
 
 mod config;
 mod dovecot;
+mod fault_proxy;
 mod mail;
+mod postfix;
 mod smtp_sink;
+mod tally;
 
 pub use config::{AccountYaml, CONFIG_FILE, GatewayConfig, Secret, write_private};
 pub use dovecot::Dovecot;
+pub use fault_proxy::{Fault, FaultProxy};
 pub use mail::{
     SAMPLE_CATCHALL_USER, SAMPLE_DOMAIN, SAMPLE_POSTMASTER, message, sample_catchall_expected,
     sample_catchall_mail,
 };
+pub use postfix::Postfix;
 pub use smtp_sink::{SmtpSink, Transaction, as_sink_stores, parse_dump};
+pub use tally::{Pair, Tally, delivery_counts, message_id, sample_catchall_pairs};
 
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener};

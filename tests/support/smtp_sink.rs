@@ -281,14 +281,20 @@ pub fn parse_dump(dump: &[u8]) -> Vec<Transaction> {
     out
 }
 
-/// `<addr> PARAMS...` → `addr`.
+/// `<addr> PARAMS...` → `addr` (a quoted local part may hold spaces and `>`).
 fn envelope_address(args: &str) -> String {
-    let first = args.split_whitespace().next().unwrap_or("");
-    first
-        .strip_prefix('<')
-        .and_then(|s| s.strip_suffix('>'))
-        .unwrap_or(first)
-        .to_owned()
+    let args = args.trim_start();
+    if let Some(rest) = args.strip_prefix('<') {
+        let mut quoted = false;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                '>' if !quoted => return rest[..i].to_owned(),
+                _ => {}
+            }
+        }
+    }
+    args.split_whitespace().next().unwrap_or("").to_owned()
 }
 
 /// The line starting at `pos`, with its LF; `None` at the end.

@@ -784,3 +784,109 @@ fn bad_deadlines_and_size_cap_are_reported_with_line_and_column() {
         "accounts[a].pass_deadline: 2d is outside 1s..=86400s",
     );
 }
+
+#[test]
+fn retry_initial_and_expunge_every_have_defaults_and_are_checked() {
+    let c = load(BASE).unwrap();
+    assert_eq!(c.relay.retry, RetryPolicy::default());
+    assert_eq!(c.accounts[0].initial, None);
+    assert_eq!(c.accounts[0].expunge_every, 50);
+
+    let c = load(&base_with(
+        "  host: mail.corp.local\n",
+        "  host: mail.corp.local\n  retry: {max_attempts: 3, initial: 0s, max: 5m}\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.relay.retry,
+        RetryPolicy {
+            max_attempts: 3,
+            initial: Duration::ZERO,
+            max: Duration::from_secs(300)
+        }
+    );
+    assert_one_error(
+        &base_with(
+            "  host: mail.corp.local\n",
+            "  host: mail.corp.local\n  retry: {max_attempts: 0}\n",
+        ),
+        4,
+        "relay.retry.max_attempts: 0 is outside 1..=1000",
+    );
+    assert_one_error(
+        &base_with(
+            "  host: mail.corp.local\n",
+            "  host: mail.corp.local\n  retry: {initial: 1h, max: 1m}\n",
+        ),
+        4,
+        "relay.retry.max is shorter than relay.retry.initial",
+    );
+    assert_one_error(
+        &base_with(
+            "    password: pw\n",
+            "    password: pw\n    initial: later\n",
+        ),
+        12,
+        "allowed values: deliver_all | skip_existing",
+    );
+    assert_one_error(
+        &base_with(
+            "    password: pw\n",
+            "    password: pw\n    expunge_every: 0\n",
+        ),
+        12,
+        "expunge_every: 0 is outside",
+    );
+    let c = load(&base_with(
+        "    password: pw\n",
+        "    password: pw\n    retention: keep\n    initial: skip_existing\n",
+    ))
+    .unwrap();
+    assert_eq!(c.accounts[0].initial, Some(Initial::SkipExisting));
+}
+
+#[test]
+fn skip_existing_with_retention_delete_is_refused() {
+    assert_one_error(
+        &base_with(
+            "    password: pw\n",
+            "    password: pw\n    initial: skip_existing\n",
+        ),
+        12,
+        "would delete the mail already upstream without delivering it",
+    );
+}
+
+#[test]
+fn retry_delays_double_up_to_the_maximum() {
+    let p = RetryPolicy {
+        max_attempts: 10,
+        initial: Duration::from_secs(60),
+        max: Duration::from_secs(600),
+    };
+    assert_eq!(p.delay(1), Duration::from_secs(60));
+    assert_eq!(p.delay(2), Duration::from_secs(120));
+    assert_eq!(p.delay(4), Duration::from_secs(480));
+    assert_eq!(p.delay(5), Duration::from_secs(600));
+    assert_eq!(p.delay(u32::MAX), Duration::from_secs(600));
+}
+
+#[test]
+fn source_routed_defaults_to_postmaster_and_takes_reject() {
+    assert_eq!(load(BASE).unwrap().source_routed, SourceRouted::Postmaster);
+    let text = format!("source_routed: reject\n{BASE}");
+    assert_eq!(load(&text).unwrap().source_routed, SourceRouted::Reject);
+    let text = format!("source_routed: postmaster\n{BASE}");
+    assert_eq!(load(&text).unwrap().source_routed, SourceRouted::Postmaster);
+}
+
+#[test]
+fn bad_source_routed_is_named_with_line_and_column() {
+    let text = base_with(
+        "postmaster: postmaster@corp.local\n",
+        "postmaster: postmaster@corp.local\nsource_routed: relay\n",
+    );
+    assert_one_error(&text, 6, "source_routed: `relay` is not allowed");
+    let e = &errors(&text)[0];
+    assert_eq!(e.column, 16, "{e}");
+}

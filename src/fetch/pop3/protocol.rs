@@ -240,6 +240,8 @@ pub struct Fed {
 pub struct DotDecoder {
     state: State,
     line_len: usize,
+    /// The last piece of the line ended with a CR not yet known to be half of a CRLF.
+    pending_cr: bool,
     line_max: usize,
     total: usize,
     total_max: usize,
@@ -253,6 +255,7 @@ impl DotDecoder {
         DotDecoder {
             state: State::LineStart,
             line_len: 0,
+            pending_cr: false,
             line_max,
             total: 0,
             total_max,
@@ -335,31 +338,57 @@ impl DotDecoder {
     }
 
     /// Appends `bytes` (part of one line, possibly ending with its LF) unless a limit is hit.
+    /// Which limit is named does not depend on how the input was split: the one that the
+    /// earliest byte exceeds.
     fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
         if self.overflow.is_some() {
             return;
         }
+        // A CR that ended the previous piece, not followed by LF after all, is line content.
+        if std::mem::take(&mut self.pending_cr) && !bytes.starts_with(b"\n") {
+            self.line_len += 1;
+            if self.line_len > self.line_max {
+                return self.overflowed(Overflow::Line(self.line_max), out);
+            }
+        }
         let content = match bytes.strip_suffix(b"\n") {
             Some(b) => b.strip_suffix(b"\r").unwrap_or(b),
-            // A CR at the end of a piece may be the first half of a CRLF: don't count it yet.
-            None => bytes.strip_suffix(b"\r").unwrap_or(bytes),
+            // A CR at the end of a piece may be the first half of a CRLF: count it later.
+            None => match bytes.strip_suffix(b"\r") {
+                Some(b) => {
+                    self.pending_cr = true;
+                    b
+                }
+                None => bytes,
+            },
         };
+        // The index of the first byte over each limit, if any byte is.
+        let line_over = (content.len() > self.line_max.saturating_sub(self.line_len))
+            .then(|| self.line_max.saturating_sub(self.line_len));
+        let total_over = (bytes.len() > self.total_max.saturating_sub(self.total))
+            .then(|| self.total_max.saturating_sub(self.total));
         self.line_len += content.len();
         self.total += bytes.len();
-        if self.line_len > self.line_max {
-            self.overflow = Some(Overflow::Line(self.line_max));
-        } else if self.total > self.total_max {
-            self.overflow = Some(Overflow::Total(self.total_max));
-        }
-        if self.overflow.is_some() {
-            out.clear();
-            out.shrink_to_fit();
-            return;
+        let overflow = match (line_over, total_over) {
+            (Some(line), Some(total)) if line < total => Some(Overflow::Line(self.line_max)),
+            (_, Some(_)) => Some(Overflow::Total(self.total_max)),
+            (Some(_), None) => Some(Overflow::Line(self.line_max)),
+            (None, None) => None,
+        };
+        if let Some(overflow) = overflow {
+            return self.overflowed(overflow, out);
         }
         out.extend_from_slice(bytes);
         if bytes.ends_with(b"\n") {
             self.line_len = 0;
         }
+    }
+
+    /// Stops storing: what was stored is dropped, the rest is read and discarded.
+    fn overflowed(&mut self, overflow: Overflow, out: &mut Vec<u8>) {
+        self.overflow = Some(overflow);
+        out.clear();
+        out.shrink_to_fit();
     }
 }
 

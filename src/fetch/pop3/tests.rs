@@ -204,6 +204,8 @@ fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         retention: Retention::Delete,
         timeout: Duration::from_secs(10),
         pass_deadline: Duration::from_secs(1800),
+        initial: None,
+        expunge_every: 50,
     }
 }
 

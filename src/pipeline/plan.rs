@@ -1,0 +1,119 @@
+//! Pure decisions of a pass about one upstream message: whether to try it now, and what a
+//! failed attempt leads to. No I/O; the pass acts on the answers.
+
+use std::time::SystemTime;
+
+use crate::config::RetryPolicy;
+use crate::state::MessageState;
+
+/// What to do with a message found in the listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Every recipient settled: only retention has a say.
+    Settled,
+    /// Quarantined: not tried; the postmaster is told if nobody told them yet.
+    Quarantined,
+    /// Failed earlier; its back-off has not run out.
+    Wait,
+    /// `max_per_pass` reached: next pass.
+    Defer,
+    /// Attempted `max_attempts` times already (perhaps it crashed the process each time):
+    /// quarantine it without trying again.
+    GiveUp,
+    /// Download and deliver it.
+    Attempt,
+}
+
+/// The next step for a message in state `state` (`None`: never seen), with `budget_left`
+/// while fewer than `max_per_pass` messages were downloaded in this pass.
+pub fn next(
+    state: Option<&MessageState>,
+    now: SystemTime,
+    retry: &RetryPolicy,
+    budget_left: bool,
+) -> Next {
+    match state {
+        Some(s) if s.quarantine.is_some() => Next::Quarantined,
+        Some(s) if s.settled_at.is_some() => Next::Settled,
+        Some(s) if s.retry_at.is_some_and(|at| at > now) => Next::Wait,
+        _ if !budget_left => Next::Defer,
+        Some(s) if s.attempts >= retry.max_attempts => Next::GiveUp,
+        _ => Next::Attempt,
+    }
+}
+
+/// After the `attempts`-th attempt failed for a reason that may pass: `Some(time)` to try
+/// again then, `None` when the attempts are used up (quarantine).
+pub fn after_failure(attempts: u32, now: SystemTime, retry: &RetryPolicy) -> Option<SystemTime> {
+    (attempts < retry.max_attempts).then(|| now + retry.delay(attempts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Quarantined;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            initial: Duration::from_secs(60),
+            max: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn a_new_message_is_attempted_unless_the_pass_budget_is_spent() {
+        assert_eq!(next(None, at(0), &policy(), true), Next::Attempt);
+        assert_eq!(next(None, at(0), &policy(), false), Next::Defer);
+    }
+
+    #[test]
+    fn settled_and_quarantined_messages_are_never_attempted() {
+        let mut s = MessageState::new(at(0));
+        s.settled_at = Some(at(1));
+        assert_eq!(next(Some(&s), at(2), &policy(), true), Next::Settled);
+        let mut q = MessageState::new(at(0));
+        q.quarantine = Some(Quarantined {
+            id: 1,
+            reason: "x".into(),
+            notified: false,
+            forgotten: false,
+        });
+        assert_eq!(next(Some(&q), at(2), &policy(), true), Next::Quarantined);
+    }
+
+    #[test]
+    fn a_failed_message_waits_for_its_back_off() {
+        let mut s = MessageState::new(at(0));
+        s.attempts = 1;
+        s.retry_at = Some(at(100));
+        assert_eq!(next(Some(&s), at(99), &policy(), true), Next::Wait);
+        assert_eq!(next(Some(&s), at(100), &policy(), true), Next::Attempt);
+    }
+
+    #[test]
+    fn attempts_used_up_means_quarantine_without_another_try() {
+        let mut s = MessageState::new(at(0));
+        s.attempts = 3;
+        assert_eq!(next(Some(&s), at(0), &policy(), true), Next::GiveUp);
+    }
+
+    #[test]
+    fn back_off_doubles_up_to_the_maximum_then_gives_up() {
+        let p = policy();
+        assert_eq!(after_failure(1, at(0), &p), Some(at(60)));
+        assert_eq!(after_failure(2, at(0), &p), Some(at(120)));
+        assert_eq!(after_failure(3, at(0), &p), None);
+        let long = RetryPolicy {
+            max_attempts: 100,
+            ..p
+        };
+        assert_eq!(after_failure(4, at(0), &long), Some(at(300)));
+        assert_eq!(after_failure(99, at(0), &long), Some(at(300)));
+    }
+}

@@ -1,0 +1,80 @@
+//! One process per state directory: an exclusive lock on `state_dir/lock`, held for the life
+//! of the process (two daemons on one store would each deliver every message).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+
+use super::{StateError, create_dir};
+
+/// The lock file inside `state_dir`; it holds the PID of the process that has the lock.
+pub const LOCK_FILE: &str = "lock";
+
+/// The held lock; released when dropped (or when the process dies, however it dies).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    /// Takes the lock on `state_dir` (creating the directory if needed) and writes this
+    /// process's PID into it; fails at once, naming the holder's PID, if another process has it.
+    pub fn acquire(state_dir: &Path) -> Result<StateLock, StateError> {
+        create_dir(state_dir)?;
+        let path = state_dir.join(LOCK_FILE);
+        let io = |source| StateError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(StateError::Locked {
+                    dir: state_dir.to_owned(),
+                    holder: holder(&mut file),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(StateLock { _file: file })
+    }
+}
+
+/// The PID written by the holder, as text (`unknown` when it cannot be read).
+fn holder(file: &mut File) -> String {
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let pid = text.trim();
+    if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+        pid.to_owned()
+    } else {
+        "unknown".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_directory_fails_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateLock::acquire(dir.path()).unwrap();
+        let err = StateLock::acquire(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StateError::Locked { .. }), "{text}");
+        assert!(text.contains(&std::process::id().to_string()), "{text}");
+        drop(first);
+        StateLock::acquire(dir.path()).expect("free again once dropped");
+    }
+}

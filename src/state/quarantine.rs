@@ -1,0 +1,166 @@
+//! Quarantine: messages mailferry gave up on. They stay upstream, are no longer tried, are
+//! announced to the postmaster once, and are listed for the operator (`mailferry state`),
+//! who can try one again (`retry`) or drop it from the list (`forget`: it is left upstream
+//! and never tried again).
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use rusqlite::{Connection, params};
+
+use super::{MessageState, StateError, Store, from_ms, insert_message, to_ms};
+
+/// A quarantined message as the pipeline sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// The id the operator names in `mailferry state retry ID`.
+    pub id: i64,
+    pub reason: String,
+    /// Whether the postmaster has been told.
+    pub notified: bool,
+    /// The operator said `forget`: no longer listed, still never tried.
+    pub forgotten: bool,
+}
+
+/// One line of `mailferry state list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    pub id: i64,
+    pub account: String,
+    pub uidl: String,
+    pub since: SystemTime,
+    pub reason: String,
+    pub attempts: u32,
+    pub notified: bool,
+}
+
+/// Adds the quarantine of each message of `account` to its state.
+pub(super) fn load(
+    conn: &Connection,
+    account: &str,
+    out: &mut HashMap<String, MessageState>,
+) -> Result<(), StateError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT uidl, id, reason, notified_at, forgotten_at FROM quarantine WHERE account = ?1",
+    )?;
+    let mut rows = stmt.query(params![account])?;
+    while let Some(row) = rows.next()? {
+        let uidl: String = row.get(0)?;
+        if let Some(state) = out.get_mut(&uidl) {
+            state.quarantine = Some(Quarantined {
+                id: row.get(1)?,
+                reason: row.get(2)?,
+                notified: row.get::<_, Option<i64>>(3)?.is_some(),
+                forgotten: row.get::<_, Option<i64>>(4)?.is_some(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Quarantines the message (storing it if it is new); returns its quarantine. A message
+    /// already quarantined keeps its first reason and id.
+    pub async fn quarantine(
+        &self,
+        account: &str,
+        uidl: &str,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<Quarantined, StateError> {
+        let (account, uidl, reason) = (account.to_owned(), uidl.to_owned(), reason.to_owned());
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            insert_message(&tx, &account, &uidl, now)?;
+            tx.prepare_cached(
+                "INSERT INTO quarantine (account, uidl, since, reason) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (account, uidl) DO NOTHING",
+            )?
+            .execute(params![account, uidl, to_ms(now), reason])?;
+            let q = tx
+                .prepare_cached(
+                    "SELECT id, reason, notified_at, forgotten_at FROM quarantine
+                         WHERE account = ?1 AND uidl = ?2",
+                )?
+                .query_row(params![account, uidl], |row| {
+                    Ok(Quarantined {
+                        id: row.get(0)?,
+                        reason: row.get(1)?,
+                        notified: row.get::<_, Option<i64>>(2)?.is_some(),
+                        forgotten: row.get::<_, Option<i64>>(3)?.is_some(),
+                    })
+                })?;
+            tx.commit()?;
+            Ok(q)
+        })
+        .await
+    }
+
+    /// The postmaster has been told about quarantine `id`.
+    pub async fn mark_notified(&self, id: i64, now: SystemTime) -> Result<(), StateError> {
+        self.run(move |conn| {
+            conn.prepare_cached("UPDATE quarantine SET notified_at = ?2 WHERE id = ?1")?
+                .execute(params![id, to_ms(now)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The quarantined messages not forgotten, oldest first.
+    pub async fn list_quarantine(&self) -> Result<Vec<QuarantineEntry>, StateError> {
+        self.run(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT q.id, q.account, q.uidl, q.since, q.reason, m.attempts, q.notified_at
+                 FROM quarantine q JOIN messages m ON m.account = q.account AND m.uidl = q.uidl
+                 WHERE q.forgotten_at IS NULL ORDER BY q.id",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(QuarantineEntry {
+                    id: row.get(0)?,
+                    account: row.get(1)?,
+                    uidl: row.get(2)?,
+                    since: from_ms(row.get(3)?),
+                    reason: row.get(4)?,
+                    attempts: row.get(5)?,
+                    notified: row.get::<_, Option<i64>>(6)?.is_some(),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Takes quarantined message `id` out of quarantine to be tried again from the next pass,
+    /// with its attempts reset (recipients already delivered stay delivered). False when
+    /// there is no such quarantined message.
+    pub async fn retry(&self, id: i64) -> Result<bool, StateError> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE messages SET attempts = 0, retry_at = NULL, last_error = NULL
+                     WHERE (account, uidl) IN (SELECT account, uidl FROM quarantine WHERE id = ?1)",
+                )?
+                .execute(params![id])?;
+            tx.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?
+                .execute(params![id])?;
+            tx.commit()?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    /// Drops quarantined message `id` from the list: it stays upstream and is never tried
+    /// again (the operator deals with it). False when there is no such listed message.
+    pub async fn forget(&self, id: i64, now: SystemTime) -> Result<bool, StateError> {
+        self.run(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE quarantine SET forgotten_at = ?2 WHERE id = ?1 AND forgotten_at IS NULL",
+                )?
+                .execute(params![id, to_ms(now)])?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+}
