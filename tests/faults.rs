@@ -207,7 +207,6 @@ fn stalled_server_times_out_and_the_next_pass_recovers() {
 }
 
 #[test]
-#[ignore = "needs the fetch deadline and the shared relay pool (h2-relay), not merged yet"]
 fn trickling_server_is_cut_off_by_a_deadline_and_the_next_pass_recovers() {
     // One byte every 100 ms never trips a 2 s read timeout; the 200 KB message would take
     // hours. Only a deadline on the fetch (or the pass) can end it.
@@ -320,7 +319,6 @@ fn other_account_keeps_delivering(fault: Fault) {
 }
 
 #[test]
-#[ignore = "needs the fetch deadline and the shared relay pool (h2-relay), not merged yet"]
 fn second_account_delivers_while_the_first_trickles() {
     other_account_keeps_delivering(Fault::Trickle {
         retr: 2,
@@ -329,7 +327,6 @@ fn second_account_delivers_while_the_first_trickles() {
 }
 
 #[test]
-#[ignore = "needs the fetch deadline and the shared relay pool (h2-relay), not merged yet"]
 fn second_account_delivers_while_the_first_stalls() {
     other_account_keeps_delivering(Fault::Stall {
         retr: 2,

@@ -58,7 +58,6 @@ fn a_bare_cr_in_a_header_line_does_not_become_a_header_at_the_receiver() {
 }
 
 #[test]
-#[ignore = "needs the lead's wiring: deliver must build the message with relay::prepare"]
 fn a_message_without_a_header_section_keeps_its_text_as_body() {
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
@@ -85,8 +84,6 @@ fn a_message_without_a_header_section_keeps_its_text_as_body() {
 }
 
 #[test]
-#[ignore = "needs the lead's wiring: the pass must set max_message_size and leave such a \
-            message upstream"]
 fn a_message_over_max_message_size_is_left_upstream_and_the_rest_delivered() {
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);

@@ -41,7 +41,7 @@ pub async fn deliver(
     config: &Config,
     account: &AccountConfig,
     rules: &Rules,
-    relay: &mut Relay,
+    relay: &Relay,
     store: &Store,
     uid: &str,
     seen: &MessageState,
@@ -79,7 +79,7 @@ pub async fn deliver(
         return Ok(delivery);
     }
 
-    let message = with_trace(relay, account, uid, &pending, raw);
+    let message = with_trace(relay, account, uid, &pending, "", raw);
     let results = match relay
         .send(routing.return_path.as_ref(), &pending, &message)
         .await
@@ -226,7 +226,7 @@ pub async fn deliver(
 async fn refused_whole(
     config: &Config,
     account: &AccountConfig,
-    relay: &mut Relay,
+    relay: &Relay,
     store: &Store,
     (uid, raw): (&str, &[u8]),
     return_path: Option<&Address>,
@@ -282,7 +282,7 @@ async fn refused_whole(
 async fn reroute(
     config: &Config,
     account: &AccountConfig,
-    relay: &mut Relay,
+    relay: &Relay,
     uid: &str,
     raw: &[u8],
     headers: &str,
@@ -296,14 +296,14 @@ async fn reroute(
             permanent: true,
         });
     }
-    let mut message = headers.as_bytes().to_vec();
-    message.extend_from_slice(&with_trace(
+    let message = with_trace(
         relay,
         account,
         uid,
         std::slice::from_ref(postmaster),
+        headers,
         raw,
-    ));
+    );
     match relay
         .send(return_path, std::slice::from_ref(postmaster), &message)
         .await
@@ -339,12 +339,14 @@ struct Refusal {
     permanent: bool,
 }
 
-/// The message with mailferry's `Received:` trace header on top.
+/// The message as it goes to DATA: `extra` header lines (each ending in CRLF), mailferry's
+/// `Received:` trace header, then `raw` with its line ends made safe ([`relay::prepare`]).
 fn with_trace(
     relay: &Relay,
     account: &AccountConfig,
     uid: &str,
     recipients: &[Address],
+    extra: &str,
     raw: &[u8],
 ) -> Vec<u8> {
     // received_header makes the UIDL (any printable character) a safe id itself.
@@ -356,10 +358,7 @@ fn with_trace(
         recipients,
         SystemTime::now(),
     );
-    let mut message = Vec::with_capacity(header.len() + raw.len());
-    message.extend_from_slice(header.as_bytes());
-    message.extend_from_slice(raw);
-    message
+    crate::relay::prepare(format!("{extra}{header}").as_bytes(), raw)
 }
 
 fn relay_failed(account: &str, uid: &str, e: &RelayError) {

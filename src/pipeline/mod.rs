@@ -12,10 +12,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, Protocol};
+use crate::relay::Relay;
 use crate::state::{StateError, StateLock, Store};
 
 pub use pass::{PassError, PassReport};
@@ -88,7 +89,7 @@ pub fn unsupported(config: &Config) -> Vec<String> {
 pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, PipelineError> {
     let _lock = StateLock::acquire(&config.state_dir)?;
     let store = Store::open(&config.state_dir)?;
-    let slots = relay_slots(&config);
+    let relay = Relay::new(config.relay.clone());
     let config = Arc::new(config);
     // Never set: poll-once always finishes its pass.
     let (_stop_tx, stop) = watch::channel(false);
@@ -97,11 +98,11 @@ pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, Pi
         if only.is_some_and(|name| name != account.name) {
             continue;
         }
-        let (config, store, slots, stop) =
-            (config.clone(), store.clone(), slots.clone(), stop.clone());
+        let (config, store, relay, stop) =
+            (config.clone(), store.clone(), relay.clone(), stop.clone());
         tasks.spawn(async move {
             let name = config.accounts[index].name.clone();
-            let result = guarded_pass(config, index, store, slots, stop).await;
+            let result = guarded_pass(config, index, store, relay, stop).await;
             (index, name, result)
         });
     }
@@ -113,6 +114,7 @@ pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, Pi
             Err(e) => tracing::error!("a poll pass task failed: {e}"),
         }
     }
+    relay.close().await;
     passes.sort_by_key(|(index, _, _)| *index);
     Ok(Summary {
         passes: passes.into_iter().map(|(_, n, r)| (n, r)).collect(),
@@ -129,20 +131,20 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
         tracing::info!("metrics on http://{addr}/metrics");
         tokio::spawn(crate::metrics::serve(listener));
     }
-    let slots = relay_slots(&config);
+    let relay = Relay::new(config.relay.clone());
     let config = Arc::new(config);
     let (stop_tx, stop) = watch::channel(false);
     let (fatal_tx, mut fatal) = tokio::sync::mpsc::channel::<String>(1);
     let mut pollers = JoinSet::new();
     for index in 0..config.accounts.len() {
-        let (config, store, slots, stop, fatal_tx) = (
+        let (config, store, relay, stop, fatal_tx) = (
             config.clone(),
             store.clone(),
-            slots.clone(),
+            relay.clone(),
             stop.clone(),
             fatal_tx.clone(),
         );
-        pollers.spawn(poller(config, index, store, slots, stop, fatal_tx));
+        pollers.spawn(poller(config, index, store, relay, stop, fatal_tx));
     }
     crate::metrics::set_ready(true);
     tracing::info!(accounts = config.accounts.len(), "mailferry running");
@@ -169,6 +171,7 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
         tracing::warn!("passes still running after {SHUTDOWN_GRACE:?}; stopping them");
         pollers.abort_all();
     }
+    relay.close().await;
     tracing::info!("stopped");
     match fatal_error {
         None => Ok(()),
@@ -182,12 +185,12 @@ async fn guarded_pass(
     config: Arc<Config>,
     index: usize,
     store: Store,
-    slots: Arc<Semaphore>,
+    relay: Relay,
     stop: watch::Receiver<bool>,
 ) -> Result<PassReport, PassError> {
     let task = tokio::spawn(async move {
         let account = &config.accounts[index];
-        pass::run_pass(&config, account, &store, &slots, &stop).await
+        pass::run_pass(&config, account, &store, &relay, &stop).await
     });
     match task.await {
         Ok(result) => result,
@@ -210,7 +213,7 @@ async fn poller(
     config: Arc<Config>,
     index: usize,
     store: Store,
-    slots: Arc<Semaphore>,
+    relay: Relay,
     mut stop: watch::Receiver<bool>,
     fatal: tokio::sync::mpsc::Sender<String>,
 ) {
@@ -220,7 +223,7 @@ async fn poller(
             config.clone(),
             index,
             store.clone(),
-            slots.clone(),
+            relay.clone(),
             stop.clone(),
         );
         match pass.await {
@@ -247,11 +250,6 @@ async fn poller(
             _ = stop.changed() => return,
         }
     }
-}
-
-/// The SMTP sessions all passes share: `relay.connections` at once.
-fn relay_slots(config: &Config) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(config.relay.connections as usize))
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -7,10 +7,9 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::config::{AccountConfig, Config, Initial, Retention};
 use crate::fetch::pop3::{Pop3Client, Pop3Error};
@@ -46,6 +45,9 @@ pub enum PassError {
     /// else; the next pass starts afresh.
     #[error("the pass stopped on an internal error: {0}")]
     Panicked(String),
+    /// The pass ran past the account's `pass_deadline`.
+    #[error("the pass ran past its pass_deadline of {}s and was ended", .0.as_secs())]
+    Deadline(std::time::Duration),
 }
 
 impl PassError {
@@ -104,11 +106,10 @@ pub async fn run_pass(
     config: &Config,
     account: &AccountConfig,
     store: &Store,
-    relay_slots: &Arc<Semaphore>,
+    relay: &Relay,
     stop: &watch::Receiver<bool>,
 ) -> Result<PassReport, PassError> {
     let started = Instant::now();
-    let mut relay = Relay::sharing(config.relay.clone(), relay_slots.clone());
     let mut pass = Pass {
         config,
         account,
@@ -117,9 +118,12 @@ pub async fn run_pass(
         report: PassReport::default(),
         tried: HashSet::new(),
     };
-    let result = pass.run(&mut relay, stop).await;
-    relay.close().await;
-    let result = result.map(|()| pass.report);
+    // At the deadline the pass ends where it is: what was recorded stays recorded, what was
+    // deleted but not committed is deleted again next pass.
+    let result = match tokio::time::timeout(account.pass_deadline, pass.run(relay, stop)).await {
+        Ok(result) => result.map(|()| pass.report),
+        Err(_) => Err(PassError::Deadline(account.pass_deadline)),
+    };
     let upstream = result.as_ref().ok().map(|r| r.upstream);
     crate::metrics::pass_finished(&account.name, result.is_ok(), started.elapsed(), upstream);
     result
@@ -147,11 +151,7 @@ enum Session {
 }
 
 impl Pass<'_> {
-    async fn run(
-        &mut self,
-        relay: &mut Relay,
-        stop: &watch::Receiver<bool>,
-    ) -> Result<(), PassError> {
+    async fn run(&mut self, relay: &Relay, stop: &watch::Receiver<bool>) -> Result<(), PassError> {
         // Nothing is delivered that could not be recorded.
         self.store.ensure_writable().await?;
         let mut lost = 0;
@@ -176,12 +176,15 @@ impl Pass<'_> {
     async fn session(
         &mut self,
         mut client: Pop3Client,
-        relay: &mut Relay,
+        relay: &Relay,
         stop: &watch::Receiver<bool>,
         first: bool,
     ) -> Result<Session, PassError> {
         let name = self.account.name.as_str();
-        let listing = client.uidl().await?;
+        client.set_max_message_size(self.config.max_message_size);
+        let listed = client.listing().await?;
+        let listing: Vec<(u32, String)> =
+            listed.iter().map(|l| (l.number, l.uid.clone())).collect();
         let mut known = self.store.load_account(name).await?;
         if first {
             self.report.upstream = listing.len();
@@ -228,6 +231,18 @@ impl Pass<'_> {
                     None
                 }
                 Next::Attempt if self.tried.contains(uid) => None,
+                Next::Attempt
+                    if listed.iter().any(|l| {
+                        &l.uid == uid && l.size.is_some_and(|n| n > self.config.max_message_size)
+                    }) =>
+                {
+                    let why = format!(
+                        "larger than max_message_size ({} bytes) by the server's LIST",
+                        self.config.max_message_size
+                    );
+                    self.give_up(relay, uid, "too_large", &why, "").await?;
+                    None
+                }
                 Next::Attempt => {
                     self.tried.insert(uid.clone());
                     match self.attempt(&mut client, relay, *number, uid).await? {
@@ -313,7 +328,7 @@ impl Pass<'_> {
     /// Quarantines a message: left upstream, recorded, counted, the postmaster told.
     async fn give_up(
         &mut self,
-        relay: &mut Relay,
+        relay: &Relay,
         uid: &str,
         metric: &'static str,
         reason: &str,
@@ -334,7 +349,7 @@ impl Pass<'_> {
     /// sent is tried again next pass.
     async fn tell_postmaster(
         &self,
-        relay: &mut Relay,
+        relay: &Relay,
         uid: &str,
         q: &Quarantined,
         excerpt: &str,
@@ -389,7 +404,7 @@ impl Pass<'_> {
     async fn attempt(
         &mut self,
         client: &mut Pop3Client,
-        relay: &mut Relay,
+        relay: &Relay,
         number: u32,
         uid: &str,
     ) -> Result<Attempt, PassError> {
@@ -400,6 +415,11 @@ impl Pass<'_> {
             .await?;
         let raw = match client.retr(number).await {
             Ok(raw) => raw,
+            Err(e @ Pop3Error::MessageTooLarge { .. }) => {
+                self.give_up(relay, uid, "too_large", &e.to_string(), "")
+                    .await?;
+                return Ok(Attempt::Unsettled);
+            }
             Err(e) => {
                 tracing::warn!(account = name, uid, "RETR failed: {e}");
                 crate::metrics::message_failed(name, "retrieve");
@@ -472,7 +492,7 @@ impl Pass<'_> {
     #[allow(clippy::too_many_arguments)]
     async fn failed(
         &mut self,
-        relay: &mut Relay,
+        relay: &Relay,
         uid: &str,
         state: &MessageState,
         why: &str,
