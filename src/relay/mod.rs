@@ -130,6 +130,9 @@ pub enum RelayError {
     /// `tls: starttls` and the server does not offer STARTTLS: nothing was sent.
     #[error("the relay {host} does not offer STARTTLS, which `tls: starttls` requires")]
     StarttlsRequired { host: String },
+    /// The relay's reply could not be understood at all (the SMTP library gave up on it).
+    #[error("the relay {host} sent a reply mailferry cannot read during {during}")]
+    Garbled { host: String, during: &'static str },
     /// No reply within `timeout`.
     #[error("the relay did not answer {during} within {secs}s")]
     Timeout { during: &'static str, secs: u64 },
@@ -164,6 +167,7 @@ impl RelayError {
         matches!(
             self,
             RelayError::Connect { .. }
+                | RelayError::Garbled { .. }
                 | RelayError::Tcp { .. }
                 | RelayError::TlsSetup(_)
                 | RelayError::CaFile { .. }

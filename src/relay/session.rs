@@ -342,17 +342,24 @@ impl Relay {
             }
             None => Box::new(tcp),
         };
-        let mut conn = tokio::time::timeout(
-            limit,
-            AsyncSmtpConnection::connect_with_transport(stream, &self.inner.helo),
-        )
-        .await
-        .map_err(|_| timeout_error("the greeting and EHLO", limit))?
-        .map_err(|source| RelayError::Connect {
-            host: host.clone(),
-            port,
-            source,
-        })?;
+        // In a task of its own: lettre 0.11 panics on some malformed EHLO replies (a line of
+        // spaces), which must fail this connection, not the caller.
+        let helo = self.inner.helo.clone();
+        let greeting = tokio::spawn(async move {
+            AsyncSmtpConnection::connect_with_transport(stream, &helo).await
+        });
+        let mut conn = tokio::time::timeout(limit, greeting)
+            .await
+            .map_err(|_| timeout_error("the greeting and EHLO", limit))?
+            .map_err(|_| RelayError::Garbled {
+                host: host.clone(),
+                during: "the greeting and EHLO",
+            })?
+            .map_err(|source| RelayError::Connect {
+                host: host.clone(),
+                port,
+                source,
+            })?;
 
         let upgrade = match config.tls {
             TlsMode::None | TlsMode::Tls => false,
