@@ -153,7 +153,7 @@ fn main() -> ExitCode {
             let Some(account) = account else {
                 return ExitCode::from(2);
             };
-            match read_capped(&message, ROUTE_INPUT_MAX) {
+            match read_capped(&message, config.max_message_size) {
                 Ok(raw) => {
                     print!("{}", explain_route(&config, account, &raw));
                     ExitCode::SUCCESS
@@ -281,9 +281,6 @@ async fn state_command(
     }
     Ok(())
 }
-
-/// The largest message `route` reads (as `max_message_size`'s default).
-const ROUTE_INPUT_MAX: u64 = 50 * 1024 * 1024;
 
 /// Reads at most `limit` bytes of `path`: a larger file is refused, not read whole.
 fn read_capped(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
