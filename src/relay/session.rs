@@ -14,7 +14,7 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::prepare::{is_prepared, prepare};
 use super::{Outcome, RcptResult, RelayError, Reply, SmtpError};
@@ -51,8 +51,6 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// Open sessions outside a transaction.
     idle: Mutex<Vec<AsyncSmtpConnection>>,
-    /// [`Relay::sharing`]: the slot is kept from the first transaction until `close`.
-    held: Option<Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
 impl fmt::Debug for Relay {
@@ -78,23 +76,6 @@ impl Relay {
     /// is opened until the first [`Relay::send`]. Clone it for every account.
     pub fn new(config: RelayConfig) -> Relay {
         let slots = Arc::new(Semaphore::new(config.connections as usize));
-        Relay::build(config, slots, None)
-    }
-
-    /// The former per-pass relay, kept until the pipeline shares one [`Relay::new`]: a pool
-    /// of its own that takes one of `slots` at its first transaction and keeps it until
-    /// [`Relay::close`], so that all the relays sharing them keep to `relay.connections`
-    /// sessions at once. (It holds the slot while its caller waits on anything else: prefer
-    /// one shared `Relay::new`.)
-    pub fn sharing(config: RelayConfig, slots: Arc<Semaphore>) -> Relay {
-        Relay::build(config, slots, Some(Mutex::new(None)))
-    }
-
-    fn build(
-        config: RelayConfig,
-        slots: Arc<Semaphore>,
-        held: Option<Mutex<Option<OwnedSemaphorePermit>>>,
-    ) -> Relay {
         let helo = ClientId::Domain(config.helo.clone().unwrap_or_else(local_host_name));
         Relay {
             inner: Arc::new(Inner {
@@ -103,7 +84,6 @@ impl Relay {
                 tls: Mutex::new(None),
                 slots,
                 idle: Mutex::new(Vec::new()),
-                held,
             }),
         }
     }
@@ -139,24 +119,9 @@ impl Relay {
         if recipients.is_empty() {
             return Ok(Vec::new());
         }
-        let slot = self.slot().await;
-        let result = self.with_session(reverse_path, recipients, message).await;
-        match &self.inner.held {
-            Some(held) => *lock(held) = slot,
-            None => drop(slot),
-        }
-        result
-    }
-
-    /// A slot for one transaction (`None` only if the semaphore were closed, which nothing
-    /// does).
-    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        if let Some(held) = &self.inner.held
-            && let Some(slot) = lock(held).take()
-        {
-            return Some(slot);
-        }
-        self.inner.slots.clone().acquire_owned().await.ok()
+        // Closed only if the semaphore were closed, which nothing does.
+        let _slot = self.inner.slots.acquire().await.ok();
+        self.with_session(reverse_path, recipients, message).await
     }
 
     async fn with_session(
@@ -192,9 +157,6 @@ impl Relay {
         let idle = std::mem::take(&mut *lock(&self.inner.idle));
         for mut conn in idle {
             let _ = tokio::time::timeout(self.inner.config.timeout, conn.quit()).await;
-        }
-        if let Some(held) = &self.inner.held {
-            lock(held).take();
         }
     }
 

@@ -562,31 +562,6 @@ async fn starttls_with_an_untrusted_certificate_sends_no_mail_from() {
     assert!(log.data.is_empty());
 }
 
-#[tokio::test]
-async fn relays_sharing_slots_keep_to_the_session_limit() {
-    let server = FakeSmtp::start(Script::default()).await;
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
-    let first = Relay::sharing(config(server.port, TlsMode::None), slots.clone());
-    let second = Relay::sharing(config(server.port, TlsMode::None), slots.clone());
-    let rcpt = [addr("a@example.com")];
-    first.send(None, &rcpt, MESSAGE).await.unwrap();
-
-    // The only slot is held by the first session: the second relay waits for it.
-    let waiting = tokio::time::timeout(
-        Duration::from_millis(300),
-        second.send(None, &rcpt, MESSAGE),
-    )
-    .await;
-    assert!(waiting.is_err(), "a second session opened beyond the limit");
-    assert_eq!(server.log().connections, 1);
-
-    first.close().await;
-    second.send(None, &rcpt, MESSAGE).await.unwrap();
-    assert_eq!(server.log().connections, 2);
-    second.close().await;
-    assert_eq!(slots.available_permits(), 1, "close gives the slot back");
-}
-
 // --- The shared pool: a slot and a session only for one transaction. ---
 
 /// A hang guard, not a speed check: what it wraps must finish, however slowly.
