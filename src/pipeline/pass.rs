@@ -1,7 +1,7 @@
-//! One poll pass of one POP3 account: list the mailbox, skip what the state store says is
+//! One poll pass of one account, against any [`Source`] of mailbox sessions: list the mailbox, skip what the state store says is
 //! done (or quarantined, or waiting for its back-off), download at most `max_per_pass`
-//! messages and hand each on, delete upstream what retention allows, QUIT (which is when a
-//! POP3 server commits the deletions) — every `expunge_every` deletions, and at the end.
+//! messages and hand each on, delete upstream what retention allows, commit (POP3 QUIT, when
+//! the server really deletes) — every `expunge_every` deletions, and at the end.
 //! A connection lost in the middle of a message counts against that message and the pass
 //! goes on with the others on a new connection.
 
@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
 
 use crate::config::{AccountConfig, Config, Initial, Retention};
-use crate::fetch::pop3::{Pop3Client, Pop3Error};
+use crate::fetch::{FetchError, Listed, Mailbox, Source, Upstream};
 use crate::relay::{Outcome, Relay};
 use crate::retention;
 use crate::route::Rules;
@@ -29,8 +29,8 @@ const RECONNECTS: usize = 3;
 /// deleted but not committed (no QUIT) is deleted again next pass.
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
-    #[error("POP3: {0}")]
-    Pop3(#[from] Pop3Error),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     #[error("{0}")]
     State(#[from] StateError),
     /// The store has never seen this account, its mailbox holds mail, and retention keeps
@@ -101,8 +101,25 @@ impl fmt::Display for PassReport {
     }
 }
 
-/// Runs one pass; stops between messages once `stop` turns true.
+/// Runs one pass on the account's real mailbox; stops between messages once `stop` turns
+/// true.
 pub async fn run_pass(
+    config: &Config,
+    account: &AccountConfig,
+    store: &Store,
+    relay: &Relay,
+    stop: &watch::Receiver<bool>,
+) -> Result<PassReport, PassError> {
+    let source = Upstream {
+        account,
+        max_message_size: config.max_message_size,
+    };
+    run_pass_on(&source, config, account, store, relay, stop).await
+}
+
+/// [`run_pass`] on the mailbox sessions `source` opens.
+pub async fn run_pass_on<S: Source>(
+    source: &S,
     config: &Config,
     account: &AccountConfig,
     store: &Store,
@@ -120,10 +137,11 @@ pub async fn run_pass(
     };
     // At the deadline the pass ends where it is: what was recorded stays recorded, what was
     // deleted but not committed is deleted again next pass.
-    let result = match tokio::time::timeout(account.pass_deadline, pass.run(relay, stop)).await {
-        Ok(result) => result.map(|()| pass.report),
-        Err(_) => Err(PassError::Deadline(account.pass_deadline)),
-    };
+    let result =
+        match tokio::time::timeout(account.pass_deadline, pass.run(source, relay, stop)).await {
+            Ok(result) => result.map(|()| pass.report),
+            Err(_) => Err(PassError::Deadline(account.pass_deadline)),
+        };
     let upstream = result.as_ref().ok().map(|r| r.upstream);
     crate::metrics::pass_finished(&account.name, result.is_ok(), started.elapsed(), upstream);
     result
@@ -140,25 +158,30 @@ struct Pass<'a> {
     tried: HashSet<String>,
 }
 
-/// How one POP3 session of the pass ended.
+/// How one mailbox session of the pass ended.
 enum Session {
     /// The listing was worked through.
     Done,
     /// `expunge_every` deletions: committed; go on in a new session.
     Expunged,
     /// The connection was lost in the middle of a message: go on in a new session.
-    Lost(Pop3Error),
+    Lost(FetchError),
 }
 
 impl Pass<'_> {
-    async fn run(&mut self, relay: &Relay, stop: &watch::Receiver<bool>) -> Result<(), PassError> {
+    async fn run<S: Source>(
+        &mut self,
+        source: &S,
+        relay: &Relay,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), PassError> {
         // Nothing is delivered that could not be recorded.
         self.store.ensure_writable().await?;
         let mut lost = 0;
         let mut first = true;
         loop {
-            let client = Pop3Client::connect(self.account).await?;
-            match self.session(client, relay, stop, first).await? {
+            let mailbox = source.open().await?;
+            match self.session(mailbox, relay, stop, first).await? {
                 Session::Done => return Ok(()),
                 Session::Expunged => {}
                 Session::Lost(e) if lost < RECONNECTS && !*stop.borrow() => {
@@ -171,24 +194,21 @@ impl Pass<'_> {
         }
     }
 
-    /// One POP3 session: UIDL, then the messages in order, until the listing is done,
-    /// `expunge_every` deletions are waiting for QUIT, or the connection is lost.
-    async fn session(
+    /// One mailbox session: the listing, then the messages in order, until the listing is
+    /// done, `expunge_every` deletions are waiting for the commit, or the connection is lost.
+    async fn session<M: Mailbox>(
         &mut self,
-        mut client: Pop3Client,
+        mut mailbox: M,
         relay: &Relay,
         stop: &watch::Receiver<bool>,
         first: bool,
     ) -> Result<Session, PassError> {
         let name = self.account.name.as_str();
-        client.set_max_message_size(self.config.max_message_size);
-        let listed = client.listing().await?;
-        let listing: Vec<(u32, String)> =
-            listed.iter().map(|l| (l.number, l.uid.clone())).collect();
+        let listing = mailbox.list().await?;
         let mut known = self.store.load_account(name).await?;
         if first {
             self.report.upstream = listing.len();
-            let present: HashSet<String> = listing.iter().map(|(_, uid)| uid.clone()).collect();
+            let present: HashSet<String> = listing.iter().map(|l| l.key.clone()).collect();
             self.store.prune(name, &present).await?;
             if self.initialize(&listing).await? {
                 known = self.store.load_account(name).await?;
@@ -202,7 +222,8 @@ impl Pass<'_> {
 
         let mut deleted = Vec::new();
         let mut ended = Session::Done;
-        for (number, uid) in &listing {
+        for listed in &listing {
+            let uid = &listed.key;
             if *stop.borrow() {
                 break;
             }
@@ -232,9 +253,9 @@ impl Pass<'_> {
                 }
                 Next::Attempt if self.tried.contains(uid) => None,
                 Next::Attempt
-                    if listed.iter().any(|l| {
-                        &l.uid == uid && l.size.is_some_and(|n| n > self.config.max_message_size)
-                    }) =>
+                    if listed
+                        .size
+                        .is_some_and(|n| n > self.config.max_message_size) =>
                 {
                     let why = format!(
                         "larger than max_message_size ({} bytes) by the server's LIST",
@@ -245,7 +266,7 @@ impl Pass<'_> {
                 }
                 Next::Attempt => {
                     self.tried.insert(uid.clone());
-                    match self.attempt(&mut client, relay, *number, uid).await? {
+                    match self.attempt(&mut mailbox, relay, listed).await? {
                         Attempt::Settled(state) => Some(state),
                         Attempt::Unsettled => None,
                         Attempt::RelayUnavailable => break,
@@ -258,7 +279,7 @@ impl Pass<'_> {
             };
             let Some(settled) = settled else { continue };
             if retention::may_delete(self.account.retention, &settled, now) {
-                match client.dele(*number).await {
+                match mailbox.delete(listed).await {
                     Ok(()) => deleted.push(uid.clone()),
                     // Refused for this one message: it stays upstream, is deleted next pass.
                     Err(e) if !e.connection_lost() => {
@@ -276,8 +297,8 @@ impl Pass<'_> {
         if let Session::Lost(_) = ended {
             return Ok(ended);
         }
-        client.quit().await?;
-        // Recorded only after QUIT: a POP3 server commits DELE at QUIT and not before.
+        mailbox.commit().await?;
+        // Recorded only after the commit: a POP3 server deletes at QUIT and not before.
         if !deleted.is_empty() {
             self.store
                 .mark_deleted(name, &deleted, SystemTime::now())
@@ -291,7 +312,7 @@ impl Pass<'_> {
     /// The first pass of an account the store has never seen: with mail already upstream and
     /// retention keeping it there, only after a stated choice (`initial`). True when messages
     /// were stored as skipped.
-    async fn initialize(&mut self, listing: &[(u32, String)]) -> Result<bool, PassError> {
+    async fn initialize(&mut self, listing: &[Listed]) -> Result<bool, PassError> {
         let name = self.account.name.as_str();
         if self.store.account_known(name).await? {
             return Ok(false);
@@ -310,7 +331,7 @@ impl Pass<'_> {
         };
         let skip: Vec<String> = match choice {
             Initial::DeliverAll => Vec::new(),
-            Initial::SkipExisting => listing.iter().map(|(_, uid)| uid.clone()).collect(),
+            Initial::SkipExisting => listing.iter().map(|l| l.key.clone()).collect(),
         };
         if !skip.is_empty() {
             tracing::info!(
@@ -399,23 +420,23 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// One attempt at one message: counted in the store first, then RETR, then
+    /// One attempt at one message: counted in the store first, then fetched, then
     /// route → relay → state. Only a state-store failure is an error.
-    async fn attempt(
+    async fn attempt<M: Mailbox>(
         &mut self,
-        client: &mut Pop3Client,
+        mailbox: &mut M,
         relay: &Relay,
-        number: u32,
-        uid: &str,
+        listed: &Listed,
     ) -> Result<Attempt, PassError> {
         let name = self.account.name.as_str();
+        let uid = listed.key.as_str();
         let state = self
             .store
             .begin_attempt(name, uid, SystemTime::now())
             .await?;
-        let raw = match client.retr(number).await {
+        let raw = match mailbox.fetch(listed).await {
             Ok(raw) => raw,
-            Err(e @ Pop3Error::MessageTooLarge { .. }) => {
+            Err(e) if e.too_large() => {
                 self.give_up(relay, uid, "too_large", &e.to_string(), "")
                     .await?;
                 return Ok(Attempt::Unsettled);
@@ -527,6 +548,6 @@ enum Attempt {
     Unsettled,
     /// No SMTP session could be set up: stop downloading in this pass.
     RelayUnavailable,
-    /// The POP3 connection was lost during the message.
-    Lost(Pop3Error),
+    /// The mailbox connection was lost during the message.
+    Lost(FetchError),
 }

@@ -1,0 +1,136 @@
+//! The seam between a poll pass and an upstream mailbox: [`Source`] opens sessions on one
+//! account's mailbox, a [`Mailbox`] session lists, fetches, marks for deletion and commits.
+//! The pass is written once against these traits; POP3 implements them here, IMAP joins as
+//! one more [`Session`] variant, and tests use the in-memory mailbox of `pipeline`'s tests.
+
+use std::future::Future;
+
+use crate::config::{AccountConfig, Protocol};
+
+use super::pop3::{Pop3Client, Pop3Error};
+
+/// A message as its mailbox lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// What identifies the message in this mailbox across sessions, the state store's key:
+    /// the POP3 UIDL; for IMAP, UIDVALIDITY and UID together.
+    pub key: String,
+    /// The session's handle for it: the POP3 message number, the IMAP UID.
+    pub handle: u32,
+    /// The size the server announced, in octets, if it did.
+    pub size: Option<u64>,
+}
+
+/// What went wrong talking to an upstream mailbox.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// A POP3 session failed.
+    #[error("POP3: {0}")]
+    Pop3(#[from] Pop3Error),
+    /// The account's protocol has no client yet.
+    #[error("{0} accounts are not supported yet")]
+    Unsupported(&'static str),
+}
+
+impl FetchError {
+    /// Whether the session is gone (a new one may go on); otherwise only the command failed.
+    pub fn connection_lost(&self) -> bool {
+        match self {
+            FetchError::Pop3(e) => e.connection_lost(),
+            FetchError::Unsupported(_) => true,
+        }
+    }
+
+    /// Whether the message is larger than `max_message_size` (nothing of it was kept).
+    pub fn too_large(&self) -> bool {
+        matches!(self, FetchError::Pop3(Pop3Error::MessageTooLarge { .. }))
+    }
+}
+
+/// One session on an upstream mailbox.
+pub trait Mailbox: Send {
+    /// Every message in the mailbox, in the order to work through them.
+    fn list(&mut self) -> impl Future<Output = Result<Vec<Listed>, FetchError>> + Send;
+
+    /// The whole message, as the server holds it (line ends as sent).
+    fn fetch(&mut self, msg: &Listed) -> impl Future<Output = Result<Vec<u8>, FetchError>> + Send;
+
+    /// Marks the message for deletion; done only by [`commit`](Mailbox::commit).
+    fn delete(&mut self, msg: &Listed) -> impl Future<Output = Result<(), FetchError>> + Send;
+
+    /// Ends the session, committing the deletions (POP3 QUIT).
+    fn commit(self) -> impl Future<Output = Result<(), FetchError>> + Send;
+}
+
+/// Opens sessions on one account's mailbox.
+pub trait Source: Sync {
+    /// The session type.
+    type Session: Mailbox;
+
+    /// Connects, secures and logs in.
+    fn open(&self) -> impl Future<Output = Result<Self::Session, FetchError>> + Send;
+}
+
+/// The real upstream mailbox of an account, by its `protocol`.
+pub struct Upstream<'a> {
+    /// The account.
+    pub account: &'a AccountConfig,
+    /// `max_message_size`: larger messages are not downloaded.
+    pub max_message_size: u64,
+}
+
+/// A session on a real upstream mailbox.
+pub enum Session {
+    /// POP3.
+    Pop3(Pop3Client),
+}
+
+impl Source for Upstream<'_> {
+    type Session = Session;
+
+    async fn open(&self) -> Result<Session, FetchError> {
+        match self.account.protocol {
+            Protocol::Pop3 => {
+                let mut client = Pop3Client::connect(self.account).await?;
+                client.set_max_message_size(self.max_message_size);
+                Ok(Session::Pop3(client))
+            }
+            Protocol::Imap => Err(FetchError::Unsupported("IMAP")),
+        }
+    }
+}
+
+impl Mailbox for Session {
+    async fn list(&mut self) -> Result<Vec<Listed>, FetchError> {
+        match self {
+            Session::Pop3(client) => Ok(client
+                .listing()
+                .await?
+                .into_iter()
+                .map(|l| Listed {
+                    key: l.uid,
+                    handle: l.number,
+                    size: l.size,
+                })
+                .collect()),
+        }
+    }
+
+    async fn fetch(&mut self, msg: &Listed) -> Result<Vec<u8>, FetchError> {
+        match self {
+            Session::Pop3(client) => Ok(client.retr(msg.handle).await?),
+        }
+    }
+
+    async fn delete(&mut self, msg: &Listed) -> Result<(), FetchError> {
+        match self {
+            Session::Pop3(client) => Ok(client.dele(msg.handle).await?),
+        }
+    }
+
+    async fn commit(self) -> Result<(), FetchError> {
+        match self {
+            Session::Pop3(client) => Ok(client.quit().await?),
+        }
+    }
+}
