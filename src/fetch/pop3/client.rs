@@ -561,7 +561,7 @@ impl Pop3Client {
     /// ([`set_max_message_size`](Pop3Client::set_max_message_size)) is not asked for; one that
     /// turns out larger is read to its end without being kept. Both give
     /// [`Pop3Error::MessageTooLarge`], and the session stays usable. Lines longer than
-    /// [`protocol::DATA_LINE_MAX`] give [`Pop3Error::ResponseTooLong`] (usable too).
+    /// any length are kept, up to the size cap.
     pub async fn retr(&mut self, msg: u32) -> Result<Vec<u8>, Pop3Error> {
         self.retr_until(msg, None).await
     }
@@ -606,7 +606,9 @@ impl Pop3Client {
             received: 0,
             until,
         });
-        let result = self.multi(&command, DATA_LINE_MAX, limit, reserve).await;
+        // A message line is limited only by the message's own limit: mail with megabytes on
+        // one line (unwrapped base64, generated HTML) exists, and costs no more memory here.
+        let result = self.multi(&command, limit, limit, reserve).await;
         self.conn.deadline = None;
         match result {
             Err(Pop3Error::ResponseTooLong {
