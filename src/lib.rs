@@ -7,19 +7,23 @@
 //! The folders are the stages of the mail flow, in the order a message meets them:
 //!
 //! ```text
-//! fetch/      account poller: POP3 (fetch/pop3/) over TLS (fetch/tls.rs); lists, downloads
+//! fetch/      the `Mailbox` seam (mailbox.rs: list, fetch, mark for deletion, commit) and
+//!             POP3 behind it (fetch/pop3/) over TLS (fetch/tls.rs)
 //! route/      pure: headers + config -> recipients, each with the reason it was chosen
-//! relay/      one SMTP transaction per message to the internal server, a reply per RCPT
+//! relay/      the `Relay` seam: one transaction per message to the internal server, a reply
+//!             per RCPT; SMTP (session.rs, lettre) behind it
 //! retention/  pure: when the upstream copy of a settled message may be deleted
-//! state/      SQLite: which UIDLs of which account reached which recipients, attempts and
-//!             back-off, quarantine (quarantine.rs), one process per state_dir (lock.rs)
+//! state/      the `StateStore` seam: which messages of which account reached which
+//!             recipients, attempts and back-off, quarantine; SQLite behind it (sqlite.rs,
+//!             quarantine.rs), one process per state_dir (lock.rs)
 //! ```
 //!
 //! Around them: `config/` (the YAML file, every error with its line), `address.rs` (validated
 //! envelope addresses and accepted-domain patterns, shared by every stage), `metrics.rs`
 //! (metric names and the /metrics listener) and `pipeline/` (the wiring: one poller per
 //! account and shutdown in `mod.rs`, one poll pass in `pass.rs`, one message's way through
-//! route → relay → state in `deliver.rs`, the pure per-message decisions — attempt, wait,
+//! route → relay → state in `deliver.rs`, written against the three seams (each has an in-memory
+//! twin, `memory.rs`, for `pipeline/tests.rs`), the pure per-message decisions — attempt, wait,
 //! give up — in `plan.rs`, the postmaster's notices in `notice.rs`).
 
 pub mod address;

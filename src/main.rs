@@ -247,7 +247,7 @@ async fn state_command(
     config: &mailferry::config::Config,
     action: StateAction,
 ) -> anyhow::Result<()> {
-    let store = mailferry::state::Store::open(&config.state_dir)?;
+    let store = mailferry::state::SqliteStore::open(&config.state_dir)?;
     match action {
         StateAction::List { .. } => {
             let entries = store.list_quarantine().await?;

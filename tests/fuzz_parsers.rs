@@ -22,7 +22,7 @@ use mailferry::fetch::pop3::protocol::{
     Capabilities, DATA_LINE_MAX, DotDecoder, Status, UID_MAX, lines, parse_list_line, parse_status,
     parse_uidl_line,
 };
-use mailferry::relay::{Outcome, Relay};
+use mailferry::relay::{Outcome, Relay, SmtpRelay};
 use proptest::prelude::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -418,7 +418,7 @@ fn check_relay(rt: &tokio::runtime::Runtime, script: &Script, message: &[u8]) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("local_addr").port();
         let server = tokio::spawn(serve(listener, script.clone()));
-        let relay = Relay::new(RelayConfig {
+        let relay = SmtpRelay::new(RelayConfig {
             host: "127.0.0.1".into(),
             port,
             tls: TlsMode::None,

@@ -3,6 +3,8 @@
 //! client side of TLS ([`tls`]) that it (and later IMAP) connects through.
 
 pub mod mailbox;
+#[cfg(test)]
+pub mod memory;
 pub mod pop3;
 pub mod tls;
 

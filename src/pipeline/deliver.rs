@@ -7,15 +7,16 @@ use crate::address::Address;
 use crate::config::{AccountConfig, Config};
 use crate::relay::{Outcome, RcptResult, Relay, RelayError, received_header};
 use crate::route::{self, Rules};
-use crate::state::{MessageState, RecipientStatus, StateError, Store};
+use crate::state::{MessageState, RecipientStatus, StateError, StateStore};
 
 use super::notice;
 
 /// Where one message stands after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Every recipient is settled (delivered or re-routed to the postmaster).
-    Settled,
+    /// Every recipient is settled (delivered or re-routed to the postmaster): the message's
+    /// state as the store now holds it.
+    Settled(MessageState),
     /// Not settled, for a reason that may pass (a 4xx, a timeout): try again after a back-off.
     Retry(String),
     /// Refused for good as a whole, and the postmaster's copy was refused too: quarantine.
@@ -37,12 +38,12 @@ pub struct Delivery {
 /// every outcome (and, when all are settled, the message) in one transaction. Only a
 /// state-store failure is an error: a relay failure leaves the message unsettled.
 #[allow(clippy::too_many_arguments)]
-pub async fn deliver(
+pub async fn deliver<R: Relay, St: StateStore>(
     config: &Config,
     account: &AccountConfig,
     rules: &Rules,
-    relay: &Relay,
-    store: &Store,
+    relay: &R,
+    store: &St,
     uid: &str,
     seen: &MessageState,
     raw: &[u8],
@@ -58,11 +59,8 @@ pub async fn deliver(
         tracing::warn!(account = name, uid, "refused address {r}; {then}");
         crate::metrics::addresses_refused(name, r.why.label());
     }
-    let mut delivery = Delivery {
-        verdict: Verdict::Settled,
-        delivered: 0,
-        rerouted: 0,
-    };
+    let mut delivered = 0;
+    let mut rerouted = 0;
     let mut pending: Vec<Address> = Vec::new();
     for r in &routing.recipients {
         if seen.done.contains(&r.address.dedup_key()) {
@@ -75,8 +73,12 @@ pub async fn deliver(
     }
     let now = SystemTime::now();
     if pending.is_empty() {
-        store.mark_settled(name, uid, now).await?;
-        return Ok(delivery);
+        let state = store.record_recipients(name, uid, &[], true, now).await?;
+        return Ok(Delivery {
+            verdict: Verdict::Settled(state),
+            delivered,
+            rerouted,
+        });
     }
 
     let message = with_trace(relay, account, uid, &pending, "", raw);
@@ -102,12 +104,16 @@ pub async fn deliver(
         }
         Err(e) => {
             relay_failed(name, uid, &e);
-            delivery.verdict = if e.is_unavailable() {
+            let verdict = if e.is_unavailable() {
                 Verdict::RelayUnavailable(e.to_string())
             } else {
                 Verdict::Retry(e.to_string())
             };
-            return Ok(delivery);
+            return Ok(Delivery {
+                verdict,
+                delivered,
+                rerouted,
+            });
         }
     };
 
@@ -127,7 +133,7 @@ pub async fn deliver(
             Outcome::Delivered(reply) => {
                 tracing::info!(account = name, uid, recipient = %recipient, "delivered: {reply}");
                 crate::metrics::recipient_outcome(name, "delivered");
-                delivery.delivered += 1;
+                delivered += 1;
                 outcomes.push((
                     recipient.clone(),
                     RecipientStatus::Delivered,
@@ -162,7 +168,7 @@ pub async fn deliver(
             .filter(|(r, _)| r.dedup_key() != config.postmaster.dedup_key())
             .map(|(r, reply)| notice::refused_recipient(r.as_str(), reply))
             .collect();
-        let rerouted = reroute(
+        let copy = reroute(
             config,
             account,
             relay,
@@ -175,15 +181,13 @@ pub async fn deliver(
         outcomes.clear();
         for (recipient, reply) in refused {
             // The postmaster refusing is never settled by a copy to the postmaster.
-            let status = if rerouted.is_ok()
-                && recipient.dedup_key() != config.postmaster.dedup_key()
-            {
+            let status = if copy.is_ok() && recipient.dedup_key() != config.postmaster.dedup_key() {
                 crate::metrics::recipient_outcome(name, "rerouted");
-                delivery.rerouted += 1;
+                rerouted += 1;
                 RecipientStatus::Rerouted
             } else {
                 crate::metrics::recipient_outcome(name, "temporary");
-                match &rerouted {
+                match &copy {
                     Err(r) => {
                         let why = format!(
                             "<{recipient}> refused ({reply}), and the postmaster's copy failed: {}",
@@ -207,27 +211,30 @@ pub async fn deliver(
         }
     }
     // A temporary failure may still pass; one refused for good with nowhere to go cannot.
-    if let Some(why) = temporary {
-        delivery.verdict = Verdict::Retry(why);
-    } else if let Some(why) = refused_for_good {
-        delivery.verdict = Verdict::Refused(why);
-    }
-    let settle = delivery.verdict == Verdict::Settled;
-    store
-        .record_recipients(name, uid, &outcomes, settle, now)
+    let unsettled = match (temporary, refused_for_good) {
+        (Some(why), _) => Some(Verdict::Retry(why)),
+        (None, Some(why)) => Some(Verdict::Refused(why)),
+        (None, None) => None,
+    };
+    let state = store
+        .record_recipients(name, uid, &outcomes, unsettled.is_none(), now)
         .await?;
-    Ok(delivery)
+    Ok(Delivery {
+        verdict: unsettled.unwrap_or(Verdict::Settled(state)),
+        delivered,
+        rerouted,
+    })
 }
 
 /// The internal server refused the whole message for good (MAIL FROM or DATA 5xx): the
 /// postmaster gets it instead, with a line saying why; if the postmaster's copy is refused
 /// too, the verdict is `Refused` (quarantine).
 #[allow(clippy::too_many_arguments)]
-async fn refused_whole(
+async fn refused_whole<R: Relay, St: StateStore>(
     config: &Config,
     account: &AccountConfig,
-    relay: &Relay,
-    store: &Store,
+    relay: &R,
+    store: &St,
     (uid, raw): (&str, &[u8]),
     return_path: Option<&Address>,
     pending: &[Address],
@@ -242,12 +249,7 @@ async fn refused_whole(
         _ => return_path,
     };
     let headers = notice::refused_whole(&why);
-    let mut delivery = Delivery {
-        verdict: Verdict::Settled,
-        delivered: 0,
-        rerouted: 0,
-    };
-    match reroute(config, account, relay, uid, raw, &headers, reverse).await {
+    let delivery = match reroute(config, account, relay, uid, raw, &headers, reverse).await {
         Ok(()) => {
             let outcomes: Vec<_> = pending
                 .iter()
@@ -256,33 +258,42 @@ async fn refused_whole(
                     (r.clone(), RecipientStatus::Rerouted, why.clone())
                 })
                 .collect();
-            delivery.rerouted = outcomes.len();
-            store
+            let state = store
                 .record_recipients(name, uid, &outcomes, true, SystemTime::now())
                 .await?;
+            Delivery {
+                verdict: Verdict::Settled(state),
+                delivered: 0,
+                rerouted: outcomes.len(),
+            }
         }
         Err(postmaster) => {
             let why = format!(
                 "{why}; the copy to the postmaster failed too: {}",
                 postmaster.why
             );
-            delivery.verdict = if postmaster.permanent {
+            let verdict = if postmaster.permanent {
                 Verdict::Refused(why)
             } else {
                 Verdict::Retry(why)
             };
+            Delivery {
+                verdict,
+                delivered: 0,
+                rerouted: 0,
+            }
         }
-    }
+    };
     Ok(delivery)
 }
 
 /// Sends the postmaster one copy of a message the internal server refused for good, with
 /// `headers` (`X-Mailferry-Rerouted:` lines saying who refused it and why) on top. `Err`
 /// says why the postmaster's copy was not accepted, and whether for good.
-async fn reroute(
+async fn reroute<R: Relay>(
     config: &Config,
     account: &AccountConfig,
-    relay: &Relay,
+    relay: &R,
     uid: &str,
     raw: &[u8],
     headers: &str,
@@ -342,7 +353,7 @@ struct Refusal {
 /// The message as it goes to DATA: `extra` header lines (each ending in CRLF), mailferry's
 /// `Received:` trace header, then `raw` with its line ends made safe ([`relay::prepare`]).
 fn with_trace(
-    relay: &Relay,
+    relay: &impl Relay,
     account: &AccountConfig,
     uid: &str,
     recipients: &[Address],

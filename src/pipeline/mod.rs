@@ -15,11 +15,39 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{Config, Protocol};
-use crate::relay::Relay;
-use crate::state::{StateError, StateLock, Store};
+use crate::config::{AccountConfig, Config, Protocol};
+use crate::fetch::{Source, Upstream};
+use crate::relay::{Relay, SmtpRelay};
+use crate::state::{SqliteStore, StateError, StateLock, StateStore};
 
 pub use pass::{PassError, PassReport};
+
+/// Where the passes get their mailbox sessions: the real servers ([`Upstreams`]), or the
+/// in-memory mailboxes of the tests.
+pub trait Mailboxes: Clone + Send + Sync + 'static {
+    /// The sessions on one account's mailbox.
+    type Source<'a>: Source + Send
+    where
+        Self: 'a;
+
+    /// The mailbox of `account`.
+    fn source<'a>(&'a self, config: &'a Config, account: &'a AccountConfig) -> Self::Source<'a>;
+}
+
+/// The accounts' real mailboxes, by their `protocol`.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstreams;
+
+impl Mailboxes for Upstreams {
+    type Source<'a> = Upstream<'a>;
+
+    fn source<'a>(&'a self, config: &'a Config, account: &'a AccountConfig) -> Upstream<'a> {
+        Upstream {
+            account,
+            max_message_size: config.max_message_size,
+        }
+    }
+}
 
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +116,21 @@ pub fn unsupported(config: &Config) -> Vec<String> {
 /// One pass of every account (or of the one named), concurrently; then exit.
 pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, PipelineError> {
     let _lock = StateLock::acquire(&config.state_dir)?;
-    let store = Store::open(&config.state_dir)?;
-    let relay = Relay::new(config.relay.clone());
-    let config = Arc::new(config);
+    let store = SqliteStore::open(&config.state_dir)?;
+    let relay = SmtpRelay::new(config.relay.clone());
+    let summary = poll_once_with(Arc::new(config), only, Upstreams, &store, &relay).await;
+    relay.close().await;
+    Ok(summary)
+}
+
+/// [`poll_once`] on the given mailboxes, store and relay.
+pub async fn poll_once_with<M: Mailboxes, St: StateStore, R: Relay>(
+    config: Arc<Config>,
+    only: Option<&str>,
+    mailboxes: M,
+    store: &St,
+    relay: &R,
+) -> Summary {
     // Never set: poll-once always finishes its pass.
     let (_stop_tx, stop) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -98,11 +138,16 @@ pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, Pi
         if only.is_some_and(|name| name != account.name) {
             continue;
         }
-        let (config, store, relay, stop) =
-            (config.clone(), store.clone(), relay.clone(), stop.clone());
+        let (config, mailboxes, store, relay, stop) = (
+            config.clone(),
+            mailboxes.clone(),
+            store.clone(),
+            relay.clone(),
+            stop.clone(),
+        );
         tasks.spawn(async move {
             let name = config.accounts[index].name.clone();
-            let result = guarded_pass(config, index, store, relay, stop).await;
+            let result = guarded_pass(config, index, mailboxes, store, relay, stop).await;
             (index, name, result)
         });
     }
@@ -114,45 +159,61 @@ pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, Pi
             Err(e) => tracing::error!("a poll pass task failed: {e}"),
         }
     }
-    relay.close().await;
     passes.sort_by_key(|(index, _, _)| *index);
-    Ok(Summary {
+    Summary {
         passes: passes.into_iter().map(|(_, n, r)| (n, r)).collect(),
-    })
+    }
 }
 
 /// The daemon: each account on its own cycle until SIGTERM or SIGINT; then every pass
 /// finishes the message in hand, commits its deletions and stops.
 pub async fn run(config: Config) -> Result<(), PipelineError> {
     let _lock = StateLock::acquire(&config.state_dir)?;
-    let store = Store::open(&config.state_dir)?;
+    let store = SqliteStore::open(&config.state_dir)?;
     if let Some(addr) = config.metrics.listen {
         let listener = crate::metrics::bind(addr).await?;
         tracing::info!("metrics on http://{addr}/metrics");
         tokio::spawn(crate::metrics::serve(listener));
     }
-    let relay = Relay::new(config.relay.clone());
-    let config = Arc::new(config);
+    let relay = SmtpRelay::new(config.relay.clone());
+    let signal = async { shutdown_signal().await.map_err(PipelineError::Signal) };
+    let result = run_with(Arc::new(config), Upstreams, &store, &relay, signal).await;
+    relay.close().await;
+    tracing::info!("stopped");
+    result
+}
+
+/// [`run`] on the given mailboxes, store and relay, until `shutdown` resolves (`Err` stops at
+/// once, without waiting for the passes).
+pub async fn run_with<M: Mailboxes, St: StateStore, R: Relay>(
+    config: Arc<Config>,
+    mailboxes: M,
+    store: &St,
+    relay: &R,
+    shutdown: impl Future<Output = Result<(), PipelineError>>,
+) -> Result<(), PipelineError> {
     let (stop_tx, stop) = watch::channel(false);
     let (fatal_tx, mut fatal) = tokio::sync::mpsc::channel::<String>(1);
     let mut pollers = JoinSet::new();
     for index in 0..config.accounts.len() {
-        let (config, store, relay, stop, fatal_tx) = (
+        let (config, mailboxes, store, relay, stop, fatal_tx) = (
             config.clone(),
+            mailboxes.clone(),
             store.clone(),
             relay.clone(),
             stop.clone(),
             fatal_tx.clone(),
         );
-        pollers.spawn(poller(config, index, store, relay, stop, fatal_tx));
+        pollers.spawn(poller(
+            config, index, mailboxes, store, relay, stop, fatal_tx,
+        ));
     }
     crate::metrics::set_ready(true);
     tracing::info!(accounts = config.accounts.len(), "mailferry running");
 
-    let signal = shutdown_signal();
     let fatal_error = tokio::select! {
-        result = signal => {
-            result.map_err(PipelineError::Signal)?;
+        result = shutdown => {
+            result?;
             None
         }
         Some(why) = fatal.recv() => Some(why),
@@ -171,8 +232,6 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
         tracing::warn!("passes still running after {SHUTDOWN_GRACE:?}; stopping them");
         pollers.abort_all();
     }
-    relay.close().await;
-    tracing::info!("stopped");
     match fatal_error {
         None => Ok(()),
         Some(why) => Err(PipelineError::Fatal(why)),
@@ -181,16 +240,18 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
 
 /// One pass of account `index` in a task of its own, so that a panic in it (a bug, here or in
 /// a library: lettre panics on some malformed replies) fails this pass of this account only.
-async fn guarded_pass(
+async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
     config: Arc<Config>,
     index: usize,
-    store: Store,
-    relay: Relay,
+    mailboxes: M,
+    store: St,
+    relay: R,
     stop: watch::Receiver<bool>,
 ) -> Result<PassReport, PassError> {
     let task = tokio::spawn(async move {
         let account = &config.accounts[index];
-        pass::run_pass(&config, account, &store, &relay, &stop).await
+        let source = mailboxes.source(&config, account);
+        pass::run_pass(&source, &config, account, &store, &relay, &stop).await
     });
     match task.await {
         Ok(result) => result,
@@ -209,11 +270,12 @@ async fn guarded_pass(
 }
 
 /// One account's cycle: a pass, then sleep `poll_interval` (or until stopped).
-async fn poller(
+async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
     config: Arc<Config>,
     index: usize,
-    store: Store,
-    relay: Relay,
+    mailboxes: M,
+    store: St,
+    relay: R,
     mut stop: watch::Receiver<bool>,
     fatal: tokio::sync::mpsc::Sender<String>,
 ) {
@@ -222,6 +284,7 @@ async fn poller(
         let pass = guarded_pass(
             config.clone(),
             index,
+            mailboxes.clone(),
             store.clone(),
             relay.clone(),
             stop.clone(),
@@ -263,3 +326,6 @@ async fn shutdown_signal() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

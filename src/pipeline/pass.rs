@@ -12,11 +12,11 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
 
 use crate::config::{AccountConfig, Config, Initial, Retention};
-use crate::fetch::{FetchError, Listed, Mailbox, Source, Upstream};
+use crate::fetch::{FetchError, Listed, Mailbox, Source};
 use crate::relay::{Outcome, Relay};
 use crate::retention;
 use crate::route::Rules;
-use crate::state::{MessageState, Quarantined, StateError, Store};
+use crate::state::{MessageState, Quarantined, StateError, StateStore};
 
 use super::deliver::{self, Verdict};
 use super::notice;
@@ -101,29 +101,14 @@ impl fmt::Display for PassReport {
     }
 }
 
-/// Runs one pass on the account's real mailbox; stops between messages once `stop` turns
-/// true.
-pub async fn run_pass(
-    config: &Config,
-    account: &AccountConfig,
-    store: &Store,
-    relay: &Relay,
-    stop: &watch::Receiver<bool>,
-) -> Result<PassReport, PassError> {
-    let source = Upstream {
-        account,
-        max_message_size: config.max_message_size,
-    };
-    run_pass_on(&source, config, account, store, relay, stop).await
-}
-
-/// [`run_pass`] on the mailbox sessions `source` opens.
-pub async fn run_pass_on<S: Source>(
+/// Runs one pass of `account` on the mailbox sessions `source` opens; stops between
+/// messages once `stop` turns true.
+pub async fn run_pass<S: Source, St: StateStore, R: Relay>(
     source: &S,
     config: &Config,
     account: &AccountConfig,
-    store: &Store,
-    relay: &Relay,
+    store: &St,
+    relay: &R,
     stop: &watch::Receiver<bool>,
 ) -> Result<PassReport, PassError> {
     let started = Instant::now();
@@ -131,27 +116,28 @@ pub async fn run_pass_on<S: Source>(
         config,
         account,
         store,
+        relay,
         rules: Rules::for_account(config, account),
         report: PassReport::default(),
         tried: HashSet::new(),
     };
     // At the deadline the pass ends where it is: what was recorded stays recorded, what was
     // deleted but not committed is deleted again next pass.
-    let result =
-        match tokio::time::timeout(account.pass_deadline, pass.run(source, relay, stop)).await {
-            Ok(result) => result.map(|()| pass.report),
-            Err(_) => Err(PassError::Deadline(account.pass_deadline)),
-        };
+    let result = match tokio::time::timeout(account.pass_deadline, pass.run(source, stop)).await {
+        Ok(result) => result.map(|()| pass.report),
+        Err(_) => Err(PassError::Deadline(account.pass_deadline)),
+    };
     let upstream = result.as_ref().ok().map(|r| r.upstream);
     crate::metrics::pass_finished(&account.name, result.is_ok(), started.elapsed(), upstream);
     result
 }
 
 /// One pass in progress.
-struct Pass<'a> {
+struct Pass<'a, St, R> {
     config: &'a Config,
     account: &'a AccountConfig,
-    store: &'a Store,
+    store: &'a St,
+    relay: &'a R,
     rules: Rules,
     report: PassReport,
     /// Messages attempted in this pass: not again after a reconnect.
@@ -168,11 +154,10 @@ enum Session {
     Lost(FetchError),
 }
 
-impl Pass<'_> {
+impl<St: StateStore, R: Relay> Pass<'_, St, R> {
     async fn run<S: Source>(
         &mut self,
         source: &S,
-        relay: &Relay,
         stop: &watch::Receiver<bool>,
     ) -> Result<(), PassError> {
         // Nothing is delivered that could not be recorded.
@@ -181,7 +166,7 @@ impl Pass<'_> {
         let mut first = true;
         loop {
             let mailbox = source.open().await?;
-            match self.session(mailbox, relay, stop, first).await? {
+            match self.session(mailbox, stop, first).await? {
                 Session::Done => return Ok(()),
                 Session::Expunged => {}
                 Session::Lost(e) if lost < RECONNECTS && !*stop.borrow() => {
@@ -199,7 +184,6 @@ impl Pass<'_> {
     async fn session<M: Mailbox>(
         &mut self,
         mut mailbox: M,
-        relay: &Relay,
         stop: &watch::Receiver<bool>,
         first: bool,
     ) -> Result<Session, PassError> {
@@ -234,7 +218,7 @@ impl Pass<'_> {
                 Next::Settled => state.cloned(),
                 Next::Quarantined => {
                     if let Some(q) = state.and_then(|s| s.quarantine.as_ref()) {
-                        self.tell_postmaster(relay, uid, q, "").await?;
+                        self.tell_postmaster(uid, q, "").await?;
                     }
                     None
                 }
@@ -247,7 +231,7 @@ impl Pass<'_> {
                     None
                 }
                 Next::GiveUp => {
-                    self.give_up(relay, uid, "attempts", "it failed on every attempt", "")
+                    self.give_up(uid, "attempts", "it failed on every attempt", "")
                         .await?;
                     None
                 }
@@ -261,12 +245,12 @@ impl Pass<'_> {
                         "larger than max_message_size ({} bytes) by the server's LIST",
                         self.config.max_message_size
                     );
-                    self.give_up(relay, uid, "too_large", &why, "").await?;
+                    self.give_up(uid, "too_large", &why, "").await?;
                     None
                 }
                 Next::Attempt => {
                     self.tried.insert(uid.clone());
-                    match self.attempt(&mut mailbox, relay, listed).await? {
+                    match self.attempt(&mut mailbox, listed).await? {
                         Attempt::Settled(state) => Some(state),
                         Attempt::Unsettled => None,
                         Attempt::RelayUnavailable => break,
@@ -349,7 +333,6 @@ impl Pass<'_> {
     /// Quarantines a message: left upstream, recorded, counted, the postmaster told.
     async fn give_up(
         &mut self,
-        relay: &Relay,
         uid: &str,
         metric: &'static str,
         reason: &str,
@@ -363,14 +346,13 @@ impl Pass<'_> {
             .await?;
         crate::metrics::message_quarantined(name, metric);
         self.report.quarantined += 1;
-        self.tell_postmaster(relay, uid, &q, excerpt).await
+        self.tell_postmaster(uid, &q, excerpt).await
     }
 
     /// Tells the postmaster about a quarantined message, once: a notice that could not be
     /// sent is tried again next pass.
     async fn tell_postmaster(
         &self,
-        relay: &Relay,
         uid: &str,
         q: &Quarantined,
         excerpt: &str,
@@ -387,11 +369,11 @@ impl Pass<'_> {
                 reason: &q.reason,
                 excerpt,
             },
-            &relay.helo_name(),
+            &self.relay.helo_name(),
             SystemTime::now(),
         );
         let postmaster = std::slice::from_ref(&self.config.postmaster);
-        match relay.send(None, postmaster, &text).await {
+        match self.relay.send(None, postmaster, &text).await {
             Ok(results) => match results.first().map(|r| &r.outcome) {
                 Some(Outcome::Delivered(_)) => {
                     self.store.mark_notified(q.id, SystemTime::now()).await?;
@@ -425,7 +407,6 @@ impl Pass<'_> {
     async fn attempt<M: Mailbox>(
         &mut self,
         mailbox: &mut M,
-        relay: &Relay,
         listed: &Listed,
     ) -> Result<Attempt, PassError> {
         let name = self.account.name.as_str();
@@ -437,8 +418,7 @@ impl Pass<'_> {
         let raw = match mailbox.fetch(listed).await {
             Ok(raw) => raw,
             Err(e) if e.too_large() => {
-                self.give_up(relay, uid, "too_large", &e.to_string(), "")
-                    .await?;
+                self.give_up(uid, "too_large", &e.to_string(), "").await?;
                 return Ok(Attempt::Unsettled);
             }
             Err(e) => {
@@ -449,7 +429,6 @@ impl Pass<'_> {
                 // counts: a message that breaks every connection is quarantined in the end).
                 let wait = !lost;
                 self.failed(
-                    relay,
                     uid,
                     &state,
                     &format!("RETR failed: {e}"),
@@ -471,7 +450,7 @@ impl Pass<'_> {
             self.config,
             self.account,
             &self.rules,
-            relay,
+            self.relay,
             self.store,
             uid,
             &state,
@@ -482,20 +461,18 @@ impl Pass<'_> {
         self.report.rerouted += outcome.rerouted;
         let excerpt = notice::excerpt(&raw);
         Ok(match outcome.verdict {
-            Verdict::Settled => {
+            Verdict::Settled(state) => {
                 self.report.settled += 1;
-                let mut state = state;
-                state.settled_at = Some(SystemTime::now());
                 Attempt::Settled(state)
             }
             Verdict::Retry(why) => {
-                self.failed(relay, uid, &state, &why, true, "attempts", &excerpt)
+                self.failed(uid, &state, &why, true, "attempts", &excerpt)
                     .await?;
                 Attempt::Unsettled
             }
             Verdict::Refused(why) => {
                 crate::metrics::message_failed(name, "refused");
-                self.give_up(relay, uid, "refused", &why, &excerpt).await?;
+                self.give_up(uid, "refused", &why, &excerpt).await?;
                 Attempt::Unsettled
             }
             Verdict::RelayUnavailable(why) => {
@@ -513,7 +490,6 @@ impl Pass<'_> {
     #[allow(clippy::too_many_arguments)]
     async fn failed(
         &mut self,
-        relay: &Relay,
         uid: &str,
         state: &MessageState,
         why: &str,
@@ -534,7 +510,7 @@ impl Pass<'_> {
             }
             None => {
                 let reason = format!("{why} (after {} attempts)", state.attempts);
-                self.give_up(relay, uid, metric, &reason, excerpt).await
+                self.give_up(uid, metric, &reason, excerpt).await
             }
         }
     }

@@ -12,9 +12,9 @@ fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
 }
 
-async fn relay_for(script: Script) -> (FakeSmtp, Relay) {
+async fn relay_for(script: Script) -> (FakeSmtp, SmtpRelay) {
     let server = FakeSmtp::start(script).await;
-    let relay = Relay::new(RelayConfig {
+    let relay = SmtpRelay::new(RelayConfig {
         host: "127.0.0.1".to_owned(),
         port: server.port,
         tls: TlsMode::None,

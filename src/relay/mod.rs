@@ -2,8 +2,8 @@
 //! to every RCPT kept, so that each recipient has its own outcome.
 //!
 //! Built on lettre's connection-level API (`AsyncSmtpConnection`): lettre's `send` stops at
-//! the first refused RCPT, so MAIL, RCPT and DATA are issued one by one here. [`Relay`] is a
-//! pool shared by every account (a session only for one transaction); [`prepare`] makes the
+//! the first refused RCPT, so MAIL, RCPT and DATA are issued one by one here. [`Relay`] is the
+//! seam the pipeline sends through; [`SmtpRelay`] implements it, a pool shared by every account (a session only for one transaction); [`prepare`] makes the
 //! message as it goes to DATA (trace header, line ends) in one copy.
 
 mod prepare;
@@ -11,13 +11,31 @@ mod session;
 mod trace;
 
 use std::fmt;
+use std::future::Future;
 
 use crate::address::Address;
 
 pub use prepare::prepare;
-pub use session::Relay;
+pub use session::SmtpRelay;
 pub use trace::received_header;
 pub use trace::rfc5322_date;
+
+/// What the pipeline asks of the internal mail server: one transaction per message, a reply
+/// per recipient. Cheap to clone (clones share the connections).
+pub trait Relay: Clone + Send + Sync + 'static {
+    /// The name this relay gives in EHLO: the `by` of mailferry's `Received:` header.
+    fn helo_name(&self) -> String;
+
+    /// One transaction: `MAIL FROM:<reverse_path>` (`<>` for `None`), one RCPT per
+    /// recipient, the message. `Ok` has an outcome for every recipient given; `Err` means no
+    /// recipient got it (see [`RelayError::is_permanent`], [`RelayError::is_unavailable`]).
+    fn send(
+        &self,
+        reverse_path: Option<&Address>,
+        recipients: &[Address],
+        message: &[u8],
+    ) -> impl Future<Output = Result<Vec<RcptResult>, RelayError>> + Send;
+}
 
 /// The lettre error type for SMTP.
 type SmtpError = lettre::transport::smtp::Error;
@@ -181,5 +199,7 @@ impl RelayError {
 mod address_tests;
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+pub mod memory;
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::prepare::{is_prepared, prepare};
-use super::{Outcome, RcptResult, RelayError, Reply, SmtpError};
+use super::{Outcome, RcptResult, Relay, RelayError, Reply, SmtpError};
 use crate::address::Address;
 use crate::config::{RelayConfig, TlsMode};
 
@@ -34,13 +34,13 @@ const DATA_CHUNK: usize = 64 * 1024;
 /// The SMTP sessions to the internal server, shared by every account. Cheap to clone: the
 /// clones share the sessions.
 ///
-/// [`Relay::send`] takes one of the `relay.connections` slots and a session only for one
+/// [`SmtpRelay::send`] takes one of the `relay.connections` slots and a session only for one
 /// transaction: an idle session (proved alive by RSET), or a new one; afterwards the
 /// session goes back idle for the next message of any account, and the slot is free. So at
 /// most `relay.connections` sessions are open, and a caller that is not sending (waiting on
-/// a slow POP3 server, say) holds none. [`Relay::close`] ends the idle sessions with QUIT.
+/// a slow POP3 server, say) holds none. [`SmtpRelay::close`] ends the idle sessions with QUIT.
 #[derive(Clone)]
-pub struct Relay {
+pub struct SmtpRelay {
     inner: Arc<Inner>,
 }
 
@@ -53,10 +53,10 @@ struct Inner {
     idle: Mutex<Vec<AsyncSmtpConnection>>,
 }
 
-impl fmt::Debug for Relay {
+impl fmt::Debug for SmtpRelay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &self.inner;
-        f.debug_struct("Relay")
+        f.debug_struct("SmtpRelay")
             .field("host", &inner.config.host)
             .field("port", &inner.config.port)
             .field("tls", &inner.config.tls)
@@ -66,31 +66,10 @@ impl fmt::Debug for Relay {
     }
 }
 
-/// The guarded value, also after a panic elsewhere (the lists here stay consistent).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Relay {
-    /// The pool for `config.host`, at most `config.connections` sessions open at once; nothing
-    /// is opened until the first [`Relay::send`]. Clone it for every account.
-    pub fn new(config: RelayConfig) -> Relay {
-        let slots = Arc::new(Semaphore::new(config.connections as usize));
-        let helo = ClientId::Domain(config.helo.clone().unwrap_or_else(local_host_name));
-        Relay {
-            inner: Arc::new(Inner {
-                config,
-                helo,
-                tls: Mutex::new(None),
-                slots,
-                idle: Mutex::new(Vec::new()),
-            }),
-        }
-    }
-
+impl Relay for SmtpRelay {
     /// The name this relay gives in EHLO (`relay.helo`, else this machine's host name, else
     /// `localhost`): the right `by` for [`super::received_header`].
-    pub fn helo_name(&self) -> String {
+    fn helo_name(&self) -> String {
         self.inner.helo.to_string()
     }
 
@@ -110,7 +89,7 @@ impl Relay {
     ///
     /// MAIL FROM or DATA refused, a timeout, or the connection failing is an `Err`: that
     /// session is closed, and the next call takes another.
-    pub async fn send(
+    async fn send(
         &self,
         reverse_path: Option<&Address>,
         recipients: &[Address],
@@ -122,6 +101,29 @@ impl Relay {
         // Closed only if the semaphore were closed, which nothing does.
         let _slot = self.inner.slots.acquire().await.ok();
         self.with_session(reverse_path, recipients, message).await
+    }
+}
+
+/// The guarded value, also after a panic elsewhere (the lists here stay consistent).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SmtpRelay {
+    /// The pool for `config.host`, at most `config.connections` sessions open at once; nothing
+    /// is opened until the first [`SmtpRelay::send`]. Clone it for every account.
+    pub fn new(config: RelayConfig) -> SmtpRelay {
+        let slots = Arc::new(Semaphore::new(config.connections as usize));
+        let helo = ClientId::Domain(config.helo.clone().unwrap_or_else(local_host_name));
+        SmtpRelay {
+            inner: Arc::new(Inner {
+                config,
+                helo,
+                tls: Mutex::new(None),
+                slots,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
     }
 
     async fn with_session(

@@ -24,9 +24,9 @@ fn config(port: u16, tls: TlsMode) -> RelayConfig {
     }
 }
 
-async fn relay_for(script: Script) -> (FakeSmtp, Relay) {
+async fn relay_for(script: Script) -> (FakeSmtp, SmtpRelay) {
     let server = FakeSmtp::start(script).await;
-    let relay = Relay::new(config(server.port, TlsMode::None));
+    let relay = SmtpRelay::new(config(server.port, TlsMode::None));
     (server, relay)
 }
 
@@ -285,7 +285,7 @@ async fn a_session_dropped_by_the_server_is_reopened() {
 #[tokio::test]
 async fn starttls_required_but_not_offered_sends_nothing_after_ehlo() {
     let server = FakeSmtp::start(Script::default()).await;
-    let relay = Relay::new(config(server.port, TlsMode::Starttls));
+    let relay = SmtpRelay::new(config(server.port, TlsMode::Starttls));
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -302,7 +302,7 @@ async fn starttls_required_but_not_offered_sends_nothing_after_ehlo() {
 #[tokio::test]
 async fn starttls_if_available_goes_on_in_plain_text_without_it() {
     let server = FakeSmtp::start(Script::default()).await;
-    let relay = Relay::new(config(server.port, TlsMode::StarttlsIfAvailable));
+    let relay = SmtpRelay::new(config(server.port, TlsMode::StarttlsIfAvailable));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -380,7 +380,7 @@ async fn no_reply_to_the_data_is_a_timeout_and_the_session_is_dropped() {
     let server = FakeSmtp::start(script).await;
     let mut cfg = config(server.port, TlsMode::None);
     cfg.timeout = Duration::from_millis(300);
-    let relay = Relay::new(cfg);
+    let relay = SmtpRelay::new(cfg);
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -395,7 +395,7 @@ async fn a_closed_port_is_a_connect_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let relay = Relay::new(config(port, TlsMode::None));
+    let relay = SmtpRelay::new(config(port, TlsMode::None));
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -414,9 +414,9 @@ async fn no_recipients_touches_nothing() {
 #[test]
 fn helo_defaults_to_a_host_name() {
     let mut cfg = config(25, TlsMode::None);
-    assert_eq!(Relay::new(cfg.clone()).helo_name(), "gw.test");
+    assert_eq!(SmtpRelay::new(cfg.clone()).helo_name(), "gw.test");
     cfg.helo = None;
-    let name = Relay::new(cfg).helo_name();
+    let name = SmtpRelay::new(cfg).helo_name();
     assert!(
         !name.is_empty() && !name.contains(char::is_whitespace),
         "{name:?}"
@@ -426,7 +426,7 @@ fn helo_defaults_to_a_host_name() {
 #[test]
 fn send_is_send() {
     fn assert_send<T: Send>(_: T) {}
-    let relay = Relay::new(config(25, TlsMode::None));
+    let relay = SmtpRelay::new(config(25, TlsMode::None));
     let rcpts = [addr("a@example.com")];
     assert_send(relay.send(None, &rcpts, MESSAGE));
 }
@@ -469,7 +469,7 @@ async fn implicit_tls_with_the_ca_delivers_over_tls() {
         ..Script::default()
     };
     let server = FakeSmtp::start(script).await;
-    let relay = Relay::new(tls_config(&server, TlsMode::Tls, Some(&ca)));
+    let relay = SmtpRelay::new(tls_config(&server, TlsMode::Tls, Some(&ca)));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -494,7 +494,7 @@ async fn implicit_tls_without_the_ca_fails_before_any_command() {
     };
     let server = FakeSmtp::start(script).await;
     // No ca_file: the system trust store does not know the test CA.
-    let relay = Relay::new(tls_config(&server, TlsMode::Tls, None));
+    let relay = SmtpRelay::new(tls_config(&server, TlsMode::Tls, None));
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -512,7 +512,7 @@ async fn implicit_tls_without_the_ca_fails_before_any_command() {
 async fn starttls_with_the_ca_upgrades_before_mail_from() {
     let ca = test_ca();
     let server = FakeSmtp::start(starttls_script(&ca)).await;
-    let relay = Relay::new(tls_config(&server, TlsMode::Starttls, Some(&ca)));
+    let relay = SmtpRelay::new(tls_config(&server, TlsMode::Starttls, Some(&ca)));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -531,7 +531,7 @@ async fn starttls_with_the_ca_upgrades_before_mail_from() {
 async fn starttls_if_available_upgrades_when_offered() {
     let ca = test_ca();
     let server = FakeSmtp::start(starttls_script(&ca)).await;
-    let relay = Relay::new(tls_config(&server, TlsMode::StarttlsIfAvailable, Some(&ca)));
+    let relay = SmtpRelay::new(tls_config(&server, TlsMode::StarttlsIfAvailable, Some(&ca)));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -549,7 +549,7 @@ async fn starttls_with_an_untrusted_certificate_sends_no_mail_from() {
     let ca = test_ca();
     let server = FakeSmtp::start(starttls_script(&ca)).await;
     // No ca_file: the certificate offered after STARTTLS is not trusted.
-    let relay = Relay::new(tls_config(&server, TlsMode::Starttls, None));
+    let relay = SmtpRelay::new(tls_config(&server, TlsMode::Starttls, None));
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -651,7 +651,7 @@ async fn never_more_sessions_than_connections() {
     let server = FakeSmtp::start(script).await;
     let mut cfg = config(server.port, TlsMode::None);
     cfg.connections = 2;
-    let relay = Relay::new(cfg);
+    let relay = SmtpRelay::new(cfg);
     let sends = (0..6).map(|i| {
         let relay = relay.clone();
         let rcpt = [addr(&format!("r{i}@example.com"))];
@@ -694,7 +694,7 @@ async fn a_slow_reply_to_the_data_within_data_timeout_is_awaited() {
     // Every other reply must come within 100 ms; the one after the final dot may take long.
     cfg.timeout = Duration::from_millis(100);
     cfg.data_timeout = Duration::from_secs(30);
-    let results = Relay::new(cfg)
+    let results = SmtpRelay::new(cfg)
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
         .unwrap();
@@ -712,7 +712,7 @@ async fn no_reply_to_the_data_past_data_timeout_names_the_end_of_data() {
     let mut cfg = config(server.port, TlsMode::None);
     cfg.timeout = Duration::from_secs(60);
     cfg.data_timeout = Duration::from_millis(300);
-    let err = finishes(Relay::new(cfg).send(None, &[addr("a@example.com")], MESSAGE))
+    let err = finishes(SmtpRelay::new(cfg).send(None, &[addr("a@example.com")], MESSAGE))
         .await
         .unwrap_err();
     assert!(

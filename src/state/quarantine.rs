@@ -8,7 +8,8 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, params};
 
-use super::{MessageState, StateError, Store, from_ms, insert_message, to_ms};
+use super::sqlite::{SqliteStore, from_ms, insert_message, to_ms};
+use super::{MessageState, StateError};
 
 /// A quarantined message as the pipeline sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,10 +59,10 @@ pub(super) fn load(
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     /// Quarantines the message (storing it if it is new); returns its quarantine. A message
     /// already quarantined keeps its first reason and id.
-    pub async fn quarantine(
+    pub(super) async fn add_quarantine(
         &self,
         account: &str,
         uidl: &str,
@@ -97,7 +98,7 @@ impl Store {
     }
 
     /// The postmaster has been told about quarantine `id`.
-    pub async fn mark_notified(&self, id: i64, now: SystemTime) -> Result<(), StateError> {
+    pub(super) async fn set_notified(&self, id: i64, now: SystemTime) -> Result<(), StateError> {
         self.run(move |conn| {
             conn.prepare_cached("UPDATE quarantine SET notified_at = ?2 WHERE id = ?1")?
                 .execute(params![id, to_ms(now)])?;

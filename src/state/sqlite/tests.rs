@@ -1,4 +1,5 @@
 use super::*;
+use crate::state::SCHEMA_VERSION;
 
 fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
@@ -16,7 +17,7 @@ fn keys(list: &[&str]) -> HashSet<String> {
 async fn open_creates_the_directory_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("a/b");
-    Store::open(&state_dir).unwrap();
+    SqliteStore::open(&state_dir).unwrap();
     assert!(state_dir.join(DB_FILE).is_file());
 }
 
@@ -24,7 +25,7 @@ async fn open_creates_the_directory_and_the_file() {
 async fn reopen_after_drop_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
         store.seen("acct", "u1", at(1000)).await.unwrap();
         record_one(
             &store,
@@ -56,7 +57,7 @@ async fn reopen_after_drop_keeps_everything() {
             .unwrap();
         store.seen("other", "u1", at(3000)).await.unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     let acct = store.load_account("acct").await.unwrap();
     assert_eq!(acct.len(), 2);
     let u1 = &acct["u1"];
@@ -79,7 +80,7 @@ async fn reopen_after_drop_keeps_everything() {
 #[tokio::test]
 async fn pragmas_are_in_force() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     let conn = store.conn.lock().unwrap();
     let journal: String = conn
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -113,12 +114,12 @@ async fn pragmas_are_in_force() {
 #[tokio::test]
 async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    drop(Store::open(dir.path()).unwrap());
+    drop(SqliteStore::open(dir.path()).unwrap());
     let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
     conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
         .unwrap();
     drop(conn);
-    match Store::open(dir.path()) {
+    match SqliteStore::open(dir.path()) {
         Err(StateError::NewerSchema { found, supported }) => {
             assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
         }
@@ -129,7 +130,7 @@ async fn a_newer_schema_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_use_from_two_tasks() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     let mut tasks = Vec::new();
     for account in ["a", "b"] {
         let store = store.clone();
@@ -168,7 +169,7 @@ async fn concurrent_use_from_two_tasks() {
 #[tokio::test]
 async fn prune_keeps_unsettled_and_present_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     for uidl in ["settled-gone", "settled-here", "unsettled-gone"] {
         store.seen("acct", uidl, at(10)).await.unwrap();
     }
@@ -219,7 +220,7 @@ async fn prune_keeps_unsettled_and_present_messages() {
 #[tokio::test]
 async fn seen_keeps_the_first_first_seen() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     let first = store.seen("acct", "u", at(100)).await.unwrap();
     assert_eq!(first.first_seen, at(100));
     assert_eq!(first.settled_at, None);
@@ -242,7 +243,7 @@ async fn seen_keeps_the_first_first_seen() {
 #[tokio::test]
 async fn a_settled_recipient_stays_settled_and_pending_can_settle() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     let bob = addr("bob@example.com");
     let carol = addr("carol@example.com");
     record_one(
@@ -320,7 +321,7 @@ async fn a_settled_recipient_stays_settled_and_pending_can_settle() {
 #[tokio::test]
 async fn mark_settled_keeps_the_first_time() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     store.seen("acct", "u", at(1)).await.unwrap();
     store.mark_settled("acct", "u", at(5)).await.unwrap();
     store.mark_settled("acct", "u", at(9)).await.unwrap();
@@ -332,7 +333,7 @@ async fn mark_settled_keeps_the_first_time() {
 
 /// One recipient's outcome, recorded the way the pipeline records a message's outcomes.
 async fn record_one(
-    store: &Store,
+    store: &SqliteStore,
     account: &str,
     uidl: &str,
     recipient: &Address,
@@ -344,4 +345,5 @@ async fn record_one(
     store
         .record_recipients(account, uidl, &outcome, false, now)
         .await
+        .map(drop)
 }

@@ -1,0 +1,152 @@
+//! The in-memory mailbox of the pipeline's unit tests: messages by key, deletions that take
+//! effect only at commit (as POP3's QUIT), sessions counted, and scripted failures (a
+//! connection dropped while a given message is fetched).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::pop3::Pop3Error;
+use super::{FetchError, Listed, Mailbox, Source};
+
+/// A mailbox held in memory; clones share it. It is its own [`Source`].
+#[derive(Debug, Clone, Default)]
+pub struct MemoryMailbox {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// (key, message), oldest first.
+    messages: Vec<(String, Vec<u8>)>,
+    next_key: u32,
+    /// Fetching these drops the connection, each once.
+    drop_on_fetch: HashSet<String>,
+    sessions: usize,
+    fetches: usize,
+}
+
+impl MemoryMailbox {
+    /// An empty mailbox.
+    pub fn new() -> MemoryMailbox {
+        MemoryMailbox::default()
+    }
+
+    /// Adds a message; returns its key.
+    pub fn add(&self, message: &[u8]) -> String {
+        let mut inner = self.lock();
+        inner.next_key += 1;
+        let key = format!("uid-{}", inner.next_key);
+        inner.messages.push((key.clone(), message.to_vec()));
+        key
+    }
+
+    /// The keys of the messages in the mailbox.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock()
+            .messages
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The connection drops (once) when the message `key` is fetched.
+    pub fn drop_on_fetch(&self, key: &str) {
+        self.lock().drop_on_fetch.insert(key.to_owned());
+    }
+
+    /// Sessions opened so far.
+    pub fn sessions(&self) -> usize {
+        self.lock().sessions
+    }
+
+    /// Messages downloaded so far.
+    pub fn fetches(&self) -> usize {
+        self.lock().fetches
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One session on a [`MemoryMailbox`].
+#[derive(Debug)]
+pub struct MemorySession {
+    mailbox: MemoryMailbox,
+    marked: HashSet<String>,
+    lost: bool,
+}
+
+impl MemorySession {
+    fn alive(&self) -> Result<(), FetchError> {
+        if self.lost {
+            return Err(Pop3Error::ConnectionClosed.into());
+        }
+        Ok(())
+    }
+}
+
+impl Source for MemoryMailbox {
+    type Session = MemorySession;
+
+    async fn open(&self) -> Result<MemorySession, FetchError> {
+        self.lock().sessions += 1;
+        Ok(MemorySession {
+            mailbox: self.clone(),
+            marked: HashSet::new(),
+            lost: false,
+        })
+    }
+}
+
+impl Mailbox for MemorySession {
+    async fn list(&mut self) -> Result<Vec<Listed>, FetchError> {
+        self.alive()?;
+        Ok(self
+            .mailbox
+            .lock()
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, (key, raw))| Listed {
+                key: key.clone(),
+                handle: i as u32 + 1,
+                size: Some(raw.len() as u64),
+            })
+            .collect())
+    }
+
+    async fn fetch(&mut self, msg: &Listed) -> Result<Vec<u8>, FetchError> {
+        self.alive()?;
+        let mut inner = self.mailbox.lock();
+        if inner.drop_on_fetch.remove(&msg.key) {
+            self.lost = true;
+            return Err(Pop3Error::ConnectionClosed.into());
+        }
+        inner.fetches += 1;
+        let found = inner.messages.iter().find(|(k, _)| k == &msg.key);
+        found.map(|(_, raw)| raw.clone()).ok_or_else(|| {
+            Pop3Error::ServerError {
+                command: format!("RETR {}", msg.handle),
+                text: "no such message".to_owned(),
+            }
+            .into()
+        })
+    }
+
+    async fn delete(&mut self, msg: &Listed) -> Result<(), FetchError> {
+        self.alive()?;
+        self.marked.insert(msg.key.clone());
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), FetchError> {
+        self.alive()?;
+        let marked = self.marked;
+        self.mailbox
+            .lock()
+            .messages
+            .retain(|(k, _)| !marked.contains(k));
+        Ok(())
+    }
+}

@@ -1,0 +1,401 @@
+//! The pipeline against the in-memory mailbox, relay and store: every delivery and retention
+//! rule without a socket, the poller's cadence and shutdown in virtual time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::pass::{PassError, PassReport, run_pass};
+use super::{Mailboxes, run_with};
+use crate::config::{AccountConfig, Config};
+use crate::fetch::memory::MemoryMailbox;
+use crate::relay::Reply;
+use crate::relay::memory::{Failure, MemoryRelay};
+use crate::state::memory::MemoryStore;
+use crate::state::{StateError, StateStore};
+
+/// The configuration of the tests: one catch-all account `acct` on `example.com`, with
+/// `account_extra` (indented YAML lines) added to the account.
+fn config(account_extra: &str) -> Config {
+    let yaml = format!(
+        "state_dir: /nonexistent/state
+relay:
+  host: relay.test
+  tls: none
+  retry:
+    max_attempts: 3
+    initial: 1m
+    max: 1h
+domains: [example.com]
+postmaster: postmaster@example.com
+accounts:
+  - name: acct
+    protocol: pop3
+    host: pop.test
+    tls: none
+    username: u
+    password: p
+    poll_interval: 60s
+{account_extra}"
+    );
+    crate::config::from_yaml_str(&yaml, "test.yaml").expect("test configuration")
+}
+
+/// A message to `to` (comma-separated), with `subject`.
+fn mail(to: &str, subject: &str) -> Vec<u8> {
+    format!("From: someone@elsewhere.test\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nbody\r\n")
+        .into_bytes()
+}
+
+/// The mailbox, relay and store of one test.
+struct World {
+    config: Config,
+    mailbox: MemoryMailbox,
+    relay: MemoryRelay,
+    store: MemoryStore,
+}
+
+impl World {
+    fn new(account_extra: &str) -> World {
+        World {
+            config: config(account_extra),
+            mailbox: MemoryMailbox::new(),
+            relay: MemoryRelay::new(),
+            store: MemoryStore::new(),
+        }
+    }
+
+    fn account(&self) -> &AccountConfig {
+        &self.config.accounts[0]
+    }
+
+    async fn pass(&self) -> Result<PassReport, PassError> {
+        let (_stop_tx, stop) = watch::channel(false);
+        run_pass(
+            &self.mailbox,
+            &self.config,
+            self.account(),
+            &self.store,
+            &self.relay,
+            &stop,
+        )
+        .await
+    }
+
+    fn received(&self, address: &str) -> usize {
+        self.relay.received().get(address).copied().unwrap_or(0)
+    }
+}
+
+#[tokio::test]
+async fn each_recipient_is_delivered_once_and_the_upstream_copy_deleted() {
+    let w = World::new("");
+    w.mailbox
+        .add(&mail("a@example.com, b@example.com, x@outside.test", "one"));
+    w.mailbox.add(&mail("b@example.com", "two"));
+    let report = w.pass().await.unwrap();
+    assert_eq!(
+        (report.fetched, report.settled, report.delivered),
+        (2, 2, 3)
+    );
+    assert_eq!(
+        (w.received("a@example.com"), w.received("b@example.com")),
+        (1, 2)
+    );
+    assert_eq!(w.received("x@outside.test"), 0, "not an accepted domain");
+    assert!(w.mailbox.keys().is_empty(), "retention delete");
+    assert_eq!(report.deleted, 2);
+}
+
+#[tokio::test]
+async fn a_temporary_refusal_retries_only_that_recipient_after_its_back_off() {
+    let w = World::new("");
+    let key = w.mailbox.add(&mail("a@example.com, b@example.com", "m"));
+    w.relay.set_rcpt("b@example.com", 451, "4.3.0 try later");
+    let report = w.pass().await.unwrap();
+    assert_eq!((report.delivered, report.failed, report.deleted), (1, 1, 0));
+    assert_eq!(
+        w.mailbox.keys(),
+        std::slice::from_ref(&key),
+        "not deleted while b is pending"
+    );
+    let state = w.store.message("acct", &key).unwrap();
+    assert!(state.retry_at.is_some(), "a back-off is set");
+    assert!(state.settled_at.is_none());
+
+    // Within the back-off: not tried.
+    w.relay.set_rcpt("b@example.com", 250, "ok");
+    let report = w.pass().await.unwrap();
+    assert_eq!((report.waiting, report.fetched), (1, 0));
+
+    // Back-off over (as the store says): only b is sent to.
+    w.store
+        .record_failure("acct", &key, Some(SystemTime::now()), "", false)
+        .await
+        .unwrap();
+    let report = w.pass().await.unwrap();
+    assert_eq!((report.delivered, report.deleted), (1, 1));
+    assert_eq!(
+        (w.received("a@example.com"), w.received("b@example.com")),
+        (1, 1)
+    );
+    assert!(w.mailbox.keys().is_empty());
+}
+
+#[tokio::test]
+async fn a_recipient_refused_for_good_is_rerouted_to_the_postmaster_with_the_reason() {
+    let w = World::new("");
+    w.mailbox.add(&mail("a@example.com, gone@example.com", "m"));
+    w.relay
+        .set_rcpt("gone@example.com", 550, "5.1.1 no such user");
+    let report = w.pass().await.unwrap();
+    assert_eq!(
+        (report.delivered, report.rerouted, report.settled),
+        (1, 1, 1)
+    );
+    assert_eq!(w.received("postmaster@example.com"), 1);
+    assert_eq!(w.received("gone@example.com"), 0);
+    let copy = w
+        .relay
+        .sent()
+        .into_iter()
+        .find(|s| s.recipients[0].as_str() == "postmaster@example.com")
+        .unwrap();
+    let text = String::from_utf8_lossy(&copy.message);
+    assert!(
+        text.starts_with(
+            "X-Mailferry-Rerouted: for <gone@example.com> refused by the internal server: 550 5.1.1 no such user\r\n"
+        ),
+        "{text}"
+    );
+    assert!(w.mailbox.keys().is_empty(), "settled: deleted");
+}
+
+#[tokio::test]
+async fn a_message_refused_as_a_whole_goes_to_the_postmaster_once() {
+    let w = World::new("");
+    w.mailbox.add(&mail("a@example.com", "m"));
+    w.relay.set_failure(Some(Failure::Data(Reply {
+        code: 554,
+        text: "5.6.0 rejected".to_owned(),
+    })));
+    // The postmaster's copy is refused too (same failure): quarantined, left upstream.
+    let report = w.pass().await.unwrap();
+    assert_eq!(report.quarantined, 1);
+    assert_eq!(w.mailbox.keys().len(), 1, "quarantined mail stays upstream");
+    w.relay.set_failure(None);
+    let report = w.pass().await.unwrap();
+    assert_eq!(
+        report.fetched, 0,
+        "a quarantined message is not tried again"
+    );
+}
+
+#[tokio::test]
+async fn the_postmaster_refusing_a_reroute_leaves_the_message_quarantined_not_deleted() {
+    let w = World::new("");
+    let key = w.mailbox.add(&mail("gone@example.com", "m"));
+    w.relay
+        .set_rcpt("gone@example.com", 550, "5.1.1 no such user");
+    w.relay.set_rcpt("postmaster@example.com", 550, "5.7.1 no");
+    let report = w.pass().await.unwrap();
+    assert_eq!((report.quarantined, report.deleted), (1, 0));
+    assert_eq!(w.mailbox.keys(), std::slice::from_ref(&key));
+    assert!(w.store.message("acct", &key).unwrap().quarantine.is_some());
+    assert!(w.relay.sent().is_empty());
+}
+
+#[tokio::test]
+async fn retention_keep_with_mail_upstream_waits_for_an_initial_choice() {
+    let w = World::new("    retention: keep\n");
+    w.mailbox.add(&mail("a@example.com", "m"));
+    assert!(matches!(
+        w.pass().await,
+        Err(PassError::InitialChoice { count: 1, .. })
+    ));
+    assert!(w.relay.sent().is_empty());
+}
+
+#[tokio::test]
+async fn retention_keep_delivers_once_and_deletes_nothing() {
+    let w = World::new("    retention: keep\n    initial: deliver_all\n");
+    w.mailbox.add(&mail("a@example.com", "m"));
+    for _ in 0..3 {
+        w.pass().await.unwrap();
+    }
+    assert_eq!(w.received("a@example.com"), 1);
+    assert_eq!(w.mailbox.keys().len(), 1);
+}
+
+#[tokio::test]
+async fn retention_in_days_deletes_once_the_days_since_first_seen_are_over() {
+    let w = World::new("    retention: 7d\n    initial: deliver_all\n");
+    let old = w.mailbox.add(&mail("a@example.com", "old"));
+    let new = w.mailbox.add(&mail("b@example.com", "new"));
+    // `old` was first seen eight days ago, and is settled.
+    let eight_days_ago = SystemTime::now() - Duration::from_secs(8 * 86_400);
+    w.store
+        .begin_attempt("acct", &old, eight_days_ago)
+        .await
+        .unwrap();
+    w.store
+        .record_recipients("acct", &old, &[], true, eight_days_ago)
+        .await
+        .unwrap();
+    let report = w.pass().await.unwrap();
+    assert_eq!(report.deleted, 1);
+    assert_eq!(w.mailbox.keys(), [new], "the new message stays for 7 days");
+    assert_eq!(
+        w.received("a@example.com"),
+        0,
+        "settled before: not sent again"
+    );
+    assert_eq!(w.received("b@example.com"), 1);
+}
+
+#[tokio::test]
+async fn a_relay_outage_deletes_nothing_holds_no_attempt_against_the_mail_and_recovers() {
+    let w = World::new("");
+    let first = w.mailbox.add(&mail("a@example.com", "one"));
+    w.mailbox.add(&mail("b@example.com", "two"));
+    w.relay.set_failure(Some(Failure::Down));
+    let report = w.pass().await.unwrap();
+    assert_eq!(
+        report.fetched, 1,
+        "the pass stops downloading once the relay is down"
+    );
+    assert_eq!((report.failed, report.deleted), (1, 0));
+    assert_eq!(w.mailbox.keys().len(), 2);
+    assert_eq!(w.store.message("acct", &first).unwrap().attempts, 0);
+
+    w.relay.set_failure(None);
+    let report = w.pass().await.unwrap();
+    assert_eq!((report.settled, report.deleted), (2, 2));
+    assert_eq!(
+        (w.received("a@example.com"), w.received("b@example.com")),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_written_stops_delivery_before_anything_is_sent() {
+    let w = World::new("");
+    w.mailbox.add(&mail("a@example.com", "m"));
+    w.store.fail_writes(Some("disk full"));
+    match w.pass().await {
+        Err(PassError::State(StateError::Unwritable { reason })) => assert_eq!(reason, "disk full"),
+        other => panic!("expected Unwritable, got {other:?}"),
+    }
+    assert!(w.relay.sent().is_empty());
+    assert_eq!(w.mailbox.keys().len(), 1);
+
+    w.store.fail_writes(None);
+    w.pass().await.unwrap();
+    assert_eq!(w.received("a@example.com"), 1);
+    assert!(w.mailbox.keys().is_empty());
+}
+
+#[tokio::test]
+async fn a_connection_lost_mid_message_goes_on_with_the_others_on_a_new_one() {
+    let w = World::new("");
+    let first = w.mailbox.add(&mail("a@example.com", "one"));
+    w.mailbox.add(&mail("b@example.com", "two"));
+    w.mailbox.drop_on_fetch(&first);
+    let report = w.pass().await.unwrap();
+    assert_eq!(w.mailbox.sessions(), 2);
+    assert_eq!(report.settled, 1);
+    assert_eq!(
+        w.mailbox.keys(),
+        [first],
+        "the message whose download broke stays"
+    );
+    assert_eq!(w.received("b@example.com"), 1);
+}
+
+/// [`Mailboxes`] for the tests: every account reads the one in-memory mailbox.
+#[derive(Clone)]
+struct OneMailbox(MemoryMailbox);
+
+impl Mailboxes for OneMailbox {
+    type Source<'a> = MemoryMailbox;
+
+    fn source<'a>(&'a self, _config: &'a Config, _account: &'a AccountConfig) -> MemoryMailbox {
+        self.0.clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_poller_passes_every_poll_interval_until_stopped() {
+    let w = World::new("");
+    let config = Arc::new(w.config.clone());
+    // poll_interval 60s; stopped at 150s: passes at 0, 60 and 120 s.
+    let stop = async {
+        tokio::time::sleep(Duration::from_secs(150)).await;
+        Ok(())
+    };
+    let mailboxes = OneMailbox(w.mailbox.clone());
+    run_with(config, mailboxes, &w.store, &w.relay, stop)
+        .await
+        .unwrap();
+    assert_eq!(w.mailbox.sessions(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_mid_pass_finishes_the_message_in_hand_commits_and_stops() {
+    let w = World::new("");
+    for n in 0..3 {
+        w.mailbox.add(&mail("a@example.com", &format!("m{n}")));
+    }
+    // Each transaction takes 10 s: at 15 s the second message is in hand.
+    w.relay.set_delay(Duration::from_secs(10));
+    let stop = async {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        Ok(())
+    };
+    let config = Arc::new(w.config.clone());
+    run_with(
+        config,
+        OneMailbox(w.mailbox.clone()),
+        &w.store,
+        &w.relay,
+        stop,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        w.received("a@example.com"),
+        2,
+        "the one in hand was finished"
+    );
+    assert_eq!(w.mailbox.keys().len(), 1, "both deletions were committed");
+    assert_eq!(w.mailbox.fetches(), 2, "the third was not started");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_past_its_deadline_ends_and_keeps_what_it_recorded() {
+    let w = World::new("    pass_deadline: 25s\n");
+    for n in 0..5 {
+        w.mailbox.add(&mail("a@example.com", &format!("m{n}")));
+    }
+    w.relay.set_delay(Duration::from_secs(10));
+    match w.pass().await {
+        Err(PassError::Deadline(d)) => assert_eq!(d, Duration::from_secs(25)),
+        other => panic!("expected Deadline, got {other:?}"),
+    }
+    let delivered = w.received("a@example.com");
+    assert_eq!(delivered, 2);
+    let settled: HashMap<_, _> = w.store.load_account("acct").await.unwrap();
+    let settled = settled.values().filter(|s| s.settled_at.is_some()).count();
+    assert_eq!(settled, 2, "what was delivered is recorded");
+    assert_eq!(
+        w.mailbox.keys().len(),
+        5,
+        "nothing committed: deleted again next pass"
+    );
+    w.relay.set_delay(Duration::ZERO);
+    w.pass().await.unwrap();
+    assert_eq!(w.received("a@example.com"), 5, "each once");
+    assert!(w.mailbox.keys().is_empty());
+}

@@ -1,0 +1,220 @@
+//! The in-memory state store of the pipeline's unit tests: the same rules as SQLite (a
+//! settled recipient stays settled, the first settle time counts, a quarantine keeps its
+//! first reason), no file, and a switch that makes every write fail.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use crate::address::Address;
+
+use super::{MessageState, Quarantined, RecipientStatus, StateError, StateStore};
+
+/// A state store held in memory; clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// By (account, message key).
+    messages: HashMap<(String, String), MessageState>,
+    accounts: HashSet<String>,
+    next_quarantine_id: i64,
+    /// Set by [`MemoryStore::fail_writes`]: every write fails with this reason.
+    failing: Option<String>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// From now on every write fails (`Some(reason)`), or writes go through again (`None`).
+    pub fn fail_writes(&self, reason: Option<&str>) {
+        self.lock().failing = reason.map(str::to_owned);
+    }
+
+    /// The state of one message, if the store holds it.
+    pub fn message(&self, account: &str, key: &str) -> Option<MessageState> {
+        self.lock()
+            .messages
+            .get(&(account.to_owned(), key.to_owned()))
+            .cloned()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store for a write: `Err` while writes fail.
+    fn write(&self) -> Result<MutexGuard<'_, Inner>, StateError> {
+        let inner = self.lock();
+        match &inner.failing {
+            Some(reason) => Err(StateError::Unwritable {
+                reason: reason.clone(),
+            }),
+            None => Ok(inner),
+        }
+    }
+}
+
+impl Inner {
+    fn entry(&mut self, account: &str, key: &str, now: SystemTime) -> &mut MessageState {
+        self.messages
+            .entry((account.to_owned(), key.to_owned()))
+            .or_insert_with(|| MessageState::new(now))
+    }
+}
+
+impl StateStore for MemoryStore {
+    async fn ensure_writable(&self) -> Result<(), StateError> {
+        self.write().map(drop)
+    }
+
+    async fn load_account(
+        &self,
+        account: &str,
+    ) -> Result<HashMap<String, MessageState>, StateError> {
+        Ok(self
+            .lock()
+            .messages
+            .iter()
+            .filter(|((a, _), _)| a == account)
+            .map(|((_, key), state)| (key.clone(), state.clone()))
+            .collect())
+    }
+
+    async fn begin_attempt(
+        &self,
+        account: &str,
+        key: &str,
+        now: SystemTime,
+    ) -> Result<MessageState, StateError> {
+        let mut inner = self.write()?;
+        let state = inner.entry(account, key, now);
+        state.attempts += 1;
+        Ok(state.clone())
+    }
+
+    async fn record_failure(
+        &self,
+        account: &str,
+        key: &str,
+        retry_at: Option<SystemTime>,
+        _why: &str,
+        uncount: bool,
+    ) -> Result<(), StateError> {
+        let mut inner = self.write()?;
+        if let Some(state) = inner
+            .messages
+            .get_mut(&(account.to_owned(), key.to_owned()))
+        {
+            state.retry_at = retry_at;
+            if uncount {
+                state.attempts = state.attempts.saturating_sub(1);
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_recipients(
+        &self,
+        account: &str,
+        key: &str,
+        outcomes: &[(Address, RecipientStatus, String)],
+        settle: bool,
+        now: SystemTime,
+    ) -> Result<MessageState, StateError> {
+        let mut inner = self.write()?;
+        let state = inner.entry(account, key, now);
+        for (address, status, _) in outcomes {
+            if status.is_settled() {
+                state.done.insert(address.dedup_key());
+            }
+        }
+        if settle {
+            state.settled_at.get_or_insert(now);
+            state.retry_at = None;
+        }
+        Ok(state.clone())
+    }
+
+    async fn account_known(&self, account: &str) -> Result<bool, StateError> {
+        Ok(self.lock().accounts.contains(account))
+    }
+
+    async fn initialize_account(
+        &self,
+        account: &str,
+        skip: &[String],
+        now: SystemTime,
+    ) -> Result<(), StateError> {
+        let mut inner = self.write()?;
+        for key in skip {
+            inner.entry(account, key, now).settled_at.get_or_insert(now);
+        }
+        inner.accounts.insert(account.to_owned());
+        Ok(())
+    }
+
+    async fn mark_deleted(
+        &self,
+        account: &str,
+        keys: &[String],
+        now: SystemTime,
+    ) -> Result<(), StateError> {
+        let mut inner = self.write()?;
+        for key in keys {
+            if let Some(state) = inner.messages.get_mut(&(account.to_owned(), key.clone())) {
+                state.deleted_at.get_or_insert(now);
+            }
+        }
+        Ok(())
+    }
+
+    async fn prune(&self, account: &str, present: &HashSet<String>) -> Result<usize, StateError> {
+        let mut inner = self.write()?;
+        let before = inner.messages.len();
+        inner.messages.retain(|(a, key), state| {
+            a != account
+                || present.contains(key)
+                || (state.settled_at.is_none() && state.quarantine.is_none())
+        });
+        Ok(before - inner.messages.len())
+    }
+
+    async fn quarantine(
+        &self,
+        account: &str,
+        key: &str,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<Quarantined, StateError> {
+        let mut inner = self.write()?;
+        inner.next_quarantine_id += 1;
+        let id = inner.next_quarantine_id;
+        let state = inner.entry(account, key, now);
+        Ok(state
+            .quarantine
+            .get_or_insert_with(|| Quarantined {
+                id,
+                reason: reason.to_owned(),
+                notified: false,
+                forgotten: false,
+            })
+            .clone())
+    }
+
+    async fn mark_notified(&self, id: i64, _now: SystemTime) -> Result<(), StateError> {
+        let mut inner = self.write()?;
+        for state in inner.messages.values_mut() {
+            if let Some(q) = state.quarantine.as_mut().filter(|q| q.id == id) {
+                q.notified = true;
+            }
+        }
+        Ok(())
+    }
+}
