@@ -180,6 +180,4 @@ impl RelayError {
 #[cfg(test)]
 mod address_tests;
 #[cfg(test)]
-mod fake;
-#[cfg(test)]
 mod tests;
