@@ -7,11 +7,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::Duration;
+
+use mailferry::testkit::smtp::{FakeSmtp, Script};
 
 use support::{
     AccountYaml, Dovecot, Fault, FaultProxy, GatewayConfig, Mailferry, Pair, Secret, SmtpSink,
@@ -335,35 +334,10 @@ fn second_account_delivers_while_the_first_stalls() {
     });
 }
 
-/// An SMTP server on 127.0.0.1 whose EHLO reply ends in a line of only spaces, which the
-/// SMTP library mailferry uses (lettre 0.11.23) panics on; otherwise it says "250 ok".
-/// Returns its port; it serves until the test process ends.
-fn smtp_server_with_a_blank_ehlo_line() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-    let port = listener.local_addr().expect("local_addr").port();
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            thread::spawn(move || {
-                let Ok(mut writer) = stream.try_clone() else {
-                    return;
-                };
-                let _ = writer.write_all(b"220 fake ESMTP\r\n");
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
-                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-fake\r\n250  \r\n",
-                        "QUIT" => b"221 bye\r\n",
-                        _ => b"250 ok\r\n",
-                    };
-                    if writer.write_all(reply).is_err() || verb == "QUIT" {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
+/// An SMTP server whose EHLO reply ends in a line of only spaces ("250  "), which the SMTP
+/// library mailferry uses (lettre 0.11.23) panics on.
+fn smtp_server_with_a_blank_ehlo_line() -> FakeSmtp {
+    FakeSmtp::start(Script::default().extensions(&[" "]))
 }
 
 /// The internal server crashing the SMTP library must fail the pass (nothing deleted, the
@@ -374,9 +348,9 @@ fn relay_reply_that_crashes_the_smtp_library_fails_the_pass_and_polling_goes_on(
     let mails = sample_catchall_mail();
     dovecot.deliver_all(USER, &mails);
     let proxy = FaultProxy::start(dovecot.pop3_port(), |_| Fault::None);
-    let smtp_port = smtp_server_with_a_blank_ehlo_line();
+    let smtp = smtp_server_with_a_blank_ehlo_line();
     let state = dovecot.root().join("state");
-    let path = GatewayConfig::new(state, smtp_port)
+    let path = GatewayConfig::new(state, smtp.port())
         .account(account(
             "crashy",
             USER,

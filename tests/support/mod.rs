@@ -2,8 +2,9 @@
 //!
 //! Every integration test includes it with `mod support;`; the demo includes it with
 //! `#[path = "../tests/support/mod.rs"] mod support;`. So it uses only the standard library,
-//! the crate's own dependencies and the dev-dependency `tempfile` (examples may use
-//! dev-dependencies too).
+//! the crate's own dependencies and the dev-dependencies: `tempfile`, and the crate itself
+//! with its `testkit` (the SMTP/POP3 fakes and test certificates of `src/testkit/`, shared
+//! with the unit tests). Examples may use dev-dependencies too.
 //!
 //! - [`Dovecot`]: a private Dovecot (POP3, POP3S, IMAP, IMAPS) with Maildir users.
 //! - [`SmtpSink`]: Postfix's `smtp-sink` recording every transaction it accepts.
