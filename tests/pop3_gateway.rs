@@ -317,7 +317,14 @@ fn retention_days_keeps_mail_upstream_and_never_delivers_twice() {
     // A new message arrives; the daemon (a restart: a new process) delivers only that one.
     dovecot.deliver(USER, &numbered(5));
     let daemon = Mailferry::spawn(&["run", "--config", &config]);
-    sink.wait_for(6, std::time::Duration::from_secs(30));
+    // The daemon itself must deliver it: the poll-once below would otherwise hide a daemon
+    // that delivered nothing.
+    let by_daemon = sink.wait_for(6, std::time::Duration::from_secs(30));
+    assert_eq!(
+        by_daemon.len(),
+        6,
+        "the daemon did not deliver the new message within 30 s"
+    );
     let out = daemon
         .terminate(std::time::Duration::from_secs(30))
         .expect("the daemon did not stop on SIGTERM");
