@@ -180,6 +180,9 @@ fn fault_then_recover(fault: Fault, account_extra: &[&str], first_pass_limit: Du
 
 #[test]
 fn connection_dropped_mid_retr_loses_nothing_and_duplicates_nothing() {
+    if support::skip_e2e() {
+        return;
+    }
     // Two messages are delivered and DELE'd (not committed) before the third RETR breaks.
     fault_then_recover(
         Fault::DropMidRetr {
@@ -193,6 +196,9 @@ fn connection_dropped_mid_retr_loses_nothing_and_duplicates_nothing() {
 
 #[test]
 fn stalled_server_times_out_and_the_next_pass_recovers() {
+    if support::skip_e2e() {
+        return;
+    }
     // The stall outlasts the limit of the first pass: only the read timeout can end it.
     fault_then_recover(
         Fault::Stall {
@@ -207,6 +213,9 @@ fn stalled_server_times_out_and_the_next_pass_recovers() {
 
 #[test]
 fn trickling_server_is_cut_off_by_a_deadline_and_the_next_pass_recovers() {
+    if support::skip_e2e() {
+        return;
+    }
     // One byte every 100 ms never trips a 2 s read timeout; the 200 KB message would take
     // hours. Only a deadline on the fetch (or the pass) can end it.
     fault_then_recover(
@@ -221,6 +230,9 @@ fn trickling_server_is_cut_off_by_a_deadline_and_the_next_pass_recovers() {
 
 #[test]
 fn reset_during_dele_redeletes_without_redelivering() {
+    if support::skip_e2e() {
+        return;
+    }
     // The first DELE resets the connection: the server never commits it, so the settled
     // message is still there next pass; it must be deleted then, not delivered again.
     fault_then_recover(
@@ -319,6 +331,9 @@ fn other_account_keeps_delivering(fault: Fault) {
 
 #[test]
 fn second_account_delivers_while_the_first_trickles() {
+    if support::skip_e2e() {
+        return;
+    }
     other_account_keeps_delivering(Fault::Trickle {
         retr: 2,
         every: Duration::from_millis(200),
@@ -327,6 +342,9 @@ fn second_account_delivers_while_the_first_trickles() {
 
 #[test]
 fn second_account_delivers_while_the_first_stalls() {
+    if support::skip_e2e() {
+        return;
+    }
     other_account_keeps_delivering(Fault::Stall {
         retr: 2,
         bytes: 5_000,
@@ -344,6 +362,9 @@ fn smtp_server_with_a_blank_ehlo_line() -> FakeSmtp {
 /// exit status says so) and must not stop the account: the daemon polls it again.
 #[test]
 fn relay_reply_that_crashes_the_smtp_library_fails_the_pass_and_polling_goes_on() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let mails = sample_catchall_mail();
     dovecot.deliver_all(USER, &mails);

@@ -120,6 +120,9 @@ fn assert_upstream(dovecot: &Dovecot, expected: &[&[u8]], why: &str) {
 
 #[test]
 fn each_recipient_gets_its_own_outcome_and_only_the_pending_one_is_retried() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let smtp = FakeSmtp::start(Script::default());
     let dir = tempfile::tempdir().unwrap();
@@ -211,6 +214,9 @@ fn each_recipient_gets_its_own_outcome_and_only_the_pending_one_is_retried() {
 
 #[test]
 fn refused_mail_from_delivers_and_deletes_nothing_until_accepted() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let smtp = FakeSmtp::start(Script::default());
     let dir = tempfile::tempdir().unwrap();
@@ -249,6 +255,9 @@ fn refused_mail_from_delivers_and_deletes_nothing_until_accepted() {
 
 #[test]
 fn connection_lost_before_the_data_reply_deletes_nothing() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let smtp = FakeSmtp::start(Script::default());
     let dir = tempfile::tempdir().unwrap();
@@ -308,6 +317,9 @@ fn connection_lost_before_the_data_reply_deletes_nothing() {
 
 #[test]
 fn a_message_nobody_takes_is_quarantined_upstream_and_does_not_stop_the_next() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let smtp = FakeSmtp::start(Script::default());
     let dir = tempfile::tempdir().unwrap();
@@ -359,6 +371,9 @@ fn a_message_nobody_takes_is_quarantined_upstream_and_does_not_stop_the_next() {
 
 #[test]
 fn several_refused_recipients_give_the_postmaster_one_copy_naming_each() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let smtp = FakeSmtp::start(Script::default());
     let dir = tempfile::tempdir().unwrap();
@@ -406,6 +421,9 @@ fn several_refused_recipients_give_the_postmaster_one_copy_naming_each() {
 
 #[test]
 fn a_message_refused_as_a_whole_for_good_goes_to_the_postmaster_with_the_reason() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let smtp = FakeSmtp::start(Script::default());
     let dir = tempfile::tempdir().unwrap();
@@ -435,6 +453,9 @@ fn a_message_refused_as_a_whole_for_good_goes_to_the_postmaster_with_the_reason(
 
 #[test]
 fn a_sender_refused_for_good_reaches_the_postmaster_with_the_null_sender() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let smtp = FakeSmtp::start(Script::default());
     let dir = tempfile::tempdir().unwrap();
@@ -453,6 +474,9 @@ fn a_sender_refused_for_good_reaches_the_postmaster_with_the_null_sender() {
 
 #[test]
 fn a_temporary_refusal_backs_off_instead_of_retrying_every_pass() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let smtp = FakeSmtp::start(Script::default());
     let dir = tempfile::tempdir().unwrap();
