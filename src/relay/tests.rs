@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{RelayConfig, TlsMode};
+use crate::testkit::Split;
 use crate::testkit::smtp::{FakeSmtp, Script};
 use crate::testkit::tls::{TestCa, test_ca};
 
@@ -86,6 +87,31 @@ async fn each_rcpt_reply_is_kept() {
         ]
     );
     assert_eq!(server.log().data(), vec![MESSAGE.to_vec()]);
+}
+
+/// Every reply written a byte at a time, and in two pieces at each position of a multi-line
+/// EHLO reply: the outcomes are those of whole replies.
+#[tokio::test]
+async fn replies_split_across_reads_give_the_same_outcomes() {
+    let splits = [Split::ByteByByte, Split::At(3), Split::At(4), Split::At(12)];
+    for split in splits {
+        let script = Script::default()
+            .split(split)
+            .rcpt("nobody@example.com", "550 5.1.1 no such user");
+        let (server, relay) = relay_for(script);
+        let rcpts = [addr("bob@example.com"), addr("nobody@example.com")];
+        let results = relay.send(None, &rcpts, MESSAGE).await.unwrap();
+        let outcomes: Vec<_> = results.into_iter().map(|r| r.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Delivered(reply(250, "2.0.0 queued as 1234")),
+                Outcome::Permanent(reply(550, "5.1.1 no such user")),
+            ],
+            "{split:?}"
+        );
+        assert_eq!(server.log().data(), vec![MESSAGE.to_vec()], "{split:?}");
+    }
 }
 
 #[tokio::test]

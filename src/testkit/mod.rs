@@ -19,6 +19,9 @@ pub mod pop3;
 pub mod smtp;
 pub mod tls;
 
+#[cfg(test)]
+mod tests;
+
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
