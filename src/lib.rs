@@ -24,7 +24,8 @@
 //! account and shutdown in `mod.rs`, one poll pass in `pass.rs`, one message's way through
 //! route → relay → state in `deliver.rs`, written against the three seams (each has an in-memory
 //! twin, `memory.rs`, for `pipeline/tests.rs`), the pure per-message decisions — attempt, wait,
-//! give up — in `plan.rs`, the postmaster's notices in `notice.rs`).
+//! give up — in `plan.rs`, the postmaster's notices in `notice.rs`). `testkit/` holds the tests'
+//! scripted SMTP and POP3 fakes and test CA, for unit tests and (feature `testkit`) tests/.
 
 pub mod address;
 pub mod config;
@@ -36,5 +37,5 @@ pub mod retention;
 pub mod route;
 pub mod state;
 
-#[cfg(test)]
-mod testutil;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

@@ -100,6 +100,9 @@ impl Session {
 
 #[test]
 fn no_fault_and_delay_pass_everything_through_in_order() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = dovecot();
     let mut direct = Session::login(dovecot.pop3_port());
     assert!(direct.cmd("RETR 2").starts_with("+OK"));
@@ -126,6 +129,9 @@ fn no_fault_and_delay_pass_everything_through_in_order() {
 
 #[test]
 fn drop_mid_retr_cuts_the_chosen_response_after_n_bytes() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = dovecot();
     let proxy = FaultProxy::start(dovecot.pop3_port(), |n| match n {
         0 => Fault::DropMidRetr {
@@ -151,6 +157,9 @@ fn drop_mid_retr_cuts_the_chosen_response_after_n_bytes() {
 
 #[test]
 fn stall_holds_the_response_until_released() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = dovecot();
     let proxy = FaultProxy::start(dovecot.pop3_port(), |_| Fault::Stall {
         retr: 1,
@@ -186,6 +195,9 @@ fn stall_holds_the_response_until_released() {
 
 #[test]
 fn trickle_forwards_one_byte_at_a_time() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = dovecot();
     let proxy = FaultProxy::start(dovecot.pop3_port(), |_| Fault::Trickle {
         retr: 1,
@@ -205,6 +217,9 @@ fn trickle_forwards_one_byte_at_a_time() {
 
 #[test]
 fn reset_on_dele_resets_and_the_server_keeps_the_message() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = dovecot();
     let proxy = FaultProxy::start(dovecot.pop3_port(), |n| match n {
         0 => Fault::ResetOnDele,

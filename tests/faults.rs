@@ -7,11 +7,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::Duration;
+
+use mailferry::testkit::smtp::{FakeSmtp, Script};
 
 use support::{
     AccountYaml, Dovecot, Fault, FaultProxy, GatewayConfig, Mailferry, Pair, Secret, SmtpSink,
@@ -181,6 +180,9 @@ fn fault_then_recover(fault: Fault, account_extra: &[&str], first_pass_limit: Du
 
 #[test]
 fn connection_dropped_mid_retr_loses_nothing_and_duplicates_nothing() {
+    if support::skip_e2e() {
+        return;
+    }
     // Two messages are delivered and DELE'd (not committed) before the third RETR breaks.
     fault_then_recover(
         Fault::DropMidRetr {
@@ -194,6 +196,9 @@ fn connection_dropped_mid_retr_loses_nothing_and_duplicates_nothing() {
 
 #[test]
 fn stalled_server_times_out_and_the_next_pass_recovers() {
+    if support::skip_e2e() {
+        return;
+    }
     // The stall outlasts the limit of the first pass: only the read timeout can end it.
     fault_then_recover(
         Fault::Stall {
@@ -208,6 +213,9 @@ fn stalled_server_times_out_and_the_next_pass_recovers() {
 
 #[test]
 fn trickling_server_is_cut_off_by_a_deadline_and_the_next_pass_recovers() {
+    if support::skip_e2e() {
+        return;
+    }
     // One byte every 100 ms never trips a 2 s read timeout; the 200 KB message would take
     // hours. Only a deadline on the fetch (or the pass) can end it.
     fault_then_recover(
@@ -222,6 +230,9 @@ fn trickling_server_is_cut_off_by_a_deadline_and_the_next_pass_recovers() {
 
 #[test]
 fn reset_during_dele_redeletes_without_redelivering() {
+    if support::skip_e2e() {
+        return;
+    }
     // The first DELE resets the connection: the server never commits it, so the settled
     // message is still there next pass; it must be deleted then, not delivered again.
     fault_then_recover(
@@ -320,6 +331,9 @@ fn other_account_keeps_delivering(fault: Fault) {
 
 #[test]
 fn second_account_delivers_while_the_first_trickles() {
+    if support::skip_e2e() {
+        return;
+    }
     other_account_keeps_delivering(Fault::Trickle {
         retr: 2,
         every: Duration::from_millis(200),
@@ -328,6 +342,9 @@ fn second_account_delivers_while_the_first_trickles() {
 
 #[test]
 fn second_account_delivers_while_the_first_stalls() {
+    if support::skip_e2e() {
+        return;
+    }
     other_account_keeps_delivering(Fault::Stall {
         retr: 2,
         bytes: 5_000,
@@ -335,48 +352,26 @@ fn second_account_delivers_while_the_first_stalls() {
     });
 }
 
-/// An SMTP server on 127.0.0.1 whose EHLO reply ends in a line of only spaces, which the
-/// SMTP library mailferry uses (lettre 0.11.23) panics on; otherwise it says "250 ok".
-/// Returns its port; it serves until the test process ends.
-fn smtp_server_with_a_blank_ehlo_line() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-    let port = listener.local_addr().expect("local_addr").port();
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            thread::spawn(move || {
-                let Ok(mut writer) = stream.try_clone() else {
-                    return;
-                };
-                let _ = writer.write_all(b"220 fake ESMTP\r\n");
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
-                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" => b"250-fake\r\n250  \r\n",
-                        "QUIT" => b"221 bye\r\n",
-                        _ => b"250 ok\r\n",
-                    };
-                    if writer.write_all(reply).is_err() || verb == "QUIT" {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
+/// An SMTP server whose EHLO reply ends in a line of only spaces ("250  "), which the SMTP
+/// library mailferry uses (lettre 0.11.23) panics on.
+fn smtp_server_with_a_blank_ehlo_line() -> FakeSmtp {
+    FakeSmtp::start(Script::default().extensions(&[" "]))
 }
 
 /// The internal server crashing the SMTP library must fail the pass (nothing deleted, the
 /// exit status says so) and must not stop the account: the daemon polls it again.
 #[test]
 fn relay_reply_that_crashes_the_smtp_library_fails_the_pass_and_polling_goes_on() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let mails = sample_catchall_mail();
     dovecot.deliver_all(USER, &mails);
     let proxy = FaultProxy::start(dovecot.pop3_port(), |_| Fault::None);
-    let smtp_port = smtp_server_with_a_blank_ehlo_line();
+    let smtp = smtp_server_with_a_blank_ehlo_line();
     let state = dovecot.root().join("state");
-    let path = GatewayConfig::new(state, smtp_port)
+    let path = GatewayConfig::new(state, smtp.port())
         .account(account(
             "crashy",
             USER,

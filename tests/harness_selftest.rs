@@ -142,6 +142,9 @@ fn numbered(n: usize) -> Vec<u8> {
 
 #[test]
 fn dovecot_pop3_login_stat_capa_and_order() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[("alice@example.com", "pw-alice"), ("bob@example.com", "pw")]);
     let mails: Vec<Vec<u8>> = (0..25).map(numbered).collect();
     dovecot.deliver_all("alice@example.com", &mails);
@@ -188,6 +191,9 @@ fn dovecot_pop3_login_stat_capa_and_order() {
 
 #[test]
 fn dovecot_tls_with_its_ca_file() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[("catchall@example.com", "secret")]);
     dovecot.deliver("catchall@example.com", &numbered(1));
     let config = tls_config(&dovecot.ca_file());
@@ -225,6 +231,9 @@ fn dovecot_tls_with_its_ca_file() {
 
 #[test]
 fn parallel_dovecots_do_not_collide() {
+    if support::skip_e2e() {
+        return;
+    }
     let handles: Vec<_> = (0..3)
         .map(|_| std::thread::spawn(|| Dovecot::start(&[("u@example.com", "p")])))
         .collect();
@@ -253,6 +262,9 @@ fn parallel_dovecots_do_not_collide() {
 
 #[test]
 fn dovecot_stops_on_drop() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[("u@example.com", "p")]);
     let port = dovecot.pop3_port();
     let root = dovecot.root().to_path_buf();
@@ -283,6 +295,9 @@ fn smtp_send(port: u16, from: &str, rcpts: &[&str], data: &[u8]) -> String {
 
 #[test]
 fn smtp_sink_records_sender_recipients_and_exact_message() {
+    if support::skip_e2e() {
+        return;
+    }
     let sink = SmtpSink::start(&[]);
     let wire = b"Subject: test one\r\nFrom: a@example.org\r\n\r\nfirst line\r\n\r\n..leading dot\r\n..\r\nX-Client-Addr: lookalike\r\n\r\nlast line\r\n";
     let reply = smtp_send(
@@ -321,6 +336,9 @@ fn smtp_sink_records_sender_recipients_and_exact_message() {
 
 #[test]
 fn smtp_sink_refusing_data_records_nothing() {
+    if support::skip_e2e() {
+        return;
+    }
     let sink = SmtpSink::start(&["-f", "data"]);
     let reply = smtp_send(sink.port(), "s@example.org", &["a@example.com"], b"x\r\n");
     assert!(reply.starts_with('5'), "{reply}");

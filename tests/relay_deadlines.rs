@@ -165,6 +165,9 @@ fn subjects(sink: &SmtpSink) -> Vec<String> {
 
 #[test]
 fn a_trickling_server_fails_the_fetch_at_its_deadline_and_the_next_pass_delivers() {
+    if support::skip_e2e() {
+        return;
+    }
     let server = SlowPop3::start(Slow::Trickle(Duration::from_millis(500)));
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -197,6 +200,9 @@ fn a_trickling_server_fails_the_fetch_at_its_deadline_and_the_next_pass_delivers
 
 #[test]
 fn a_slow_upstream_does_not_hold_the_relay_from_another_account() {
+    if support::skip_e2e() {
+        return;
+    }
     const USER: &str = "catchall@example.com";
     const PASS: &str = "pop-secret";
     // 20 KiB/s: honest (above the 16 KiB/s floor), so the fetch goes on for as long as the
@@ -254,6 +260,9 @@ fn a_slow_upstream_does_not_hold_the_relay_from_another_account() {
 #[test]
 #[ignore = "a measurement: run by hand"]
 fn peak_rss_of_relaying_a_48_mb_message() {
+    if support::skip_e2e() {
+        return;
+    }
     const USER: &str = "catchall@example.com";
     const PASS: &str = "pop-secret";
     let dovecot = Dovecot::start(&[(USER, PASS)]);

@@ -103,6 +103,9 @@ fn wait_until(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn a_second_process_on_the_same_state_dir_refuses_to_start_naming_the_first() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -142,6 +145,9 @@ fn a_second_process_on_the_same_state_dir_refuses_to_start_naming_the_first() {
 
 #[test]
 fn a_full_disk_under_the_state_store_sends_nothing_twice() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -178,6 +184,9 @@ fn a_full_disk_under_the_state_store_sends_nothing_twice() {
 
 #[test]
 fn the_daemon_stops_delivering_while_its_store_cannot_write_and_readyz_says_so() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -238,6 +247,9 @@ fn the_daemon_stops_delivering_while_its_store_cannot_write_and_readyz_says_so()
 
 #[test]
 fn a_state_file_deleted_under_the_daemon_stops_it() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -264,6 +276,9 @@ fn a_state_file_deleted_under_the_daemon_stops_it() {
 
 #[test]
 fn a_kept_mailbox_the_store_has_never_seen_waits_for_a_stated_choice() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -327,6 +342,9 @@ fn a_kept_mailbox_the_store_has_never_seen_waits_for_a_stated_choice() {
 
 #[test]
 fn an_unreadable_message_is_quarantined_and_the_rest_delivered() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -460,6 +478,9 @@ impl Drop for Tmpfs {
 
 #[test]
 fn deletions_are_committed_every_expunge_every_messages() {
+    if support::skip_e2e() {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();

@@ -1,22 +1,21 @@
 //! How envelope addresses go on the wire, and that each recipient keeps its own outcome
 //! whatever happens to the others (issue 6, item 2).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use super::fake::{FakeSmtp, Script};
 use super::*;
 use crate::config::{RelayConfig, TlsMode};
+use crate::testkit::smtp::{FakeSmtp, Script};
 
 fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
 }
 
-async fn relay_for(script: Script) -> (FakeSmtp, SmtpRelay) {
-    let server = FakeSmtp::start(script).await;
+fn relay_for(script: Script) -> (FakeSmtp, SmtpRelay) {
+    let server = FakeSmtp::start(script);
     let relay = SmtpRelay::new(RelayConfig {
         host: "127.0.0.1".to_owned(),
-        port: server.port,
+        port: server.port(),
         tls: TlsMode::None,
         helo: Some("gw.test".to_owned()),
         connections: 1,
@@ -32,7 +31,7 @@ const MESSAGE: &[u8] = b"Subject: hello\r\n\r\nbody\r\n";
 
 #[tokio::test]
 async fn a_quoted_local_part_is_sent_quoted() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     let john = addr("\"john doe\"@example.com");
     let results = relay
         .send(None, &[john.clone(), addr("bob@example.com")], MESSAGE)
@@ -55,7 +54,7 @@ async fn a_quoted_local_part_is_sent_quoted() {
 
 #[tokio::test]
 async fn a_non_ascii_quoted_local_part_uses_smtputf8() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     let jorg = addr("\"jörg müller\"@example.com");
     let results = relay.send(None, &[jorg], MESSAGE).await.unwrap();
     assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
@@ -77,15 +76,11 @@ async fn a_non_ascii_quoted_local_part_uses_smtputf8() {
 /// another, wherever they stand in the list.
 #[tokio::test]
 async fn an_unsendable_or_refused_recipient_never_shifts_another_outcome() {
-    let script = Script {
-        extensions: vec!["8BITMIME"],
-        rcpt: HashMap::from([
-            ("gone@example.com", "550 5.1.1 no such user"),
-            ("busy@example.com", "450 4.2.1 try later"),
-        ]),
-        ..Script::default()
-    };
-    let (server, relay) = relay_for(script).await;
+    let script = Script::default()
+        .extensions(&["8BITMIME"])
+        .rcpt("gone@example.com", "550 5.1.1 no such user")
+        .rcpt("busy@example.com", "450 4.2.1 try later");
+    let (server, relay) = relay_for(script);
     let recipients = [
         addr("jörg@example.com"),
         addr("alice@example.com"),

@@ -198,8 +198,6 @@ impl RelayError {
 #[cfg(test)]
 mod address_tests;
 #[cfg(test)]
-mod fake;
-#[cfg(test)]
 pub mod memory;
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,10 @@
-use std::collections::HashMap;
 use std::time::Duration;
 
-use super::fake::{FakeSmtp, Script};
 use super::*;
 use crate::config::{RelayConfig, TlsMode};
-use crate::testutil::{TestCa, test_ca};
+use crate::testkit::Split;
+use crate::testkit::smtp::{FakeSmtp, Script};
+use crate::testkit::tls::{TestCa, test_ca};
 
 fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
@@ -24,9 +24,9 @@ fn config(port: u16, tls: TlsMode) -> RelayConfig {
     }
 }
 
-async fn relay_for(script: Script) -> (FakeSmtp, SmtpRelay) {
-    let server = FakeSmtp::start(script).await;
-    let relay = SmtpRelay::new(config(server.port, TlsMode::None));
+fn relay_for(script: Script) -> (FakeSmtp, SmtpRelay) {
+    let server = FakeSmtp::start(script);
+    let relay = SmtpRelay::new(config(server.port(), TlsMode::None));
     (server, relay)
 }
 
@@ -41,14 +41,10 @@ const MESSAGE: &[u8] = b"Subject: hello\r\n\r\nbody\r\n";
 
 #[tokio::test]
 async fn each_rcpt_reply_is_kept() {
-    let script = Script {
-        rcpt: HashMap::from([
-            ("later@example.com", "450 4.2.0 mailbox busy"),
-            ("nobody@example.com", "550 5.1.1 no such user"),
-        ]),
-        ..Script::default()
-    };
-    let (server, relay) = relay_for(script).await;
+    let script = Script::default()
+        .rcpt("later@example.com", "450 4.2.0 mailbox busy")
+        .rcpt("nobody@example.com", "550 5.1.1 no such user");
+    let (server, relay) = relay_for(script);
     let rcpts = [
         addr("bob@example.com"),
         addr("later@example.com"),
@@ -90,19 +86,40 @@ async fn each_rcpt_reply_is_kept() {
             "DATA",
         ]
     );
-    assert_eq!(server.log().data, vec![MESSAGE.to_vec()]);
+    assert_eq!(server.log().data(), vec![MESSAGE.to_vec()]);
+}
+
+/// Every reply written a byte at a time, and in two pieces at each position of a multi-line
+/// EHLO reply: the outcomes are those of whole replies.
+#[tokio::test]
+async fn replies_split_across_reads_give_the_same_outcomes() {
+    let splits = [Split::ByteByByte, Split::At(3), Split::At(4), Split::At(12)];
+    for split in splits {
+        let script = Script::default()
+            .split(split)
+            .rcpt("nobody@example.com", "550 5.1.1 no such user");
+        let (server, relay) = relay_for(script);
+        let rcpts = [addr("bob@example.com"), addr("nobody@example.com")];
+        let results = relay.send(None, &rcpts, MESSAGE).await.unwrap();
+        let outcomes: Vec<_> = results.into_iter().map(|r| r.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Delivered(reply(250, "2.0.0 queued as 1234")),
+                Outcome::Permanent(reply(550, "5.1.1 no such user")),
+            ],
+            "{split:?}"
+        );
+        assert_eq!(server.log().data(), vec![MESSAGE.to_vec()], "{split:?}");
+    }
 }
 
 #[tokio::test]
 async fn all_rcpts_refused_sends_no_data() {
-    let script = Script {
-        rcpt: HashMap::from([
-            ("a@example.com", "550 5.1.1 no"),
-            ("b@example.com", "451 4.3.0 later"),
-        ]),
-        ..Script::default()
-    };
-    let (server, relay) = relay_for(script).await;
+    let script = Script::default()
+        .rcpt("a@example.com", "550 5.1.1 no")
+        .rcpt("b@example.com", "451 4.3.0 later");
+    let (server, relay) = relay_for(script);
     let results = relay
         .send(
             None,
@@ -122,16 +139,13 @@ async fn all_rcpts_refused_sends_no_data() {
     let commands = server.commands();
     assert!(!commands.iter().any(|c| c == "DATA"), "{commands:?}");
     assert_eq!(commands.last().map(String::as_str), Some("RSET"));
-    assert!(server.log().data.is_empty());
+    assert!(server.log().data().is_empty());
 }
 
 #[tokio::test]
 async fn data_refused_with_554_is_a_permanent_error() {
-    let script = Script {
-        data_end: Some("554 5.6.0 message rejected"),
-        ..Script::default()
-    };
-    let (server, relay) = relay_for(script).await;
+    let script = Script::default().data_end("554 5.6.0 message rejected");
+    let (server, relay) = relay_for(script);
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -148,11 +162,8 @@ async fn data_refused_with_554_is_a_permanent_error() {
 
 #[tokio::test]
 async fn data_command_refused_with_451_is_a_temporary_error() {
-    let script = Script {
-        data: "451 4.3.0 try later",
-        ..Script::default()
-    };
-    let (server, relay) = relay_for(script).await;
+    let script = Script::default().data("451 4.3.0 try later");
+    let (server, relay) = relay_for(script);
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -162,16 +173,13 @@ async fn data_command_refused_with_451_is_a_temporary_error() {
         "{err:?}"
     );
     assert!(!err.is_permanent());
-    assert!(server.log().data.is_empty());
+    assert!(server.log().data().is_empty());
 }
 
 #[tokio::test]
 async fn mail_from_451_is_a_temporary_error_and_no_rcpt_follows() {
-    let script = Script {
-        mail: "451 4.7.1 greylisted",
-        ..Script::default()
-    };
-    let (server, relay) = relay_for(script).await;
+    let script = Script::default().mail("451 4.7.1 greylisted");
+    let (server, relay) = relay_for(script);
     let err = relay
         .send(
             Some(&addr("x@sender.org")),
@@ -190,7 +198,7 @@ async fn mail_from_451_is_a_temporary_error_and_no_rcpt_follows() {
 
 #[tokio::test]
 async fn dots_are_stuffed_on_the_wire_and_the_body_is_otherwise_exact() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     let rcpt = [addr("a@example.com")];
     let body = b".first\r\n\r\n.\r\n..\r\n.x\r\n8-bit \xe9\xff\r\nend\r\n";
     relay.send(None, &rcpt, body).await.unwrap();
@@ -198,10 +206,10 @@ async fn dots_are_stuffed_on_the_wire_and_the_body_is_otherwise_exact() {
     relay.send(None, &rcpt, b"a\r\n.b").await.unwrap();
     let log = server.log();
     assert_eq!(
-        log.data[0],
+        log.data()[0],
         b"..first\r\n\r\n..\r\n...\r\n..x\r\n8-bit \xe9\xff\r\nend\r\n".to_vec()
     );
-    assert_eq!(log.data[1], b"a\r\n..b\r\n".to_vec());
+    assert_eq!(log.data()[1], b"a\r\n..b\r\n".to_vec());
     assert!(
         log.commands
             .iter()
@@ -213,17 +221,17 @@ async fn dots_are_stuffed_on_the_wire_and_the_body_is_otherwise_exact() {
 
 #[tokio::test]
 async fn a_bare_lf_cannot_end_the_data_early() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     relay
         .send(None, &[addr("a@example.com")], b"a\n.\nb\r\n")
         .await
         .unwrap();
-    assert_eq!(server.log().data, vec![b"a\r\n..\r\nb\r\n".to_vec()]);
+    assert_eq!(server.log().data(), vec![b"a\r\n..\r\nb\r\n".to_vec()]);
 }
 
 #[tokio::test]
 async fn null_reverse_path_is_sent_as_angle_brackets() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -233,7 +241,7 @@ async fn null_reverse_path_is_sent_as_angle_brackets() {
 
 #[tokio::test]
 async fn the_session_is_reused_for_the_next_message() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -263,11 +271,8 @@ async fn the_session_is_reused_for_the_next_message() {
 
 #[tokio::test]
 async fn a_session_dropped_by_the_server_is_reopened() {
-    let script = Script {
-        close_after_data: true,
-        ..Script::default()
-    };
-    let (server, relay) = relay_for(script).await;
+    let script = Script::default().close_after_data();
+    let (server, relay) = relay_for(script);
     relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -279,13 +284,13 @@ async fn a_session_dropped_by_the_server_is_reopened() {
         .unwrap();
     assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
     assert_eq!(server.log().connections, 2);
-    assert_eq!(server.log().data.len(), 2);
+    assert_eq!(server.log().data().len(), 2);
 }
 
 #[tokio::test]
 async fn starttls_required_but_not_offered_sends_nothing_after_ehlo() {
-    let server = FakeSmtp::start(Script::default()).await;
-    let relay = SmtpRelay::new(config(server.port, TlsMode::Starttls));
+    let server = FakeSmtp::start(Script::default());
+    let relay = SmtpRelay::new(config(server.port(), TlsMode::Starttls));
     let err = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -301,8 +306,8 @@ async fn starttls_required_but_not_offered_sends_nothing_after_ehlo() {
 
 #[tokio::test]
 async fn starttls_if_available_goes_on_in_plain_text_without_it() {
-    let server = FakeSmtp::start(Script::default()).await;
-    let relay = SmtpRelay::new(config(server.port, TlsMode::StarttlsIfAvailable));
+    let server = FakeSmtp::start(Script::default());
+    let relay = SmtpRelay::new(config(server.port(), TlsMode::StarttlsIfAvailable));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
@@ -312,7 +317,7 @@ async fn starttls_if_available_goes_on_in_plain_text_without_it() {
 
 #[tokio::test]
 async fn an_address_lettre_refuses_is_permanent_for_that_recipient_only() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     // Valid for our envelope rules (no SMTP syntax can be injected), refused by lettre
     // (a local part over RFC 5321's 64 octets).
     let long = "a".repeat(65);
@@ -334,11 +339,8 @@ async fn an_address_lettre_refuses_is_permanent_for_that_recipient_only() {
 
 #[tokio::test]
 async fn non_ascii_recipient_without_smtputf8_is_permanent() {
-    let script = Script {
-        extensions: vec!["8BITMIME"],
-        ..Script::default()
-    };
-    let (server, relay) = relay_for(script).await;
+    let script = Script::default().extensions(&["8BITMIME"]);
+    let (server, relay) = relay_for(script);
     let results = relay
         .send(
             None,
@@ -354,7 +356,7 @@ async fn non_ascii_recipient_without_smtputf8_is_permanent() {
 
 #[tokio::test]
 async fn non_ascii_recipient_with_smtputf8_is_sent_with_the_parameter() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     let results = relay
         .send(None, &[addr("jörg@example.com")], MESSAGE)
         .await
@@ -373,12 +375,9 @@ async fn non_ascii_recipient_with_smtputf8_is_sent_with_the_parameter() {
 
 #[tokio::test]
 async fn no_reply_to_the_data_is_a_timeout_and_the_session_is_dropped() {
-    let script = Script {
-        data_end: None,
-        ..Script::default()
-    };
-    let server = FakeSmtp::start(script).await;
-    let mut cfg = config(server.port, TlsMode::None);
+    let script = Script::default().no_data_end();
+    let server = FakeSmtp::start(script);
+    let mut cfg = config(server.port(), TlsMode::None);
     cfg.timeout = Duration::from_millis(300);
     let relay = SmtpRelay::new(cfg);
     let err = relay
@@ -406,7 +405,7 @@ async fn a_closed_port_is_a_connect_error() {
 
 #[tokio::test]
 async fn no_recipients_touches_nothing() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     assert!(relay.send(None, &[], MESSAGE).await.unwrap().is_empty());
     assert_eq!(server.log().connections, 0);
 }
@@ -431,20 +430,17 @@ fn send_is_send() {
     assert_send(relay.send(None, &rcpts, MESSAGE));
 }
 
-// --- TLS: real handshakes against a test CA (crate::testutil). ---
+// --- TLS: real handshakes against a test CA (crate::testkit::tls). ---
 
 /// A relay config for `tls` to `server`, trusting `ca` if given.
 fn tls_config(server: &FakeSmtp, tls: TlsMode, ca: Option<&TestCa>) -> RelayConfig {
-    let mut cfg = config(server.port, tls);
+    let mut cfg = config(server.port(), tls);
     cfg.ca_file = ca.map(|ca| ca.ca_pem.clone());
     cfg
 }
 
 fn starttls_script(ca: &TestCa) -> Script {
-    Script {
-        starttls: Some(ca.acceptor.clone()),
-        ..Script::default()
-    }
+    Script::default().starttls(ca.acceptor.clone())
 }
 
 /// The commands of one upgraded session: EHLO and STARTTLS in plain text, all else over TLS.
@@ -464,11 +460,8 @@ fn upgraded_session() -> Vec<(String, bool)> {
 #[tokio::test]
 async fn implicit_tls_with_the_ca_delivers_over_tls() {
     let ca = test_ca();
-    let script = Script {
-        implicit_tls: Some(ca.acceptor.clone()),
-        ..Script::default()
-    };
-    let server = FakeSmtp::start(script).await;
+    let script = Script::default().implicit_tls(ca.acceptor.clone());
+    let server = FakeSmtp::start(script);
     let relay = SmtpRelay::new(tls_config(&server, TlsMode::Tls, Some(&ca)));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
@@ -479,8 +472,8 @@ async fn implicit_tls_with_the_ca_delivers_over_tls() {
         Outcome::Delivered(reply(250, "2.0.0 queued as 1234"))
     );
     let log = server.log();
-    assert_eq!(log.data, vec![MESSAGE.to_vec()]);
-    assert_eq!(log.data_tls, [true]);
+    assert_eq!(log.data(), vec![MESSAGE.to_vec()]);
+    assert_eq!(log.data_tls(), [true]);
     assert!(log.commands_tls.iter().all(|&tls| tls), "{log:?}");
     assert_eq!(log.commands[0], "EHLO gw.test");
 }
@@ -488,11 +481,8 @@ async fn implicit_tls_with_the_ca_delivers_over_tls() {
 #[tokio::test]
 async fn implicit_tls_without_the_ca_fails_before_any_command() {
     let ca = test_ca();
-    let script = Script {
-        implicit_tls: Some(ca.acceptor.clone()),
-        ..Script::default()
-    };
-    let server = FakeSmtp::start(script).await;
+    let script = Script::default().implicit_tls(ca.acceptor.clone());
+    let server = FakeSmtp::start(script);
     // No ca_file: the system trust store does not know the test CA.
     let relay = SmtpRelay::new(tls_config(&server, TlsMode::Tls, None));
     let err = relay
@@ -505,13 +495,13 @@ async fn implicit_tls_without_the_ca_fails_before_any_command() {
     let log = server.log();
     assert_eq!(log.failed_handshakes, 1, "{log:?}");
     assert!(log.commands.is_empty(), "{log:?}");
-    assert!(log.data.is_empty());
+    assert!(log.data().is_empty());
 }
 
 #[tokio::test]
 async fn starttls_with_the_ca_upgrades_before_mail_from() {
     let ca = test_ca();
-    let server = FakeSmtp::start(starttls_script(&ca)).await;
+    let server = FakeSmtp::start(starttls_script(&ca));
     let relay = SmtpRelay::new(tls_config(&server, TlsMode::Starttls, Some(&ca)));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
@@ -523,14 +513,14 @@ async fn starttls_with_the_ca_upgrades_before_mail_from() {
     );
     assert_eq!(server.commands_tls(), upgraded_session());
     let log = server.log();
-    assert_eq!(log.data, vec![MESSAGE.to_vec()]);
-    assert_eq!(log.data_tls, [true]);
+    assert_eq!(log.data(), vec![MESSAGE.to_vec()]);
+    assert_eq!(log.data_tls(), [true]);
 }
 
 #[tokio::test]
 async fn starttls_if_available_upgrades_when_offered() {
     let ca = test_ca();
-    let server = FakeSmtp::start(starttls_script(&ca)).await;
+    let server = FakeSmtp::start(starttls_script(&ca));
     let relay = SmtpRelay::new(tls_config(&server, TlsMode::StarttlsIfAvailable, Some(&ca)));
     let results = relay
         .send(None, &[addr("a@example.com")], MESSAGE)
@@ -541,13 +531,13 @@ async fn starttls_if_available_upgrades_when_offered() {
         "{results:?}"
     );
     assert_eq!(server.commands_tls(), upgraded_session());
-    assert_eq!(server.log().data_tls, [true]);
+    assert_eq!(server.log().data_tls(), [true]);
 }
 
 #[tokio::test]
 async fn starttls_with_an_untrusted_certificate_sends_no_mail_from() {
     let ca = test_ca();
-    let server = FakeSmtp::start(starttls_script(&ca)).await;
+    let server = FakeSmtp::start(starttls_script(&ca));
     // No ca_file: the certificate offered after STARTTLS is not trusted.
     let relay = SmtpRelay::new(tls_config(&server, TlsMode::Starttls, None));
     let err = relay
@@ -559,7 +549,7 @@ async fn starttls_with_an_untrusted_certificate_sends_no_mail_from() {
     let log = server.log();
     assert_eq!(log.commands, ["EHLO gw.test", "STARTTLS"]);
     assert_eq!(log.failed_handshakes, 1, "{log:?}");
-    assert!(log.data.is_empty());
+    assert!(log.data().is_empty());
 }
 
 // --- The shared pool: a slot and a session only for one transaction. ---
@@ -573,11 +563,8 @@ async fn finishes<T>(what: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn two_concurrent_senders_with_one_connection_both_complete() {
-    let script = Script {
-        data_end_delay: Duration::from_millis(100),
-        ..Script::default()
-    };
-    let (server, relay) = relay_for(script).await;
+    let script = Script::default().data_end_delay(Duration::from_millis(100));
+    let (server, relay) = relay_for(script);
     let (a, b) = (relay.clone(), relay.clone());
     let (to_a, to_b) = ([addr("a@example.com")], [addr("b@example.com")]);
     let (ra, rb) = finishes(async {
@@ -587,14 +574,14 @@ async fn two_concurrent_senders_with_one_connection_both_complete() {
     assert!(matches!(ra.unwrap()[0].outcome, Outcome::Delivered(_)));
     assert!(matches!(rb.unwrap()[0].outcome, Outcome::Delivered(_)));
     let log = server.log();
-    assert_eq!(log.data.len(), 2);
+    assert_eq!(log.data().len(), 2);
     assert_eq!(log.connections, 1, "one session, taken in turn");
     assert_eq!(log.most_open, 1);
 }
 
 #[tokio::test]
 async fn a_sender_that_is_not_sending_holds_no_connection() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     // One account sends, then waits on its slow upstream server without closing anything.
     let waiting_account = relay.clone();
     waiting_account
@@ -606,14 +593,14 @@ async fn a_sender_that_is_not_sending_holds_no_connection() {
     finishes(other.send(None, &[addr("b@example.com")], MESSAGE))
         .await
         .unwrap();
-    assert_eq!(server.log().data.len(), 2);
+    assert_eq!(server.log().data().len(), 2);
     assert_eq!(server.log().connections, 1);
     drop(waiting_account);
 }
 
 #[tokio::test]
 async fn sessions_are_reused_across_senders_and_quit_at_close() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     for rcpt in ["a@example.com", "b@example.com", "c@example.com"] {
         let sender = relay.clone();
         sender.send(None, &[addr(rcpt)], MESSAGE).await.unwrap();
@@ -644,12 +631,9 @@ async fn sessions_are_reused_across_senders_and_quit_at_close() {
 
 #[tokio::test]
 async fn never_more_sessions_than_connections() {
-    let script = Script {
-        data_end_delay: Duration::from_millis(50),
-        ..Script::default()
-    };
-    let server = FakeSmtp::start(script).await;
-    let mut cfg = config(server.port, TlsMode::None);
+    let script = Script::default().data_end_delay(Duration::from_millis(50));
+    let server = FakeSmtp::start(script);
+    let mut cfg = config(server.port(), TlsMode::None);
     cfg.connections = 2;
     let relay = SmtpRelay::new(cfg);
     let sends = (0..6).map(|i| {
@@ -660,7 +644,7 @@ async fn never_more_sessions_than_connections() {
     let results = finishes(futures_join_all(sends)).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let log = server.log();
-    assert_eq!(log.data.len(), 6);
+    assert_eq!(log.data().len(), 6);
     assert!(
         log.most_open <= 2,
         "{} sessions open at once",
@@ -685,12 +669,9 @@ where
 
 #[tokio::test]
 async fn a_slow_reply_to_the_data_within_data_timeout_is_awaited() {
-    let script = Script {
-        data_end_delay: Duration::from_millis(700),
-        ..Script::default()
-    };
-    let server = FakeSmtp::start(script).await;
-    let mut cfg = config(server.port, TlsMode::None);
+    let script = Script::default().data_end_delay(Duration::from_millis(700));
+    let server = FakeSmtp::start(script);
+    let mut cfg = config(server.port(), TlsMode::None);
     // Every other reply must come within 100 ms; the one after the final dot may take long.
     cfg.timeout = Duration::from_millis(100);
     cfg.data_timeout = Duration::from_secs(30);
@@ -699,17 +680,14 @@ async fn a_slow_reply_to_the_data_within_data_timeout_is_awaited() {
         .await
         .unwrap();
     assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
-    assert_eq!(server.log().data.len(), 1);
+    assert_eq!(server.log().data().len(), 1);
 }
 
 #[tokio::test]
 async fn no_reply_to_the_data_past_data_timeout_names_the_end_of_data() {
-    let script = Script {
-        data_end: None,
-        ..Script::default()
-    };
-    let server = FakeSmtp::start(script).await;
-    let mut cfg = config(server.port, TlsMode::None);
+    let script = Script::default().no_data_end();
+    let server = FakeSmtp::start(script);
+    let mut cfg = config(server.port(), TlsMode::None);
     cfg.timeout = Duration::from_secs(60);
     cfg.data_timeout = Duration::from_millis(300);
     let err = finishes(SmtpRelay::new(cfg).send(None, &[addr("a@example.com")], MESSAGE))
@@ -733,7 +711,7 @@ async fn no_reply_to_the_data_past_data_timeout_names_the_end_of_data() {
 
 #[tokio::test]
 async fn a_bare_cr_in_a_header_does_not_become_a_line_break_on_the_wire() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     relay
         .send(
             None,
@@ -743,14 +721,14 @@ async fn a_bare_cr_in_a_header_does_not_become_a_line_break_on_the_wire() {
         .await
         .unwrap();
     assert_eq!(
-        server.log().data,
+        server.log().data(),
         vec![b"Subject: hi Bcc: evil@elsewhere.test\r\n\r\nbody\r\nmore\r\n".to_vec()]
     );
 }
 
 #[tokio::test]
 async fn a_prepared_message_without_headers_reaches_the_wire_as_body() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     let trace = b"Received: from pop.test by gw.test; Tue, 1 Dec 2026 08:00:00 +0000\r\n";
     let message = prepare(trace, b"Hello,\nfrom: me, not a header\n");
     relay
@@ -758,12 +736,12 @@ async fn a_prepared_message_without_headers_reaches_the_wire_as_body() {
         .await
         .unwrap();
     let want = [&trace[..], b"\r\nHello,\r\nfrom: me, not a header\r\n"].concat();
-    assert_eq!(server.log().data, vec![want]);
+    assert_eq!(server.log().data(), vec![want]);
 }
 
 #[tokio::test]
 async fn dots_at_chunk_boundaries_are_stuffed() {
-    let (server, relay) = relay_for(Script::default()).await;
+    let (server, relay) = relay_for(Script::default());
     let rcpt = [addr("a@example.com")];
     // The CRLF before a "." line split between two 64 KiB pieces, either way.
     for line in [65_535, 65_534] {
@@ -773,6 +751,6 @@ async fn dots_at_chunk_boundaries_are_stuffed() {
         relay.send(None, &rcpt, &message).await.unwrap();
         let mut want = message[..line].to_vec();
         want.extend_from_slice(b"\r\n..x\r\n..\r\nend\r\n");
-        assert_eq!(server.log().data.last(), Some(&want), "line of {line}");
+        assert_eq!(server.log().data().last(), Some(&want), "line of {line}");
     }
 }

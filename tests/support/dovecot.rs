@@ -59,7 +59,9 @@ impl Dovecot {
             fs::set_permissions(rp.join(dir), fs::Permissions::from_mode(0o755))
                 .expect("chmod a directory under the root");
         }
-        make_certificate(&rp);
+        // A self-signed, non-CA certificate, as administrators make: the tests trust it as
+        // `ca_file` (Dovecot::ca_file).
+        mailferry::testkit::tls::self_signed(&rp);
 
         let mut passwd = String::new();
         for (user, password) in users {
@@ -411,48 +413,4 @@ fn children_of(parent: u32) -> Vec<u32> {
                 == Some(parent)
         })
         .collect()
-}
-
-/// Makes `cert.pem`/`key.pem` in `dir`: a self-signed P-256 certificate for `localhost` and
-/// 127.0.0.1. It is not a CA (`CA:FALSE`) so that webpki accepts it as the server's own
-/// certificate when a client trusts it as an anchor.
-fn make_certificate(dir: &Path) {
-    let cnf = dir.join("openssl.cnf");
-    fs::write(
-        &cnf,
-        "[req]
-distinguished_name = dn
-x509_extensions = v3
-prompt = no
-[dn]
-CN = localhost
-[v3]
-basicConstraints = critical, CA:FALSE
-subjectAltName = DNS:localhost, IP:127.0.0.1
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectKeyIdentifier = hash
-",
-    )
-    .expect("write openssl.cnf");
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .arg("ec_paramgen_curve:prime256v1")
-        .args(["-nodes", "-days", "3650", "-config"])
-        .arg(&cnf)
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output()
-        .expect("run openssl (scripts/install-deps.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl req failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    fs::set_permissions(dir.join("cert.pem"), fs::Permissions::from_mode(0o644))
-        .expect("chmod the certificate");
-    fs::set_permissions(dir.join("key.pem"), fs::Permissions::from_mode(0o600))
-        .expect("chmod the key");
 }

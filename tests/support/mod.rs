@@ -2,8 +2,9 @@
 //!
 //! Every integration test includes it with `mod support;`; the demo includes it with
 //! `#[path = "../tests/support/mod.rs"] mod support;`. So it uses only the standard library,
-//! the crate's own dependencies and the dev-dependency `tempfile` (examples may use
-//! dev-dependencies too).
+//! the crate's own dependencies and the dev-dependencies: `tempfile`, and the crate itself
+//! with its `testkit` (the SMTP/POP3 fakes and test certificates of `src/testkit/`, shared
+//! with the unit tests). Examples may use dev-dependencies too.
 //!
 //! - [`Dovecot`]: a private Dovecot (POP3, POP3S, IMAP, IMAPS) with Maildir users.
 //! - [`SmtpSink`]: Postfix's `smtp-sink` recording every transaction it accepts.
@@ -15,13 +16,16 @@
 //! - [`sample_catchall_mail`] and [`message`]: realistic mail for a catch-all mailbox.
 //!
 //! The servers need root (Dovecot switches to the mail user, smtp-sink to `-u`) and the
-//! system user `mailferry-test`: `scripts/install-deps.sh` creates it.
+//! system user `mailferry-test`: `scripts/install-deps.sh` creates it. Every test that starts
+//! one begins with `if support::skip_e2e() { return; }` ([`skip_e2e`]): skipped with one
+//! message where they cannot run, compulsory under `scripts/test.sh` (`MAILFERRY_E2E=1`).
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
 mod config;
 mod dovecot;
+mod e2e;
 mod fault_proxy;
 mod mail;
 mod postfix;
@@ -30,6 +34,7 @@ mod tally;
 
 pub use config::{AccountYaml, CONFIG_FILE, GatewayConfig, Secret, write_private};
 pub use dovecot::Dovecot;
+pub use e2e::{E2E_VAR, skip_e2e};
 pub use fault_proxy::{Fault, FaultProxy};
 pub use mail::{
     SAMPLE_CATCHALL_USER, SAMPLE_DOMAIN, SAMPLE_POSTMASTER, message, sample_catchall_expected,

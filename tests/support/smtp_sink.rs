@@ -213,7 +213,9 @@ impl SmtpSink {
         parse_dump(&self.dump())
     }
 
-    /// Waits up to `timeout` until at least `n` transactions were accepted; returns them all.
+    /// Waits up to `timeout` until at least `n` transactions were accepted; returns them all
+    /// (fewer on a timeout: check how many).
+    #[must_use = "on a timeout it returns fewer than `n`: assert on what it returns"]
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Transaction> {
         let mut got = Vec::new();
         wait_until(timeout, || {

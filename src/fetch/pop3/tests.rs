@@ -4,188 +4,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
-
 use super::protocol::{DATA_LINE_MAX, STATUS_LINE_MAX, dot_stuff};
 use super::{Pop3Client, Pop3Error};
 use crate::config::{AccountConfig, Mode, Password, Protocol, Retention, TlsMode};
-use crate::testutil::test_ca;
+use crate::testkit::Split;
+use crate::testkit::pop3::{FakePop3, Step, send};
+use crate::testkit::tls::test_ca;
 
 const PASSWORD: &str = "s3cret";
-
-/// One step of the fake server's side of the conversation.
-enum Step {
-    /// Write these bytes (split as the run says).
-    Send(Vec<u8>),
-    /// Read one command line; it must be exactly this.
-    Expect(&'static str),
-    /// TLS handshake as the server; recorded as "[TLS]".
-    StartTls,
-    /// Close the connection at once.
-    Close,
-    /// Stop answering, keep the connection open until the client goes.
-    Hang,
-    /// Wait this long.
-    Sleep(Duration),
-    /// Write these bytes one at a time, this long apart (whatever the split); stop quietly
-    /// when the client has gone.
-    Trickle(Vec<u8>, Duration),
-}
-
-fn send(s: &str) -> Step {
-    Step::Send(s.as_bytes().to_vec())
-}
-
-/// How each `Send` is written.
-#[derive(Clone, Copy, Debug)]
-enum Split {
-    Whole,
-    /// One byte per write.
-    ByteByByte,
-    /// Two writes, the first of this many bytes.
-    At(usize),
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-struct Fake {
-    addr: SocketAddr,
-    /// Every line the client sent, in order, plus "[TLS]" where the handshake happened.
-    received: Arc<Mutex<Vec<String>>>,
-    task: JoinHandle<Result<(), String>>,
-}
-
-impl Fake {
-    async fn start(script: Vec<Step>, split: Split, tls: Option<TlsAcceptor>) -> Fake {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let log = received.clone();
-        let task = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
-            tcp.set_nodelay(true).unwrap();
-            serve(Box::new(tcp), script, split, tls, log).await
-        });
-        Fake {
-            addr,
-            received,
-            task,
-        }
-    }
-
-    fn received(&self) -> Vec<String> {
-        self.received.lock().unwrap().clone()
-    }
-
-    /// Waits for the server to finish its script and the client to hang up.
-    async fn finish(self) -> Vec<String> {
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("fake server did not finish")
-            .unwrap()
-            .unwrap();
-        self.received.lock().unwrap().clone()
-    }
-}
-
-async fn serve(
-    stream: Box<dyn Io>,
-    script: Vec<Step>,
-    split: Split,
-    tls: Option<TlsAcceptor>,
-    log: Arc<Mutex<Vec<String>>>,
-) -> Result<(), String> {
-    let mut io = BufReader::new(stream);
-    for step in script {
-        match step {
-            Step::Send(bytes) => write_split(io.get_mut(), &bytes, split).await?,
-            Step::Expect(want) => {
-                let line = read_line(&mut io).await?;
-                log.lock().unwrap().push(line.clone());
-                if line != want {
-                    return Err(format!("expected {want:?}, got {line:?}"));
-                }
-            }
-            Step::StartTls => {
-                if !io.buffer().is_empty() {
-                    return Err("client sent data before the handshake".into());
-                }
-                let acceptor = tls.clone().ok_or("no TLS acceptor")?;
-                let tls = acceptor
-                    .accept(io.into_inner())
-                    .await
-                    .map_err(|e| format!("server handshake: {e}"))?;
-                log.lock().unwrap().push("[TLS]".into());
-                io = BufReader::new(Box::new(tls));
-            }
-            Step::Close => return Ok(()),
-            Step::Hang => break,
-            Step::Sleep(pause) => tokio::time::sleep(pause).await,
-            Step::Trickle(bytes, every) => {
-                for b in bytes {
-                    let write = async {
-                        io.get_mut().write_all(&[b]).await?;
-                        io.get_mut().flush().await
-                    };
-                    if write.await.is_err() {
-                        return Ok(());
-                    }
-                    tokio::time::sleep(every).await;
-                }
-            }
-        }
-    }
-    // Record whatever else the client says until it hangs up.
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), read_line(&mut io)).await {
-            Ok(Ok(line)) => log.lock().unwrap().push(line),
-            Ok(Err(_)) => return Ok(()),
-            Err(_) => return Err("client neither spoke nor hung up".into()),
-        }
-    }
-}
-
-async fn read_line(io: &mut BufReader<Box<dyn Io>>) -> Result<String, String> {
-    let mut line = Vec::new();
-    let n = io
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| e.to_string())?;
-    if n == 0 {
-        return Err("client closed".into());
-    }
-    let line = String::from_utf8(line).map_err(|e| e.to_string())?;
-    Ok(line.trim_end_matches("\r\n").to_owned())
-}
-
-async fn write_split(io: &mut Box<dyn Io>, bytes: &[u8], split: Split) -> Result<(), String> {
-    let pause = || tokio::time::sleep(Duration::from_millis(1));
-    let result = async {
-        match split {
-            Split::Whole => io.write_all(bytes).await?,
-            Split::ByteByByte => {
-                for b in bytes {
-                    io.write_all(&[*b]).await?;
-                    io.flush().await?;
-                    pause().await;
-                }
-            }
-            Split::At(k) if k < bytes.len() => {
-                io.write_all(&bytes[..k]).await?;
-                io.flush().await?;
-                pause().await;
-                io.write_all(&bytes[k..]).await?;
-            }
-            Split::At(_) => io.write_all(bytes).await?,
-        }
-        io.flush().await
-    };
-    result.await.map_err(|e| e.to_string())
-}
 
 fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
     AccountConfig {
@@ -246,8 +72,8 @@ fn full_session_script() -> Vec<Step> {
 }
 
 async fn run_full_session(split: Split) {
-    let fake = Fake::start(full_session_script(), split, None).await;
-    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(full_session_script(), split, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap_or_else(|e| panic!("{split:?}: {e}"));
     assert!(!client.is_encrypted());
@@ -316,8 +142,8 @@ async fn server_closing_mid_retr_is_an_error_not_a_hang() {
         send("+OK\r\nSubject: x\r\n\r\nhalf a mes"),
         Step::Close,
     ]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut acct = account(fake.addr, TlsMode::None);
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = Duration::from_secs(30);
     let mut client = Pop3Client::connect(&acct).await.unwrap();
     let started = Instant::now();
@@ -343,8 +169,8 @@ async fn server_closing_at_a_dot_line_is_not_the_end() {
         send("+OK\r\nx\r\n..\r\n"),
         Step::Close,
     ]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
     let err = client.retr(1).await.unwrap_err();
@@ -360,8 +186,8 @@ async fn server_that_stops_answering_times_out() {
         send("+OK\r\npartial line\r\n"),
         Step::Hang,
     ]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut acct = account(fake.addr, TlsMode::None);
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = Duration::from_millis(300);
     let mut client = Pop3Client::connect(&acct).await.unwrap();
     let started = Instant::now();
@@ -379,8 +205,8 @@ async fn server_that_stops_answering_times_out() {
 
 #[tokio::test]
 async fn silent_server_times_out_at_the_greeting() {
-    let fake = Fake::start(vec![Step::Hang], Split::Whole, None).await;
-    let mut acct = account(fake.addr, TlsMode::None);
+    let fake = FakePop3::start(vec![Step::Hang], Split::Whole, None).await;
+    let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = Duration::from_millis(200);
     let err = Pop3Client::connect(&acct).await.unwrap_err();
     assert!(matches!(err, Pop3Error::Timeout(_)), "{err:?}");
@@ -395,8 +221,8 @@ async fn starttls_required_but_not_offered_sends_no_credentials() {
         send("+OK\r\nUSER\r\nUIDL\r\n.\r\n"),
         Step::Hang,
     ];
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let err = Pop3Client::connect(&account(fake.addr, TlsMode::Starttls))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let err = Pop3Client::connect(&account(fake.addr(), TlsMode::Starttls))
         .await
         .unwrap_err();
     assert!(matches!(err, Pop3Error::StlsNotOffered), "{err:?}");
@@ -411,8 +237,8 @@ async fn starttls_if_available_without_stls_refuses_plaintext_login() {
         send("+OK\r\nUSER\r\n.\r\n"),
         Step::Hang,
     ];
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let err = Pop3Client::connect(&account(fake.addr, TlsMode::StarttlsIfAvailable))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let err = Pop3Client::connect(&account(fake.addr(), TlsMode::StarttlsIfAvailable))
         .await
         .unwrap_err();
     assert!(matches!(err, Pop3Error::PlaintextRefused), "{err:?}");
@@ -430,8 +256,8 @@ async fn server_without_capa_is_asked_for_stls_and_still_refused_plaintext() {
         send("-ERR unknown command\r\n"),
         Step::Hang,
     ];
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let err = Pop3Client::connect(&account(fake.addr, TlsMode::StarttlsIfAvailable))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let err = Pop3Client::connect(&account(fake.addr(), TlsMode::StarttlsIfAvailable))
         .await
         .unwrap_err();
     assert!(matches!(err, Pop3Error::PlaintextRefused), "{err:?}");
@@ -442,8 +268,8 @@ async fn server_without_capa_is_asked_for_stls_and_still_refused_plaintext() {
 async fn server_without_capa_logs_in_with_user_pass_when_plaintext_allowed() {
     let mut script = login_steps("-ERR what?\r\n");
     script.extend([Step::Expect("QUIT"), send("+OK\r\n"), Step::Close]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
     assert!(client.capabilities().is_none());
@@ -463,8 +289,8 @@ async fn auth_failure_never_shows_the_password() {
         send("-ERR [AUTH] wrong password s3cret for alice\r\n"),
         Step::Hang,
     ];
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let err = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let err = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap_err();
     let Pop3Error::AuthFailed { text, temporary } = &err else {
@@ -489,8 +315,8 @@ async fn mailbox_in_use_is_a_temporary_auth_failure() {
         send("-ERR [IN-USE] mailbox locked by another session\r\n"),
         Step::Hang,
     ];
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let err = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let err = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap_err();
     assert!(
@@ -518,8 +344,8 @@ async fn auth_plain_when_user_is_not_offered() {
         send("+OK\r\n"),
         Step::Close,
     ];
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
     client.quit().await.unwrap();
@@ -538,8 +364,8 @@ async fn err_reply_leaves_the_session_usable() {
         send("-ERR some deleted messages not removed\r\n"),
         Step::Close,
     ]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
     let err = client.retr(9).await.unwrap_err();
@@ -567,8 +393,8 @@ async fn bad_uidl_lines_are_skipped_not_fatal() {
         send("+OK\r\n"),
         Step::Close,
     ]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
     assert_eq!(
@@ -592,8 +418,8 @@ async fn a_message_line_longer_than_a_listing_line_is_kept_whole() {
         send("+OK\r\n"),
         Step::Close,
     ]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
     let raw = client.retr(1).await.unwrap();
@@ -609,13 +435,13 @@ async fn a_message_line_longer_than_a_listing_line_is_kept_whole() {
 #[tokio::test]
 async fn overlong_status_line_fails_cleanly() {
     let greeting = format!("+OK {}", "x".repeat(STATUS_LINE_MAX + 10));
-    let fake = Fake::start(
+    let fake = FakePop3::start(
         vec![Step::Send(greeting.into_bytes()), Step::Hang],
         Split::Whole,
         None,
     )
     .await;
-    let err = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let err = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap_err();
     assert!(matches!(err, Pop3Error::LineTooLong { .. }), "{err:?}");
@@ -625,13 +451,13 @@ async fn overlong_status_line_fails_cleanly() {
 
 #[tokio::test]
 async fn malformed_status_line_is_a_protocol_error() {
-    let fake = Fake::start(
+    let fake = FakePop3::start(
         vec![send("* OK IMAP4rev1 ready\r\n"), Step::Hang],
         Split::Whole,
         None,
     )
     .await;
-    let err = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let err = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap_err();
     assert!(matches!(err, Pop3Error::Protocol(_)), "{err:?}");
@@ -640,8 +466,8 @@ async fn malformed_status_line_is_a_protocol_error() {
 
 #[tokio::test]
 async fn credential_with_crlf_is_refused_before_connecting() {
-    let fake = Fake::start(vec![send("+OK\r\n"), Step::Hang], Split::Whole, None).await;
-    let mut acct = account(fake.addr, TlsMode::None);
+    let fake = FakePop3::start(vec![send("+OK\r\n"), Step::Hang], Split::Whole, None).await;
+    let mut acct = account(fake.addr(), TlsMode::None);
     acct.password = Password::new("x\r\nDELE 1");
     let err = Pop3Client::connect(&acct).await.unwrap_err();
     assert!(
@@ -649,7 +475,7 @@ async fn credential_with_crlf_is_refused_before_connecting() {
         "{err:?}"
     );
     assert!(fake.received().is_empty());
-    fake.task.abort();
+    fake.abort();
 }
 
 #[tokio::test]
@@ -684,8 +510,8 @@ async fn pass_is_logged_as_stars() {
 
     let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
     script.extend([Step::Expect("QUIT"), send("+OK\r\n"), Step::Close]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
     client.quit().await.unwrap();
@@ -697,7 +523,7 @@ async fn pass_is_logged_as_stars() {
     assert!(!logs.contains(PASSWORD), "{logs}");
 }
 
-// --- TLS: a real handshake against a test CA (crate::testutil). ---
+// --- TLS: a real handshake against a test CA (crate::testkit::tls). ---
 
 #[tokio::test]
 async fn stls_upgrades_before_login_and_recapas() {
@@ -719,8 +545,8 @@ async fn stls_upgrades_before_login_and_recapas() {
         send("+OK\r\n"),
         Step::Close,
     ];
-    let fake = Fake::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
-    let mut acct = account(fake.addr, TlsMode::StarttlsIfAvailable);
+    let fake = FakePop3::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
+    let mut acct = account(fake.addr(), TlsMode::StarttlsIfAvailable);
     acct.ca_file = Some(ca.ca_pem.clone());
     let client = Pop3Client::connect(&acct).await.unwrap();
     assert!(client.is_encrypted());
@@ -750,8 +576,8 @@ async fn implicit_tls() {
     let mut script = vec![Step::StartTls];
     script.extend(login_steps("+OK\r\nUSER\r\n.\r\n"));
     script.extend([Step::Expect("QUIT"), send("+OK\r\n"), Step::Close]);
-    let fake = Fake::start(script, Split::ByteByByte, Some(ca.acceptor.clone())).await;
-    let mut acct = account(fake.addr, TlsMode::Tls);
+    let fake = FakePop3::start(script, Split::ByteByByte, Some(ca.acceptor.clone())).await;
+    let mut acct = account(fake.addr(), TlsMode::Tls);
     acct.ca_file = Some(ca.ca_pem.clone());
     let client = Pop3Client::connect(&acct).await.unwrap();
     assert!(client.is_encrypted());
@@ -770,18 +596,17 @@ async fn untrusted_certificate_fails_and_sends_no_credentials() {
         send("+OK\r\n"),
         Step::StartTls,
     ];
-    let fake = Fake::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
+    let fake = FakePop3::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
     // No ca_file: the system store does not know the test CA.
-    let err = Pop3Client::connect(&account(fake.addr, TlsMode::Starttls))
+    let err = Pop3Client::connect(&account(fake.addr(), TlsMode::Starttls))
         .await
         .unwrap_err();
     assert!(matches!(err, Pop3Error::Tls(_)), "{err:?}");
-    let server = tokio::time::timeout(Duration::from_secs(10), fake.task)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(server.is_err(), "the server handshake must fail too");
-    let received = fake.received.lock().unwrap().clone();
+    let received = fake.received();
+    assert!(
+        fake.outcome().await.is_err(),
+        "the server handshake must fail too"
+    );
     assert_eq!(received, ["CAPA", "STLS"]);
 }
 
@@ -796,8 +621,8 @@ async fn data_injected_after_stls_reply_is_refused() {
         send("+OK Begin TLS\r\n+OK injected\r\n"),
         Step::Hang,
     ];
-    let fake = Fake::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
-    let mut acct = account(fake.addr, TlsMode::Starttls);
+    let fake = FakePop3::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
+    let mut acct = account(fake.addr(), TlsMode::Starttls);
     acct.ca_file = Some(ca.ca_pem.clone());
     let err = Pop3Client::connect(&acct).await.unwrap_err();
     assert!(matches!(err, Pop3Error::Protocol(_)), "{err:?}");
@@ -822,8 +647,8 @@ async fn server_with_bare_lf_line_ends() {
         send("+OK\n"),
         Step::Close,
     ];
-    let fake = Fake::start(script, Split::ByteByByte, None).await;
-    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::ByteByByte, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
     assert_eq!(
@@ -865,8 +690,8 @@ async fn a_server_trickling_bytes_under_the_read_timeout_fails_at_the_deadline()
         // One byte every timeout/2: no read ever times out, and 100 bytes take 20 s.
         Step::Trickle(vec![b'x'; 100], timeout / 2),
     ]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut acct = account(fake.addr, TlsMode::None);
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = timeout;
     let mut client = Pop3Client::connect(&acct).await.unwrap();
     client.list().await.unwrap();
@@ -895,8 +720,8 @@ async fn a_trickling_server_is_cut_without_a_list_size_too() {
         send("+OK\r\nSubject: x\r\n\r\n"),
         Step::Trickle(vec![b'x'; 100], timeout / 2),
     ]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut acct = account(fake.addr, TlsMode::None);
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = timeout;
     let mut client = Pop3Client::connect(&acct).await.unwrap();
     let err = finishes(client.retr(1)).await.unwrap_err();
@@ -922,8 +747,8 @@ async fn a_big_message_on_a_slow_steady_link_is_not_cut() {
         script.push(Step::Sleep(Duration::from_millis(300)));
     }
     script.push(send(".\r\n"));
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut acct = account(fake.addr, TlsMode::None);
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = timeout;
     let mut client = Pop3Client::connect(&acct).await.unwrap();
     client.list().await.unwrap();
@@ -939,8 +764,8 @@ async fn retr_within_keeps_to_the_deadline_given() {
         send("+OK\r\n"),
         Step::Trickle(vec![b'x'; 100], Duration::from_millis(100)),
     ]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -972,8 +797,8 @@ async fn a_message_list_announces_larger_than_the_cap_is_not_retrieved() {
         send("+OK\r\n"),
         Step::Close,
     ]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
     client.set_max_message_size(4096);
@@ -1030,8 +855,8 @@ async fn a_message_larger_than_list_said_is_dropped_at_the_cap_and_the_session_g
         send("+OK\r\n"),
         Step::Close,
     ]);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut client = Pop3Client::connect(&account(fake.addr, TlsMode::None))
+    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
     client.set_max_message_size(2048);

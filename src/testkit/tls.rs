@@ -1,4 +1,7 @@
-//! Helpers shared by the tests of several modules: a throw-away CA for real TLS handshakes.
+//! Test certificates for real TLS handshakes, made with the openssl CLI (installed by
+//! scripts/install-deps.sh): a throw-away CA with a server certificate it signed
+//! ([`test_ca`]), and a self-signed server certificate ([`self_signed`]) such as an
+//! administrator makes, trusted as its own anchor.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,12 +13,12 @@ use tokio_rustls::rustls::{self, ServerConfig};
 
 /// A test CA made with the openssl CLI (in a temporary directory, removed on drop), and a
 /// server-side acceptor presenting a certificate it signed for localhost and 127.0.0.1.
-pub(crate) struct TestCa {
+pub struct TestCa {
     _dir: tempfile::TempDir,
     /// The CA certificate (PEM): what a client needs as `ca_file` to trust the acceptor.
-    pub(crate) ca_pem: PathBuf,
+    pub ca_pem: PathBuf,
     /// Server-side TLS with the certificate signed by the CA.
-    pub(crate) acceptor: TlsAcceptor,
+    pub acceptor: TlsAcceptor,
 }
 
 /// Runs the openssl CLI in `dir`; panics if it fails.
@@ -33,7 +36,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA, and a server certificate it signed for localhost and 127.0.0.1.
-pub(crate) fn test_ca() -> TestCa {
+pub fn test_ca() -> TestCa {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     let ec = [
@@ -120,4 +123,54 @@ pub(crate) fn test_ca() -> TestCa {
         _dir: dir,
         acceptor: TlsAcceptor::from(Arc::new(config)),
     }
+}
+
+/// Makes `cert.pem` (mode 0644) and `key.pem` (mode 0600) in `dir`: a self-signed P-256
+/// certificate for `localhost` and 127.0.0.1, valid ten years. It is not a CA (`CA:FALSE`)
+/// so that webpki accepts it as the server's own certificate when a client trusts it as an
+/// anchor (`ca_file`). Panics if openssl fails.
+pub fn self_signed(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+
+    std::fs::write(
+        dir.join("openssl.cnf"),
+        "[req]
+distinguished_name = dn
+x509_extensions = v3
+prompt = no
+[dn]
+CN = localhost
+[v3]
+basicConstraints = critical, CA:FALSE
+subjectAltName = DNS:localhost, IP:127.0.0.1
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+",
+    )
+    .expect("write openssl.cnf");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "3650",
+            "-config",
+            "openssl.cnf",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ],
+    );
+    std::fs::set_permissions(dir.join("cert.pem"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod the certificate");
+    std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod the key");
 }

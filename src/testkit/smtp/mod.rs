@@ -1,0 +1,547 @@
+//! A scripted fake ESMTP server: answers each command from a [`Script`] (changeable while it
+//! runs, e.g. between two passes) and records every command and every transaction: the data
+//! exactly as it came over the wire (still dot-stuffed) and the message it stands for.
+//! It can speak implicit TLS or offer STARTTLS (with an acceptor from [`super::tls`]).
+//!
+//! It runs on a thread and runtime of its own, so the same fake serves `#[tokio::test]`s and
+//! plain `#[test]`s that run the mailferry binary; it stops when dropped.
+//!
+//! ```ignore
+//! let smtp = FakeSmtp::start(Script::default().rcpt("b@example.com", "450 4.2.1 busy"));
+//! // ... relay a message to a@ and b@ through port smtp.port() ...
+//! smtp.change(|s| s.rcpt("b@example.com", "250 2.1.5 ok"));
+//! let seen = smtp.take();
+//! assert_eq!(seen.rcpts_tried(), ["a@example.com", "b@example.com"]);
+//! ```
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
+
+mod record;
+
+pub use record::{Log, Tx};
+
+use super::{Split, write_split};
+
+/// How the server answers. Replies are whole reply lines, code first (`"550 5.1.1 no"`);
+/// several lines are joined by CRLF. Addresses are matched without regard to case.
+#[derive(Clone)]
+pub struct Script {
+    greeting: String,
+    extensions: Vec<String>,
+    mail: String,
+    mail_for: HashMap<String, String>,
+    rcpt: HashMap<String, String>,
+    data: String,
+    data_end: Option<String>,
+    data_end_for: HashMap<String, String>,
+    data_end_delay: Duration,
+    drop_after_data: usize,
+    close_after_data: bool,
+    split: Split,
+    implicit_tls: Option<TlsAcceptor>,
+    starttls: Option<TlsAcceptor>,
+}
+
+impl Default for Script {
+    /// Accepts everything: 8BITMIME and SMTPUTF8, every sender and recipient, every message.
+    fn default() -> Script {
+        Script {
+            greeting: "220 fake.test ESMTP".to_owned(),
+            extensions: vec!["8BITMIME".to_owned(), "SMTPUTF8".to_owned()],
+            mail: "250 2.1.0 ok".to_owned(),
+            mail_for: HashMap::new(),
+            rcpt: HashMap::new(),
+            data: "354 go ahead".to_owned(),
+            data_end: Some("250 2.0.0 queued as 1234".to_owned()),
+            data_end_for: HashMap::new(),
+            data_end_delay: Duration::ZERO,
+            drop_after_data: 0,
+            close_after_data: false,
+            split: Split::Whole,
+            implicit_tls: None,
+            starttls: None,
+        }
+    }
+}
+
+impl Script {
+    /// The EHLO keywords after the greeting line (default `8BITMIME`, `SMTPUTF8`).
+    pub fn extensions(mut self, keywords: &[&str]) -> Script {
+        self.extensions = keywords.iter().map(|k| k.to_string()).collect();
+        self
+    }
+
+    /// The reply to every MAIL FROM without a reply of its own (default 250).
+    pub fn mail(mut self, reply: &str) -> Script {
+        self.mail = reply.to_owned();
+        self
+    }
+
+    /// The reply to MAIL FROM:<sender>.
+    pub fn mail_for(mut self, sender: &str, reply: &str) -> Script {
+        self.mail_for
+            .insert(sender.to_lowercase(), reply.to_owned());
+        self
+    }
+
+    /// The reply to RCPT TO:<address> (others get `250 2.1.5 ok`).
+    pub fn rcpt(mut self, address: &str, reply: &str) -> Script {
+        self.rcpt.insert(address.to_lowercase(), reply.to_owned());
+        self
+    }
+
+    /// The reply to DATA (default `354 go ahead`); one that is not 3xx ends the transaction.
+    pub fn data(mut self, reply: &str) -> Script {
+        self.data = reply.to_owned();
+        self
+    }
+
+    /// The reply after the final dot (default `250 2.0.0 queued as 1234`).
+    pub fn data_end(mut self, reply: &str) -> Script {
+        self.data_end = Some(reply.to_owned());
+        self
+    }
+
+    /// Never answer the final dot: hold the connection until the client goes away.
+    pub fn no_data_end(mut self) -> Script {
+        self.data_end = None;
+        self
+    }
+
+    /// The reply after the final dot of a transaction with this recipient among those
+    /// accepted (the first such recipient's reply counts).
+    pub fn data_end_for(mut self, rcpt: &str, reply: &str) -> Script {
+        self.data_end_for
+            .insert(rcpt.to_lowercase(), reply.to_owned());
+        self
+    }
+
+    /// Wait this long before the reply after the final dot.
+    pub fn data_end_delay(mut self, delay: Duration) -> Script {
+        self.data_end_delay = delay;
+        self
+    }
+
+    /// For the next `n` ends of DATA, drop the connection instead of replying.
+    pub fn drop_after_data(mut self, n: usize) -> Script {
+        self.drop_after_data = n;
+        self
+    }
+
+    /// Close the connection after answering the final dot.
+    pub fn close_after_data(mut self) -> Script {
+        self.close_after_data = true;
+        self
+    }
+
+    /// Write every reply as `split` says.
+    pub fn split(mut self, split: Split) -> Script {
+        self.split = split;
+        self
+    }
+
+    /// Implicit TLS: the handshake comes first, then the greeting.
+    pub fn implicit_tls(mut self, acceptor: TlsAcceptor) -> Script {
+        self.implicit_tls = Some(acceptor);
+        self
+    }
+
+    /// Offer STARTTLS (on a plain connection) and upgrade with this acceptor.
+    pub fn starttls(mut self, acceptor: TlsAcceptor) -> Script {
+        self.starttls = Some(acceptor);
+        self
+    }
+}
+
+/// The script and the log, shared by the server's sessions and the test.
+struct Shared {
+    script: Mutex<Script>,
+    log: Mutex<Log>,
+}
+
+/// A running fake SMTP server on 127.0.0.1; stops when dropped.
+pub struct FakeSmtp {
+    port: u16,
+    shared: Arc<Shared>,
+    /// Dropping it ends the server's thread (and every session with it).
+    _stop: oneshot::Sender<()>,
+}
+
+impl FakeSmtp {
+    /// Starts a server following `script` on its own thread; callable with or without a
+    /// tokio runtime.
+    pub fn start(script: Script) -> FakeSmtp {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let port = listener.local_addr().expect("local_addr").port();
+        let shared = Arc::new(Shared {
+            script: Mutex::new(script),
+            log: Mutex::new(Log::default()),
+        });
+        let (stop, stopped) = oneshot::channel();
+        let server = serve(listener, Arc::clone(&shared), stopped);
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the fake SMTP server")
+                .block_on(server);
+        });
+        FakeSmtp {
+            port,
+            shared,
+            _stop: stop,
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Changes the script from the next command on: `smtp.change(|s| s.mail("451 later"))`.
+    pub fn change(&self, edit: impl FnOnce(Script) -> Script) {
+        let mut script = lock(&self.shared.script);
+        *script = edit(script.clone());
+    }
+
+    /// What it saw so far.
+    pub fn log(&self) -> MutexGuard<'_, Log> {
+        lock(&self.shared.log)
+    }
+
+    /// What it saw since the last call (and forgets it).
+    pub fn take(&self) -> Log {
+        std::mem::take(&mut *self.log())
+    }
+
+    /// The command lines received, in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.log().commands.clone()
+    }
+
+    /// The command lines received, each with whether it came over TLS.
+    pub fn commands_tls(&self) -> Vec<(String, bool)> {
+        let log = self.log();
+        let tls = log.commands_tls.iter().copied();
+        log.commands.iter().cloned().zip(tls).collect()
+    }
+
+    /// Waits (up to 2 s) until `n` connections have ended; panics if they do not.
+    pub async fn wait_closed(&self, n: usize) {
+        for _ in 0..200 {
+            if self.log().closed >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "only {} connections closed, expected {n}",
+            self.log().closed
+        );
+    }
+}
+
+/// A poisoned lock only means another session panicked: the data is still what it saw.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Accepts connections until `stopped`, a session each.
+async fn serve(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    stopped: oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    let accept = async {
+        while let Ok((stream, _)) = listener.accept().await {
+            {
+                let mut log = lock(&shared.log);
+                log.connections += 1;
+                // saturating: `take` may have reset the counts while a session was open.
+                let open = log.connections.saturating_sub(log.closed);
+                log.most_open = log.most_open.max(open);
+            }
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                // A client going away mid-session is not the fake's problem.
+                let _ = session(stream, &shared).await;
+                lock(&shared.log).closed += 1;
+            });
+        }
+    };
+    tokio::select! {
+        _ = accept => {}
+        _ = stopped => {}
+    }
+}
+
+/// Any stream the dialogue can run over: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+/// How a dialogue ended.
+enum Next {
+    /// The connection is over.
+    Done,
+    /// "STARTTLS" was answered with 220: upgrade this stream, then go on.
+    StartTls(Box<dyn Stream>),
+}
+
+async fn session(tcp: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let (implicit, starttls) = {
+        let script = lock(&shared.script);
+        (script.implicit_tls.clone(), script.starttls.clone())
+    };
+    let mut stream: Box<dyn Stream> = match &implicit {
+        Some(acceptor) => Box::new(handshake(acceptor, tcp, shared).await?),
+        None => Box::new(tcp),
+    };
+    let mut tls = implicit.is_some();
+    let mut greet = true;
+    loop {
+        match dialogue(stream, greet, tls, shared).await? {
+            Next::Done => return Ok(()),
+            Next::StartTls(plain) => {
+                let Some(acceptor) = &starttls else {
+                    unreachable!("STARTTLS is accepted only when offered");
+                };
+                stream = Box::new(handshake(acceptor, plain, shared).await?);
+                (tls, greet) = (true, false);
+            }
+        }
+    }
+}
+
+async fn handshake<S: Stream>(
+    acceptor: &TlsAcceptor,
+    stream: S,
+    shared: &Shared,
+) -> std::io::Result<tokio_rustls::server::TlsStream<S>> {
+    let result = acceptor.accept(stream).await;
+    if result.is_err() {
+        lock(&shared.log).failed_handshakes += 1;
+    }
+    result
+}
+
+/// The transaction under way: after an accepted MAIL FROM.
+struct Open {
+    mail_from: String,
+    rcpts: Vec<String>,
+}
+
+/// The SMTP dialogue over one stream, until the connection ends or is upgraded.
+async fn dialogue(
+    stream: Box<dyn Stream>,
+    greet: bool,
+    tls: bool,
+    shared: &Shared,
+) -> std::io::Result<Next> {
+    let mut io = BufReader::new(stream);
+    let split = lock(&shared.script).split;
+    let script = || lock(&shared.script);
+    if greet {
+        let greeting = script().greeting.clone();
+        send(&mut io, &greeting, split).await?;
+    }
+    let mut open: Option<Open> = None;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if io.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(Next::Done);
+        }
+        let command = String::from_utf8_lossy(&line)
+            .trim_end_matches(['\r', '\n'])
+            .to_owned();
+        {
+            let mut log = lock(&shared.log);
+            log.commands.push(command.clone());
+            log.commands_tls.push(tls);
+        }
+        let verb = command
+            .split([' ', ':'])
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let offer_starttls = script().starttls.is_some() && !tls;
+        let reply: String = match verb.as_str() {
+            "EHLO" => {
+                let mut lines = vec!["fake.test".to_owned()];
+                lines.extend(script().extensions.iter().cloned());
+                if offer_starttls {
+                    lines.push("STARTTLS".to_owned());
+                }
+                let last = lines.len() - 1;
+                lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| format!("250{}{l}", if i == last { ' ' } else { '-' }))
+                    .collect::<Vec<_>>()
+                    .join("\r\n")
+            }
+            "HELO" => "250 fake.test".to_owned(),
+            "STARTTLS" if offer_starttls => {
+                send(&mut io, "220 2.0.0 ready", split).await?;
+                // Anything the client sent after STARTTLS in plain text would be an injection.
+                if !io.buffer().is_empty() {
+                    return Err(std::io::Error::other("plain text after STARTTLS"));
+                }
+                return Ok(Next::StartTls(io.into_inner()));
+            }
+            "MAIL" => {
+                let sender = angle_addr(command.get("MAIL FROM:".len()..).unwrap_or(""));
+                let reply = {
+                    let script = script();
+                    let own = script.mail_for.get(&sender.to_lowercase());
+                    own.unwrap_or(&script.mail).clone()
+                };
+                open = reply.starts_with('2').then(|| Open {
+                    mail_from: sender,
+                    rcpts: Vec::new(),
+                });
+                reply
+            }
+            "RCPT" => match open.as_mut() {
+                None => "503 5.5.1 need MAIL first".to_owned(),
+                Some(open) => {
+                    let address = angle_addr(command.get("RCPT TO:".len()..).unwrap_or(""));
+                    let address = address.to_lowercase();
+                    let reply = script().rcpt.get(&address).cloned();
+                    let reply = reply.unwrap_or_else(|| "250 2.1.5 ok".to_owned());
+                    if reply.starts_with('2') {
+                        open.rcpts.push(address);
+                    }
+                    reply
+                }
+            },
+            "DATA" => {
+                let Some(tx) = open.take().filter(|t| !t.rcpts.is_empty()) else {
+                    send(&mut io, "503 5.5.1 no valid recipients", split).await?;
+                    continue;
+                };
+                let go_ahead = script().data.clone();
+                send(&mut io, &go_ahead, split).await?;
+                if !go_ahead.starts_with('3') {
+                    continue;
+                }
+                match data(&mut io, tx, tls, shared).await? {
+                    Some(()) => continue,
+                    None => return Ok(Next::Done),
+                }
+            }
+            "RSET" => {
+                open = None;
+                "250 2.0.0 ok".to_owned()
+            }
+            "NOOP" => "250 2.0.0 ok".to_owned(),
+            "QUIT" => {
+                send(&mut io, "221 2.0.0 bye", split).await?;
+                return Ok(Next::Done);
+            }
+            _ => "500 5.5.2 unknown command".to_owned(),
+        };
+        send(&mut io, &reply, split).await?;
+    }
+}
+
+/// Reads the data after a 354 and answers the final dot as the script says. `None`: the
+/// connection is over (the client left, or the script dropped or closed it).
+async fn data(
+    io: &mut BufReader<Box<dyn Stream>>,
+    tx: Open,
+    tls: bool,
+    shared: &Shared,
+) -> std::io::Result<Option<()>> {
+    let mut received = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if io.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(None);
+        }
+        if line == b".\r\n" {
+            break;
+        }
+        received.extend_from_slice(&line);
+    }
+    let (end, delay, close, split) = {
+        let mut script = lock(&shared.script);
+        let own = tx.rcpts.iter().find_map(|r| script.data_end_for.get(r));
+        let end = if script.drop_after_data > 0 {
+            script.drop_after_data -= 1;
+            End::Drop
+        } else if let Some(reply) = own.or(script.data_end.as_ref()) {
+            End::Reply(reply.clone())
+        } else {
+            End::Hold
+        };
+        let s = &*script;
+        (end, s.data_end_delay, s.close_after_data, s.split)
+    };
+    let reply = match &end {
+        End::Reply(reply) => Some(reply.clone()),
+        End::Drop | End::Hold => None,
+    };
+    lock(&shared.log).transactions.push(Tx {
+        mail_from: tx.mail_from,
+        rcpts: tx.rcpts,
+        data: received,
+        tls,
+        reply,
+    });
+    match end {
+        // The client cannot learn whether the message was queued.
+        End::Drop => Ok(None),
+        End::Hold => {
+            while io.read_until(b'\n', &mut line).await? > 0 {}
+            Ok(None)
+        }
+        End::Reply(reply) => {
+            tokio::time::sleep(delay).await;
+            send(io, &reply, split).await?;
+            Ok((!close).then_some(()))
+        }
+    }
+}
+
+/// What the fake does at the final dot.
+enum End {
+    /// Answer this.
+    Reply(String),
+    /// Close the connection without a word.
+    Drop,
+    /// Never answer; hold the connection until the client goes away.
+    Hold,
+}
+
+/// The address inside the first `<...>` of an SMTP path argument (`<>` gives "").
+fn angle_addr(arg: &str) -> String {
+    let arg = arg.trim();
+    match (arg.find('<'), arg.find('>')) {
+        (Some(open), Some(close)) if open < close => arg[open + 1..close].to_owned(),
+        _ => arg.split_whitespace().next().unwrap_or("").to_owned(),
+    }
+}
+
+/// Writes one reply (lines joined by CRLF) with its final CRLF, as `split` says.
+async fn send<S: AsyncWrite + Unpin + ?Sized>(
+    io: &mut S,
+    reply: &str,
+    split: Split,
+) -> std::io::Result<()> {
+    write_split(io, format!("{reply}\r\n").as_bytes(), split).await
+}
