@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{
-    AccountYaml, Dovecot, GatewayConfig, Mailferry, Secret, SmtpSink, free_port, message,
-    poll_once, run_mailferry,
+    AccountYaml, Dovecot, Fault, FaultProxy, GatewayConfig, Mailferry, Secret, SmtpSink, free_port,
+    message, poll_once, run_mailferry,
 };
 
 const USER: &str = "catchall@example.com";
@@ -35,7 +35,7 @@ fn numbered(i: usize) -> Vec<u8> {
 fn config(
     dir: &Path,
     state_dir: &Path,
-    dovecot: &Dovecot,
+    pop3_port: u16,
     sink: &SmtpSink,
     metrics: Option<u16>,
     extra: &[&str],
@@ -51,7 +51,7 @@ fn config(
     gateway
         .account(AccountYaml {
             name: "test-account".into(),
-            port: dovecot.pop3_port(),
+            port: pop3_port,
             username: USER.into(),
             password: Secret::Inline(PASS.into()),
             extra_lines: lines,
@@ -111,7 +111,14 @@ fn a_second_process_on_the_same_state_dir_refuses_to_start_naming_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     // Different metrics ports: the second must fail on the lock, not on the port.
-    let first_cfg = config(dir.path(), &state, &dovecot, &sink, Some(free_port()), &[]);
+    let first_cfg = config(
+        dir.path(),
+        &state,
+        dovecot.pop3_port(),
+        &sink,
+        Some(free_port()),
+        &[],
+    );
     let first = Mailferry::spawn(&["run", "--config", &first_cfg]);
     assert!(
         wait_until(Duration::from_secs(20), || state.join("lock").exists()),
@@ -121,7 +128,14 @@ fn a_second_process_on_the_same_state_dir_refuses_to_start_naming_the_first() {
 
     let second_dir = dir.path().join("second");
     std::fs::create_dir_all(&second_dir).unwrap();
-    let second_cfg = config(&second_dir, &state, &dovecot, &sink, Some(free_port()), &[]);
+    let second_cfg = config(
+        &second_dir,
+        &state,
+        dovecot.pop3_port(),
+        &sink,
+        Some(free_port()),
+        &[],
+    );
     for command in ["run", "poll-once"] {
         let started = Instant::now();
         let out = support::run_mailferry_timeout(
@@ -152,7 +166,14 @@ fn a_full_disk_under_the_state_store_sends_nothing_twice() {
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let state = Tmpfs::mount(&dir.path().join("state"), "4m");
-    let cfg = config(dir.path(), &state.path, &dovecot, &sink, None, &[]);
+    let cfg = config(
+        dir.path(),
+        &state.path,
+        dovecot.pop3_port(),
+        &sink,
+        None,
+        &[],
+    );
     for i in 0..3 {
         dovecot.deliver(USER, &numbered(i));
     }
@@ -192,7 +213,14 @@ fn the_daemon_stops_delivering_while_its_store_cannot_write_and_readyz_says_so()
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let metrics = free_port();
-    let cfg = config(dir.path(), &state, &dovecot, &sink, Some(metrics), &[]);
+    let cfg = config(
+        dir.path(),
+        &state,
+        dovecot.pop3_port(),
+        &sink,
+        Some(metrics),
+        &[],
+    );
     dovecot.deliver(USER, &numbered(0));
     let daemon = Mailferry::spawn(&["run", "--config", &cfg]);
     assert_eq!(sink.wait_for(1, Duration::from_secs(30)).len(), 1);
@@ -254,7 +282,7 @@ fn a_state_file_deleted_under_the_daemon_stops_it() {
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let cfg = config(dir.path(), &state, &dovecot, &sink, None, &[]);
+    let cfg = config(dir.path(), &state, dovecot.pop3_port(), &sink, None, &[]);
     dovecot.deliver(USER, &numbered(0));
     let mut daemon = Mailferry::spawn(&["run", "--config", &cfg]);
     assert_eq!(sink.wait_for(1, Duration::from_secs(30)).len(), 1);
@@ -290,7 +318,7 @@ fn a_kept_mailbox_the_store_has_never_seen_waits_for_a_stated_choice() {
     let cfg = config(
         dir.path(),
         &state,
-        &dovecot,
+        dovecot.pop3_port(),
         &sink,
         None,
         &["retention: keep"],
@@ -312,7 +340,7 @@ fn a_kept_mailbox_the_store_has_never_seen_waits_for_a_stated_choice() {
     let cfg = config(
         dir.path(),
         &state,
-        &dovecot,
+        dovecot.pop3_port(),
         &sink,
         None,
         &["retention: keep", "initial: skip_existing"],
@@ -330,7 +358,7 @@ fn a_kept_mailbox_the_store_has_never_seen_waits_for_a_stated_choice() {
     let cfg = config(
         dir.path(),
         &fresh,
-        &dovecot,
+        dovecot.pop3_port(),
         &sink,
         None,
         &["retention: keep", "initial: deliver_all"],
@@ -350,13 +378,16 @@ fn an_unreadable_message_is_quarantined_and_the_rest_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     dovecot.deliver(USER, &numbered(0));
-    // One line of 2 MiB: more than the POP3 client reads as one line.
+    // A message whose download breaks every connection it is tried on.
     let mut huge = numbered(1);
     huge.extend(std::iter::repeat_n(b'x', 2 * 1024 * 1024));
     huge.extend_from_slice(b"\n");
     dovecot.deliver(USER, &huge);
     dovecot.deliver(USER, &numbered(2));
-    let cfg = config(dir.path(), &state, &dovecot, &sink, None, &[]);
+    let proxy = FaultProxy::start(dovecot.pop3_port(), |_| Fault::DropLargeRetr {
+        bytes: 1024 * 1024,
+    });
+    let cfg = config(dir.path(), &state, proxy.port(), &sink, None, &[]);
 
     // Attempt 1 of 2: the others are delivered; the pass reports a failure.
     assert_eq!(poll_once(&cfg).status.code(), Some(1));
@@ -491,7 +522,7 @@ fn deletions_are_committed_every_expunge_every_messages() {
     let cfg = config(
         dir.path(),
         &state,
-        &dovecot,
+        dovecot.pop3_port(),
         &sink,
         None,
         &["expunge_every: 3"],

@@ -684,7 +684,25 @@ impl Checker<'_> {
         let mut names: Vec<(String, usize)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             match self.account(item, i, &mut names) {
-                Some(a) => accounts.push(a),
+                Some(a) => {
+                    // Two accounts on one mailbox would deliver it twice (and share its state).
+                    let twin = accounts
+                        .iter()
+                        .find(|other: &&AccountConfig| other.mailbox_id() == a.mailbox_id());
+                    if let Some(twin) = twin {
+                        self.err(
+                            item,
+                            format!(
+                                "accounts {} and {} collect the same mailbox ({}): each mailbox once",
+                                twin.name,
+                                a.name,
+                                a.mailbox_id()
+                            ),
+                        );
+                        ok = false;
+                    }
+                    accounts.push(a);
+                }
                 None => ok = false,
             }
         }

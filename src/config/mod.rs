@@ -239,6 +239,23 @@ pub struct AccountConfig {
     pub expunge_every: u32,
 }
 
+impl AccountConfig {
+    /// What identifies the mailbox whatever the account is called: protocol, user, host (in
+    /// lower case) and, for IMAP, folder. The state store follows an account renamed in the
+    /// configuration by it; the port and TLS mode may change without changing the mailbox.
+    pub fn mailbox_id(&self) -> String {
+        let protocol = match self.protocol {
+            Protocol::Pop3 => "pop3",
+            Protocol::Imap => "imap",
+        };
+        let host = self.host.to_ascii_lowercase();
+        match self.protocol {
+            Protocol::Pop3 => format!("{protocol}://{}@{host}", self.username),
+            Protocol::Imap => format!("{protocol}://{}@{host}/{}", self.username, self.folder),
+        }
+    }
+}
+
 /// One problem in the configuration file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

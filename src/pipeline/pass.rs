@@ -189,14 +189,15 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
     ) -> Result<Session, PassError> {
         let name = self.account.name.as_str();
         let listing = mailbox.list().await?;
-        let mut known = self.store.load_account(name).await?;
         if first {
             self.report.upstream = listing.len();
+            // First: a renamed account's state is moved to its new name here.
+            self.initialize(&listing).await?;
             let present: HashSet<String> = listing.iter().map(|l| l.key.clone()).collect();
             self.store.prune(name, &present).await?;
-            if self.initialize(&listing).await? {
-                known = self.store.load_account(name).await?;
-            }
+        }
+        let known = self.store.load_account(name).await?;
+        if first {
             let quarantined = known
                 .values()
                 .filter(|s| s.quarantine.as_ref().is_some_and(|q| !q.forgotten))
@@ -294,12 +295,12 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
     }
 
     /// The first pass of an account the store has never seen: with mail already upstream and
-    /// retention keeping it there, only after a stated choice (`initial`). True when messages
-    /// were stored as skipped.
-    async fn initialize(&mut self, listing: &[Listed]) -> Result<bool, PassError> {
+    /// retention keeping it there, only after a stated choice (`initial`).
+    async fn initialize(&mut self, listing: &[Listed]) -> Result<(), PassError> {
         let name = self.account.name.as_str();
-        if self.store.account_known(name).await? {
-            return Ok(false);
+        let mailbox = self.account.mailbox_id();
+        if self.store.account_known(name, &mailbox).await? {
+            return Ok(());
         }
         let choice = match (self.account.initial, self.account.retention) {
             (Some(choice), _) => choice,
@@ -325,9 +326,9 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             );
         }
         self.store
-            .initialize_account(name, &skip, SystemTime::now())
+            .initialize_account(name, &mailbox, &skip, SystemTime::now())
             .await?;
-        Ok(!skip.is_empty())
+        Ok(())
     }
 
     /// Quarantines a message: left upstream, recorded, counted, the postmaster told.

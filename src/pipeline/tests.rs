@@ -399,3 +399,14 @@ async fn a_pass_past_its_deadline_ends_and_keeps_what_it_recorded() {
     assert_eq!(w.received("a@example.com"), 5, "each once");
     assert!(w.mailbox.keys().is_empty());
 }
+
+#[tokio::test]
+async fn renaming_an_account_under_retention_keep_delivers_nothing_again() {
+    let mut w = World::new("    retention: keep\n    initial: deliver_all\n");
+    w.mailbox.add(&mail("a@example.com", "m"));
+    w.pass().await.unwrap();
+    w.config.accounts[0].name = "renamed".to_owned();
+    let report = w.pass().await.unwrap();
+    assert_eq!(report.fetched, 0, "{report}");
+    assert_eq!(w.received("a@example.com"), 1);
+}

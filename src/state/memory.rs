@@ -20,7 +20,8 @@ pub struct MemoryStore {
 struct Inner {
     /// By (account, message key).
     messages: HashMap<(String, String), MessageState>,
-    accounts: HashSet<String>,
+    /// Account name → mailbox.
+    accounts: HashMap<String, String>,
     next_quarantine_id: i64,
     /// Set by [`MemoryStore::fail_writes`]: every write fails with this reason.
     failing: Option<String>,
@@ -142,13 +143,39 @@ impl StateStore for MemoryStore {
         Ok(state.clone())
     }
 
-    async fn account_known(&self, account: &str) -> Result<bool, StateError> {
-        Ok(self.lock().accounts.contains(account))
+    async fn account_known(&self, account: &str, mailbox: &str) -> Result<bool, StateError> {
+        let mut inner = self.lock();
+        if let Some(known) = inner.accounts.get_mut(account) {
+            *known = mailbox.to_owned();
+            return Ok(true);
+        }
+        let old = inner
+            .accounts
+            .iter()
+            .find(|(_, m)| *m == mailbox)
+            .map(|(name, _)| name.clone());
+        let Some(old) = old else { return Ok(false) };
+        inner.accounts.remove(&old);
+        inner
+            .accounts
+            .insert(account.to_owned(), mailbox.to_owned());
+        let moved: Vec<_> = inner
+            .messages
+            .keys()
+            .filter(|(a, _)| *a == old)
+            .cloned()
+            .collect();
+        for key in moved {
+            let state = inner.messages.remove(&key).expect("listed");
+            inner.messages.insert((account.to_owned(), key.1), state);
+        }
+        Ok(true)
     }
 
     async fn initialize_account(
         &self,
         account: &str,
+        mailbox: &str,
         skip: &[String],
         now: SystemTime,
     ) -> Result<(), StateError> {
@@ -156,7 +183,9 @@ impl StateStore for MemoryStore {
         for key in skip {
             inner.entry(account, key, now).settled_at.get_or_insert(now);
         }
-        inner.accounts.insert(account.to_owned());
+        inner
+            .accounts
+            .insert(account.to_owned(), mailbox.to_owned());
         Ok(())
     }
 

@@ -192,15 +192,22 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         now: SystemTime,
     ) -> impl Future<Output = Result<MessageState, StateError>> + Send;
 
-    /// Whether this account was ever polled with this store.
-    fn account_known(&self, account: &str)
-    -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Whether this account was ever polled with this store, and notes the mailbox it
+    /// collects (`AccountConfig::mailbox_id`). An account not known by its name whose
+    /// mailbox is known under another name was renamed: its state is moved to the new name
+    /// (the configuration never has two accounts on one mailbox), and it is known.
+    fn account_known(
+        &self,
+        account: &str,
+        mailbox: &str,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
 
-    /// Records that the account has been seen; the messages in `skip` are stored as settled
-    /// without any recipient (`initial: skip_existing`).
+    /// Records that the account (collecting `mailbox`) has been seen; the messages in `skip`
+    /// are stored as settled without any recipient (`initial: skip_existing`).
     fn initialize_account(
         &self,
         account: &str,
+        mailbox: &str,
         skip: &[String],
         now: SystemTime,
     ) -> impl Future<Output = Result<(), StateError>> + Send;

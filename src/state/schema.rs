@@ -55,6 +55,9 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     INSERT INTO accounts (account, initialized_at)
         SELECT account, MIN(first_seen) FROM messages GROUP BY account;",
+    // 3: the mailbox each account collects (`AccountConfig::mailbox_id`), so that state
+    // follows an account renamed in the configuration; filled in by the next pass.
+    "ALTER TABLE accounts ADD COLUMN mailbox TEXT;",
 ];
 
 /// Brings the database up to [`SCHEMA_VERSION`], one migration per transaction; refuses a

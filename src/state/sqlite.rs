@@ -365,15 +365,46 @@ impl StateStore for SqliteStore {
         result
     }
 
-    /// Whether this account was ever polled with this store (see [`SqliteStore::initialize_account`]).
-    async fn account_known(&self, account: &str) -> Result<bool, StateError> {
-        let account = account.to_owned();
-        self.run(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT 1 FROM accounts WHERE account = ?1")?
-                .exists(params![account])?)
-        })
-        .await
+    /// Whether this account was ever polled with this store (see
+    /// [`SqliteStore::initialize_account`]); follows a renamed account by its mailbox.
+    async fn account_known(&self, account: &str, mailbox: &str) -> Result<bool, StateError> {
+        let (name, mailbox) = (account.to_owned(), mailbox.to_owned());
+        let (known, renamed_from) = self
+            .run(move |conn| {
+                let tx = conn.transaction()?;
+                let known = tx
+                    .prepare_cached("UPDATE accounts SET mailbox = ?2 WHERE account = ?1")?
+                    .execute(params![name, mailbox])?
+                    > 0;
+                if known {
+                    tx.commit()?;
+                    return Ok((true, None));
+                }
+                let old: Option<String> = tx
+                    .prepare_cached("SELECT account FROM accounts WHERE mailbox = ?1")?
+                    .query_row(params![mailbox], |row| row.get(0))
+                    .optional()?;
+                let Some(old) = old else {
+                    return Ok((false, None));
+                };
+                // The foreign keys hold again once every table has the new name.
+                tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+                for table in ["accounts", "messages", "recipients", "quarantine"] {
+                    tx.execute(
+                        &format!("UPDATE {table} SET account = ?1 WHERE account = ?2"),
+                        params![name, old],
+                    )?;
+                }
+                tx.commit()?;
+                Ok((true, Some(old)))
+            })
+            .await?;
+        if let Some(old) = renamed_from {
+            tracing::info!(
+                "account {old} is now called {account} (same mailbox): what was delivered is still known"
+            );
+        }
+        Ok(known)
     }
 
     /// Records that the account has been seen; the messages in `skip` are stored as settled
@@ -382,10 +413,11 @@ impl StateStore for SqliteStore {
     async fn initialize_account(
         &self,
         account: &str,
+        mailbox: &str,
         skip: &[String],
         now: SystemTime,
     ) -> Result<(), StateError> {
-        let account = account.to_owned();
+        let (account, mailbox) = (account.to_owned(), mailbox.to_owned());
         let skip = skip.to_vec();
         self.run(move |conn| {
             let tx = conn.transaction()?;
@@ -394,10 +426,10 @@ impl StateStore for SqliteStore {
                 settle_message(&tx, &account, uidl, now)?;
             }
             tx.prepare_cached(
-                "INSERT INTO accounts (account, initialized_at) VALUES (?1, ?2)
-                 ON CONFLICT (account) DO NOTHING",
+                "INSERT INTO accounts (account, initialized_at, mailbox) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (account) DO UPDATE SET mailbox = excluded.mailbox",
             )?
-            .execute(params![account, to_ms(now)])?;
+            .execute(params![account, to_ms(now), mailbox])?;
             tx.commit()?;
             Ok(())
         })

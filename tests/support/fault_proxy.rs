@@ -49,6 +49,9 @@ pub enum Fault {
     /// When the client sends DELE, reset the client's connection (RST: `SO_LINGER` 0) and
     /// close the server's without forwarding the DELE, so the server never commits it.
     ResetOnDele,
+    /// Every RETR response longer than `bytes`: after `bytes` of it, close both sides (a
+    /// message that breaks every connection it is downloaded on).
+    DropLargeRetr { bytes: usize },
     /// Hold every chunk, in both directions, for `delay` before forwarding it (order kept):
     /// a far-away server.
     Delay { delay: Duration },
@@ -321,6 +324,8 @@ impl Connection {
         // Bytes forwarded since the faulty RETR was sent; `None` before it.
         let mut since_retr: Option<usize> = None;
         let mut struck = false;
+        // For DropLargeRetr: the RETR being answered, and the bytes of its answer so far.
+        let (mut answering, mut answered) = (0, 0);
         let mut buf = [0u8; 16 * 1024];
         'pump: while !self.stopped() {
             let n = match upstream.read(&mut buf) {
@@ -330,6 +335,26 @@ impl Connection {
                 Err(_) => break,
             };
             let mut chunk = &buf[..n];
+            if let Fault::DropLargeRetr { bytes } = self.fault {
+                if self.retrs() != answering {
+                    (answering, answered) = (self.retrs(), 0);
+                }
+                let take = if answering == 0 {
+                    n
+                } else {
+                    bytes.saturating_sub(answered).min(n)
+                };
+                if !out.send(&chunk[..take]) {
+                    break;
+                }
+                answered += take;
+                if take < n {
+                    self.shared.fired.fetch_add(1, Ordering::SeqCst);
+                    self.done.store(true, Ordering::SeqCst);
+                    break;
+                }
+                continue;
+            }
             if since_retr.is_none() && self.fault_retr().is_some_and(|r| self.retrs() >= r) {
                 since_retr = Some(0);
             }

@@ -890,3 +890,22 @@ fn bad_source_routed_is_named_with_line_and_column() {
     let e = &errors(&text)[0];
     assert_eq!(e.column, 16, "{e}");
 }
+
+#[test]
+fn two_accounts_on_one_mailbox_are_refused() {
+    // Same protocol, user and host (in another case) on another port: the same mailbox.
+    let second = "  - name: b\n    protocol: pop3\n    host: POP.provider.net\n    port: 110\n    tls: starttls\n    username: u@example.com\n    password: pw\n";
+    let errors = errors(&format!("{BASE}{second}"));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].line, 12);
+    assert!(
+        errors[0].message.contains(
+            "accounts a and b collect the same mailbox (pop3://u@example.com@pop.provider.net)"
+        ),
+        "{}",
+        errors[0].message
+    );
+    // Another user on that server is another mailbox.
+    let other = second.replace("username: u@example.com", "username: v@example.com");
+    load(&format!("{BASE}{other}")).unwrap();
+}

@@ -347,3 +347,55 @@ async fn record_one(
         .await
         .map(drop)
 }
+
+#[tokio::test]
+async fn a_renamed_account_keeps_its_state_by_its_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let mailbox = "pop3://u@pop.test";
+    assert!(!store.account_known("old", mailbox).await.unwrap());
+    store
+        .initialize_account("old", mailbox, &[], at(1))
+        .await
+        .unwrap();
+    record_one(
+        &store,
+        "old",
+        "u1",
+        &addr("a@example.com"),
+        RecipientStatus::Delivered,
+        "250",
+        at(2),
+    )
+    .await
+    .unwrap();
+    store
+        .add_quarantine("old", "u2", "bad", at(3))
+        .await
+        .unwrap();
+
+    // Another mailbox under a new name is a new account.
+    assert!(
+        !store
+            .account_known("other", "pop3://v@pop.test")
+            .await
+            .unwrap()
+    );
+    // The same mailbox under a new name is the old account, renamed.
+    assert!(store.account_known("new", mailbox).await.unwrap());
+    let state = store.load_account("new").await.unwrap();
+    assert!(
+        state["u1"]
+            .done
+            .contains(&addr("a@example.com").dedup_key())
+    );
+    assert!(state["u2"].quarantine.is_some());
+    assert!(store.load_account("old").await.unwrap().is_empty());
+    assert!(
+        !store
+            .account_known("old", "pop3://w@pop.test")
+            .await
+            .unwrap()
+    );
+    assert!(store.account_known("new", mailbox).await.unwrap());
+}
