@@ -7,7 +7,8 @@
 //! The folders are the stages of the mail flow, in the order a message meets them:
 //!
 //! ```text
-//! fetch/      account poller: POP3 (fetch/pop3/) over TLS (fetch/tls.rs); lists, downloads
+//! fetch/      account poller: POP3 (fetch/pop3/) or IMAP (fetch/imap/) over TLS
+//!             (fetch/tls.rs), one seam for the pass (fetch/mailbox.rs); lists, downloads
 //! route/      pure: headers + config -> recipients, each with the reason it was chosen
 //! relay/      one SMTP transaction per message to the internal server, a reply per RCPT
 //! retention/  pure: when the upstream copy of a settled message may be deleted

@@ -1,19 +1,20 @@
 //! The seam between a poll pass and an upstream mailbox: [`Source`] opens sessions on one
 //! account's mailbox, a [`Mailbox`] session lists, fetches, marks for deletion and commits.
-//! The pass is written once against these traits; POP3 implements them here, IMAP joins as
-//! one more [`Session`] variant, and tests use the in-memory mailbox of `pipeline`'s tests.
+//! The pass is written once against these traits; POP3 and IMAP implement them here as the
+//! variants of [`Session`], and tests use the in-memory mailbox of `pipeline`'s tests.
 
 use std::future::Future;
 
 use crate::config::{AccountConfig, Protocol};
 
+use super::imap::{ImapClient, ImapError};
 use super::pop3::{Pop3Client, Pop3Error};
 
 /// A message as its mailbox lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     /// What identifies the message in this mailbox across sessions, the state store's key:
-    /// the POP3 UIDL; for IMAP, UIDVALIDITY and UID together.
+    /// the POP3 UIDL; for IMAP, `<UIDVALIDITY>:<UID>` (a new UIDVALIDITY makes new keys).
     pub key: String,
     /// The session's handle for it: the POP3 message number, the IMAP UID.
     pub handle: u32,
@@ -27,9 +28,9 @@ pub enum FetchError {
     /// A POP3 session failed.
     #[error("POP3: {0}")]
     Pop3(#[from] Pop3Error),
-    /// The account's protocol has no client yet.
-    #[error("{0} accounts are not supported yet")]
-    Unsupported(&'static str),
+    /// An IMAP session failed.
+    #[error("IMAP: {0}")]
+    Imap(#[from] ImapError),
 }
 
 impl FetchError {
@@ -37,13 +38,17 @@ impl FetchError {
     pub fn connection_lost(&self) -> bool {
         match self {
             FetchError::Pop3(e) => e.connection_lost(),
-            FetchError::Unsupported(_) => true,
+            FetchError::Imap(e) => e.connection_lost(),
         }
     }
 
     /// Whether the message is larger than `max_message_size` (nothing of it was kept).
     pub fn too_large(&self) -> bool {
-        matches!(self, FetchError::Pop3(Pop3Error::MessageTooLarge { .. }))
+        matches!(
+            self,
+            FetchError::Pop3(Pop3Error::MessageTooLarge { .. })
+                | FetchError::Imap(ImapError::MessageTooLarge { .. })
+        )
     }
 }
 
@@ -58,7 +63,7 @@ pub trait Mailbox: Send {
     /// Marks the message for deletion; done only by [`commit`](Mailbox::commit).
     fn delete(&mut self, msg: &Listed) -> impl Future<Output = Result<(), FetchError>> + Send;
 
-    /// Ends the session, committing the deletions (POP3 QUIT).
+    /// Ends the session, committing the deletions (POP3 QUIT; IMAP UID EXPUNGE and LOGOUT).
     fn commit(self) -> impl Future<Output = Result<(), FetchError>> + Send;
 }
 
@@ -83,6 +88,8 @@ pub struct Upstream<'a> {
 pub enum Session {
     /// POP3.
     Pop3(Pop3Client),
+    /// IMAP, with the account's folder selected.
+    Imap(ImapClient),
 }
 
 impl Source for Upstream<'_> {
@@ -95,7 +102,12 @@ impl Source for Upstream<'_> {
                 client.set_max_message_size(self.max_message_size);
                 Ok(Session::Pop3(client))
             }
-            Protocol::Imap => Err(FetchError::Unsupported("IMAP")),
+            Protocol::Imap => {
+                let mut client = ImapClient::connect(self.account).await?;
+                client.set_max_message_size(self.max_message_size);
+                client.open_folder(&self.account.folder).await?;
+                Ok(Session::Imap(client))
+            }
         }
     }
 }
@@ -113,24 +125,42 @@ impl Mailbox for Session {
                     size: l.size,
                 })
                 .collect()),
+            Session::Imap(client) => {
+                let Some(uidvalidity) = client.uidvalidity() else {
+                    return Err(ImapError::Protocol("no folder selected".into()).into());
+                };
+                Ok(client
+                    .listing()
+                    .await?
+                    .into_iter()
+                    .map(|l| Listed {
+                        key: format!("{uidvalidity}:{}", l.uid),
+                        handle: l.uid,
+                        size: l.size,
+                    })
+                    .collect())
+            }
         }
     }
 
     async fn fetch(&mut self, msg: &Listed) -> Result<Vec<u8>, FetchError> {
         match self {
             Session::Pop3(client) => Ok(client.retr(msg.handle).await?),
+            Session::Imap(client) => Ok(client.fetch(msg.handle, msg.size).await?),
         }
     }
 
     async fn delete(&mut self, msg: &Listed) -> Result<(), FetchError> {
         match self {
             Session::Pop3(client) => Ok(client.dele(msg.handle).await?),
+            Session::Imap(client) => Ok(client.mark_deleted(msg.handle).await?),
         }
     }
 
     async fn commit(self) -> Result<(), FetchError> {
         match self {
             Session::Pop3(client) => Ok(client.quit().await?),
+            Session::Imap(client) => Ok(client.commit().await?),
         }
     }
 }
