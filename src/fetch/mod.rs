@@ -5,6 +5,8 @@
 pub mod imap;
 pub mod mailbox;
 pub mod pop3;
+#[cfg(test)]
+mod testserver;
 pub mod tls;
 
 pub use imap::{ImapClient, ImapError};

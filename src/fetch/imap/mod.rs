@@ -11,6 +11,8 @@ mod client;
 pub mod command;
 mod conn;
 pub mod folder;
+#[cfg(test)]
+mod login_tests;
 pub mod protocol;
 #[cfg(test)]
 mod protocol_tests;

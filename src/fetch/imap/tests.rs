@@ -1,186 +1,40 @@
-//! The client against a scripted in-process fake server on 127.0.0.1: what Dovecot will not
-//! do on demand (split reads, a connection dropped mid-literal, no STARTTLS, odd untagged
-//! responses, servers without UIDPLUS or SASL-IR).
+//! The client against a scripted in-process fake server on 127.0.0.1, for what Dovecot will
+//! not do on demand: split reads, a connection dropped mid-literal, odd untagged responses, a
+//! server without UIDPLUS. Login is in `login_tests.rs`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::{ImapClient, ImapError, Listed};
 use crate::config::{AccountConfig, Mode, Password, Protocol, Retention, TlsMode};
-use crate::testutil::test_ca;
+use crate::fetch::testserver::{Fake, Split, Step, send};
 
-const PASSWORD: &str = "s3cret";
+pub(super) const PASSWORD: &str = "s3cret";
 
 /// The client's log on stderr (shown for a failing test).
-fn log() {
+pub(super) fn log() {
     let _ = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::DEBUG)
         .with_test_writer()
         .try_init();
 }
 
-/// One step of the fake server's side of the conversation.
-enum Step {
-    /// Write these bytes (split as the run says).
-    Send(Vec<u8>),
-    /// Read one line from the client; it must be exactly this (without CRLF).
-    Expect(&'static str),
-    /// TLS handshake as the server; recorded as "[TLS]".
-    StartTls,
-    /// Close the connection at once.
-    Close,
-    /// Stop answering, keep the connection open until the client goes.
-    Hang,
+/// The fake's answer to a LOGOUT after its script: BYE, then the tagged OK.
+pub(super) fn answer_logout(line: &str) -> Option<String> {
+    let tag = line.strip_suffix(" LOGOUT")?;
+    Some(format!(
+        "* BYE Logging out\r\n{tag} OK Logout completed.\r\n"
+    ))
 }
 
-fn send(s: &str) -> Step {
-    Step::Send(s.as_bytes().to_vec())
+/// A fake IMAP server playing `script`.
+pub(super) async fn fake(script: Vec<Step>, split: Split, tls: Option<TlsAcceptor>) -> Fake {
+    Fake::answering(script, split, tls, answer_logout).await
 }
 
-/// How each `Send` is written.
-#[derive(Clone, Copy, Debug)]
-enum Split {
-    Whole,
-    /// One byte per write.
-    ByteByByte,
-    /// Two writes, the first of this many bytes.
-    At(usize),
-}
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-struct Fake {
-    addr: SocketAddr,
-    /// Every line the client sent, in order, plus "[TLS]" where the handshake happened.
-    received: Arc<Mutex<Vec<String>>>,
-    task: JoinHandle<Result<(), String>>,
-}
-
-impl Fake {
-    async fn start(script: Vec<Step>, split: Split, tls: Option<TlsAcceptor>) -> Fake {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let log = received.clone();
-        let task = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
-            tcp.set_nodelay(true).unwrap();
-            serve(Box::new(tcp), script, split, tls, log).await
-        });
-        Fake {
-            addr,
-            received,
-            task,
-        }
-    }
-
-    /// Waits for the server to finish its script and the client to hang up.
-    async fn finish(self) -> Vec<String> {
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("fake server did not finish")
-            .unwrap()
-            .unwrap();
-        self.received.lock().unwrap().clone()
-    }
-}
-
-async fn serve(
-    stream: Box<dyn Io>,
-    script: Vec<Step>,
-    split: Split,
-    tls: Option<TlsAcceptor>,
-    log: Arc<Mutex<Vec<String>>>,
-) -> Result<(), String> {
-    let mut io = BufReader::new(stream);
-    for step in script {
-        match step {
-            Step::Send(bytes) => write_split(io.get_mut(), &bytes, split).await?,
-            Step::Expect(want) => {
-                let line = read_line(&mut io).await?;
-                log.lock().unwrap().push(line.clone());
-                if line != want {
-                    return Err(format!("expected {want:?}, got {line:?}"));
-                }
-            }
-            Step::StartTls => {
-                if !io.buffer().is_empty() {
-                    return Err("client sent data before the handshake".into());
-                }
-                let acceptor = tls.clone().ok_or("no TLS acceptor")?;
-                let tls = acceptor
-                    .accept(io.into_inner())
-                    .await
-                    .map_err(|e| format!("server handshake: {e}"))?;
-                log.lock().unwrap().push("[TLS]".into());
-                io = BufReader::new(Box::new(tls));
-            }
-            Step::Close => return Ok(()),
-            Step::Hang => break,
-        }
-    }
-    // Record whatever else the client says until it hangs up; answer a LOGOUT.
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), read_line(&mut io)).await {
-            Ok(Ok(line)) => {
-                if let Some(tag) = line.strip_suffix(" LOGOUT") {
-                    let bye = format!("* BYE Logging out\r\n{tag} OK Logout completed.\r\n");
-                    write_split(io.get_mut(), bye.as_bytes(), Split::Whole).await?;
-                }
-                log.lock().unwrap().push(line);
-            }
-            Ok(Err(_)) => return Ok(()),
-            Err(_) => return Err("client neither spoke nor hung up".into()),
-        }
-    }
-}
-
-async fn read_line(io: &mut BufReader<Box<dyn Io>>) -> Result<String, String> {
-    let mut line = Vec::new();
-    let n = io
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| e.to_string())?;
-    if n == 0 {
-        return Err("client closed".into());
-    }
-    let line = String::from_utf8(line).map_err(|e| e.to_string())?;
-    Ok(line.trim_end_matches("\r\n").to_owned())
-}
-
-async fn write_split(io: &mut Box<dyn Io>, bytes: &[u8], split: Split) -> Result<(), String> {
-    let pause = || tokio::time::sleep(Duration::from_millis(1));
-    let result = async {
-        match split {
-            Split::Whole => io.write_all(bytes).await?,
-            Split::ByteByByte => {
-                for b in bytes {
-                    io.write_all(&[*b]).await?;
-                    io.flush().await?;
-                    pause().await;
-                }
-            }
-            Split::At(k) if k < bytes.len() => {
-                io.write_all(&bytes[..k]).await?;
-                io.flush().await?;
-                pause().await;
-                io.write_all(&bytes[k..]).await?;
-            }
-            Split::At(_) => io.write_all(bytes).await?,
-        }
-        io.flush().await
-    };
-    result.await.map_err(|e| e.to_string())
-}
-
-fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
+pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
     AccountConfig {
         name: "test".into(),
         protocol: Protocol::Imap,
@@ -260,7 +114,7 @@ fn full_session_script() -> Vec<Step> {
 
 async fn run_full_session(split: Split) {
     log();
-    let fake = Fake::start(full_session_script(), split, None).await;
+    let fake = fake(full_session_script(), split, None).await;
     let mut client = ImapClient::connect(&account(fake.addr, TlsMode::None))
         .await
         .unwrap_or_else(|e| panic!("{split:?}: {e}"));
@@ -312,238 +166,6 @@ async fn full_session_split_inside_every_kind_of_token() {
     }
 }
 
-/// A server that offers what `capabilities` says and expects `login` lines after greeting.
-async fn login_with(capabilities: &str, password: &str, login: Vec<Step>) -> Vec<String> {
-    let mut script = vec![Step::Send(
-        format!("* OK [CAPABILITY IMAP4rev1 {capabilities}] ready\r\n").into_bytes(),
-    )];
-    script.extend(login);
-    script.push(Step::Hang);
-    let fake = Fake::start(script, Split::Whole, None).await;
-    let mut acct = account(fake.addr, TlsMode::None);
-    acct.password = Password::new(password);
-    let client = ImapClient::connect(&acct).await.unwrap();
-    client.logout().await;
-    fake.finish().await
-}
-
-#[tokio::test]
-async fn login_quotes_and_escapes_special_characters() {
-    let received = login_with(
-        "",
-        r#"<p> & 'q' "x" \y"#,
-        vec![
-            Step::Expect(r#"A1 LOGIN "alice" "<p> & 'q' \"x\" \\y""#),
-            send("A1 OK [CAPABILITY IMAP4rev1] Logged in\r\n"),
-        ],
-    )
-    .await;
-    assert_eq!(received.last().unwrap(), "A2 LOGOUT");
-}
-
-#[tokio::test]
-async fn login_sends_a_non_ascii_password_as_a_literal_after_the_go_ahead() {
-    let password = "pässwörd€";
-    let received = login_with(
-        "",
-        password,
-        vec![
-            Step::Expect("A1 LOGIN \"alice\" {13}"),
-            send("+ Ready for literal data\r\n"),
-            Step::Expect("pässwörd€"),
-            send("A1 OK Logged in\r\n"),
-            Step::Expect("A2 CAPABILITY"),
-            send("* CAPABILITY IMAP4rev1 UIDPLUS\r\nA2 OK done\r\n"),
-        ],
-    )
-    .await;
-    assert_eq!(password.len(), 13);
-    assert_eq!(received.len(), 4, "{received:?}");
-}
-
-#[tokio::test]
-async fn login_uses_a_non_synchronizing_literal_with_literal_plus() {
-    login_with(
-        "LITERAL+",
-        "grüße",
-        vec![
-            Step::Expect("A1 LOGIN \"alice\" {7+}"),
-            Step::Expect("grüße"),
-            send("A1 OK [CAPABILITY IMAP4rev1] Logged in\r\n"),
-        ],
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn authenticate_plain_with_an_initial_response() {
-    // base64("\0alice\0pässwörd")
-    let received = login_with(
-        "SASL-IR AUTH=PLAIN LOGINDISABLED",
-        "pässwörd",
-        vec![
-            Step::Expect("A1 AUTHENTICATE PLAIN AGFsaWNlAHDDpHNzd8O2cmQ="),
-            send("A1 OK [CAPABILITY IMAP4rev1] Logged in\r\n"),
-        ],
-    )
-    .await;
-    assert!(
-        !received.iter().any(|l| l.contains("LOGIN ")),
-        "{received:?}"
-    );
-}
-
-#[tokio::test]
-async fn authenticate_plain_waits_for_the_go_ahead_without_sasl_ir() {
-    login_with(
-        "AUTH=PLAIN",
-        PASSWORD,
-        vec![
-            Step::Expect("A1 AUTHENTICATE PLAIN"),
-            send("+ \r\n"),
-            Step::Expect("AGFsaWNlAHMzY3JldA=="),
-            send("A1 OK [CAPABILITY IMAP4rev1] Logged in\r\n"),
-        ],
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn login_disabled_without_plain_sends_nothing_secret() {
-    let fake = Fake::start(
-        vec![
-            send("* OK [CAPABILITY IMAP4rev1 LOGINDISABLED AUTH=GSSAPI] ready\r\n"),
-            Step::Hang,
-        ],
-        Split::Whole,
-        None,
-    )
-    .await;
-    let err = ImapClient::connect(&account(fake.addr, TlsMode::None))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ImapError::NoLoginMethod), "{err}");
-    assert!(fake.finish().await.is_empty());
-}
-
-#[tokio::test]
-async fn a_refused_login_is_an_auth_failure_without_the_password() {
-    let fake = Fake::start(
-        vec![
-            send("* OK ready\r\n"),
-            Step::Expect("A1 CAPABILITY"),
-            send("* CAPABILITY IMAP4rev1\r\nA1 OK\r\n"),
-            Step::Expect("A2 LOGIN \"alice\" \"s3cret\""),
-            send("A2 NO [AUTHENTICATIONFAILED] Bad password S3CRET\r\n"),
-            Step::Hang,
-        ],
-        Split::Whole,
-        None,
-    )
-    .await;
-    let err = ImapClient::connect(&account(fake.addr, TlsMode::None))
-        .await
-        .unwrap_err();
-    let ImapError::AuthFailed { text, temporary } = &err else {
-        panic!("{err:?}")
-    };
-    assert!(!temporary);
-    assert_eq!(text, "[AUTHENTICATIONFAILED] Bad password ***");
-    assert!(!format!("{err} {err:?}").contains("s3cret"));
-}
-
-#[tokio::test]
-async fn starttls_required_but_not_offered_sends_no_credential() {
-    let fake = Fake::start(
-        vec![
-            send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready\r\n"),
-            Step::Hang,
-        ],
-        Split::Whole,
-        None,
-    )
-    .await;
-    let err = ImapClient::connect(&account(fake.addr, TlsMode::Starttls))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ImapError::StarttlsNotOffered), "{err}");
-    let received = fake.finish().await;
-    assert!(
-        received.iter().all(|l| !l.contains("AUTHENTICATE")
-            && !l.contains("LOGIN")
-            && !l.contains(PASSWORD)
-            && !l.contains("AGFsaWNlAHMzY3JldA")),
-        "a credential went on the wire: {received:?}"
-    );
-}
-
-#[tokio::test]
-async fn starttls_if_available_without_it_refuses_a_plaintext_login() {
-    let fake = Fake::start(
-        vec![send("* OK [CAPABILITY IMAP4rev1] ready\r\n"), Step::Hang],
-        Split::Whole,
-        None,
-    )
-    .await;
-    let err = ImapClient::connect(&account(fake.addr, TlsMode::StarttlsIfAvailable))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ImapError::PlaintextRefused), "{err}");
-    assert!(fake.finish().await.is_empty());
-}
-
-#[tokio::test]
-async fn starttls_upgrades_and_asks_the_capabilities_again() {
-    log();
-    let ca = test_ca();
-    let fake = Fake::start(
-        vec![
-            send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n"),
-            Step::Expect("A1 STARTTLS"),
-            send("A1 OK Begin TLS negotiation now.\r\n"),
-            Step::StartTls,
-            Step::Expect("A2 CAPABILITY"),
-            send("* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\nA2 OK\r\n"),
-            Step::Expect("A3 AUTHENTICATE PLAIN"),
-            send("+\r\n"),
-            Step::Expect("AGFsaWNlAHMzY3JldA=="),
-            send("A3 OK [CAPABILITY IMAP4rev1 UIDPLUS] Logged in\r\n"),
-            Step::Hang,
-        ],
-        Split::Whole,
-        Some(ca.acceptor.clone()),
-    )
-    .await;
-    let mut acct = account(fake.addr, TlsMode::Starttls);
-    acct.ca_file = Some(ca.ca_pem.clone());
-    let client = ImapClient::connect(&acct).await.unwrap();
-    assert!(client.is_encrypted());
-    assert!(client.capabilities().has("UIDPLUS"));
-    client.logout().await;
-    let received = fake.finish().await;
-    assert_eq!(received[..2], ["A1 STARTTLS", "[TLS]"]);
-}
-
-#[tokio::test]
-async fn data_injected_after_the_starttls_reply_is_refused() {
-    let fake = Fake::start(
-        vec![
-            send("* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"),
-            Step::Expect("A1 STARTTLS"),
-            send("A1 OK Begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n"),
-            Step::Hang,
-        ],
-        Split::Whole,
-        None,
-    )
-    .await;
-    let err = ImapClient::connect(&account(fake.addr, TlsMode::Starttls))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ImapError::Protocol(_)), "{err}");
-    fake.finish().await;
-}
-
 /// A session logged in (UIDPLUS) and with INBOX selected, then `rest`.
 async fn selected(rest: Vec<Step>, max: u64) -> (ImapClient, Fake) {
     selected_with(rest, max, "UIDPLUS", Duration::from_secs(10)).await
@@ -558,7 +180,7 @@ async fn selected_with(
 ) -> (ImapClient, Fake) {
     let mut script = login_and_select("", capabilities);
     script.extend(rest);
-    let fake = Fake::start(script, Split::Whole, None).await;
+    let fake = fake(script, Split::Whole, None).await;
     let mut acct = account(fake.addr, TlsMode::None);
     acct.timeout = timeout;
     let mut client = ImapClient::connect(&acct).await.unwrap();
@@ -730,7 +352,7 @@ async fn a_subfolder_is_selected_by_the_servers_delimiter() {
         send("* LIST () \".\" INBOX\r\nA4 OK done\r\n"),
         Step::Hang,
     ];
-    let fake = Fake::start(script, Split::Whole, None).await;
+    let fake = fake(script, Split::Whole, None).await;
     let mut client = ImapClient::connect(&account(fake.addr, TlsMode::None))
         .await
         .unwrap();
