@@ -118,7 +118,12 @@ fn catchall_from_a_subfolder_given_with_the_other_separator() {
     let config = write_config(
         dir.path(),
         &sink,
-        account(&dovecot, Link::Starttls, &["folder: INBOX/Support"]),
+        // Every third deletion: UID EXPUNGE, LOGOUT, and on in a new session.
+        account(
+            &dovecot,
+            Link::Starttls,
+            &["folder: INBOX/Support", "expunge_every: 3"],
+        ),
         &[],
     );
     let out = poll_once(&config);
@@ -305,4 +310,46 @@ fn wrong_password_fails_the_pass_without_leaking_it() {
     assert!(all.contains("authentication failed"), "{all}");
     assert!(!all.contains("wrong-pässword"), "password leaked: {all}");
     assert_eq!(dovecot.count(USER), 1);
+}
+
+#[test]
+fn fetch_order_newest_takes_the_newest_first_over_imap_and_pop3() {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    for protocol in ["imap", "pop3"] {
+        let sink = SmtpSink::start(&[]);
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            dovecot.deliver(USER, &numbered(i));
+        }
+        let port = match protocol {
+            "imap" => dovecot.imap_port(),
+            _ => dovecot.pop3_port(),
+        };
+        let config = write_config(
+            dir.path(),
+            &sink,
+            AccountYaml {
+                protocol: protocol.into(),
+                port,
+                ..account(
+                    &dovecot,
+                    Link::Starttls,
+                    &["fetch_order: newest", "max_per_pass: 2"],
+                )
+            },
+            &[],
+        );
+        let out = poll_once(&config);
+        assert!(out.status.success(), "{protocol}: {}", stderr(&out));
+        let mut subjects: Vec<String> = sink.transactions().iter().map(|t| t.subject()).collect();
+        subjects.sort();
+        assert_eq!(subjects, ["message 3", "message 4"], "{protocol}");
+        // The rest follows, newest first, until the mailbox is empty.
+        for _ in 0..3 {
+            assert!(poll_once(&config).status.success());
+        }
+        let tally = Tally::of(&numbered_pairs(5), &sink.transactions());
+        assert!(tally.exact(), "{protocol}: {tally}");
+        assert_eq!(dovecot.count(USER), 0, "{protocol}");
+    }
 }

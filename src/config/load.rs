@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    AccountConfig, Config, ConfigError, ConfigErrors, DEFAULT_ENVELOPE_HEADERS, Initial,
-    MetricsConfig, Mode, Password, Protocol, RelayConfig, Retention, RetryPolicy, SourceRouted,
-    TlsMode,
+    AccountConfig, Config, ConfigError, ConfigErrors, DEFAULT_ENVELOPE_HEADERS, FetchOrder,
+    Initial, MetricsConfig, Mode, Password, Protocol, RelayConfig, Retention, RetryPolicy,
+    SourceRouted, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -67,6 +67,7 @@ const ACCOUNT_KEYS: &[&str] = &[
     "pass_deadline",
     "initial",
     "expunge_every",
+    "fetch_order",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
@@ -87,6 +88,10 @@ enum ModeName {
     CatchAll,
     SingleUser,
 }
+const FETCH_ORDERS: &[(&str, FetchOrder)] = &[
+    ("oldest", FetchOrder::Oldest),
+    ("newest", FetchOrder::Newest),
+];
 const INITIAL: &[(&str, Initial)] = &[
     ("deliver_all", Initial::DeliverAll),
     ("skip_existing", Initial::SkipExisting),
@@ -802,6 +807,10 @@ impl Checker<'_> {
                 .integer(n, &s.name("expunge_every"), 1, u64::from(u32::MAX))
                 .and_then(|m| u32::try_from(m).ok()),
         };
+        let fetch_order = match s.get("fetch_order") {
+            None => Some(FetchOrder::Oldest),
+            Some(n) => self.choice(n, &s.name("fetch_order"), FETCH_ORDERS),
+        };
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
             (s.get("initial"), initial.flatten(), retention)
         {
@@ -832,6 +841,7 @@ impl Checker<'_> {
             pass_deadline: pass_deadline?,
             initial: initial?,
             expunge_every: expunge_every?,
+            fetch_order: fetch_order?,
         })
     }
 

@@ -152,6 +152,17 @@ pub enum Protocol {
     Imap,
 }
 
+/// `fetch_order`: which messages of a mailbox a pass works through first (it matters when
+/// `max_per_pass` or `pass_deadline` ends a pass before the mailbox is done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FetchOrder {
+    /// The oldest first: POP3 message numbers, IMAP UIDs, ascending (the default).
+    #[default]
+    Oldest,
+    /// The newest first.
+    Newest,
+}
+
 /// Whom an account's mail is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -237,6 +248,8 @@ pub struct AccountConfig {
     /// POP3: commit deletions (QUIT and log in again) after this many, so that a dropped
     /// connection brings back at most this many delivered messages.
     pub expunge_every: u32,
+    /// Oldest or newest messages first.
+    pub fetch_order: FetchOrder,
 }
 
 /// One problem in the configuration file, with where it is.

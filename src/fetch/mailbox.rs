@@ -1,11 +1,12 @@
 //! The seam between a poll pass and an upstream mailbox: [`Source`] opens sessions on one
 //! account's mailbox, a [`Mailbox`] session lists, fetches, marks for deletion and commits.
-//! The pass is written once against these traits; POP3 and IMAP implement them here as the
-//! variants of [`Session`], and tests use the in-memory mailbox of `pipeline`'s tests.
+//! The pass is written once against these traits; POP3 and IMAP implement them here (a
+//! [`Session`] holds either [`Link`]), and tests use the in-memory mailbox of `pipeline`'s
+//! tests.
 
 use std::future::Future;
 
-use crate::config::{AccountConfig, Protocol};
+use crate::config::{AccountConfig, FetchOrder, Protocol};
 
 use super::imap::{ImapClient, ImapError};
 use super::pop3::{Pop3Client, Pop3Error};
@@ -84,8 +85,15 @@ pub struct Upstream<'a> {
     pub max_message_size: u64,
 }
 
-/// A session on a real upstream mailbox.
-pub enum Session {
+/// A session on a real upstream mailbox: the protocol's client, and the account's
+/// `fetch_order`.
+pub struct Session {
+    link: Link,
+    order: FetchOrder,
+}
+
+/// The protocol client of a [`Session`].
+pub enum Link {
     /// POP3.
     Pop3(Pop3Client),
     /// IMAP, with the account's folder selected.
@@ -96,26 +104,31 @@ impl Source for Upstream<'_> {
     type Session = Session;
 
     async fn open(&self) -> Result<Session, FetchError> {
-        match self.account.protocol {
+        let link = match self.account.protocol {
             Protocol::Pop3 => {
                 let mut client = Pop3Client::connect(self.account).await?;
                 client.set_max_message_size(self.max_message_size);
-                Ok(Session::Pop3(client))
+                Link::Pop3(client)
             }
             Protocol::Imap => {
                 let mut client = ImapClient::connect(self.account).await?;
                 client.set_max_message_size(self.max_message_size);
                 client.open_folder(&self.account.folder).await?;
-                Ok(Session::Imap(client))
+                Link::Imap(client)
             }
-        }
+        };
+        Ok(Session {
+            link,
+            order: self.account.fetch_order,
+        })
     }
 }
 
 impl Mailbox for Session {
     async fn list(&mut self) -> Result<Vec<Listed>, FetchError> {
-        match self {
-            Session::Pop3(client) => Ok(client
+        // Both clients list the oldest first.
+        let mut listing: Vec<Listed> = match &mut self.link {
+            Link::Pop3(client) => client
                 .listing()
                 .await?
                 .into_iter()
@@ -124,12 +137,12 @@ impl Mailbox for Session {
                     handle: l.number,
                     size: l.size,
                 })
-                .collect()),
-            Session::Imap(client) => {
+                .collect(),
+            Link::Imap(client) => {
                 let Some(uidvalidity) = client.uidvalidity() else {
                     return Err(ImapError::Protocol("no folder selected".into()).into());
                 };
-                Ok(client
+                client
                     .listing()
                     .await?
                     .into_iter()
@@ -138,29 +151,33 @@ impl Mailbox for Session {
                         handle: l.uid,
                         size: l.size,
                     })
-                    .collect())
+                    .collect()
             }
+        };
+        if self.order == FetchOrder::Newest {
+            listing.reverse();
         }
+        Ok(listing)
     }
 
     async fn fetch(&mut self, msg: &Listed) -> Result<Vec<u8>, FetchError> {
-        match self {
-            Session::Pop3(client) => Ok(client.retr(msg.handle).await?),
-            Session::Imap(client) => Ok(client.fetch(msg.handle, msg.size).await?),
+        match &mut self.link {
+            Link::Pop3(client) => Ok(client.retr(msg.handle).await?),
+            Link::Imap(client) => Ok(client.fetch(msg.handle, msg.size).await?),
         }
     }
 
     async fn delete(&mut self, msg: &Listed) -> Result<(), FetchError> {
-        match self {
-            Session::Pop3(client) => Ok(client.dele(msg.handle).await?),
-            Session::Imap(client) => Ok(client.mark_deleted(msg.handle).await?),
+        match &mut self.link {
+            Link::Pop3(client) => Ok(client.dele(msg.handle).await?),
+            Link::Imap(client) => Ok(client.mark_deleted(msg.handle).await?),
         }
     }
 
     async fn commit(self) -> Result<(), FetchError> {
-        match self {
-            Session::Pop3(client) => Ok(client.quit().await?),
-            Session::Imap(client) => Ok(client.commit().await?),
+        match self.link {
+            Link::Pop3(client) => Ok(client.quit().await?),
+            Link::Imap(client) => Ok(client.commit().await?),
         }
     }
 }

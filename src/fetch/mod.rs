@@ -10,6 +10,6 @@ mod testserver;
 pub mod tls;
 
 pub use imap::{ImapClient, ImapError};
-pub use mailbox::{FetchError, Listed, Mailbox, Session, Source, Upstream};
+pub use mailbox::{FetchError, Link, Listed, Mailbox, Session, Source, Upstream};
 pub use pop3::{Capabilities, Pop3Client, Pop3Error};
 pub use tls::{TlsError, client_config, connect_tls};

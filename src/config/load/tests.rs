@@ -890,3 +890,25 @@ fn bad_source_routed_is_named_with_line_and_column() {
     let e = &errors(&text)[0];
     assert_eq!(e.column, 16, "{e}");
 }
+
+#[test]
+fn fetch_order_defaults_to_oldest_and_takes_newest() {
+    assert_eq!(
+        load(BASE).unwrap().accounts[0].fetch_order,
+        FetchOrder::Oldest
+    );
+    let c = load(&base_with(
+        "    password: pw\n",
+        "    password: pw\n    fetch_order: newest\n",
+    ))
+    .unwrap();
+    assert_eq!(c.accounts[0].fetch_order, FetchOrder::Newest);
+    assert_one_error(
+        &base_with(
+            "    password: pw\n",
+            "    password: pw\n    fetch_order: unread\n",
+        ),
+        12,
+        "fetch_order: `unread` is not allowed",
+    );
+}

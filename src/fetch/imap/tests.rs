@@ -53,6 +53,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         pass_deadline: Duration::from_secs(1800),
         initial: None,
         expunge_every: 50,
+        fetch_order: Default::default(),
     }
 }
 
