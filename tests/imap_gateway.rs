@@ -73,25 +73,58 @@ fn assert_bodies_intact(sink: &SmtpSink, sent: &[Vec<u8>]) {
     }
 }
 
-fn catchall_retention_delete(link: Link) {
+/// A pass over the sample catch-all mail, delivered into Dovecot's `folder`.
+struct Collected {
+    dovecot: Dovecot,
+    sink: SmtpSink,
+    _dir: tempfile::TempDir,
+    config: String,
+    mail: Vec<Vec<u8>>,
+}
+
+/// Starts Dovecot and smtp-sink, delivers the sample catch-all mail into `folder` (and
+/// into INBOX as well when `folder` is another), runs one pass of the account with
+/// `extra_lines`, and asserts that it succeeded and every copy reached exactly its
+/// recipients, byte for byte.
+fn collect_sample(link: Link, folder: &str, extra_lines: &[&str]) -> Collected {
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let mail = sample_catchall_mail();
     dovecot.deliver_all(USER, &mail);
-    let config = write_config(dir.path(), &sink, account(&dovecot, link, &[]), &[]);
-
+    if folder != "INBOX" {
+        for m in &mail {
+            dovecot.deliver_to(USER, folder, m);
+        }
+    }
+    let config = write_config(dir.path(), &sink, account(&dovecot, link, extra_lines), &[]);
     let out = poll_once(&config);
     assert!(out.status.success(), "{}\n{}", stderr(&out), dovecot.log());
-
     let tally = Tally::of(&sample_catchall_pairs(), &sink.transactions());
     assert!(tally.exact(), "{tally}");
     assert_bodies_intact(&sink, &mail);
-    assert_eq!(dovecot.count(USER), 0, "INBOX not emptied");
-    // A second pass finds nothing to do.
-    let before = sink.transactions().len();
-    assert!(poll_once(&config).status.success());
-    assert_eq!(sink.transactions().len(), before);
+    Collected {
+        dovecot,
+        sink,
+        _dir: dir,
+        config,
+        mail,
+    }
+}
+
+impl Collected {
+    /// Another pass relays nothing.
+    fn assert_nothing_more(&self) {
+        let before = self.sink.transactions().len();
+        assert!(poll_once(&self.config).status.success());
+        assert_eq!(self.sink.transactions().len(), before);
+    }
+}
+
+fn catchall_retention_delete(link: Link) {
+    let c = collect_sample(link, "INBOX", &[]);
+    assert_eq!(c.dovecot.count(USER), 0, "INBOX not emptied");
+    c.assert_nothing_more();
 }
 
 #[test]
@@ -106,37 +139,24 @@ fn catchall_retention_delete_implicit_tls() {
 
 #[test]
 fn catchall_from_a_subfolder_given_with_the_other_separator() {
-    let dovecot = Dovecot::start(&[(USER, PASS)]);
-    let sink = SmtpSink::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let mail = sample_catchall_mail();
-    // Dovecot's Maildir++ separator is "."; the account writes "/".
-    dovecot.deliver_all(USER, &mail);
-    for m in &mail {
-        dovecot.deliver_to(USER, "INBOX.Support", m);
-    }
-    let config = write_config(
-        dir.path(),
-        &sink,
-        // Every third deletion: UID EXPUNGE, LOGOUT, and on in a new session.
-        account(
-            &dovecot,
-            Link::Starttls,
-            &["folder: INBOX/Support", "expunge_every: 3"],
-        ),
-        &[],
+    // Dovecot's Maildir++ separator is "."; the account writes "/". Every third deletion:
+    // UID EXPUNGE, LOGOUT, and on in a new session.
+    let c = collect_sample(
+        Link::Starttls,
+        "INBOX.Support",
+        &["folder: INBOX/Support", "expunge_every: 3"],
     );
-    let out = poll_once(&config);
-    assert!(out.status.success(), "{}\n{}", stderr(&out), dovecot.log());
-
-    let tally = Tally::of(&sample_catchall_pairs(), &sink.transactions());
-    assert!(tally.exact(), "{tally}");
     assert_eq!(
-        dovecot.count_in(USER, "INBOX.Support"),
+        c.dovecot.count_in(USER, "INBOX.Support"),
         0,
         "subfolder not emptied"
     );
-    assert_eq!(dovecot.count(USER), mail.len(), "INBOX must be left alone");
+    assert_eq!(
+        c.dovecot.count(USER),
+        c.mail.len(),
+        "INBOX must be left alone"
+    );
+    c.assert_nothing_more();
 }
 
 #[test]
@@ -352,4 +372,21 @@ fn fetch_order_newest_takes_the_newest_first_over_imap_and_pop3() {
         assert!(tally.exact(), "{protocol}: {tally}");
         assert_eq!(dovecot.count(USER), 0, "{protocol}");
     }
+}
+
+#[test]
+fn after_fetch_move_leaves_everything_in_the_archive_folder() {
+    let c = collect_sample(
+        Link::Starttls,
+        "INBOX.Archive",
+        &["after_fetch: move:INBOX/Archive", "expunge_every: 5"],
+    );
+    // Collected from INBOX, moved next to the copies already in the archive.
+    let n = c.mail.len();
+    assert_eq!(c.dovecot.count(USER), 0, "INBOX not emptied");
+    assert_eq!(c.dovecot.count_in(USER, "INBOX.Archive"), 2 * n);
+    let flags = c.dovecot.flags_in(USER, "INBOX.Archive");
+    assert!(flags.iter().all(|f| !f.contains('S')), "read: {flags:?}");
+    c.assert_nothing_more();
+    assert_eq!(c.dovecot.count_in(USER, "INBOX.Archive"), 2 * n);
 }

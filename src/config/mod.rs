@@ -163,6 +163,17 @@ pub enum FetchOrder {
     Newest,
 }
 
+/// `after_fetch` (IMAP): what becomes of a settled message when retention lets it go from
+/// the folder.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AfterFetch {
+    /// It is deleted (flagged `\Deleted` and expunged): the default.
+    #[default]
+    Delete,
+    /// `move:<folder>`: it is moved to this folder (given with either separator) instead.
+    Move(String),
+}
+
 /// Whom an account's mail is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -250,6 +261,8 @@ pub struct AccountConfig {
     pub expunge_every: u32,
     /// Oldest or newest messages first.
     pub fetch_order: FetchOrder,
+    /// IMAP: delete, or move to another folder, when retention lets a message go.
+    pub after_fetch: AfterFetch,
 }
 
 /// One problem in the configuration file, with where it is.

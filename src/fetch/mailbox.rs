@@ -6,7 +6,7 @@
 
 use std::future::Future;
 
-use crate::config::{AccountConfig, FetchOrder, Protocol};
+use crate::config::{AccountConfig, AfterFetch, FetchOrder, Protocol};
 
 use super::imap::{ImapClient, ImapError};
 use super::pop3::{Pop3Client, Pop3Error};
@@ -114,6 +114,9 @@ impl Source for Upstream<'_> {
                 let mut client = ImapClient::connect(self.account).await?;
                 client.set_max_message_size(self.max_message_size);
                 client.open_folder(&self.account.folder).await?;
+                if let AfterFetch::Move(target) = &self.account.after_fetch {
+                    client.move_instead_of_delete(target).await?;
+                }
                 Link::Imap(client)
             }
         };

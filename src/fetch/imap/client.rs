@@ -36,6 +36,9 @@ pub struct ImapClient {
     message_max: u64,
     /// UIDs flagged `\Deleted` in this session, for UID EXPUNGE.
     flagged: Vec<u32>,
+    /// Where [`mark_deleted`](ImapClient::mark_deleted) moves a message instead
+    /// (`after_fetch: move:<folder>`), as the server spells the folder.
+    move_to: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ImapClient {
@@ -96,13 +99,24 @@ impl ImapClient {
     /// Selects the configured folder, given with either separator (see [`folder::resolve`]):
     /// INBOX at once, any other after a LIST. Returns its UIDVALIDITY.
     pub async fn open_folder(&mut self, wanted: &str) -> Result<u32, ImapError> {
-        let name = if wanted.eq_ignore_ascii_case("INBOX") {
-            b"INBOX".to_vec()
-        } else {
-            let entries = self.list_folders().await?;
-            folder::resolve(wanted, &entries)?
-        };
+        let name = self.folder_name(wanted).await?;
         self.select(&name).await
+    }
+
+    /// From now on [`mark_deleted`](ImapClient::mark_deleted) moves messages to this folder
+    /// (given with either separator; it must exist) instead of deleting them.
+    pub async fn move_instead_of_delete(&mut self, wanted: &str) -> Result<(), ImapError> {
+        self.move_to = Some(self.folder_name(wanted).await?);
+        Ok(())
+    }
+
+    /// The server's name for the folder `wanted`: INBOX at once, any other after a LIST.
+    async fn folder_name(&mut self, wanted: &str) -> Result<Vec<u8>, ImapError> {
+        if wanted.eq_ignore_ascii_case("INBOX") {
+            return Ok(b"INBOX".to_vec());
+        }
+        let entries = self.list_folders().await?;
+        Ok(folder::resolve(wanted, &entries)?)
     }
 
     /// SELECT: the folder's UIDVALIDITY; its EXISTS is kept.
@@ -189,8 +203,18 @@ impl ImapClient {
     }
 
     /// `UID STORE uid +FLAGS.SILENT (\Deleted)`: the server removes it at
-    /// [`expunge`](ImapClient::expunge).
+    /// [`expunge`](ImapClient::expunge). With a folder to move to: `UID MOVE` (RFC 6851)
+    /// when offered, else `UID COPY` there and then the same as deleting.
     pub async fn mark_deleted(&mut self, uid: u32) -> Result<(), ImapError> {
+        if let Some(target) = self.move_to.clone() {
+            let moved = self.capabilities.has("MOVE");
+            let verb = if moved { "MOVE" } else { "COPY" };
+            let command = Command::new(&format!("UID {verb} {uid}")).string(&target, false);
+            self.run(command).await?;
+            if moved {
+                return Ok(());
+            }
+        }
         self.run(Command::new(&format!(
             "UID STORE {uid} +FLAGS.SILENT (\\Deleted)"
         )))

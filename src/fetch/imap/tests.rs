@@ -54,6 +54,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         initial: None,
         expunge_every: 50,
         fetch_order: Default::default(),
+        after_fetch: Default::default(),
     }
 }
 
@@ -425,4 +426,44 @@ fn uid_sets_are_ranges_split_to_fit_a_command() {
     assert!(sets.iter().all(|s| s.len() <= UID_SET_MAX));
     let back: usize = sets.iter().map(|s| s.split(',').count()).sum();
     assert_eq!(back, 20_000);
+}
+
+#[tokio::test]
+async fn a_message_is_moved_instead_of_deleted_with_move_or_copy() {
+    let list = || {
+        vec![
+            Step::Expect("A3 LIST \"\" \"*\""),
+            send("* LIST () \".\" INBOX\r\n* LIST () \".\" INBOX.Done\r\nA3 OK\r\n"),
+        ]
+    };
+    // With MOVE: one command, and nothing left to expunge.
+    let mut script = list();
+    script.extend([
+        Step::Expect("A4 UID MOVE 7 \"INBOX.Done\""),
+        send("* OK [COPYUID 9 7 1] Moved\r\n* 1 EXPUNGE\r\nA4 OK Move completed.\r\n"),
+        Step::Expect("A5 LOGOUT"),
+        send("* BYE\r\nA5 OK\r\n"),
+    ]);
+    let (mut client, fake) =
+        selected_with(script, 1000, "UIDPLUS MOVE", Duration::from_secs(10)).await;
+    client.move_instead_of_delete("INBOX/Done").await.unwrap();
+    client.mark_deleted(7).await.unwrap();
+    client.commit().await.unwrap();
+    fake.finish().await;
+
+    // Without: COPY there, then flagged and expunged like a deletion.
+    let mut script = list();
+    script.extend([
+        Step::Expect("A4 UID COPY 7 \"INBOX.Done\""),
+        send("A4 OK [COPYUID 9 7 1] Copied\r\n"),
+        Step::Expect("A5 UID STORE 7 +FLAGS.SILENT (\\Deleted)"),
+        send("A5 OK\r\n"),
+        Step::Expect("A6 UID EXPUNGE 7"),
+        send("* 1 EXPUNGE\r\nA6 OK\r\n"),
+    ]);
+    let (mut client, fake) = selected(script, 1000).await;
+    client.move_instead_of_delete("INBOX.Done").await.unwrap();
+    client.mark_deleted(7).await.unwrap();
+    client.commit().await.unwrap();
+    fake.finish().await;
 }

@@ -32,6 +32,7 @@ fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         initial: None,
         expunge_every: 50,
         fetch_order: Default::default(),
+        after_fetch: Default::default(),
     }
 }
 

@@ -74,6 +74,7 @@ impl ImapClient {
             exists: 0,
             message_max: MESSAGE_MAX as u64,
             flagged: Vec::new(),
+            move_to: None,
         };
 
         let (preauth, code) = match client.conn.read_response(LITERAL_MAX).await? {
