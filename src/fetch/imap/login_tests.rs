@@ -225,3 +225,32 @@ async fn data_injected_after_the_starttls_reply_is_refused() {
     assert!(matches!(err, ImapError::Protocol(_)), "{err}");
     assert_eq!(received, ["A1 STARTTLS"]);
 }
+
+#[tokio::test]
+async fn preauth_needs_no_login_but_cannot_be_upgraded() {
+    // In the clear, as the account allows: no credential is sent at all.
+    let fake = fake(
+        vec![
+            send("* PREAUTH [CAPABILITY IMAP4rev1 UIDPLUS] logged in as alice\r\n"),
+            Step::Hang,
+        ],
+        Split::Whole,
+        None,
+    )
+    .await;
+    let client = ImapClient::connect(&account(fake.addr, TlsMode::None))
+        .await
+        .unwrap();
+    assert!(client.capabilities().has("UIDPLUS"));
+    client.logout().await;
+    assert_eq!(fake.finish().await, ["A1 LOGOUT"]);
+
+    // STARTTLS is not allowed after authentication: a required one fails.
+    let (err, received) = refused(
+        vec![send("* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n")],
+        TlsMode::Starttls,
+    )
+    .await;
+    assert!(matches!(err, ImapError::StarttlsNotOffered), "{err}");
+    assert!(received.is_empty());
+}

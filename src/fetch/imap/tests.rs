@@ -467,3 +467,29 @@ async fn a_message_is_moved_instead_of_deleted_with_move_or_copy() {
     client.commit().await.unwrap();
     fake.finish().await;
 }
+
+#[tokio::test]
+async fn a_refused_store_fails_that_message_only() {
+    let (mut client, fake) = selected(
+        vec![
+            Step::Expect("A3 UID STORE 7 +FLAGS.SILENT (\\Deleted)"),
+            send("A3 NO [CANNOT] Mailbox is read-only\r\n"),
+            Step::Expect("A4 UID STORE 8 +FLAGS.SILENT (\\Deleted)"),
+            send("A4 OK\r\n"),
+            Step::Expect("A5 UID EXPUNGE 8"),
+            send("A5 OK\r\n"),
+        ],
+        1000,
+    )
+    .await;
+    let err = client.mark_deleted(7).await.unwrap_err();
+    assert!(!err.connection_lost(), "{err:?}");
+    assert!(
+        err.to_string().contains("[CANNOT] Mailbox is read-only"),
+        "{err}"
+    );
+    client.mark_deleted(8).await.unwrap();
+    // Only what was flagged is expunged.
+    client.commit().await.unwrap();
+    fake.finish().await;
+}
