@@ -239,6 +239,7 @@ fn write_config(
                 "poll_interval: 5s".into(),
                 "retention: delete".into(),
             ],
+            ..AccountYaml::default()
         });
     Ok(config.write(root))
 }

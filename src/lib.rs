@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! fetch/      the `Mailbox` seam (mailbox.rs: list, fetch, mark for deletion, commit) and
-//!             POP3 behind it (fetch/pop3/) over TLS (fetch/tls.rs)
+//!             POP3 (fetch/pop3/) and IMAP (fetch/imap/) behind it, over TLS (fetch/tls.rs)
 //! route/      pure: headers + config -> recipients, each with the reason it was chosen
 //! relay/      the `Relay` seam: one transaction per message to the internal server, a reply
 //!             per RCPT; SMTP (session.rs, lettre) behind it

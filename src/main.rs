@@ -111,14 +111,6 @@ fn main() -> ExitCode {
         }
     };
 
-    let unsupported = mailferry::pipeline::unsupported(&config);
-    if !unsupported.is_empty() {
-        for problem in &unsupported {
-            eprintln!("{}: {problem}", config_path.display());
-        }
-        return ExitCode::from(2);
-    }
-
     match cli.command {
         Command::CheckConfig { .. } => {
             for a in &config.accounts {

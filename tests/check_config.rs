@@ -91,8 +91,7 @@ fn the_example_configuration_is_valid() {
 }
 
 #[test]
-fn an_imap_account_is_refused_until_imap_is_built() {
-    // Valid configuration syntax, but this version has no IMAP poller: say so, don't start.
+fn an_imap_account_with_a_subfolder_is_valid() {
     let text = r#"state_dir: /tmp/mailferry-check
 relay:
   host: mail.corp.local
@@ -104,13 +103,11 @@ accounts:
     host: imap.provider.net
     username: u
     password: p
+    folder: INBOX/Support
 "#;
-    let (code, _out, err) = check(text);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("account office: protocol imap is not supported"),
-        "{err}"
-    );
+    let (code, out, err) = check(text);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("ok (1 account(s)"), "{out}");
 }
 
 #[test]

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    AccountConfig, Config, ConfigError, ConfigErrors, DEFAULT_ENVELOPE_HEADERS, Initial,
-    MetricsConfig, Mode, Password, Protocol, RelayConfig, Retention, RetryPolicy, SourceRouted,
-    TlsMode,
+    AccountConfig, AfterFetch, Config, ConfigError, ConfigErrors, DEFAULT_ENVELOPE_HEADERS,
+    FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol, RelayConfig, Retention,
+    RetryPolicy, SourceRouted, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -67,6 +67,8 @@ const ACCOUNT_KEYS: &[&str] = &[
     "pass_deadline",
     "initial",
     "expunge_every",
+    "fetch_order",
+    "after_fetch",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
@@ -87,6 +89,10 @@ enum ModeName {
     CatchAll,
     SingleUser,
 }
+const FETCH_ORDERS: &[(&str, FetchOrder)] = &[
+    ("oldest", FetchOrder::Oldest),
+    ("newest", FetchOrder::Newest),
+];
 const INITIAL: &[(&str, Initial)] = &[
     ("deliver_all", Initial::DeliverAll),
     ("skip_existing", Initial::SkipExisting),
@@ -308,6 +314,29 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// `after_fetch: move:<folder>`: imap only, and only where retention lets mail go.
+    fn after_fetch(
+        &mut self,
+        node: &Node,
+        name: &str,
+        protocol: Option<Protocol>,
+        retention: Option<Retention>,
+    ) -> Option<AfterFetch> {
+        let value = self.text(node, name)?;
+        let problem = match value.strip_prefix("move:").map(str::trim) {
+            _ if protocol == Some(Protocol::Pop3) => {
+                "only imap accounts have folders to move mail to".to_owned()
+            }
+            _ if retention == Some(Retention::Keep) => "the move happens when retention lets a \
+                message go; with retention: keep it never does (use delete or <N>d)"
+                .to_owned(),
+            Some(folder) if !folder.is_empty() => return Some(AfterFetch::Move(folder.to_owned())),
+            _ => format!("`{value}` is not allowed; allowed: move:<folder>"),
+        };
+        self.err(node, format!("{name}: {problem}"));
+        None
     }
 
     /// A string that may not be empty and may not hold a line break or NUL (it goes on the
@@ -820,6 +849,14 @@ impl Checker<'_> {
                 .integer(n, &s.name("expunge_every"), 1, u64::from(u32::MAX))
                 .and_then(|m| u32::try_from(m).ok()),
         };
+        let fetch_order = match s.get("fetch_order") {
+            None => Some(FetchOrder::Oldest),
+            Some(n) => self.choice(n, &s.name("fetch_order"), FETCH_ORDERS),
+        };
+        let after_fetch = match s.get("after_fetch") {
+            None => Some(AfterFetch::Delete),
+            Some(n) => self.after_fetch(n, &s.name("after_fetch"), protocol, retention),
+        };
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
             (s.get("initial"), initial.flatten(), retention)
         {
@@ -850,6 +887,8 @@ impl Checker<'_> {
             pass_deadline: pass_deadline?,
             initial: initial?,
             expunge_every: expunge_every?,
+            fetch_order: fetch_order?,
+            after_fetch: after_fetch?,
         })
     }
 

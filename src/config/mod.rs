@@ -152,6 +152,28 @@ pub enum Protocol {
     Imap,
 }
 
+/// `fetch_order`: which messages of a mailbox a pass works through first (it matters when
+/// `max_per_pass` or `pass_deadline` ends a pass before the mailbox is done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FetchOrder {
+    /// The oldest first: POP3 message numbers, IMAP UIDs, ascending (the default).
+    #[default]
+    Oldest,
+    /// The newest first.
+    Newest,
+}
+
+/// `after_fetch` (IMAP): what becomes of a settled message when retention lets it go from
+/// the folder.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AfterFetch {
+    /// It is deleted (flagged `\Deleted` and expunged): the default.
+    #[default]
+    Delete,
+    /// `move:<folder>`: it is moved to this folder (given with either separator) instead.
+    Move(String),
+}
+
 /// Whom an account's mail is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -237,6 +259,10 @@ pub struct AccountConfig {
     /// POP3: commit deletions (QUIT and log in again) after this many, so that a dropped
     /// connection brings back at most this many delivered messages.
     pub expunge_every: u32,
+    /// Oldest or newest messages first.
+    pub fetch_order: FetchOrder,
+    /// IMAP: delete, or move to another folder, when retention lets a message go.
+    pub after_fetch: AfterFetch,
 }
 
 impl AccountConfig {

@@ -1,19 +1,21 @@
 //! The seam between a poll pass and an upstream mailbox: [`Source`] opens sessions on one
 //! account's mailbox, a [`Mailbox`] session lists, fetches, marks for deletion and commits.
-//! The pass is written once against these traits; POP3 implements them here, IMAP joins as
-//! one more [`Session`] variant, and tests use the in-memory mailbox of `pipeline`'s tests.
+//! The pass is written once against these traits; POP3 and IMAP implement them here (a
+//! [`Session`] holds either [`Link`]), and tests use the in-memory mailbox of `pipeline`'s
+//! tests.
 
 use std::future::Future;
 
-use crate::config::{AccountConfig, Protocol};
+use crate::config::{AccountConfig, AfterFetch, FetchOrder, Protocol};
 
+use super::imap::{ImapClient, ImapError};
 use super::pop3::{Pop3Client, Pop3Error};
 
 /// A message as its mailbox lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     /// What identifies the message in this mailbox across sessions, the state store's key:
-    /// the POP3 UIDL; for IMAP, UIDVALIDITY and UID together.
+    /// the POP3 UIDL; for IMAP, `<UIDVALIDITY>:<UID>` (a new UIDVALIDITY makes new keys).
     pub key: String,
     /// The session's handle for it: the POP3 message number, the IMAP UID.
     pub handle: u32,
@@ -27,9 +29,9 @@ pub enum FetchError {
     /// A POP3 session failed.
     #[error("POP3: {0}")]
     Pop3(#[from] Pop3Error),
-    /// The account's protocol has no client yet.
-    #[error("{0} accounts are not supported yet")]
-    Unsupported(&'static str),
+    /// An IMAP session failed.
+    #[error("IMAP: {0}")]
+    Imap(#[from] ImapError),
 }
 
 impl FetchError {
@@ -37,13 +39,17 @@ impl FetchError {
     pub fn connection_lost(&self) -> bool {
         match self {
             FetchError::Pop3(e) => e.connection_lost(),
-            FetchError::Unsupported(_) => true,
+            FetchError::Imap(e) => e.connection_lost(),
         }
     }
 
     /// Whether the message is larger than `max_message_size` (nothing of it was kept).
     pub fn too_large(&self) -> bool {
-        matches!(self, FetchError::Pop3(Pop3Error::MessageTooLarge { .. }))
+        matches!(
+            self,
+            FetchError::Pop3(Pop3Error::MessageTooLarge { .. })
+                | FetchError::Imap(ImapError::MessageTooLarge { .. })
+        )
     }
 }
 
@@ -58,7 +64,7 @@ pub trait Mailbox: Send {
     /// Marks the message for deletion; done only by [`commit`](Mailbox::commit).
     fn delete(&mut self, msg: &Listed) -> impl Future<Output = Result<(), FetchError>> + Send;
 
-    /// Ends the session, committing the deletions (POP3 QUIT).
+    /// Ends the session, committing the deletions (POP3 QUIT; IMAP UID EXPUNGE and LOGOUT).
     fn commit(self) -> impl Future<Output = Result<(), FetchError>> + Send;
 }
 
@@ -79,31 +85,53 @@ pub struct Upstream<'a> {
     pub max_message_size: u64,
 }
 
-/// A session on a real upstream mailbox.
-pub enum Session {
+/// A session on a real upstream mailbox: the protocol's client, and the account's
+/// `fetch_order`.
+pub struct Session {
+    link: Link,
+    order: FetchOrder,
+}
+
+/// The protocol client of a [`Session`].
+pub enum Link {
     /// POP3.
     Pop3(Pop3Client),
+    /// IMAP, with the account's folder selected.
+    Imap(ImapClient),
 }
 
 impl Source for Upstream<'_> {
     type Session = Session;
 
     async fn open(&self) -> Result<Session, FetchError> {
-        match self.account.protocol {
+        let link = match self.account.protocol {
             Protocol::Pop3 => {
                 let mut client = Pop3Client::connect(self.account).await?;
                 client.set_max_message_size(self.max_message_size);
-                Ok(Session::Pop3(client))
+                Link::Pop3(client)
             }
-            Protocol::Imap => Err(FetchError::Unsupported("IMAP")),
-        }
+            Protocol::Imap => {
+                let mut client = ImapClient::connect(self.account).await?;
+                client.set_max_message_size(self.max_message_size);
+                client.open_folder(&self.account.folder).await?;
+                if let AfterFetch::Move(target) = &self.account.after_fetch {
+                    client.move_instead_of_delete(target).await?;
+                }
+                Link::Imap(client)
+            }
+        };
+        Ok(Session {
+            link,
+            order: self.account.fetch_order,
+        })
     }
 }
 
 impl Mailbox for Session {
     async fn list(&mut self) -> Result<Vec<Listed>, FetchError> {
-        match self {
-            Session::Pop3(client) => Ok(client
+        // Both clients list the oldest first.
+        let mut listing: Vec<Listed> = match &mut self.link {
+            Link::Pop3(client) => client
                 .listing()
                 .await?
                 .into_iter()
@@ -112,25 +140,47 @@ impl Mailbox for Session {
                     handle: l.number,
                     size: l.size,
                 })
-                .collect()),
+                .collect(),
+            Link::Imap(client) => {
+                let Some(uidvalidity) = client.uidvalidity() else {
+                    return Err(ImapError::Protocol("no folder selected".into()).into());
+                };
+                client
+                    .listing()
+                    .await?
+                    .into_iter()
+                    .map(|l| Listed {
+                        key: format!("{uidvalidity}:{}", l.uid),
+                        handle: l.uid,
+                        size: l.size,
+                    })
+                    .collect()
+            }
+        };
+        if self.order == FetchOrder::Newest {
+            listing.reverse();
         }
+        Ok(listing)
     }
 
     async fn fetch(&mut self, msg: &Listed) -> Result<Vec<u8>, FetchError> {
-        match self {
-            Session::Pop3(client) => Ok(client.retr(msg.handle).await?),
+        match &mut self.link {
+            Link::Pop3(client) => Ok(client.retr(msg.handle).await?),
+            Link::Imap(client) => Ok(client.fetch(msg.handle, msg.size).await?),
         }
     }
 
     async fn delete(&mut self, msg: &Listed) -> Result<(), FetchError> {
-        match self {
-            Session::Pop3(client) => Ok(client.dele(msg.handle).await?),
+        match &mut self.link {
+            Link::Pop3(client) => Ok(client.dele(msg.handle).await?),
+            Link::Imap(client) => Ok(client.mark_deleted(msg.handle).await?),
         }
     }
 
     async fn commit(self) -> Result<(), FetchError> {
-        match self {
-            Session::Pop3(client) => Ok(client.quit().await?),
+        match self.link {
+            Link::Pop3(client) => Ok(client.quit().await?),
+            Link::Imap(client) => Ok(client.commit().await?),
         }
     }
 }

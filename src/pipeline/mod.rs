@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{AccountConfig, Config, Protocol};
+use crate::config::{AccountConfig, Config};
 use crate::fetch::{Source, Upstream};
 use crate::relay::{Relay, SmtpRelay};
 use crate::state::{SqliteStore, StateError, StateLock, StateStore};
@@ -95,22 +95,6 @@ impl fmt::Display for Summary {
         }
         Ok(())
     }
-}
-
-/// What this build cannot run in a valid configuration: IMAP accounts (the configuration
-/// already names them; the IMAP poller is not built yet). One line per account.
-pub fn unsupported(config: &Config) -> Vec<String> {
-    config
-        .accounts
-        .iter()
-        .filter(|a| a.protocol == Protocol::Imap)
-        .map(|a| {
-            format!(
-                "account {}: protocol imap is not supported by this version of mailferry yet; use pop3",
-                a.name
-            )
-        })
-        .collect()
 }
 
 /// One pass of every account (or of the one named), concurrently; then exit.

@@ -780,6 +780,8 @@ fn rules_for_account_take_the_config_and_the_username() {
         pass_deadline: Duration::from_secs(1800),
         initial: None,
         expunge_every: 50,
+        fetch_order: Default::default(),
+        after_fetch: Default::default(),
     };
     let config = Config {
         state_dir: "/tmp".into(),

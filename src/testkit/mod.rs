@@ -6,8 +6,9 @@
 //!   to DATA, after the final dot per recipient set; drop after N DATA; STARTTLS or implicit
 //!   TLS) that records every command and transaction. For what a real server (smtp-sink)
 //!   will not do on demand: refuse one recipient among several, change its mind between passes.
-//! - [`pop3::FakePop3`]: a POP3 server that follows a conversation step by step (expect this
-//!   command, send these bytes, upgrade to TLS, hang, trickle), for the client's wire tests.
+//! - [`script::Scripted`]: a POP3 or IMAP server that follows a conversation step by step
+//!   (expect this command, send these bytes, upgrade to TLS, hang, trickle), for the clients'
+//!   wire tests.
 //! - [`tls`]: a test CA and a server certificate it signed, or a self-signed server
 //!   certificate (what administrators make), both with the openssl CLI.
 //! - [`Split`]: how a fake cuts what it writes into reads, to prove a client reassembles.
@@ -15,7 +16,7 @@
 //! The fakes bind 127.0.0.1 on a port the kernel picks, and panic on set-up failures: they
 //! are test code.
 
-pub mod pop3;
+pub mod script;
 pub mod smtp;
 pub mod tls;
 

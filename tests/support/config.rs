@@ -1,4 +1,5 @@
-//! mailferry configurations for "POP3 accounts → one SMTP receiver on 127.0.0.1", as YAML.
+//! mailferry configurations for "POP3 or IMAP accounts → one SMTP receiver on 127.0.0.1",
+//! as YAML.
 //!
 //! ```ignore
 //! let path = GatewayConfig::new(dir.join("state"), sink.port())
@@ -32,11 +33,13 @@ pub enum Secret {
     File(PathBuf),
 }
 
-/// One POP3 account of a [`GatewayConfig`] (`protocol: pop3`).
+/// One account of a [`GatewayConfig`].
 #[derive(Debug, Clone)]
 pub struct AccountYaml {
     /// `name`.
     pub name: String,
+    /// `protocol`: `pop3` (the default) or `imap`.
+    pub protocol: String,
     /// `host` (default `localhost`).
     pub host: String,
     /// `port`.
@@ -58,6 +61,7 @@ impl Default for AccountYaml {
     fn default() -> AccountYaml {
         AccountYaml {
             name: String::new(),
+            protocol: "pop3".to_owned(),
             host: "localhost".to_owned(),
             port: 0,
             tls: "none".to_owned(),
@@ -195,7 +199,10 @@ impl GatewayConfig {
         y.extend(self.extra_lines.iter().cloned());
         y.push("accounts:".to_owned());
         for a in &self.accounts {
-            y.push(format!("  - name: {}\n    protocol: pop3", a.name));
+            y.push(format!(
+                "  - name: {}\n    protocol: {}",
+                a.name, a.protocol
+            ));
             y.push(format!("    host: {}\n    port: {}", a.host, a.port));
             y.push(format!("    tls: {}", a.tls));
             if let Some(ca) = &a.ca_file {

@@ -1,5 +1,6 @@
-//! A private Dovecot instance: POP3 (plain + STLS), POP3S, IMAP, IMAPS on free loopback
-//! ports, Maildir users, a self-signed certificate for `localhost`/127.0.0.1.
+//! A private Dovecot instance: POP3 (plain + STLS), POP3S, IMAP (plain + STARTTLS), IMAPS on
+//! free loopback ports, Maildir users with folders, a self-signed certificate for
+//! `localhost`/127.0.0.1.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -212,11 +213,42 @@ impl Dovecot {
         self.root.path().join("home").join(user).join("Maildir")
     }
 
+    /// The directory of one of the user's folders (Maildir++: `INBOX` is the Maildir itself,
+    /// `INBOX.Support` is `.INBOX.Support` in it), created empty if it is not there yet.
+    /// Dovecot's separator here is `.`.
+    pub fn folder(&self, user: &str, folder: &str) -> PathBuf {
+        let maildir = self.maildir(user);
+        if folder.eq_ignore_ascii_case("INBOX") {
+            return maildir;
+        }
+        assert!(
+            !folder.is_empty() && !folder.contains(['/', '\n']) && !folder.starts_with('.'),
+            "unsuitable test folder name {folder:?}"
+        );
+        let dir = maildir.join(format!(".{folder}"));
+        for sub in ["", "cur", "new", "tmp"] {
+            let path = dir.join(sub);
+            if path.exists() {
+                continue;
+            }
+            fs::create_dir(&path).expect("create a Maildir folder directory");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+                .expect("chmod a Maildir folder directory");
+            chown(&path, Some(self.uid), Some(self.gid)).expect("chown a Maildir folder");
+        }
+        dir
+    }
+
     /// Puts one message into the user's mailbox, as a Maildir delivery agent would: written
     /// to `tmp/` as the mail user, then renamed into `new/`. The bytes are stored as given
     /// (a Maildir keeps LF line ends). Messages keep the order in which they were delivered.
     pub fn deliver(&self, user: &str, raw: &[u8]) {
-        let maildir = self.maildir(user);
+        self.deliver_to(user, "INBOX", raw);
+    }
+
+    /// [`Dovecot::deliver`] into one of the user's folders (`INBOX.Support`), made if needed.
+    pub fn deliver_to(&self, user: &str, folder: &str, raw: &[u8]) {
+        let maildir = self.folder(user, folder);
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
         // No ",S=<size>" in the name: Dovecot would insist on it being the exact size.
         let name = format!(
@@ -241,19 +273,38 @@ impl Dovecot {
 
     /// What the user's mailbox holds now (`new/` and `cur/`), in delivery order.
     pub fn messages(&self, user: &str) -> Vec<Vec<u8>> {
-        self.message_files(user)
+        self.message_files(user, "INBOX")
             .iter()
             .filter_map(|p| fs::read(p).ok())
             .collect()
     }
 
-    /// How many messages the user's mailbox holds now.
+    /// How many messages the user's mailbox (INBOX) holds now.
     pub fn count(&self, user: &str) -> usize {
-        self.message_files(user).len()
+        self.message_files(user, "INBOX").len()
     }
 
-    fn message_files(&self, user: &str) -> Vec<PathBuf> {
-        let maildir = self.maildir(user);
+    /// How many messages one of the user's folders holds now.
+    pub fn count_in(&self, user: &str, folder: &str) -> usize {
+        self.message_files(user, folder).len()
+    }
+
+    /// The Maildir flags of each message in a folder (`"S"` for `\Seen`, `"ST"`, ...), in
+    /// delivery order; empty for a message Dovecot has not flagged (or not moved to `cur/`).
+    pub fn flags_in(&self, user: &str, folder: &str) -> Vec<String> {
+        self.message_files(user, folder)
+            .iter()
+            .map(|p| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                name.rsplit_once(":2,")
+                    .map(|(_, flags)| flags.to_owned())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn message_files(&self, user: &str, folder: &str) -> Vec<PathBuf> {
+        let maildir = self.folder(user, folder);
         let mut files: Vec<(u64, String, PathBuf)> = Vec::new();
         for sub in ["new", "cur"] {
             let Ok(entries) = fs::read_dir(maildir.join(sub)) else {

@@ -909,3 +909,66 @@ fn two_accounts_on_one_mailbox_are_refused() {
     let other = second.replace("username: u@example.com", "username: v@example.com");
     load(&format!("{BASE}{other}")).unwrap();
 }
+
+#[test]
+fn fetch_order_defaults_to_oldest_and_takes_newest() {
+    assert_eq!(
+        load(BASE).unwrap().accounts[0].fetch_order,
+        FetchOrder::Oldest
+    );
+    let c = load(&base_with(
+        "    password: pw\n",
+        "    password: pw\n    fetch_order: newest\n",
+    ))
+    .unwrap();
+    assert_eq!(c.accounts[0].fetch_order, FetchOrder::Newest);
+    assert_one_error(
+        &base_with(
+            "    password: pw\n",
+            "    password: pw\n    fetch_order: unread\n",
+        ),
+        12,
+        "fetch_order: `unread` is not allowed",
+    );
+}
+
+#[test]
+fn after_fetch_moves_imap_mail_where_retention_lets_it_go() {
+    let imap = BASE.replace("protocol: pop3", "protocol: imap");
+    let with =
+        |lines: &str| imap.replace("    password: pw\n", &format!("    password: pw\n{lines}"));
+    assert_eq!(
+        load(&imap).unwrap().accounts[0].after_fetch,
+        AfterFetch::Delete
+    );
+    let c = load(&with("    after_fetch: move:INBOX/Done\n")).unwrap();
+    assert_eq!(
+        c.accounts[0].after_fetch,
+        AfterFetch::Move("INBOX/Done".into())
+    );
+    let c = load(&with("    retention: 14d\n    after_fetch: move:Archive\n")).unwrap();
+    assert_eq!(
+        c.accounts[0].after_fetch,
+        AfterFetch::Move("Archive".into())
+    );
+
+    assert_one_error(
+        &with("    retention: keep\n    after_fetch: move:Archive\n"),
+        13,
+        "with retention: keep it never does",
+    );
+    assert_one_error(
+        &with("    after_fetch: seen\n"),
+        12,
+        "after_fetch: `seen` is not allowed; allowed: move:<folder>",
+    );
+    assert_one_error(&with("    after_fetch: 'move:'\n"), 12, "is not allowed");
+    assert_one_error(
+        &base_with(
+            "    password: pw\n",
+            "    password: pw\n    after_fetch: move:Archive\n",
+        ),
+        12,
+        "only imap accounts have folders",
+    );
+}

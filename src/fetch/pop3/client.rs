@@ -739,7 +739,7 @@ fn check_credential(value: &str, what: &'static str) -> Result<(), Pop3Error> {
 
 /// `text` with every occurrence of a secret (the password, or the AUTH PLAIN response)
 /// blanked, in any letter case (a server may echo it upper-cased).
-fn redact(text: &str, secrets: &[String]) -> String {
+pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
     let mut text = text.to_owned();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         let needle = secret.to_lowercase();
@@ -760,7 +760,7 @@ fn redact(text: &str, secrets: &[String]) -> String {
 }
 
 /// Standard base64 with padding (RFC 4648), for AUTH PLAIN.
-fn base64(input: &[u8]) -> String {
+pub(crate) fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {

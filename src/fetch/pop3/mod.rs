@@ -9,6 +9,8 @@ mod tests;
 use std::time::Duration;
 
 pub use client::{FETCH_RATE_FLOOR, LISTING_MAX, Listed, MESSAGE_MAX, Pop3Client, fetch_deadline};
+// Shared with the IMAP client.
+pub(crate) use client::{base64, redact};
 pub use protocol::{Capabilities, Overflow};
 
 use super::tls::TlsError;

@@ -8,7 +8,7 @@ use super::protocol::{DATA_LINE_MAX, STATUS_LINE_MAX, dot_stuff};
 use super::{Pop3Client, Pop3Error};
 use crate::config::{AccountConfig, Mode, Password, Protocol, Retention, TlsMode};
 use crate::testkit::Split;
-use crate::testkit::pop3::{FakePop3, Step, send};
+use crate::testkit::script::{Scripted, Step, send};
 use crate::testkit::tls::test_ca;
 
 const PASSWORD: &str = "s3cret";
@@ -32,6 +32,8 @@ fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         pass_deadline: Duration::from_secs(1800),
         initial: None,
         expunge_every: 50,
+        fetch_order: Default::default(),
+        after_fetch: Default::default(),
     }
 }
 
@@ -72,7 +74,7 @@ fn full_session_script() -> Vec<Step> {
 }
 
 async fn run_full_session(split: Split) {
-    let fake = FakePop3::start(full_session_script(), split, None).await;
+    let fake = Scripted::start(full_session_script(), split, None).await;
     let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap_or_else(|e| panic!("{split:?}: {e}"));
@@ -142,7 +144,7 @@ async fn server_closing_mid_retr_is_an_error_not_a_hang() {
         send("+OK\r\nSubject: x\r\n\r\nhalf a mes"),
         Step::Close,
     ]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = Duration::from_secs(30);
     let mut client = Pop3Client::connect(&acct).await.unwrap();
@@ -169,7 +171,7 @@ async fn server_closing_at_a_dot_line_is_not_the_end() {
         send("+OK\r\nx\r\n..\r\n"),
         Step::Close,
     ]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
@@ -186,7 +188,7 @@ async fn server_that_stops_answering_times_out() {
         send("+OK\r\npartial line\r\n"),
         Step::Hang,
     ]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = Duration::from_millis(300);
     let mut client = Pop3Client::connect(&acct).await.unwrap();
@@ -205,7 +207,7 @@ async fn server_that_stops_answering_times_out() {
 
 #[tokio::test]
 async fn silent_server_times_out_at_the_greeting() {
-    let fake = FakePop3::start(vec![Step::Hang], Split::Whole, None).await;
+    let fake = Scripted::start(vec![Step::Hang], Split::Whole, None).await;
     let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = Duration::from_millis(200);
     let err = Pop3Client::connect(&acct).await.unwrap_err();
@@ -221,7 +223,7 @@ async fn starttls_required_but_not_offered_sends_no_credentials() {
         send("+OK\r\nUSER\r\nUIDL\r\n.\r\n"),
         Step::Hang,
     ];
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let err = Pop3Client::connect(&account(fake.addr(), TlsMode::Starttls))
         .await
         .unwrap_err();
@@ -237,7 +239,7 @@ async fn starttls_if_available_without_stls_refuses_plaintext_login() {
         send("+OK\r\nUSER\r\n.\r\n"),
         Step::Hang,
     ];
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let err = Pop3Client::connect(&account(fake.addr(), TlsMode::StarttlsIfAvailable))
         .await
         .unwrap_err();
@@ -256,7 +258,7 @@ async fn server_without_capa_is_asked_for_stls_and_still_refused_plaintext() {
         send("-ERR unknown command\r\n"),
         Step::Hang,
     ];
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let err = Pop3Client::connect(&account(fake.addr(), TlsMode::StarttlsIfAvailable))
         .await
         .unwrap_err();
@@ -268,7 +270,7 @@ async fn server_without_capa_is_asked_for_stls_and_still_refused_plaintext() {
 async fn server_without_capa_logs_in_with_user_pass_when_plaintext_allowed() {
     let mut script = login_steps("-ERR what?\r\n");
     script.extend([Step::Expect("QUIT"), send("+OK\r\n"), Step::Close]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
@@ -289,7 +291,7 @@ async fn auth_failure_never_shows_the_password() {
         send("-ERR [AUTH] wrong password s3cret for alice\r\n"),
         Step::Hang,
     ];
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let err = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap_err();
@@ -315,7 +317,7 @@ async fn mailbox_in_use_is_a_temporary_auth_failure() {
         send("-ERR [IN-USE] mailbox locked by another session\r\n"),
         Step::Hang,
     ];
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let err = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap_err();
@@ -344,7 +346,7 @@ async fn auth_plain_when_user_is_not_offered() {
         send("+OK\r\n"),
         Step::Close,
     ];
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
@@ -364,7 +366,7 @@ async fn err_reply_leaves_the_session_usable() {
         send("-ERR some deleted messages not removed\r\n"),
         Step::Close,
     ]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
@@ -393,7 +395,7 @@ async fn bad_uidl_lines_are_skipped_not_fatal() {
         send("+OK\r\n"),
         Step::Close,
     ]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
@@ -418,7 +420,7 @@ async fn a_message_line_longer_than_a_listing_line_is_kept_whole() {
         send("+OK\r\n"),
         Step::Close,
     ]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
@@ -435,7 +437,7 @@ async fn a_message_line_longer_than_a_listing_line_is_kept_whole() {
 #[tokio::test]
 async fn overlong_status_line_fails_cleanly() {
     let greeting = format!("+OK {}", "x".repeat(STATUS_LINE_MAX + 10));
-    let fake = FakePop3::start(
+    let fake = Scripted::start(
         vec![Step::Send(greeting.into_bytes()), Step::Hang],
         Split::Whole,
         None,
@@ -451,7 +453,7 @@ async fn overlong_status_line_fails_cleanly() {
 
 #[tokio::test]
 async fn malformed_status_line_is_a_protocol_error() {
-    let fake = FakePop3::start(
+    let fake = Scripted::start(
         vec![send("* OK IMAP4rev1 ready\r\n"), Step::Hang],
         Split::Whole,
         None,
@@ -466,7 +468,7 @@ async fn malformed_status_line_is_a_protocol_error() {
 
 #[tokio::test]
 async fn credential_with_crlf_is_refused_before_connecting() {
-    let fake = FakePop3::start(vec![send("+OK\r\n"), Step::Hang], Split::Whole, None).await;
+    let fake = Scripted::start(vec![send("+OK\r\n"), Step::Hang], Split::Whole, None).await;
     let mut acct = account(fake.addr(), TlsMode::None);
     acct.password = Password::new("x\r\nDELE 1");
     let err = Pop3Client::connect(&acct).await.unwrap_err();
@@ -510,7 +512,7 @@ async fn pass_is_logged_as_stars() {
 
     let mut script = login_steps("+OK\r\nUSER\r\n.\r\n");
     script.extend([Step::Expect("QUIT"), send("+OK\r\n"), Step::Close]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
@@ -545,7 +547,7 @@ async fn stls_upgrades_before_login_and_recapas() {
         send("+OK\r\n"),
         Step::Close,
     ];
-    let fake = FakePop3::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
+    let fake = Scripted::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
     let mut acct = account(fake.addr(), TlsMode::StarttlsIfAvailable);
     acct.ca_file = Some(ca.ca_pem.clone());
     let client = Pop3Client::connect(&acct).await.unwrap();
@@ -576,7 +578,7 @@ async fn implicit_tls() {
     let mut script = vec![Step::StartTls];
     script.extend(login_steps("+OK\r\nUSER\r\n.\r\n"));
     script.extend([Step::Expect("QUIT"), send("+OK\r\n"), Step::Close]);
-    let fake = FakePop3::start(script, Split::ByteByByte, Some(ca.acceptor.clone())).await;
+    let fake = Scripted::start(script, Split::ByteByByte, Some(ca.acceptor.clone())).await;
     let mut acct = account(fake.addr(), TlsMode::Tls);
     acct.ca_file = Some(ca.ca_pem.clone());
     let client = Pop3Client::connect(&acct).await.unwrap();
@@ -596,7 +598,7 @@ async fn untrusted_certificate_fails_and_sends_no_credentials() {
         send("+OK\r\n"),
         Step::StartTls,
     ];
-    let fake = FakePop3::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
+    let fake = Scripted::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
     // No ca_file: the system store does not know the test CA.
     let err = Pop3Client::connect(&account(fake.addr(), TlsMode::Starttls))
         .await
@@ -621,7 +623,7 @@ async fn data_injected_after_stls_reply_is_refused() {
         send("+OK Begin TLS\r\n+OK injected\r\n"),
         Step::Hang,
     ];
-    let fake = FakePop3::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
+    let fake = Scripted::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
     let mut acct = account(fake.addr(), TlsMode::Starttls);
     acct.ca_file = Some(ca.ca_pem.clone());
     let err = Pop3Client::connect(&acct).await.unwrap_err();
@@ -647,7 +649,7 @@ async fn server_with_bare_lf_line_ends() {
         send("+OK\n"),
         Step::Close,
     ];
-    let fake = FakePop3::start(script, Split::ByteByByte, None).await;
+    let fake = Scripted::start(script, Split::ByteByByte, None).await;
     let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
@@ -690,7 +692,7 @@ async fn a_server_trickling_bytes_under_the_read_timeout_fails_at_the_deadline()
         // One byte every timeout/2: no read ever times out, and 100 bytes take 20 s.
         Step::Trickle(vec![b'x'; 100], timeout / 2),
     ]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = timeout;
     let mut client = Pop3Client::connect(&acct).await.unwrap();
@@ -720,7 +722,7 @@ async fn a_trickling_server_is_cut_without_a_list_size_too() {
         send("+OK\r\nSubject: x\r\n\r\n"),
         Step::Trickle(vec![b'x'; 100], timeout / 2),
     ]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = timeout;
     let mut client = Pop3Client::connect(&acct).await.unwrap();
@@ -747,7 +749,7 @@ async fn a_big_message_on_a_slow_steady_link_is_not_cut() {
         script.push(Step::Sleep(Duration::from_millis(300)));
     }
     script.push(send(".\r\n"));
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = timeout;
     let mut client = Pop3Client::connect(&acct).await.unwrap();
@@ -764,7 +766,7 @@ async fn retr_within_keeps_to_the_deadline_given() {
         send("+OK\r\n"),
         Step::Trickle(vec![b'x'; 100], Duration::from_millis(100)),
     ]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
@@ -797,7 +799,7 @@ async fn a_message_list_announces_larger_than_the_cap_is_not_retrieved() {
         send("+OK\r\n"),
         Step::Close,
     ]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();
@@ -855,7 +857,7 @@ async fn a_message_larger_than_list_said_is_dropped_at_the_cap_and_the_session_g
         send("+OK\r\n"),
         Step::Close,
     ]);
-    let fake = FakePop3::start(script, Split::Whole, None).await;
+    let fake = Scripted::start(script, Split::Whole, None).await;
     let mut client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap();

@@ -1,11 +1,12 @@
-//! A fake POP3 server that follows a conversation step by step: expect this command line,
-//! send these bytes, upgrade to TLS, close, hang, trickle. It serves one connection and
-//! records every line the client sent; a line other than the one expected ends it with an
-//! error that [`FakePop3::finish`] reports. For the client's wire tests, where the exact
-//! bytes and their order are the point (Dovecot serves the end-to-end tests).
+//! A fake line-protocol server (POP3, IMAP) that follows a conversation step by step: expect
+//! this command line, send these bytes, upgrade to TLS, close, hang, trickle; after the
+//! script, optionally answer each further line (IMAP's LOGOUT with BYE). It serves one
+//! connection and records every line the client sent; a line other than the one expected
+//! ends it with an error that [`Scripted::finish`] reports. For the clients' wire tests, where
+//! the exact bytes and their order are the point (Dovecot serves the end-to-end tests).
 //!
 //! ```ignore
-//! let fake = FakePop3::start(vec![send("+OK ready\r\n"), Step::Expect("CAPA"), ...],
+//! let fake = Scripted::start(vec![send("+OK ready\r\n"), Step::Expect("CAPA"), ...],
 //!     Split::ByteByByte, None).await;
 //! // ... connect a client to fake.addr() ...
 //! assert_eq!(fake.finish().await, ["CAPA", "USER alice", "PASS s3cret", "QUIT"]);
@@ -49,18 +50,29 @@ pub fn send(s: &str) -> Step {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// A fake POP3 server serving one connection on 127.0.0.1, on the caller's tokio runtime.
-pub struct FakePop3 {
+/// A scripted server serving one connection on 127.0.0.1, on the caller's tokio runtime.
+pub struct Scripted {
     addr: SocketAddr,
     /// Every line the client sent, in order, plus "[TLS]" where the handshake happened.
     received: Arc<Mutex<Vec<String>>>,
     task: JoinHandle<Result<(), String>>,
 }
 
-impl FakePop3 {
+impl Scripted {
     /// Listens and serves the first connection with `script`, writing as `split` says;
     /// `tls` is the acceptor for [`Step::StartTls`].
-    pub async fn start(script: Vec<Step>, split: Split, tls: Option<TlsAcceptor>) -> FakePop3 {
+    pub async fn start(script: Vec<Step>, split: Split, tls: Option<TlsAcceptor>) -> Scripted {
+        Scripted::answering(script, split, tls, |_| None).await
+    }
+
+    /// [`start`](Scripted::start), and after the script, `answer` each further line the
+    /// client sends with what it returns (e.g. IMAP's LOGOUT with BYE).
+    pub async fn answering(
+        script: Vec<Step>,
+        split: Split,
+        tls: Option<TlsAcceptor>,
+        answer: fn(&str) -> Option<String>,
+    ) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local_addr");
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -68,9 +80,9 @@ impl FakePop3 {
         let task = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
             tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-            serve(Box::new(tcp), script, split, tls, log).await
+            serve(Box::new(tcp), script, split, tls, log, answer).await
         });
-        FakePop3 {
+        Scripted {
             addr,
             received,
             task,
@@ -105,7 +117,7 @@ impl FakePop3 {
             .clone())
     }
 
-    /// [`FakePop3::outcome`], panicking on the server's error.
+    /// [`Scripted::outcome`], panicking on the server's error.
     pub async fn finish(self) -> Vec<String> {
         self.outcome().await.unwrap_or_else(|e| panic!("{e}"))
     }
@@ -122,6 +134,7 @@ async fn serve(
     split: Split,
     tls: Option<TlsAcceptor>,
     log: Arc<Mutex<Vec<String>>>,
+    answer: fn(&str) -> Option<String>,
 ) -> Result<(), String> {
     let record = |line: String| log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
     let mut io = BufReader::new(stream);
@@ -169,7 +182,14 @@ async fn serve(
     // Record whatever else the client says until it hangs up.
     loop {
         match tokio::time::timeout(Duration::from_secs(10), read_line(&mut io)).await {
-            Ok(Ok(line)) => record(line),
+            Ok(Ok(line)) => {
+                if let Some(reply) = answer(&line) {
+                    write_split(io.get_mut(), reply.as_bytes(), Split::Whole)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                record(line);
+            }
             Ok(Err(_)) => return Ok(()),
             Err(_) => return Err("client neither spoke nor hung up".into()),
         }

@@ -1,0 +1,258 @@
+//! Getting to an authenticated session: TCP, implicit TLS or STARTTLS, the greeting and
+//! CAPABILITY, then AUTHENTICATE PLAIN or LOGIN. No credential goes on the wire before the
+//! connection is as secure as the account requires.
+
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::ClientConfig;
+
+use super::super::ImapError;
+use super::super::command::{self, Command};
+use super::super::conn::{Connection, Stream};
+use super::super::protocol::{Capabilities, Code, LITERAL_MAX, Response, Status};
+use super::ImapClient;
+use crate::config::{AccountConfig, TlsMode};
+use crate::fetch::pop3::{MESSAGE_MAX, redact};
+use crate::fetch::tls;
+
+impl ImapClient {
+    /// TCP connect to account.host:account.port, TLS per account.tls (Tls = implicit;
+    /// Starttls = STARTTLS required, refused before any credential if not offered;
+    /// StarttlsIfAvailable = STARTTLS when offered; None = plain), then login: AUTHENTICATE
+    /// PLAIN when offered, else LOGIN. Refuses to send the password on an unencrypted
+    /// connection unless account.tls == TlsMode::None.
+    pub async fn connect(account: &AccountConfig) -> Result<ImapClient, ImapError> {
+        ImapClient::connect_with(account, None).await
+    }
+
+    /// [`connect`](ImapClient::connect) with a TLS configuration built beforehand (see
+    /// [`tls::client_config`]); `None` builds one from the account's `ca_file` when needed.
+    pub async fn connect_with(
+        account: &AccountConfig,
+        tls_config: Option<Arc<ClientConfig>>,
+    ) -> Result<ImapClient, ImapError> {
+        // Checked before anything goes on the wire.
+        check_credential(&account.username, "user name")?;
+        check_credential(account.password.expose(), "password")?;
+
+        let host = account.host.trim_start_matches('[').trim_end_matches(']');
+        let addr = format!("{}:{}", account.host, account.port);
+        let connect = TcpStream::connect((host, account.port));
+        let tcp = match tokio::time::timeout(account.timeout, connect).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(source)) => return Err(ImapError::Connect { addr, source }),
+            Err(_) => return Err(ImapError::Timeout(account.timeout)),
+        };
+        tcp.set_nodelay(true)?;
+        tracing::debug!(account = %account.name, "connected to {addr}");
+        ImapClient::establish(Box::new(tcp), account, tls_config).await
+    }
+
+    /// Everything after the TCP connect: implicit TLS, greeting, CAPABILITY, STARTTLS, login.
+    async fn establish(
+        stream: Box<dyn Stream>,
+        account: &AccountConfig,
+        tls_config: Option<Arc<ClientConfig>>,
+    ) -> Result<ImapClient, ImapError> {
+        let tls_config = move || match &tls_config {
+            Some(cfg) => Ok(cfg.clone()),
+            None => tls::client_config(account.ca_file.as_deref()),
+        };
+        let mut encrypted = false;
+        let stream = if account.tls == TlsMode::Tls {
+            encrypted = true;
+            Box::new(handshake(stream, account, tls_config()?).await?) as Box<dyn Stream>
+        } else {
+            stream
+        };
+        let mut client = ImapClient {
+            conn: Connection::new(stream, account.timeout, account.name.clone()),
+            capabilities: Capabilities::default(),
+            encrypted,
+            uidvalidity: None,
+            exists: 0,
+            message_max: MESSAGE_MAX as u64,
+            flagged: Vec::new(),
+            move_to: None,
+        };
+
+        let (preauth, code) = match client.conn.read_response(LITERAL_MAX).await? {
+            Response::State {
+                status: Status::Ok,
+                code,
+                ..
+            } => (false, code),
+            Response::Preauth { code, .. } => (true, code),
+            Response::Bye { text } => return Err(ImapError::Bye(text)),
+            other => {
+                return Err(client.lost(format!("unexpected greeting {other:?}")));
+            }
+        };
+        match code {
+            Some(Code::Capability(caps)) => client.capabilities = caps,
+            _ => client.capability().await?,
+        }
+
+        let want_starttls = match account.tls {
+            TlsMode::None | TlsMode::Tls => false,
+            TlsMode::Starttls => {
+                // STARTTLS is only allowed before authentication: a PREAUTH connection
+                // stays in the clear.
+                if preauth || !client.capabilities.has("STARTTLS") {
+                    return Err(ImapError::StarttlsNotOffered);
+                }
+                true
+            }
+            TlsMode::StarttlsIfAvailable => !preauth && client.capabilities.has("STARTTLS"),
+        };
+        if want_starttls {
+            client.starttls(account, tls_config()?).await?;
+        }
+        if preauth {
+            tracing::debug!(account = %account.name, "PREAUTH: logged in by the server");
+            return Ok(client);
+        }
+        if !client.encrypted && account.tls != TlsMode::None {
+            return Err(match account.tls {
+                TlsMode::Starttls => ImapError::StarttlsNotOffered,
+                _ => ImapError::PlaintextRefused,
+            });
+        }
+        client.login(account).await?;
+        Ok(client)
+    }
+
+    /// STARTTLS, the handshake, and CAPABILITY again (RFC 3501 6.2.1: what was learnt
+    /// before TLS is discarded).
+    async fn starttls(
+        &mut self,
+        account: &AccountConfig,
+        cfg: Arc<ClientConfig>,
+    ) -> Result<(), ImapError> {
+        self.run(Command::new("STARTTLS")).await?;
+        // Anything sent before the handshake could be injected by a man in the middle
+        // (CVE-2011-0411 style); refuse rather than read it as protected.
+        if self.conn.has_buffered() {
+            return Err(self.lost(
+                "the server sent data after the STARTTLS reply, before the TLS handshake".into(),
+            ));
+        }
+        // A placeholder while the stream is in the handshake; it is never read.
+        let mut plain = std::mem::replace(
+            &mut self.conn,
+            Connection::new(Box::new(tokio::io::empty()), account.timeout, String::new()),
+        );
+        let stream = std::mem::replace(&mut plain.stream, Box::new(tokio::io::empty()));
+        let stream = handshake(stream, account, cfg).await?;
+        self.conn = plain.upgrade(Box::new(stream));
+        self.encrypted = true;
+        self.capability().await
+    }
+
+    /// AUTHENTICATE PLAIN when offered (it carries UTF-8 as it is), else LOGIN with the
+    /// password quoted, or as a literal when it has 8-bit bytes.
+    async fn login(&mut self, account: &AccountConfig) -> Result<(), ImapError> {
+        let password = account.password.expose();
+        let mut secrets = vec![password.to_owned()];
+        let result = if self.capabilities.has_auth("PLAIN") {
+            let response = command::sasl_plain(&account.username, password);
+            secrets.push(response.clone());
+            self.authenticate_plain(response).await
+        } else if self.capabilities.has("LOGINDISABLED") {
+            return Err(ImapError::NoLoginMethod);
+        } else {
+            let login = Command::new("LOGIN")
+                .string(account.username.as_bytes(), false)
+                .string(password.as_bytes(), true);
+            self.run(login).await
+        };
+        let responses = match result {
+            Ok(responses) => responses,
+            Err(ImapError::Refused { text, .. }) => {
+                let temporary = ["[UNAVAILABLE]", "[INUSE]", "[LIMIT]"]
+                    .iter()
+                    .any(|c| text.to_ascii_uppercase().starts_with(c));
+                return Err(ImapError::AuthFailed {
+                    text: redact(&text, &secrets),
+                    temporary,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        tracing::debug!(account = %account.name, "logged in");
+        // The capabilities change with login (UIDPLUS, ...): take them from the reply, or ask.
+        let fresh = responses.into_iter().rev().find_map(|r| match r {
+            Response::Capability(caps)
+            | Response::Tagged {
+                code: Some(Code::Capability(caps)),
+                ..
+            } => Some(caps),
+            _ => None,
+        });
+        match fresh {
+            Some(caps) => self.capabilities = caps,
+            None => self.capability().await?,
+        }
+        Ok(())
+    }
+
+    /// AUTHENTICATE PLAIN, with the initial response on the command line when SASL-IR is
+    /// offered, else after the server's `+`.
+    async fn authenticate_plain(&mut self, response: String) -> Result<Vec<Response>, ImapError> {
+        let tag = self.conn.tag();
+        let mut untagged = Vec::new();
+        let initial = self.capabilities.has("SASL-IR");
+        let (line, shown) = if initial {
+            (
+                format!("AUTHENTICATE PLAIN {response}"),
+                "AUTHENTICATE PLAIN ***",
+            )
+        } else {
+            ("AUTHENTICATE PLAIN".to_owned(), "AUTHENTICATE PLAIN")
+        };
+        let command = Command {
+            parts: vec![command::Part::Text(line.into_bytes())],
+            shown: shown.to_owned(),
+        };
+        self.conn.send(&tag, &command, false, &mut untagged).await?;
+        loop {
+            match self.conn.read_response(LITERAL_MAX).await? {
+                Response::Continue(_) if !initial => {
+                    tracing::debug!(account = %self.conn.account, "C: ***");
+                    self.conn
+                        .write(format!("{response}\r\n").as_bytes())
+                        .await?;
+                }
+                // A challenge after the initial response: end the exchange (RFC 3501 6.2.2).
+                Response::Continue(_) => self.conn.write(b"*\r\n").await?,
+                tagged @ Response::Tagged { .. } => {
+                    return self.finish(&tag, "AUTHENTICATE PLAIN", tagged, untagged);
+                }
+                other => untagged.push(self.note(other)?),
+            }
+        }
+    }
+}
+
+/// The TLS handshake, bounded by the account's timeout.
+async fn handshake(
+    stream: Box<dyn Stream>,
+    account: &AccountConfig,
+    cfg: Arc<ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<Box<dyn Stream>>, ImapError> {
+    let handshake = tls::connect_tls(stream, &account.host, cfg);
+    match tokio::time::timeout(account.timeout, handshake).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(ImapError::Tls(e)),
+        Err(_) => Err(ImapError::Timeout(account.timeout)),
+    }
+}
+
+/// Refuses a credential that would break out of its command.
+fn check_credential(value: &str, what: &'static str) -> Result<(), ImapError> {
+    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Err(ImapError::InvalidCredential(what));
+    }
+    Ok(())
+}
