@@ -10,7 +10,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # MAILFERRY_E2E=1: here a missing server fails the end-to-end tests; a plain `cargo test`
 # without root or the servers skips them (tests/support/e2e.rs).
-MAILFERRY_E2E=1 cargo test --all-targets 2>&1 | tee "$log"
+MAILFERRY_E2E=1 cargo test --all-targets --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 
 if [ "$status" -eq 0 ] && cargo fmt --version >/dev/null 2>&1; then

@@ -118,8 +118,8 @@ relay: {host: mail.corp.local}
 domains: [example.com]
 postmaster: postmaster@corp.local
 accounts:
-  - {name: kept, protocol: pop3, host: pop.example.net, username: u, password: p, retention: keep}
-  - {name: chosen, protocol: pop3, host: pop.example.net, username: u, password: p, retention: 14d, initial: deliver_all}
+  - {name: kept, protocol: pop3, host: pop.example.net, username: u1, password: p, retention: keep}
+  - {name: chosen, protocol: pop3, host: pop.example.net, username: u2, password: p, retention: 14d, initial: deliver_all}
 ",
     );
     assert_eq!(code, Some(0));

@@ -9,6 +9,7 @@ use crate::relay::{Outcome, RcptResult, Relay, RelayError, received_header};
 use crate::route::{self, Rules};
 use crate::state::{MessageState, RecipientStatus, StateError, StateStore};
 
+use super::decide::{self, Refusal};
 use super::notice;
 
 /// Where one message stands after an attempt.
@@ -59,43 +60,39 @@ pub async fn deliver<R: Relay, St: StateStore>(
         tracing::warn!(account = name, uid, "refused address {r}; {then}");
         crate::metrics::addresses_refused(name, r.why.label());
     }
-    let mut delivered = 0;
-    let mut rerouted = 0;
-    let mut pending: Vec<Address> = Vec::new();
-    for r in &routing.recipients {
-        if seen.done.contains(&r.address.dedup_key()) {
-            tracing::info!(account = name, uid, recipient = %r.address, "already delivered in an earlier pass");
-            crate::metrics::recipient_outcome(name, "skipped");
-        } else {
-            tracing::info!(account = name, uid, recipient = %r.address, reason = %r.reason, "routing");
-            pending.push(r.address.clone());
-        }
+    let (to_send, skipped) = decide::to_send(&routing.recipients, seen);
+    for r in skipped {
+        tracing::info!(account = name, uid, recipient = %r.address, "already delivered in an earlier pass");
+        crate::metrics::recipient_outcome(name, "skipped");
     }
+    for r in &to_send {
+        tracing::info!(account = name, uid, recipient = %r.address, reason = %r.reason, "routing");
+    }
+    let pending: Vec<Address> = to_send.into_iter().map(|r| r.address.clone()).collect();
     let now = SystemTime::now();
+    let unsettled = |verdict| Delivery {
+        verdict,
+        delivered: 0,
+        rerouted: 0,
+    };
     if pending.is_empty() {
         let state = store.record_recipients(name, uid, &[], true, now).await?;
-        return Ok(Delivery {
-            verdict: Verdict::Settled(state),
-            delivered,
-            rerouted,
-        });
+        return Ok(unsettled(Verdict::Settled(state)));
     }
 
     let message = with_trace(relay, account, uid, &pending, "", raw);
-    let results = match relay
-        .send(routing.return_path.as_ref(), &pending, &message)
-        .await
-    {
+    let return_path = routing.return_path.as_ref();
+    let results = match relay.send(return_path, &pending, &message).await {
         Ok(results) => results,
         Err(e) if e.is_permanent() => {
             relay_failed(name, uid, &e);
-            let return_path = routing.return_path.as_ref();
+            let message = (uid, raw);
             return refused_whole(
                 config,
                 account,
                 relay,
                 store,
-                (uid, raw),
+                message,
                 return_path,
                 &pending,
                 &e,
@@ -104,126 +101,70 @@ pub async fn deliver<R: Relay, St: StateStore>(
         }
         Err(e) => {
             relay_failed(name, uid, &e);
-            let verdict = if e.is_unavailable() {
+            return Ok(unsettled(if e.is_unavailable() {
                 Verdict::RelayUnavailable(e.to_string())
             } else {
                 Verdict::Retry(e.to_string())
-            };
-            return Ok(Delivery {
-                verdict,
-                delivered,
-                rerouted,
-            });
+            }));
         }
     };
 
-    let mut outcomes = Vec::with_capacity(results.len());
-    let mut refused = Vec::new();
-    let mut temporary = None;
-    let mut refused_for_good = None;
-    for recipient in &pending {
-        // Matched by address, not by position: a recipient without a result of its own is
-        // not settled, whatever the others got.
-        let Some(result) = results.iter().find(|r| &r.recipient == recipient) else {
-            tracing::warn!(account = name, uid, recipient = %recipient, "the relay gave no outcome; will retry");
-            temporary.get_or_insert_with(|| format!("no outcome for <{recipient}>"));
-            continue;
-        };
-        match &result.outcome {
-            Outcome::Delivered(reply) => {
-                tracing::info!(account = name, uid, recipient = %recipient, "delivered: {reply}");
-                crate::metrics::recipient_outcome(name, "delivered");
-                delivered += 1;
-                outcomes.push((
-                    recipient.clone(),
-                    RecipientStatus::Delivered,
-                    reply.to_string(),
-                ));
-            }
-            Outcome::Temporary(reply) => {
-                tracing::warn!(account = name, uid, recipient = %recipient, "deferred, will retry: {reply}");
-                crate::metrics::recipient_outcome(name, "temporary");
-                temporary.get_or_insert_with(|| format!("<{recipient}>: {reply}"));
-                outcomes.push((
-                    recipient.clone(),
-                    RecipientStatus::Pending,
-                    reply.to_string(),
-                ));
-            }
-            Outcome::Permanent(reply) => {
-                tracing::warn!(account = name, uid, recipient = %recipient, "refused: {reply}; re-routing to the postmaster");
-                refused.push((recipient.clone(), reply.to_string()));
-            }
-        }
-    }
-
-    if !refused.is_empty() {
+    let replies = decide::sort_replies(&pending, &results);
+    log_replies(name, uid, &replies);
+    let mut copy = Ok(());
+    if !replies.refused.is_empty() {
         // What the internal server accepted is on disk before the re-route is tried: a crash
         // during it must not send the accepted copies again.
-        store
-            .record_recipients(name, uid, &outcomes, false, now)
-            .await?;
-        let headers: String = refused
-            .iter()
-            .filter(|(r, _)| r.dedup_key() != config.postmaster.dedup_key())
-            .map(|(r, reply)| notice::refused_recipient(r.as_str(), reply))
+        let accepted: Vec<_> = (replies.delivered.iter())
+            .map(|(r, reply)| (r.clone(), RecipientStatus::Delivered, reply.to_string()))
             .collect();
-        let copy = reroute(
-            config,
-            account,
-            relay,
-            uid,
-            raw,
-            &headers,
-            routing.return_path.as_ref(),
-        )
-        .await;
-        outcomes.clear();
-        for (recipient, reply) in refused {
-            // The postmaster refusing is never settled by a copy to the postmaster.
-            let status = if copy.is_ok() && recipient.dedup_key() != config.postmaster.dedup_key() {
-                crate::metrics::recipient_outcome(name, "rerouted");
-                rerouted += 1;
-                RecipientStatus::Rerouted
-            } else {
-                crate::metrics::recipient_outcome(name, "temporary");
-                match &copy {
-                    Err(r) => {
-                        let why = format!(
-                            "<{recipient}> refused ({reply}), and the postmaster's copy failed: {}",
-                            r.why
-                        );
-                        if r.permanent {
-                            refused_for_good.get_or_insert(why);
-                        } else {
-                            temporary.get_or_insert(why);
-                        }
-                    }
-                    // The postmaster was a recipient and refused: nowhere else to go.
-                    Ok(()) => {
-                        refused_for_good
-                            .get_or_insert_with(|| format!("<{recipient}> refused: {reply}"));
-                    }
-                }
-                RecipientStatus::Pending
-            };
-            outcomes.push((recipient, status, reply));
-        }
+        store
+            .record_recipients(name, uid, &accepted, false, now)
+            .await?;
+        let headers: String = decide::reroute_for(&replies, &config.postmaster)
+            .map(|(r, reply)| notice::refused_recipient(r.as_str(), &reply.to_string()))
+            .collect();
+        copy = reroute(config, account, relay, uid, raw, &headers, return_path).await;
     }
-    // A temporary failure may still pass; one refused for good with nowhere to go cannot.
-    let unsettled = match (temporary, refused_for_good) {
-        (Some(why), _) => Some(Verdict::Retry(why)),
-        (None, Some(why)) => Some(Verdict::Refused(why)),
-        (None, None) => None,
-    };
+    let standing = decide::standing(&replies, &config.postmaster, &copy);
+    for (_, status, _) in &standing.outcomes {
+        let label = match status {
+            RecipientStatus::Delivered => "delivered",
+            RecipientStatus::Rerouted => "rerouted",
+            RecipientStatus::Pending => "temporary",
+        };
+        crate::metrics::recipient_outcome(name, label);
+    }
     let state = store
-        .record_recipients(name, uid, &outcomes, unsettled.is_none(), now)
+        .record_recipients(name, uid, &standing.outcomes, standing.settled(), now)
         .await?;
+    // A temporary failure may still pass; one refused for good with nowhere to go cannot.
+    let verdict = match (standing.retry, standing.give_up) {
+        (Some(why), _) => Verdict::Retry(why),
+        (None, Some(why)) => Verdict::Refused(why),
+        (None, None) => Verdict::Settled(state),
+    };
     Ok(Delivery {
-        verdict: unsettled.unwrap_or(Verdict::Settled(state)),
-        delivered,
-        rerouted,
+        verdict,
+        delivered: replies.delivered.len(),
+        rerouted: standing.rerouted,
     })
+}
+
+/// One log line per recipient sent to, saying what the internal server replied.
+fn log_replies(name: &str, uid: &str, replies: &decide::Replies) {
+    for (recipient, reply) in &replies.delivered {
+        tracing::info!(account = name, uid, recipient = %recipient, "delivered: {reply}");
+    }
+    for (recipient, reply) in &replies.deferred {
+        tracing::warn!(account = name, uid, recipient = %recipient, "deferred, will retry: {reply}");
+    }
+    for (recipient, reply) in &replies.refused {
+        tracing::warn!(account = name, uid, recipient = %recipient, "refused: {reply}; re-routing to the postmaster");
+    }
+    for recipient in &replies.missing {
+        tracing::warn!(account = name, uid, recipient = %recipient, "the relay gave no outcome; will retry");
+    }
 }
 
 /// The internal server refused the whole message for good (MAIL FROM or DATA 5xx): the
@@ -340,14 +281,6 @@ async fn reroute<R: Relay>(
             })
         }
     }
-}
-
-/// Why the postmaster's copy was not accepted.
-#[derive(Debug)]
-struct Refusal {
-    why: String,
-    /// Refused for good (5xx): trying again cannot help; quarantine.
-    permanent: bool,
 }
 
 /// The message as it goes to DATA: `extra` header lines (each ending in CRLF), mailferry's

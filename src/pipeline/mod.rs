@@ -3,6 +3,7 @@
 //! `pass.rs` is one poll pass of one account (list, download, hand on, delete what may go);
 //! `deliver.rs` is one message's way through route → relay → state.
 
+mod decide;
 mod deliver;
 mod notice;
 mod pass;
