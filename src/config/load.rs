@@ -31,6 +31,8 @@ const TOP_KEYS: &[&str] = &[
     "envelope_headers",
     "max_message_size",
     "source_routed",
+    "dedup",
+    "dedup_window",
     "accounts",
 ];
 const METRICS_KEYS: &[&str] = &["listen"];
@@ -109,6 +111,8 @@ const PASS_DEADLINE: (u64, u64) = (1, 86_400);
 /// `max_message_size` bounds, in bytes: 1 KiB ..= 1 GiB.
 const MESSAGE_SIZE: (u64, u64) = (1_024, 1 << 30);
 const RETRY_DELAY: (u64, u64) = (0, 86_400);
+/// `dedup_window` bounds: 1 hour ..= 365 days.
+const DEDUP_WINDOW: (u64, u64) = (3_600, 365 * 86_400);
 
 /// Parses and validates configuration text; `file` names it in errors, and relative paths in it
 /// (`state_dir`, `ca_file`, `password_file`) are resolved against `file`'s directory.
@@ -514,6 +518,14 @@ impl Checker<'_> {
             None => Some(SourceRouted::default()),
             Some(n) => self.choice(n, "source_routed", SOURCE_ROUTED),
         };
+        let dedup = match top.get("dedup") {
+            None => Some(true),
+            Some(n) => self.choice(n, "dedup", &[("on", true), ("off", false)]),
+        };
+        let dedup_window = match top.get("dedup_window") {
+            None => Some(crate::config::DEFAULT_DEDUP_WINDOW),
+            Some(n) => self.duration(n, "dedup_window", DEDUP_WINDOW),
+        };
         let accounts = self
             .require(&top, "accounts")
             .and_then(|n| self.accounts(n));
@@ -526,6 +538,7 @@ impl Checker<'_> {
             envelope_headers: envelope_headers?,
             max_message_size: max_message_size?,
             source_routed: source_routed?,
+            dedup_window: dedup?.then_some(dedup_window?),
             accounts: accounts?,
         })
     }

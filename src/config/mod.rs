@@ -24,6 +24,9 @@ pub const DEFAULT_ENVELOPE_HEADERS: [&str; 4] = [
     "Envelope-To",
 ];
 
+/// `dedup_window` when not set: 7 days.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+
 /// `max_message_size` when not set: 50 MB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 50_000_000;
 
@@ -48,6 +51,11 @@ pub struct Config {
     /// What becomes of a recipient address in an accepted domain whose local part would make
     /// the internal server relay it onward (`%`, `!`, a quoted `@`, a source route).
     pub source_routed: SourceRouted,
+    /// `dedup_window` (`None` with `dedup: off`): for this long, a recipient that got a
+    /// message (by Message-ID, or by content when it has none) does not get it again, from
+    /// another copy in the mailbox, another account, or the same mail under new keys (an IMAP
+    /// UIDVALIDITY change).
+    pub dedup_window: Option<Duration>,
     /// The mailboxes to collect from.
     pub accounts: Vec<AccountConfig>,
 }

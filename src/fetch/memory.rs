@@ -40,6 +40,13 @@ impl MemoryMailbox {
         key
     }
 
+    /// Adds a message under `key` (e.g. `UIDVALIDITY:UID`).
+    pub fn add_as(&self, key: &str, message: &[u8]) {
+        self.lock()
+            .messages
+            .push((key.to_owned(), message.to_vec()));
+    }
+
     /// The keys of the messages in the mailbox.
     pub fn keys(&self) -> Vec<String> {
         self.lock()

@@ -7,6 +7,40 @@ use crate::relay::{Outcome, RcptResult, Reply};
 use crate::route::Recipient;
 use crate::state::{MessageState, RecipientStatus};
 
+/// What identifies a message across copies, accounts and keys, for `dedup_window`: its
+/// Message-ID; without one, a SHA-256 of its body and its `From:`, `Date:` and `Subject:`
+/// lines (the provider's per-copy envelope headers are left out, so that the copies a
+/// provider stores one per recipient have the same id).
+pub fn dedup_id(message_id: Option<&str>, raw: &[u8]) -> String {
+    if let Some(id) = message_id {
+        return format!("mid:{id}");
+    }
+    let (head, body) = match raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => raw.split_at(i + 4),
+        None => match raw.windows(2).position(|w| w == b"\n\n") {
+            Some(i) => raw.split_at(i + 2),
+            None => (raw, &raw[raw.len()..]),
+        },
+    };
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    for line in head.split(|b| *b == b'\n') {
+        let lower = line.to_ascii_lowercase();
+        if [&b"from:"[..], b"date:", b"subject:"]
+            .iter()
+            .any(|name| lower.starts_with(name))
+        {
+            hash.update(line.strip_suffix(b"\r").unwrap_or(line));
+            hash.update(b"\n");
+        }
+    }
+    hash.update(b"\n");
+    hash.update(body);
+    let hex: String = (hash.finish().as_ref().iter())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
 /// The routed recipients not yet settled in an earlier pass, and those that were.
 pub fn to_send<'a>(
     routed: &'a [Recipient],
@@ -175,6 +209,18 @@ mod tests {
             .find(|(a, _, _)| a.as_str() == who)
             .map(|(_, st, _)| *st)
             .unwrap()
+    }
+
+    #[test]
+    fn the_dedup_id_is_the_message_id_else_a_hash_that_ignores_per_copy_headers() {
+        assert_eq!(dedup_id(Some("a@b"), b"anything"), "mid:a@b");
+        let one = b"Delivered-To: a@example.com\r\nFrom: x@y\r\nSubject: s\r\n\r\nbody\r\n";
+        let two = b"Delivered-To: b@example.com\r\nFrom: x@y\r\nSubject: s\r\n\r\nbody\r\n";
+        let other = b"Delivered-To: a@example.com\r\nFrom: x@y\r\nSubject: s\r\n\r\nbody2\r\n";
+        assert_eq!(dedup_id(None, one), dedup_id(None, two));
+        assert_ne!(dedup_id(None, one), dedup_id(None, other));
+        assert!(dedup_id(None, one).starts_with("sha256:"));
+        assert_eq!(dedup_id(None, one).len(), "sha256:".len() + 64);
     }
 
     #[test]

@@ -68,15 +68,38 @@ pub async fn deliver<R: Relay, St: StateStore>(
     for r in &to_send {
         tracing::info!(account = name, uid, recipient = %r.address, reason = %r.reason, "routing");
     }
-    let pending: Vec<Address> = to_send.into_iter().map(|r| r.address.clone()).collect();
+    let mut pending: Vec<Address> = to_send.into_iter().map(|r| r.address.clone()).collect();
     let now = SystemTime::now();
+    // Who got this very message already, from another copy or under another key.
+    let dedup = (config.dedup_window).map(|window| {
+        (
+            decide::dedup_id(routing.message_id.as_deref(), raw),
+            now - window,
+        )
+    });
+    let mut duplicates = Vec::new();
+    if let Some((id, since)) = &dedup {
+        let keys: Vec<String> = pending.iter().map(Address::dedup_key).collect();
+        let got = store.delivered_before(id, &keys, *since).await?;
+        pending.retain(|r| {
+            if !got.contains(&r.dedup_key()) {
+                return true;
+            }
+            tracing::info!(account = name, uid, recipient = %r, "already got this message ({id}); not sent again");
+            crate::metrics::recipient_outcome(name, "duplicate");
+            let why = format!("duplicate of an earlier delivery ({id})");
+            duplicates.push((r.clone(), RecipientStatus::Delivered, why));
+            false
+        });
+    }
+    let dedup = dedup.as_ref().map(|(id, _)| id.as_str());
     let unsettled = |verdict| Delivery {
         verdict,
         delivered: 0,
         rerouted: 0,
     };
     if pending.is_empty() {
-        let state = store.record_recipients(name, uid, &[], true, now).await?;
+        let state = (store.record_recipients(name, uid, dedup, &duplicates, true, now)).await?;
         return Ok(unsettled(Verdict::Settled(state)));
     }
 
@@ -86,7 +109,7 @@ pub async fn deliver<R: Relay, St: StateStore>(
         Ok(results) => results,
         Err(e) if e.is_permanent() => {
             relay_failed(name, uid, &e);
-            let message = (uid, raw);
+            let message = (uid, raw, dedup);
             return refused_whole(
                 config,
                 account,
@@ -119,14 +142,14 @@ pub async fn deliver<R: Relay, St: StateStore>(
             .map(|(r, reply)| (r.clone(), RecipientStatus::Delivered, reply.to_string()))
             .collect();
         store
-            .record_recipients(name, uid, &accepted, false, now)
+            .record_recipients(name, uid, dedup, &accepted, false, now)
             .await?;
         let headers: String = decide::reroute_for(&replies, &config.postmaster)
             .map(|(r, reply)| notice::refused_recipient(r.as_str(), &reply.to_string()))
             .collect();
         copy = reroute(config, account, relay, uid, raw, &headers, return_path).await;
     }
-    let standing = decide::standing(&replies, &config.postmaster, &copy);
+    let mut standing = decide::standing(&replies, &config.postmaster, &copy);
     for (_, status, _) in &standing.outcomes {
         let label = match status {
             RecipientStatus::Delivered => "delivered",
@@ -135,8 +158,16 @@ pub async fn deliver<R: Relay, St: StateStore>(
         };
         crate::metrics::recipient_outcome(name, label);
     }
+    standing.outcomes.extend(duplicates);
     let state = store
-        .record_recipients(name, uid, &standing.outcomes, standing.settled(), now)
+        .record_recipients(
+            name,
+            uid,
+            dedup,
+            &standing.outcomes,
+            standing.settled(),
+            now,
+        )
         .await?;
     // A temporary failure may still pass; one refused for good with nowhere to go cannot.
     let verdict = match (standing.retry, standing.give_up) {
@@ -176,7 +207,7 @@ async fn refused_whole<R: Relay, St: StateStore>(
     account: &AccountConfig,
     relay: &R,
     store: &St,
-    (uid, raw): (&str, &[u8]),
+    (uid, raw, dedup): (&str, &[u8], Option<&str>),
     return_path: Option<&Address>,
     pending: &[Address],
     e: &RelayError,
@@ -200,7 +231,7 @@ async fn refused_whole<R: Relay, St: StateStore>(
                 })
                 .collect();
             let state = store
-                .record_recipients(name, uid, &outcomes, true, SystemTime::now())
+                .record_recipients(name, uid, dedup, &outcomes, true, SystemTime::now())
                 .await?;
             Delivery {
                 verdict: Verdict::Settled(state),

@@ -21,6 +21,7 @@ use crate::fetch::{Source, Upstream};
 use crate::relay::{Relay, SmtpRelay};
 use crate::state::{SqliteStore, StateError, StateLock, StateStore};
 
+pub use decide::dedup_id;
 pub use pass::{PassError, PassReport};
 
 /// Where the passes get their mailbox sessions: the real servers ([`Upstreams`]), or the

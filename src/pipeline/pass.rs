@@ -162,6 +162,11 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
     ) -> Result<(), PassError> {
         // Nothing is delivered that could not be recorded.
         self.store.ensure_writable().await?;
+        if let Some(window) = self.config.dedup_window {
+            self.store
+                .forget_deliveries(SystemTime::now() - window)
+                .await?;
+        }
         let mut lost = 0;
         let mut first = true;
         loop {

@@ -241,7 +241,7 @@ async fn retention_in_days_deletes_once_the_days_since_first_seen_are_over() {
         .await
         .unwrap();
     w.store
-        .record_recipients("acct", &old, &[], true, eight_days_ago)
+        .record_recipients("acct", &old, None, &[], true, eight_days_ago)
         .await
         .unwrap();
     let report = w.pass().await.unwrap();
@@ -409,4 +409,67 @@ async fn renaming_an_account_under_retention_keep_delivers_nothing_again() {
     let report = w.pass().await.unwrap();
     assert_eq!(report.fetched, 0, "{report}");
     assert_eq!(w.received("a@example.com"), 1);
+}
+
+#[tokio::test]
+async fn each_recipient_gets_a_message_once_whatever_copies_the_mailbox_holds() {
+    let w = World::new("");
+    // One copy per recipient, and one with all of them (as some providers store them).
+    let m = |to: &str| {
+        format!("Message-ID: <one@elsewhere.test>\r\nTo: {to}\r\nSubject: s\r\n\r\nbody\r\n")
+            .into_bytes()
+    };
+    w.mailbox.add(&m("a@example.com"));
+    w.mailbox.add(&m("b@example.com"));
+    w.mailbox.add(&m("a@example.com, b@example.com"));
+    let report = w.pass().await.unwrap();
+    assert_eq!(report.settled, 3);
+    assert_eq!(
+        (w.received("a@example.com"), w.received("b@example.com")),
+        (1, 1)
+    );
+    assert!(w.mailbox.keys().is_empty());
+}
+
+#[tokio::test]
+async fn the_same_mail_under_new_keys_is_not_delivered_again() {
+    // As after an IMAP UIDVALIDITY change: the mailbox recreated with the same mail.
+    let w = World::new("    retention: keep\n    initial: deliver_all\n");
+    let without_id = mail("b@example.com", "no Message-ID");
+    let with_id = |n: u32| {
+        format!("Message-ID: <{n}@x.test>\r\nTo: a@example.com\r\n\r\nbody\r\n").into_bytes()
+    };
+    for raw in [with_id(1), with_id(2), without_id.clone()] {
+        w.mailbox.add(&raw);
+    }
+    w.pass().await.unwrap();
+    let fresh = MemoryMailbox::new();
+    for (uid, raw) in [with_id(1), with_id(2), without_id, with_id(3)]
+        .iter()
+        .enumerate()
+    {
+        fresh.add_as(&format!("2:{uid}"), raw);
+    }
+    let w = World {
+        mailbox: fresh,
+        ..w
+    };
+    // The new mailbox's keys are unknown to the store; its first three messages were
+    // delivered from the old one.
+    w.pass().await.unwrap();
+    assert_eq!(
+        (w.received("a@example.com"), w.received("b@example.com")),
+        (3, 1)
+    );
+}
+
+#[tokio::test]
+async fn dedup_off_delivers_every_copy() {
+    let mut w = World::new("");
+    w.config.dedup_window = None;
+    let m = b"Message-ID: <one@x.test>\r\nTo: a@example.com\r\n\r\nbody\r\n";
+    w.mailbox.add(m);
+    w.mailbox.add(m);
+    w.pass().await.unwrap();
+    assert_eq!(w.received("a@example.com"), 2);
 }

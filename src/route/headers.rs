@@ -31,6 +31,8 @@ pub(super) fn parser(envelope_headers: &[String]) -> MessageParser {
     let mut parser = MessageParser::new()
         .default_header_ignore()
         .header_raw(HeaderName::ReturnPath)
+        // For dedup_window: the same message in another copy or under another key.
+        .header_id(HeaderName::MessageId)
         .header_address(HeaderName::Sender)
         .header_address(HeaderName::From);
     for (_, name) in MESSAGE_HEADERS {

@@ -109,6 +109,8 @@ pub struct Routing {
     /// Addresses in an accepted domain that were not sent as written, in the order met:
     /// the pipeline counts each (`metrics::addresses_refused`).
     pub refused: Vec<Refused>,
+    /// The message's `Message-ID:` (without its angle brackets), if it has one.
+    pub message_id: Option<String>,
 }
 
 impl Routing {
@@ -326,6 +328,11 @@ pub fn explain(message: &[u8], rules: &Rules) -> Explanation {
             return_path,
             recipients: picked.recipients,
             refused: picked.refused,
+            message_id: parsed
+                .as_ref()
+                .and_then(|m| m.message_id())
+                .map(|id| id.trim().to_owned())
+                .filter(|id| !id.is_empty()),
         },
         skipped: picked.skipped,
         header_bytes: message.len(),

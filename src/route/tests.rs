@@ -802,6 +802,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         envelope_headers: vec!["Delivered-To".into()],
         max_message_size: crate::config::DEFAULT_MAX_MESSAGE_SIZE,
         source_routed: SourceRouted::Reject,
+        dedup_window: None,
         accounts: vec![account("Catchall@Example.com")],
     };
     let r = Rules::for_account(&config, &config.accounts[0]);

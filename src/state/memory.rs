@@ -23,6 +23,8 @@ struct Inner {
     /// Account name → mailbox.
     accounts: HashMap<String, String>,
     next_quarantine_id: i64,
+    /// (dedup id, recipient) → when.
+    deliveries: HashMap<(String, String), SystemTime>,
     /// Set by [`MemoryStore::fail_writes`]: every write fails with this reason.
     failing: Option<String>,
 }
@@ -125,11 +127,18 @@ impl StateStore for MemoryStore {
         &self,
         account: &str,
         key: &str,
+        dedup: Option<&str>,
         outcomes: &[(Address, RecipientStatus, String)],
         settle: bool,
         now: SystemTime,
     ) -> Result<MessageState, StateError> {
         let mut inner = self.write()?;
+        for (address, status, _) in outcomes {
+            if let Some(dedup) = dedup.filter(|_| status.is_settled()) {
+                let entry = (dedup.to_owned(), address.dedup_key());
+                inner.deliveries.insert(entry, now);
+            }
+        }
         let state = inner.entry(account, key, now);
         for (address, status, _) in outcomes {
             if status.is_settled() {
@@ -235,6 +244,30 @@ impl StateStore for MemoryStore {
                 forgotten: false,
             })
             .clone())
+    }
+
+    async fn delivered_before(
+        &self,
+        dedup: &str,
+        recipients: &[String],
+        since: SystemTime,
+    ) -> Result<HashSet<String>, StateError> {
+        let inner = self.lock();
+        Ok(recipients
+            .iter()
+            .filter(|r| {
+                let entry = (dedup.to_owned(), (*r).clone());
+                inner.deliveries.get(&entry).is_some_and(|at| *at >= since)
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn forget_deliveries(&self, before: SystemTime) -> Result<usize, StateError> {
+        let mut inner = self.write()?;
+        let n = inner.deliveries.len();
+        inner.deliveries.retain(|_, at| *at >= before);
+        Ok(n - inner.deliveries.len())
     }
 
     async fn mark_notified(&self, id: i64, _now: SystemTime) -> Result<(), StateError> {

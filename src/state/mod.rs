@@ -181,12 +181,16 @@ pub trait StateStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StateError>> + Send;
 
     /// Records the outcomes of recipients of one message in one transaction; with `settle`,
-    /// the message is settled in it too. A settled recipient stays settled. Returns the
-    /// message's state as it now stands.
+    /// the message is settled in it too. A settled recipient stays settled; with `dedup`
+    /// (the message's [`dedup id`](crate::pipeline::dedup_id)), it is remembered as having
+    /// got that message, in the same transaction. Returns the message's state as it now
+    /// stands.
+    #[allow(clippy::too_many_arguments)]
     fn record_recipients(
         &self,
         account: &str,
         key: &str,
+        dedup: Option<&str>,
         outcomes: &[(Address, RecipientStatus, String)],
         settle: bool,
         now: SystemTime,
@@ -237,6 +241,21 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         reason: &str,
         now: SystemTime,
     ) -> impl Future<Output = Result<Quarantined, StateError>> + Send;
+
+    /// Of `recipients` (dedup keys), those recorded as having got the message `dedup` at or
+    /// after `since`, in any account.
+    fn delivered_before(
+        &self,
+        dedup: &str,
+        recipients: &[String],
+        since: SystemTime,
+    ) -> impl Future<Output = Result<HashSet<String>, StateError>> + Send;
+
+    /// Forgets who got which message before `before` (the end of `dedup_window`).
+    fn forget_deliveries(
+        &self,
+        before: SystemTime,
+    ) -> impl Future<Output = Result<usize, StateError>> + Send;
 
     /// The postmaster has been told about quarantine `id`.
     fn mark_notified(

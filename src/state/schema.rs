@@ -58,6 +58,15 @@ const MIGRATIONS: &[&str] = &[
     // 3: the mailbox each account collects (`AccountConfig::mailbox_id`), so that state
     // follows an account renamed in the configuration; filled in by the next pass.
     "ALTER TABLE accounts ADD COLUMN mailbox TEXT;",
+    // 4: which recipients got which message (by Message-ID, or content hash), in any account,
+    // for `dedup_window`: a second copy of a message is not delivered again, whatever its key.
+    "CREATE TABLE deliveries (
+        dedup_id  TEXT    NOT NULL,
+        recipient TEXT    NOT NULL,
+        at        INTEGER NOT NULL,
+        PRIMARY KEY (dedup_id, recipient)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_at ON deliveries (at);",
 ];
 
 /// Brings the database up to [`SCHEMA_VERSION`], one migration per transaction; refuses a

@@ -47,6 +47,7 @@ struct Health {
 struct Outcomes {
     account: String,
     uidl: String,
+    dedup: Option<String>,
     outcomes: Vec<(Address, RecipientStatus, String)>,
     settle: bool,
     now: SystemTime,
@@ -163,7 +164,7 @@ impl SqliteStore {
         uidl: &str,
         now: SystemTime,
     ) -> Result<(), StateError> {
-        self.record_recipients(account, uidl, &[], true, now)
+        self.record_recipients(account, uidl, None, &[], true, now)
             .await
             .map(drop)
     }
@@ -338,6 +339,7 @@ impl StateStore for SqliteStore {
         &self,
         account: &str,
         uidl: &str,
+        dedup: Option<&str>,
         outcomes: &[(Address, RecipientStatus, String)],
         settle: bool,
         now: SystemTime,
@@ -345,6 +347,7 @@ impl StateStore for SqliteStore {
         let record = Outcomes {
             account: account.to_owned(),
             uidl: uidl.to_owned(),
+            dedup: dedup.map(str::to_owned),
             outcomes: outcomes.to_vec(),
             settle,
             now,
@@ -513,6 +516,37 @@ impl StateStore for SqliteStore {
     async fn mark_notified(&self, id: i64, now: SystemTime) -> Result<(), StateError> {
         self.set_notified(id, now).await
     }
+
+    async fn delivered_before(
+        &self,
+        dedup: &str,
+        recipients: &[String],
+        since: SystemTime,
+    ) -> Result<HashSet<String>, StateError> {
+        let (dedup, recipients) = (dedup.to_owned(), recipients.to_vec());
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT 1 FROM deliveries WHERE dedup_id = ?1 AND recipient = ?2 AND at >= ?3",
+            )?;
+            let mut got = HashSet::new();
+            for r in recipients {
+                if stmt.exists(params![dedup, r, to_ms(since)])? {
+                    got.insert(r);
+                }
+            }
+            Ok(got)
+        })
+        .await
+    }
+
+    async fn forget_deliveries(&self, before: SystemTime) -> Result<usize, StateError> {
+        self.run(move |conn| {
+            Ok(conn
+                .prepare_cached("DELETE FROM deliveries WHERE at < ?1")?
+                .execute(params![to_ms(before)])?)
+        })
+        .await
+    }
 }
 
 pub(crate) fn create_dir(dir: &Path) -> Result<(), StateError> {
@@ -550,6 +584,15 @@ fn write_outcomes(tx: &Connection, o: &Outcomes) -> Result<(), StateError> {
                 detail,
                 to_ms(o.now)
             ])?;
+        }
+    }
+    if let Some(dedup) = &o.dedup {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO deliveries (dedup_id, recipient, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (dedup_id, recipient) DO UPDATE SET at = excluded.at",
+        )?;
+        for (address, _, _) in o.outcomes.iter().filter(|(_, s, _)| s.is_settled()) {
+            stmt.execute(params![dedup, address.dedup_key(), to_ms(o.now)])?;
         }
     }
     if o.settle {

@@ -972,3 +972,23 @@ fn after_fetch_moves_imap_mail_where_retention_lets_it_go() {
         "only imap accounts have folders",
     );
 }
+
+#[test]
+fn dedup_is_on_for_seven_days_by_default_and_can_be_turned_off() {
+    assert_eq!(
+        load(BASE).unwrap().dedup_window,
+        Some(Duration::from_secs(7 * 86_400))
+    );
+    let c = load(&format!("dedup_window: 2d\n{BASE}")).unwrap();
+    assert_eq!(c.dedup_window, Some(Duration::from_secs(2 * 86_400)));
+    assert_eq!(
+        load(&format!("dedup: off\n{BASE}")).unwrap().dedup_window,
+        None
+    );
+    assert_one_error(
+        &format!("dedup: maybe\n{BASE}"),
+        1,
+        "dedup: `maybe` is not allowed",
+    );
+    assert_one_error(&format!("dedup_window: 1m\n{BASE}"), 1, "dedup_window");
+}

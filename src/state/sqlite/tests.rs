@@ -143,6 +143,7 @@ async fn concurrent_use_from_two_tasks() {
                     .record_recipients(
                         account,
                         &uidl,
+                        None,
                         &[(rcpt, RecipientStatus::Delivered, "250".into())],
                         true,
                         at(101),
@@ -178,6 +179,7 @@ async fn prune_keeps_unsettled_and_present_messages() {
         .record_recipients(
             "acct",
             "settled-gone",
+            None,
             &[(
                 addr("a@example.com"),
                 RecipientStatus::Delivered,
@@ -343,7 +345,7 @@ async fn record_one(
 ) -> Result<(), StateError> {
     let outcome = [(recipient.clone(), status, detail.to_owned())];
     store
-        .record_recipients(account, uidl, &outcome, false, now)
+        .record_recipients(account, uidl, None, &outcome, false, now)
         .await
         .map(drop)
 }
@@ -398,4 +400,46 @@ async fn a_renamed_account_keeps_its_state_by_its_mailbox() {
             .unwrap()
     );
     assert!(store.account_known("new", mailbox).await.unwrap());
+}
+
+#[tokio::test]
+async fn who_got_a_message_is_remembered_across_accounts_for_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let (a, b) = (addr("a@example.com"), addr("b@example.com"));
+    let outcomes = [
+        (a.clone(), RecipientStatus::Delivered, "250".to_owned()),
+        (b.clone(), RecipientStatus::Pending, "451".to_owned()),
+    ];
+    store
+        .record_recipients("acct", "u1", Some("mid:x@y"), &outcomes, false, at(100))
+        .await
+        .unwrap();
+    let keys = [a.dedup_key(), b.dedup_key()];
+    let got = store
+        .delivered_before("mid:x@y", &keys, at(50))
+        .await
+        .unwrap();
+    assert_eq!(got, HashSet::from([a.dedup_key()]), "only what was settled");
+    let other = store
+        .delivered_before("mid:other", &keys, at(50))
+        .await
+        .unwrap();
+    assert!(other.is_empty());
+    // Outside the window: not a duplicate; forgotten once the window is over.
+    assert!(
+        store
+            .delivered_before("mid:x@y", &keys, at(101))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.forget_deliveries(at(101)).await.unwrap(), 1);
+    assert!(
+        store
+            .delivered_before("mid:x@y", &keys, at(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
