@@ -418,3 +418,53 @@ fn after_fetch_move_leaves_everything_in_the_archive_folder() {
     c.assert_nothing_more();
     assert_eq!(c.dovecot.count_in(USER, "INBOX.Archive"), 2 * n);
 }
+
+#[test]
+fn a_uidvalidity_change_redelivers_nothing() {
+    if support::skip_e2e() {
+        return;
+    }
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        dovecot.deliver(USER, &numbered(i));
+    }
+    let config = write_config(
+        dir.path(),
+        &sink,
+        account(
+            &dovecot,
+            Link::Starttls,
+            &["retention: keep", "initial: deliver_all"],
+        ),
+        &[],
+    );
+    let out = poll_once(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sink.transactions().len(), 3);
+
+    // The mailbox is recreated with the same mail: Dovecot forgets its UIDs and UIDVALIDITY.
+    let maildir = dovecot.maildir(USER);
+    let mut forgotten = 0;
+    for entry in std::fs::read_dir(&maildir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "dovecot-uidlist" || name.starts_with("dovecot.index") {
+            std::fs::remove_file(&path).unwrap();
+            forgotten += 1;
+        }
+    }
+    assert!(
+        forgotten > 0,
+        "no Dovecot UID list in {}",
+        maildir.display()
+    );
+    dovecot.deliver(USER, &numbered(3));
+    let out = poll_once(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sent = sink.transactions();
+    assert_eq!(sent.len(), 4, "only the new message is delivered");
+    assert_eq!(sent[3].rcpts, ["user3@example.com"]);
+    assert_eq!(dovecot.count(USER), 4, "retention keep");
+}
