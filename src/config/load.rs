@@ -15,10 +15,13 @@ use super::{
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
+mod tls;
 mod yaml;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use yaml::{Kind, Node};
 
@@ -41,6 +44,12 @@ const RELAY_KEYS: &[&str] = &[
     "helo",
     "connections",
     "ca_file",
+    "tls_fingerprint",
+    "verify_certificate",
+    "tls_server_name",
+    "tls_min_version",
+    "client_cert",
+    "client_key",
     "timeout",
     "data_timeout",
     "retry",
@@ -53,6 +62,12 @@ const ACCOUNT_KEYS: &[&str] = &[
     "port",
     "tls",
     "ca_file",
+    "tls_fingerprint",
+    "verify_certificate",
+    "tls_server_name",
+    "tls_min_version",
+    "client_cert",
+    "client_key",
     "username",
     "password",
     "password_file",
@@ -544,7 +559,7 @@ impl Checker<'_> {
                 .integer(n, "relay.connections", CONNECTIONS.0, CONNECTIONS.1)
                 .and_then(|c| u32::try_from(c).ok()),
         };
-        let ca_file = self.ca_file(&s);
+        let tls_options = self.tls_options(&s, tls);
         let timeout = match s.get("timeout") {
             None => Some(Duration::from_secs(60)),
             Some(n) => self.duration(n, "relay.timeout", TIMEOUT),
@@ -564,7 +579,7 @@ impl Checker<'_> {
             tls: tls?,
             helo: helo?,
             connections: connections?,
-            ca_file: ca_file?,
+            tls_options: tls_options?,
             timeout: timeout?,
             data_timeout: data_timeout?,
             retry: retry?,
@@ -610,20 +625,6 @@ impl Checker<'_> {
             return None;
         }
         Some(s)
-    }
-
-    /// `ca_file`, resolved against the configuration's directory; it must be readable.
-    fn ca_file(&mut self, s: &Section<'_>) -> Option<Option<PathBuf>> {
-        let Some(n) = s.get("ca_file") else {
-            return Some(None);
-        };
-        let name = s.name("ca_file");
-        let path = self.path(n, &name)?;
-        if let Err(e) = std::fs::File::open(&path) {
-            self.err(n, format!("{name}: cannot read {}: {e}", path.display()));
-            return None;
-        }
-        Some(Some(path))
     }
 
     fn domains(&mut self, node: &Node) -> Option<Vec<DomainPattern>> {
@@ -750,7 +751,7 @@ impl Checker<'_> {
             },
             Some(n) => self.port(n, &s.name("port")),
         };
-        let ca_file = self.ca_file(&s);
+        let tls_options = self.tls_options(&s, tls);
         let username = self
             .require(&s, "username")
             .and_then(|n| self.text(n, &s.name("username")));
@@ -820,7 +821,7 @@ impl Checker<'_> {
             host: host?,
             port: port?,
             tls: tls?,
-            ca_file: ca_file?,
+            tls_options: tls_options?,
             username: username?,
             password: password?,
             mode: mode?,

@@ -1,7 +1,9 @@
 //! Test certificates for real TLS handshakes, made with the openssl CLI (installed by
 //! scripts/install-deps.sh): a throw-away CA with a server certificate it signed
-//! ([`test_ca`]), and a self-signed server certificate ([`self_signed`]) such as an
-//! administrator makes, trusted as its own anchor.
+//! ([`test_ca`]) and client certificates ([`TestCa::issue_client`]), a self-signed server
+//! certificate ([`self_signed`]) such as an administrator makes, trusted as its own anchor,
+//! and one made by a plain `openssl req -x509` ([`plain_x509`]: CA:TRUE, no
+//! subjectAltName).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +19,8 @@ pub struct TestCa {
     _dir: tempfile::TempDir,
     /// The CA certificate (PEM): what a client needs as `ca_file` to trust the acceptor.
     pub ca_pem: PathBuf,
+    /// The server certificate the acceptor presents (PEM), for localhost and 127.0.0.1.
+    pub server_pem: PathBuf,
     /// Server-side TLS with the certificate signed by the CA.
     pub acceptor: TlsAcceptor,
 }
@@ -120,9 +124,118 @@ pub fn test_ca() -> TestCa {
             .unwrap();
     TestCa {
         ca_pem: p.join("ca.pem"),
+        server_pem: p.join("server.pem"),
         _dir: dir,
         acceptor: TlsAcceptor::from(Arc::new(config)),
     }
+}
+
+impl TestCa {
+    /// A client certificate for `name` signed by this CA (for mutual TLS): the paths of its
+    /// certificate and key (PEM), in the CA's directory.
+    pub fn issue_client(&self, name: &str) -> (PathBuf, PathBuf) {
+        let p = self._dir.path();
+        let (cert, key, csr) = (
+            format!("{name}.pem"),
+            format!("{name}.key"),
+            format!("{name}.csr"),
+        );
+        openssl(
+            p,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        std::fs::write(
+            p.join("client.cnf"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        openssl(
+            p,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                "3",
+                "-days",
+                "2",
+                "-extfile",
+                "client.cnf",
+                "-out",
+                &cert,
+            ],
+        );
+        (p.join(cert), p.join(key))
+    }
+}
+
+/// Makes `cert.pem` and `key.pem` in `dir` exactly as a plain
+/// `openssl req -x509 -newkey ec -nodes -subj /CN=<cn>` does: self-signed, `CA:TRUE`
+/// (OpenSSL's default extensions), no subjectAltName, valid ten years. webpki alone refuses
+/// it as a server's certificate even when trusted; OpenSSL-based clients accept it.
+pub fn plain_x509(dir: &Path, cn: &str) {
+    use std::os::unix::fs::PermissionsExt;
+
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+        ],
+    );
+    std::fs::set_permissions(dir.join("cert.pem"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod the certificate");
+    std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod the key");
+}
+
+/// A server-side acceptor presenting `dir/cert.pem` with `dir/key.pem` (as made by
+/// [`self_signed`] or [`plain_x509`]).
+pub fn acceptor(dir: &Path) -> TlsAcceptor {
+    let certs = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+    TlsAcceptor::from(Arc::new(config))
 }
 
 /// Makes `cert.pem` (mode 0644) and `key.pem` (mode 0600) in `dir`: a self-signed P-256

@@ -11,7 +11,7 @@ use std::time::Duration;
 pub use client::{FETCH_RATE_FLOOR, LISTING_MAX, Listed, MESSAGE_MAX, Pop3Client, fetch_deadline};
 pub use protocol::{Capabilities, Overflow};
 
-use super::tls::TlsError;
+use crate::tls::TlsError;
 
 /// What went wrong in a POP3 session. [`Pop3Error::connection_lost`] tells whether the session
 /// can go on.
