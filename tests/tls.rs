@@ -52,7 +52,8 @@ enum Link {
 }
 
 /// Runs `poll-once` for one catch-all account on `dovecot` with these extra account lines
-/// (and `ca_file` if given), relaying to `relay`; returns whether it succeeded and its stderr.
+/// (and `ca_file` if given), relaying to `relay`; returns whether it succeeded, and what it
+/// printed (stdout, where the summary names a failed account, then stderr, the log).
 fn poll(
     dovecot: &Dovecot,
     link: Link,
@@ -79,9 +80,10 @@ fn poll(
         })
         .write(dir);
     let out = support::poll_once(&config.display().to_string());
+    let printed = [out.stdout, out.stderr].concat();
     (
         out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        String::from_utf8_lossy(&printed).into_owned(),
     )
 }
 
@@ -202,6 +204,8 @@ fn dovecot_requiring_a_client_certificate_accepts_mailferry_only_with_one() {
         dir.path(),
     );
     assert!(!ok, "accepted without a client certificate\n{stderr}");
+    // Dovecot's words: "Client didn't present valid SSL certificate".
+    assert!(stderr.contains("certificate"), "{stderr}");
     assert!(sink.transactions().is_empty());
     assert_eq!(dovecot.count(USER), 1);
 

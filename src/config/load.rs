@@ -37,37 +37,25 @@ const TOP_KEYS: &[&str] = &[
     "accounts",
 ];
 const METRICS_KEYS: &[&str] = &["listen"];
+/// With [`tls::TLS_KEYS`].
 const RELAY_KEYS: &[&str] = &[
     "host",
     "port",
     "tls",
     "helo",
     "connections",
-    "ca_file",
-    "tls_fingerprint",
-    "verify_certificate",
-    "tls_server_name",
-    "tls_min_version",
-    "client_cert",
-    "client_key",
     "timeout",
     "data_timeout",
     "retry",
 ];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial", "max"];
+/// With [`tls::TLS_KEYS`].
 const ACCOUNT_KEYS: &[&str] = &[
     "name",
     "protocol",
     "host",
     "port",
     "tls",
-    "ca_file",
-    "tls_fingerprint",
-    "verify_certificate",
-    "tls_server_name",
-    "tls_min_version",
-    "client_cert",
-    "client_key",
     "username",
     "password",
     "password_file",
@@ -537,7 +525,7 @@ impl Checker<'_> {
     }
 
     fn relay(&mut self, node: &Node) -> Option<RelayConfig> {
-        let s = self.section(node, "relay", RELAY_KEYS)?;
+        let s = self.section(node, "relay", &[RELAY_KEYS, &tls::TLS_KEYS].concat())?;
         let host = self
             .require(&s, "host")
             .and_then(|n| self.host(n, "relay.host"));
@@ -712,7 +700,7 @@ impl Checker<'_> {
             "accounts[{}]",
             label.unwrap_or_else(|| format!("#{}", index + 1))
         );
-        let s = self.section(node, &path, ACCOUNT_KEYS)?;
+        let s = self.section(node, &path, &[ACCOUNT_KEYS, &tls::TLS_KEYS].concat())?;
         let name = self.require(&s, "name").and_then(|n| {
             let name = self.string(n, &s.name("name"))?;
             if !valid_account_name(&name) {

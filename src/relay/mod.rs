@@ -18,6 +18,7 @@ use crate::address::Address;
 
 pub use prepare::prepare;
 pub use session::SmtpRelay;
+pub(crate) use trace::civil_from_days;
 pub use trace::received_header;
 pub use trace::rfc5322_date;
 

@@ -110,23 +110,11 @@ pub fn test_ca() -> TestCa {
             "server.pem",
         ],
     );
-    let certs = CertificateDer::pem_file_iter(p.join("server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(p.join("server.key")).unwrap();
-    let config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
     TestCa {
         ca_pem: p.join("ca.pem"),
         server_pem: p.join("server.pem"),
+        acceptor: acceptor_for(&p.join("server.pem"), &p.join("server.key")),
         _dir: dir,
-        acceptor: TlsAcceptor::from(Arc::new(config)),
     }
 }
 
@@ -223,11 +211,16 @@ pub fn plain_x509(dir: &Path, cn: &str) {
 /// A server-side acceptor presenting `dir/cert.pem` with `dir/key.pem` (as made by
 /// [`self_signed`] or [`plain_x509`]).
 pub fn acceptor(dir: &Path) -> TlsAcceptor {
-    let certs = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+    acceptor_for(&dir.join("cert.pem"), &dir.join("key.pem"))
+}
+
+/// A server-side acceptor presenting the certificate (chain) in `cert` with the key in `key`.
+fn acceptor_for(cert: &Path, key: &Path) -> TlsAcceptor {
+    let certs = CertificateDer::pem_file_iter(cert)
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
     let config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()

@@ -250,7 +250,7 @@ fn describe(error: &rustls::Error, info: Option<&CertInfo>) -> Problem {
             not_after: info.map_or(0, |i| i.not_after),
         },
         CertificateError::NotValidForNameContext { presented, .. } => Problem::WrongName {
-            presented: presented.clone(),
+            presented: presented.iter().map(|name| plain_name(name)).collect(),
         },
         // An untrusted self-signed certificate fails as UnknownIssuer, or, when it says
         // CA:TRUE (as `openssl req -x509` makes it), as CaUsedAsEndEntity.
@@ -259,6 +259,18 @@ fn describe(error: &rustls::Error, info: Option<&CertInfo>) -> Problem {
             issuer: info.and_then(|i| i.issuer_cn.clone()),
         },
         other => Problem::Other(other.to_string()),
+    }
+}
+
+/// A name as webpki presents it (`DnsName("a.example")`, `IpAddress(192.0.2.1)`), as the
+/// administrator would write it.
+fn plain_name(name: &str) -> String {
+    let inner = ["DnsName(", "IpAddress(", "UriName(", "OtherName("]
+        .iter()
+        .find_map(|kind| name.strip_prefix(kind)?.strip_suffix(')'));
+    match inner {
+        Some(inner) => inner.trim_matches('"').to_owned(),
+        None => name.to_owned(),
     }
 }
 
@@ -271,4 +283,17 @@ pub(crate) fn name_text(name: &ServerName<'_>) -> String {
 fn same_host(a: &str, b: &str) -> bool {
     a.trim_end_matches('.')
         .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn webpki_names_are_shown_as_written() {
+        assert_eq!(
+            super::plain_name("DnsName(\"mail.example\")"),
+            "mail.example"
+        );
+        assert_eq!(super::plain_name("IpAddress(192.0.2.1)"), "192.0.2.1");
+        assert_eq!(super::plain_name("mail.example"), "mail.example");
+    }
 }

@@ -134,19 +134,11 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Unix seconds as `2026-03-01 12:00:00 UTC`.
+/// Unix seconds as `2026-03-01 12:00:00 UTC` (a time before 1970 as 1970).
 pub(crate) fn format_time(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let in_day = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let secs = u64::try_from(secs).unwrap_or(0);
+    let (year, month, day) = crate::relay::civil_from_days(secs / 86_400);
+    let in_day = secs % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
         in_day / 3_600,
