@@ -375,3 +375,26 @@ async fn the_relay_trusts_a_plain_openssl_certificate_only_when_told() {
         }
     }
 }
+
+#[test]
+fn verify_certificate_false_is_warned_about_at_every_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GatewayConfig::new(dir.path().join("state"), 2525)
+        .account(AccountYaml {
+            name: "careless".into(),
+            port: 995,
+            tls: "tls".into(),
+            username: USER.into(),
+            password: Secret::Inline(PASS.into()),
+            extra_lines: vec!["verify_certificate: false".into()],
+            ..AccountYaml::default()
+        })
+        .write(dir.path());
+    let out = support::run_mailferry(&["check-config", "--config", &config.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("account careless: verify_certificate is false") && stderr.contains("WARN"),
+        "{stderr}"
+    );
+}

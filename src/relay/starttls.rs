@@ -298,4 +298,81 @@ mod tests {
             );
         }
     }
+
+    /// A server that sends each of `replies` after reading one line (the first at once),
+    /// and `start` run against it.
+    async fn against(replies: &[&'static str], required: bool) -> Result<Start, RelayError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let replies: Vec<&'static str> = replies.to_vec();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            for (i, reply) in replies.iter().enumerate() {
+                if i > 0 && tcp.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                tcp.write_all(reply.as_bytes()).await.unwrap();
+            }
+            let _ = tcp.read(&mut buf).await;
+        });
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        start(
+            tcp,
+            "relay.test",
+            "gw.test",
+            required,
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
+    const EHLO_TLS: &str = "250-relay.test\r\n250 STARTTLS\r\n";
+
+    #[tokio::test]
+    async fn data_after_the_starttls_reply_is_refused() {
+        let err = against(
+            &["220 hi\r\n", EHLO_TLS, "220 go\r\n250 injected\r\n"],
+            true,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(matches!(err, RelayError::Garbled { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn refusals_before_tls_name_the_reply() {
+        let err = against(&["554 no service\r\n"], false).await.err().unwrap();
+        assert!(
+            matches!(&err, RelayError::Greeting { reply, .. } if reply.code == 554),
+            "{err:?}"
+        );
+        let err = against(&["220 hi\r\n", EHLO_TLS, "454 not now\r\n"], true)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, RelayError::StarttlsRefused { reply, .. } if reply.code == 454),
+            "{err:?}"
+        );
+        let err = against(&["220 hi\r\n", "250 relay.test\r\n"], true)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, RelayError::StarttlsRequired { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_starttls_the_optional_mode_goes_on_in_plain_text() {
+        let start = against(&["220 hi\r\n", "250 relay.test\r\n"], false).await;
+        assert!(matches!(start, Ok(Start::Plain(_))));
+        let start = against(&["220 hi\r\n", EHLO_TLS, "454 not now\r\n"], false).await;
+        assert!(matches!(start, Ok(Start::Plain(_))));
+        let start = against(&["220 hi\r\n", EHLO_TLS, "220 go\r\n"], false).await;
+        assert!(matches!(start, Ok(Start::Upgrade(_))));
+    }
 }
