@@ -257,3 +257,36 @@ async fn a_refused_handshake_is_one_certificate_error_and_a_bad_name_fails_befor
     let tls = TlsClient::new(&named, "192.0.2.1").unwrap();
     assert_eq!(tls.server_name(), "mail.example.net");
 }
+
+#[tokio::test]
+async fn tls_min_version_1_3_refuses_a_server_that_stops_at_1_2() {
+    let dir = tempfile::tempdir().unwrap();
+    plain_x509(dir.path(), "localhost");
+    let pem = dir.path().join("cert.pem");
+    let key = PrivateKeyDer::from_pem_file(dir.path().join("key.pem")).unwrap();
+    let server = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+        .with_no_client_auth()
+        .with_single_cert(vec![cert(&pem)], key)
+        .unwrap();
+    let server = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    for (min_version, works) in [(TlsVersion::V1_2, true), (TlsVersion::V1_3, false)] {
+        let (client_io, server_io) = tokio::io::duplex(16 * 1024);
+        let acceptor = server.clone();
+        tokio::spawn(async move {
+            let _ = acceptor.accept(server_io).await;
+        });
+        let options = TlsOptions {
+            ca_file: Some(pem.clone()),
+            min_version,
+            ..TlsOptions::default()
+        };
+        let tls = TlsClient::new(&options, "localhost").unwrap();
+        match tls.connect(client_io).await {
+            Ok(_) => assert!(works, "{min_version:?} accepted TLS 1.2"),
+            Err(e) => {
+                assert!(!works, "{min_version:?}: {e}");
+                assert!(matches!(e, TlsError::Handshake { .. }), "{e:?}");
+            }
+        }
+    }
+}
