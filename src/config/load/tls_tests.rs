@@ -130,3 +130,14 @@ fn tls_server_name_must_be_a_host_name() {
     let text = account_with("    tls_server_name: \"not a name\"\n");
     assert_one_error(&text, 12, "is not a host name or IP address");
 }
+
+#[test]
+fn the_example_file_documents_every_tls_key() {
+    let example = include_str!("../../../conf/mailferry.example.yaml");
+    for key in super::tls::TLS_KEYS {
+        assert!(
+            example.contains(&format!("{key}:")),
+            "{key} not in the example"
+        );
+    }
+}
