@@ -43,72 +43,12 @@ fn openssl(dir: &Path, args: &[&str]) {
 pub fn test_ca() -> TestCa {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
+    req_x509(p, "mailferry test CA", "2", "ca");
+    sign(
         p,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=mailferry test CA",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        p,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        p.join("ext.cnf"),
+        "server",
+        "localhost",
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        p,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "2",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.pem",
-        ],
     );
     TestCa {
         ca_pem: p.join("ca.pem"),
@@ -123,56 +63,64 @@ impl TestCa {
     /// certificate and key (PEM), in the CA's directory.
     pub fn issue_client(&self, name: &str) -> (PathBuf, PathBuf) {
         let p = self._dir.path();
-        let (cert, key, csr) = (
-            format!("{name}.pem"),
-            format!("{name}.key"),
-            format!("{name}.csr"),
-        );
-        openssl(
+        sign(
             p,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
-        std::fs::write(
-            p.join("client.cnf"),
+            name,
+            name,
             "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-        )
-        .unwrap();
-        openssl(
-            p,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-set_serial",
-                "3",
-                "-days",
-                "2",
-                "-extfile",
-                "client.cnf",
-                "-out",
-                &cert,
-            ],
         );
-        (p.join(cert), p.join(key))
+        (p.join(format!("{name}.pem")), p.join(format!("{name}.key")))
     }
+}
+
+/// `<name>.pem` and `<name>.key` in `dir`: a P-256 key and a certificate for `/CN=<cn>` with
+/// the extensions `ext` (openssl's extfile syntax), signed by `ca.pem`/`ca.key` there.
+fn sign(dir: &Path, name: &str, cn: &str, ext: &str) {
+    let (cert, key, csr, cnf) = (
+        format!("{name}.pem"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.cnf"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ],
+    );
+    std::fs::write(dir.join(&cnf), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            // -CAcreateserial: a serial of its own for every certificate of this CA.
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &cnf,
+            "-out",
+            &cert,
+        ],
+    );
 }
 
 /// Makes `cert.pem` and `key.pem` in `dir` exactly as a plain
@@ -182,6 +130,21 @@ impl TestCa {
 pub fn plain_x509(dir: &Path, cn: &str) {
     use std::os::unix::fs::PermissionsExt;
 
+    req_x509(dir, cn, "3650", "");
+    std::fs::set_permissions(dir.join("cert.pem"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod the certificate");
+    std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod the key");
+}
+
+/// `openssl req -x509 -newkey ec -nodes -subj /CN=<cn> -days <days>` in `dir`: the key and
+/// certificate go to `<prefix>.key` and `<prefix>.pem`, or to `key.pem` and `cert.pem` for an
+/// empty prefix.
+fn req_x509(dir: &Path, cn: &str, days: &str, prefix: &str) {
+    let (key, cert) = match prefix {
+        "" => ("key.pem".to_owned(), "cert.pem".to_owned()),
+        p => (format!("{p}.key"), format!("{p}.pem")),
+    };
     openssl(
         dir,
         &[
@@ -193,19 +156,15 @@ pub fn plain_x509(dir: &Path, cn: &str) {
             "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-days",
-            "3650",
+            days,
             "-subj",
             &format!("/CN={cn}"),
             "-keyout",
-            "key.pem",
+            &key,
             "-out",
-            "cert.pem",
+            &cert,
         ],
     );
-    std::fs::set_permissions(dir.join("cert.pem"), std::fs::Permissions::from_mode(0o644))
-        .expect("chmod the certificate");
-    std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600))
-        .expect("chmod the key");
 }
 
 /// A server-side acceptor presenting `dir/cert.pem` with `dir/key.pem` (as made by
