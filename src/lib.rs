@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! fetch/      the `Mailbox` seam (mailbox.rs: list, fetch, mark for deletion, commit) and
-//!             POP3 (fetch/pop3/) and IMAP (fetch/imap/) behind it, over TLS (fetch/tls.rs)
+//!             POP3 (fetch/pop3/) and IMAP (fetch/imap/) behind it
 //! route/      pure: headers + config -> recipients, each with the reason it was chosen
 //! relay/      the `Relay` seam: one transaction per message to the internal server, a reply
 //!             per RCPT; SMTP (session.rs, lettre) behind it
@@ -18,7 +18,9 @@
 //!             quarantine.rs), one process per state_dir (lock.rs)
 //! ```
 //!
-//! Around them: `config/` (the YAML file, every error with its line), `address.rs` (validated
+//! Around them: `config/` (the YAML file, every error with its line), `tls/` (one TLS setup
+//! for every connection, POP3, IMAP and the relay: trust, pinning, client certificates, and
+//! certificate errors an administrator can act on), `address.rs` (validated
 //! envelope addresses and accepted-domain patterns, shared by every stage), `metrics.rs`
 //! (metric names and the /metrics listener) and `pipeline/` (the wiring: one poller per
 //! account and shutdown in `mod.rs`, one poll pass in `pass.rs`, one message's way through
@@ -36,6 +38,7 @@ pub mod relay;
 pub mod retention;
 pub mod route;
 pub mod state;
+pub mod tls;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -111,6 +111,11 @@ fn main() -> ExitCode {
         }
     };
 
+    // Every start, every command: an unverified connection must not go unnoticed.
+    for warning in mailferry::tls::warnings(&config) {
+        tracing::warn!("{}: {warning}", config_path.display());
+    }
+
     match cli.command {
         Command::CheckConfig { .. } => {
             for a in &config.accounts {

@@ -117,7 +117,7 @@ fn account(port: u16) -> AccountConfig {
         host: "127.0.0.1".into(),
         port,
         tls: TlsMode::None,
-        ca_file: None,
+        tls_options: Default::default(),
         username: "u".into(),
         password: Password::new("p"),
         mode: Mode::CatchAll,

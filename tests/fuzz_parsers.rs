@@ -424,7 +424,7 @@ fn check_relay(rt: &tokio::runtime::Runtime, script: &Script, message: &[u8]) {
             tls: TlsMode::None,
             helo: Some("fuzz.example".into()),
             connections: 1,
-            ca_file: None,
+            tls_options: Default::default(),
             timeout: Duration::from_millis(300),
             retry: mailferry::config::RetryPolicy::default(),
             data_timeout: Duration::from_millis(300),

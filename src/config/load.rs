@@ -15,10 +15,13 @@ use super::{
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
+mod tls;
 mod yaml;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use yaml::{Kind, Node};
 
@@ -36,25 +39,25 @@ const TOP_KEYS: &[&str] = &[
     "accounts",
 ];
 const METRICS_KEYS: &[&str] = &["listen"];
+/// With [`tls::TLS_KEYS`].
 const RELAY_KEYS: &[&str] = &[
     "host",
     "port",
     "tls",
     "helo",
     "connections",
-    "ca_file",
     "timeout",
     "data_timeout",
     "retry",
 ];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial", "max"];
+/// With [`tls::TLS_KEYS`].
 const ACCOUNT_KEYS: &[&str] = &[
     "name",
     "protocol",
     "host",
     "port",
     "tls",
-    "ca_file",
     "username",
     "password",
     "password_file",
@@ -564,7 +567,7 @@ impl Checker<'_> {
     }
 
     fn relay(&mut self, node: &Node) -> Option<RelayConfig> {
-        let s = self.section(node, "relay", RELAY_KEYS)?;
+        let s = self.section(node, "relay", &[RELAY_KEYS, &tls::TLS_KEYS].concat())?;
         let host = self
             .require(&s, "host")
             .and_then(|n| self.host(n, "relay.host"));
@@ -586,7 +589,7 @@ impl Checker<'_> {
                 .integer(n, "relay.connections", CONNECTIONS.0, CONNECTIONS.1)
                 .and_then(|c| u32::try_from(c).ok()),
         };
-        let ca_file = self.ca_file(&s);
+        let tls_options = self.tls_options(&s, tls);
         let timeout = match s.get("timeout") {
             None => Some(Duration::from_secs(60)),
             Some(n) => self.duration(n, "relay.timeout", TIMEOUT),
@@ -606,7 +609,7 @@ impl Checker<'_> {
             tls: tls?,
             helo: helo?,
             connections: connections?,
-            ca_file: ca_file?,
+            tls_options: tls_options?,
             timeout: timeout?,
             data_timeout: data_timeout?,
             retry: retry?,
@@ -652,20 +655,6 @@ impl Checker<'_> {
             return None;
         }
         Some(s)
-    }
-
-    /// `ca_file`, resolved against the configuration's directory; it must be readable.
-    fn ca_file(&mut self, s: &Section<'_>) -> Option<Option<PathBuf>> {
-        let Some(n) = s.get("ca_file") else {
-            return Some(None);
-        };
-        let name = s.name("ca_file");
-        let path = self.path(n, &name)?;
-        if let Err(e) = std::fs::File::open(&path) {
-            self.err(n, format!("{name}: cannot read {}: {e}", path.display()));
-            return None;
-        }
-        Some(Some(path))
     }
 
     fn domains(&mut self, node: &Node) -> Option<Vec<DomainPattern>> {
@@ -771,7 +760,7 @@ impl Checker<'_> {
             "accounts[{}]",
             label.unwrap_or_else(|| format!("#{}", index + 1))
         );
-        let s = self.section(node, &path, ACCOUNT_KEYS)?;
+        let s = self.section(node, &path, &[ACCOUNT_KEYS, &tls::TLS_KEYS].concat())?;
         let name = self.require(&s, "name").and_then(|n| {
             let name = self.string(n, &s.name("name"))?;
             if !valid_account_name(&name) {
@@ -810,7 +799,7 @@ impl Checker<'_> {
             },
             Some(n) => self.port(n, &s.name("port")),
         };
-        let ca_file = self.ca_file(&s);
+        let tls_options = self.tls_options(&s, tls);
         let username = self
             .require(&s, "username")
             .and_then(|n| self.text(n, &s.name("username")));
@@ -888,7 +877,7 @@ impl Checker<'_> {
             host: host?,
             port: port?,
             tls: tls?,
-            ca_file: ca_file?,
+            tls_options: tls_options?,
             username: username?,
             password: password?,
             mode: mode?,

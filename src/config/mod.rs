@@ -92,6 +92,55 @@ pub enum TlsMode {
     Tls,
 }
 
+/// The TLS keys, the same in an account and in `relay:` (see [`crate::tls`] for how they
+/// decide trust).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// `ca_file`: PEM certificates to trust besides the system store: CAs, or the server's
+    /// own (self-signed) certificate.
+    pub ca_file: Option<PathBuf>,
+    /// `tls_fingerprint`: accept exactly the server certificate with this SHA-256
+    /// fingerprint.
+    pub fingerprint: Option<crate::tls::Fingerprint>,
+    /// `verify_certificate`: true unless written `false` (then a warning at every start).
+    pub verify_certificate: bool,
+    /// `tls_server_name`: the name verified and sent as SNI; the host when `None`.
+    pub server_name: Option<String>,
+    /// `tls_min_version`.
+    pub min_version: TlsVersion,
+    /// `client_cert`: PEM certificate (chain) for mutual TLS; set with `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// `client_key`: PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+}
+
+impl Default for TlsOptions {
+    /// Verify against the system store, for the host's name, TLS 1.2 or later, no client
+    /// certificate.
+    fn default() -> TlsOptions {
+        TlsOptions {
+            ca_file: None,
+            fingerprint: None,
+            verify_certificate: true,
+            server_name: None,
+            min_version: TlsVersion::V1_2,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+}
+
+/// `tls_min_version`: the oldest TLS version offered. TLS 1.0 and 1.1 (RFC 8996) and SSL are
+/// not implemented at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 or 1.3 (the default).
+    #[default]
+    V1_2,
+    /// TLS 1.3 only.
+    V1_3,
+}
+
 /// `relay:` — the internal mail server.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -102,8 +151,8 @@ pub struct RelayConfig {
     pub helo: Option<String>,
     /// Parallel SMTP sessions.
     pub connections: u32,
-    /// An extra CA to trust besides the system store.
-    pub ca_file: Option<PathBuf>,
+    /// Trust, pinning, client certificate, versions.
+    pub tls_options: TlsOptions,
     /// Time allowed for each SMTP reply.
     pub timeout: Duration,
     /// Time allowed for the reply after the final "." of DATA (RFC 5321: at least 10 min).
@@ -247,7 +296,8 @@ pub struct AccountConfig {
     pub host: String,
     pub port: u16,
     pub tls: TlsMode,
-    pub ca_file: Option<PathBuf>,
+    /// Trust, pinning, client certificate, versions.
+    pub tls_options: TlsOptions,
     pub username: String,
     pub password: Password,
     pub mode: Mode,

@@ -1,15 +1,13 @@
 //! Collecting mail from the upstream mailboxes: the seam the pass drives ([`mailbox`]:
-//! list, fetch, mark for deletion, commit), the POP3 and IMAP clients behind it ([`pop3`],
-//! [`imap`]) and the client side of TLS ([`tls`]) that both connect through.
+//! list, fetch, mark for deletion, commit) and the POP3 and IMAP clients behind it ([`pop3`],
+//! [`imap`]), which connect through [`crate::tls`].
 
 pub mod imap;
 pub mod mailbox;
 #[cfg(test)]
 pub mod memory;
 pub mod pop3;
-pub mod tls;
 
 pub use imap::{ImapClient, ImapError};
 pub use mailbox::{FetchError, Link, Listed, Mailbox, Session, Source, Upstream};
 pub use pop3::{Capabilities, Pop3Client, Pop3Error};
-pub use tls::{TlsError, client_config, connect_tls};

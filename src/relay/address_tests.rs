@@ -19,7 +19,7 @@ fn relay_for(script: Script) -> (FakeSmtp, SmtpRelay) {
         tls: TlsMode::None,
         helo: Some("gw.test".to_owned()),
         connections: 1,
-        ca_file: None,
+        tls_options: Default::default(),
         timeout: Duration::from_secs(5),
         retry: crate::config::RetryPolicy::default(),
         data_timeout: Duration::from_secs(5),

@@ -8,6 +8,7 @@
 
 mod prepare;
 mod session;
+mod starttls;
 mod trace;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use crate::address::Address;
 
 pub use prepare::prepare;
 pub use session::SmtpRelay;
+pub(crate) use trace::civil_from_days;
 pub use trace::received_header;
 pub use trace::rfc5322_date;
 
@@ -124,24 +126,28 @@ pub enum RelayError {
         #[source]
         source: std::io::Error,
     },
-    /// Implicit TLS could not be set up (CA file, certificate, handshake).
-    #[error("TLS with the relay failed: {0}")]
-    TlsSetup(#[source] crate::fetch::tls::TlsError),
+    /// TLS could not be set up: CA file, client certificate, the server's certificate
+    /// refused (the message says why), the handshake failed.
+    #[error("TLS with the relay: {0}")]
+    Tls(crate::tls::TlsError),
+    /// The relay's greeting was not 220.
+    #[error("the relay {host} refused the connection: {reply}")]
+    Greeting { host: String, reply: Reply },
+    /// `tls: starttls` and the server answered STARTTLS with a refusal.
+    #[error("the relay {host} refused STARTTLS, which `tls: starttls` requires: {reply}")]
+    StarttlsRefused { host: String, reply: Reply },
+    /// The connection broke before TLS was set up.
+    #[error("the connection to the relay {host} broke before TLS: {source}")]
+    Lost {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The greeting or EHLO failed.
     #[error("cannot connect to the relay {host}:{port}: {source}")]
     Connect {
         host: String,
         port: u16,
-        #[source]
-        source: SmtpError,
-    },
-    /// The CA file named by `relay.ca_file` could not be read or holds no certificate.
-    #[error("cannot use the relay CA file {path}: {reason}")]
-    CaFile { path: String, reason: String },
-    /// TLS could not be set up (handshake, certificate, or STARTTLS refused).
-    #[error("TLS with the relay {host} failed: {source}")]
-    Tls {
-        host: String,
         #[source]
         source: SmtpError,
     },
@@ -187,9 +193,10 @@ impl RelayError {
             RelayError::Connect { .. }
                 | RelayError::Garbled { .. }
                 | RelayError::Tcp { .. }
-                | RelayError::TlsSetup(_)
-                | RelayError::CaFile { .. }
-                | RelayError::Tls { .. }
+                | RelayError::Tls(_)
+                | RelayError::Greeting { .. }
+                | RelayError::StarttlsRefused { .. }
+                | RelayError::Lost { .. }
                 | RelayError::StarttlsRequired { .. }
         )
     }

@@ -7,9 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
-};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
@@ -17,9 +15,11 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::prepare::{is_prepared, prepare};
+use super::starttls::{self, Handover, Start};
 use super::{Outcome, RcptResult, Relay, RelayError, Reply, SmtpError};
 use crate::address::Address;
 use crate::config::{RelayConfig, TlsMode};
+use crate::tls::TlsClient;
 
 /// RFC 5321's limit on a local part, in octets.
 const MAX_LOCAL_PART: usize = 64;
@@ -47,7 +47,7 @@ pub struct SmtpRelay {
 struct Inner {
     config: RelayConfig,
     helo: ClientId,
-    tls: Mutex<Option<TlsParameters>>,
+    tls: Mutex<Option<TlsClient>>,
     slots: Arc<Semaphore>,
     /// Open sessions outside a transaction.
     idle: Mutex<Vec<AsyncSmtpConnection>>,
@@ -273,12 +273,10 @@ impl SmtpRelay {
     async fn connect(&self) -> Result<AsyncSmtpConnection, RelayError> {
         let config = &self.inner.config;
         let limit = config.timeout;
-        let implicit = match config.tls {
-            TlsMode::Tls => Some(
-                crate::fetch::tls::client_config(config.ca_file.as_deref())
-                    .map_err(RelayError::TlsSetup)?,
-            ),
-            _ => None,
+        // Built before connecting: a bad ca_file or client key fails every connection alike.
+        let tls = match config.tls {
+            TlsMode::None => None,
+            _ => Some(self.tls_client()?),
         };
         let host = config.host.clone();
         let port = config.port;
@@ -293,18 +291,23 @@ impl SmtpRelay {
         // lettre writes the message and the final dot in two writes: with Nagle's algorithm
         // the dot waits for the receiver's delayed ACK, 40 ms per message.
         let _ = tcp.set_nodelay(true);
-        let stream: Box<dyn AsyncTokioStream> = match implicit {
-            Some(tls_config) => {
-                let tls = tokio::time::timeout(
-                    limit,
-                    crate::fetch::tls::connect_tls(tcp, &host, tls_config),
-                )
-                .await
-                .map_err(|_| timeout_error("the TLS handshake", limit))?
-                .map_err(RelayError::TlsSetup)?;
-                Box::new(ImplicitTls(tls))
+        let peer = tcp.peer_addr();
+        let stream: Box<dyn AsyncTokioStream> = match (config.tls, tls) {
+            (TlsMode::Tls, Some(tls)) => {
+                Box::new(Handover::new(handshake(&tls, tcp, limit).await?, peer))
             }
-            None => Box::new(tcp),
+            (TlsMode::Starttls | TlsMode::StarttlsIfAvailable, Some(tls)) => {
+                let required = config.tls == TlsMode::Starttls;
+                let helo = self.inner.helo.to_string();
+                match starttls::start(tcp, &host, &helo, required, limit).await? {
+                    Start::Upgrade(tcp) => Box::new(Handover::after_greeting(
+                        handshake(&tls, tcp, limit).await?,
+                        peer,
+                    )),
+                    Start::Plain(tcp) => Box::new(Handover::after_greeting(tcp, peer)),
+                }
+            }
+            _ => Box::new(tcp),
         };
         // In a task of its own: lettre 0.11 panics on some malformed EHLO replies (a line of
         // spaces), which must fail this connection, not the caller.
@@ -312,60 +315,38 @@ impl SmtpRelay {
         let greeting = tokio::spawn(async move {
             AsyncSmtpConnection::connect_with_transport(stream, &helo).await
         });
-        let mut conn = tokio::time::timeout(limit, greeting)
+        tokio::time::timeout(limit, greeting)
             .await
             .map_err(|_| timeout_error("the greeting and EHLO", limit))?
             .map_err(|_| RelayError::Garbled {
                 host: host.clone(),
                 during: "the greeting and EHLO",
             })?
-            .map_err(|source| RelayError::Connect {
-                host: host.clone(),
-                port,
-                source,
-            })?;
-
-        let upgrade = match config.tls {
-            TlsMode::None | TlsMode::Tls => false,
-            TlsMode::StarttlsIfAvailable => conn.can_starttls(),
-            TlsMode::Starttls if conn.can_starttls() => true,
-            // Dropped without a word: nothing but EHLO goes over an unprotected connection.
-            TlsMode::Starttls => return Err(RelayError::StarttlsRequired { host }),
-        };
-        if upgrade {
-            let parameters = self.tls_parameters()?;
-            tokio::time::timeout(limit, conn.starttls(parameters, &self.inner.helo))
-                .await
-                .map_err(|_| timeout_error("STARTTLS", limit))?
-                .map_err(|source| RelayError::Tls { host, source })?;
-        }
-        Ok(conn)
+            .map_err(|source| RelayError::Connect { host, port, source })
     }
 
-    /// TLS parameters for the relay host: the system trust store, plus `ca_file` if set.
-    fn tls_parameters(&self) -> Result<TlsParameters, RelayError> {
+    /// TLS towards the relay host ([`crate::tls`]), built at the first connection.
+    fn tls_client(&self) -> Result<TlsClient, RelayError> {
         let mut cached = lock(&self.inner.tls);
-        if let Some(parameters) = &*cached {
-            return Ok(parameters.clone());
+        if let Some(tls) = &*cached {
+            return Ok(tls.clone());
         }
         let config = &self.inner.config;
-        let host = &config.host;
-        let mut builder = TlsParameters::builder(host.clone());
-        if let Some(path) = &config.ca_file {
-            let ca_error = |reason: String| RelayError::CaFile {
-                path: path.display().to_string(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let cert = Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let parameters = builder.build().map_err(|source| RelayError::Tls {
-            host: host.clone(),
-            source,
-        })?;
-        Ok(cached.insert(parameters).clone())
+        let tls = TlsClient::new(&config.tls_options, &config.host).map_err(RelayError::Tls)?;
+        Ok(cached.insert(tls).clone())
     }
+}
+
+/// The TLS handshake on `tcp`, within `limit`.
+async fn handshake(
+    tls: &TlsClient,
+    tcp: TcpStream,
+    limit: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, RelayError> {
+    tokio::time::timeout(limit, tls.connect(tcp))
+        .await
+        .map_err(|_| timeout_error("the TLS handshake", limit))?
+        .map_err(RelayError::Tls)
 }
 
 /// Runs one command with a time limit; `Ok(Err(reply))` is a negative reply, a broken
@@ -385,7 +366,7 @@ async fn step(
     }
 }
 
-fn timeout_error(during: &'static str, limit: Duration) -> RelayError {
+pub(super) fn timeout_error(during: &'static str, limit: Duration) -> RelayError {
     RelayError::Timeout {
         during,
         secs: limit.as_secs(),
@@ -534,50 +515,5 @@ mod unit {
         let name = local_host_name();
         assert!(!name.is_empty());
         assert!(!name.contains(char::is_whitespace));
-    }
-}
-
-/// Implicit TLS (`tls: tls`, port 465) on a socket mailferry opened itself, so that it can set
-/// TCP_NODELAY; lettre drives it like any stream.
-#[derive(Debug)]
-struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
-
-impl tokio::io::AsyncRead for ImplicitTls {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for ImplicitTls {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl AsyncTokioStream for ImplicitTls {
-    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.0.get_ref().0.peer_addr()
     }
 }

@@ -17,7 +17,7 @@ fn config(port: u16, tls: TlsMode) -> RelayConfig {
         tls,
         helo: Some("gw.test".to_owned()),
         connections: 1,
-        ca_file: None,
+        tls_options: Default::default(),
         timeout: Duration::from_secs(5),
         data_timeout: Duration::from_secs(5),
         retry: crate::config::RetryPolicy::default(),
@@ -435,7 +435,7 @@ fn send_is_send() {
 /// A relay config for `tls` to `server`, trusting `ca` if given.
 fn tls_config(server: &FakeSmtp, tls: TlsMode, ca: Option<&TestCa>) -> RelayConfig {
     let mut cfg = config(server.port(), tls);
-    cfg.ca_file = ca.map(|ca| ca.ca_pem.clone());
+    cfg.tls_options.ca_file = ca.map(|ca| ca.ca_pem.clone());
     cfg
 }
 

@@ -1,7 +1,9 @@
 //! Test certificates for real TLS handshakes, made with the openssl CLI (installed by
 //! scripts/install-deps.sh): a throw-away CA with a server certificate it signed
-//! ([`test_ca`]), and a self-signed server certificate ([`self_signed`]) such as an
-//! administrator makes, trusted as its own anchor.
+//! ([`test_ca`]) and client certificates ([`TestCa::issue_client`]), a self-signed server
+//! certificate ([`self_signed`]) such as an administrator makes, trusted as its own anchor,
+//! and one made by a plain `openssl req -x509` ([`plain_x509`]: CA:TRUE, no
+//! subjectAltName).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +19,8 @@ pub struct TestCa {
     _dir: tempfile::TempDir,
     /// The CA certificate (PEM): what a client needs as `ca_file` to trust the acceptor.
     pub ca_pem: PathBuf,
+    /// The server certificate the acceptor presents (PEM), for localhost and 127.0.0.1.
+    pub server_pem: PathBuf,
     /// Server-side TLS with the certificate signed by the CA.
     pub acceptor: TlsAcceptor,
 }
@@ -39,78 +43,143 @@ fn openssl(dir: &Path, args: &[&str]) {
 pub fn test_ca() -> TestCa {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
+    req_x509(p, "mailferry test CA", "2", "ca");
+    sign(
         p,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=mailferry test CA",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        p,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        p.join("ext.cnf"),
+        "server",
+        "localhost",
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
+    );
+    TestCa {
+        ca_pem: p.join("ca.pem"),
+        server_pem: p.join("server.pem"),
+        acceptor: acceptor_for(&p.join("server.pem"), &p.join("server.key")),
+        _dir: dir,
+    }
+}
+
+impl TestCa {
+    /// A client certificate for `name` signed by this CA (for mutual TLS): the paths of its
+    /// certificate and key (PEM), in the CA's directory.
+    pub fn issue_client(&self, name: &str) -> (PathBuf, PathBuf) {
+        let p = self._dir.path();
+        sign(
+            p,
+            name,
+            name,
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        );
+        (p.join(format!("{name}.pem")), p.join(format!("{name}.key")))
+    }
+}
+
+/// `<name>.pem` and `<name>.key` in `dir`: a P-256 key and a certificate for `/CN=<cn>` with
+/// the extensions `ext` (openssl's extfile syntax), signed by `ca.pem`/`ca.key` there.
+fn sign(dir: &Path, name: &str, cn: &str, ext: &str) {
+    let (cert, key, csr, cnf) = (
+        format!("{name}.pem"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.cnf"),
+    );
     openssl(
-        p,
+        dir,
         &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ],
+    );
+    std::fs::write(dir.join(&cnf), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            // -CAcreateserial: a serial of its own for every certificate of this CA.
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
             "ca.key",
-            "-set_serial",
-            "2",
+            "-CAcreateserial",
             "-days",
             "2",
             "-extfile",
-            "ext.cnf",
+            &cnf,
             "-out",
-            "server.pem",
+            &cert,
         ],
     );
-    let certs = CertificateDer::pem_file_iter(p.join("server.pem"))
+}
+
+/// Makes `cert.pem` and `key.pem` in `dir` exactly as a plain
+/// `openssl req -x509 -newkey ec -nodes -subj /CN=<cn>` does: self-signed, `CA:TRUE`
+/// (OpenSSL's default extensions), no subjectAltName, valid ten years. webpki alone refuses
+/// it as a server's certificate even when trusted; OpenSSL-based clients accept it.
+pub fn plain_x509(dir: &Path, cn: &str) {
+    use std::os::unix::fs::PermissionsExt;
+
+    req_x509(dir, cn, "3650", "");
+    std::fs::set_permissions(dir.join("cert.pem"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod the certificate");
+    std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod the key");
+}
+
+/// `openssl req -x509 -newkey ec -nodes -subj /CN=<cn> -days <days>` in `dir`: the key and
+/// certificate go to `<prefix>.key` and `<prefix>.pem`, or to `key.pem` and `cert.pem` for an
+/// empty prefix.
+fn req_x509(dir: &Path, cn: &str, days: &str, prefix: &str) {
+    let (key, cert) = match prefix {
+        "" => ("key.pem".to_owned(), "cert.pem".to_owned()),
+        p => (format!("{p}.key"), format!("{p}.pem")),
+    };
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            days,
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+        ],
+    );
+}
+
+/// A server-side acceptor presenting `dir/cert.pem` with `dir/key.pem` (as made by
+/// [`self_signed`] or [`plain_x509`]).
+pub fn acceptor(dir: &Path) -> TlsAcceptor {
+    acceptor_for(&dir.join("cert.pem"), &dir.join("key.pem"))
+}
+
+/// A server-side acceptor presenting the certificate (chain) in `cert` with the key in `key`.
+fn acceptor_for(cert: &Path, key: &Path) -> TlsAcceptor {
+    let certs = CertificateDer::pem_file_iter(cert)
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = PrivateKeyDer::from_pem_file(p.join("server.key")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
     let config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -118,11 +187,7 @@ pub fn test_ca() -> TestCa {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .unwrap();
-    TestCa {
-        ca_pem: p.join("ca.pem"),
-        _dir: dir,
-        acceptor: TlsAcceptor::from(Arc::new(config)),
-    }
+    TlsAcceptor::from(Arc::new(config))
 }
 
 /// Makes `cert.pem` (mode 0644) and `key.pem` (mode 0600) in `dir`: a self-signed P-256

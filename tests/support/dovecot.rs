@@ -36,6 +36,19 @@ pub struct Dovecot {
     /// that number) keeps the order of delivery.
     base_secs: u64,
     seq: AtomicU64,
+    /// `ssl_ca` for client certificates, when they are required.
+    client_ca: Option<PathBuf>,
+}
+
+/// How a [`Dovecot`]'s TLS is set up (the default is what [`Dovecot::start`] does).
+#[derive(Debug, Clone, Default)]
+pub struct DovecotTls {
+    /// Present a certificate made by a plain `openssl req -x509 -subj /CN=localhost`
+    /// (CA:TRUE, no subjectAltName) instead of the usual self-signed CA:FALSE one.
+    pub plain_x509: bool,
+    /// Require a client certificate issued by the CA in this PEM file
+    /// (`ssl_verify_client_cert`, `auth_ssl_require_client_cert`).
+    pub require_client_cert: Option<PathBuf>,
 }
 
 impl Dovecot {
@@ -43,6 +56,11 @@ impl Dovecot {
     /// and waits until it greets on its POP3 and IMAP ports. Panics (with Dovecot's log)
     /// if it cannot start.
     pub fn start(users: &[(&str, &str)]) -> Dovecot {
+        Dovecot::start_with(users, DovecotTls::default())
+    }
+
+    /// [`Dovecot::start`] with its TLS set up as `tls` says.
+    pub fn start_with(users: &[(&str, &str)], tls: DovecotTls) -> Dovecot {
         let (uid, gid) = mail_user_ids();
         let root = tempfile::Builder::new()
             .prefix("mfd-")
@@ -62,7 +80,11 @@ impl Dovecot {
         }
         // A self-signed, non-CA certificate, as administrators make: the tests trust it as
         // `ca_file` (Dovecot::ca_file).
-        mailferry::testkit::tls::self_signed(&rp);
+        if tls.plain_x509 {
+            mailferry::testkit::tls::plain_x509(&rp, "localhost");
+        } else {
+            mailferry::testkit::tls::self_signed(&rp);
+        }
 
         let mut passwd = String::new();
         for (user, password) in users {
@@ -115,6 +137,7 @@ impl Dovecot {
                 .collect(),
             base_secs,
             seq: AtomicU64::new(0),
+            client_ca: tls.require_client_cert.clone(),
         };
 
         for attempt in 1..=START_ATTEMPTS {
@@ -337,6 +360,15 @@ impl Dovecot {
 
     fn config_text(&self) -> String {
         let r = self.root.path().display();
+        // Dovecot 2.3: the certificate is asked for in the handshake, and a login without
+        // a valid one fails; there is no CRL for the test CA.
+        let client_cert = match &self.client_ca {
+            Some(ca) => format!(
+                "ssl_ca = <{}\nssl_verify_client_cert = yes\nauth_ssl_require_client_cert = yes\nssl_require_crl = no\n",
+                ca.display()
+            ),
+            None => String::new(),
+        };
         format!(
             "# A private Dovecot for mailferry's tests (tests/support/dovecot.rs).
 instance_name = {id}
@@ -356,7 +388,7 @@ first_valid_gid = 1
 ssl = yes
 ssl_cert = <{r}/cert.pem
 ssl_key = <{r}/key.pem
-disable_plaintext_auth = no
+{client_cert}disable_plaintext_auth = no
 auth_mechanisms = plain login
 
 mail_location = maildir:~/Maildir

@@ -33,7 +33,7 @@ mod smtp_sink;
 mod tally;
 
 pub use config::{AccountYaml, CONFIG_FILE, GatewayConfig, Secret, write_private};
-pub use dovecot::Dovecot;
+pub use dovecot::{Dovecot, DovecotTls};
 pub use e2e::{E2E_VAR, skip_e2e};
 pub use fault_proxy::{Fault, FaultProxy};
 pub use mail::{

@@ -1,9 +1,10 @@
 use std::time::Duration;
 
 use super::*;
+use crate::config::TlsOptions;
 
 /// A minimal valid file; the line numbers of its lines are used by the tests below.
-const BASE: &str = "\
+pub(super) const BASE: &str = "\
 state_dir: /var/lib/mailferry
 relay:
   host: mail.corp.local
@@ -17,7 +18,10 @@ accounts:
     password: pw
 ";
 
-fn load(text: &str) -> Result<Config, ConfigErrors> {
+/// A PEM block of the right shape (its DER is not a certificate; nothing at load parses it).
+pub(super) const PEM_CERT: &str = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+
+pub(super) fn load(text: &str) -> Result<Config, ConfigErrors> {
     from_yaml_str(text, "/etc/mailferry/mailferry.yaml")
 }
 
@@ -29,14 +33,14 @@ fn errors(text: &str) -> Vec<ConfigError> {
 }
 
 /// `BASE` with `from` replaced by `to` (which must occur).
-fn base_with(from: &str, to: &str) -> String {
+pub(super) fn base_with(from: &str, to: &str) -> String {
     assert!(BASE.contains(from), "{from:?} not in BASE");
     BASE.replacen(from, to, 1)
 }
 
 /// Asserts that `text` fails with exactly one error, on `line`, whose message has `needle`.
 #[track_caller]
-fn assert_one_error(text: &str, line: usize, needle: &str) {
+pub(super) fn assert_one_error(text: &str, line: usize, needle: &str) {
     let errors = errors(text);
     assert_eq!(
         errors.len(),
@@ -60,7 +64,7 @@ fn minimal_file_gets_the_defaults() {
     assert_eq!(c.relay.tls, TlsMode::StarttlsIfAvailable);
     assert_eq!(c.relay.helo, None);
     assert_eq!(c.relay.connections, 4);
-    assert_eq!(c.relay.ca_file, None);
+    assert_eq!(c.relay.tls_options, TlsOptions::default());
     assert_eq!(c.relay.timeout, Duration::from_secs(60));
     assert_eq!(
         c.domains,
@@ -74,7 +78,7 @@ fn minimal_file_gets_the_defaults() {
     assert_eq!(a.host, "pop.provider.net");
     assert_eq!(a.tls, TlsMode::Tls);
     assert_eq!(a.port, 995);
-    assert_eq!(a.ca_file, None);
+    assert_eq!(a.tls_options, TlsOptions::default());
     assert_eq!(a.username, "u@example.com");
     assert_eq!(a.password.expose(), "pw");
     assert_eq!(a.mode, Mode::CatchAll);
@@ -88,7 +92,8 @@ fn minimal_file_gets_the_defaults() {
 #[test]
 fn full_file_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), "not checked here").unwrap();
+    // PEM structure only: the certificates themselves are judged in the handshake.
+    std::fs::write(dir.path().join("ca.pem"), PEM_CERT).unwrap();
     std::fs::write(dir.path().join("pw"), "from-file\r\n").unwrap();
     let text = r#"
 state_dir: state
@@ -111,7 +116,7 @@ accounts:
     host: pop.provider.net
     port: 1995
     tls: starttls-if-available
-    ca_file: /dev/null
+    ca_file: ca.pem
     username: catchall@example.com
     password: "s3cret<&>'\""
     mode: catch-all
@@ -139,7 +144,7 @@ accounts:
     assert_eq!(c.relay.tls, TlsMode::Starttls);
     assert_eq!(c.relay.helo.as_deref(), Some("gateway.corp.local"));
     assert_eq!(c.relay.connections, 8);
-    assert_eq!(c.relay.ca_file, Some(dir.path().join("ca.pem")));
+    assert_eq!(c.relay.tls_options.ca_file, Some(dir.path().join("ca.pem")));
     assert_eq!(c.relay.timeout, Duration::from_secs(120));
     assert_eq!(
         c.domains,
@@ -152,7 +157,7 @@ accounts:
     let a = &c.accounts[0];
     assert_eq!(a.port, 1995);
     assert_eq!(a.tls, TlsMode::StarttlsIfAvailable);
-    assert_eq!(a.ca_file, Some(PathBuf::from("/dev/null")));
+    assert_eq!(a.tls_options.ca_file, Some(dir.path().join("ca.pem")));
     assert_eq!(a.password.expose(), "s3cret<&>'\"");
     assert_eq!(a.poll_interval, Duration::from_secs(300));
     assert_eq!(a.max_per_pass, 50);

@@ -203,7 +203,7 @@ async fn starttls_upgrades_and_asks_the_capabilities_again() {
     )
     .await;
     let mut acct = account(fake.addr(), TlsMode::Starttls);
-    acct.ca_file = Some(ca.ca_pem.clone());
+    acct.tls_options.ca_file = Some(ca.ca_pem.clone());
     let client = ImapClient::connect(&acct).await.unwrap();
     assert!(client.is_encrypted());
     assert!(client.capabilities().has("UIDPLUS"));

@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use client::{ImapClient, Listed};
 pub use protocol::Capabilities;
 
-use super::tls::TlsError;
+use crate::tls::TlsError;
 
 /// What went wrong in an IMAP session. [`ImapError::connection_lost`] tells whether the
 /// session can go on.

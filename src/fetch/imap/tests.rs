@@ -42,7 +42,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         host: addr.ip().to_string(),
         port: addr.port(),
         tls,
-        ca_file: None,
+        tls_options: Default::default(),
         username: "alice".into(),
         password: Password::new(PASSWORD),
         mode: Mode::CatchAll,

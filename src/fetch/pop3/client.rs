@@ -2,19 +2,17 @@
 //! write is bounded by the account's timeout; the wire format is parsed by `protocol.rs`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::ClientConfig;
 
 use super::Pop3Error;
 use super::protocol::{
     self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
 };
 use crate::config::{AccountConfig, TlsMode};
-use crate::fetch::tls;
+use crate::tls::TlsClient;
 
 /// Largest message RETR accepts unless [`Pop3Client::set_max_message_size`] says otherwise;
 /// a larger one is read to its end, discarded, and reported as
@@ -303,11 +301,11 @@ impl Pop3Client {
         Pop3Client::connect_with(account, None).await
     }
 
-    /// [`connect`](Pop3Client::connect) with a TLS configuration built beforehand (see
-    /// [`tls::client_config`]); `None` builds one from the account's `ca_file` when needed.
+    /// [`connect`](Pop3Client::connect) with the account's TLS built beforehand (see
+    /// [`TlsClient::new`]); `None` builds it from the account's TLS options when needed.
     pub async fn connect_with(
         account: &AccountConfig,
-        tls_config: Option<Arc<ClientConfig>>,
+        tls_config: Option<TlsClient>,
     ) -> Result<Pop3Client, Pop3Error> {
         // Checked before anything goes on the wire.
         check_credential(&account.username, "user name")?;
@@ -333,11 +331,11 @@ impl Pop3Client {
     async fn establish(
         stream: Box<dyn Stream>,
         account: &AccountConfig,
-        tls_config: Option<Arc<ClientConfig>>,
+        tls_config: Option<TlsClient>,
     ) -> Result<Pop3Client, Pop3Error> {
         let tls_config = move || match &tls_config {
-            Some(cfg) => Ok(cfg.clone()),
-            None => tls::client_config(account.ca_file.as_deref()),
+            Some(tls) => Ok(tls.clone()),
+            None => TlsClient::new(&account.tls_options, &account.host),
         };
         let mut encrypted = false;
         let stream = if account.tls == TlsMode::Tls {
@@ -715,14 +713,9 @@ async fn capa(conn: &mut Connection) -> Result<Option<Capabilities>, Pop3Error> 
 async fn handshake(
     stream: Box<dyn Stream>,
     account: &AccountConfig,
-    cfg: Arc<ClientConfig>,
+    tls: TlsClient,
 ) -> Result<tokio_rustls::client::TlsStream<Box<dyn Stream>>, Pop3Error> {
-    match tokio::time::timeout(
-        account.timeout,
-        tls::connect_tls(stream, &account.host, cfg),
-    )
-    .await
-    {
+    match tokio::time::timeout(account.timeout, tls.connect(stream)).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(Pop3Error::Tls(e)),
         Err(_) => Err(Pop3Error::Timeout(account.timeout)),

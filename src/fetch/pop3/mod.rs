@@ -13,7 +13,7 @@ pub use client::{FETCH_RATE_FLOOR, LISTING_MAX, Listed, MESSAGE_MAX, Pop3Client,
 pub(crate) use client::{base64, redact};
 pub use protocol::{Capabilities, Overflow};
 
-use super::tls::TlsError;
+use crate::tls::TlsError;
 
 /// What went wrong in a POP3 session. [`Pop3Error::connection_lost`] tells whether the session
 /// can go on.

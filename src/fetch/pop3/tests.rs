@@ -20,7 +20,7 @@ fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         host: addr.ip().to_string(),
         port: addr.port(),
         tls,
-        ca_file: None,
+        tls_options: Default::default(),
         username: "alice".into(),
         password: Password::new(PASSWORD),
         mode: Mode::CatchAll,
@@ -549,7 +549,7 @@ async fn stls_upgrades_before_login_and_recapas() {
     ];
     let fake = Scripted::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
     let mut acct = account(fake.addr(), TlsMode::StarttlsIfAvailable);
-    acct.ca_file = Some(ca.ca_pem.clone());
+    acct.tls_options.ca_file = Some(ca.ca_pem.clone());
     let client = Pop3Client::connect(&acct).await.unwrap();
     assert!(client.is_encrypted());
     let capa = client.capabilities().unwrap();
@@ -580,7 +580,7 @@ async fn implicit_tls() {
     script.extend([Step::Expect("QUIT"), send("+OK\r\n"), Step::Close]);
     let fake = Scripted::start(script, Split::ByteByByte, Some(ca.acceptor.clone())).await;
     let mut acct = account(fake.addr(), TlsMode::Tls);
-    acct.ca_file = Some(ca.ca_pem.clone());
+    acct.tls_options.ca_file = Some(ca.ca_pem.clone());
     let client = Pop3Client::connect(&acct).await.unwrap();
     assert!(client.is_encrypted());
     client.quit().await.unwrap();
@@ -625,7 +625,7 @@ async fn data_injected_after_stls_reply_is_refused() {
     ];
     let fake = Scripted::start(script, Split::Whole, Some(ca.acceptor.clone())).await;
     let mut acct = account(fake.addr(), TlsMode::Starttls);
-    acct.ca_file = Some(ca.ca_pem.clone());
+    acct.tls_options.ca_file = Some(ca.ca_pem.clone());
     let err = Pop3Client::connect(&acct).await.unwrap_err();
     assert!(matches!(err, Pop3Error::Protocol(_)), "{err:?}");
     assert_eq!(fake.finish().await, ["CAPA", "STLS"]);

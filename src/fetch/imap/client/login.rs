@@ -2,10 +2,7 @@
 //! CAPABILITY, then AUTHENTICATE PLAIN or LOGIN. No credential goes on the wire before the
 //! connection is as secure as the account requires.
 
-use std::sync::Arc;
-
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::ClientConfig;
 
 use super::super::ImapError;
 use super::super::command::{self, Command};
@@ -14,7 +11,7 @@ use super::super::protocol::{Capabilities, Code, LITERAL_MAX, Response, Status};
 use super::ImapClient;
 use crate::config::{AccountConfig, TlsMode};
 use crate::fetch::pop3::{MESSAGE_MAX, redact};
-use crate::fetch::tls;
+use crate::tls::TlsClient;
 
 impl ImapClient {
     /// TCP connect to account.host:account.port, TLS per account.tls (Tls = implicit;
@@ -30,7 +27,7 @@ impl ImapClient {
     /// [`tls::client_config`]); `None` builds one from the account's `ca_file` when needed.
     pub async fn connect_with(
         account: &AccountConfig,
-        tls_config: Option<Arc<ClientConfig>>,
+        tls_config: Option<TlsClient>,
     ) -> Result<ImapClient, ImapError> {
         // Checked before anything goes on the wire.
         check_credential(&account.username, "user name")?;
@@ -53,11 +50,11 @@ impl ImapClient {
     async fn establish(
         stream: Box<dyn Stream>,
         account: &AccountConfig,
-        tls_config: Option<Arc<ClientConfig>>,
+        tls_config: Option<TlsClient>,
     ) -> Result<ImapClient, ImapError> {
         let tls_config = move || match &tls_config {
-            Some(cfg) => Ok(cfg.clone()),
-            None => tls::client_config(account.ca_file.as_deref()),
+            Some(tls) => Ok(tls.clone()),
+            None => TlsClient::new(&account.tls_options, &account.host),
         };
         let mut encrypted = false;
         let stream = if account.tls == TlsMode::Tls {
@@ -125,11 +122,7 @@ impl ImapClient {
 
     /// STARTTLS, the handshake, and CAPABILITY again (RFC 3501 6.2.1: what was learnt
     /// before TLS is discarded).
-    async fn starttls(
-        &mut self,
-        account: &AccountConfig,
-        cfg: Arc<ClientConfig>,
-    ) -> Result<(), ImapError> {
+    async fn starttls(&mut self, account: &AccountConfig, cfg: TlsClient) -> Result<(), ImapError> {
         self.run(Command::new("STARTTLS")).await?;
         // Anything sent before the handshake could be injected by a man in the middle
         // (CVE-2011-0411 style); refuse rather than read it as protected.
@@ -239,10 +232,9 @@ impl ImapClient {
 async fn handshake(
     stream: Box<dyn Stream>,
     account: &AccountConfig,
-    cfg: Arc<ClientConfig>,
+    tls: TlsClient,
 ) -> Result<tokio_rustls::client::TlsStream<Box<dyn Stream>>, ImapError> {
-    let handshake = tls::connect_tls(stream, &account.host, cfg);
-    match tokio::time::timeout(account.timeout, handshake).await {
+    match tokio::time::timeout(account.timeout, tls.connect(stream)).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(ImapError::Tls(e)),
         Err(_) => Err(ImapError::Timeout(account.timeout)),
