@@ -79,13 +79,40 @@ pub enum TlsError {
     Certificate(CertRefusal),
     /// The handshake failed otherwise: no common protocol version or cipher, an alert from the
     /// server, the connection lost.
-    #[error("TLS handshake with {server} failed: {error}")]
+    #[error("TLS handshake with {server} failed: {error}{}", hint(error))]
     Handshake {
         /// The name verified.
         server: String,
         /// What rustls or the connection said (rustls errors arrive wrapped in an I/O error).
         error: std::io::Error,
     },
+}
+
+/// What to do about a handshake failure whose cause is known, after a `; `.
+fn hint(error: &std::io::Error) -> &'static str {
+    use rustls::AlertDescription as Alert;
+    let Some(rustls::Error::AlertReceived(alert)) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return "";
+    };
+    match alert {
+        Alert::ProtocolVersion => {
+            "; the server offers no TLS version mailferry accepts (TLS 1.2 or 1.3; check tls_min_version): the server must be upgraded"
+        }
+        Alert::CertificateRequired => {
+            "; the server requires a client certificate: set client_cert and client_key"
+        }
+        Alert::BadCertificate
+        | Alert::UnknownCA
+        | Alert::CertificateExpired
+        | Alert::CertificateUnknown
+        | Alert::AccessDenied => {
+            "; the server refused mailferry's client certificate (client_cert)"
+        }
+        _ => "",
+    }
 }
 
 /// TLS towards one server: the rustls configuration and the name to verify. Build it once

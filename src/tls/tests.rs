@@ -286,6 +286,7 @@ async fn tls_min_version_1_3_refuses_a_server_that_stops_at_1_2() {
             Err(e) => {
                 assert!(!works, "{min_version:?}: {e}");
                 assert!(matches!(e, TlsError::Handshake { .. }), "{e:?}");
+                assert!(e.to_string().contains("check tls_min_version"), "{e}");
             }
         }
     }
