@@ -3,7 +3,8 @@
 //! `tls_fingerprint`, refused otherwise with the certificate's fingerprint in the error; and
 //! a client certificate for a server that requires one.
 //!
-//! POP3 against a real Dovecot over implicit TLS and STLS, end to end with the binary; the
+//! POP3 and IMAP against a real Dovecot over implicit TLS and STLS/STARTTLS, end to end with
+//! the binary; the
 //! relay against the testkit's SMTP fake speaking STARTTLS or implicit TLS, in process
 //! (and once end to end, to see that a refused relay deletes nothing upstream).
 
@@ -51,25 +52,39 @@ enum Link {
     Implicit,
 }
 
+/// Which of Dovecot's services the account collects from.
+#[derive(Clone, Copy, Debug)]
+enum Proto {
+    Pop3,
+    Imap,
+}
+
 /// Runs `poll-once` for one catch-all account on `dovecot` with these extra account lines
 /// (and `ca_file` if given), relaying to `relay`; returns whether it succeeded, and what it
 /// printed (stdout, where the summary names a failed account, then stderr, the log).
 fn poll(
     dovecot: &Dovecot,
-    link: Link,
+    (proto, link): (Proto, Link),
     ca_file: Option<&Path>,
     lines: &[String],
     relay: GatewayConfig,
     dir: &Path,
 ) -> (bool, String) {
-    let (port, tls) = match link {
-        Link::Stls => (dovecot.pop3_port(), "starttls"),
-        Link::Implicit => (dovecot.pop3s_port(), "tls"),
+    let (port, tls) = match (proto, link) {
+        (Proto::Pop3, Link::Stls) => (dovecot.pop3_port(), "starttls"),
+        (Proto::Pop3, Link::Implicit) => (dovecot.pop3s_port(), "tls"),
+        (Proto::Imap, Link::Stls) => (dovecot.imap_port(), "starttls"),
+        (Proto::Imap, Link::Implicit) => (dovecot.imaps_port(), "tls"),
+    };
+    let protocol = match proto {
+        Proto::Pop3 => "pop3",
+        Proto::Imap => "imap",
     };
     let config = relay
         .postmaster("postmaster@corp.local")
         .account(AccountYaml {
             name: "tls-account".into(),
+            protocol: protocol.into(),
             port,
             tls: tls.into(),
             ca_file: ca_file.map(Path::to_path_buf),
@@ -90,7 +105,8 @@ fn poll(
 /// Refused without trust and with a wrong fingerprint (nothing delivered, nothing deleted,
 /// one error line with the fingerprint); accepted with the certificate in `ca_file` and with
 /// its fingerprint pinned.
-fn pop3_trust_matrix(link: Link) {
+fn trust_matrix(proto: Proto, link: Link) {
+    let what = format!("{proto:?} over {link:?}");
     let dovecot = Dovecot::start_with(
         &[(USER, PASS)],
         DovecotTls {
@@ -119,43 +135,37 @@ fn pop3_trust_matrix(link: Link) {
     for (case, lines, needles) in refusals {
         let dir = tempfile::tempdir().unwrap();
         let relay = GatewayConfig::new(dir.path().join("state"), sink.port());
-        let (ok, stderr) = poll(&dovecot, link, None, &lines, relay, dir.path());
-        assert!(!ok, "{link:?}, {case}: poll-once succeeded\n{stderr}");
+        let (ok, stderr) = poll(&dovecot, (proto, link), None, &lines, relay, dir.path());
+        assert!(!ok, "{what}, {case}: poll-once succeeded\n{stderr}");
         for needle in needles.iter().chain([&fp.as_str()]) {
             assert!(
                 stderr.contains(needle),
-                "{link:?}, {case}: {needle:?} not in\n{stderr}"
+                "{what}, {case}: {needle:?} not in\n{stderr}"
             );
         }
         let lines_with_fp = stderr.lines().filter(|l| l.contains(&fp)).count();
-        assert_eq!(
-            lines_with_fp, 1,
-            "{link:?}, {case}: one error line\n{stderr}"
-        );
-        assert!(
-            sink.transactions().is_empty(),
-            "{link:?}, {case}: delivered"
-        );
-        assert_eq!(dovecot.count(USER), 1, "{link:?}, {case}: deleted upstream");
+        assert_eq!(lines_with_fp, 1, "{what}, {case}: one error line\n{stderr}");
+        assert!(sink.transactions().is_empty(), "{what}, {case}: delivered");
+        assert_eq!(dovecot.count(USER), 1, "{what}, {case}: deleted upstream");
     }
 
     let dir = tempfile::tempdir().unwrap();
     let relay = GatewayConfig::new(dir.path().join("state"), sink.port());
-    let (ok, stderr) = poll(&dovecot, link, Some(&cert), &[], relay, dir.path());
-    assert!(ok, "{link:?}, ca_file: refused\n{stderr}");
+    let (ok, stderr) = poll(&dovecot, (proto, link), Some(&cert), &[], relay, dir.path());
+    assert!(ok, "{what}, ca_file: refused\n{stderr}");
     assert_eq!(sink.wait_for(1, Duration::from_secs(10)).len(), 1);
-    assert_eq!(dovecot.count(USER), 0, "{link:?}, ca_file: left upstream");
+    assert_eq!(dovecot.count(USER), 0, "{what}, ca_file: left upstream");
 
     dovecot.deliver(USER, &mail("second"));
     let dir = tempfile::tempdir().unwrap();
     let relay = GatewayConfig::new(dir.path().join("state"), sink.port());
-    let (ok, stderr) = poll(&dovecot, link, None, &[pin], relay, dir.path());
-    assert!(ok, "{link:?}, tls_fingerprint: refused\n{stderr}");
+    let (ok, stderr) = poll(&dovecot, (proto, link), None, &[pin], relay, dir.path());
+    assert!(ok, "{what}, tls_fingerprint: refused\n{stderr}");
     assert_eq!(sink.wait_for(2, Duration::from_secs(10)).len(), 2);
     assert_eq!(
         dovecot.count(USER),
         0,
-        "{link:?}, tls_fingerprint: left upstream"
+        "{what}, tls_fingerprint: left upstream"
     );
 }
 
@@ -164,7 +174,7 @@ fn pop3_over_implicit_tls_trusts_a_plain_openssl_certificate_only_when_told() {
     if support::skip_e2e() {
         return;
     }
-    pop3_trust_matrix(Link::Implicit);
+    trust_matrix(Proto::Pop3, Link::Implicit);
 }
 
 #[test]
@@ -172,7 +182,23 @@ fn pop3_over_stls_trusts_a_plain_openssl_certificate_only_when_told() {
     if support::skip_e2e() {
         return;
     }
-    pop3_trust_matrix(Link::Stls);
+    trust_matrix(Proto::Pop3, Link::Stls);
+}
+
+#[test]
+fn imap_over_implicit_tls_trusts_a_plain_openssl_certificate_only_when_told() {
+    if support::skip_e2e() {
+        return;
+    }
+    trust_matrix(Proto::Imap, Link::Implicit);
+}
+
+#[test]
+fn imap_over_starttls_trusts_a_plain_openssl_certificate_only_when_told() {
+    if support::skip_e2e() {
+        return;
+    }
+    trust_matrix(Proto::Imap, Link::Stls);
 }
 
 #[test]
@@ -197,7 +223,7 @@ fn dovecot_requiring_a_client_certificate_accepts_mailferry_only_with_one() {
     let server_cert = dovecot.ca_file();
     let (ok, stderr) = poll(
         &dovecot,
-        Link::Implicit,
+        (Proto::Pop3, Link::Implicit),
         Some(&server_cert),
         &[],
         relay,
@@ -217,7 +243,7 @@ fn dovecot_requiring_a_client_certificate_accepts_mailferry_only_with_one() {
     let relay = GatewayConfig::new(dir.path().join("state"), sink.port());
     let (ok, stderr) = poll(
         &dovecot,
-        Link::Implicit,
+        (Proto::Pop3, Link::Implicit),
         Some(&server_cert),
         &lines,
         relay,
@@ -250,7 +276,7 @@ fn a_relay_with_an_untrusted_certificate_deletes_nothing_upstream() {
         .relay_line("tls_server_name: localhost");
     let (ok, stderr) = poll(
         &dovecot,
-        Link::Implicit,
+        (Proto::Pop3, Link::Implicit),
         Some(&dovecot.ca_file()),
         &[],
         config,
@@ -271,7 +297,7 @@ fn a_relay_with_an_untrusted_certificate_deletes_nothing_upstream() {
         .relay_line(&format!("tls_fingerprint: \"{fp}\""));
     let (ok, stderr) = poll(
         &dovecot,
-        Link::Implicit,
+        (Proto::Pop3, Link::Implicit),
         Some(&dovecot.ca_file()),
         &[],
         config,
