@@ -10,18 +10,24 @@ pub enum AddressError {
     /// Nothing at all.
     #[error("empty address")]
     Empty,
+    /// No `@` at all.
     #[error("address has no '@'")]
     NoAt,
+    /// Nothing before the `@`.
     #[error("address has an empty local part")]
     EmptyLocal,
+    /// Nothing after the `@`.
     #[error("address has an empty domain")]
     EmptyDomain,
+    /// A character that could break the SMTP command line or its syntax.
     #[error(
         "address contains a forbidden character (CR, LF, NUL, '<', '>', '\"', '\\', tab or control)"
     )]
     ForbiddenChar,
+    /// Longer than an address can be (RFC 5321: 64 + 1 + 255).
     #[error("address is longer than 320 characters")]
     TooLong,
+    /// The domain is not a host name (nor an IDN that maps to one).
     #[error("domain {0:?} is not a valid domain name")]
     BadDomain(String),
     /// `%`, `!` or `@` in the local part: a mail server may relay it onward to another host.

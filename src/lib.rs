@@ -29,6 +29,8 @@
 //! give up — in `plan.rs`, the postmaster's notices in `notice.rs`). `testkit/` holds the tests'
 //! scripted SMTP and POP3 fakes and test CA, for unit tests and (feature `testkit`) tests/.
 
+#![warn(missing_docs)]
+
 pub mod address;
 pub mod config;
 pub mod fetch;

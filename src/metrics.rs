@@ -17,9 +17,12 @@ use tokio::net::{TcpListener, TcpStream};
 /// Why the metrics listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
+    /// The listen address could not be bound.
     #[error("cannot listen for metrics on {addr}: {source}")]
     Bind {
+        /// `metrics.listen`.
         addr: SocketAddr,
+        /// What the operating system said.
         source: std::io::Error,
     },
 }

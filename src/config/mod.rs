@@ -144,8 +144,11 @@ pub enum TlsVersion {
 /// `relay:` — the internal mail server.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
+    /// Host name or IP address.
     pub host: String,
+    /// TCP port (25, or 465 with `tls: tls`, by default).
     pub port: u16,
+    /// Plain, STARTTLS (required or if offered) or implicit TLS.
     pub tls: TlsMode,
     /// Name given in EHLO; defaults to the host name of this machine.
     pub helo: Option<String>,
@@ -166,8 +169,11 @@ pub struct RelayConfig {
 /// `max`; after `max_attempts` attempts it is quarantined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
+    /// Attempts before the message is quarantined.
     pub max_attempts: u32,
+    /// The wait after the first failed attempt.
     pub initial: Duration,
+    /// The longest wait between attempts.
     pub max: Duration,
 }
 
@@ -205,7 +211,9 @@ pub enum Initial {
 /// The upstream protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// POP3 (RFC 1939).
     Pop3,
+    /// IMAP4rev1 (RFC 3501).
     Imap,
 }
 
@@ -237,7 +245,10 @@ pub enum Mode {
     /// A mailbox holding a whole domain's mail: recipients come from the headers.
     CatchAll,
     /// Everything goes to one internal address.
-    SingleUser { deliver_to: Address },
+    SingleUser {
+        /// The one internal recipient.
+        deliver_to: Address,
+    },
 }
 
 /// When the upstream copy of a settled message is deleted.
@@ -262,10 +273,13 @@ impl fmt::Display for Retention {
 }
 
 /// A password that never prints: `Debug` and `Display` show `***`.
+/// A secret that never shows in a log, a metric or an error: `Debug` and `Display` print
+/// `***`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
 
 impl Password {
+    /// Wraps a secret.
     pub fn new(s: impl Into<String>) -> Password {
         Password(s.into())
     }
@@ -292,19 +306,29 @@ impl fmt::Display for Password {
 pub struct AccountConfig {
     /// Unique; `[A-Za-z0-9._-]`, at most 128 characters (it names state rows and metrics).
     pub name: String,
+    /// POP3 or IMAP.
     pub protocol: Protocol,
+    /// Host name or IP address.
     pub host: String,
+    /// TCP port (from the protocol and `tls` by default).
     pub port: u16,
+    /// Plain, STARTTLS (required or if offered) or implicit TLS (the default).
     pub tls: TlsMode,
     /// Trust, pinning, client certificate, versions.
     pub tls_options: TlsOptions,
+    /// The login name.
     pub username: String,
+    /// From `password`, `password_file` or `password_env`.
     pub password: Password,
+    /// Catch-all or single-user.
     pub mode: Mode,
     /// IMAP folder; `INBOX` by default.
     pub folder: String,
+    /// Time between the starts of two passes.
     pub poll_interval: Duration,
+    /// Messages downloaded per pass at most.
     pub max_per_pass: u32,
+    /// When the upstream copy of a settled message is deleted.
     pub retention: Retention,
     /// Time allowed for each server reply.
     pub timeout: Duration,
@@ -343,11 +367,13 @@ impl AccountConfig {
 /// One problem in the configuration file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The configuration file, as named on the command line.
     pub file: String,
     /// 1-based; 0 when the problem has no place in the file (the file cannot be read).
     pub line: usize,
     /// 1-based; 0 when unknown.
     pub column: usize,
+    /// What is wrong, naming the key.
     pub message: String,
 }
 

@@ -55,10 +55,13 @@ impl Mailboxes for Upstreams {
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("{0}")]
+    /// The state store could not be opened or locked.
     State(#[from] StateError),
     #[error(transparent)]
+    /// The metrics listener could not be set up.
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("cannot wait for signals: {0}")]
+    /// The signal handlers could not be installed.
     Signal(std::io::Error),
     /// A pass met a failure that must stop the daemon (the state database was replaced).
     #[error("stopping: {0}")]
@@ -71,6 +74,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 /// The outcome of `poll-once`: one line per account.
 #[derive(Debug)]
 pub struct Summary {
+    /// Each account's name and how its pass went, in the configuration's order.
     pub passes: Vec<(String, Result<PassReport, PassError>)>,
 }
 

@@ -30,8 +30,10 @@ const RECONNECTS: usize = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
     #[error(transparent)]
+    /// The upstream mailbox failed (connect, login, listing, a lost connection).
     Fetch(#[from] FetchError),
     #[error("{0}")]
+    /// The state store failed: nothing more is delivered that could not be recorded.
     State(#[from] StateError),
     /// The store has never seen this account, its mailbox holds mail, and retention keeps
     /// mail upstream: delivering it all could repeat what a lost state already delivered.
@@ -40,7 +42,12 @@ pub enum PassError {
          with retention {retention} choose what to do with them: `initial: deliver_all` or `initial: skip_existing` \
          in the account's configuration"
     )]
-    InitialChoice { count: usize, retention: String },
+    InitialChoice {
+        /// Messages in the mailbox.
+        count: usize,
+        /// The account's retention, as written.
+        retention: String,
+    },
     /// The pass panicked (a bug, ours or a library's): this account's pass failed, nothing
     /// else; the next pass starts afresh.
     #[error("the pass stopped on an internal error: {0}")]

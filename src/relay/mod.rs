@@ -121,8 +121,11 @@ pub enum RelayError {
     /// The TCP connection could not be made.
     #[error("cannot connect to the relay {host}:{port}: {source}")]
     Tcp {
+        /// `relay.host`.
         host: String,
+        /// `relay.port`.
         port: u16,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -132,46 +135,85 @@ pub enum RelayError {
     Tls(crate::tls::TlsError),
     /// The relay's greeting was not 220.
     #[error("the relay {host} refused the connection: {reply}")]
-    Greeting { host: String, reply: Reply },
+    Greeting {
+        /// `relay.host`.
+        host: String,
+        /// What the relay replied.
+        reply: Reply,
+    },
     /// `tls: starttls` and the server answered STARTTLS with a refusal.
     #[error("the relay {host} refused STARTTLS, which `tls: starttls` requires: {reply}")]
-    StarttlsRefused { host: String, reply: Reply },
+    StarttlsRefused {
+        /// `relay.host`.
+        host: String,
+        /// What the relay replied.
+        reply: Reply,
+    },
     /// The connection broke before TLS was set up.
     #[error("the connection to the relay {host} broke before TLS: {source}")]
     Lost {
+        /// `relay.host`.
         host: String,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
     /// The greeting or EHLO failed.
     #[error("cannot connect to the relay {host}:{port}: {source}")]
     Connect {
+        /// `relay.host`.
         host: String,
+        /// `relay.port`.
         port: u16,
+        /// What the SMTP library said.
         #[source]
         source: SmtpError,
     },
     /// `tls: starttls` and the server does not offer STARTTLS: nothing was sent.
     #[error("the relay {host} does not offer STARTTLS, which `tls: starttls` requires")]
-    StarttlsRequired { host: String },
+    StarttlsRequired {
+        /// `relay.host`.
+        host: String,
+    },
     /// The relay's reply could not be understood at all (the SMTP library gave up on it).
     #[error("the relay {host} sent a reply mailferry cannot read during {during}")]
-    Garbled { host: String, during: &'static str },
+    Garbled {
+        /// `relay.host`.
+        host: String,
+        /// The step of the transaction (`MAIL FROM`, `DATA`, ...).
+        during: &'static str,
+    },
     /// No reply within `timeout`.
     #[error("the relay did not answer {during} within {secs}s")]
-    Timeout { during: &'static str, secs: u64 },
+    Timeout {
+        /// The step of the transaction (`MAIL FROM`, `DATA`, ...).
+        during: &'static str,
+        /// `relay.timeout` (or `data_timeout`), in seconds.
+        secs: u64,
+    },
     /// The connection broke, or the server said something that is not SMTP.
     #[error("the relay connection failed: {0}")]
     Io(#[source] SmtpError),
     /// MAIL FROM was refused.
     #[error("the relay refused MAIL FROM: {reply}")]
-    MailFrom { reply: Reply },
+    MailFrom {
+        /// What the relay replied.
+        reply: Reply,
+    },
     /// The reverse path cannot be sent to this server at all.
     #[error("the reverse path <{address}> cannot be sent: {reason}")]
-    ReversePath { address: Address, reason: String },
+    ReversePath {
+        /// The reverse path.
+        address: Address,
+        /// Why it cannot be sent.
+        reason: String,
+    },
     /// DATA, or the message itself, was refused.
     #[error("the relay refused the message: {reply}")]
-    Data { reply: Reply },
+    Data {
+        /// What the relay replied.
+        reply: Reply,
+    },
 }
 
 impl RelayError {

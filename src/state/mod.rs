@@ -31,23 +31,37 @@ pub enum StateError {
     /// `state_dir` could not be created.
     #[error("cannot create the state directory {path}: {source}")]
     CreateDir {
+        /// The file or directory.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
     /// The database file could not be opened or set up.
     #[error("cannot open the state database {path}: {source}")]
     Open {
+        /// The file or directory.
         path: PathBuf,
+        /// What SQLite said.
         #[source]
         source: rusqlite::Error,
     },
     /// A pragma did not take the value it must have (e.g. WAL on a file system without it).
     #[error("the state database refused {pragma}: it reports {got:?}")]
-    Pragma { pragma: &'static str, got: String },
+    Pragma {
+        /// The pragma.
+        pragma: &'static str,
+        /// The value it reports instead.
+        got: String,
+    },
     /// The database was written by a newer mailferry.
     #[error("the state database has schema version {found}; this build knows up to {supported}")]
-    NewerSchema { found: i64, supported: i64 },
+    NewerSchema {
+        /// The database's schema version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
     /// A query failed.
     #[error("state database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -57,7 +71,9 @@ pub enum StateError {
     /// The lock file could not be opened or written.
     #[error("cannot lock the state directory with {path}: {source}")]
     Lock {
+        /// The file or directory.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -65,14 +81,25 @@ pub enum StateError {
     #[error(
         "the state directory {dir} is in use by another mailferry (PID {holder}); one process per state_dir"
     )]
-    Locked { dir: PathBuf, holder: String },
+    Locked {
+        /// `state_dir`.
+        dir: PathBuf,
+        /// The PID in the lock file.
+        holder: String,
+    },
     /// The database file was deleted or replaced while open: writes would go nowhere.
     #[error("the state database {path} was deleted or replaced while mailferry had it open")]
-    Replaced { path: PathBuf },
+    Replaced {
+        /// The database file.
+        path: PathBuf,
+    },
     /// An earlier write failed and the store still cannot be written: nothing is delivered
     /// until it can (what was delivered could not be recorded, and would be sent again).
     #[error("the state store cannot be written ({reason}); not delivering until it can")]
-    Unwritable { reason: String },
+    Unwritable {
+        /// The first write error.
+        reason: String,
+    },
 }
 
 impl StateError {

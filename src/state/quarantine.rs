@@ -16,6 +16,7 @@ use super::{MessageState, StateError};
 pub struct Quarantined {
     /// The id the operator names in `mailferry state retry ID`.
     pub id: i64,
+    /// Why the message was quarantined (the first reason).
     pub reason: String,
     /// Whether the postmaster has been told.
     pub notified: bool,
@@ -26,12 +27,19 @@ pub struct Quarantined {
 /// One line of `mailferry state list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuarantineEntry {
+    /// What `mailferry state retry|forget` takes.
     pub id: i64,
+    /// The account's name.
     pub account: String,
+    /// The message's key in its mailbox (UIDL, or UIDVALIDITY:UID).
     pub uidl: String,
+    /// When it was quarantined.
     pub since: SystemTime,
+    /// Why.
     pub reason: String,
+    /// Attempts made.
     pub attempts: u32,
+    /// Whether the postmaster has been told.
     pub notified: bool,
 }
 

@@ -37,17 +37,32 @@ pub struct CertRefusal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
     /// Its validity period ended at this time (Unix seconds).
-    Expired { not_after: i64 },
+    Expired {
+        /// Unix seconds.
+        not_after: i64,
+    },
     /// Its validity period starts at this time (Unix seconds).
-    NotYetValid { not_before: i64 },
+    NotYetValid {
+        /// Unix seconds.
+        not_before: i64,
+    },
     /// It is not for the server's name; these are the names it is for.
-    WrongName { presented: Vec<String> },
+    WrongName {
+        /// The names the certificate is for.
+        presented: Vec<String>,
+    },
     /// It is self-signed and nothing trusts it.
     SelfSigned,
     /// It was issued by a CA that is not trusted (named by its common name, if any).
-    UnknownIssuer { issuer: Option<String> },
+    UnknownIssuer {
+        /// The issuer's common name, if it has one.
+        issuer: Option<String>,
+    },
     /// `tls_fingerprint` pins another certificate.
-    PinMismatch { pinned: Fingerprint },
+    PinMismatch {
+        /// The fingerprint `tls_fingerprint` gives.
+        pinned: Fingerprint,
+    },
     /// Anything else webpki refused it for.
     Other(String),
 }

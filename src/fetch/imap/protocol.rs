@@ -61,8 +61,11 @@ pub fn literal_at_end(line: &[u8]) -> Option<Result<u64, ParseError>> {
 /// The outcome of a command, or the kind of an untagged status response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// Done.
     Ok,
+    /// Refused (the command was understood).
     No,
+    /// Not understood.
     Bad,
 }
 
@@ -146,21 +149,36 @@ pub enum Response {
     Continue(String),
     /// `tag OK|NO|BAD [code] text`: a command's outcome.
     Tagged {
+        /// The command's tag.
         tag: String,
+        /// OK, NO or BAD.
         status: Status,
+        /// The response code in brackets, if any.
         code: Option<Code>,
+        /// The human-readable rest.
         text: String,
     },
     /// `* OK|NO|BAD [code] text`.
     State {
+        /// OK, NO or BAD.
         status: Status,
+        /// The response code in brackets, if any.
         code: Option<Code>,
+        /// The human-readable rest.
         text: String,
     },
     /// `* PREAUTH [code] text`: the greeting of a connection already logged in.
-    Preauth { code: Option<Code>, text: String },
+    Preauth {
+        /// The response code in brackets, if any.
+        code: Option<Code>,
+        /// The human-readable rest.
+        text: String,
+    },
     /// `* BYE text`: the server is closing the connection.
-    Bye { text: String },
+    Bye {
+        /// Why, as the server says.
+        text: String,
+    },
     /// `* CAPABILITY ...`.
     Capability(Capabilities),
     /// `* LIST (attrs) delim name`.
@@ -170,7 +188,12 @@ pub enum Response {
     /// `* n EXPUNGE`.
     Expunge(u32),
     /// `* n FETCH (...)`.
-    Fetch { seq: u32, data: FetchData },
+    Fetch {
+        /// The message's sequence number.
+        seq: u32,
+        /// The data items the client understands.
+        data: FetchData,
+    },
     /// `* SEARCH n n ...`.
     Search(Vec<u32>),
     /// Anything else untagged (`FLAGS`, `RECENT`, `ENABLED`, ...): an excerpt, for the log.

@@ -14,12 +14,16 @@ pub const UID_MAX: usize = 70;
 /// Why a line of a server reply cannot be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// Neither `+OK` nor `-ERR`.
     #[error("status line starts with neither +OK nor -ERR: {0:?}")]
     BadStatus(String),
+    /// A UIDL or LIST line that is not `number value`.
     #[error("malformed listing line {0:?}")]
     BadListing(String),
+    /// A message number that is not a positive integer.
     #[error("bad message number in {0:?}")]
     BadNumber(String),
+    /// A unique-id RFC 1939 does not allow.
     #[error("unique-id in {0:?} is empty, longer than 70 or has a byte outside 0x21..0x7E")]
     BadUid(String),
 }
