@@ -368,51 +368,10 @@ impl StateStore for SqliteStore {
         result
     }
 
-    /// Whether this account was ever polled with this store (see
-    /// [`SqliteStore::initialize_account`]); follows a renamed account by its mailbox.
     async fn account_known(&self, account: &str, mailbox: &str) -> Result<bool, StateError> {
-        let (name, mailbox) = (account.to_owned(), mailbox.to_owned());
-        let (known, renamed_from) = self
-            .run(move |conn| {
-                let tx = conn.transaction()?;
-                let known = tx
-                    .prepare_cached("UPDATE accounts SET mailbox = ?2 WHERE account = ?1")?
-                    .execute(params![name, mailbox])?
-                    > 0;
-                if known {
-                    tx.commit()?;
-                    return Ok((true, None));
-                }
-                let old: Option<String> = tx
-                    .prepare_cached("SELECT account FROM accounts WHERE mailbox = ?1")?
-                    .query_row(params![mailbox], |row| row.get(0))
-                    .optional()?;
-                let Some(old) = old else {
-                    return Ok((false, None));
-                };
-                // The foreign keys hold again once every table has the new name.
-                tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
-                for table in ["accounts", "messages", "recipients", "quarantine"] {
-                    tx.execute(
-                        &format!("UPDATE {table} SET account = ?1 WHERE account = ?2"),
-                        params![name, old],
-                    )?;
-                }
-                tx.commit()?;
-                Ok((true, Some(old)))
-            })
-            .await?;
-        if let Some(old) = renamed_from {
-            tracing::info!(
-                "account {old} is now called {account} (same mailbox): what was delivered is still known"
-            );
-        }
-        Ok(known)
+        self.follow_account(account, mailbox).await
     }
 
-    /// Records that the account has been seen; the messages in `skip` are stored as settled
-    /// without any recipient (`initial: skip_existing`): never delivered, deleted upstream as
-    /// retention says.
     async fn initialize_account(
         &self,
         account: &str,
@@ -420,23 +379,7 @@ impl StateStore for SqliteStore {
         skip: &[String],
         now: SystemTime,
     ) -> Result<(), StateError> {
-        let (account, mailbox) = (account.to_owned(), mailbox.to_owned());
-        let skip = skip.to_vec();
-        self.run(move |conn| {
-            let tx = conn.transaction()?;
-            for uidl in &skip {
-                insert_message(&tx, &account, uidl, now)?;
-                settle_message(&tx, &account, uidl, now)?;
-            }
-            tx.prepare_cached(
-                "INSERT INTO accounts (account, initialized_at, mailbox) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (account) DO UPDATE SET mailbox = excluded.mailbox",
-            )?
-            .execute(params![account, to_ms(now), mailbox])?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.add_account(account, mailbox, skip, now).await
     }
 
     /// Records that the upstream copies of these messages were deleted (unknown UIDLs are
@@ -523,29 +466,11 @@ impl StateStore for SqliteStore {
         recipients: &[String],
         since: SystemTime,
     ) -> Result<HashSet<String>, StateError> {
-        let (dedup, recipients) = (dedup.to_owned(), recipients.to_vec());
-        self.run(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT 1 FROM deliveries WHERE dedup_id = ?1 AND recipient = ?2 AND at >= ?3",
-            )?;
-            let mut got = HashSet::new();
-            for r in recipients {
-                if stmt.exists(params![dedup, r, to_ms(since)])? {
-                    got.insert(r);
-                }
-            }
-            Ok(got)
-        })
-        .await
+        self.got_before(dedup, recipients, since).await
     }
 
     async fn forget_deliveries(&self, before: SystemTime) -> Result<usize, StateError> {
-        self.run(move |conn| {
-            Ok(conn
-                .prepare_cached("DELETE FROM deliveries WHERE at < ?1")?
-                .execute(params![to_ms(before)])?)
-        })
-        .await
+        self.forget_got(before).await
     }
 }
 
@@ -685,5 +610,6 @@ pub(super) fn from_ms(ms: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+mod accounts;
 #[cfg(test)]
 mod tests;
