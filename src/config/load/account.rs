@@ -1,0 +1,406 @@
+//! `accounts:`: each mailbox to collect from, with its protocol, login, mode and retention.
+
+use super::*;
+
+pub(super) fn default_port(protocol: Protocol, tls: TlsMode) -> u16 {
+    match (protocol, tls == TlsMode::Tls) {
+        (Protocol::Pop3, false) => 110,
+        (Protocol::Pop3, true) => 995,
+        (Protocol::Imap, false) => 143,
+        (Protocol::Imap, true) => 993,
+    }
+}
+
+pub(super) fn valid_account_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Checker<'_> {
+    pub(super) fn accounts(&mut self, node: &Node) -> Option<Vec<AccountConfig>> {
+        let items = self.list(node, "accounts")?;
+        if items.is_empty() {
+            self.err(node, "accounts is empty: list at least one mailbox");
+            return None;
+        }
+        let mut accounts = Vec::new();
+        let mut ok = true;
+        let mut names: Vec<(String, usize)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match self.account(item, i, &mut names) {
+                Some(a) => {
+                    // Two accounts on one mailbox would deliver it twice (and share its state).
+                    let twin = accounts
+                        .iter()
+                        .find(|other: &&AccountConfig| other.mailbox_id() == a.mailbox_id());
+                    if let Some(twin) = twin {
+                        self.err(
+                            item,
+                            format!(
+                                "accounts {} and {} collect the same mailbox ({}): each mailbox once",
+                                twin.name,
+                                a.name,
+                                a.mailbox_id()
+                            ),
+                        );
+                        ok = false;
+                    }
+                    accounts.push(a);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(accounts)
+    }
+
+    pub(super) fn account(
+        &mut self,
+        node: &Node,
+        index: usize,
+        names: &mut Vec<(String, usize)>,
+    ) -> Option<AccountConfig> {
+        // The label in messages: the name when it is usable, else the position.
+        let label = match &node.kind {
+            Kind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| scalar(k) == Some("name"))
+                .and_then(|(_, v)| scalar(v))
+                .filter(|n| valid_account_name(n))
+                .map(str::to_string),
+            _ => None,
+        };
+        let path = format!(
+            "accounts[{}]",
+            label.unwrap_or_else(|| format!("#{}", index + 1))
+        );
+        let s = self.section(node, &path, &[ACCOUNT_KEYS, &tls::TLS_KEYS].concat())?;
+        let name = self.require(&s, "name").and_then(|n| {
+            let name = self.string(n, &s.name("name"))?;
+            if !valid_account_name(&name) {
+                self.err(
+                    n,
+                    format!(
+                        "account name `{name}` is not allowed: use 1 to 128 of A-Z a-z 0-9 . _ -"
+                    ),
+                );
+                return None;
+            }
+            if let Some((_, line)) = names.iter().find(|(other, _)| *other == name) {
+                self.err(
+                    n,
+                    format!("duplicate account name `{name}` (also used at line {line})"),
+                );
+                return None;
+            }
+            names.push((name.clone(), n.line));
+            Some(name)
+        });
+        let protocol = self
+            .require(&s, "protocol")
+            .and_then(|n| self.choice(n, &s.name("protocol"), PROTOCOLS));
+        let host = self
+            .require(&s, "host")
+            .and_then(|n| self.host(n, &s.name("host")));
+        let tls = match s.get("tls") {
+            None => Some(TlsMode::Tls),
+            Some(n) => self.choice(n, &s.name("tls"), TLS_MODES),
+        };
+        let port = match s.get("port") {
+            None => match (protocol, tls) {
+                (Some(p), Some(t)) => Some(default_port(p, t)),
+                _ => None,
+            },
+            Some(n) => self.port(n, &s.name("port")),
+        };
+        let tls_options = self.tls_options(&s, tls);
+        let username = self
+            .require(&s, "username")
+            .and_then(|n| self.text(n, &s.name("username")));
+        let password = self.password(&s);
+        let mode = self.mode(&s);
+        let folder = match s.get("folder") {
+            Some(n) if protocol == Some(Protocol::Pop3) => {
+                self.err(
+                    n,
+                    format!(
+                        "{}: only imap accounts have folders (a pop3 mailbox has one)",
+                        s.name("folder")
+                    ),
+                );
+                None
+            }
+            Some(n) => self.text(n, &s.name("folder")),
+            None => Some("INBOX".to_string()),
+        };
+        let poll_interval = match s.get("poll_interval") {
+            None => Some(Duration::from_secs(60)),
+            Some(n) => self.duration(n, &s.name("poll_interval"), POLL_INTERVAL),
+        };
+        let max_per_pass = match s.get("max_per_pass") {
+            None => Some(200),
+            Some(n) => self
+                .integer(n, &s.name("max_per_pass"), 1, u64::from(u32::MAX))
+                .and_then(|m| u32::try_from(m).ok()),
+        };
+        let retention = match s.get("retention") {
+            None => Some(Retention::Delete),
+            Some(n) => self.retention(n, &s.name("retention")),
+        };
+        let timeout = match s.get("timeout") {
+            None => Some(Duration::from_secs(180)),
+            Some(n) => self.duration(n, &s.name("timeout"), TIMEOUT),
+        };
+        let pass_deadline = match s.get("pass_deadline") {
+            None => Some(Duration::from_secs(30 * 60)),
+            Some(n) => self.duration(n, &s.name("pass_deadline"), PASS_DEADLINE),
+        };
+        let initial = match s.get("initial") {
+            None => Some(None),
+            Some(n) => self.choice(n, &s.name("initial"), INITIAL).map(Some),
+        };
+        let expunge_every = match s.get("expunge_every") {
+            None => Some(50),
+            Some(n) => self
+                .integer(n, &s.name("expunge_every"), 1, u64::from(u32::MAX))
+                .and_then(|m| u32::try_from(m).ok()),
+        };
+        let fetch_order = match s.get("fetch_order") {
+            None => Some(FetchOrder::Oldest),
+            Some(n) => self.choice(n, &s.name("fetch_order"), FETCH_ORDERS),
+        };
+        let after_fetch = match s.get("after_fetch") {
+            None => Some(AfterFetch::Delete),
+            Some(n) => self.after_fetch(n, &s.name("after_fetch"), protocol, retention),
+        };
+        if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
+            (s.get("initial"), initial.flatten(), retention)
+        {
+            self.err(
+                n,
+                format!(
+                    "{}: skip_existing with retention: delete would delete the mail already upstream without delivering it; use deliver_all, or keep / <N>d",
+                    s.name("initial")
+                ),
+            );
+            return None;
+        }
+        Some(AccountConfig {
+            name: name?,
+            protocol: protocol?,
+            host: host?,
+            port: port?,
+            tls: tls?,
+            tls_options: tls_options?,
+            username: username?,
+            password: password?,
+            mode: mode?,
+            folder: folder?,
+            poll_interval: poll_interval?,
+            max_per_pass: max_per_pass?,
+            retention: retention?,
+            timeout: timeout?,
+            pass_deadline: pass_deadline?,
+            initial: initial?,
+            expunge_every: expunge_every?,
+            fetch_order: fetch_order?,
+            after_fetch: after_fetch?,
+        })
+    }
+
+    /// `mode` with its `deliver_to`: required for single-user, refused for catch-all.
+    pub(super) fn mode(&mut self, s: &Section<'_>) -> Option<Mode> {
+        let mode = match s.get("mode") {
+            None => Some(ModeName::CatchAll),
+            Some(n) => self.choice(n, &s.name("mode"), MODES),
+        };
+        let name = s.name("deliver_to");
+        match (mode, s.get("deliver_to")) {
+            (Some(ModeName::CatchAll), Some(n)) => {
+                self.err(
+                    n,
+                    format!("{name} is only for mode: single-user (a catch-all account routes by the headers)"),
+                );
+                None
+            }
+            (Some(ModeName::CatchAll), None) => Some(Mode::CatchAll),
+            (Some(ModeName::SingleUser), None) => {
+                if s.has("deliver_to") {
+                    self.require(s, "deliver_to");
+                } else if self.cut.is_none() {
+                    self.err(
+                        s.node,
+                        format!("{}: mode single-user needs deliver_to", s.path),
+                    );
+                }
+                None
+            }
+            (Some(ModeName::SingleUser), Some(n)) => self
+                .address(n, &name)
+                .map(|deliver_to| Mode::SingleUser { deliver_to }),
+            (None, Some(n)) => {
+                self.address(n, &name);
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// Exactly one of `password`, `password_file`, `password_env`, resolved. No message here
+    /// may contain the secret.
+    pub(super) fn password(&mut self, s: &Section<'_>) -> Option<Password> {
+        let given: Vec<(&str, &Node)> = s
+            .entries
+            .iter()
+            .filter(|(k, _)| PASSWORD_KEYS.contains(k))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let (key, node) = match given.as_slice() {
+            [] => {
+                if self.cut.is_none() {
+                    self.err(
+                        s.node,
+                        format!(
+                            "{}: missing a password: set one of password, password_file, password_env",
+                            s.path
+                        ),
+                    );
+                }
+                return None;
+            }
+            [one] => *one,
+            [first, rest @ ..] => {
+                for (k, n) in rest {
+                    self.err(
+                        n,
+                        format!(
+                            "{}: `{k}` conflicts with `{}` (line {}): use only one of password, password_file, password_env",
+                            s.path, first.0, first.1.line
+                        ),
+                    );
+                }
+                return None;
+            }
+        };
+        let name = s.name(key);
+        let secret = match key {
+            "password" => match scalar(node) {
+                Some(p) => p.to_string(),
+                None => {
+                    self.err(
+                        node,
+                        format!("{name}: expected a string, found {}", node.describe()),
+                    );
+                    return None;
+                }
+            },
+            "password_file" => {
+                let path = self.path(node, &name)?;
+                match std::fs::read_to_string(&path) {
+                    Ok(mut p) => {
+                        if p.ends_with('\n') {
+                            p.pop();
+                            if p.ends_with('\r') {
+                                p.pop();
+                            }
+                        }
+                        p
+                    }
+                    Err(e) => {
+                        self.err(node, format!("{name}: cannot read {}: {e}", path.display()));
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                let var = self.text(node, &name)?;
+                match std::env::var(&var) {
+                    Ok(p) => p,
+                    Err(std::env::VarError::NotPresent) => {
+                        self.err(
+                            node,
+                            format!("{name}: environment variable {var} is not set"),
+                        );
+                        return None;
+                    }
+                    Err(std::env::VarError::NotUnicode(_)) => {
+                        self.err(
+                            node,
+                            format!("{name}: environment variable {var} is not valid UTF-8"),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        if secret.is_empty() {
+            self.err(node, format!("{name}: the password is empty"));
+            return None;
+        }
+        if secret.contains(['\r', '\n', '\0']) {
+            self.err(
+                node,
+                format!("{name}: the password contains a line break or NUL"),
+            );
+            return None;
+        }
+        Some(Password::new(secret))
+    }
+
+    pub(super) fn retention(&mut self, node: &Node, name: &str) -> Option<Retention> {
+        let s = self.string(node, name)?;
+        match s.as_str() {
+            "delete" => return Some(Retention::Delete),
+            "keep" => return Some(Retention::Keep),
+            _ => {}
+        }
+        let days = s
+            .strip_suffix('d')
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u32>().ok());
+        match days {
+            Some(0) => {
+                self.err(
+                    node,
+                    format!("{name}: 0d is not allowed; use `delete` to delete at once"),
+                );
+                None
+            }
+            Some(n) => Some(Retention::Days(n)),
+            None => {
+                self.err(
+                    node,
+                    format!(
+                        "{name}: `{s}` is not allowed; allowed values: delete | keep | <N>d (days, e.g. 14d)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `after_fetch: move:<folder>`: imap only, and only where retention lets mail go.
+    pub(super) fn after_fetch(
+        &mut self,
+        node: &Node,
+        name: &str,
+        protocol: Option<Protocol>,
+        retention: Option<Retention>,
+    ) -> Option<AfterFetch> {
+        let value = self.text(node, name)?;
+        let problem = match value.strip_prefix("move:").map(str::trim) {
+            _ if protocol == Some(Protocol::Pop3) => {
+                "only imap accounts have folders to move mail to".to_owned()
+            }
+            _ if retention == Some(Retention::Keep) => "the move happens when retention lets a \
+                message go; with retention: keep it never does (use delete or <N>d)"
+                .to_owned(),
+            Some(folder) if !folder.is_empty() => return Some(AfterFetch::Move(folder.to_owned())),
+            _ => format!("`{value}` is not allowed; allowed: move:<folder>"),
+        };
+        self.err(node, format!("{name}: {problem}"));
+        None
+    }
+}
