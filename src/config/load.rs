@@ -3,6 +3,10 @@
 //! The text is read into a position-keeping node tree (`yaml.rs`), then walked by hand: each
 //! problem becomes a [`ConfigError`] with its line and column and the walk goes on, so one run
 //! of `check-config` names every mistake. Nothing here ever puts a password into a message.
+//!
+//! `check.rs` checks values (strings, numbers, durations, sizes, hosts, choices) and a
+//! mapping's keys; this file walks the top level, `relay:` and `metrics:`; `account.rs` each
+//! entry of `accounts:`; `tls.rs` the TLS keys both share.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
