@@ -14,6 +14,7 @@ use super::super::protocol::{Capabilities, Code, LITERAL_MAX, Response, Status};
 use super::ImapClient;
 use crate::config::{AccountConfig, TlsMode};
 use crate::fetch::pop3::{MESSAGE_MAX, redact};
+use crate::fetch::quickack::QuickAck;
 use crate::fetch::tls;
 
 impl ImapClient {
@@ -46,7 +47,7 @@ impl ImapClient {
         };
         tcp.set_nodelay(true)?;
         tracing::debug!(account = %account.name, "connected to {addr}");
-        ImapClient::establish(Box::new(tcp), account, tls_config).await
+        ImapClient::establish(Box::new(QuickAck::new(tcp)), account, tls_config).await
     }
 
     /// Everything after the TCP connect: implicit TLS, greeting, CAPABILITY, STARTTLS, login.
