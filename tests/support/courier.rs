@@ -189,6 +189,15 @@ impl Courier {
         }
     }
 
+    /// What the user's INBOX holds now (`new/` and `cur/`), in delivery order.
+    pub fn messages(&self, user: &str) -> Vec<Vec<u8>> {
+        self.maildirs
+            .message_files(&self.maildir(user))
+            .iter()
+            .filter_map(|p| fs::read(p).ok())
+            .collect()
+    }
+
     /// How many messages the user's INBOX holds now.
     pub fn count(&self, user: &str) -> usize {
         self.maildirs.message_files(&self.maildir(user)).len()
