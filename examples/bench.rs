@@ -11,6 +11,9 @@
 //! `--delay-ms D` puts a TCP proxy in front of Dovecot that delays every chunk by D ms in each
 //! direction (round trip 2·D), like a far server; both tools go through it.
 //!
+//! `--server courier` collects from Courier's POP3 server instead of Dovecot's (it leaves
+//! Nagle's algorithm on: a client that delays its ACKs waits 40 ms per message).
+//!
 //! Run it with `./bench.sh [OPTIONS]` (installs what is missing, builds in release mode). It
 //! needs root, like the integration tests.
 
@@ -31,8 +34,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{
-    AccountYaml, CONFIG_FILE, Dovecot, GatewayConfig, Secret, SmtpSink, as_sink_stores, is_root,
-    mailferry_bin, message, wait_until, write_private,
+    AccountYaml, CONFIG_FILE, Courier, Dovecot, GatewayConfig, Secret, SmtpSink, as_sink_stores,
+    is_root, mailferry_bin, message, wait_until, write_private,
 };
 
 /// The catch-all mailbox both tools collect from.
@@ -45,7 +48,7 @@ const POSTMASTER: &str = "postmaster@example.com";
 const RECIPIENTS: usize = 50;
 /// `/usr/bin/time -v` gives peak RSS and CPU time of the measured process.
 const GNU_TIME: &str = "/usr/bin/time";
-const USAGE: &str = "usage: bench [--messages N] [--runs R] [--delay-ms D] [--tools mailferry,fetchmail] [--timeout-secs S] [--strace]";
+const USAGE: &str = "usage: bench [--messages N] [--runs R] [--delay-ms D] [--tools mailferry,fetchmail] [--server dovecot|courier] [--timeout-secs S] [--strace]";
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -57,6 +60,66 @@ struct Options {
     timeout: Option<Duration>,
     /// After the timed runs, one untimed pass per tool under `strace -f -c -w`.
     strace: bool,
+    /// The POP3 server both tools collect from.
+    server: Server,
+}
+
+/// The POP3 server of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    Dovecot,
+    Courier,
+}
+
+/// A running POP3 server with the catch-all mailbox.
+enum Upstream {
+    Dovecot(Dovecot),
+    Courier(Courier),
+}
+
+impl Upstream {
+    fn start(server: Server) -> Upstream {
+        let users = [(CATCHALL, PASSWORD)];
+        match server {
+            Server::Dovecot => Upstream::Dovecot(Dovecot::start(&users)),
+            Server::Courier => Upstream::Courier(Courier::start(&users)),
+        }
+    }
+
+    fn pop3_port(&self) -> u16 {
+        match self {
+            Upstream::Dovecot(d) => d.pop3_port(),
+            Upstream::Courier(c) => c.pop3_port(),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        match self {
+            Upstream::Dovecot(d) => d.root(),
+            Upstream::Courier(c) => c.root(),
+        }
+    }
+
+    fn deliver_all(&self, mails: &[Vec<u8>]) {
+        match self {
+            Upstream::Dovecot(d) => d.deliver_all(CATCHALL, mails),
+            Upstream::Courier(c) => c.deliver_all(CATCHALL, mails),
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Upstream::Dovecot(d) => d.count(CATCHALL),
+            Upstream::Courier(c) => c.count(CATCHALL),
+        }
+    }
+
+    fn messages(&self) -> Vec<Vec<u8>> {
+        match self {
+            Upstream::Dovecot(d) => d.messages(CATCHALL),
+            Upstream::Courier(c) => c.messages(CATCHALL),
+        }
+    }
 }
 
 /// How a pass is watched: timed under `/usr/bin/time`, or counted under `strace -f -c -w`.
@@ -193,6 +256,7 @@ fn main() -> ExitCode {
             "POP3 and SMTP on loopback, no added delay".to_owned()
         }
     );
+    println!("bench: upstream POP3 server: {:?}", options.server);
     let timeout = options.timeout.unwrap_or_else(|| {
         Duration::from_secs(60)
             + Duration::from_millis(options.messages as u64 * (100 + 20 * options.delay_ms))
@@ -265,6 +329,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         tools: vec![Tool::Mailferry, Tool::Fetchmail],
         timeout: None,
         strace: false,
+        server: Server::Dovecot,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -290,6 +355,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                     .collect::<Result<_, _>>()?
             }
             "--strace" => o.strace = true,
+            "--server" => {
+                o.server = match value("--server")?.as_str() {
+                    "dovecot" => Server::Dovecot,
+                    "courier" => Server::Courier,
+                    other => return Err(format!("unknown server {other:?}")),
+                }
+            }
             "-h" | "--help" => return Err("help".to_owned()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -407,8 +479,8 @@ fn measure(
     timeout: Duration,
     watch: Watch,
 ) -> RunResult {
-    let dovecot = Dovecot::start(&[(CATCHALL, PASSWORD)]);
-    dovecot.deliver_all(CATCHALL, mails);
+    let dovecot = Upstream::start(options.server);
+    dovecot.deliver_all(mails);
     let sink = SmtpSink::start(&[]);
     let proxy = (options.delay_ms > 0)
         .then(|| DelayProxy::start(dovecot.pop3_port(), Duration::from_millis(options.delay_ms)));
@@ -432,7 +504,7 @@ fn measure(
     // smtp-sink writes each transaction before its 250; give it a moment anyway. What
     // arrived is checked below.
     let _ = sink.wait_for(mails.len(), Duration::from_secs(3));
-    wait_until(Duration::from_secs(3), || dovecot.count(CATCHALL) == 0);
+    wait_until(Duration::from_secs(3), || dovecot.count() == 0);
     let check = check(&sink, &dovecot, mails);
     let upstream_chunks = proxy
         .as_ref()
@@ -664,12 +736,12 @@ fn parse_gnu_time(report: &str) -> (Option<u64>, Option<f64>) {
 }
 
 /// Every message reached its recipient exactly once, unchanged, and nothing is left upstream.
-fn check(sink: &SmtpSink, dovecot: &Dovecot, mails: &[Vec<u8>]) -> Check {
+fn check(sink: &SmtpSink, dovecot: &Upstream, mails: &[Vec<u8>]) -> Check {
     let expected: HashMap<String, usize> = (0..mails.len()).map(|i| (message_id(i), i)).collect();
     let transactions = sink.transactions();
     let mut counts = vec![0usize; mails.len()];
     let upstream: HashSet<usize> = dovecot
-        .messages(CATCHALL)
+        .messages()
         .iter()
         .filter_map(|raw| {
             let text = String::from_utf8_lossy(raw);
@@ -681,7 +753,7 @@ fn check(sink: &SmtpSink, dovecot: &Dovecot, mails: &[Vec<u8>]) -> Check {
         .collect();
     let mut c = Check {
         transactions: transactions.len(),
-        left_upstream: dovecot.count(CATCHALL),
+        left_upstream: dovecot.count(),
         ..Check::default()
     };
     for t in &transactions {

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: Dovecot (POP3/IMAP),
-# Postfix (for smtp-sink), openssl, and the unprivileged mail user the test servers store
-# mail as. Idempotent: when everything is there it changes nothing and takes a moment.
+# Courier (POP3/IMAP, unpacked: see below), Postfix (for smtp-sink), openssl, and the
+# unprivileged mail user the test servers store mail as. Idempotent: when everything is there
+# it changes nothing and takes a moment.
 set -euo pipefail
 
-packages=(dovecot-pop3d dovecot-imapd postfix openssl ca-certificates curl)
+# Courier's authentication daemon (with its userdb module) and the libraries Courier's POP3 and
+# IMAP servers link against. The servers themselves conflict with Dovecot's packages in apt,
+# so they are unpacked into $courier_dir instead (tests/support/courier.rs runs them there).
+courier_packages=(courier-authdaemon courier-authlib-userdb libcourier-unicode4 libidn12 libgamin0
+    libgdbm6 libpcre3)
+packages=(dovecot-pop3d dovecot-imapd postfix openssl ca-certificates curl "${courier_packages[@]}")
 test_user=mailferry-test
+courier_dir=/var/cache/mailferry-tests/courier
+courier_unpacked=(courier-base courier-pop courier-imap)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -17,9 +25,16 @@ need_user=0
 if ! id -u "$test_user" >/dev/null 2>&1; then
     need_user=1
 fi
+# The unpacked servers, and authdaemond asking the userdb (where the harness puts its users).
+need_courier=0
+if [ ! -x "$courier_dir/root/usr/sbin/couriertcpd" ] || [ ! -x "$courier_dir/root/usr/bin/imapd" ] ||
+    ! grep -q '^authmodulelist=".*authuserdb' /etc/courier/authdaemonrc 2>/dev/null; then
+    need_courier=1
+fi
 
-if [ ${#missing[@]} -eq 0 ] && [ $need_user -eq 0 ]; then
-    echo "install-deps: all packages present (${packages[*]}); user $test_user exists"
+if [ ${#missing[@]} -eq 0 ] && [ $need_user -eq 0 ] && [ $need_courier -eq 0 ]; then
+    echo "install-deps: all packages present (${packages[*]}); user $test_user exists;" \
+        "Courier unpacked in $courier_dir"
     exit 0
 fi
 
@@ -27,6 +42,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps: missing:" >&2
     [ ${#missing[@]} -gt 0 ] && echo "  packages: ${missing[*]}" >&2
     [ $need_user -eq 1 ] && echo "  user: $test_user" >&2
+    [ $need_courier -eq 1 ] && echo "  Courier servers in $courier_dir" >&2
     echo "install-deps: run as root: sudo $0" >&2
     exit 1
 fi
@@ -44,6 +60,23 @@ fi
 if [ $need_user -eq 1 ]; then
     echo "install-deps: creating system user $test_user"
     useradd -r -M -s /usr/sbin/nologin "$test_user"
+fi
+
+if [ $need_courier -eq 1 ]; then
+    echo "install-deps: unpacking ${courier_unpacked[*]} into $courier_dir/root"
+    mkdir -p "$courier_dir/debs"
+    rm -rf "$courier_dir/root" "$courier_dir"/debs/*.deb
+    # apt-get download writes into the current directory, as the _apt user where it can.
+    (cd "$courier_dir/debs" && apt-get download "${courier_unpacked[@]}" 2>&1 ||
+        { apt-get update -q && apt-get download "${courier_unpacked[@]}"; })
+    for deb in "$courier_dir"/debs/*.deb; do
+        dpkg -x "$deb" "$courier_dir/root"
+    done
+    # authuserdb first: the test users live in /etc/courier/userdb (tests/support/courier.rs);
+    # authpam stays for the system's own users.
+    sed -i 's/^authmodulelist=.*/authmodulelist="authuserdb authpam"/' /etc/courier/authdaemonrc
+    echo "install-deps: restarting courier-authdaemon"
+    service courier-authdaemon restart >/dev/null || true
 fi
 
 echo "install-deps: done"

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use support::{
     AccountYaml, Dovecot, GatewayConfig, Mailferry, Secret, SmtpSink, Tally, as_sink_stores,
-    message, message_id, poll_once, run_mailferry, sample_catchall_mail, sample_catchall_pairs,
+    message_id, numbered_message, numbered_pairs, poll_once, run_mailferry, sample_catchall_mail,
+    sample_catchall_pairs,
 };
 
 const USER: &str = "catchall@example.com";
@@ -195,30 +196,6 @@ fn a_missing_folder_fails_naming_the_folders_that_exist() {
     assert!(sink.transactions().is_empty());
 }
 
-fn numbered(i: usize) -> Vec<u8> {
-    message(
-        &[
-            ("X-Original-To", &format!("user{i}@example.com")),
-            ("Received", "from a by b; Mon, 2 Nov 2026 10:00:00 +0000"),
-            ("From", "s@remote.test"),
-            ("Subject", &format!("message {i}")),
-            ("Message-ID", &format!("<m{i}@remote.test>")),
-        ],
-        &format!("body {i}\n"),
-    )
-}
-
-fn numbered_pairs(n: usize) -> Vec<(String, String)> {
-    (0..n)
-        .map(|i| {
-            (
-                format!("user{i}@example.com"),
-                format!("<m{i}@remote.test>"),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn retention_keep_over_three_passes_and_a_restart_delivers_once_and_sets_no_seen_flag() {
     if support::skip_e2e() {
@@ -228,7 +205,7 @@ fn retention_keep_over_three_passes_and_a_restart_delivers_once_and_sets_no_seen
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     for i in 0..5 {
-        dovecot.deliver(USER, &numbered(i));
+        dovecot.deliver(USER, &numbered_message(i));
     }
     let config = write_config(
         dir.path(),
@@ -252,7 +229,7 @@ fn retention_keep_over_three_passes_and_a_restart_delivers_once_and_sets_no_seen
     );
 
     // A new message arrives; the daemon (a restart: a new process) delivers only that one.
-    dovecot.deliver(USER, &numbered(5));
+    dovecot.deliver(USER, &numbered_message(5));
     let daemon = Mailferry::spawn(&["run", "--config", &config]);
     let got = sink.wait_for(6, Duration::from_secs(30));
     assert_eq!(got.len(), 6, "the daemon delivers the new message");
@@ -286,7 +263,7 @@ fn a_message_over_max_message_size_is_quarantined_and_left_upstream() {
         .to_vec();
     big.extend(std::iter::repeat_n(b"x".repeat(70).into_iter().chain([b'\n']), 100).flatten());
     dovecot.deliver(USER, &big);
-    dovecot.deliver(USER, &numbered(1));
+    dovecot.deliver(USER, &numbered_message(1));
     let config = write_config(
         dir.path(),
         &sink,
@@ -336,7 +313,7 @@ fn wrong_password_fails_the_pass_without_leaking_it() {
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    dovecot.deliver(USER, &numbered(0));
+    dovecot.deliver(USER, &numbered_message(0));
     let config = write_config(
         dir.path(),
         &sink,
@@ -364,7 +341,7 @@ fn fetch_order_newest_takes_the_newest_first_over_imap_and_pop3() {
         let sink = SmtpSink::start(&[]);
         let dir = tempfile::tempdir().unwrap();
         for i in 0..5 {
-            dovecot.deliver(USER, &numbered(i));
+            dovecot.deliver(USER, &numbered_message(i));
         }
         let port = match protocol {
             "imap" => dovecot.imap_port(),
@@ -428,7 +405,7 @@ fn a_uidvalidity_change_redelivers_nothing() {
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     for i in 0..3 {
-        dovecot.deliver(USER, &numbered(i));
+        dovecot.deliver(USER, &numbered_message(i));
     }
     let config = write_config(
         dir.path(),
@@ -460,7 +437,7 @@ fn a_uidvalidity_change_redelivers_nothing() {
         "no Dovecot UID list in {}",
         maildir.display()
     );
-    dovecot.deliver(USER, &numbered(3));
+    dovecot.deliver(USER, &numbered_message(3));
     let out = poll_once(&config);
     assert!(out.status.success(), "{}", stderr(&out));
     let sent = sink.transactions();

@@ -12,7 +12,7 @@
 //! assert_eq!(fake.finish().await, ["CAPA", "USER alice", "PASS s3cret", "QUIT"]);
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,11 @@ pub enum Step {
     /// Write these bytes one at a time, this long apart (whatever the split); stop quietly
     /// when the client has gone.
     Trickle(Vec<u8>, Duration),
+    /// Fail unless the client has acknowledged (TCP ACK) every byte written so far. A server
+    /// that leaves Nagle's algorithm on holds a small segment until then: after a
+    /// [`Step::Sleep`] shorter than the 40 ms delayed ACK, this tells a client that ACKs
+    /// promptly from one that would stall such a server.
+    ExpectAcked,
 }
 
 /// [`Step::Send`] of a string.
@@ -78,9 +83,10 @@ impl Scripted {
         let received = Arc::new(Mutex::new(Vec::new()));
         let log = received.clone();
         let task = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+            let (tcp, peer) = listener.accept().await.map_err(|e| e.to_string())?;
             tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-            serve(Box::new(tcp), script, split, tls, log, answer).await
+            let ends = (addr, peer);
+            serve(Box::new(tcp), ends, script, split, tls, log, answer).await
         });
         Scripted {
             addr,
@@ -128,8 +134,10 @@ impl Scripted {
     }
 }
 
+/// Serves the connection between `ends` (ours, the client's).
 async fn serve(
     stream: Box<dyn Io>,
+    ends: (SocketAddr, SocketAddr),
     script: Vec<Step>,
     split: Split,
     tls: Option<TlsAcceptor>,
@@ -165,6 +173,10 @@ async fn serve(
             Step::Close => return Ok(()),
             Step::Hang => break,
             Step::Sleep(pause) => tokio::time::sleep(pause).await,
+            Step::ExpectAcked => match unacked(ends)? {
+                0 => {}
+                n => return Err(format!("{n} byte(s) sent not acknowledged by the client")),
+            },
             Step::Trickle(bytes, every) => {
                 for b in bytes {
                     let write = async {
@@ -194,6 +206,34 @@ async fn serve(
             Err(_) => return Err("client neither spoke nor hung up".into()),
         }
     }
+}
+
+/// How many bytes we sent on the connection between `ends` (ours, the peer's) that the peer
+/// has not acknowledged yet: the `tx_queue` of its line in /proc/net/tcp (Linux; IPv4).
+fn unacked((local, peer): (SocketAddr, SocketAddr)) -> Result<u64, String> {
+    // Addresses there are "0100007F:1F90": the IPv4 address as the host-order u32, the port.
+    let hex = |addr: SocketAddr| match addr.ip() {
+        IpAddr::V4(ip) => Ok(format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(ip.octets()),
+            addr.port()
+        )),
+        IpAddr::V6(_) => Err("ExpectAcked needs an IPv4 connection".to_owned()),
+    };
+    let (local, peer) = (hex(local)?, hex(peer)?);
+    let table = std::fs::read_to_string("/proc/net/tcp").map_err(|e| e.to_string())?;
+    table
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(1) != Some(&local.as_str()) || f.get(2) != Some(&peer.as_str()) {
+                return None;
+            }
+            let tx = f.get(4)?.split(':').next()?;
+            u64::from_str_radix(tx, 16).ok()
+        })
+        .ok_or_else(|| format!("connection {local} -> {peer} not in /proc/net/tcp"))
 }
 
 async fn read_line(io: &mut BufReader<Box<dyn Io>>) -> Result<String, String> {

@@ -5,13 +5,13 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpStream};
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use super::{free_ports, mail_user_ids, process_alive, send_signal, wait_until};
+use super::maildir::Maildirs;
+use super::{children_of, free_ports, mail_user_ids, process_alive, send_signal, wait_until};
 
 /// Attempts at starting, each with new ports (a port may be taken between pick and bind).
 const START_ATTEMPTS: usize = 5;
@@ -32,10 +32,7 @@ pub struct Dovecot {
     uid: u32,
     gid: u32,
     users: Vec<(String, String)>,
-    /// Maildir file names start with `base_secs + seq`, so Dovecot (which sorts new files by
-    /// that number) keeps the order of delivery.
-    base_secs: u64,
-    seq: AtomicU64,
+    maildirs: Maildirs,
     /// `ssl_ca` for client certificates, when they are required.
     client_ca: Option<PathBuf>,
 }
@@ -86,6 +83,7 @@ impl Dovecot {
             mailferry::testkit::tls::self_signed(&rp);
         }
 
+        let maildirs = Maildirs::new(uid, gid);
         let mut passwd = String::new();
         for (user, password) in users {
             assert!(
@@ -97,19 +95,8 @@ impl Dovecot {
                 "a passwd-file password cannot contain ':' or a newline"
             );
             let home = rp.join("home").join(user);
-            for dir in [
-                home.clone(),
-                home.join("Maildir"),
-                home.join("Maildir/cur"),
-                home.join("Maildir/new"),
-                home.join("Maildir/tmp"),
-            ] {
-                fs::create_dir(&dir).expect("create a Maildir directory");
-                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-                    .expect("chmod a Maildir directory");
-                chown(&dir, Some(uid), Some(gid))
-                    .expect("chown to the mail user (the harness must run as root)");
-            }
+            maildirs.create_dir(&home);
+            maildirs.create(&home.join("Maildir"));
             passwd.push_str(&format!(
                 "{user}:{{PLAIN}}{password}:{uid}:{gid}::{}::\n",
                 home.display()
@@ -117,11 +104,6 @@ impl Dovecot {
         }
         fs::write(rp.join("passwd"), passwd).expect("write the passwd-file");
 
-        let base_secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(1_700_000_000)
-            - 86_400;
         let mut dovecot = Dovecot {
             root,
             id,
@@ -135,8 +117,7 @@ impl Dovecot {
                 .iter()
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
-            base_secs,
-            seq: AtomicU64::new(0),
+            maildirs,
             client_ca: tls.require_client_cert.clone(),
         };
 
@@ -249,16 +230,7 @@ impl Dovecot {
             "unsuitable test folder name {folder:?}"
         );
         let dir = maildir.join(format!(".{folder}"));
-        for sub in ["", "cur", "new", "tmp"] {
-            let path = dir.join(sub);
-            if path.exists() {
-                continue;
-            }
-            fs::create_dir(&path).expect("create a Maildir folder directory");
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
-                .expect("chmod a Maildir folder directory");
-            chown(&path, Some(self.uid), Some(self.gid)).expect("chown a Maildir folder");
-        }
+        self.maildirs.create(&dir);
         dir
     }
 
@@ -271,20 +243,7 @@ impl Dovecot {
 
     /// [`Dovecot::deliver`] into one of the user's folders (`INBOX.Support`), made if needed.
     pub fn deliver_to(&self, user: &str, folder: &str, raw: &[u8]) {
-        let maildir = self.folder(user, folder);
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        // No ",S=<size>" in the name: Dovecot would insist on it being the exact size.
-        let name = format!(
-            "{}.M{}P{}Q{seq}.mailferry-harness",
-            self.base_secs + seq,
-            seq % 1_000_000,
-            std::process::id()
-        );
-        let tmp = maildir.join("tmp").join(&name);
-        fs::write(&tmp, raw).expect("write a message into Maildir/tmp");
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).expect("chmod a message");
-        chown(&tmp, Some(self.uid), Some(self.gid)).expect("chown a message to the mail user");
-        fs::rename(&tmp, maildir.join("new").join(&name)).expect("move a message into new/");
+        self.maildirs.deliver(&self.folder(user, folder), raw);
     }
 
     /// Delivers every message of `mails`, in order.
@@ -315,39 +274,11 @@ impl Dovecot {
     /// The Maildir flags of each message in a folder (`"S"` for `\Seen`, `"ST"`, ...), in
     /// delivery order; empty for a message Dovecot has not flagged (or not moved to `cur/`).
     pub fn flags_in(&self, user: &str, folder: &str) -> Vec<String> {
-        self.message_files(user, folder)
-            .iter()
-            .map(|p| {
-                let name = p.file_name().unwrap_or_default().to_string_lossy();
-                name.rsplit_once(":2,")
-                    .map(|(_, flags)| flags.to_owned())
-                    .unwrap_or_default()
-            })
-            .collect()
+        self.maildirs.flags(&self.folder(user, folder))
     }
 
     fn message_files(&self, user: &str, folder: &str) -> Vec<PathBuf> {
-        let maildir = self.folder(user, folder);
-        let mut files: Vec<(u64, String, PathBuf)> = Vec::new();
-        for sub in ["new", "cur"] {
-            let Ok(entries) = fs::read_dir(maildir.join(sub)) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') {
-                    continue;
-                }
-                let secs = name
-                    .split('.')
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(u64::MAX);
-                files.push((secs, name, entry.path()));
-            }
-        }
-        files.sort();
-        files.into_iter().map(|(_, _, p)| p).collect()
+        self.maildirs.message_files(&self.folder(user, folder))
     }
 
     fn config_file(&self) -> PathBuf {
@@ -475,25 +406,4 @@ impl Drop for Dovecot {
             wait_until(Duration::from_secs(5), || !process_alive(pid));
         }
     }
-}
-
-/// The pids of the live processes whose parent is `parent` (from /proc).
-fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // "pid (comm) state ppid ...": comm may contain spaces and parentheses.
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(parent)
-        })
-        .collect()
 }

@@ -62,6 +62,13 @@ fn missing() -> Vec<String> {
         ("dovecot", in_path("dovecot")),
         ("smtp-sink", Path::new("/usr/sbin/smtp-sink").exists()),
         ("postfix", Path::new("/usr/sbin/postfix").exists()),
+        (
+            "Courier (unpacked) and courier-authdaemon",
+            Path::new(super::courier::COURIER_ROOT)
+                .join("usr/sbin/couriertcpd")
+                .exists()
+                && in_path("makeuserdb"),
+        ),
     ];
     for (name, found) in servers {
         if !found {

@@ -317,3 +317,30 @@ pub fn sample_catchall_expected() -> Vec<(&'static str, Vec<&'static str>)> {
         ),
     ]
 }
+
+/// Message number `i` for `user{i}@example.com` (`X-Original-To`), with Message-ID
+/// `<m{i}@remote.test>` and subject `message {i}`.
+pub fn numbered_message(i: usize) -> Vec<u8> {
+    message(
+        &[
+            ("X-Original-To", &format!("user{i}@example.com")),
+            ("Received", "from a by b; Mon, 2 Nov 2026 10:00:00 +0000"),
+            ("From", "s@remote.test"),
+            ("Subject", &format!("message {i}")),
+            ("Message-ID", &format!("<m{i}@remote.test>")),
+        ],
+        &format!("body {i}\n"),
+    )
+}
+
+/// The (recipient, Message-ID) pairs of [`numbered_message`] 0 to `n - 1`.
+pub fn numbered_pairs(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("user{i}@example.com"),
+                format!("<m{i}@remote.test>"),
+            )
+        })
+        .collect()
+}

@@ -7,6 +7,7 @@
 //! with the unit tests). Examples may use dev-dependencies too.
 //!
 //! - [`Dovecot`]: a private Dovecot (POP3, POP3S, IMAP, IMAPS) with Maildir users.
+//! - [`Courier`]: private Courier POP3 and IMAP servers (plain text) with Maildir users.
 //! - [`SmtpSink`]: Postfix's `smtp-sink` recording every transaction it accepts.
 //! - [`Postfix`]: a private Postfix as the internal server, with an inside and an outside sink.
 //! - [`free_port`], [`mailferry_bin`], [`run_mailferry`], [`Mailferry`] (a running daemon).
@@ -24,21 +25,24 @@
 #![allow(dead_code, unused_imports)]
 
 mod config;
+mod courier;
 mod dovecot;
 mod e2e;
 mod fault_proxy;
 mod mail;
+mod maildir;
 mod postfix;
 mod smtp_sink;
 mod tally;
 
 pub use config::{AccountYaml, CONFIG_FILE, GatewayConfig, Secret, write_private};
+pub use courier::Courier;
 pub use dovecot::{Dovecot, DovecotTls};
 pub use e2e::{E2E_VAR, skip_e2e};
 pub use fault_proxy::{Fault, FaultProxy};
 pub use mail::{
-    SAMPLE_CATCHALL_USER, SAMPLE_DOMAIN, SAMPLE_POSTMASTER, message, sample_catchall_expected,
-    sample_catchall_mail,
+    SAMPLE_CATCHALL_USER, SAMPLE_DOMAIN, SAMPLE_POSTMASTER, message, numbered_message,
+    numbered_pairs, sample_catchall_expected, sample_catchall_mail,
 };
 pub use postfix::Postfix;
 pub use smtp_sink::{SmtpSink, Transaction, as_sink_stores, parse_dump};
@@ -317,4 +321,25 @@ impl Drop for Mailferry {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The pids of the live processes whose parent is `parent` (from /proc).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
 }

@@ -12,6 +12,7 @@ use super::protocol::{
     self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
 };
 use crate::config::{AccountConfig, TlsMode};
+use crate::fetch::quickack::QuickAck;
 use crate::tls::TlsClient;
 
 /// Largest message RETR accepts unless [`Pop3Client::set_max_message_size`] says otherwise;
@@ -324,7 +325,7 @@ impl Pop3Client {
         // Commands are single short lines: send each at once.
         tcp.set_nodelay(true)?;
         tracing::debug!(account = %account.name, "connected to {addr}");
-        Pop3Client::establish(Box::new(tcp), account, tls_config).await
+        Pop3Client::establish(Box::new(QuickAck::new(tcp)), account, tls_config).await
     }
 
     /// Everything after the TCP connect: implicit TLS, greeting, CAPA, STLS, login.

@@ -4,6 +4,8 @@
 mod client;
 pub mod protocol;
 #[cfg(test)]
+mod stall_tests;
+#[cfg(test)]
 mod tests;
 
 use std::time::Duration;

@@ -13,7 +13,7 @@ use crate::testkit::tls::test_ca;
 
 const PASSWORD: &str = "s3cret";
 
-fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
+pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
     AccountConfig {
         name: "test".into(),
         protocol: Protocol::Pop3,

@@ -11,6 +11,7 @@ use super::super::protocol::{Capabilities, Code, LITERAL_MAX, Response, Status};
 use super::ImapClient;
 use crate::config::{AccountConfig, TlsMode};
 use crate::fetch::pop3::{MESSAGE_MAX, redact};
+use crate::fetch::quickack::QuickAck;
 use crate::tls::TlsClient;
 
 impl ImapClient {
@@ -43,7 +44,7 @@ impl ImapClient {
         };
         tcp.set_nodelay(true)?;
         tracing::debug!(account = %account.name, "connected to {addr}");
-        ImapClient::establish(Box::new(tcp), account, tls_config).await
+        ImapClient::establish(Box::new(QuickAck::new(tcp)), account, tls_config).await
     }
 
     /// Everything after the TCP connect: implicit TLS, greeting, CAPABILITY, STARTTLS, login.
