@@ -229,6 +229,10 @@ pub enum AfterFetch {
     Delete,
     /// `move:<folder>`: it is moved to this folder (given with either separator) instead.
     Move(String),
+    /// `seen`: while retention keeps a settled message (`keep`, or `<N>d` before its day),
+    /// it is flagged `\Seen`, so that people reading the mailbox see it was collected; it is
+    /// deleted when retention lets it go.
+    Seen,
 }
 
 /// Whom an account's mail is for.
@@ -319,8 +323,12 @@ pub struct AccountConfig {
     pub expunge_every: u32,
     /// Oldest or newest messages first.
     pub fetch_order: FetchOrder,
-    /// IMAP: delete, or move to another folder, when retention lets a message go.
+    /// IMAP: delete, or move to another folder, when retention lets a message go; or flag
+    /// kept messages `\Seen`.
     pub after_fetch: AfterFetch,
+    /// IMAP: messages flagged `\Seen` upstream are not taken up ("first unread"); those the
+    /// state store already knows go on as before.
+    pub unseen_only: bool,
 }
 
 impl AccountConfig {

@@ -34,6 +34,7 @@ fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         expunge_every: 50,
         fetch_order: Default::default(),
         after_fetch: Default::default(),
+        unseen_only: false,
     }
 }
 
