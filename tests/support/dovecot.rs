@@ -326,6 +326,27 @@ impl Dovecot {
             .collect()
     }
 
+    /// Flags the `index`th message of a folder (delivery order) `\Seen`, or takes the flag
+    /// away, as a mail client reading it would: the Maildir file moves to `cur/` with its
+    /// flags in its name; Dovecot keeps its UID (the base name stays).
+    pub fn set_seen(&self, user: &str, folder: &str, index: usize, seen: bool) {
+        let files = self.message_files(user, folder);
+        let path = &files[index];
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let (base, flags) = name.split_once(":2,").unwrap_or((&name, ""));
+        let mut flags: Vec<char> = flags.chars().filter(|c| *c != 'S').collect();
+        if seen {
+            flags.push('S');
+        }
+        flags.sort_unstable();
+        let flags: String = flags.into_iter().collect();
+        let target = self
+            .folder(user, folder)
+            .join("cur")
+            .join(format!("{base}:2,{flags}"));
+        fs::rename(path, target).expect("rename a Maildir message to change its flags");
+    }
+
     fn message_files(&self, user: &str, folder: &str) -> Vec<PathBuf> {
         let maildir = self.folder(user, folder);
         let mut files: Vec<(u64, String, PathBuf)> = Vec::new();
