@@ -132,6 +132,7 @@ fn account(port: u16) -> AccountConfig {
         fetch_order: Default::default(),
         after_fetch: Default::default(),
         unseen_only: false,
+        auth: Default::default(),
     }
 }
 

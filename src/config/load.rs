@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    AccountConfig, AfterFetch, Config, ConfigError, ConfigErrors, DEFAULT_ENVELOPE_HEADERS,
-    FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol, RelayConfig, Retention,
-    RetryPolicy, SourceRouted, TlsMode,
+    AccountConfig, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
+    DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol,
+    RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -75,6 +75,7 @@ const ACCOUNT_KEYS: &[&str] = &[
     "fetch_order",
     "after_fetch",
     "unseen_only",
+    "auth",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
@@ -99,6 +100,8 @@ const FETCH_ORDERS: &[(&str, FetchOrder)] = &[
     ("oldest", FetchOrder::Oldest),
     ("newest", FetchOrder::Newest),
 ];
+const AUTH_METHODS: &[(&str, AuthMethod)] =
+    &[("auto", AuthMethod::Auto), ("apop", AuthMethod::Apop)];
 const INITIAL: &[(&str, Initial)] = &[
     ("deliver_all", Initial::DeliverAll),
     ("skip_existing", Initial::SkipExisting),
@@ -881,6 +884,17 @@ impl Checker<'_> {
             }
             Some(n) => self.boolean(n, &s.name("unseen_only")),
         };
+        let auth = match s.get("auth") {
+            None => Some(AuthMethod::Auto),
+            Some(n) => match self.choice(n, &s.name("auth"), AUTH_METHODS) {
+                Some(AuthMethod::Apop) if protocol == Some(Protocol::Imap) => {
+                    let name = s.name("auth");
+                    self.err(n, format!("{name}: APOP is a POP3 command; imap logs in with AUTHENTICATE PLAIN or LOGIN (auto)"));
+                    None
+                }
+                other => other,
+            },
+        };
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
             (s.get("initial"), initial.flatten(), retention)
         {
@@ -914,6 +928,7 @@ impl Checker<'_> {
             fetch_order: fetch_order?,
             after_fetch: after_fetch?,
             unseen_only: unseen_only?,
+            auth: auth?,
         })
     }
 

@@ -235,6 +235,18 @@ pub enum AfterFetch {
     Seen,
 }
 
+/// `auth`: how an account logs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMethod {
+    /// What the server offers: POP3 USER/PASS (AUTH PLAIN without USER); IMAP AUTHENTICATE
+    /// PLAIN, else LOGIN. The default.
+    #[default]
+    Auto,
+    /// POP3 APOP (RFC 1939): only an MD5 digest of the greeting's timestamp and the password
+    /// goes on the wire; refused before any credential when the greeting carries none.
+    Apop,
+}
+
 /// Whom an account's mail is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -329,6 +341,8 @@ pub struct AccountConfig {
     /// IMAP: messages flagged `\Seen` upstream are not taken up ("first unread"); those the
     /// state store already knows go on as before.
     pub unseen_only: bool,
+    /// How to log in (`auth: apop` for POP3 APOP).
+    pub auth: AuthMethod,
 }
 
 impl AccountConfig {

@@ -783,6 +783,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         fetch_order: Default::default(),
         after_fetch: Default::default(),
         unseen_only: false,
+        auth: Default::default(),
     };
     let config = Config {
         state_dir: "/tmp".into(),

@@ -1028,6 +1028,26 @@ fn unseen_only_is_an_imap_switch() {
 }
 
 #[test]
+fn auth_apop_is_for_pop3_accounts() {
+    assert_eq!(load(BASE).unwrap().accounts[0].auth, AuthMethod::Auto);
+    let apop = base_with("    password: pw\n", "    password: pw\n    auth: apop\n");
+    assert_eq!(load(&apop).unwrap().accounts[0].auth, AuthMethod::Apop);
+    assert_one_error(
+        &apop.replace("protocol: pop3", "protocol: imap"),
+        12,
+        "APOP is a POP3 command",
+    );
+    assert_one_error(
+        &base_with(
+            "    password: pw\n",
+            "    password: pw\n    auth: cram-md5\n",
+        ),
+        12,
+        "auth: `cram-md5` is not allowed",
+    );
+}
+
+#[test]
 fn dedup_is_on_for_seven_days_by_default_and_can_be_turned_off() {
     assert_eq!(
         load(BASE).unwrap().dedup_window,

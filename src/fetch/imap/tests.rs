@@ -57,6 +57,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         fetch_order: Default::default(),
         after_fetch: Default::default(),
         unseen_only: false,
+        auth: Default::default(),
     }
 }
 
