@@ -410,7 +410,7 @@ ssl = yes
 ssl_cert = <{r}/cert.pem
 ssl_key = <{r}/key.pem
 {client_cert}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login apop
 
 mail_location = maildir:~/Maildir
 pop3_uidl_format = %g
