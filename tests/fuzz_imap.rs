@@ -131,6 +131,8 @@ fn account(port: u16) -> AccountConfig {
         expunge_every: 50,
         fetch_order: Default::default(),
         after_fetch: Default::default(),
+        unseen_only: false,
+        auth: Default::default(),
     }
 }
 
@@ -173,7 +175,7 @@ async fn session(reply: Vec<u8>, body_reply: Vec<u8>) -> Result<(), ImapError> {
         let mut client = ImapClient::connect(&account(port)).await?;
         client.set_max_message_size(64);
         client.open_folder("INBOX").await?;
-        let listing = client.listing().await?;
+        let listing = client.listing(false).await?;
         client.fetch(1, None).await?;
         for l in listing {
             client.mark_deleted(l.uid).await?;

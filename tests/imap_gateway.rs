@@ -445,3 +445,99 @@ fn a_uidvalidity_change_redelivers_nothing() {
     assert_eq!(sent[3].rcpts, ["user3@example.com"]);
     assert_eq!(dovecot.count(USER), 4, "retention keep");
 }
+
+/// Dovecot holding `numbered(0..n)` in INBOX, smtp-sink, and a configuration for the account
+/// (STARTTLS) with `extra_lines` and the top-level lines `top`.
+struct Numbered {
+    dovecot: Dovecot,
+    sink: SmtpSink,
+    _dir: tempfile::TempDir,
+    config: String,
+}
+
+fn numbered_mailbox(n: usize, extra_lines: &[&str], top: &[&str]) -> Numbered {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..n {
+        dovecot.deliver(USER, &numbered_message(i));
+    }
+    let account = account(&dovecot, Link::Starttls, extra_lines);
+    let config = write_config(dir.path(), &sink, account, top);
+    Numbered {
+        dovecot,
+        sink,
+        _dir: dir,
+        config,
+    }
+}
+
+/// One `poll-once` that must succeed.
+fn pass_ok(config: &str) {
+    let out = poll_once(config);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn after_fetch_seen_flags_kept_mail_once_it_is_delivered() {
+    // That a message not yet settled is left unflagged, and that one already \Seen gets no
+    // second STORE: the pipeline's and the IMAP session's unit tests.
+    if support::skip_e2e() {
+        return;
+    }
+    let lines = [
+        "retention: keep",
+        "initial: deliver_all",
+        "after_fetch: seen",
+    ];
+    let m = numbered_mailbox(3, &lines, &[]);
+    for _ in 0..2 {
+        pass_ok(&m.config);
+    }
+    let tally = Tally::of(&numbered_pairs(3), &m.sink.transactions());
+    assert!(tally.exact(), "{tally}");
+    assert_eq!(m.dovecot.count(USER), 3, "retention keep");
+    let flags = m.dovecot.flags_in(USER, "INBOX");
+    assert_eq!(flags.len(), 3);
+    assert!(
+        flags.iter().all(|f| f.contains('S')),
+        "not \\Seen: {flags:?}"
+    );
+}
+
+#[test]
+fn unseen_only_skips_mail_read_upstream_and_a_read_then_unread_message_is_not_delivered_twice() {
+    if support::skip_e2e() {
+        return;
+    }
+    // dedup off: only the state store's memory of a message keeps it from a second delivery.
+    let lines = [
+        "retention: keep",
+        "initial: deliver_all",
+        "unseen_only: true",
+    ];
+    let m = numbered_mailbox(3, &lines, &["dedup: off"]);
+    // Someone has read message 1 already.
+    m.dovecot.set_seen(USER, "INBOX", 1, true);
+    pass_ok(&m.config);
+    let mut subjects: Vec<String> = m.sink.transactions().iter().map(|t| t.subject()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["message 0", "message 2"]);
+    let flags = m.dovecot.flags_in(USER, "INBOX");
+    assert!(
+        !flags[0].contains('S') && !flags[2].contains('S'),
+        "{flags:?}"
+    );
+
+    // Message 0, delivered, is read upstream, then marked unread again; message 1 is marked
+    // unread: only message 1 is new to mailferry.
+    m.dovecot.set_seen(USER, "INBOX", 0, true);
+    pass_ok(&m.config);
+    assert_eq!(m.sink.transactions().len(), 2);
+    m.dovecot.set_seen(USER, "INBOX", 0, false);
+    m.dovecot.set_seen(USER, "INBOX", 1, false);
+    pass_ok(&m.config);
+    let tally = Tally::of(&numbered_pairs(3), &m.sink.transactions());
+    assert!(tally.exact(), "{tally}");
+    assert_eq!(m.dovecot.count(USER), 3, "retention keep");
+}

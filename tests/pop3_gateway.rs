@@ -426,3 +426,33 @@ fn wrong_password_fails_the_pass_without_leaking_it() {
     assert!(!all.contains("wrong-password"), "password leaked: {all}");
     assert_eq!(dovecot.count(USER), 1);
 }
+
+#[test]
+fn auth_apop_logs_in_with_the_digest_over_plain_text_and_stls() {
+    if support::skip_e2e() {
+        return;
+    }
+    // Dovecot offers APOP (`auth_mechanisms = ... apop`, plaintext passwords in its passdb):
+    // its greeting carries the timestamp.
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    for (i, link) in [Link::Plain, Link::Stls].into_iter().enumerate() {
+        let sink = SmtpSink::start(&[]);
+        let dir = tempfile::tempdir().unwrap();
+        dovecot.deliver(USER, &numbered(i));
+        let config = write_config(dir.path(), &dovecot, &sink, link, &["auth: apop"]);
+        let out = poll_once(&config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}\n{}", dovecot.log());
+        assert_eq!(sink.transactions().len(), 1);
+        assert_eq!(dovecot.count(USER), 0);
+        assert!(!stderr.contains(PASS), "password leaked: {stderr}");
+    }
+    // Both logins were APOP (Dovecot names the mechanism), none USER/PASS.
+    let log = dovecot.log();
+    let logins: Vec<&str> = log.lines().filter(|l| l.contains("Login: user=")).collect();
+    assert_eq!(logins.len(), 2, "{log}");
+    assert!(
+        logins.iter().all(|l| l.contains("method=APOP")),
+        "{logins:#?}"
+    );
+}

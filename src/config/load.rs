@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    AccountConfig, AfterFetch, Config, ConfigError, ConfigErrors, DEFAULT_ENVELOPE_HEADERS,
-    FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol, RelayConfig, Retention,
-    RetryPolicy, SourceRouted, TlsMode,
+    AccountConfig, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
+    DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol,
+    RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -81,6 +81,8 @@ const ACCOUNT_KEYS: &[&str] = &[
     "expunge_every",
     "fetch_order",
     "after_fetch",
+    "unseen_only",
+    "auth",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
@@ -105,6 +107,8 @@ const FETCH_ORDERS: &[(&str, FetchOrder)] = &[
     ("oldest", FetchOrder::Oldest),
     ("newest", FetchOrder::Newest),
 ];
+const AUTH_METHODS: &[(&str, AuthMethod)] =
+    &[("auto", AuthMethod::Auto), ("apop", AuthMethod::Apop)];
 const INITIAL: &[(&str, Initial)] = &[
     ("deliver_all", Initial::DeliverAll),
     ("skip_existing", Initial::SkipExisting),

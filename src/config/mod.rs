@@ -237,6 +237,22 @@ pub enum AfterFetch {
     Delete,
     /// `move:<folder>`: it is moved to this folder (given with either separator) instead.
     Move(String),
+    /// `seen`: while retention keeps a settled message (`keep`, or `<N>d` before its day),
+    /// it is flagged `\Seen`, so that people reading the mailbox see it was collected; it is
+    /// deleted when retention lets it go.
+    Seen,
+}
+
+/// `auth`: how an account logs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMethod {
+    /// What the server offers: POP3 USER/PASS (AUTH PLAIN without USER); IMAP AUTHENTICATE
+    /// PLAIN, else LOGIN. The default.
+    #[default]
+    Auto,
+    /// POP3 APOP (RFC 1939): only an MD5 digest of the greeting's timestamp and the password
+    /// goes on the wire; refused before any credential when the greeting carries none.
+    Apop,
 }
 
 /// Whom an account's mail is for.
@@ -343,8 +359,14 @@ pub struct AccountConfig {
     pub expunge_every: u32,
     /// Oldest or newest messages first.
     pub fetch_order: FetchOrder,
-    /// IMAP: delete, or move to another folder, when retention lets a message go.
+    /// IMAP: delete, or move to another folder, when retention lets a message go; or flag
+    /// kept messages `\Seen`.
     pub after_fetch: AfterFetch,
+    /// IMAP: messages flagged `\Seen` upstream are not taken up ("first unread"); those the
+    /// state store already knows go on as before.
+    pub unseen_only: bool,
+    /// How to log in (`auth: apop` for POP3 APOP).
+    pub auth: AuthMethod,
 }
 
 impl AccountConfig {

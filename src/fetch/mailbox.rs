@@ -21,6 +21,9 @@ pub struct Listed {
     pub handle: u32,
     /// The size the server announced, in octets, if it did.
     pub size: Option<u64>,
+    /// Flagged `\Seen` upstream (IMAP, asked only for `unseen_only` or `after_fetch: seen`;
+    /// always false otherwise).
+    pub seen: bool,
 }
 
 /// What went wrong talking to an upstream mailbox.
@@ -61,6 +64,14 @@ pub trait Mailbox: Send {
     /// The whole message, as the server holds it (line ends as sent).
     fn fetch(&mut self, msg: &Listed) -> impl Future<Output = Result<Vec<u8>, FetchError>> + Send;
 
+    /// Called for a settled message that retention keeps upstream for now, each pass: what
+    /// the account does with kept mail (IMAP `after_fetch: seen` flags it `\Seen`). Nothing
+    /// by default.
+    fn settled(&mut self, msg: &Listed) -> impl Future<Output = Result<(), FetchError>> + Send {
+        let _ = msg;
+        async { Ok(()) }
+    }
+
     /// Marks the message for deletion; done only by [`commit`](Mailbox::commit).
     fn delete(&mut self, msg: &Listed) -> impl Future<Output = Result<(), FetchError>> + Send;
 
@@ -86,10 +97,14 @@ pub struct Upstream<'a> {
 }
 
 /// A session on a real upstream mailbox: the protocol's client, and the account's
-/// `fetch_order`.
+/// `fetch_order` and what it does with kept mail.
 pub struct Session {
     link: Link,
     order: FetchOrder,
+    /// `after_fetch: seen`: kept messages are flagged `\Seen`.
+    flag_seen: bool,
+    /// The listing asks for each message's flags (`unseen_only` or `after_fetch: seen`).
+    want_flags: bool,
 }
 
 /// The protocol client of a [`Session`].
@@ -120,9 +135,12 @@ impl Source for Upstream<'_> {
                 Link::Imap(client)
             }
         };
+        let flag_seen = self.account.after_fetch == AfterFetch::Seen;
         Ok(Session {
             link,
             order: self.account.fetch_order,
+            flag_seen,
+            want_flags: flag_seen || self.account.unseen_only,
         })
     }
 }
@@ -139,6 +157,7 @@ impl Mailbox for Session {
                     key: l.uid,
                     handle: l.number,
                     size: l.size,
+                    seen: false,
                 })
                 .collect(),
             Link::Imap(client) => {
@@ -146,13 +165,14 @@ impl Mailbox for Session {
                     return Err(ImapError::Protocol("no folder selected".into()).into());
                 };
                 client
-                    .listing()
+                    .listing(self.want_flags)
                     .await?
                     .into_iter()
                     .map(|l| Listed {
                         key: format!("{uidvalidity}:{}", l.uid),
                         handle: l.uid,
                         size: l.size,
+                        seen: l.seen,
                     })
                     .collect()
             }
@@ -167,6 +187,16 @@ impl Mailbox for Session {
         match &mut self.link {
             Link::Pop3(client) => Ok(client.retr(msg.handle).await?),
             Link::Imap(client) => Ok(client.fetch(msg.handle, msg.size).await?),
+        }
+    }
+
+    async fn settled(&mut self, msg: &Listed) -> Result<(), FetchError> {
+        match &mut self.link {
+            // Flagged once: a message the listing shows \Seen is left alone.
+            Link::Imap(client) if self.flag_seen && !msg.seen => {
+                Ok(client.mark_seen(msg.handle).await?)
+            }
+            _ => Ok(()),
         }
     }
 

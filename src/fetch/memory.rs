@@ -23,6 +23,10 @@ struct Inner {
     drop_on_fetch: HashSet<String>,
     sessions: usize,
     fetches: usize,
+    /// Flagged `\Seen`.
+    seen: HashSet<String>,
+    /// The keys [`Mailbox::settled`] was called for, in order.
+    kept: Vec<String>,
 }
 
 impl MemoryMailbox {
@@ -59,6 +63,23 @@ impl MemoryMailbox {
     /// The connection drops (once) when the message `key` is fetched.
     pub fn drop_on_fetch(&self, key: &str) {
         self.lock().drop_on_fetch.insert(key.to_owned());
+    }
+
+    /// Flags the message `key` `\Seen` (`true`) or not, as a person reading the mailbox
+    /// would.
+    pub fn set_seen(&self, key: &str, seen: bool) {
+        let mut inner = self.lock();
+        if seen {
+            inner.seen.insert(key.to_owned());
+        } else {
+            inner.seen.remove(key);
+        }
+    }
+
+    /// The keys the pass told were settled and kept upstream ([`Mailbox::settled`]), in
+    /// order, over every session.
+    pub fn kept(&self) -> Vec<String> {
+        self.lock().kept.clone()
     }
 
     /// Sessions opened so far.
@@ -109,9 +130,8 @@ impl Source for MemoryMailbox {
 impl Mailbox for MemorySession {
     async fn list(&mut self) -> Result<Vec<Listed>, FetchError> {
         self.alive()?;
-        Ok(self
-            .mailbox
-            .lock()
+        let inner = self.mailbox.lock();
+        Ok(inner
             .messages
             .iter()
             .enumerate()
@@ -119,6 +139,7 @@ impl Mailbox for MemorySession {
                 key: key.clone(),
                 handle: i as u32 + 1,
                 size: Some(raw.len() as u64),
+                seen: inner.seen.contains(key),
             })
             .collect())
     }
@@ -139,6 +160,12 @@ impl Mailbox for MemorySession {
             }
             .into()
         })
+    }
+
+    async fn settled(&mut self, msg: &Listed) -> Result<(), FetchError> {
+        self.alive()?;
+        self.mailbox.lock().kept.push(msg.key.clone());
+        Ok(())
     }
 
     async fn delete(&mut self, msg: &Listed) -> Result<(), FetchError> {

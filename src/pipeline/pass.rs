@@ -200,15 +200,28 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         first: bool,
     ) -> Result<Session, PassError> {
         let name = self.account.name.as_str();
-        let listing = mailbox.list().await?;
+        let mut listing = mailbox.list().await?;
+        let unseen_only = self.account.unseen_only;
         if first {
             self.report.upstream = listing.len();
-            // First: a renamed account's state is moved to its new name here.
-            self.initialize(&listing).await?;
+            // First: a renamed account's state is moved to its new name here. With
+            // unseen_only, mail read upstream is not the store's to take or skip.
+            let unseen: Vec<Listed> = (listing.iter())
+                .filter(|l| !(unseen_only && l.seen))
+                .cloned()
+                .collect();
+            self.initialize(&unseen).await?;
+            // Every listed message counts as present, seen or not: a kept message that was
+            // read upstream stays known, and is not delivered again if marked unread later.
             let present: HashSet<String> = listing.iter().map(|l| l.key.clone()).collect();
             self.store.prune(name, &present).await?;
         }
         let known = self.store.load_account(name).await?;
+        // unseen_only: a message read upstream is not taken up; one the store knows (begun,
+        // settled, quarantined) goes on as before, so that reading it upstream loses nothing.
+        if unseen_only {
+            listing.retain(|l| !l.seen || known.contains_key(&l.key));
+        }
         if first {
             let quarantined = known
                 .values()
@@ -288,6 +301,15 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
                 if deleted.len() >= self.account.expunge_every as usize {
                     ended = Session::Expunged;
                     break;
+                }
+            } else {
+                match mailbox.settled(listed).await {
+                    Ok(()) => {}
+                    // Refused for this one message: tried again next pass.
+                    Err(e) if !e.connection_lost() => {
+                        tracing::warn!(account = name, uid = %uid, "flagging a kept message failed: {e}");
+                    }
+                    Err(e) => return Ok(Session::Lost(e)),
                 }
             }
         }

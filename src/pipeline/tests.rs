@@ -1,5 +1,9 @@
 //! The pipeline against the in-memory mailbox, relay and store: every delivery and retention
-//! rule without a socket, the poller's cadence and shutdown in virtual time.
+//! rule without a socket, the poller's cadence and shutdown in virtual time. What becomes of
+//! kept mail and mail read upstream (IMAP `after_fetch: seen`, `unseen_only`) is in
+//! `tests/kept.rs`.
+
+mod kept;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +23,11 @@ use crate::state::{StateError, StateStore};
 /// The configuration of the tests: one catch-all account `acct` on `example.com`, with
 /// `account_extra` (indented YAML lines) added to the account.
 fn config(account_extra: &str) -> Config {
+    config_for("pop3", account_extra)
+}
+
+/// [`config`] with the account's `protocol`.
+fn config_for(protocol: &str, account_extra: &str) -> Config {
     let yaml = format!(
         "state_dir: /nonexistent/state
 relay:
@@ -32,7 +41,7 @@ domains: [example.com]
 postmaster: postmaster@example.com
 accounts:
   - name: acct
-    protocol: pop3
+    protocol: {protocol}
     host: pop.test
     tls: none
     username: u
@@ -82,6 +91,17 @@ impl World {
             &stop,
         )
         .await
+    }
+
+    /// Records the message `key` as first seen `days` ago, and settled then.
+    async fn settled_days_ago(&self, key: &str, days: u64) {
+        let then = SystemTime::now() - Duration::from_secs(days * 86_400);
+        self.store.begin_attempt("acct", key, then).await.unwrap();
+        (self
+            .store
+            .record_recipients("acct", key, None, &[], true, then))
+        .await
+        .unwrap();
     }
 
     fn received(&self, address: &str) -> usize {
@@ -234,16 +254,7 @@ async fn retention_in_days_deletes_once_the_days_since_first_seen_are_over() {
     let w = World::new("    retention: 7d\n    initial: deliver_all\n");
     let old = w.mailbox.add(&mail("a@example.com", "old"));
     let new = w.mailbox.add(&mail("b@example.com", "new"));
-    // `old` was first seen eight days ago, and is settled.
-    let eight_days_ago = SystemTime::now() - Duration::from_secs(8 * 86_400);
-    w.store
-        .begin_attempt("acct", &old, eight_days_ago)
-        .await
-        .unwrap();
-    w.store
-        .record_recipients("acct", &old, None, &[], true, eight_days_ago)
-        .await
-        .unwrap();
+    w.settled_days_ago(&old, 8).await;
     let report = w.pass().await.unwrap();
     assert_eq!(report.deleted, 1);
     assert_eq!(w.mailbox.keys(), [new], "the new message stays for 7 days");

@@ -782,6 +782,8 @@ fn rules_for_account_take_the_config_and_the_username() {
         expunge_every: 50,
         fetch_order: Default::default(),
         after_fetch: Default::default(),
+        unseen_only: false,
+        auth: Default::default(),
     };
     let config = Config {
         state_dir: "/tmp".into(),

@@ -277,6 +277,27 @@ impl Dovecot {
         self.maildirs.flags(&self.folder(user, folder))
     }
 
+    /// Flags the `index`th message of a folder (delivery order) `\Seen`, or takes the flag
+    /// away, as a mail client reading it would: the Maildir file moves to `cur/` with its
+    /// flags in its name; Dovecot keeps its UID (the base name stays).
+    pub fn set_seen(&self, user: &str, folder: &str, index: usize, seen: bool) {
+        let files = self.message_files(user, folder);
+        let path = &files[index];
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let (base, flags) = name.split_once(":2,").unwrap_or((&name, ""));
+        let mut flags: Vec<char> = flags.chars().filter(|c| *c != 'S').collect();
+        if seen {
+            flags.push('S');
+        }
+        flags.sort_unstable();
+        let flags: String = flags.into_iter().collect();
+        let target = self
+            .folder(user, folder)
+            .join("cur")
+            .join(format!("{base}:2,{flags}"));
+        fs::rename(path, target).expect("rename a Maildir message to change its flags");
+    }
+
     fn message_files(&self, user: &str, folder: &str) -> Vec<PathBuf> {
         self.maildirs.message_files(&self.folder(user, folder))
     }
@@ -320,7 +341,7 @@ ssl = yes
 ssl_cert = <{r}/cert.pem
 ssl_key = <{r}/key.pem
 {client_cert}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login apop
 
 mail_location = maildir:~/Maildir
 pop3_uidl_format = %g

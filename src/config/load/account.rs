@@ -175,6 +175,31 @@ impl Checker<'_> {
             None => Some(AfterFetch::Delete),
             Some(n) => self.after_fetch(n, &s.name("after_fetch"), protocol, retention),
         };
+        let unseen_only = match s.get("unseen_only") {
+            None => Some(false),
+            Some(n) if protocol == Some(Protocol::Pop3) => {
+                self.err(
+                    n,
+                    format!(
+                        "{}: only imap accounts have a \\Seen flag to go by (pop3 has none)",
+                        s.name("unseen_only")
+                    ),
+                );
+                None
+            }
+            Some(n) => self.boolean(n, &s.name("unseen_only")),
+        };
+        let auth = match s.get("auth") {
+            None => Some(AuthMethod::Auto),
+            Some(n) => match self.choice(n, &s.name("auth"), AUTH_METHODS) {
+                Some(AuthMethod::Apop) if protocol == Some(Protocol::Imap) => {
+                    let name = s.name("auth");
+                    self.err(n, format!("{name}: APOP is a POP3 command; imap logs in with AUTHENTICATE PLAIN or LOGIN (auto)"));
+                    None
+                }
+                other => other,
+            },
+        };
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
             (s.get("initial"), initial.flatten(), retention)
         {
@@ -207,6 +232,8 @@ impl Checker<'_> {
             expunge_every: expunge_every?,
             fetch_order: fetch_order?,
             after_fetch: after_fetch?,
+            unseen_only: unseen_only?,
+            auth: auth?,
         })
     }
 
@@ -381,7 +408,8 @@ impl Checker<'_> {
         }
     }
 
-    /// `after_fetch: move:<folder>`: imap only, and only where retention lets mail go.
+    /// `after_fetch: move:<folder>`: imap only, and only where retention lets mail go;
+    /// `after_fetch: seen`: imap only, and only where retention keeps mail for a while.
     pub(super) fn after_fetch(
         &mut self,
         node: &Node,
@@ -392,13 +420,19 @@ impl Checker<'_> {
         let value = self.text(node, name)?;
         let problem = match value.strip_prefix("move:").map(str::trim) {
             _ if protocol == Some(Protocol::Pop3) => {
-                "only imap accounts have folders to move mail to".to_owned()
+                "only imap accounts have folders to move mail to and flags to set".to_owned()
             }
+            None if value == "seen" && retention == Some(Retention::Delete) => {
+                "seen flags the messages that retention keeps upstream; with retention: delete \
+                 none is kept (use keep or <N>d)"
+                    .to_owned()
+            }
+            None if value == "seen" => return Some(AfterFetch::Seen),
             _ if retention == Some(Retention::Keep) => "the move happens when retention lets a \
                 message go; with retention: keep it never does (use delete or <N>d)"
                 .to_owned(),
             Some(folder) if !folder.is_empty() => return Some(AfterFetch::Move(folder.to_owned())),
-            _ => format!("`{value}` is not allowed; allowed: move:<folder>"),
+            _ => format!("`{value}` is not allowed; allowed: move:<folder>, seen"),
         };
         self.err(node, format!("{name}: {problem}"));
         None

@@ -963,9 +963,9 @@ fn after_fetch_moves_imap_mail_where_retention_lets_it_go() {
         "with retention: keep it never does",
     );
     assert_one_error(
-        &with("    after_fetch: seen\n"),
+        &with("    after_fetch: unread\n"),
         12,
-        "after_fetch: `seen` is not allowed; allowed: move:<folder>",
+        "after_fetch: `unread` is not allowed; allowed: move:<folder>, seen",
     );
     assert_one_error(&with("    after_fetch: 'move:'\n"), 12, "is not allowed");
     assert_one_error(
@@ -975,6 +975,75 @@ fn after_fetch_moves_imap_mail_where_retention_lets_it_go() {
         ),
         12,
         "only imap accounts have folders",
+    );
+}
+
+#[test]
+fn after_fetch_seen_flags_imap_mail_that_retention_keeps() {
+    let imap = BASE.replace("protocol: pop3", "protocol: imap");
+    let with =
+        |lines: &str| imap.replace("    password: pw\n", &format!("    password: pw\n{lines}"));
+    for retention in ["keep", "14d"] {
+        let c = load(&with(&format!(
+            "    retention: {retention}\n    after_fetch: seen\n"
+        )))
+        .unwrap();
+        assert_eq!(c.accounts[0].after_fetch, AfterFetch::Seen);
+    }
+    assert_one_error(
+        &with("    after_fetch: seen\n"),
+        12,
+        "with retention: delete none is kept",
+    );
+    assert_one_error(
+        &base_with(
+            "    password: pw\n",
+            "    password: pw\n    retention: keep\n    after_fetch: seen\n",
+        ),
+        13,
+        "only imap accounts have folders to move mail to and flags to set",
+    );
+}
+
+#[test]
+fn unseen_only_is_an_imap_switch() {
+    let imap = BASE.replace("protocol: pop3", "protocol: imap");
+    let with =
+        |lines: &str| imap.replace("    password: pw\n", &format!("    password: pw\n{lines}"));
+    assert!(!load(&imap).unwrap().accounts[0].unseen_only);
+    assert!(load(&with("    unseen_only: true\n")).unwrap().accounts[0].unseen_only);
+    assert_one_error(
+        &with("    unseen_only: yes\n"),
+        12,
+        "unseen_only: expected true or false",
+    );
+    assert_one_error(
+        &base_with(
+            "    password: pw\n",
+            "    password: pw\n    unseen_only: true\n",
+        ),
+        12,
+        "only imap accounts have a \\Seen flag",
+    );
+}
+
+#[test]
+fn auth_apop_is_for_pop3_accounts() {
+    assert_eq!(load(BASE).unwrap().accounts[0].auth, AuthMethod::Auto);
+    let apop = base_with("    password: pw\n", "    password: pw\n    auth: apop\n");
+    assert_eq!(load(&apop).unwrap().accounts[0].auth, AuthMethod::Apop);
+    assert_one_error(
+        &apop.replace("protocol: pop3", "protocol: imap"),
+        12,
+        "APOP is a POP3 command",
+    );
+    assert_one_error(
+        &base_with(
+            "    password: pw\n",
+            "    password: pw\n    auth: cram-md5\n",
+        ),
+        12,
+        "auth: `cram-md5` is not allowed",
     );
 }
 

@@ -127,7 +127,7 @@ impl Checker<'_> {
     }
 
     /// `true` or `false`, written without quotes.
-    fn boolean(&mut self, node: &Node, name: &str) -> Option<bool> {
+    pub(super) fn boolean(&mut self, node: &Node, name: &str) -> Option<bool> {
         match &node.kind {
             Kind::Scalar { text, plain: true } if text == "true" => Some(true),
             Kind::Scalar { text, plain: true } if text == "false" => Some(false),

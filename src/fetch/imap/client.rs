@@ -18,6 +18,8 @@ pub struct Listed {
     pub uid: u32,
     /// RFC822.SIZE, in octets, if the server sent it.
     pub size: Option<u64>,
+    /// Flagged `\Seen` (known only when the listing asked for FLAGS; false otherwise).
+    pub seen: bool,
 }
 
 /// An authenticated IMAP session, with a folder selected once
@@ -141,21 +143,27 @@ impl ImapClient {
         }
     }
 
-    /// `UID FETCH 1:* (UID RFC822.SIZE)`: every message of the selected folder, oldest (lowest
-    /// UID) first.
-    pub async fn listing(&mut self) -> Result<Vec<Listed>, ImapError> {
+    /// `UID FETCH 1:* (UID RFC822.SIZE)`, with `FLAGS` when `flags` is true: every message
+    /// of the selected folder, oldest (lowest UID) first.
+    pub async fn listing(&mut self, flags: bool) -> Result<Vec<Listed>, ImapError> {
         if self.exists == 0 {
             return Ok(Vec::new());
         }
-        let responses = self
-            .run(Command::new("UID FETCH 1:* (UID RFC822.SIZE)"))
-            .await?;
+        let items = if flags {
+            "UID FETCH 1:* (UID RFC822.SIZE FLAGS)"
+        } else {
+            "UID FETCH 1:* (UID RFC822.SIZE)"
+        };
+        let responses = self.run(Command::new(items)).await?;
         let mut listed: Vec<Listed> = responses
             .into_iter()
             .filter_map(|r| match r {
                 Response::Fetch { data, .. } => Some(Listed {
                     uid: data.uid?,
                     size: data.size,
+                    seen: data
+                        .flags
+                        .is_some_and(|f| f.iter().any(|f| f.eq_ignore_ascii_case("\\Seen"))),
                 }),
                 _ => None,
             })
@@ -220,6 +228,15 @@ impl ImapClient {
         )))
         .await?;
         self.flagged.push(uid);
+        Ok(())
+    }
+
+    /// `UID STORE uid +FLAGS.SILENT (\Seen)` (`after_fetch: seen`).
+    pub async fn mark_seen(&mut self, uid: u32) -> Result<(), ImapError> {
+        self.run(Command::new(&format!(
+            "UID STORE {uid} +FLAGS.SILENT (\\Seen)"
+        )))
+        .await?;
         Ok(())
     }
 

@@ -56,12 +56,14 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         expunge_every: 50,
         fetch_order: Default::default(),
         after_fetch: Default::default(),
+        unseen_only: false,
+        auth: Default::default(),
     }
 }
 
 /// Greeting with capabilities `before`, LOGIN (its reply announcing `after`), and the
 /// SELECT of INBOX (two messages).
-fn login_and_select(before: &str, after: &str) -> Vec<Step> {
+pub(super) fn login_and_select(before: &str, after: &str) -> Vec<Step> {
     vec![
         Step::Send(format!("* OK [CAPABILITY IMAP4rev1 {before}] ready\r\n").into_bytes()),
         Step::Expect("A1 LOGIN \"alice\" \"s3cret\""),
@@ -128,15 +130,17 @@ async fn run_full_session(split: Split) {
     );
     assert_eq!(client.open_folder("inbox").await.unwrap(), 1_700_000_001);
     assert_eq!(
-        client.listing().await.unwrap(),
+        client.listing(false).await.unwrap(),
         vec![
             Listed {
                 uid: 7,
-                size: Some(103)
+                size: Some(103),
+                seen: false,
             },
             Listed {
                 uid: 11,
-                size: Some(10)
+                size: Some(10),
+                seen: false,
             }
         ],
         "oldest first, {split:?}"
@@ -326,7 +330,7 @@ async fn bye_in_the_middle_ends_the_session() {
         1000,
     )
     .await;
-    let err = client.listing().await.unwrap_err();
+    let err = client.listing(false).await.unwrap_err();
     assert!(
         matches!(err, ImapError::Bye(ref t) if t == "Server shutting down"),
         "{err:?}"
@@ -361,7 +365,7 @@ async fn a_subfolder_is_selected_by_the_servers_delimiter() {
         .unwrap();
     assert_eq!(client.open_folder("INBOX/Support").await.unwrap(), 5);
     // An empty folder needs no FETCH.
-    assert_eq!(client.listing().await.unwrap(), vec![]);
+    assert_eq!(client.listing(false).await.unwrap(), vec![]);
     let err = client.open_folder("INBOX/Sales").await.unwrap_err();
     assert!(
         err.to_string()

@@ -7,11 +7,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Pop3Error;
 use super::protocol::{
     self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
 };
-use crate::config::{AccountConfig, TlsMode};
+use super::{Pop3Error, apop};
+use crate::config::{AccountConfig, AuthMethod, TlsMode};
 use crate::fetch::quickack::QuickAck;
 use crate::tls::TlsClient;
 
@@ -347,15 +347,24 @@ impl Pop3Client {
         };
         let mut conn = Connection::new(stream, account.timeout, account.name.clone());
 
-        match conn.read_status().await? {
-            Status::Ok(text) => tracing::debug!(account = %account.name, "S: +OK {text}"),
+        let greeting = match conn.read_status().await? {
+            Status::Ok(text) => {
+                tracing::debug!(account = %account.name, "S: +OK {text}");
+                text
+            }
             Status::Err { text, .. } => {
                 return Err(Pop3Error::ServerError {
                     command: "greeting".to_owned(),
                     text,
                 });
             }
-        }
+        };
+        // The greeting's timestamp, for APOP; it stands for the whole session (STLS included).
+        let apop_stamp = match (account.auth, apop::timestamp(&greeting)) {
+            (AuthMethod::Apop, None) => return Err(Pop3Error::ApopNotOffered),
+            (AuthMethod::Apop, Some(stamp)) => Some(stamp.to_owned()),
+            (AuthMethod::Auto, _) => None,
+        };
         let mut capabilities = capa(&mut conn).await?;
 
         let want_stls = match account.tls {
@@ -411,19 +420,35 @@ impl Pop3Client {
             message_max: MESSAGE_MAX as u64,
             timeout: account.timeout,
         };
-        client.login(account).await?;
+        client.login(account, apop_stamp.as_deref()).await?;
         Ok(client)
     }
 
-    /// USER/PASS, or AUTH PLAIN when CAPA lists SASL PLAIN but not USER.
-    async fn login(&mut self, account: &AccountConfig) -> Result<(), Pop3Error> {
+    /// APOP with the greeting's timestamp when given one (`auth: apop`); else USER/PASS, or
+    /// AUTH PLAIN when CAPA lists SASL PLAIN but not USER.
+    async fn login(
+        &mut self,
+        account: &AccountConfig,
+        apop_stamp: Option<&str>,
+    ) -> Result<(), Pop3Error> {
         let password = account.password.expose();
         let use_plain = self
             .capabilities
             .as_ref()
             .is_some_and(|c| !c.user && c.has_sasl("PLAIN"));
         let mut secrets = vec![password.to_owned()];
-        let status = if use_plain {
+        let status = if let Some(stamp) = apop_stamp {
+            let digest = apop::digest(stamp, password);
+            secrets.push(digest.clone());
+            let user = &account.username;
+            (self.conn)
+                .send(
+                    &format!("APOP {user} {digest}"),
+                    &format!("APOP {user} ***"),
+                )
+                .await?;
+            self.conn.read_status().await?
+        } else if use_plain {
             let mut creds = Vec::with_capacity(account.username.len() + password.len() + 2);
             creds.push(0);
             creds.extend_from_slice(account.username.as_bytes());

@@ -1,6 +1,10 @@
 //! The POP3 client (RFC 1939, CAPA from RFC 2449, STLS from RFC 2595), written in the project:
-//! `protocol.rs` is the wire format without I/O, `client.rs` the session over TCP or TLS.
+//! `protocol.rs` is the wire format without I/O, `apop.rs` the APOP digest, `client.rs` the
+//! session over TCP or TLS.
 
+pub mod apop;
+#[cfg(test)]
+mod apop_tests;
 mod client;
 pub mod protocol;
 #[cfg(test)]
@@ -107,6 +111,13 @@ pub enum Pop3Error {
          (the server offers no STLS; set `tls: none` to allow plaintext login)"
     )]
     PlaintextRefused,
+    /// The account asks for APOP (`auth: apop`) and the server's greeting carries no
+    /// timestamp: nothing was sent.
+    #[error(
+        "the server does not offer APOP (no <timestamp> in its greeting), and the account \
+         requires it (auth: apop)"
+    )]
+    ApopNotOffered,
     /// The user name or password cannot be sent in a command line (CR, LF or NUL).
     #[error("the {0} contains CR, LF or NUL and cannot be sent")]
     InvalidCredential(&'static str),
@@ -133,6 +144,7 @@ impl Pop3Error {
             | Pop3Error::AuthFailed { .. }
             | Pop3Error::StlsNotOffered
             | Pop3Error::PlaintextRefused
+            | Pop3Error::ApopNotOffered
             | Pop3Error::InvalidCredential(_) => false,
         }
     }

@@ -11,7 +11,7 @@ use crate::testkit::Split;
 use crate::testkit::script::{Scripted, Step, send};
 use crate::testkit::tls::test_ca;
 
-const PASSWORD: &str = "s3cret";
+pub(super) const PASSWORD: &str = "s3cret";
 
 pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
     AccountConfig {
@@ -34,6 +34,8 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         expunge_every: 50,
         fetch_order: Default::default(),
         after_fetch: Default::default(),
+        unseen_only: false,
+        auth: Default::default(),
     }
 }
 
@@ -41,7 +43,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
 const MESSAGE: &[u8] = b"Subject: caf\xc3\xa9\r\nFrom: a@b.example\r\n\r\n.\r\n..two\r\n\
     .hidden\r\nline with . inside\r\n\xff\xfe raw \x00 bytes\r\n\r\n.\r\n";
 
-fn login_steps(capa: &'static str) -> Vec<Step> {
+pub(super) fn login_steps(capa: &'static str) -> Vec<Step> {
     vec![
         send("+OK POP3 ready\r\n"),
         Step::Expect("CAPA"),
