@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::conn::{Connection, Deadline, Stream};
 use super::protocol::{
     self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
 };
@@ -26,7 +26,7 @@ pub const LISTING_MAX: usize = 256 * 1024 * 1024;
 /// RETR reserves memory up front from the LIST size, but never more than this.
 const RESERVE_MAX: u64 = 64 * 1024 * 1024;
 /// Read buffer: holds a whole status line (the cap plus its CRLF).
-const BUF_SIZE: usize = STATUS_LINE_MAX + 1024;
+pub(super) const BUF_SIZE: usize = STATUS_LINE_MAX + 1024;
 
 /// The time one message's RETR may take in all: twice the account's `timeout` plus its
 /// `size` at [`FETCH_RATE_FLOOR`], where the size is the larger of what LIST announced and
@@ -47,223 +47,6 @@ pub struct Listed {
     pub uid: String,
     /// The size LIST announced, in octets; `None` when LIST did not name the message.
     pub size: Option<u64>,
-}
-
-/// The transport: TCP, TLS over TCP, or (in tests) anything else.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// How long one command (RETR) may take in all: [`fetch_deadline`] of the larger of the
-/// size announced and the bytes received, and never past `until`.
-struct Deadline {
-    /// The command, for the error.
-    command: String,
-    started: tokio::time::Instant,
-    timeout: Duration,
-    announced: u64,
-    received: u64,
-    /// A limit of the caller's, from the start.
-    until: Option<Duration>,
-}
-
-impl Deadline {
-    /// The time allowed from the start, as it stands now.
-    fn limit(&self) -> Duration {
-        let paced = fetch_deadline(self.timeout, self.announced.max(self.received));
-        self.until.map_or(paced, |until| until.min(paced))
-    }
-}
-
-/// A byte stream with a read buffer, a timeout on every read and write, and a flag that is
-/// set once the session is out of step.
-struct Connection {
-    stream: Box<dyn Stream>,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    timeout: Duration,
-    /// When the command being read (RETR) must be done.
-    deadline: Option<Deadline>,
-    lost: bool,
-    account: String,
-}
-
-impl Connection {
-    fn new(stream: Box<dyn Stream>, timeout: Duration, account: String) -> Connection {
-        Connection {
-            stream,
-            buf: vec![0; BUF_SIZE].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            timeout,
-            deadline: None,
-            lost: false,
-            account,
-        }
-    }
-
-    /// Marks the session dead when `result` is an error that leaves it unusable.
-    fn guard<T>(&mut self, result: Result<T, Pop3Error>) -> Result<T, Pop3Error> {
-        if let Err(e) = &result
-            && e.connection_lost()
-        {
-            self.lost = true;
-        }
-        result
-    }
-
-    /// Sends one command line. `shown` is what the log may show (credentials blanked).
-    async fn send(&mut self, command: &str, shown: &str) -> Result<(), Pop3Error> {
-        if self.lost {
-            return Err(Pop3Error::ConnectionClosed);
-        }
-        tracing::debug!(account = %self.account, "C: {shown}");
-        let mut line = Vec::with_capacity(command.len() + 2);
-        line.extend_from_slice(command.as_bytes());
-        line.extend_from_slice(b"\r\n");
-        let write = async {
-            self.stream.write_all(&line).await?;
-            self.stream.flush().await
-        };
-        let result = match tokio::time::timeout(self.timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Pop3Error::Io(e)),
-            Err(_) => Err(Pop3Error::Timeout(self.timeout)),
-        };
-        self.guard(result)
-    }
-
-    /// Reads more bytes into the buffer, after what is already there.
-    async fn fill(&mut self) -> Result<(), Pop3Error> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            // Only a status line can fill the buffer without being consumed.
-            return Err(Pop3Error::LineTooLong {
-                limit: STATUS_LINE_MAX,
-            });
-        }
-        // The read's own timeout, cut short by the command's deadline.
-        let mut wait = self.timeout;
-        let mut by_deadline = false;
-        if let Some(deadline) = &self.deadline {
-            let at = deadline.started + deadline.limit();
-            let left = at.saturating_duration_since(tokio::time::Instant::now());
-            if left <= wait {
-                (wait, by_deadline) = (left, true);
-            }
-        }
-        let read = self.stream.read(&mut self.buf[self.end..]);
-        match tokio::time::timeout(wait, read).await {
-            Ok(Ok(0)) => Err(Pop3Error::ConnectionClosed),
-            Ok(Ok(n)) => {
-                self.end += n;
-                if let Some(deadline) = &mut self.deadline {
-                    deadline.received = deadline.received.saturating_add(n as u64);
-                }
-                Ok(())
-            }
-            Ok(Err(e)) => Err(Pop3Error::Io(e)),
-            Err(_) if by_deadline => {
-                let (command, limit) = self
-                    .deadline
-                    .as_ref()
-                    .map(|d| (d.command.clone(), d.limit()))
-                    .unwrap_or_default();
-                Err(Pop3Error::Deadline { command, limit })
-            }
-            Err(_) => Err(Pop3Error::Timeout(self.timeout)),
-        }
-    }
-
-    /// Reads one line (up to LF), returned without its line end.
-    async fn read_line(&mut self) -> Result<Vec<u8>, Pop3Error> {
-        let result = self.read_line_inner().await;
-        self.guard(result)
-    }
-
-    async fn read_line_inner(&mut self) -> Result<Vec<u8>, Pop3Error> {
-        if self.lost {
-            return Err(Pop3Error::ConnectionClosed);
-        }
-        let mut searched = 0;
-        loop {
-            let pending = &self.buf[self.start..self.end];
-            if let Some(lf) = pending[searched..].iter().position(|b| *b == b'\n') {
-                let line = protocol::strip_line_end(&pending[..searched + lf + 1]).to_vec();
-                self.start += searched + lf + 1;
-                if line.len() > STATUS_LINE_MAX {
-                    return Err(Pop3Error::LineTooLong {
-                        limit: STATUS_LINE_MAX,
-                    });
-                }
-                return Ok(line);
-            }
-            searched = pending.len();
-            if searched > STATUS_LINE_MAX + 1 {
-                return Err(Pop3Error::LineTooLong {
-                    limit: STATUS_LINE_MAX,
-                });
-            }
-            self.fill().await?;
-        }
-    }
-
-    /// Reads a status line and parses it.
-    async fn read_status(&mut self) -> Result<Status, Pop3Error> {
-        let line = self.read_line().await?;
-        let status = protocol::parse_status(&line).map_err(|e| Pop3Error::Protocol(e.to_string()));
-        self.guard(status)
-    }
-
-    /// Reads the body of a multi-line response into `out`, to its terminator; `out` never
-    /// grows much beyond `limit` bytes.
-    async fn read_body(
-        &mut self,
-        decoder: &mut DotDecoder,
-        out: &mut Vec<u8>,
-        limit: usize,
-    ) -> Result<Option<Overflow>, Pop3Error> {
-        loop {
-            if self.start < self.end {
-                reserve_within(out, self.end - self.start, limit);
-                let fed = decoder.feed(&self.buf[self.start..self.end], out);
-                self.start += fed.consumed;
-                if fed.done {
-                    return Ok(decoder.overflow());
-                }
-            }
-            let filled = self.fill().await;
-            self.guard(filled)?;
-        }
-    }
-
-    /// Whether bytes the server sent are waiting unread.
-    fn has_buffered(&self) -> bool {
-        self.start < self.end
-    }
-
-    /// Ends the session politely: TLS close_notify and TCP FIN, errors ignored.
-    async fn shutdown(mut self) {
-        let _ = tokio::time::timeout(self.timeout, self.stream.shutdown()).await;
-    }
-}
-
-/// Makes room in `out` for `more` bytes, doubling as a `Vec` does but not past `limit` (a
-/// message that would go past it is dropped, so the room would be wasted).
-pub(super) fn reserve_within(out: &mut Vec<u8>, more: usize, limit: usize) {
-    if out.capacity() - out.len() >= more {
-        return;
-    }
-    let doubled = out.capacity().saturating_mul(2).min(limit);
-    let target = doubled.max(out.len() + more);
-    out.reserve_exact(target - out.len());
 }
 
 /// An authenticated POP3 session (TRANSACTION state). Dropping it without [`quit`] closes

@@ -6,6 +6,7 @@ pub mod apop;
 #[cfg(test)]
 mod apop_tests;
 mod client;
+mod conn;
 pub mod protocol;
 #[cfg(test)]
 mod stall_tests;

@@ -885,13 +885,13 @@ async fn a_message_larger_than_list_said_is_dropped_at_the_cap_and_the_session_g
 #[test]
 fn the_buffer_does_not_grow_past_the_cap() {
     let mut out = vec![0u8; 1000];
-    super::client::reserve_within(&mut out, 500, 1200);
+    super::conn::reserve_within(&mut out, 500, 1200);
     assert!(
         out.capacity() >= 1500 && out.capacity() < 2000,
         "{}",
         out.capacity()
     );
     let mut out = Vec::new();
-    super::client::reserve_within(&mut out, 10, 1 << 30);
+    super::conn::reserve_within(&mut out, 10, 1 << 30);
     assert!(out.capacity() >= 10);
 }
