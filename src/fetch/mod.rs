@@ -2,6 +2,7 @@
 //! list, fetch, mark for deletion, commit) and the POP3 and IMAP clients behind it ([`pop3`],
 //! [`imap`]), which connect through [`crate::tls`].
 
+pub mod idle;
 pub mod imap;
 pub mod mailbox;
 #[cfg(test)]
