@@ -133,6 +133,7 @@ fn account(port: u16) -> AccountConfig {
         after_fetch: Default::default(),
         unseen_only: false,
         auth: Default::default(),
+        idle: false,
     }
 }
 

@@ -462,7 +462,11 @@ fn numbered_mailbox(n: usize, extra_lines: &[&str], top: &[&str]) -> Numbered {
     for i in 0..n {
         dovecot.deliver(USER, &numbered_message(i));
     }
-    let account = account(&dovecot, Link::Starttls, extra_lines);
+    let mut account = account(&dovecot, Link::Starttls, extra_lines);
+    // A poll_interval in extra_lines replaces the default one (the first line).
+    if extra_lines.iter().any(|l| l.starts_with("poll_interval:")) {
+        account.extra_lines.remove(0);
+    }
     let config = write_config(dir.path(), &sink, account, top);
     Numbered {
         dovecot,
@@ -540,4 +544,28 @@ fn unseen_only_skips_mail_read_upstream_and_a_read_then_unread_message_is_not_de
     let tally = Tally::of(&numbered_pairs(3), &m.sink.transactions());
     assert!(tally.exact(), "{tally}");
     assert_eq!(m.dovecot.count(USER), 3, "retention keep");
+}
+
+#[test]
+fn idle_delivers_a_message_appended_while_idling_within_seconds() {
+    if support::skip_e2e() {
+        return;
+    }
+    // poll_interval 60 s: only IDLE can bring the second message in within 5 s.
+    let m = numbered_mailbox(1, &["idle: true", "poll_interval: 60s"], &[]);
+    let daemon = Mailferry::spawn(&["run", "--config", &m.config]);
+    assert_eq!(m.sink.wait_for(1, Duration::from_secs(30)).len(), 1);
+    // Time for the pass to end and the IDLE to begin.
+    std::thread::sleep(Duration::from_secs(1));
+    m.dovecot.deliver(USER, &numbered_message(1));
+    let delivered = std::time::Instant::now();
+    let got = m.sink.wait_for(2, Duration::from_secs(5));
+    let took = delivered.elapsed();
+    let out = daemon
+        .terminate(Duration::from_secs(30))
+        .expect("the daemon did not stop on SIGTERM");
+    assert_eq!(got.len(), 2, "not delivered within 5 s\n{}", stderr(&out));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let tally = Tally::of(&numbered_pairs(2), &m.sink.transactions());
+    assert!(tally.exact(), "{tally}");
 }

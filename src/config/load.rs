@@ -83,6 +83,7 @@ const ACCOUNT_KEYS: &[&str] = &[
     "after_fetch",
     "unseen_only",
     "auth",
+    "idle",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 

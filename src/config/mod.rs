@@ -367,6 +367,9 @@ pub struct AccountConfig {
     pub unseen_only: bool,
     /// How to log in (`auth: apop` for POP3 APOP).
     pub auth: AuthMethod,
+    /// IMAP: between passes, wait in IDLE for new mail (when the server offers it) instead of
+    /// only sleeping `poll_interval`.
+    pub idle: bool,
 }
 
 impl AccountConfig {

@@ -3,6 +3,7 @@
 //! [`imap`]), which connect through [`crate::tls`], and the TCP stream under it
 //! ([`quickack`]: no stall on a server's last small segment).
 
+pub mod idle;
 pub mod imap;
 pub mod mailbox;
 #[cfg(test)]

@@ -34,6 +34,11 @@ pub trait Mailboxes: Clone + Send + Sync + 'static {
 
     /// The mailbox of `account`.
     fn source<'a>(&'a self, config: &'a Config, account: &'a AccountConfig) -> Self::Source<'a>;
+
+    /// Waits until the next pass of `account` is due: `poll_interval` by default.
+    fn until_next_pass(&self, account: &AccountConfig) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(account.poll_interval)
+    }
 }
 
 /// The accounts' real mailboxes, by their `protocol`.
@@ -48,6 +53,11 @@ impl Mailboxes for Upstreams {
             account,
             max_message_size: config.max_message_size,
         }
+    }
+
+    /// `poll_interval`, or until new mail with `idle: true` (IMAP IDLE).
+    async fn until_next_pass(&self, account: &AccountConfig) {
+        crate::fetch::idle::until_next_pass(account).await
     }
 }
 
@@ -259,7 +269,8 @@ async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
     }
 }
 
-/// One account's cycle: a pass, then sleep `poll_interval` (or until stopped).
+/// One account's cycle: a pass, then wait `poll_interval` (or, with `idle: true`, until new
+/// mail), or until stopped.
 async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
     config: Arc<Config>,
     index: usize,
@@ -299,7 +310,7 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
             return;
         }
         tokio::select! {
-            _ = tokio::time::sleep(account.poll_interval) => {}
+            _ = mailboxes.until_next_pass(account) => {}
             _ = stop.changed() => return,
         }
     }

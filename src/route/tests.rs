@@ -784,6 +784,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         after_fetch: Default::default(),
         unseen_only: false,
         auth: Default::default(),
+        idle: false,
     };
     let config = Config {
         state_dir: "/tmp".into(),

@@ -200,6 +200,20 @@ impl Checker<'_> {
                 other => other,
             },
         };
+        let idle = match s.get("idle") {
+            None => Some(false),
+            Some(n) if protocol == Some(Protocol::Pop3) => {
+                let name = s.name("idle");
+                self.err(
+                    n,
+                    format!(
+                        "{name}: IDLE is an IMAP command; a pop3 account polls every poll_interval"
+                    ),
+                );
+                None
+            }
+            Some(n) => self.boolean(n, &s.name("idle")),
+        };
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
             (s.get("initial"), initial.flatten(), retention)
         {
@@ -234,6 +248,7 @@ impl Checker<'_> {
             after_fetch: after_fetch?,
             unseen_only: unseen_only?,
             auth: auth?,
+            idle: idle?,
         })
     }
 

@@ -1006,6 +1006,20 @@ fn after_fetch_seen_flags_imap_mail_that_retention_keeps() {
 }
 
 #[test]
+fn idle_is_an_imap_switch() {
+    let imap = BASE.replace("protocol: pop3", "protocol: imap");
+    let with =
+        |lines: &str| imap.replace("    password: pw\n", &format!("    password: pw\n{lines}"));
+    assert!(!load(&imap).unwrap().accounts[0].idle);
+    assert!(load(&with("    idle: true\n")).unwrap().accounts[0].idle);
+    assert_one_error(
+        &base_with("    password: pw\n", "    password: pw\n    idle: true\n"),
+        12,
+        "IDLE is an IMAP command",
+    );
+}
+
+#[test]
 fn unseen_only_is_an_imap_switch() {
     let imap = BASE.replace("protocol: pop3", "protocol: imap");
     let with =

@@ -3,7 +3,10 @@
 //! write is bounded by the account's timeout (`conn.rs`); responses are parsed by
 //! `protocol.rs`.
 
+mod idle;
 mod login;
+
+pub use idle::Woken;
 
 use super::ImapError;
 use super::command::{self, Command};
@@ -34,6 +37,8 @@ pub struct ImapClient {
     uidvalidity: Option<u32>,
     /// Messages in the selected folder, from the last EXISTS.
     exists: u32,
+    /// Messages new to this session (`\Recent`), from the last RECENT.
+    recent: u32,
     /// The largest message [`fetch`](ImapClient::fetch) keeps (`max_message_size`).
     message_max: u64,
     /// UIDs flagged `\Deleted` in this session, for UID EXPUNGE.
@@ -67,6 +72,11 @@ impl ImapClient {
     /// The selected folder's UIDVALIDITY.
     pub fn uidvalidity(&self) -> Option<u32> {
         self.uidvalidity
+    }
+
+    /// Messages that arrived since the last session saw the folder (RECENT at SELECT).
+    pub fn recent(&self) -> u32 {
+        self.recent
     }
 
     /// Sets the largest message [`fetch`](ImapClient::fetch) downloads (`max_message_size`,
@@ -394,6 +404,7 @@ impl ImapClient {
     fn note(&mut self, response: Response) -> Result<Response, ImapError> {
         match &response {
             Response::Exists(n) => self.exists = *n,
+            Response::Recent(n) => self.recent = *n,
             Response::Expunge(_) => self.exists = self.exists.saturating_sub(1),
             Response::Capability(caps) => self.capabilities = caps.clone(),
             Response::Bye { text } => return self.conn.guard(Err(ImapError::Bye(text.clone()))),

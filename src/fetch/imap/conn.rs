@@ -242,6 +242,30 @@ impl Connection {
         })
     }
 
+    /// Waits up to `window` for the server to send something (IDLE): true once bytes are
+    /// waiting, false when the window passed in silence. Nothing is lost when the window ends:
+    /// a read that has not completed has taken no bytes.
+    pub(super) async fn readable_within(&mut self, window: Duration) -> Result<bool, ImapError> {
+        if self.lost {
+            return Err(ImapError::ConnectionClosed);
+        }
+        if self.has_buffered() {
+            return Ok(true);
+        }
+        (self.start, self.end) = (0, 0);
+        let read = self.stream.read(&mut self.buf[..]);
+        let result = match tokio::time::timeout(window, read).await {
+            Ok(Ok(0)) => Err(ImapError::ConnectionClosed),
+            Ok(Ok(n)) => {
+                self.end = n;
+                Ok(true)
+            }
+            Ok(Err(e)) => Err(ImapError::Io(e)),
+            Err(_) => Ok(false),
+        };
+        self.guard(result)
+    }
+
     /// Reads more bytes into the buffer (which holds nothing unread when this is called, or
     /// only the start of a line that is kept elsewhere).
     async fn fill(&mut self) -> Result<(), ImapError> {

@@ -12,6 +12,8 @@ pub mod command;
 mod conn;
 pub mod folder;
 #[cfg(test)]
+mod idle_tests;
+#[cfg(test)]
 mod login_tests;
 pub mod protocol;
 #[cfg(test)]
@@ -25,7 +27,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use client::{ImapClient, Listed};
+pub use client::{ImapClient, Listed, Woken};
 pub use protocol::Capabilities;
 
 use crate::tls::TlsError;

@@ -185,6 +185,8 @@ pub enum Response {
     List(ListEntry),
     /// `* n EXISTS`.
     Exists(u32),
+    /// `* n RECENT`: messages new to this session (RFC 3501 `\Recent`).
+    Recent(u32),
     /// `* n EXPUNGE`.
     Expunge(u32),
     /// `* n FETCH (...)`.
@@ -333,6 +335,7 @@ impl Parser<'_> {
         let name = self.word_until_paren()?.to_ascii_uppercase();
         Some(match name.as_str() {
             "EXISTS" => Response::Exists(n),
+            "RECENT" => Response::Recent(n),
             "EXPUNGE" => Response::Expunge(n),
             "FETCH" => {
                 self.skip_spaces();

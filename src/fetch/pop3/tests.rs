@@ -36,6 +36,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         after_fetch: Default::default(),
         unseen_only: false,
         auth: Default::default(),
+        idle: false,
     }
 }
 

@@ -70,6 +70,7 @@ impl ImapClient {
             encrypted,
             uidvalidity: None,
             exists: 0,
+            recent: 0,
             message_max: MESSAGE_MAX as u64,
             flagged: Vec::new(),
             move_to: None,
