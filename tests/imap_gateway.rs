@@ -440,6 +440,13 @@ fn a_uidvalidity_change_redelivers_nothing() {
     dovecot.deliver(USER, &numbered_message(3));
     let out = poll_once(&config);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("UIDVALIDITY change"),
+        "{}",
+        stderr(&out)
+    );
+    let again = poll_once(&config);
+    assert!(!stderr(&again).contains("UIDVALIDITY change"), "said once");
     let sent = sink.transactions();
     assert_eq!(sent.len(), 4, "only the new message is delivered");
     assert_eq!(sent[3].rcpts, ["user3@example.com"]);

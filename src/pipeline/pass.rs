@@ -214,6 +214,16 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             // Every listed message counts as present, seen or not: a kept message that was
             // read upstream stays known, and is not delivered again if marked unread later.
             let present: HashSet<String> = listing.iter().map(|l| l.key.clone()).collect();
+            let before = self.store.load_account(name).await?;
+            if let Some(gone) = plan::keys_replaced(&before, &present) {
+                // Said once: next pass the new keys are known and the old ones forgotten.
+                tracing::warn!(
+                    account = name,
+                    "none of the {gone} message(s) known for this mailbox is listed any more and every listed message is new: \
+                     the mailbox was recreated or its keys changed (an IMAP UIDVALIDITY change); \
+                     what was delivered is not delivered again (dedup_window)"
+                );
+            }
             self.store.prune(name, &present).await?;
         }
         let known = self.store.load_account(name).await?;

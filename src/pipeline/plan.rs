@@ -1,6 +1,7 @@
 //! Pure decisions of a pass about one upstream message: whether to try it now, and what a
 //! failed attempt leads to. No I/O; the pass acts on the answers.
 
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use crate::config::RetryPolicy;
@@ -46,6 +47,20 @@ pub fn next(
 /// again then, `None` when the attempts are used up (quarantine).
 pub fn after_failure(attempts: u32, now: SystemTime, retry: &RetryPolicy) -> Option<SystemTime> {
     (attempts < retry.max_attempts).then(|| now + retry.delay(attempts))
+}
+
+/// Whether a mailbox's keys all changed at once (an IMAP UIDVALIDITY change, a mailbox
+/// recreated): something is listed, none of it is known, and known messages that were not
+/// deleted by us are no longer listed. `Some(how many vanished)`.
+pub fn keys_replaced(
+    known: &HashMap<String, MessageState>,
+    listed: &HashSet<String>,
+) -> Option<usize> {
+    if listed.is_empty() || listed.iter().any(|k| known.contains_key(k)) {
+        return None;
+    }
+    let vanished = known.values().filter(|s| s.deleted_at.is_none()).count();
+    (vanished > 0).then_some(vanished)
 }
 
 #[cfg(test)]
@@ -115,5 +130,31 @@ mod tests {
         };
         assert_eq!(after_failure(4, at(0), &long), Some(at(300)));
         assert_eq!(after_failure(99, at(0), &long), Some(at(300)));
+    }
+
+    #[test]
+    fn keys_replaced_only_when_everything_listed_is_new_and_known_mail_vanished() {
+        let known: HashMap<String, MessageState> = [("1:5", None), ("1:6", Some(at(10)))]
+            .into_iter()
+            .map(|(k, deleted)| {
+                let mut s = MessageState::new(at(1));
+                s.deleted_at = deleted;
+                (k.to_owned(), s)
+            })
+            .collect();
+        let keys = |l: &[&str]| l.iter().map(|k| k.to_string()).collect::<HashSet<_>>();
+        assert_eq!(keys_replaced(&known, &keys(&["2:1", "2:2"])), Some(1));
+        assert_eq!(
+            keys_replaced(&known, &keys(&["1:5", "2:2"])),
+            None,
+            "one is known"
+        );
+        assert_eq!(keys_replaced(&known, &keys(&[])), None, "nothing listed");
+        let only_deleted: HashMap<_, _> = known.into_iter().filter(|(k, _)| k == "1:6").collect();
+        assert_eq!(
+            keys_replaced(&only_deleted, &keys(&["2:1"])),
+            None,
+            "we deleted it"
+        );
     }
 }
