@@ -576,3 +576,37 @@ fn idle_delivers_a_message_appended_while_idling_within_seconds() {
     let tally = Tally::of(&numbered_pairs(2), &m.sink.transactions());
     assert!(tally.exact(), "{tally}");
 }
+
+#[test]
+fn a_message_of_several_chunks_arrives_whole() {
+    if support::skip_e2e() {
+        return;
+    }
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // 9 MiB of body: three `UID FETCH ... BODY.PEEK[]<offset.4194304>` pieces.
+    let line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789\n";
+    let body = line.repeat(9 * 1024 * 1024 / line.len());
+    let big = support::message(
+        &[
+            ("X-Original-To", "user0@example.com"),
+            ("From", "s@remote.test"),
+            ("Subject", "big"),
+            ("Message-ID", "<big@remote.test>"),
+        ],
+        &body,
+    );
+    dovecot.deliver(USER, &big);
+    let config = write_config(
+        dir.path(),
+        &sink,
+        account(&dovecot, Link::Starttls, &[]),
+        &[],
+    );
+    let out = poll_once(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sink.transactions().len(), 1);
+    assert_bodies_intact(&sink, &[big]);
+    assert_eq!(dovecot.count(USER), 0);
+}

@@ -58,6 +58,10 @@ impl std::fmt::Debug for ImapClient {
     }
 }
 
+/// The largest piece of a message one `UID FETCH` asks for (4 MiB): a message arrives in
+/// pieces of at most this size, so no single literal is larger.
+pub const CHUNK: u64 = 4 * 1024 * 1024;
+
 impl ImapClient {
     /// The capabilities as last announced.
     pub fn capabilities(&self) -> &Capabilities {
@@ -183,13 +187,14 @@ impl ImapClient {
         Ok(listed)
     }
 
-    /// `UID FETCH uid BODY.PEEK[]`: the whole message as the server holds it, without setting
-    /// `\Seen`, within the download deadline of the larger of `announced` (its RFC822.SIZE)
-    /// and the octets received.
+    /// `UID FETCH uid BODY.PEEK[]<offset.CHUNK>` until a piece comes back short: the whole
+    /// message as the server holds it, without setting `\Seen`, in pieces of at most
+    /// [`CHUNK`] octets (no single literal larger than that), each within the download
+    /// deadline of its size.
     ///
-    /// A message announced larger than `max_message_size` is not asked for; one whose literal
-    /// is larger is read to its end without being kept. Both give
-    /// [`ImapError::MessageTooLarge`], and the session stays usable.
+    /// A message announced larger than `max_message_size` is not asked for; one that turns
+    /// out larger is not kept. Both give [`ImapError::MessageTooLarge`], and the session stays
+    /// usable.
     pub async fn fetch(&mut self, uid: u32, announced: Option<u64>) -> Result<Vec<u8>, ImapError> {
         let limit = self.message_max;
         let too_large = |announced| ImapError::MessageTooLarge {
@@ -200,23 +205,38 @@ impl ImapClient {
         if announced.is_some_and(|size| size > limit) {
             return Err(too_large(announced));
         }
-        let text = format!("UID FETCH {uid} BODY.PEEK[]");
-        self.conn.start_deadline(&text, announced.unwrap_or(0));
-        let result = self.run_with(Command::new(&text), limit).await;
-        self.conn.end_deadline();
-        let mut body = None;
-        for r in result? {
-            if let Response::Fetch { data, .. } = r
-                && data.uid.is_none_or(|u| u == uid)
-                && let Some(found) = data.body
-            {
-                body = Some(found);
+        let mut message = Vec::new();
+        loop {
+            let offset = message.len() as u64;
+            let text = format!("UID FETCH {uid} BODY.PEEK[]<{offset}.{CHUNK}>");
+            let expected = announced.map_or(CHUNK, |a| a.saturating_sub(offset).min(CHUNK));
+            self.conn.start_deadline(&text, expected);
+            let result = self.run_with(Command::new(&text), limit).await;
+            self.conn.end_deadline();
+            let mut body = None;
+            for r in result? {
+                if let Response::Fetch { data, .. } = r
+                    && data.uid.is_none_or(|u| u == uid)
+                    && let Some(found) = data.body
+                {
+                    body = Some(found);
+                }
             }
-        }
-        match body {
-            Some(Some(Literal::Kept(bytes))) => Ok(bytes),
-            Some(Some(Literal::Dropped(size))) => Err(too_large(Some(size))),
-            Some(None) | None => Err(ImapError::MessageGone(uid)),
+            let piece = match body {
+                Some(Some(Literal::Kept(bytes))) => bytes,
+                Some(Some(Literal::Dropped(size))) => return Err(too_large(Some(offset + size))),
+                // Past the end (a message of exactly n pieces): NIL or nothing.
+                Some(None) | None if offset > 0 => Vec::new(),
+                Some(None) | None => return Err(ImapError::MessageGone(uid)),
+            };
+            let last = (piece.len() as u64) < CHUNK;
+            if offset + piece.len() as u64 > limit {
+                return Err(too_large(Some(offset + piece.len() as u64)));
+            }
+            message.extend_from_slice(&piece);
+            if last {
+                return Ok(message);
+            }
         }
     }
 

@@ -54,7 +54,7 @@ pub enum ImapError {
     /// in; the session is given up.
     #[error("{command} did not finish within its deadline of {limit:?}")]
     Deadline {
-        /// The command (`UID FETCH 7 BODY.PEEK[]`).
+        /// The command (`UID FETCH 7 BODY.PEEK[]<0.4194304>`).
         command: String,
         /// The time it was given in all.
         limit: Duration,

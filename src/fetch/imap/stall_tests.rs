@@ -43,7 +43,7 @@ async fn fetches_against_a_nagling_server_acknowledge_each_reply_at_once() {
     for i in 0..COMMANDS {
         let tag = format!("A{}", i + 4);
         script.extend([
-            expect(format!("{tag} UID FETCH 1 BODY.PEEK[]")),
+            expect(format!("{tag} UID FETCH 1 BODY.PEEK[]<0.4194304>")),
             Step::Send(
                 format!(
                     "* 1 FETCH (UID 1 BODY[] {{{}}}\r\n{MESSAGE})\r\n",

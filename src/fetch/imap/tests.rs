@@ -105,7 +105,7 @@ fn full_session_script() -> Vec<Step> {
              * 1 EXPUNGE\r\n\
              A3 OK Fetch completed.\r\n",
         ),
-        Step::Expect("A4 UID FETCH 7 BODY.PEEK[]"),
+        Step::Expect("A4 UID FETCH 7 BODY.PEEK[]<0.4194304>"),
         Step::Send(fetch),
         Step::Expect("A5 UID STORE 7 +FLAGS.SILENT (\\Deleted)"),
         send("* 1 FETCH (FLAGS (\\Deleted))\r\nA5 OK Store completed.\r\n"),
@@ -203,7 +203,7 @@ async fn a_connection_dropped_mid_literal_loses_the_session() {
     partial.extend_from_slice(&MESSAGE[..40]);
     let (mut client, fake) = selected(
         vec![
-            Step::Expect("A3 UID FETCH 7 BODY.PEEK[]"),
+            Step::Expect("A3 UID FETCH 7 BODY.PEEK[]<0.4194304>"),
             Step::Send(partial),
             Step::Close,
         ],
@@ -224,7 +224,7 @@ async fn a_connection_dropped_mid_literal_loses_the_session() {
 async fn a_message_announced_too_large_is_not_asked_for() {
     let (mut client, fake) = selected(
         vec![
-            Step::Expect("A3 UID FETCH 9 BODY.PEEK[]"),
+            Step::Expect("A3 UID FETCH 9 BODY.PEEK[]<0.4194304>"),
             Step::Send(body_response(9, b"small\r\n")),
             send("A3 OK done\r\n"),
         ],
@@ -255,7 +255,7 @@ async fn a_literal_over_the_limit_is_dropped_and_the_session_goes_on() {
     let big = vec![b'x'; 5000];
     let (mut client, fake) = selected(
         vec![
-            Step::Expect("A3 UID FETCH 7 BODY.PEEK[]"),
+            Step::Expect("A3 UID FETCH 7 BODY.PEEK[]<0.4194304>"),
             Step::Send(body_response(7, &big)),
             send("A3 OK done\r\n"),
             Step::Expect("A4 UID STORE 8 +FLAGS.SILENT (\\Deleted)"),
@@ -289,7 +289,7 @@ async fn a_literal_over_the_limit_is_dropped_and_the_session_goes_on() {
 async fn a_message_expunged_meanwhile_is_gone_not_a_lost_session() {
     let (mut client, fake) = selected(
         vec![
-            Step::Expect("A3 UID FETCH 7 BODY.PEEK[]"),
+            Step::Expect("A3 UID FETCH 7 BODY.PEEK[]<0.4194304>"),
             send("* 1 EXPUNGE\r\nA3 OK done\r\n"),
         ],
         1000,
@@ -305,7 +305,10 @@ async fn a_message_expunged_meanwhile_is_gone_not_a_lost_session() {
 #[tokio::test]
 async fn a_silent_server_times_out() {
     let (mut client, fake) = selected_with(
-        vec![Step::Expect("A3 UID FETCH 7 BODY.PEEK[]"), Step::Hang],
+        vec![
+            Step::Expect("A3 UID FETCH 7 BODY.PEEK[]<0.4194304>"),
+            Step::Hang,
+        ],
         1000,
         "UIDPLUS",
         Duration::from_millis(300),
@@ -497,5 +500,37 @@ async fn a_refused_store_fails_that_message_only() {
     client.mark_deleted(8).await.unwrap();
     // Only what was flagged is expunged.
     client.commit().await.unwrap();
+    fake.finish().await;
+}
+
+#[tokio::test]
+async fn a_message_larger_than_a_chunk_arrives_in_pieces() {
+    let chunk = super::client::CHUNK as usize;
+    let mut message = vec![b'x'; chunk + 10];
+    message[..8].copy_from_slice(b"Subject:");
+    let piece = |offset: usize, bytes: &[u8]| {
+        let mut r =
+            format!("* 1 FETCH (UID 7 BODY[]<{offset}> {{{}}}\r\n", bytes.len()).into_bytes();
+        r.extend_from_slice(bytes);
+        r.extend_from_slice(b")\r\n");
+        r
+    };
+    let mut first = piece(0, &message[..chunk]);
+    first.extend_from_slice(b"A3 OK done\r\n");
+    let mut rest = piece(chunk, &message[chunk..]);
+    rest.extend_from_slice(b"A4 OK done\r\n");
+    let (mut client, fake) = selected(
+        vec![
+            Step::Expect("A3 UID FETCH 7 BODY.PEEK[]<0.4194304>"),
+            Step::Send(first),
+            Step::Expect("A4 UID FETCH 7 BODY.PEEK[]<4194304.4194304>"),
+            Step::Send(rest),
+        ],
+        50_000_000,
+    )
+    .await;
+    let got = client.fetch(7, Some(message.len() as u64)).await.unwrap();
+    assert!(got == message, "the pieces joined are the message");
+    client.logout().await;
     fake.finish().await;
 }
