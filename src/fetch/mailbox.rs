@@ -5,6 +5,7 @@
 //! tests.
 
 use std::future::Future;
+use std::time::Duration;
 
 use crate::config::{AccountConfig, AfterFetch, FetchOrder, Protocol};
 
@@ -70,6 +71,12 @@ pub trait Mailbox: Send {
     fn settled(&mut self, msg: &Listed) -> impl Future<Output = Result<(), FetchError>> + Send {
         let _ = msg;
         async { Ok(()) }
+    }
+
+    /// The shortest time the server allows between two logins (POP3 `LOGIN-DELAY`), if it
+    /// said.
+    fn login_delay(&self) -> Option<Duration> {
+        None
     }
 
     /// Marks the message for deletion; done only by [`commit`](Mailbox::commit).
@@ -187,6 +194,15 @@ impl Mailbox for Session {
         match &mut self.link {
             Link::Pop3(client) => Ok(client.retr(msg.handle).await?),
             Link::Imap(client) => Ok(client.fetch(msg.handle, msg.size).await?),
+        }
+    }
+
+    fn login_delay(&self) -> Option<Duration> {
+        match &self.link {
+            Link::Pop3(client) => (client.capabilities())
+                .and_then(|c| c.login_delay)
+                .map(Duration::from_secs),
+            Link::Imap(_) => None,
         }
     }
 

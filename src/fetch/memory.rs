@@ -27,6 +27,8 @@ struct Inner {
     seen: HashSet<String>,
     /// The keys [`Mailbox::settled`] was called for, in order.
     kept: Vec<String>,
+    /// What the server says of LOGIN-DELAY.
+    login_delay: Option<std::time::Duration>,
 }
 
 impl MemoryMailbox {
@@ -80,6 +82,11 @@ impl MemoryMailbox {
     /// order, over every session.
     pub fn kept(&self) -> Vec<String> {
         self.lock().kept.clone()
+    }
+
+    /// The server announces this LOGIN-DELAY.
+    pub fn set_login_delay(&self, delay: std::time::Duration) {
+        self.lock().login_delay = Some(delay);
     }
 
     /// Sessions opened so far.
@@ -166,6 +173,10 @@ impl Mailbox for MemorySession {
         self.alive()?;
         self.mailbox.lock().kept.push(msg.key.clone());
         Ok(())
+    }
+
+    fn login_delay(&self) -> Option<std::time::Duration> {
+        self.mailbox.lock().login_delay
     }
 
     async fn delete(&mut self, msg: &Listed) -> Result<(), FetchError> {

@@ -281,7 +281,10 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
     fatal: tokio::sync::mpsc::Sender<String>,
 ) {
     let account = &config.accounts[index];
+    // The LOGIN-DELAY warning is said once per account.
+    let mut told_delay = false;
     loop {
+        let began = tokio::time::Instant::now();
         let pass = guarded_pass(
             config.clone(),
             index,
@@ -290,7 +293,22 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
             relay.clone(),
             stop.clone(),
         );
-        match pass.await {
+        let result = pass.await;
+        // Never log in sooner than the server allows (POP3 LOGIN-DELAY): it would refuse.
+        let delay = result.as_ref().ok().and_then(|r| r.login_delay);
+        if let Some(delay) = delay.filter(|d| *d > account.poll_interval)
+            && !told_delay
+        {
+            told_delay = true;
+            tracing::warn!(
+                account = %account.name,
+                "the server allows a login every {}s (LOGIN-DELAY); polling every {}s instead of poll_interval {}s",
+                delay.as_secs(),
+                delay.as_secs(),
+                account.poll_interval.as_secs()
+            );
+        }
+        match result {
             Err(e) if e.is_fatal() => {
                 let _ = fatal.send(e.to_string()).await;
                 return;
@@ -309,8 +327,14 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
         if *stop.borrow() {
             return;
         }
+        let wait = async {
+            mailboxes.until_next_pass(account).await;
+            if let Some(delay) = delay {
+                tokio::time::sleep_until(began + delay).await;
+            }
+        };
         tokio::select! {
-            _ = mailboxes.until_next_pass(account) => {}
+            _ = wait => {}
             _ = stop.changed() => return,
         }
     }

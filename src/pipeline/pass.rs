@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -87,6 +87,9 @@ pub struct PassReport {
     pub deleted: usize,
     /// Messages not downloaded because `max_per_pass` was reached.
     pub deferred: usize,
+    /// The server's `LOGIN-DELAY`: the next pass waits at least this long after this one
+    /// began.
+    pub login_delay: Option<Duration>,
 }
 
 impl fmt::Display for PassReport {
@@ -201,6 +204,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
     ) -> Result<Session, PassError> {
         let name = self.account.name.as_str();
         let mut listing = mailbox.list().await?;
+        self.report.login_delay = mailbox.login_delay();
         let unseen_only = self.account.unseen_only;
         if first {
             self.report.upstream = listing.len();

@@ -484,3 +484,25 @@ async fn dedup_off_delivers_every_copy() {
     w.pass().await.unwrap();
     assert_eq!(w.received("a@example.com"), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_poller_never_logs_in_sooner_than_the_server_s_login_delay() {
+    let w = World::new("");
+    // poll_interval 60s, but the server allows a login every 150 s: passes at 0, 150, 300 s.
+    w.mailbox.set_login_delay(Duration::from_secs(150));
+    let stop = async {
+        tokio::time::sleep(Duration::from_secs(400)).await;
+        Ok(())
+    };
+    let config = Arc::new(w.config.clone());
+    run_with(
+        config,
+        OneMailbox(w.mailbox.clone()),
+        &w.store,
+        &w.relay,
+        stop,
+    )
+    .await
+    .unwrap();
+    assert_eq!(w.mailbox.sessions(), 3);
+}

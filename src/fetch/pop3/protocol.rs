@@ -157,6 +157,9 @@ pub struct Capabilities {
     pub resp_codes: bool,
     /// The mechanisms listed after `SASL`, upper-cased.
     pub sasl: Vec<String>,
+    /// `LOGIN-DELAY n` (RFC 2449): the server refuses a login sooner than `n` seconds after
+    /// the last one.
+    pub login_delay: Option<u64>,
     /// Every capability line as sent, for diagnostics.
     pub lines: Vec<String>,
 }
@@ -177,6 +180,7 @@ impl Capabilities {
                 "PIPELINING" => capa.pipelining = true,
                 "RESP-CODES" => capa.resp_codes = true,
                 "SASL" => capa.sasl.extend(words.map(str::to_ascii_uppercase)),
+                "LOGIN-DELAY" => capa.login_delay = words.next().and_then(|n| n.parse().ok()),
                 _ => {}
             }
             capa.lines.push(text.trim().to_owned());
@@ -438,6 +442,17 @@ fn excerpt(line: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_delay_is_read_from_capa() {
+        let capa = Capabilities::parse(b"USER\r\nLOGIN-DELAY 900 USER\r\nUIDL\r\n");
+        assert_eq!(capa.login_delay, Some(900));
+        assert_eq!(Capabilities::parse(b"USER\r\n").login_delay, None);
+        assert_eq!(
+            Capabilities::parse(b"LOGIN-DELAY soon\r\n").login_delay,
+            None
+        );
+    }
     use proptest::prelude::*;
 
     /// Decodes `chunks` in order with generous limits; the body and how many bytes of the
