@@ -10,6 +10,7 @@ pub mod mailbox;
 pub mod memory;
 pub mod pop3;
 pub mod quickack;
+mod transport;
 
 pub use imap::{ImapClient, ImapError};
 pub use mailbox::{FetchError, Link, Listed, Mailbox, Session, Source, Upstream};

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::ImapError;
 use super::command::{Command, Part};
 use super::protocol::{self, Literal, RawResponse, Response, TEXT_MAX};
-use crate::fetch::pop3::fetch_deadline;
+use crate::fetch::transport::Deadline;
 
 /// Read buffer size.
 const BUF_SIZE: usize = 64 * 1024;
@@ -20,16 +20,6 @@ const RESERVE_MAX: u64 = 16 * 1024 * 1024;
 /// The transport: TCP, TLS over TCP, or (in tests) anything else.
 pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// How long one download may take in all: [`fetch_deadline`] of the larger of the size
-/// announced and the bytes received, as for POP3's RETR.
-struct Deadline {
-    /// The command, for the error.
-    command: String,
-    started: tokio::time::Instant,
-    announced: u64,
-    received: u64,
-}
 
 /// An IMAP byte stream with its read buffer.
 pub(super) struct Connection {
@@ -90,12 +80,12 @@ impl Connection {
     /// Starts an overall deadline for the download `command`, of a message announced as
     /// `announced` octets; it moves with the octets received.
     pub(super) fn start_deadline(&mut self, command: &str, announced: u64) {
-        self.deadline = Some(Deadline {
-            command: command.to_owned(),
-            started: tokio::time::Instant::now(),
+        self.deadline = Some(Deadline::new(
+            command.to_owned(),
+            self.timeout,
             announced,
-            received: 0,
-        });
+            None,
+        ));
     }
 
     pub(super) fn end_deadline(&mut self) {
@@ -274,23 +264,14 @@ impl Connection {
             self.end = 0;
         }
         // The read's own timeout, cut short by the download's deadline.
-        let mut wait = self.timeout;
-        let mut by_deadline = false;
-        if let Some(deadline) = &self.deadline {
-            let limit = fetch_deadline(self.timeout, deadline.announced.max(deadline.received));
-            let left =
-                (deadline.started + limit).saturating_duration_since(tokio::time::Instant::now());
-            if left <= wait {
-                (wait, by_deadline) = (left, true);
-            }
-        }
+        let (wait, by_deadline) = Deadline::next_wait(self.deadline.as_ref(), self.timeout);
         let read = self.stream.read(&mut self.buf[self.end..]);
         match tokio::time::timeout(wait, read).await {
             Ok(Ok(0)) => Err(ImapError::ConnectionClosed),
             Ok(Ok(n)) => {
                 self.end += n;
                 if let Some(deadline) = &mut self.deadline {
-                    deadline.received = deadline.received.saturating_add(n as u64);
+                    deadline.received(n);
                 }
                 Ok(())
             }
@@ -299,10 +280,7 @@ impl Connection {
                 let (command, limit) = self
                     .deadline
                     .as_ref()
-                    .map(|d| {
-                        let limit = fetch_deadline(self.timeout, d.announced.max(d.received));
-                        (d.command.clone(), limit)
-                    })
+                    .map(|d| (d.command.clone(), d.limit()))
                     .unwrap_or_default();
                 Err(ImapError::Deadline { command, limit })
             }

@@ -159,3 +159,14 @@ impl ImapError {
         }
     }
 }
+
+impl From<crate::fetch::transport::DialError> for ImapError {
+    fn from(e: crate::fetch::transport::DialError) -> ImapError {
+        use crate::fetch::transport::DialError;
+        match e {
+            DialError::Connect { addr, source } => ImapError::Connect { addr, source },
+            DialError::Timeout(limit) => ImapError::Timeout(limit),
+            DialError::Io(e) => ImapError::Io(e),
+        }
+    }
+}

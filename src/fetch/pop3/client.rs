@@ -4,15 +4,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
-use super::conn::{Connection, Deadline, Stream};
+use super::conn::{Connection, Stream};
 use super::protocol::{
     self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
 };
 use super::{Pop3Error, apop};
 use crate::config::{AccountConfig, AuthMethod, TlsMode};
-use crate::fetch::quickack::QuickAck;
+use crate::fetch::transport::{Deadline, dial};
 use crate::tls::TlsClient;
 
 /// Largest message RETR accepts unless [`Pop3Client::set_max_message_size`] says otherwise;
@@ -95,20 +93,8 @@ impl Pop3Client {
         check_credential(&account.username, "user name")?;
         check_credential(account.password.expose(), "password")?;
 
-        let host = account.host.trim_start_matches('[').trim_end_matches(']');
-        let addr = format!("{}:{}", account.host, account.port);
-        let tcp =
-            match tokio::time::timeout(account.timeout, TcpStream::connect((host, account.port)))
-                .await
-            {
-                Ok(Ok(tcp)) => tcp,
-                Ok(Err(source)) => return Err(Pop3Error::Connect { addr, source }),
-                Err(_) => return Err(Pop3Error::Timeout(account.timeout)),
-            };
-        // Commands are single short lines: send each at once.
-        tcp.set_nodelay(true)?;
-        tracing::debug!(account = %account.name, "connected to {addr}");
-        Pop3Client::establish(Box::new(QuickAck::new(tcp)), account, tls_config).await
+        let tcp = dial(account).await?;
+        Pop3Client::establish(Box::new(tcp), account, tls_config).await
     }
 
     /// Everything after the TCP connect: implicit TLS, greeting, CAPA, STLS, login.
@@ -405,14 +391,12 @@ impl Pop3Client {
             .min(self.message_max);
         let reserve = usize::try_from(reserve).unwrap_or(0);
         let command = format!("RETR {msg}");
-        self.conn.deadline = Some(Deadline {
-            command: command.clone(),
-            started: tokio::time::Instant::now(),
-            timeout: self.timeout,
-            announced: announced.unwrap_or(0),
-            received: 0,
+        self.conn.deadline = Some(Deadline::new(
+            command.clone(),
+            self.timeout,
+            announced.unwrap_or(0),
             until,
-        });
+        ));
         // A message line is limited only by the message's own limit: mail with megabytes on
         // one line (unwrapped base64, generated HTML) exists, and costs no more memory here.
         let result = self.multi(&command, limit, limit, reserve).await;

@@ -7,33 +7,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Pop3Error;
-use super::client::{BUF_SIZE, fetch_deadline};
+use super::client::BUF_SIZE;
 use super::protocol::{self, DotDecoder, Overflow, STATUS_LINE_MAX, Status};
+use crate::fetch::transport::Deadline;
 
 /// The transport: TCP, TLS over TCP, or (in tests) anything else.
 pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// How long one command (RETR) may take in all: [`fetch_deadline`] of the larger of the
-/// size announced and the bytes received, and never past `until`.
-pub(super) struct Deadline {
-    /// The command, for the error.
-    pub(super) command: String,
-    pub(super) started: tokio::time::Instant,
-    pub(super) timeout: Duration,
-    pub(super) announced: u64,
-    pub(super) received: u64,
-    /// A limit of the caller's, from the start.
-    pub(super) until: Option<Duration>,
-}
-
-impl Deadline {
-    /// The time allowed from the start, as it stands now.
-    pub(super) fn limit(&self) -> Duration {
-        let paced = fetch_deadline(self.timeout, self.announced.max(self.received));
-        self.until.map_or(paced, |until| until.min(paced))
-    }
-}
 
 /// A byte stream with a read buffer, a timeout on every read and write, and a flag that is
 /// set once the session is out of step.
@@ -111,22 +91,14 @@ impl Connection {
             });
         }
         // The read's own timeout, cut short by the command's deadline.
-        let mut wait = self.timeout;
-        let mut by_deadline = false;
-        if let Some(deadline) = &self.deadline {
-            let at = deadline.started + deadline.limit();
-            let left = at.saturating_duration_since(tokio::time::Instant::now());
-            if left <= wait {
-                (wait, by_deadline) = (left, true);
-            }
-        }
+        let (wait, by_deadline) = Deadline::next_wait(self.deadline.as_ref(), self.timeout);
         let read = self.stream.read(&mut self.buf[self.end..]);
         match tokio::time::timeout(wait, read).await {
             Ok(Ok(0)) => Err(Pop3Error::ConnectionClosed),
             Ok(Ok(n)) => {
                 self.end += n;
                 if let Some(deadline) = &mut self.deadline {
-                    deadline.received = deadline.received.saturating_add(n as u64);
+                    deadline.received(n);
                 }
                 Ok(())
             }

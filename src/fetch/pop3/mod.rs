@@ -150,3 +150,14 @@ impl Pop3Error {
         }
     }
 }
+
+impl From<crate::fetch::transport::DialError> for Pop3Error {
+    fn from(e: crate::fetch::transport::DialError) -> Pop3Error {
+        use crate::fetch::transport::DialError;
+        match e {
+            DialError::Connect { addr, source } => Pop3Error::Connect { addr, source },
+            DialError::Timeout(limit) => Pop3Error::Timeout(limit),
+            DialError::Io(e) => Pop3Error::Io(e),
+        }
+    }
+}

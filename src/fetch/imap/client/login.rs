@@ -2,8 +2,6 @@
 //! CAPABILITY, then AUTHENTICATE PLAIN or LOGIN. No credential goes on the wire before the
 //! connection is as secure as the account requires.
 
-use tokio::net::TcpStream;
-
 use super::super::ImapError;
 use super::super::command::{self, Command};
 use super::super::conn::{Connection, Stream};
@@ -11,7 +9,7 @@ use super::super::protocol::{Capabilities, Code, LITERAL_MAX, Response, Status};
 use super::ImapClient;
 use crate::config::{AccountConfig, TlsMode};
 use crate::fetch::pop3::{MESSAGE_MAX, redact};
-use crate::fetch::quickack::QuickAck;
+use crate::fetch::transport::dial;
 use crate::tls::TlsClient;
 
 impl ImapClient {
@@ -34,17 +32,8 @@ impl ImapClient {
         check_credential(&account.username, "user name")?;
         check_credential(account.password.expose(), "password")?;
 
-        let host = account.host.trim_start_matches('[').trim_end_matches(']');
-        let addr = format!("{}:{}", account.host, account.port);
-        let connect = TcpStream::connect((host, account.port));
-        let tcp = match tokio::time::timeout(account.timeout, connect).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(source)) => return Err(ImapError::Connect { addr, source }),
-            Err(_) => return Err(ImapError::Timeout(account.timeout)),
-        };
-        tcp.set_nodelay(true)?;
-        tracing::debug!(account = %account.name, "connected to {addr}");
-        ImapClient::establish(Box::new(QuickAck::new(tcp)), account, tls_config).await
+        let tcp = dial(account).await?;
+        ImapClient::establish(Box::new(tcp), account, tls_config).await
     }
 
     /// Everything after the TCP connect: implicit TLS, greeting, CAPABILITY, STARTTLS, login.
