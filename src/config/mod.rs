@@ -52,7 +52,7 @@ pub struct Config {
     /// the internal server relay it onward (`%`, `!`, a quoted `@`, a source route).
     pub source_routed: SourceRouted,
     /// `dedup_window` (`None` with `dedup: off`): for this long, a recipient that got a
-    /// message (by Message-ID, or by content when it has none) does not get it again, from
+    /// message (by its Message-ID and content) does not get it again, from
     /// another copy in the mailbox, another account, or the same mail under new keys (an IMAP
     /// UIDVALIDITY change).
     pub dedup_window: Option<Duration>,

@@ -7,14 +7,13 @@ use crate::relay::{Outcome, RcptResult, Reply};
 use crate::route::Recipient;
 use crate::state::{MessageState, RecipientStatus};
 
-/// What identifies a message across copies, accounts and keys, for `dedup_window`: its
-/// Message-ID; without one, a SHA-256 of its body and its `From:`, `Date:` and `Subject:`
-/// lines (the provider's per-copy envelope headers are left out, so that the copies a
-/// provider stores one per recipient have the same id).
+/// What identifies a message across copies, accounts and keys, for `dedup_window`: a
+/// SHA-256 of its Message-ID, its `From:`, `Date:` and `Subject:` lines and its body. The
+/// provider's per-copy envelope headers are left out, so that the copies a provider stores
+/// one per recipient have the same id; the content is in, so that a message that merely
+/// claims another's Message-ID (sent ahead of it by someone who knows it) is not taken for
+/// it and does not keep it from its recipients.
 pub fn dedup_id(message_id: Option<&str>, raw: &[u8]) -> String {
-    if let Some(id) = message_id {
-        return format!("mid:{id}");
-    }
     let (head, body) = match raw.windows(4).position(|w| w == b"\r\n\r\n") {
         Some(i) => raw.split_at(i + 4),
         None => match raw.windows(2).position(|w| w == b"\n\n") {
@@ -23,6 +22,8 @@ pub fn dedup_id(message_id: Option<&str>, raw: &[u8]) -> String {
         },
     };
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    hash.update(message_id.unwrap_or("").as_bytes());
+    hash.update(b"\n");
     for line in head.split(|b| *b == b'\n') {
         let lower = line.to_ascii_lowercase();
         if [&b"from:"[..], b"date:", b"subject:"]
@@ -213,7 +214,6 @@ mod tests {
 
     #[test]
     fn the_dedup_id_is_the_message_id_else_a_hash_that_ignores_per_copy_headers() {
-        assert_eq!(dedup_id(Some("a@b"), b"anything"), "mid:a@b");
         let one = b"Delivered-To: a@example.com\r\nFrom: x@y\r\nSubject: s\r\n\r\nbody\r\n";
         let two = b"Delivered-To: b@example.com\r\nFrom: x@y\r\nSubject: s\r\n\r\nbody\r\n";
         let other = b"Delivered-To: a@example.com\r\nFrom: x@y\r\nSubject: s\r\n\r\nbody2\r\n";
@@ -221,6 +221,12 @@ mod tests {
         assert_ne!(dedup_id(None, one), dedup_id(None, other));
         assert!(dedup_id(None, one).starts_with("sha256:"));
         assert_eq!(dedup_id(None, one).len(), "sha256:".len() + 64);
+        // The same Message-ID on other content is another message; the same content under
+        // another Message-ID too.
+        assert_eq!(dedup_id(Some("m@x"), one), dedup_id(Some("m@x"), two));
+        assert_ne!(dedup_id(Some("m@x"), one), dedup_id(Some("m@x"), other));
+        assert_ne!(dedup_id(Some("m@x"), one), dedup_id(Some("n@x"), one));
+        assert_ne!(dedup_id(Some("m@x"), one), dedup_id(None, one));
     }
 
     #[test]

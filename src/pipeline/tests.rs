@@ -506,3 +506,18 @@ async fn the_poller_never_logs_in_sooner_than_the_server_s_login_delay() {
     .unwrap();
     assert_eq!(w.mailbox.sessions(), 3);
 }
+
+#[tokio::test]
+async fn a_message_claiming_another_s_message_id_does_not_keep_it_from_its_recipient() {
+    let w = World::new("");
+    let with = |body: &str| {
+        format!("Message-ID: <known@x.test>\r\nTo: a@example.com\r\nSubject: s\r\n\r\n{body}\r\n")
+            .into_bytes()
+    };
+    // Sent ahead by someone who knows the Message-ID of the real message.
+    w.mailbox.add(&with("spoof"));
+    w.mailbox.add(&with("the real one"));
+    w.pass().await.unwrap();
+    assert_eq!(w.received("a@example.com"), 2, "both are delivered");
+    assert!(w.mailbox.keys().is_empty());
+}

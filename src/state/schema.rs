@@ -58,7 +58,7 @@ const MIGRATIONS: &[&str] = &[
     // 3: the mailbox each account collects (`AccountConfig::mailbox_id`), so that state
     // follows an account renamed in the configuration; filled in by the next pass.
     "ALTER TABLE accounts ADD COLUMN mailbox TEXT;",
-    // 4: which recipients got which message (by Message-ID, or content hash), in any account,
+    // 4: which recipients got which message (`pipeline::dedup_id`), in any account,
     // for `dedup_window`: a second copy of a message is not delivered again, whatever its key.
     "CREATE TABLE deliveries (
         dedup_id  TEXT    NOT NULL,
