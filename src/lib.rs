@@ -36,6 +36,7 @@ pub mod config;
 pub mod fetch;
 pub mod metrics;
 pub mod pipeline;
+pub mod recipient;
 pub mod relay;
 pub mod retention;
 pub mod route;

@@ -5,11 +5,12 @@ use std::time::SystemTime;
 
 use crate::address::Address;
 use crate::config::{AccountConfig, Config};
+use crate::recipient::{Status, WholeRefusal};
 use crate::relay::{Outcome, RcptResult, Relay, RelayError, received_header};
 use crate::route::{self, Rules};
-use crate::state::{MessageState, RecipientStatus, StateError, StateStore};
+use crate::state::{MessageState, StateError, StateStore};
 
-use super::decide::{self, Refusal};
+use super::decide::{self, Plan, Refusal, Standing};
 use super::notice;
 
 /// Where one message stands after an attempt.
@@ -20,23 +21,25 @@ pub enum Verdict {
     Settled(MessageState),
     /// Not settled, for a reason that may pass (a 4xx, a timeout): try again after a back-off.
     Retry(String),
-    /// Refused for good as a whole, and the postmaster's copy was refused too: quarantine.
+    /// Refused for good with nowhere else to go (the postmaster's copy was refused too):
+    /// quarantine.
     Refused(String),
     /// No SMTP session could be set up: every other message would fail alike; not the
     /// message's fault.
     RelayUnavailable(String),
 }
 
-/// What happened to one message.
+/// What happened to one message: where it stands, and each of its recipients.
 #[derive(Debug)]
 pub struct Delivery {
+    /// Where the message stands.
     pub verdict: Verdict,
-    pub delivered: usize,
-    pub rerouted: usize,
+    /// Its recipients, as the attempt left them.
+    pub plan: Plan,
 }
 
-/// Routes `raw`, relays it to the recipients that `seen` does not list as done, and records
-/// every outcome (and, when all are settled, the message) in one transaction. Only a
+/// Routes `raw`, relays it to the recipients that `seen` does not list as settled, and
+/// records every outcome (and, when all are settled, the message) in one transaction. Only a
 /// state-store failure is an error: a relay failure leaves the message unsettled.
 #[allow(clippy::too_many_arguments)]
 pub async fn deliver<R: Relay, St: StateStore>(
@@ -60,15 +63,16 @@ pub async fn deliver<R: Relay, St: StateStore>(
         tracing::warn!(account = name, uid, "refused address {r}; {then}");
         crate::metrics::addresses_refused(name, r.why.label());
     }
-    let (to_send, skipped) = decide::to_send(&routing.recipients, seen);
-    for r in skipped {
+    let mut plan = Plan::new(&routing.recipients, seen);
+    for r in &plan.earlier {
         tracing::info!(account = name, uid, recipient = %r.address, "already delivered in an earlier pass");
         crate::metrics::recipient_outcome(name, "skipped");
     }
-    for r in &to_send {
-        tracing::info!(account = name, uid, recipient = %r.address, reason = %r.reason, "routing");
+    for r in &routing.recipients {
+        if !plan.earlier.iter().any(|e| e.address == r.address) {
+            tracing::info!(account = name, uid, recipient = %r.address, reason = %r.reason, "routing");
+        }
     }
-    let mut pending: Vec<Address> = to_send.into_iter().map(|r| r.address.clone()).collect();
     let now = SystemTime::now();
     // Who got this very message already, from another copy or under another key.
     let dedup = (config.dedup_window).map(|window| {
@@ -77,186 +81,110 @@ pub async fn deliver<R: Relay, St: StateStore>(
             now - window,
         )
     });
-    let mut duplicates = Vec::new();
     if let Some((id, since)) = &dedup {
-        let keys: Vec<String> = pending.iter().map(Address::dedup_key).collect();
+        let keys: Vec<String> = plan.to_send().iter().map(Address::dedup_key).collect();
         let got = store.delivered_before(id, &keys, *since).await?;
-        pending.retain(|r| {
-            if !got.contains(&r.dedup_key()) {
-                return true;
-            }
+        for r in plan.duplicates(&got, id) {
             tracing::info!(account = name, uid, recipient = %r, "already got this message ({id}); not sent again");
             crate::metrics::recipient_outcome(name, "duplicate");
-            let why = format!("duplicate of an earlier delivery ({id})");
-            duplicates.push((r.clone(), RecipientStatus::Delivered, why));
-            false
-        });
+        }
     }
     let dedup = dedup.as_ref().map(|(id, _)| id.as_str());
-    let unsettled = |verdict| Delivery {
-        verdict,
-        delivered: 0,
-        rerouted: 0,
-    };
+    let pending = plan.to_send();
     if pending.is_empty() {
-        let state = (store.record_recipients(name, uid, dedup, &duplicates, true, now)).await?;
-        return Ok(unsettled(Verdict::Settled(state)));
+        let state = (store.record_recipients(name, uid, dedup, &plan.now, true, now)).await?;
+        return Ok(Delivery {
+            verdict: Verdict::Settled(state),
+            plan,
+        });
     }
 
     let message = with_trace(relay, account, uid, &pending, "", raw);
     let return_path = routing.return_path.as_ref();
-    let results = match relay.send(return_path, &pending, &message).await {
-        Ok(results) => results,
-        Err(e) if e.is_permanent() => {
-            relay_failed(name, uid, &e);
-            let message = (uid, raw, dedup);
-            return refused_whole(
-                config,
-                account,
-                relay,
-                store,
-                message,
-                return_path,
-                &pending,
-                &e,
-            )
-            .await;
-        }
+    let mut reverse = return_path;
+    match relay.send(return_path, &pending, &message).await {
+        Ok(results) => plan.take_replies(&results),
         Err(e) => {
             relay_failed(name, uid, &e);
-            return Ok(unsettled(if e.is_unavailable() {
-                Verdict::RelayUnavailable(e.to_string())
-            } else {
-                Verdict::Retry(e.to_string())
-            }));
+            let Some(whole) = WholeRefusal::from_error(&e) else {
+                let verdict = if e.is_unavailable() {
+                    Verdict::RelayUnavailable(e.to_string())
+                } else {
+                    Verdict::Retry(e.to_string())
+                };
+                return Ok(Delivery { verdict, plan });
+            };
+            // Refused at MAIL FROM: that sender will be refused again; the postmaster's copy
+            // goes with the null reverse path.
+            if whole.sender_refused {
+                reverse = None;
+            }
+            plan.refuse_whole(whole);
         }
-    };
+    }
+    if plan.whole.is_none() {
+        log_replies(name, uid, &plan);
+    }
 
-    let replies = decide::sort_replies(&pending, &results);
-    log_replies(name, uid, &replies);
     let mut copy = Ok(());
-    if !replies.refused.is_empty() {
-        // What the internal server accepted is on disk before the re-route is tried: a crash
-        // during it must not send the accepted copies again.
-        let accepted: Vec<_> = (replies.delivered.iter())
-            .map(|(r, reply)| (r.clone(), RecipientStatus::Delivered, reply.to_string()))
-            .collect();
-        store
-            .record_recipients(name, uid, dedup, &accepted, false, now)
-            .await?;
-        let headers: String = decide::reroute_for(&replies, &config.postmaster)
-            .map(|(r, reply)| notice::refused_recipient(r.as_str(), &reply.to_string()))
-            .collect();
-        copy = reroute(config, account, relay, uid, raw, &headers, return_path).await;
-    }
-    let mut standing = decide::standing(&replies, &config.postmaster, &copy);
-    for (_, status, _) in &standing.outcomes {
-        let label = match status {
-            RecipientStatus::Delivered => "delivered",
-            RecipientStatus::Rerouted => "rerouted",
-            RecipientStatus::Pending => "temporary",
+    if plan.needs_copy() {
+        let headers: String = match &plan.whole {
+            Some(whole) => notice::refused_whole(&whole.why),
+            None => {
+                // What the internal server accepted is on disk before the re-route is tried:
+                // a crash during it must not send the accepted copies again.
+                let accepted = plan.accepted();
+                (store.record_recipients(name, uid, dedup, &accepted, false, now)).await?;
+                (plan.reroute_for(&config.postmaster))
+                    .map(|(r, reply)| notice::refused_recipient(r.as_str(), &reply.to_string()))
+                    .collect()
+            }
         };
-        crate::metrics::recipient_outcome(name, label);
+        copy = reroute(config, account, relay, uid, raw, &headers, reverse).await;
     }
-    standing.outcomes.extend(duplicates);
-    let state = store
-        .record_recipients(
-            name,
-            uid,
-            dedup,
-            &standing.outcomes,
-            standing.settled(),
-            now,
-        )
-        .await?;
-    // A temporary failure may still pass; one refused for good with nowhere to go cannot.
-    let verdict = match (standing.retry, standing.give_up) {
-        (Some(why), _) => Verdict::Retry(why),
-        (None, Some(why)) => Verdict::Refused(why),
-        (None, None) => Verdict::Settled(state),
+    let standing = plan.settle(&config.postmaster, &copy);
+    // A message refused as a whole counts its recipients only once they are re-routed.
+    if plan.whole.is_none() || standing == Standing::Settled {
+        for r in &plan.now {
+            let label = match r.status {
+                Status::Delivered(_) => "delivered",
+                Status::Rerouted(_) => "rerouted",
+                Status::Temporary(_) | Status::Permanent(_) => "temporary",
+                Status::Pending | Status::Duplicate(_) => continue,
+            };
+            crate::metrics::recipient_outcome(name, label);
+        }
+    }
+    let settled = standing == Standing::Settled;
+    let state = (store.record_recipients(name, uid, dedup, &plan.now, settled, now)).await?;
+    let verdict = match standing {
+        Standing::Retry(why) => Verdict::Retry(why),
+        Standing::GiveUp(why) => Verdict::Refused(why),
+        Standing::Settled => Verdict::Settled(state),
     };
-    Ok(Delivery {
-        verdict,
-        delivered: replies.delivered.len(),
-        rerouted: standing.rerouted,
-    })
+    Ok(Delivery { verdict, plan })
 }
 
 /// One log line per recipient sent to, saying what the internal server replied.
-fn log_replies(name: &str, uid: &str, replies: &decide::Replies) {
-    for (recipient, reply) in &replies.delivered {
-        tracing::info!(account = name, uid, recipient = %recipient, "delivered: {reply}");
-    }
-    for (recipient, reply) in &replies.deferred {
-        tracing::warn!(account = name, uid, recipient = %recipient, "deferred, will retry: {reply}");
-    }
-    for (recipient, reply) in &replies.refused {
-        tracing::warn!(account = name, uid, recipient = %recipient, "refused: {reply}; re-routing to the postmaster");
-    }
-    for recipient in &replies.missing {
-        tracing::warn!(account = name, uid, recipient = %recipient, "the relay gave no outcome; will retry");
-    }
-}
-
-/// The internal server refused the whole message for good (MAIL FROM or DATA 5xx): the
-/// postmaster gets it instead, with a line saying why; if the postmaster's copy is refused
-/// too, the verdict is `Refused` (quarantine).
-#[allow(clippy::too_many_arguments)]
-async fn refused_whole<R: Relay, St: StateStore>(
-    config: &Config,
-    account: &AccountConfig,
-    relay: &R,
-    store: &St,
-    (uid, raw, dedup): (&str, &[u8], Option<&str>),
-    return_path: Option<&Address>,
-    pending: &[Address],
-    e: &RelayError,
-) -> Result<Delivery, StateError> {
-    let name = account.name.as_str();
-    let why = e.to_string();
-    // Refused at MAIL FROM: that sender will be refused again; the postmaster's copy goes
-    // with the null reverse path.
-    let reverse = match e {
-        RelayError::MailFrom { .. } | RelayError::ReversePath { .. } => None,
-        _ => return_path,
-    };
-    let headers = notice::refused_whole(&why);
-    let delivery = match reroute(config, account, relay, uid, raw, &headers, reverse).await {
-        Ok(()) => {
-            let outcomes: Vec<_> = pending
-                .iter()
-                .map(|r| {
-                    crate::metrics::recipient_outcome(name, "rerouted");
-                    (r.clone(), RecipientStatus::Rerouted, why.clone())
-                })
-                .collect();
-            let state = store
-                .record_recipients(name, uid, dedup, &outcomes, true, SystemTime::now())
-                .await?;
-            Delivery {
-                verdict: Verdict::Settled(state),
-                delivered: 0,
-                rerouted: outcomes.len(),
+fn log_replies(name: &str, uid: &str, plan: &Plan) {
+    for r in &plan.now {
+        let recipient = &r.address;
+        match &r.status {
+            Status::Delivered(reply) => {
+                tracing::info!(account = name, uid, recipient = %recipient, "delivered: {reply}");
             }
-        }
-        Err(postmaster) => {
-            let why = format!(
-                "{why}; the copy to the postmaster failed too: {}",
-                postmaster.why
-            );
-            let verdict = if postmaster.permanent {
-                Verdict::Refused(why)
-            } else {
-                Verdict::Retry(why)
-            };
-            Delivery {
-                verdict,
-                delivered: 0,
-                rerouted: 0,
+            Status::Temporary(reply) => {
+                tracing::warn!(account = name, uid, recipient = %recipient, "deferred, will retry: {reply}");
             }
+            Status::Permanent(reply) => {
+                tracing::warn!(account = name, uid, recipient = %recipient, "refused: {reply}; re-routing to the postmaster");
+            }
+            Status::Pending => {
+                tracing::warn!(account = name, uid, recipient = %recipient, "the relay gave no outcome; will retry");
+            }
+            Status::Duplicate(_) | Status::Rerouted(_) => {}
         }
-    };
-    Ok(delivery)
+    }
 }
 
 /// Sends the postmaster one copy of a message the internal server refused for good, with

@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use crate::address::Address;
+use crate::recipient::Recipient;
 
-use super::{MessageState, Quarantined, RecipientStatus, StateError, StateStore};
+use super::{MessageState, Quarantined, StateError, StateStore};
 
 /// A state store held in memory; clones share it.
 #[derive(Debug, Clone, Default)]
@@ -128,23 +128,19 @@ impl StateStore for MemoryStore {
         account: &str,
         key: &str,
         dedup: Option<&str>,
-        outcomes: &[(Address, RecipientStatus, String)],
+        recipients: &[Recipient],
         settle: bool,
         now: SystemTime,
     ) -> Result<MessageState, StateError> {
         let mut inner = self.write()?;
-        for (address, status, _) in outcomes {
-            if let Some(dedup) = dedup.filter(|_| status.is_settled()) {
-                let entry = (dedup.to_owned(), address.dedup_key());
+        for r in recipients {
+            if let Some(dedup) = dedup.filter(|_| r.status.is_settled()) {
+                let entry = (dedup.to_owned(), r.address.dedup_key());
                 inner.deliveries.insert(entry, now);
             }
         }
         let state = inner.entry(account, key, now);
-        for (address, status, _) in outcomes {
-            if status.is_settled() {
-                state.done.insert(address.dedup_key());
-            }
-        }
+        state.record(recipients);
         if settle {
             state.settled_at.get_or_insert(now);
             state.retry_at = None;

@@ -12,11 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::address::Address;
+use crate::recipient::{Recipient, Status};
 
-use super::{
-    DB_FILE, MessageState, Quarantined, RecipientStatus, StateError, StateStore, quarantine, schema,
-};
+use super::{DB_FILE, MessageState, Quarantined, StateError, StateStore, quarantine, schema};
 
 /// How long a writer waits for a lock held by another connection (e.g. an operator's
 /// `sqlite3` shell) before giving up.
@@ -48,7 +46,7 @@ struct Outcomes {
     account: String,
     uidl: String,
     dedup: Option<String>,
-    outcomes: Vec<(Address, RecipientStatus, String)>,
+    recipients: Vec<Recipient>,
     settle: bool,
     now: SystemTime,
 }
@@ -125,11 +123,7 @@ impl SqliteStore {
             let state = out
                 .entry(o.uidl.clone())
                 .or_insert_with(|| MessageState::new(o.now));
-            for (address, status, _) in &o.outcomes {
-                if status.is_settled() {
-                    state.done.insert(address.dedup_key());
-                }
-            }
+            state.record(&o.recipients);
             if o.settle {
                 state.settled_at.get_or_insert(o.now);
             }
@@ -239,10 +233,9 @@ impl StateStore for SqliteStore {
         self.run(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT m.uidl, m.first_seen, m.settled_at, m.deleted_at, m.attempts,
-                        m.retry_at, r.recipient
+                        m.retry_at, r.recipient, r.status, r.detail
                  FROM messages m LEFT JOIN recipients r
                    ON r.account = m.account AND r.uidl = m.uidl
-                  AND r.status IN ('delivered', 'rerouted')
                  WHERE m.account = ?1",
             )?;
             let mut rows = stmt.query(params![account])?;
@@ -250,19 +243,22 @@ impl StateStore for SqliteStore {
             while let Some(row) = rows.next()? {
                 let uidl: String = row.get(0)?;
                 let recipient: Option<String> = row.get(6)?;
+                let status = stored_status(row, 7)?;
                 let state = match out.get_mut(&uidl) {
                     Some(state) => state,
                     None => out.entry(uidl).or_insert(MessageState {
                         first_seen: from_ms(row.get(1)?),
                         settled_at: row.get::<_, Option<i64>>(2)?.map(from_ms),
                         deleted_at: row.get::<_, Option<i64>>(3)?.map(from_ms),
-                        done: HashSet::new(),
+                        recipients: HashMap::new(),
                         attempts: row.get(4)?,
                         retry_at: row.get::<_, Option<i64>>(5)?.map(from_ms),
                         quarantine: None,
                     }),
                 };
-                state.done.extend(recipient);
+                if let (Some(recipient), Some(status)) = (recipient, status) {
+                    state.recipients.insert(recipient, status);
+                }
             }
             quarantine::load(conn, &account, &mut out)?;
             Ok(out)
@@ -340,7 +336,7 @@ impl StateStore for SqliteStore {
         account: &str,
         uidl: &str,
         dedup: Option<&str>,
-        outcomes: &[(Address, RecipientStatus, String)],
+        recipients: &[Recipient],
         settle: bool,
         now: SystemTime,
     ) -> Result<MessageState, StateError> {
@@ -348,7 +344,7 @@ impl StateStore for SqliteStore {
             account: account.to_owned(),
             uidl: uidl.to_owned(),
             dedup: dedup.map(str::to_owned),
-            outcomes: outcomes.to_vec(),
+            recipients: recipients.to_vec(),
             settle,
             now,
         };
@@ -499,13 +495,17 @@ fn write_outcomes(tx: &Connection, o: &Outcomes) -> Result<(), StateError> {
                attempts = recipients.attempts + 1
              WHERE recipients.status = 'pending'",
         )?;
-        for (address, status, detail) in &o.outcomes {
+        for r in &o.recipients {
+            // Pending: nothing known that could be recorded.
+            let Some((status, detail)) = r.status.to_stored() else {
+                continue;
+            };
             stmt.execute(params![
                 o.account,
                 o.uidl,
-                address.dedup_key(),
-                address.as_str(),
-                status.as_sql(),
+                r.address.dedup_key(),
+                r.address.as_str(),
+                status,
                 detail,
                 to_ms(o.now)
             ])?;
@@ -516,8 +516,8 @@ fn write_outcomes(tx: &Connection, o: &Outcomes) -> Result<(), StateError> {
             "INSERT INTO deliveries (dedup_id, recipient, at) VALUES (?1, ?2, ?3)
              ON CONFLICT (dedup_id, recipient) DO UPDATE SET at = excluded.at",
         )?;
-        for (address, _, _) in o.outcomes.iter().filter(|(_, s, _)| s.is_settled()) {
-            stmt.execute(params![dedup, address.dedup_key(), to_ms(o.now)])?;
+        for r in o.recipients.iter().filter(|r| r.status.is_settled()) {
+            stmt.execute(params![dedup, r.address.dedup_key(), to_ms(o.now)])?;
         }
     }
     if o.settle {
@@ -580,7 +580,7 @@ fn message_state(
                 first_seen: from_ms(row.get(0)?),
                 settled_at: row.get::<_, Option<i64>>(1)?.map(from_ms),
                 deleted_at: row.get::<_, Option<i64>>(2)?.map(from_ms),
-                done: HashSet::new(),
+                recipients: HashMap::new(),
                 attempts: row.get(3)?,
                 retry_at: row.get::<_, Option<i64>>(4)?.map(from_ms),
                 quarantine: None,
@@ -591,13 +591,24 @@ fn message_state(
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached(
-        "SELECT recipient FROM recipients
-         WHERE account = ?1 AND uidl = ?2 AND status IN ('delivered', 'rerouted')",
+        "SELECT recipient, status, detail FROM recipients WHERE account = ?1 AND uidl = ?2",
     )?;
-    for key in stmt.query_map(params![account, uidl], |row| row.get::<_, String>(0))? {
-        state.done.insert(key?);
+    let mut rows = stmt.query(params![account, uidl])?;
+    while let Some(row) = rows.next()? {
+        if let Some(status) = stored_status(row, 1)? {
+            state.recipients.insert(row.get(0)?, status);
+        }
     }
     Ok(Some(state))
+}
+
+/// The recipient status in columns `at` (status) and `at + 1` (detail) of `row`, as
+/// [`Status::to_stored`] wrote them; `None` where the row has none (a message without
+/// recipients, in a LEFT JOIN).
+fn stored_status(row: &rusqlite::Row<'_>, at: usize) -> Result<Option<Status>, rusqlite::Error> {
+    let status: Option<String> = row.get(at)?;
+    let detail: Option<String> = row.get(at + 1)?;
+    Ok(status.map(|s| Status::from_stored(&s, detail.as_deref().unwrap_or(""))))
 }
 
 /// Unix milliseconds; a time before 1970 counts as 1970.

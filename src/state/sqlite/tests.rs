@@ -1,4 +1,5 @@
 use super::*;
+use crate::address::Address;
 use crate::state::SCHEMA_VERSION;
 
 fn at(secs: u64) -> SystemTime {
@@ -7,6 +8,14 @@ fn at(secs: u64) -> SystemTime {
 
 fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
+}
+
+/// A recipient whose status the store would write as `status` and `detail`.
+fn rcpt(address: &Address, status: &str, detail: &str) -> Recipient {
+    Recipient {
+        address: address.clone(),
+        status: Status::from_stored(status, detail),
+    }
 }
 
 fn keys(list: &[&str]) -> HashSet<String> {
@@ -32,7 +41,7 @@ async fn reopen_after_drop_keeps_everything() {
             "acct",
             "u1",
             &addr("Bob@Example.com"),
-            RecipientStatus::Delivered,
+            "delivered",
             "250 ok",
             at(1001),
         )
@@ -43,7 +52,7 @@ async fn reopen_after_drop_keeps_everything() {
             "acct",
             "u1",
             &addr("carol@example.com"),
-            RecipientStatus::Pending,
+            "pending",
             "450 later",
             at(1001),
         )
@@ -64,7 +73,7 @@ async fn reopen_after_drop_keeps_everything() {
     assert_eq!(u1.first_seen, at(1000));
     assert_eq!(u1.settled_at, None);
     assert_eq!(
-        u1.done,
+        u1.settled_recipients(),
         keys(&["bob@example.com"]),
         "pending carol is not done"
     );
@@ -72,7 +81,7 @@ async fn reopen_after_drop_keeps_everything() {
     assert_eq!(u2.first_seen, at(2000));
     assert_eq!(u2.settled_at, Some(at(2001)));
     assert_eq!(u2.deleted_at, Some(at(2002)));
-    assert!(u2.done.is_empty());
+    assert!(u2.settled_recipients().is_empty());
     let other = store.load_account("other").await.unwrap();
     assert_eq!(other.keys().collect::<Vec<_>>(), vec!["u1"]);
 }
@@ -138,13 +147,13 @@ async fn concurrent_use_from_two_tasks() {
             for i in 0..40 {
                 let uidl = format!("m{i}");
                 store.seen(account, &uidl, at(100)).await.unwrap();
-                let rcpt = addr(&format!("r{i}@example.com"));
+                let to = addr(&format!("r{i}@example.com"));
                 store
                     .record_recipients(
                         account,
                         &uidl,
                         None,
-                        &[(rcpt, RecipientStatus::Delivered, "250".into())],
+                        &[rcpt(&to, "delivered", "250")],
                         true,
                         at(101),
                     )
@@ -162,7 +171,7 @@ async fn concurrent_use_from_two_tasks() {
         for i in 0..40 {
             let s = &all[&format!("m{i}")];
             assert_eq!(s.settled_at, Some(at(101)));
-            assert_eq!(s.done, keys(&[&format!("r{i}@example.com")]));
+            assert_eq!(s.settled_recipients(), keys(&[&format!("r{i}@example.com")]));
         }
     }
 }
@@ -180,11 +189,7 @@ async fn prune_keeps_unsettled_and_present_messages() {
             "acct",
             "settled-gone",
             None,
-            &[(
-                addr("a@example.com"),
-                RecipientStatus::Delivered,
-                "250".into(),
-            )],
+            &[rcpt(&addr("a@example.com"), "delivered", "250")],
             true,
             at(11),
         )
@@ -231,7 +236,7 @@ async fn seen_keeps_the_first_first_seen() {
         "acct",
         "u",
         &addr("x@example.com"),
-        RecipientStatus::Rerouted,
+        "rerouted",
         "550 no",
         at(150),
     )
@@ -239,7 +244,7 @@ async fn seen_keeps_the_first_first_seen() {
     .unwrap();
     let again = store.seen("acct", "u", at(200)).await.unwrap();
     assert_eq!(again.first_seen, at(100));
-    assert_eq!(again.done, keys(&["x@example.com"]));
+    assert_eq!(again.settled_recipients(), keys(&["x@example.com"]));
 }
 
 #[tokio::test]
@@ -253,7 +258,7 @@ async fn a_settled_recipient_stays_settled_and_pending_can_settle() {
         "acct",
         "u",
         &bob,
-        RecipientStatus::Delivered,
+        "delivered",
         "250 ok",
         at(1),
     )
@@ -264,7 +269,7 @@ async fn a_settled_recipient_stays_settled_and_pending_can_settle() {
         "acct",
         "u",
         &bob,
-        RecipientStatus::Pending,
+        "pending",
         "450 later",
         at(2),
     )
@@ -275,27 +280,27 @@ async fn a_settled_recipient_stays_settled_and_pending_can_settle() {
         "acct",
         "u",
         &carol,
-        RecipientStatus::Pending,
+        "pending",
         "450 later",
         at(2),
     )
     .await
     .unwrap();
     let s = store.seen("acct", "u", at(3)).await.unwrap();
-    assert_eq!(s.done, keys(&["bob@example.com"]));
+    assert_eq!(s.settled_recipients(), keys(&["bob@example.com"]));
     record_one(
         &store,
         "acct",
         "u",
         &carol,
-        RecipientStatus::Delivered,
+        "delivered",
         "250 ok",
         at(4),
     )
     .await
     .unwrap();
     let s = store.seen("acct", "u", at(5)).await.unwrap();
-    assert_eq!(s.done, keys(&["bob@example.com", "carol@example.com"]));
+    assert_eq!(s.settled_recipients(), keys(&["bob@example.com", "carol@example.com"]));
     assert_eq!(
         s.first_seen,
         at(1),
@@ -339,11 +344,11 @@ async fn record_one(
     account: &str,
     uidl: &str,
     recipient: &Address,
-    status: RecipientStatus,
+    status: &str,
     detail: &str,
     now: SystemTime,
 ) -> Result<(), StateError> {
-    let outcome = [(recipient.clone(), status, detail.to_owned())];
+    let outcome = [rcpt(recipient, status, detail)];
     store
         .record_recipients(account, uidl, None, &outcome, false, now)
         .await
@@ -365,7 +370,7 @@ async fn a_renamed_account_keeps_its_state_by_its_mailbox() {
         "old",
         "u1",
         &addr("a@example.com"),
-        RecipientStatus::Delivered,
+        "delivered",
         "250",
         at(2),
     )
@@ -388,7 +393,7 @@ async fn a_renamed_account_keeps_its_state_by_its_mailbox() {
     let state = store.load_account("new").await.unwrap();
     assert!(
         state["u1"]
-            .done
+            .settled_recipients()
             .contains(&addr("a@example.com").dedup_key())
     );
     assert!(state["u2"].quarantine.is_some());
@@ -408,8 +413,8 @@ async fn who_got_a_message_is_remembered_across_accounts_for_the_window() {
     let store = SqliteStore::open(dir.path()).unwrap();
     let (a, b) = (addr("a@example.com"), addr("b@example.com"));
     let outcomes = [
-        (a.clone(), RecipientStatus::Delivered, "250".to_owned()),
-        (b.clone(), RecipientStatus::Pending, "451".to_owned()),
+        rcpt(&a, "delivered", "250"),
+        rcpt(&b, "pending", "451"),
     ];
     store
         .record_recipients("acct", "u1", Some("mid:x@y"), &outcomes, false, at(100))
