@@ -1,14 +1,19 @@
-//! Pure decisions about one message's recipients (design.md, "Relay"): who is still to be
-//! sent to, what each reply of the internal server means, what the postmaster's copy settles,
-//! and where the message stands then. No I/O; `deliver.rs` sends, logs and records.
+//! The pure delivery planner of one message (design.md, "Relay"): from its routing and its
+//! state, a [`Plan`] says who the transaction goes to and with which MAIL FROM, takes each
+//! reply of the internal server into the recipient's [`Status`], says what the postmaster's
+//! copy carries and settles, what is recorded, and where the message stands then (settled,
+//! and so up to retention; to retry; to quarantine). No I/O; `deliver.rs` sends, logs and
+//! records what it says.
 
 use std::collections::HashSet;
 
 use crate::address::Address;
 use crate::recipient::{Recipient, Status, WholeRefusal};
 use crate::relay::{RcptResult, Reply};
-use crate::route::Routed;
+use crate::route::Routing;
 use crate::state::MessageState;
+
+use super::notice;
 
 /// What identifies a message across copies, accounts and keys, for `dedup_window`: a
 /// SHA-256 of its Message-ID, its `From:`, `Date:` and `Subject:` lines and its body. The
@@ -49,6 +54,8 @@ pub fn dedup_id(message_id: Option<&str>, raw: &[u8]) -> String {
 /// where the internal server's replies put them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// MAIL FROM: the message's original return path (`None`: the null reverse path `<>`).
+    pub return_path: Option<Address>,
     /// Settled in an earlier pass (their status as the store holds it): not sent to again.
     pub earlier: Vec<Recipient>,
     /// The others, as they stand in this attempt: what is recorded at its end.
@@ -80,10 +87,13 @@ pub struct Refusal {
 
 impl Plan {
     /// The routed recipients of a message in state `seen`: those settled in an earlier pass
-    /// apart, the others pending.
-    pub fn new(routed: &[Routed], seen: &MessageState) -> Plan {
-        let mut plan = Plan::default();
-        for r in routed {
+    /// apart, the others pending; MAIL FROM the routing's return path.
+    pub fn new(routing: &Routing, seen: &MessageState) -> Plan {
+        let mut plan = Plan {
+            return_path: routing.return_path.clone(),
+            ..Plan::default()
+        };
+        for r in &routing.recipients {
             match seen.status_of(&r.address) {
                 Some(status) if status.is_settled() => plan.earlier.push(Recipient {
                     address: r.address.clone(),
@@ -147,6 +157,45 @@ impl Plan {
     /// Whether the postmaster's copy is to be tried: someone was refused for good.
     pub fn needs_copy(&self) -> bool {
         (self.now.iter()).any(|r| matches!(r.status, Status::Permanent(_)))
+    }
+
+    /// The MAIL FROM of the postmaster's copy: the original return path, unless the
+    /// internal server refused that sender (then it would refuse the copy too): `<>`.
+    pub fn copy_reverse_path(&self) -> Option<&Address> {
+        match &self.whole {
+            Some(whole) if whole.sender_refused => None,
+            _ => self.return_path.as_ref(),
+        }
+    }
+
+    /// The `X-Mailferry-Rerouted:` lines on top of the postmaster's copy, saying who refused
+    /// it and why: one for a message refused as a whole, else one per recipient refused for
+    /// good but the postmaster. Empty when only the postmaster refused: nowhere else to go.
+    pub fn copy_headers(&self, postmaster: &Address) -> String {
+        match &self.whole {
+            Some(whole) => notice::refused_whole(&whole.why),
+            None => (self.reroute_for(postmaster))
+                .map(|(r, reply)| notice::refused_recipient(r.as_str(), &reply.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The outcome each recipient of this attempt counts as (`metrics::recipient_outcome`),
+    /// once `standing` is known: delivered, re-routed, or `temporary` (not settled, whatever
+    /// the reply); a message refused as a whole counts its recipients only once they are
+    /// re-routed. Duplicates and recipients without a reply were counted, or not, before.
+    pub fn counted(&self, standing: &Standing) -> Vec<&'static str> {
+        if self.whole.is_some() && *standing != Standing::Settled {
+            return Vec::new();
+        }
+        (self.now.iter())
+            .filter_map(|r| match r.status {
+                Status::Delivered(_) => Some("delivered"),
+                Status::Rerouted(_) => Some("rerouted"),
+                Status::Temporary(_) | Status::Permanent(_) => Some("temporary"),
+                Status::Pending | Status::Duplicate(_) => None,
+            })
+            .collect()
     }
 
     /// The recipients refused for good that the postmaster's copy is for, with their
@@ -251,7 +300,7 @@ mod tests {
 
     use super::*;
     use crate::relay::Outcome;
-    use crate::route::Reason;
+    use crate::route::{Reason, Routed};
 
     fn addr(s: &str) -> Address {
         Address::parse(s).unwrap()
@@ -271,15 +320,25 @@ mod tests {
         }
     }
 
+    /// The routing of a message from `from` to these recipients.
+    fn routing(from: Option<&str>, to: &[&str]) -> Routing {
+        Routing {
+            return_path: from.map(addr),
+            recipients: (to.iter())
+                .map(|a| Routed {
+                    address: addr(a),
+                    reason: Reason::Header("To".into()),
+                })
+                .collect(),
+            refused: Vec::new(),
+            message_id: None,
+        }
+    }
+
     /// A plan with these recipients, none settled before.
     fn plan(to: &[&str]) -> Plan {
-        let routed: Vec<Routed> = (to.iter())
-            .map(|a| Routed {
-                address: addr(a),
-                reason: Reason::Header("To".into()),
-            })
-            .collect();
-        Plan::new(&routed, &MessageState::new(SystemTime::UNIX_EPOCH))
+        let routing = routing(Some("someone@elsewhere.test"), to);
+        Plan::new(&routing, &MessageState::new(SystemTime::UNIX_EPOCH))
     }
 
     fn status_of<'a>(p: &'a Plan, who: &str) -> &'a Status {
@@ -309,13 +368,7 @@ mod tests {
 
     #[test]
     fn recipients_settled_earlier_are_not_sent_to_again() {
-        let routed: Vec<Routed> = ["a@example.com", "b@example.com", "c@example.com"]
-            .into_iter()
-            .map(|a| Routed {
-                address: addr(a),
-                reason: Reason::Header("To".into()),
-            })
-            .collect();
+        let routing = routing(None, &["a@example.com", "b@example.com", "c@example.com"]);
         let mut seen = MessageState::new(SystemTime::UNIX_EPOCH);
         seen.record(&[
             Recipient {
@@ -328,7 +381,7 @@ mod tests {
                 status: Status::Temporary(reply(451)),
             },
         ]);
-        let p = Plan::new(&routed, &seen);
+        let p = Plan::new(&routing, &seen);
         assert_eq!(p.to_send(), [addr("a@example.com"), addr("c@example.com")]);
         assert_eq!(p.earlier.len(), 1);
         assert_eq!(p.earlier[0].address.as_str(), "b@example.com");
@@ -382,7 +435,11 @@ mod tests {
             result("c@example.com", Outcome::Permanent(reply(550))),
         ]);
         assert!(p.needs_copy());
-        assert_eq!(p.accepted().len(), 1, "written before the postmaster's copy");
+        assert_eq!(
+            p.accepted().len(),
+            1,
+            "written before the postmaster's copy"
+        );
         let standing = p.settle(&pm(), &Ok(()));
         assert_eq!(
             status_of(&p, "a@example.com"),
@@ -468,7 +525,10 @@ mod tests {
         let Standing::GiveUp(why) = refused().settle(&pm(), &Err(never)) else {
             panic!("gives up")
         };
-        assert!(why.contains("the postmaster's copy failed: 550 no"), "{why}");
+        assert!(
+            why.contains("the postmaster's copy failed: 550 no"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -479,7 +539,11 @@ mod tests {
             result("c@example.com", Outcome::Permanent(reply(550))),
         ]);
         let copy_for: Vec<_> = p.reroute_for(&pm()).map(|(a, _)| a.clone()).collect();
-        assert_eq!(copy_for, [addr("c@example.com")], "no copy for the postmaster");
+        assert_eq!(
+            copy_for,
+            [addr("c@example.com")],
+            "no copy for the postmaster"
+        );
         let standing = p.settle(&pm(), &Ok(()));
         assert_eq!(
             standing,
@@ -518,8 +582,7 @@ mod tests {
             why: "550 no".into(),
             permanent: true,
         };
-        let Standing::GiveUp(why) = refused(reply(554)).settle(&pm(), &Err(never.clone()))
-        else {
+        let Standing::GiveUp(why) = refused(reply(554)).settle(&pm(), &Err(never.clone())) else {
             panic!("quarantine")
         };
         assert_eq!(
@@ -533,5 +596,145 @@ mod tests {
         let mut p = refused(reply(554));
         assert!(matches!(p.settle(&pm(), &Err(later)), Standing::Retry(_)));
         assert_eq!(p.rerouted(), 0);
+    }
+
+    #[test]
+    fn the_transaction_goes_from_the_original_return_path_to_each_pending_recipient() {
+        let mut seen = MessageState::new(SystemTime::UNIX_EPOCH);
+        seen.record(&[Recipient {
+            address: addr("b@example.com"),
+            status: Status::Rerouted(reply(550)),
+        }]);
+        let r = routing(Some("x@sender.test"), &["a@example.com", "b@example.com"]);
+        let p = Plan::new(&r, &seen);
+        assert_eq!(p.return_path, Some(addr("x@sender.test")));
+        assert_eq!(
+            p.to_send(),
+            [addr("a@example.com")],
+            "one RCPT each, b is done"
+        );
+        let bounce = Plan::new(&routing(None, &["a@example.com"]), &seen);
+        assert_eq!(bounce.return_path, None, "<> stays <>");
+    }
+
+    #[test]
+    fn the_postmaster_s_copy_keeps_the_sender_unless_the_sender_was_refused() {
+        let whole = |e: crate::relay::RelayError| {
+            let mut p = plan(&["a@example.com"]);
+            p.refuse_whole(WholeRefusal::from_error(&e).unwrap());
+            p
+        };
+        let sender = Some(&addr("someone@elsewhere.test"));
+        let mut p = plan(&["a@example.com"]);
+        p.take_replies(&[result("a@example.com", Outcome::Permanent(reply(550)))]);
+        assert_eq!(p.copy_reverse_path(), sender);
+        let data = whole(crate::relay::RelayError::Data { reply: reply(554) });
+        assert_eq!(data.copy_reverse_path(), sender);
+        let mail = whole(crate::relay::RelayError::MailFrom { reply: reply(553) });
+        assert_eq!(mail.copy_reverse_path(), None);
+        let path = whole(crate::relay::RelayError::ReversePath {
+            address: addr("someone@elsewhere.test"),
+            reason: "8-bit".into(),
+        });
+        assert_eq!(path.copy_reverse_path(), None);
+    }
+
+    #[test]
+    fn the_postmaster_s_copy_says_who_refused_it_and_why() {
+        let mut p = plan(&["a@example.com", "c@example.com", "pm@example.com"]);
+        p.take_replies(&[
+            result("a@example.com", Outcome::Delivered(reply(250))),
+            result("c@example.com", Outcome::Permanent(reply(550))),
+            result("pm@example.com", Outcome::Permanent(reply(551))),
+        ]);
+        assert_eq!(
+            p.copy_headers(&pm()),
+            "X-Mailferry-Rerouted: for <c@example.com> refused by the internal server: 550 550 text\r\n"
+        );
+        let mut only_pm = plan(&["pm@example.com"]);
+        only_pm.take_replies(&[result("pm@example.com", Outcome::Permanent(reply(550)))]);
+        assert_eq!(only_pm.copy_headers(&pm()), "", "nowhere else to go");
+        let mut whole = plan(&["a@example.com", "c@example.com"]);
+        let e = crate::relay::RelayError::Data { reply: reply(554) };
+        whole.refuse_whole(WholeRefusal::from_error(&e).unwrap());
+        let headers = whole.copy_headers(&pm());
+        assert_eq!(
+            headers.lines().count(),
+            1,
+            "one notice for the whole message"
+        );
+        assert!(headers.contains("whole message was refused") && headers.contains("554"));
+    }
+
+    #[test]
+    fn each_recipient_counts_once_as_it_ended_and_a_whole_refusal_only_when_rerouted() {
+        let mut p = plan(&[
+            "a@example.com",
+            "b@example.com",
+            "c@example.com",
+            "d@example.com",
+        ]);
+        p.duplicates(&HashSet::from([addr("d@example.com").dedup_key()]), "x");
+        p.take_replies(&[
+            result("a@example.com", Outcome::Delivered(reply(250))),
+            result("b@example.com", Outcome::Temporary(reply(451))),
+            result("c@example.com", Outcome::Permanent(reply(550))),
+        ]);
+        let standing = p.settle(&pm(), &Ok(()));
+        assert_eq!(p.counted(&standing), ["delivered", "temporary", "rerouted"]);
+
+        let whole = || {
+            let mut p = plan(&["a@example.com", "b@example.com"]);
+            let e = crate::relay::RelayError::Data { reply: reply(554) };
+            p.refuse_whole(WholeRefusal::from_error(&e).unwrap());
+            p
+        };
+        let mut p = whole();
+        let standing = p.settle(&pm(), &Ok(()));
+        assert_eq!(p.counted(&standing), ["rerouted", "rerouted"]);
+        let mut p = whole();
+        let failed = Refusal {
+            why: "451".into(),
+            permanent: false,
+        };
+        let standing = p.settle(&pm(), &Err(failed));
+        assert!(p.counted(&standing).is_empty());
+    }
+
+    #[test]
+    fn nothing_is_settled_before_every_recipient_is_delivered_or_rerouted() {
+        // Whatever mix of replies: settled exactly when each recipient is delivered, a
+        // duplicate, or re-routed by an accepted postmaster's copy.
+        let outcomes = [
+            Outcome::Delivered(reply(250)),
+            Outcome::Temporary(reply(451)),
+            Outcome::Permanent(reply(550)),
+        ];
+        for a in &outcomes {
+            for b in &outcomes {
+                for copy in [
+                    Ok(()),
+                    Err(Refusal {
+                        why: "451".into(),
+                        permanent: false,
+                    }),
+                ] {
+                    let mut p = plan(&["a@example.com", "b@example.com"]);
+                    p.take_replies(&[
+                        result("a@example.com", a.clone()),
+                        result("b@example.com", b.clone()),
+                    ]);
+                    let settled = p.settle(&pm(), &copy) == Standing::Settled;
+                    let all = p.now.iter().all(|r| r.status.is_settled());
+                    assert_eq!(settled, all, "{a:?} {b:?} {copy:?}");
+                    let fine = |o: &Outcome| !matches!(o, Outcome::Temporary(_));
+                    let expected = fine(a)
+                        && fine(b)
+                        && (copy.is_ok()
+                            || ![a, b].iter().any(|o| matches!(o, Outcome::Permanent(_))));
+                    assert_eq!(settled, expected, "{a:?} {b:?} {copy:?}");
+                }
+            }
+        }
     }
 }

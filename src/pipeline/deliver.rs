@@ -1,5 +1,7 @@
-//! One message's way through route → relay → state: who gets it, one SMTP transaction for
-//! the recipients not yet done, each recipient's outcome written as it is known.
+//! One message's way through route → relay → state, wiring around the planner
+//! (`decide::Plan`): route it, ask the store who got it already, one SMTP transaction for the
+//! recipients not yet done, the postmaster's copy of what was refused for good, and each
+//! recipient's status written as it is known.
 
 use std::time::SystemTime;
 
@@ -11,7 +13,6 @@ use crate::route::{self, Rules};
 use crate::state::{MessageState, StateError, StateStore};
 
 use super::decide::{self, Plan, Refusal, Standing};
-use super::notice;
 
 /// Where one message stands after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +64,7 @@ pub async fn deliver<R: Relay, St: StateStore>(
         tracing::warn!(account = name, uid, "refused address {r}; {then}");
         crate::metrics::addresses_refused(name, r.why.label());
     }
-    let mut plan = Plan::new(&routing.recipients, seen);
+    let mut plan = Plan::new(&routing, seen);
     for r in &plan.earlier {
         tracing::info!(account = name, uid, recipient = %r.address, "already delivered in an earlier pass");
         crate::metrics::recipient_outcome(name, "skipped");
@@ -100,9 +101,10 @@ pub async fn deliver<R: Relay, St: StateStore>(
     }
 
     let message = with_trace(relay, account, uid, &pending, "", raw);
-    let return_path = routing.return_path.as_ref();
-    let mut reverse = return_path;
-    match relay.send(return_path, &pending, &message).await {
+    match relay
+        .send(plan.return_path.as_ref(), &pending, &message)
+        .await
+    {
         Ok(results) => plan.take_replies(&results),
         Err(e) => {
             relay_failed(name, uid, &e);
@@ -114,11 +116,6 @@ pub async fn deliver<R: Relay, St: StateStore>(
                 };
                 return Ok(Delivery { verdict, plan });
             };
-            // Refused at MAIL FROM: that sender will be refused again; the postmaster's copy
-            // goes with the null reverse path.
-            if whole.sender_refused {
-                reverse = None;
-            }
             plan.refuse_whole(whole);
         }
     }
@@ -128,32 +125,19 @@ pub async fn deliver<R: Relay, St: StateStore>(
 
     let mut copy = Ok(());
     if plan.needs_copy() {
-        let headers: String = match &plan.whole {
-            Some(whole) => notice::refused_whole(&whole.why),
-            None => {
-                // What the internal server accepted is on disk before the re-route is tried:
-                // a crash during it must not send the accepted copies again.
-                let accepted = plan.accepted();
-                (store.record_recipients(name, uid, dedup, &accepted, false, now)).await?;
-                (plan.reroute_for(&config.postmaster))
-                    .map(|(r, reply)| notice::refused_recipient(r.as_str(), &reply.to_string()))
-                    .collect()
-            }
-        };
+        if plan.whole.is_none() {
+            // What the internal server accepted is on disk before the re-route is tried: a
+            // crash during it must not send the accepted copies again.
+            let accepted = plan.accepted();
+            (store.record_recipients(name, uid, dedup, &accepted, false, now)).await?;
+        }
+        let headers = plan.copy_headers(&config.postmaster);
+        let reverse = plan.copy_reverse_path();
         copy = reroute(config, account, relay, uid, raw, &headers, reverse).await;
     }
     let standing = plan.settle(&config.postmaster, &copy);
-    // A message refused as a whole counts its recipients only once they are re-routed.
-    if plan.whole.is_none() || standing == Standing::Settled {
-        for r in &plan.now {
-            let label = match r.status {
-                Status::Delivered(_) => "delivered",
-                Status::Rerouted(_) => "rerouted",
-                Status::Temporary(_) | Status::Permanent(_) => "temporary",
-                Status::Pending | Status::Duplicate(_) => continue,
-            };
-            crate::metrics::recipient_outcome(name, label);
-        }
+    for label in plan.counted(&standing) {
+        crate::metrics::recipient_outcome(name, label);
     }
     let settled = standing == Standing::Settled;
     let state = (store.record_recipients(name, uid, dedup, &plan.now, settled, now)).await?;

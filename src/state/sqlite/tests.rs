@@ -171,7 +171,10 @@ async fn concurrent_use_from_two_tasks() {
         for i in 0..40 {
             let s = &all[&format!("m{i}")];
             assert_eq!(s.settled_at, Some(at(101)));
-            assert_eq!(s.settled_recipients(), keys(&[&format!("r{i}@example.com")]));
+            assert_eq!(
+                s.settled_recipients(),
+                keys(&[&format!("r{i}@example.com")])
+            );
         }
     }
 }
@@ -253,54 +256,25 @@ async fn a_settled_recipient_stays_settled_and_pending_can_settle() {
     let store = SqliteStore::open(dir.path()).unwrap();
     let bob = addr("bob@example.com");
     let carol = addr("carol@example.com");
-    record_one(
-        &store,
-        "acct",
-        "u",
-        &bob,
-        "delivered",
-        "250 ok",
-        at(1),
-    )
-    .await
-    .unwrap();
-    record_one(
-        &store,
-        "acct",
-        "u",
-        &bob,
-        "pending",
-        "450 later",
-        at(2),
-    )
-    .await
-    .unwrap();
-    record_one(
-        &store,
-        "acct",
-        "u",
-        &carol,
-        "pending",
-        "450 later",
-        at(2),
-    )
-    .await
-    .unwrap();
+    record_one(&store, "acct", "u", &bob, "delivered", "250 ok", at(1))
+        .await
+        .unwrap();
+    record_one(&store, "acct", "u", &bob, "pending", "450 later", at(2))
+        .await
+        .unwrap();
+    record_one(&store, "acct", "u", &carol, "pending", "450 later", at(2))
+        .await
+        .unwrap();
     let s = store.seen("acct", "u", at(3)).await.unwrap();
     assert_eq!(s.settled_recipients(), keys(&["bob@example.com"]));
-    record_one(
-        &store,
-        "acct",
-        "u",
-        &carol,
-        "delivered",
-        "250 ok",
-        at(4),
-    )
-    .await
-    .unwrap();
+    record_one(&store, "acct", "u", &carol, "delivered", "250 ok", at(4))
+        .await
+        .unwrap();
     let s = store.seen("acct", "u", at(5)).await.unwrap();
-    assert_eq!(s.settled_recipients(), keys(&["bob@example.com", "carol@example.com"]));
+    assert_eq!(
+        s.settled_recipients(),
+        keys(&["bob@example.com", "carol@example.com"])
+    );
     assert_eq!(
         s.first_seen,
         at(1),
@@ -412,10 +386,7 @@ async fn who_got_a_message_is_remembered_across_accounts_for_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let (a, b) = (addr("a@example.com"), addr("b@example.com"));
-    let outcomes = [
-        rcpt(&a, "delivered", "250"),
-        rcpt(&b, "pending", "451"),
-    ];
+    let outcomes = [rcpt(&a, "delivered", "250"), rcpt(&b, "pending", "451")];
     store
         .record_recipients("acct", "u1", Some("mid:x@y"), &outcomes, false, at(100))
         .await
