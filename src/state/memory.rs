@@ -276,3 +276,55 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Address;
+    use crate::recipient::Status;
+    use crate::relay::Reply;
+
+    fn with(address: &str, status: Status) -> Recipient {
+        Recipient {
+            address: Address::parse(address).unwrap(),
+            status,
+        }
+    }
+
+    #[tokio::test]
+    async fn statuses_follow_the_rules_of_the_sqlite_store() {
+        let store = MemoryStore::new();
+        let now = SystemTime::UNIX_EPOCH;
+        let ok = Status::Delivered(Reply {
+            code: 250,
+            text: "ok".into(),
+        });
+        let later = Status::Temporary(Reply {
+            code: 451,
+            text: "later".into(),
+        });
+        let first = [
+            with("a@example.com", ok.clone()),
+            with("b@example.com", later.clone()),
+            with("c@example.com", Status::Pending),
+        ];
+        let s = (store.record_recipients("acct", "k", Some("id"), &first, false, now)).await;
+        let s = s.unwrap();
+        assert_eq!(s.recipients.len(), 2, "nothing known of a pending one");
+        // A later reply does not unsettle a settled recipient; a pending one can settle.
+        let second = [
+            with("A@example.com", later.clone()),
+            with("b@example.com", ok.clone()),
+        ];
+        let s = (store.record_recipients("acct", "k", Some("id"), &second, true, now)).await;
+        let s = s.unwrap();
+        assert_eq!(s.settled_recipients().len(), 2);
+        assert_eq!(
+            s.status_of(&Address::parse("a@example.com").unwrap()),
+            Some(&ok)
+        );
+        let keys = ["a@example.com".to_owned(), "c@example.com".to_owned()];
+        let got = store.delivered_before("id", &keys, now).await.unwrap();
+        assert_eq!(got, HashSet::from(["a@example.com".to_owned()]));
+    }
+}

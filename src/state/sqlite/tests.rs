@@ -1,5 +1,6 @@
 use super::*;
 use crate::address::Address;
+use crate::relay::Reply;
 use crate::state::SCHEMA_VERSION;
 
 fn at(secs: u64) -> SystemTime {
@@ -417,5 +418,114 @@ async fn who_got_a_message_is_remembered_across_accounts_for_the_window() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_state_file_written_before_the_recipient_type_reads_back_with_every_status() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    // Rows as an earlier mailferry wrote them: a whole-message refusal re-routed with the
+    // relay's error as its detail, a duplicate, a deferred and a refused-but-not-re-routed
+    // recipient.
+    {
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "INSERT INTO messages (account, uidl, first_seen) VALUES ('acct', 'u1', 1000);
+             INSERT INTO recipients (account, uidl, recipient, address, status, detail, updated_at) VALUES
+               ('acct', 'u1', 'a@example.com', 'a@example.com', 'rerouted',
+                'the relay refused MAIL FROM: 550 5.7.1 no', 1001),
+               ('acct', 'u1', 'b@example.com', 'B@example.com', 'delivered',
+                'duplicate of an earlier delivery (sha256:ab)', 1001),
+               ('acct', 'u1', 'c@example.com', 'c@example.com', 'pending', '451 4.3.0 later', 1001),
+               ('acct', 'u1', 'd@example.com', 'd@example.com', 'pending', '550 5.1.1 unknown', 1001),
+               ('acct', 'u1', 'e@example.com', 'e@example.com', 'delivered', '250 2.0.0 ok', 1001);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let reply = |code, text: &str| Reply {
+        code,
+        text: text.to_owned(),
+    };
+    let expected = HashMap::from([
+        (
+            "a@example.com".to_owned(),
+            Status::Rerouted(reply(0, "the relay refused MAIL FROM: 550 5.7.1 no")),
+        ),
+        (
+            "b@example.com".to_owned(),
+            Status::Duplicate("sha256:ab".to_owned()),
+        ),
+        (
+            "c@example.com".to_owned(),
+            Status::Temporary(reply(451, "4.3.0 later")),
+        ),
+        (
+            "d@example.com".to_owned(),
+            Status::Permanent(reply(550, "5.1.1 unknown")),
+        ),
+        (
+            "e@example.com".to_owned(),
+            Status::Delivered(reply(250, "2.0.0 ok")),
+        ),
+    ]);
+    let loaded = store.load_account("acct").await.unwrap();
+    assert_eq!(loaded["u1"].recipients, expected);
+    let begun = store.begin_attempt("acct", "u1", at(2)).await.unwrap();
+    assert_eq!(begun.recipients, expected, "the same through begin_attempt");
+    assert_eq!(
+        begun.settled_recipients(),
+        keys(&["a@example.com", "b@example.com", "e@example.com"])
+    );
+    // Written again by this build, each row reads back the same.
+    let again: Vec<Recipient> = ["c@example.com", "d@example.com"]
+        .iter()
+        .map(|a| Recipient {
+            address: addr(a),
+            status: expected[*a].clone(),
+        })
+        .collect();
+    let state = store
+        .record_recipients("acct", "u1", None, &again, false, at(3))
+        .await
+        .unwrap();
+    assert_eq!(state.recipients, expected);
+}
+
+#[tokio::test]
+async fn a_pending_recipient_is_not_written_and_a_settled_one_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let a = addr("a@example.com");
+    let state = store
+        .record_recipients(
+            "acct",
+            "u",
+            None,
+            &[Recipient::pending(a.clone())],
+            false,
+            at(1),
+        )
+        .await
+        .unwrap();
+    assert!(state.recipients.is_empty());
+    record_one(&store, "acct", "u", &a, "rerouted", "550 no", at(2))
+        .await
+        .unwrap();
+    let state = store
+        .record_recipients(
+            "acct",
+            "u",
+            None,
+            &[rcpt(&a, "pending", "451 later")],
+            false,
+            at(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        state.status_of(&a),
+        Some(&Status::from_stored("rerouted", "550 no"))
     );
 }
