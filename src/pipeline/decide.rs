@@ -341,8 +341,24 @@ mod tests {
         Plan::new(&routing, &MessageState::new(SystemTime::UNIX_EPOCH))
     }
 
+    /// A plan with these recipients, each with its reply.
+    fn replied(replies: &[(&str, Outcome)]) -> Plan {
+        let mut p = plan(&replies.iter().map(|(a, _)| *a).collect::<Vec<_>>());
+        let results: Vec<RcptResult> = (replies.iter())
+            .map(|(a, o)| result(a, o.clone()))
+            .collect();
+        p.take_replies(&results);
+        p
+    }
+
     fn status_of<'a>(p: &'a Plan, who: &str) -> &'a Status {
         &(p.now.iter().find(|r| r.address.as_str() == who).unwrap()).status
+    }
+
+    /// The statuses of the plan's recipients of this attempt, in their order.
+    fn assert_statuses(p: &Plan, expected: &[Status]) {
+        let got: Vec<&Status> = p.now.iter().map(|r| &r.status).collect();
+        assert_eq!(got, expected.iter().collect::<Vec<_>>());
     }
 
     fn pm() -> Address {
@@ -411,15 +427,14 @@ mod tests {
             result("b@example.com", Outcome::Permanent(reply(550))),
             result("a@example.com", Outcome::Delivered(reply(250))),
         ]);
-        assert_eq!(
-            status_of(&p, "a@example.com"),
-            &Status::Delivered(reply(250))
+        assert_statuses(
+            &p,
+            &[
+                Status::Delivered(reply(250)),
+                Status::Permanent(reply(550)),
+                Status::Pending,
+            ],
         );
-        assert_eq!(
-            status_of(&p, "b@example.com"),
-            &Status::Permanent(reply(550))
-        );
-        assert_eq!(status_of(&p, "c@example.com"), &Status::Pending);
         assert_eq!(
             p.settle(&pm(), &Ok(())),
             Standing::Retry("no outcome for <c@example.com>".into())
@@ -428,11 +443,10 @@ mod tests {
 
     #[test]
     fn every_recipient_outcome_is_recorded_as_it_stands() {
-        let mut p = plan(&["a@example.com", "b@example.com", "c@example.com"]);
-        p.take_replies(&[
-            result("a@example.com", Outcome::Delivered(reply(250))),
-            result("b@example.com", Outcome::Temporary(reply(451))),
-            result("c@example.com", Outcome::Permanent(reply(550))),
+        let mut p = replied(&[
+            ("a@example.com", Outcome::Delivered(reply(250))),
+            ("b@example.com", Outcome::Temporary(reply(451))),
+            ("c@example.com", Outcome::Permanent(reply(550))),
         ]);
         assert!(p.needs_copy());
         assert_eq!(
@@ -441,17 +455,13 @@ mod tests {
             "written before the postmaster's copy"
         );
         let standing = p.settle(&pm(), &Ok(()));
-        assert_eq!(
-            status_of(&p, "a@example.com"),
-            &Status::Delivered(reply(250))
-        );
-        assert_eq!(
-            status_of(&p, "b@example.com"),
-            &Status::Temporary(reply(451))
-        );
-        assert_eq!(
-            status_of(&p, "c@example.com"),
-            &Status::Rerouted(reply(550))
+        assert_statuses(
+            &p,
+            &[
+                Status::Delivered(reply(250)),
+                Status::Temporary(reply(451)),
+                Status::Rerouted(reply(550)),
+            ],
         );
         assert_eq!((p.delivered(), p.rerouted()), (1, 1));
         assert_eq!(
@@ -479,10 +489,9 @@ mod tests {
 
     #[test]
     fn all_delivered_or_rerouted_is_settled() {
-        let mut p = plan(&["a@example.com", "c@example.com"]);
-        p.take_replies(&[
-            result("a@example.com", Outcome::Delivered(reply(250))),
-            result("c@example.com", Outcome::Permanent(reply(550))),
+        let mut p = replied(&[
+            ("a@example.com", Outcome::Delivered(reply(250))),
+            ("c@example.com", Outcome::Permanent(reply(550))),
         ]);
         assert_eq!(
             p.reroute_for(&pm()).collect::<Vec<_>>(),
@@ -494,8 +503,7 @@ mod tests {
 
     #[test]
     fn all_accepted_needs_no_copy_to_the_postmaster() {
-        let mut p = plan(&["a@example.com"]);
-        p.take_replies(&[result("a@example.com", Outcome::Delivered(reply(250)))]);
+        let mut p = replied(&[("a@example.com", Outcome::Delivered(reply(250)))]);
         assert!(!p.needs_copy());
         assert_eq!(p.settle(&pm(), &Ok(())), Standing::Settled);
     }
@@ -503,8 +511,7 @@ mod tests {
     #[test]
     fn a_failed_postmaster_copy_retries_or_gives_up_as_its_reply_says() {
         let refused = || {
-            let mut p = plan(&["c@example.com"]);
-            p.take_replies(&[result("c@example.com", Outcome::Permanent(reply(550)))]);
+            let p = replied(&[("c@example.com", Outcome::Permanent(reply(550)))]);
             p
         };
         let later = Refusal {
@@ -533,10 +540,9 @@ mod tests {
 
     #[test]
     fn the_postmaster_refused_is_never_settled_by_a_copy_to_the_postmaster() {
-        let mut p = plan(&["PM@example.com", "c@example.com"]);
-        p.take_replies(&[
-            result("PM@example.com", Outcome::Permanent(reply(550))),
-            result("c@example.com", Outcome::Permanent(reply(550))),
+        let mut p = replied(&[
+            ("PM@example.com", Outcome::Permanent(reply(550))),
+            ("c@example.com", Outcome::Permanent(reply(550))),
         ]);
         let copy_for: Vec<_> = p.reroute_for(&pm()).map(|(a, _)| a.clone()).collect();
         assert_eq!(
@@ -625,8 +631,7 @@ mod tests {
             p
         };
         let sender = Some(&addr("someone@elsewhere.test"));
-        let mut p = plan(&["a@example.com"]);
-        p.take_replies(&[result("a@example.com", Outcome::Permanent(reply(550)))]);
+        let p = replied(&[("a@example.com", Outcome::Permanent(reply(550)))]);
         assert_eq!(p.copy_reverse_path(), sender);
         let data = whole(crate::relay::RelayError::Data { reply: reply(554) });
         assert_eq!(data.copy_reverse_path(), sender);
@@ -641,18 +646,16 @@ mod tests {
 
     #[test]
     fn the_postmaster_s_copy_says_who_refused_it_and_why() {
-        let mut p = plan(&["a@example.com", "c@example.com", "pm@example.com"]);
-        p.take_replies(&[
-            result("a@example.com", Outcome::Delivered(reply(250))),
-            result("c@example.com", Outcome::Permanent(reply(550))),
-            result("pm@example.com", Outcome::Permanent(reply(551))),
+        let p = replied(&[
+            ("a@example.com", Outcome::Delivered(reply(250))),
+            ("c@example.com", Outcome::Permanent(reply(550))),
+            ("pm@example.com", Outcome::Permanent(reply(551))),
         ]);
         assert_eq!(
             p.copy_headers(&pm()),
             "X-Mailferry-Rerouted: for <c@example.com> refused by the internal server: 550 550 text\r\n"
         );
-        let mut only_pm = plan(&["pm@example.com"]);
-        only_pm.take_replies(&[result("pm@example.com", Outcome::Permanent(reply(550)))]);
+        let only_pm = replied(&[("pm@example.com", Outcome::Permanent(reply(550)))]);
         assert_eq!(only_pm.copy_headers(&pm()), "", "nowhere else to go");
         let mut whole = plan(&["a@example.com", "c@example.com"]);
         let e = crate::relay::RelayError::Data { reply: reply(554) };
@@ -719,11 +722,8 @@ mod tests {
                         permanent: false,
                     }),
                 ] {
-                    let mut p = plan(&["a@example.com", "b@example.com"]);
-                    p.take_replies(&[
-                        result("a@example.com", a.clone()),
-                        result("b@example.com", b.clone()),
-                    ]);
+                    let mut p =
+                        replied(&[("a@example.com", a.clone()), ("b@example.com", b.clone())]);
                     let settled = p.settle(&pm(), &copy) == Standing::Settled;
                     let all = p.now.iter().all(|r| r.status.is_settled());
                     assert_eq!(settled, all, "{a:?} {b:?} {copy:?}");

@@ -498,30 +498,18 @@ async fn a_pending_recipient_is_not_written_and_a_settled_one_is_not_overwritten
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let a = addr("a@example.com");
-    let state = store
-        .record_recipients(
-            "acct",
-            "u",
-            None,
-            &[Recipient::pending(a.clone())],
-            false,
-            at(1),
-        )
-        .await
-        .unwrap();
+    let record = |r: Recipient, now| {
+        let store = store.clone();
+        async move {
+            store
+                .record_recipients("acct", "u", None, &[r], false, now)
+                .await
+        }
+    };
+    let state = record(Recipient::pending(a.clone()), at(1)).await.unwrap();
     assert!(state.recipients.is_empty());
-    record_one(&store, "acct", "u", &a, "rerouted", "550 no", at(2))
-        .await
-        .unwrap();
-    let state = store
-        .record_recipients(
-            "acct",
-            "u",
-            None,
-            &[rcpt(&a, "pending", "451 later")],
-            false,
-            at(3),
-        )
+    record(rcpt(&a, "rerouted", "550 no"), at(2)).await.unwrap();
+    let state = record(rcpt(&a, "pending", "451 later"), at(3))
         .await
         .unwrap();
     assert_eq!(
