@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use crate::address::Address;
 use crate::recipient::{Recipient, Status, WholeRefusal};
-use crate::relay::{RcptResult, Reply};
+use crate::relay::{Outcome, RcptResult, RelayError, Reply};
 use crate::route::Routing;
 use crate::state::MessageState;
 
@@ -76,6 +76,15 @@ pub enum Standing {
     GiveUp(String),
 }
 
+/// The postmaster's copy of a message refused for good ([`Plan::copy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copy<'a> {
+    /// Its MAIL FROM (`None`: `<>`).
+    pub reverse_path: Option<&'a Address>,
+    /// The header lines put above the message, each ending in CRLF.
+    pub headers: String,
+}
+
 /// Why the postmaster's copy was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -83,6 +92,29 @@ pub struct Refusal {
     pub why: String,
     /// Refused for good (5xx): trying again cannot help.
     pub permanent: bool,
+}
+
+impl Refusal {
+    /// What the relay's answer to the postmaster's copy means: `Ok` when the postmaster's
+    /// RCPT got the message, else why not (the whole transaction failing, or its reply).
+    pub fn of_copy(
+        sent: &Result<Vec<RcptResult>, RelayError>,
+        postmaster: &Address,
+    ) -> Result<(), Refusal> {
+        let refusal = |why: String, permanent| Err(Refusal { why, permanent });
+        match sent {
+            Err(e) => refusal(e.to_string(), e.is_permanent()),
+            Ok(results) => match results.iter().find(|r| &r.recipient == postmaster) {
+                None => refusal("no outcome for the postmaster".to_owned(), false),
+                Some(r) => match &r.outcome {
+                    Outcome::Delivered(_) => Ok(()),
+                    Outcome::Temporary(reply) | Outcome::Permanent(reply) => {
+                        refusal(reply.to_string(), reply.is_permanent())
+                    }
+                },
+            },
+        }
+    }
 }
 
 impl Plan {
@@ -159,25 +191,38 @@ impl Plan {
         (self.now.iter()).any(|r| matches!(r.status, Status::Permanent(_)))
     }
 
-    /// The MAIL FROM of the postmaster's copy: the original return path, unless the
-    /// internal server refused that sender (then it would refuse the copy too): `<>`.
-    pub fn copy_reverse_path(&self) -> Option<&Address> {
-        match &self.whole {
-            Some(whole) if whole.sender_refused => None,
-            _ => self.return_path.as_ref(),
+    /// The postmaster's copy of what was refused for good: MAIL FROM the original return
+    /// path, unless the internal server refused that sender (it would refuse the copy too:
+    /// `<>`), and `X-Mailferry-Rerouted:` lines on top saying who refused it and why (one for
+    /// a message refused as a whole, else one per refused recipient but the postmaster).
+    /// `Err` when only the postmaster itself refused: nowhere else to go.
+    pub fn copy(&self, postmaster: &Address) -> Result<Copy<'_>, Refusal> {
+        let (reverse_path, headers) = match &self.whole {
+            Some(whole) => {
+                let reverse = if whole.sender_refused {
+                    None
+                } else {
+                    self.return_path.as_ref()
+                };
+                (reverse, notice::refused_whole(&whole.why))
+            }
+            None => {
+                let headers: String = (self.reroute_for(postmaster))
+                    .map(|(r, reply)| notice::refused_recipient(r.as_str(), &reply.to_string()))
+                    .collect();
+                (self.return_path.as_ref(), headers)
+            }
+        };
+        if headers.is_empty() {
+            return Err(Refusal {
+                why: "the postmaster itself refused it".to_owned(),
+                permanent: true,
+            });
         }
-    }
-
-    /// The `X-Mailferry-Rerouted:` lines on top of the postmaster's copy, saying who refused
-    /// it and why: one for a message refused as a whole, else one per recipient refused for
-    /// good but the postmaster. Empty when only the postmaster refused: nowhere else to go.
-    pub fn copy_headers(&self, postmaster: &Address) -> String {
-        match &self.whole {
-            Some(whole) => notice::refused_whole(&whole.why),
-            None => (self.reroute_for(postmaster))
-                .map(|(r, reply)| notice::refused_recipient(r.as_str(), &reply.to_string()))
-                .collect(),
-        }
+        Ok(Copy {
+            reverse_path,
+            headers,
+        })
     }
 
     /// The outcome each recipient of this attempt counts as (`metrics::recipient_outcome`),
@@ -632,16 +677,16 @@ mod tests {
         };
         let sender = Some(&addr("someone@elsewhere.test"));
         let p = replied(&[("a@example.com", Outcome::Permanent(reply(550)))]);
-        assert_eq!(p.copy_reverse_path(), sender);
+        assert_eq!(p.copy(&pm()).unwrap().reverse_path, sender);
         let data = whole(crate::relay::RelayError::Data { reply: reply(554) });
-        assert_eq!(data.copy_reverse_path(), sender);
+        assert_eq!(data.copy(&pm()).unwrap().reverse_path, sender);
         let mail = whole(crate::relay::RelayError::MailFrom { reply: reply(553) });
-        assert_eq!(mail.copy_reverse_path(), None);
+        assert_eq!(mail.copy(&pm()).unwrap().reverse_path, None);
         let path = whole(crate::relay::RelayError::ReversePath {
             address: addr("someone@elsewhere.test"),
             reason: "8-bit".into(),
         });
-        assert_eq!(path.copy_reverse_path(), None);
+        assert_eq!(path.copy(&pm()).unwrap().reverse_path, None);
     }
 
     #[test]
@@ -652,15 +697,16 @@ mod tests {
             ("pm@example.com", Outcome::Permanent(reply(551))),
         ]);
         assert_eq!(
-            p.copy_headers(&pm()),
+            p.copy(&pm()).unwrap().headers,
             "X-Mailferry-Rerouted: for <c@example.com> refused by the internal server: 550 550 text\r\n"
         );
         let only_pm = replied(&[("pm@example.com", Outcome::Permanent(reply(550)))]);
-        assert_eq!(only_pm.copy_headers(&pm()), "", "nowhere else to go");
+        let nowhere = only_pm.copy(&pm()).unwrap_err();
+        assert!(nowhere.permanent, "nowhere else to go");
         let mut whole = plan(&["a@example.com", "c@example.com"]);
         let e = crate::relay::RelayError::Data { reply: reply(554) };
         whole.refuse_whole(WholeRefusal::from_error(&e).unwrap());
-        let headers = whole.copy_headers(&pm());
+        let headers = whole.copy(&pm()).unwrap().headers;
         assert_eq!(
             headers.lines().count(),
             1,
@@ -736,5 +782,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_postmaster_s_copy_is_taken_only_by_a_reply_for_the_postmaster() {
+        let sent = |outcome| Ok(vec![result("pm@example.com", outcome)]);
+        let of = |s| Refusal::of_copy(&s, &pm());
+        assert_eq!(of(sent(Outcome::Delivered(reply(250)))), Ok(()));
+        let refused = of(sent(Outcome::Permanent(reply(550)))).unwrap_err();
+        assert_eq!(
+            (refused.why.as_str(), refused.permanent),
+            ("550 550 text", true)
+        );
+        assert!(
+            !of(sent(Outcome::Temporary(reply(451))))
+                .unwrap_err()
+                .permanent
+        );
+        let elsewhere = of(Ok(vec![result(
+            "a@example.com",
+            Outcome::Delivered(reply(250)),
+        )]));
+        assert_eq!(elsewhere.unwrap_err().why, "no outcome for the postmaster");
+        let data = crate::relay::RelayError::Data { reply: reply(554) };
+        assert!(of(Err(data)).unwrap_err().permanent);
+        let down = crate::relay::RelayError::Timeout {
+            during: "DATA",
+            secs: 1,
+        };
+        assert!(!of(Err(down)).unwrap_err().permanent);
     }
 }

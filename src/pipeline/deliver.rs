@@ -8,11 +8,11 @@ use std::time::SystemTime;
 use crate::address::Address;
 use crate::config::{AccountConfig, Config};
 use crate::recipient::{Status, WholeRefusal};
-use crate::relay::{Outcome, RcptResult, Relay, RelayError, received_header};
+use crate::relay::{Relay, RelayError, received_header};
 use crate::route::{self, Rules};
 use crate::state::{MessageState, StateError, StateStore};
 
-use super::decide::{self, Plan, Refusal, Standing};
+use super::decide::{self, Copy, Plan, Refusal, Standing};
 
 /// Where one message stands after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,9 +131,10 @@ pub async fn deliver<R: Relay, St: StateStore>(
             let accepted = plan.accepted();
             (store.record_recipients(name, uid, dedup, &accepted, false, now)).await?;
         }
-        let headers = plan.copy_headers(&config.postmaster);
-        let reverse = plan.copy_reverse_path();
-        copy = reroute(config, account, relay, uid, raw, &headers, reverse).await;
+        copy = match plan.copy(&config.postmaster) {
+            Ok(c) => reroute(config, account, relay, uid, raw, &c).await,
+            Err(nowhere) => Err(nowhere),
+        };
     }
     let standing = plan.settle(&config.postmaster, &copy);
     for label in plan.counted(&standing) {
@@ -171,8 +172,8 @@ fn log_replies(name: &str, uid: &str, plan: &Plan) {
     }
 }
 
-/// Sends the postmaster one copy of a message the internal server refused for good, with
-/// `headers` (`X-Mailferry-Rerouted:` lines saying who refused it and why) on top. `Err`
+/// Sends the postmaster the copy of a message the internal server refused for good, with
+/// its headers (`X-Mailferry-Rerouted:` lines saying who refused it and why) on top. `Err`
 /// says why the postmaster's copy was not accepted, and whether for good.
 async fn reroute<R: Relay>(
     config: &Config,
@@ -180,50 +181,15 @@ async fn reroute<R: Relay>(
     relay: &R,
     uid: &str,
     raw: &[u8],
-    headers: &str,
-    return_path: Option<&Address>,
+    copy: &Copy<'_>,
 ) -> Result<(), Refusal> {
-    let postmaster = &config.postmaster;
-    if headers.is_empty() {
-        // Only the postmaster itself refused: nowhere else to go.
-        return Err(Refusal {
-            why: "the postmaster itself refused it".to_owned(),
-            permanent: true,
-        });
+    let postmaster = std::slice::from_ref(&config.postmaster);
+    let message = with_trace(relay, account, uid, postmaster, &copy.headers, raw);
+    let sent = relay.send(copy.reverse_path, postmaster, &message).await;
+    if let Err(e) = &sent {
+        relay_failed(&account.name, uid, e);
     }
-    let message = with_trace(
-        relay,
-        account,
-        uid,
-        std::slice::from_ref(postmaster),
-        headers,
-        raw,
-    );
-    match relay
-        .send(return_path, std::slice::from_ref(postmaster), &message)
-        .await
-    {
-        Ok(results) => match results.iter().find(|r| &r.recipient == postmaster) {
-            Some(RcptResult { outcome, .. }) => match outcome {
-                Outcome::Delivered(_) => Ok(()),
-                Outcome::Temporary(reply) | Outcome::Permanent(reply) => Err(Refusal {
-                    why: reply.to_string(),
-                    permanent: reply.is_permanent(),
-                }),
-            },
-            None => Err(Refusal {
-                why: "no outcome for the postmaster".to_owned(),
-                permanent: false,
-            }),
-        },
-        Err(e) => {
-            relay_failed(&account.name, uid, &e);
-            Err(Refusal {
-                why: e.to_string(),
-                permanent: e.is_permanent(),
-            })
-        }
-    }
+    Refusal::of_copy(&sent, &config.postmaster)
 }
 
 /// The message as it goes to DATA: `extra` header lines (each ending in CRLF), mailferry's
