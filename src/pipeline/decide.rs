@@ -555,10 +555,7 @@ mod tests {
 
     #[test]
     fn a_failed_postmaster_copy_retries_or_gives_up_as_its_reply_says() {
-        let refused = || {
-            let p = replied(&[("c@example.com", Outcome::Permanent(reply(550)))]);
-            p
-        };
+        let refused = || replied(&[("c@example.com", Outcome::Permanent(reply(550)))]);
         let later = Refusal {
             why: "451 busy".into(),
             permanent: false,
