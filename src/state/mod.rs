@@ -1,6 +1,7 @@
 //! The state store: which messages of which account reached which recipients, attempts and
 //! back-off, quarantine. [`StateStore`] is the seam the pipeline writes through; SQLite
-//! (`sqlite.rs`) implements it, and so does the in-memory store of the tests (`memory.rs`).
+//! (`sqlite.rs`; each recipient's [`Status`] in `sqlite/recipients.rs`) implements it, and so
+//! does the in-memory store of the tests (`memory.rs`).
 
 mod lock;
 #[cfg(test)]

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, OptionalExtension, params};
-
-use crate::recipient::{Recipient, Status};
+use rusqlite::{Connection, params};
 
 use super::{DB_FILE, MessageState, Quarantined, StateError, StateStore, quarantine, schema};
+use crate::recipient::Recipient;
+use recipients::{Outcomes, message_state, stored_status, write_outcomes};
 
 /// How long a writer waits for a lock held by another connection (e.g. an operator's
 /// `sqlite3` shell) before giving up.
@@ -38,17 +38,6 @@ struct Health {
     /// Outcomes the relay reported that could not be written: kept here, counted as done, and
     /// written before anything else once the store takes writes again.
     unrecorded: Mutex<Vec<Outcomes>>,
-}
-
-/// One `record_recipients` call.
-#[derive(Debug, Clone)]
-struct Outcomes {
-    account: String,
-    uidl: String,
-    dedup: Option<String>,
-    recipients: Vec<Recipient>,
-    settle: bool,
-    now: SystemTime,
 }
 
 impl SqliteStore {
@@ -481,51 +470,6 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), StateError> {
     })
 }
 
-/// One `record_recipients` call inside a transaction.
-fn write_outcomes(tx: &Connection, o: &Outcomes) -> Result<(), StateError> {
-    insert_message(tx, &o.account, &o.uidl, o.now)?;
-    {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO recipients
-               (account, uidl, recipient, address, status, detail, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (account, uidl, recipient) DO UPDATE SET
-               address = excluded.address, status = excluded.status,
-               detail = excluded.detail, updated_at = excluded.updated_at,
-               attempts = recipients.attempts + 1
-             WHERE recipients.status = 'pending'",
-        )?;
-        for r in &o.recipients {
-            // Pending: nothing known that could be recorded.
-            let Some((status, detail)) = r.status.to_stored() else {
-                continue;
-            };
-            stmt.execute(params![
-                o.account,
-                o.uidl,
-                r.address.dedup_key(),
-                r.address.as_str(),
-                status,
-                detail,
-                to_ms(o.now)
-            ])?;
-        }
-    }
-    if let Some(dedup) = &o.dedup {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO deliveries (dedup_id, recipient, at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (dedup_id, recipient) DO UPDATE SET at = excluded.at",
-        )?;
-        for r in o.recipients.iter().filter(|r| r.status.is_settled()) {
-            stmt.execute(params![dedup, r.address.dedup_key(), to_ms(o.now)])?;
-        }
-    }
-    if o.settle {
-        settle_message(tx, &o.account, &o.uidl, o.now)?;
-    }
-    Ok(())
-}
-
 /// The mutex's value; a panic while it was held left nothing half-done in these values.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -551,7 +495,7 @@ pub(super) fn insert_message(
     Ok(())
 }
 
-fn settle_message(
+pub(super) fn settle_message(
     conn: &Connection,
     account: &str,
     uidl: &str,
@@ -565,52 +509,6 @@ fn settle_message(
     Ok(())
 }
 
-fn message_state(
-    conn: &Connection,
-    account: &str,
-    uidl: &str,
-) -> Result<Option<MessageState>, StateError> {
-    let state = conn
-        .prepare_cached(
-            "SELECT first_seen, settled_at, deleted_at, attempts, retry_at FROM messages
-             WHERE account = ?1 AND uidl = ?2",
-        )?
-        .query_row(params![account, uidl], |row| {
-            Ok(MessageState {
-                first_seen: from_ms(row.get(0)?),
-                settled_at: row.get::<_, Option<i64>>(1)?.map(from_ms),
-                deleted_at: row.get::<_, Option<i64>>(2)?.map(from_ms),
-                recipients: HashMap::new(),
-                attempts: row.get(3)?,
-                retry_at: row.get::<_, Option<i64>>(4)?.map(from_ms),
-                quarantine: None,
-            })
-        })
-        .optional()?;
-    let Some(mut state) = state else {
-        return Ok(None);
-    };
-    let mut stmt = conn.prepare_cached(
-        "SELECT recipient, status, detail FROM recipients WHERE account = ?1 AND uidl = ?2",
-    )?;
-    let mut rows = stmt.query(params![account, uidl])?;
-    while let Some(row) = rows.next()? {
-        if let Some(status) = stored_status(row, 1)? {
-            state.recipients.insert(row.get(0)?, status);
-        }
-    }
-    Ok(Some(state))
-}
-
-/// The recipient status in columns `at` (status) and `at + 1` (detail) of `row`, as
-/// [`Status::to_stored`] wrote them; `None` where the row has none (a message without
-/// recipients, in a LEFT JOIN).
-fn stored_status(row: &rusqlite::Row<'_>, at: usize) -> Result<Option<Status>, rusqlite::Error> {
-    let status: Option<String> = row.get(at)?;
-    let detail: Option<String> = row.get(at + 1)?;
-    Ok(status.map(|s| Status::from_stored(&s, detail.as_deref().unwrap_or(""))))
-}
-
 /// Unix milliseconds; a time before 1970 counts as 1970.
 pub(super) fn to_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -622,5 +520,6 @@ pub(super) fn from_ms(ms: i64) -> SystemTime {
 }
 
 mod accounts;
+mod recipients;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::address::Address;
+use crate::recipient::Status;
 use crate::relay::Reply;
 use crate::state::SCHEMA_VERSION;
 
