@@ -5,8 +5,6 @@
 //! message is settled. Modelled on Stalwart's outbound `Status` (scheduled, completed,
 //! temporary or permanent failure), each recipient carrying its own.
 
-use std::fmt;
-
 use crate::address::Address;
 use crate::relay::{Outcome, RelayError, Reply};
 
@@ -36,15 +34,6 @@ impl Status {
             self,
             Status::Delivered(_) | Status::Duplicate(_) | Status::Rerouted(_)
         )
-    }
-
-    /// What the internal server said, if it said anything.
-    pub fn reply(&self) -> Option<&Reply> {
-        match self {
-            Status::Delivered(r) | Status::Rerouted(r) | Status::Temporary(r) => Some(r),
-            Status::Permanent(r) => Some(r),
-            Status::Pending | Status::Duplicate(_) => None,
-        }
     }
 
     /// The status as the state store writes it: the `status` column (`delivered`,
@@ -109,19 +98,6 @@ impl From<Outcome> for Status {
             Outcome::Delivered(r) => Status::Delivered(r),
             Outcome::Temporary(r) => Status::Temporary(r),
             Outcome::Permanent(r) => Status::Permanent(r),
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Status::Pending => f.write_str("pending"),
-            Status::Delivered(r) => write!(f, "delivered: {r}"),
-            Status::Duplicate(id) => write!(f, "already got this message ({id})"),
-            Status::Rerouted(r) => write!(f, "refused ({r}), re-routed to the postmaster"),
-            Status::Temporary(r) => write!(f, "deferred: {r}"),
-            Status::Permanent(r) => write!(f, "refused: {r}"),
         }
     }
 }
