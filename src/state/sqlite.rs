@@ -14,7 +14,9 @@ use rusqlite::{Connection, params};
 
 use super::{DB_FILE, MessageState, Quarantined, StateError, StateStore, quarantine, schema};
 use crate::recipient::Recipient;
-use recipients::{Outcomes, message_state, stored_status, write_outcomes};
+use recipients::{
+    MESSAGE_COLUMNS, Outcomes, message_row, message_state, stored_status, write_outcomes,
+};
 
 /// How long a writer waits for a lock held by another connection (e.g. an operator's
 /// `sqlite3` shell) before giving up.
@@ -220,13 +222,12 @@ impl StateStore for SqliteStore {
         let account_name = account.to_owned();
         let account = account.to_owned();
         self.run(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT m.uidl, m.first_seen, m.settled_at, m.deleted_at, m.attempts,
-                        m.retry_at, r.recipient, r.status, r.detail
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT m.uidl, {MESSAGE_COLUMNS}, r.recipient, r.status, r.detail
                  FROM messages m LEFT JOIN recipients r
                    ON r.account = m.account AND r.uidl = m.uidl
-                 WHERE m.account = ?1",
-            )?;
+                 WHERE m.account = ?1"
+            ))?;
             let mut rows = stmt.query(params![account])?;
             let mut out: HashMap<String, MessageState> = HashMap::new();
             while let Some(row) = rows.next()? {
@@ -235,15 +236,7 @@ impl StateStore for SqliteStore {
                 let status = stored_status(row, 7)?;
                 let state = match out.get_mut(&uidl) {
                     Some(state) => state,
-                    None => out.entry(uidl).or_insert(MessageState {
-                        first_seen: from_ms(row.get(1)?),
-                        settled_at: row.get::<_, Option<i64>>(2)?.map(from_ms),
-                        deleted_at: row.get::<_, Option<i64>>(3)?.map(from_ms),
-                        recipients: HashMap::new(),
-                        attempts: row.get(4)?,
-                        retry_at: row.get::<_, Option<i64>>(5)?.map(from_ms),
-                        quarantine: None,
-                    }),
+                    None => out.entry(uidl).or_insert(message_row(row, 1)?),
                 };
                 if let (Some(recipient), Some(status)) = (recipient, status) {
                     state.recipients.insert(recipient, status);

@@ -66,27 +66,39 @@ pub(super) fn write_outcomes(tx: &Connection, o: &Outcomes) -> Result<(), StateE
     Ok(())
 }
 
+/// The columns of `messages m` that [`message_row`] reads, in its order.
+pub(super) const MESSAGE_COLUMNS: &str =
+    "m.first_seen, m.settled_at, m.deleted_at, m.attempts, m.retry_at";
+
+/// A message's state from the [`MESSAGE_COLUMNS`] of `row`, from column `at` on; its
+/// recipients and quarantine are read apart.
+pub(super) fn message_row(
+    row: &rusqlite::Row<'_>,
+    at: usize,
+) -> Result<MessageState, rusqlite::Error> {
+    let time = |i: usize| Ok::<_, rusqlite::Error>(row.get::<_, Option<i64>>(at + i)?.map(from_ms));
+    Ok(MessageState {
+        first_seen: from_ms(row.get(at)?),
+        settled_at: time(1)?,
+        deleted_at: time(2)?,
+        recipients: HashMap::new(),
+        attempts: row.get(at + 3)?,
+        retry_at: time(4)?,
+        quarantine: None,
+    })
+}
+
+/// The message's state with its recipients (not its quarantine), if the store holds it.
 pub(super) fn message_state(
     conn: &Connection,
     account: &str,
     uidl: &str,
 ) -> Result<Option<MessageState>, StateError> {
     let state = conn
-        .prepare_cached(
-            "SELECT first_seen, settled_at, deleted_at, attempts, retry_at FROM messages
-             WHERE account = ?1 AND uidl = ?2",
-        )?
-        .query_row(params![account, uidl], |row| {
-            Ok(MessageState {
-                first_seen: from_ms(row.get(0)?),
-                settled_at: row.get::<_, Option<i64>>(1)?.map(from_ms),
-                deleted_at: row.get::<_, Option<i64>>(2)?.map(from_ms),
-                recipients: HashMap::new(),
-                attempts: row.get(3)?,
-                retry_at: row.get::<_, Option<i64>>(4)?.map(from_ms),
-                quarantine: None,
-            })
-        })
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.account = ?1 AND m.uidl = ?2"
+        ))?
+        .query_row(params![account, uidl], |row| message_row(row, 0))
         .optional()?;
     let Some(mut state) = state else {
         return Ok(None);
