@@ -39,6 +39,7 @@ pub mod pipeline;
 pub mod relay;
 pub mod retention;
 pub mod route;
+pub mod sasl;
 pub mod state;
 pub mod tls;
 
