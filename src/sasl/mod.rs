@@ -158,6 +158,11 @@ impl Method {
         }
     }
 
+    /// Whether it takes a bearer token rather than a password.
+    pub fn uses_token(self) -> bool {
+        matches!(self, Method::Sasl(m) if m.uses_token())
+    }
+
     /// How strong it is, for [`choose`]: higher is stronger. OAuth2 first (an account with
     /// a token has no password to use), then SCRAM-SHA-256 > SCRAM-SHA-1 > CRAM-MD5 / APOP /
     /// NTLM > PLAIN > LOGIN > the protocol's password command.

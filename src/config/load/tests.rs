@@ -1045,7 +1045,10 @@ fn unseen_only_is_an_imap_switch() {
 fn auth_apop_is_for_pop3_accounts() {
     assert_eq!(load(BASE).unwrap().accounts[0].auth, AuthMethod::Auto);
     let apop = base_with("    password: pw\n", "    password: pw\n    auth: apop\n");
-    assert_eq!(load(&apop).unwrap().accounts[0].auth, AuthMethod::Apop);
+    assert_eq!(
+        load(&apop).unwrap().accounts[0].auth,
+        AuthMethod::Only(vec![crate::sasl::Method::Apop])
+    );
     assert_one_error(
         &apop.replace("protocol: pop3", "protocol: imap"),
         12,
