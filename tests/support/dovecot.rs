@@ -341,7 +341,8 @@ ssl = yes
 ssl_cert = <{r}/cert.pem
 ssl_key = <{r}/key.pem
 {client_cert}disable_plaintext_auth = no
-auth_mechanisms = plain login apop
+# Every mechanism mailferry speaks; {{PLAIN}} passwords serve each of them.
+auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 ntlm apop
 
 mail_location = maildir:~/Maildir
 pop3_uidl_format = %g

@@ -19,6 +19,8 @@ pub mod protocol;
 #[cfg(test)]
 mod protocol_tests;
 #[cfg(test)]
+mod sasl_tests;
+#[cfg(test)]
 mod seen_tests;
 #[cfg(test)]
 mod stall_tests;

@@ -10,6 +10,8 @@ mod conn;
 mod login;
 pub mod protocol;
 #[cfg(test)]
+pub(crate) mod sasl_tests;
+#[cfg(test)]
 mod stall_tests;
 #[cfg(test)]
 mod tests;
