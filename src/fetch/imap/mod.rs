@@ -103,7 +103,7 @@ pub enum ImapError {
         limit: usize,
     },
     /// The server refused the credentials.
-    #[error("authentication with {method} failed: {text}")]
+    #[error("authentication failed ({method}): {text}")]
     AuthFailed {
         /// The method tried (`AUTHENTICATE SCRAM-SHA-256`, `LOGIN`).
         method: String,

@@ -97,7 +97,7 @@ pub enum Pop3Error {
         overflow: Overflow,
     },
     /// The server refused the credentials (or the login, e.g. `[IN-USE]`).
-    #[error("authentication with {method} failed: {text}")]
+    #[error("authentication failed ({method}): {text}")]
     AuthFailed {
         /// The method tried (`AUTH SCRAM-SHA-256`, `APOP`, `USER/PASS`).
         method: String,

@@ -196,7 +196,7 @@ async fn auth_mechanisms_picks_among_the_offered_and_names_the_failure() {
     let err = Pop3Client::connect(&acct).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "authentication with AUTH LOGIN failed: [AUTH] no"
+        "authentication failed (AUTH LOGIN): [AUTH] no"
     );
     fake.finish().await;
 
