@@ -213,3 +213,56 @@ async fn auth_mechanisms_picks_among_the_offered_and_names_the_failure() {
     assert!(matches!(err, Pop3Error::NoLoginMethod(_)), "{err:?}");
     assert_eq!(fake.finish().await, ["CAPA"]);
 }
+
+/// Collects what the tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn continuation_lines_are_redacted_in_the_debug_log() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut script = greeting_and_capa();
+    script.extend([
+        Step::Reply(scram_server_first),
+        Step::Reply(scram_right_final),
+        Step::Expect(""),
+        send("+OK logged in\r\n"),
+        Step::Expect("QUIT"),
+        send("+OK\r\n"),
+        Step::Close,
+    ]);
+    let fake = Scripted::start(script, Split::Whole, None).await;
+    let client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
+        .await
+        .unwrap();
+    client.quit().await.unwrap();
+    let sent = fake.finish().await;
+    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(log.contains("C: AUTH SCRAM-SHA-256 ***"), "{log}");
+    assert!(log.contains("C: ***"), "{log}");
+    assert!(log.contains("logged in with AUTH SCRAM-SHA-256"), "{log}");
+    // Neither the client's first nor its final message (with the proof) is in the log.
+    for line in &sent[1..3] {
+        let encoded = line.rsplit(' ').next().unwrap();
+        assert!(!log.contains(encoded), "{encoded} in {log}");
+    }
+}
