@@ -288,8 +288,8 @@ pub struct Exchange {
 enum Inner {
     Plain(simple::Plain),
     Login(simple::Login),
-    XOAuth2(simple::XOAuth2),
-    OAuthBearer(simple::OAuthBearer),
+    /// XOAUTH2 or OAUTHBEARER, told apart by the mechanism kept beside it.
+    Bearer(Mechanism, simple::Bearer),
     CramMd5(cram_md5::CramMd5),
     Scram(scram::Scram),
     Ntlm(ntlm::Ntlm),
@@ -324,9 +324,11 @@ impl Exchange {
         let inner = match mechanism {
             Mechanism::Plain => Inner::Plain(simple::Plain::new(username, secret)),
             Mechanism::Login => Inner::Login(simple::Login::new(username, secret)),
-            Mechanism::XOAuth2 => Inner::XOAuth2(simple::XOAuth2::new(username, secret)),
+            Mechanism::XOAuth2 => {
+                Inner::Bearer(mechanism, simple::Bearer::xoauth2(username, secret))
+            }
             Mechanism::OAuthBearer => {
-                Inner::OAuthBearer(simple::OAuthBearer::new(username, secret))
+                Inner::Bearer(mechanism, simple::Bearer::oauthbearer(username, secret))
             }
             Mechanism::CramMd5 => Inner::CramMd5(cram_md5::CramMd5::new(username, secret)),
             Mechanism::ScramSha256 | Mechanism::ScramSha1 => {
@@ -347,8 +349,7 @@ impl Exchange {
         match &self.inner {
             Inner::Plain(_) => Mechanism::Plain,
             Inner::Login(_) => Mechanism::Login,
-            Inner::XOAuth2(_) => Mechanism::XOAuth2,
-            Inner::OAuthBearer(_) => Mechanism::OAuthBearer,
+            Inner::Bearer(mechanism, _) => *mechanism,
             Inner::CramMd5(_) => Mechanism::CramMd5,
             Inner::Scram(s) => s.mechanism(),
             Inner::Ntlm(_) => Mechanism::Ntlm,
@@ -364,8 +365,7 @@ impl Exchange {
         match &mut self.inner {
             Inner::Plain(m) => m.initial(),
             Inner::Login(_) | Inner::CramMd5(_) => None,
-            Inner::XOAuth2(m) => m.initial(),
-            Inner::OAuthBearer(m) => m.initial(),
+            Inner::Bearer(_, m) => m.initial(),
             Inner::Scram(m) => Some(m.client_first()),
             Inner::Ntlm(m) => Some(m.negotiate()),
         }
@@ -377,12 +377,21 @@ impl Exchange {
         match &mut self.inner {
             Inner::Plain(m) => m.respond(),
             Inner::Login(m) => m.respond(challenge),
-            Inner::XOAuth2(m) => m.respond(challenge),
-            Inner::OAuthBearer(m) => m.respond(challenge),
+            Inner::Bearer(_, m) => m.respond(challenge),
             Inner::CramMd5(m) => m.respond(challenge),
             Inner::Scram(m) => m.respond(challenge),
             Inner::Ntlm(m) => m.respond(challenge),
         }
+    }
+
+    /// [`respond`](Exchange::respond) for a challenge as the protocols carry it, in base64,
+    /// the response in base64 too (empty for an empty response).
+    pub fn respond_base64(&mut self, challenge: &[u8]) -> Result<String, SaslError> {
+        let challenge = decode_base64(challenge).ok_or_else(|| SaslError::Malformed {
+            mechanism: self.mechanism(),
+            what: "the challenge is not base64".to_owned(),
+        })?;
+        self.respond(&challenge).map(|r| encode_base64(&r))
     }
 
     /// Called on the server's success reply, with the additional data it carried, if any
@@ -400,8 +409,7 @@ impl Exchange {
     /// error), for the failure message; `None` if it sent none.
     pub fn server_error(&self) -> Option<&str> {
         match &self.inner {
-            Inner::XOAuth2(m) => m.server_error(),
-            Inner::OAuthBearer(m) => m.server_error(),
+            Inner::Bearer(_, m) => m.server_error(),
             _ => None,
         }
     }

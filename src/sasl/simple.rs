@@ -75,57 +75,33 @@ fn error_text(challenge: &[u8]) -> String {
     text.trim().to_owned()
 }
 
-/// XOAUTH2: `user=...^Aauth=Bearer ...^A^A`; a challenge after it is the server's JSON
-/// error, answered with an empty line so that the server sends its failure reply.
-pub(super) struct XOAuth2 {
+/// XOAUTH2 (`user=...^Aauth=Bearer ...^A^A`) and OAUTHBEARER (`n,a=user,^Aauth=Bearer
+/// ...^A^A`, RFC 7628): one message with the token. A challenge after it is the server's
+/// error, kept for the failure message and answered with `error_reply` (XOAUTH2: empty;
+/// OAUTHBEARER: `^A`, RFC 7628 3.2.3) so that the server sends its failure reply.
+pub(super) struct Bearer {
     message: Vec<u8>,
+    error_reply: Vec<u8>,
     sent: bool,
     error: Option<String>,
 }
 
-impl XOAuth2 {
-    pub(super) fn new(username: &str, token: &str) -> XOAuth2 {
+impl Bearer {
+    pub(super) fn xoauth2(username: &str, token: &str) -> Bearer {
         let message = format!("user={username}\x01auth=Bearer {token}\x01\x01").into_bytes();
-        XOAuth2 {
-            message,
-            sent: false,
-            error: None,
-        }
+        Bearer::new(message, Vec::new())
     }
 
-    pub(super) fn initial(&mut self) -> Option<Vec<u8>> {
-        self.sent = true;
-        Some(self.message.clone())
-    }
-
-    pub(super) fn respond(&mut self, challenge: &[u8]) -> Result<Vec<u8>, SaslError> {
-        if !self.sent {
-            self.sent = true;
-            return Ok(self.message.clone());
-        }
-        self.error = Some(error_text(challenge));
-        Ok(Vec::new())
-    }
-
-    pub(super) fn server_error(&self) -> Option<&str> {
-        self.error.as_deref()
-    }
-}
-
-/// OAUTHBEARER: `n,a=user,^Aauth=Bearer ...^A^A`; a challenge after it is the server's
-/// error, answered with `^A` (RFC 7628 3.2.3).
-pub(super) struct OAuthBearer {
-    message: Vec<u8>,
-    sent: bool,
-    error: Option<String>,
-}
-
-impl OAuthBearer {
-    pub(super) fn new(username: &str, token: &str) -> OAuthBearer {
+    pub(super) fn oauthbearer(username: &str, token: &str) -> Bearer {
         let authzid = super::scram::escape_name(username);
         let message = format!("n,a={authzid},\x01auth=Bearer {token}\x01\x01").into_bytes();
-        OAuthBearer {
+        Bearer::new(message, vec![0x01])
+    }
+
+    fn new(message: Vec<u8>, error_reply: Vec<u8>) -> Bearer {
+        Bearer {
             message,
+            error_reply,
             sent: false,
             error: None,
         }
@@ -142,7 +118,7 @@ impl OAuthBearer {
             return Ok(self.message.clone());
         }
         self.error = Some(error_text(challenge));
-        Ok(vec![0x01])
+        Ok(self.error_reply.clone())
     }
 
     pub(super) fn server_error(&self) -> Option<&str> {

@@ -159,16 +159,8 @@ impl Pop3Client {
                 });
             };
             tracing::debug!(account = %self.conn.account, "S: +{}", String::from_utf8_lossy(challenge));
-            let response = match sasl::decode_base64(challenge) {
-                Some(challenge) => exchange.respond(&challenge),
-                None => Err(sasl::SaslError::Malformed {
-                    mechanism,
-                    what: "the challenge is not base64".to_owned(),
-                }),
-            };
-            match response {
-                Ok(response) => {
-                    let encoded = sasl::encode_base64(&response);
+            match exchange.respond_base64(challenge) {
+                Ok(encoded) => {
                     secrets.push(encoded.clone());
                     self.conn.send(&encoded, "***").await?;
                 }

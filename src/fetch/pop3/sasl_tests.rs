@@ -97,8 +97,8 @@ fn greeting_and_capa() -> Vec<Step> {
     ]
 }
 
-#[tokio::test]
-async fn scram_with_a_proven_server_logs_in() {
+/// A server that offers SCRAM-SHA-256 and proves it knows the password, then QUIT.
+fn proven_scram_session() -> Vec<Step> {
     let mut script = greeting_and_capa();
     script.extend([
         Step::Reply(scram_server_first),
@@ -109,6 +109,12 @@ async fn scram_with_a_proven_server_logs_in() {
         send("+OK\r\n"),
         Step::Close,
     ]);
+    script
+}
+
+#[tokio::test]
+async fn scram_with_a_proven_server_logs_in() {
+    let script = proven_scram_session();
     let fake = Scripted::start(script, Split::ByteByByte, None).await;
     let client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
@@ -240,16 +246,7 @@ async fn continuation_lines_are_redacted_in_the_debug_log() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let mut script = greeting_and_capa();
-    script.extend([
-        Step::Reply(scram_server_first),
-        Step::Reply(scram_right_final),
-        Step::Expect(""),
-        send("+OK logged in\r\n"),
-        Step::Expect("QUIT"),
-        send("+OK\r\n"),
-        Step::Close,
-    ]);
+    let script = proven_scram_session();
     let fake = Scripted::start(script, Split::Whole, None).await;
     let client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await

@@ -254,17 +254,12 @@ impl ImapClient {
             match self.conn.read_response(LITERAL_MAX).await? {
                 Response::Continue(text) => {
                     tracing::debug!(account = %self.conn.account, "S: + {text}");
-                    let response = match sasl::decode_base64(text.as_bytes()) {
-                        Some(challenge) if failed.is_none() => exchange.respond(&challenge),
+                    let response = match failed {
+                        None => exchange.respond_base64(text.as_bytes()),
                         Some(_) => Err(sasl::SaslError::UnexpectedChallenge { mechanism }),
-                        None => Err(sasl::SaslError::Malformed {
-                            mechanism,
-                            what: "the challenge is not base64".to_owned(),
-                        }),
                     };
                     match response {
-                        Ok(response) => {
-                            let encoded = sasl::encode_base64(&response);
+                        Ok(encoded) => {
                             secrets.push(encoded.clone());
                             tracing::debug!(account = %self.conn.account, "C: ***");
                             self.conn.write(format!("{encoded}\r\n").as_bytes()).await?;
