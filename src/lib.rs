@@ -26,7 +26,9 @@
 //! temporarily or permanently refused, with the reply that said so — and a whole-message
 //! refusal: the one shape of that fact from route to relay to state), `sasl/` (the SASL
 //! client free of I/O, shared by POP3, IMAP and the relay: SCRAM, CRAM-MD5, NTLM, PLAIN,
-//! LOGIN, XOAUTH2, OAUTHBEARER, and the choice of the strongest offered), `metrics.rs`
+//! LOGIN, XOAUTH2, OAUTHBEARER, and the choice of the strongest offered), `oauth/` (OAuth2
+//! access tokens for XOAUTH2/OAUTHBEARER: the grants, renewal, the refresh token kept under
+//! `state_dir`, the device-code login), `metrics.rs`
 //! (metric names and the /metrics listener) and `pipeline/` (the wiring: one poller per
 //! account and shutdown in `mod.rs`, one poll pass in `pass.rs`, one message's way through
 //! route → relay → state in `deliver.rs`, written against the three seams (each has an in-memory
@@ -42,6 +44,7 @@ pub mod address;
 pub mod config;
 pub mod fetch;
 pub mod metrics;
+pub mod oauth;
 pub mod pipeline;
 pub mod recipient;
 pub mod relay;

@@ -50,6 +50,25 @@ enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
+    /// OAuth2 accounts (`oauth:`): get the refresh token mailferry logs in with.
+    Oauth {
+        #[command(subcommand)]
+        action: OAuthAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OAuthAction {
+    /// The device-code login: prints a URL and a code to enter there (on any device), waits
+    /// for the mailbox owner's consent, and stores the refresh token under state_dir. A
+    /// running daemon takes the new token on its next pass.
+    Login {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The account (with `oauth:` and grant refresh_token).
+        #[arg(long)]
+        account: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +115,9 @@ fn main() -> ExitCode {
                 StateAction::List { config }
                 | StateAction::Retry { config, .. }
                 | StateAction::Forget { config, .. },
+        } => config.clone(),
+        Command::Oauth {
+            action: OAuthAction::Login { config, .. },
         } => config.clone(),
     };
     let config = match mailferry::config::load(&config_path) {
@@ -163,6 +185,29 @@ fn main() -> ExitCode {
         }
         Command::State { action, .. } => {
             report(runtime().and_then(|rt| rt.block_on(state_command(&config, action))))
+        }
+        Command::Oauth {
+            action: OAuthAction::Login { account, .. },
+        } => {
+            if let Some(code) = unknown_account(&config, &config_path, Some(&account)) {
+                return code;
+            }
+            let Some(account) = config.account(&account) else {
+                return ExitCode::from(2);
+            };
+            report(runtime().and_then(|rt| {
+                let mut out = std::io::stdout();
+                let stored = rt.block_on(mailferry::oauth::device::login(
+                    account,
+                    &config.state_dir,
+                    &mut out,
+                ))?;
+                println!(
+                    "logged in: the refresh token of account {} is stored in {stored}",
+                    account.name
+                );
+                Ok(())
+            }))
         }
         Command::Run { .. } => report(runtime().and_then(|rt| {
             rt.block_on(mailferry::pipeline::run(config))

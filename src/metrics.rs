@@ -134,6 +134,22 @@ pub fn pass_finished(account: &str, ok: bool, elapsed: Duration, upstream_messag
     }
 }
 
+/// The account's OAuth2 access token is valid until `expires` (unix time, in
+/// `mailferry_oauth_token_expiry_seconds`).
+pub fn oauth_token_expiry(account: &str, expires: SystemTime) {
+    let at = expires.duration_since(UNIX_EPOCH).unwrap_or_default();
+    gauge!("mailferry_oauth_token_expiry_seconds", "account" => account.to_string())
+        .set(at.as_secs_f64());
+}
+
+/// No OAuth2 access token could be had for the account; `reason` is `refused` (the grant
+/// is refused: run `mailferry oauth login` again, or fix the client) or `unreachable`
+/// (the token endpoint could not be asked, or answered nonsense).
+pub fn oauth_failure(account: &str, reason: &'static str) {
+    counter!("mailferry_oauth_failures_total", "account" => account.to_string(), "reason" => reason)
+        .increment(1);
+}
+
 /// Binds the listener for /metrics, /healthz and /readyz; serve it with [`serve`].
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
     install();

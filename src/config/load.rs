@@ -21,6 +21,7 @@ use crate::address::{Address, DomainPattern, normalize_domain};
 
 mod account;
 mod check;
+mod oauth;
 mod tls;
 mod yaml;
 
@@ -86,6 +87,7 @@ const ACCOUNT_KEYS: &[&str] = &[
     "auth_mechanisms",
     "spa",
     "idle",
+    "oauth",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 

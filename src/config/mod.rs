@@ -328,6 +328,49 @@ impl fmt::Display for Password {
     }
 }
 
+/// `oauth.provider`: whose token endpoints an account's `oauth:` block uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthProvider {
+    /// Microsoft 365 (Entra ID): `login.microsoftonline.com/{tenant}`.
+    Microsoft,
+    /// Google: `oauth2.googleapis.com`.
+    Google,
+    /// Any other: `token_url` (and `device_url` for `mailferry oauth login`) given.
+    Generic,
+}
+
+/// `oauth.grant`: how mailferry gets its access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthGrant {
+    /// The client-credentials grant (Microsoft 365 app-only access): the client secret buys
+    /// each token; the mailbox is `username`.
+    ClientCredentials,
+    /// The refresh-token grant (delegated access): a refresh token got once by
+    /// `mailferry oauth login`, kept under `state_dir`, buys each token.
+    RefreshToken,
+}
+
+/// An account's `oauth:` block, with the provider's endpoints and default scope filled in:
+/// the account logs in with an OAuth2 access token (XOAUTH2 or OAUTHBEARER), not a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthConfig {
+    /// Microsoft, Google or generic.
+    pub provider: OAuthProvider,
+    /// Client credentials or refresh token.
+    pub grant: OAuthGrant,
+    /// The application's (client's) id.
+    pub client_id: String,
+    /// From `client_secret`, `client_secret_file` or `client_secret_env`; required for the
+    /// client-credentials grant, optional for public clients.
+    pub client_secret: Option<Password>,
+    /// The scope asked for, space-separated; may be empty (generic provider only).
+    pub scope: String,
+    /// The token endpoint (https, or http on loopback only).
+    pub token_url: String,
+    /// The device-authorization endpoint, for `mailferry oauth login`.
+    pub device_url: Option<String>,
+}
+
 /// One entry of `accounts:`.
 #[derive(Debug, Clone)]
 pub struct AccountConfig {
@@ -345,7 +388,8 @@ pub struct AccountConfig {
     pub tls_options: TlsOptions,
     /// The login name.
     pub username: String,
-    /// From `password`, `password_file` or `password_env`.
+    /// From `password`, `password_file` or `password_env`; empty when the account logs in
+    /// with `oauth`.
     pub password: Password,
     /// Catch-all or single-user.
     pub mode: Mode,
@@ -381,6 +425,8 @@ pub struct AccountConfig {
     /// IMAP: between passes, wait in IDLE for new mail (when the server offers it) instead of
     /// only sleeping `poll_interval`.
     pub idle: bool,
+    /// `oauth:`: the account logs in with an OAuth2 access token instead of a password.
+    pub oauth: Option<OAuthConfig>,
 }
 
 impl AccountConfig {

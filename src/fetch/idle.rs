@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{AccountConfig, Protocol};
+use crate::oauth::TokenSource;
 
 use super::imap::{ImapClient, ImapError, Woken};
 
@@ -16,11 +17,11 @@ pub const IDLE_MAX: Duration = Duration::from_secs(28 * 60);
 /// Waits until the next pass of `account` is due: `poll_interval`, or less with `idle: true`
 /// — as soon as the folder receives mail, and at most [`IDLE_MAX`]. When the server offers
 /// no IDLE, or the IDLE session fails, the rest of `poll_interval` is slept instead.
-pub async fn until_next_pass(account: &AccountConfig) {
+pub async fn until_next_pass(account: &AccountConfig, token: Option<&TokenSource>) {
     let started = Instant::now();
     if account.idle && account.protocol == Protocol::Imap {
         let window = account.poll_interval.min(IDLE_MAX);
-        match idle_once(account, window).await {
+        match idle_once(account, window, token).await {
             Ok(Some(woken)) => {
                 tracing::debug!(account = %account.name, "IDLE ended: {woken:?}");
                 return;
@@ -41,8 +42,26 @@ pub async fn until_next_pass(account: &AccountConfig) {
 /// One IDLE session on the account's folder for at most `window`; `None` when the server
 /// offers no IDLE. Mail that arrived since the last pass looked (RECENT at SELECT) ends it
 /// at once.
-async fn idle_once(account: &AccountConfig, window: Duration) -> Result<Option<Woken>, ImapError> {
-    let mut client = ImapClient::connect(account).await?;
+async fn idle_once(
+    account: &AccountConfig,
+    window: Duration,
+    token: Option<&TokenSource>,
+) -> Result<Option<Woken>, ImapError> {
+    let token = match token {
+        // A token that cannot be had is the next pass's to report.
+        Some(source) => Some(
+            source
+                .access_token()
+                .await
+                .map_err(|e| ImapError::AuthFailed {
+                    method: "OAuth2 token".to_owned(),
+                    text: e.to_string(),
+                    temporary: !e.is_refusal(),
+                })?,
+        ),
+        None => None,
+    };
+    let mut client = ImapClient::connect_with_token(account, None, token.as_ref()).await?;
     let woken = if !client.can_idle() {
         None
     } else {

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::config::{AccountConfig, AfterFetch, FetchOrder, Protocol};
+use crate::config::{AccountConfig, AfterFetch, FetchOrder, Password, Protocol};
 
 use super::imap::{ImapClient, ImapError};
 use super::pop3::{Pop3Client, Pop3Error};
@@ -45,6 +45,43 @@ impl FetchError {
             FetchError::Pop3(e) => e.connection_lost(),
             FetchError::Imap(e) => e.connection_lost(),
         }
+    }
+
+    /// No OAuth2 access token for the login: said as the protocol's refused login (for good
+    /// when the grant is refused, so that the account backs off; "try later" when the token
+    /// endpoint could not be asked).
+    pub fn no_token(protocol: Protocol, error: crate::oauth::OAuthError) -> FetchError {
+        let (method, text, temporary) = (
+            "OAuth2 token".to_owned(),
+            error.to_string(),
+            !error.is_refusal(),
+        );
+        match protocol {
+            Protocol::Pop3 => FetchError::Pop3(Pop3Error::AuthFailed {
+                method,
+                text,
+                temporary,
+            }),
+            Protocol::Imap => FetchError::Imap(ImapError::AuthFailed {
+                method,
+                text,
+                temporary,
+            }),
+        }
+    }
+
+    /// Whether the server refused the login's credentials (not a "try again later").
+    fn login_refused_for_good(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Pop3(Pop3Error::AuthFailed {
+                temporary: false,
+                ..
+            }) | FetchError::Imap(ImapError::AuthFailed {
+                temporary: false,
+                ..
+            })
+        )
     }
 
     /// Whether the message is larger than `max_message_size` (nothing of it was kept).
@@ -101,6 +138,8 @@ pub struct Upstream<'a> {
     pub account: &'a AccountConfig,
     /// `max_message_size`: larger messages are not downloaded.
     pub max_message_size: u64,
+    /// The account's OAuth2 tokens, when it has `oauth:`.
+    pub token: Option<&'a crate::oauth::TokenSource>,
 }
 
 /// A session on a real upstream mailbox: the protocol's client, and the account's
@@ -126,14 +165,36 @@ impl Source for Upstream<'_> {
     type Session = Session;
 
     async fn open(&self) -> Result<Session, FetchError> {
+        let token = match self.token {
+            Some(source) => Some(
+                source
+                    .access_token()
+                    .await
+                    .map_err(|e| FetchError::no_token(self.account.protocol, e))?,
+            ),
+            None => None,
+        };
+        let opened = self.open_with(token.as_ref()).await;
+        if let (Some(source), Err(e)) = (self.token, &opened)
+            && e.login_refused_for_good()
+        {
+            // Revoked before its time, perhaps: the next login asks for a new one.
+            source.forget().await;
+        }
+        opened
+    }
+}
+
+impl Upstream<'_> {
+    async fn open_with(&self, token: Option<&Password>) -> Result<Session, FetchError> {
         let link = match self.account.protocol {
             Protocol::Pop3 => {
-                let mut client = Pop3Client::connect(self.account).await?;
+                let mut client = Pop3Client::connect_with_token(self.account, None, token).await?;
                 client.set_max_message_size(self.max_message_size);
                 Link::Pop3(client)
             }
             Protocol::Imap => {
-                let mut client = ImapClient::connect(self.account).await?;
+                let mut client = ImapClient::connect_with_token(self.account, None, token).await?;
                 client.set_max_message_size(self.max_message_size);
                 client.open_folder(&self.account.folder).await?;
                 if let AfterFetch::Move(target) = &self.account.after_fetch {

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{AccountConfig, Config};
 use crate::fetch::{Source, Upstream};
+use crate::oauth::Tokens;
 use crate::relay::{Relay, SmtpRelay};
 use crate::state::{SqliteStore, StateError, StateLock, StateStore};
 
@@ -41,9 +42,21 @@ pub trait Mailboxes: Clone + Send + Sync + 'static {
     }
 }
 
-/// The accounts' real mailboxes, by their `protocol`.
-#[derive(Debug, Clone, Copy)]
-pub struct Upstreams;
+/// The accounts' real mailboxes, by their `protocol`, and the OAuth2 tokens of those that
+/// log in with one (kept across passes).
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    tokens: Arc<Tokens>,
+}
+
+impl Upstreams {
+    /// The mailboxes of `config`'s accounts.
+    pub fn new(config: &Config) -> Upstreams {
+        Upstreams {
+            tokens: Arc::new(Tokens::new(config)),
+        }
+    }
+}
 
 impl Mailboxes for Upstreams {
     type Source<'a> = Upstream<'a>;
@@ -52,12 +65,13 @@ impl Mailboxes for Upstreams {
         Upstream {
             account,
             max_message_size: config.max_message_size,
+            token: self.tokens.get(&account.name),
         }
     }
 
     /// `poll_interval`, or until new mail with `idle: true` (IMAP IDLE).
     async fn until_next_pass(&self, account: &AccountConfig) {
-        crate::fetch::idle::until_next_pass(account).await
+        crate::fetch::idle::until_next_pass(account, self.tokens.get(&account.name)).await
     }
 }
 
@@ -118,7 +132,8 @@ pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, Pi
     let _lock = StateLock::acquire(&config.state_dir)?;
     let store = SqliteStore::open(&config.state_dir)?;
     let relay = SmtpRelay::new(config.relay.clone());
-    let summary = poll_once_with(Arc::new(config), only, Upstreams, &store, &relay).await;
+    let upstreams = Upstreams::new(&config);
+    let summary = poll_once_with(Arc::new(config), only, upstreams, &store, &relay).await;
     relay.close().await;
     Ok(summary)
 }
@@ -177,7 +192,8 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
     }
     let relay = SmtpRelay::new(config.relay.clone());
     let signal = async { shutdown_signal().await.map_err(PipelineError::Signal) };
-    let result = run_with(Arc::new(config), Upstreams, &store, &relay, signal).await;
+    let upstreams = Upstreams::new(&config);
+    let result = run_with(Arc::new(config), upstreams, &store, &relay, signal).await;
     relay.close().await;
     tracing::info!("stopped");
     result

@@ -785,6 +785,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         unseen_only: false,
         auth: Default::default(),
         idle: false,
+        oauth: None,
     };
     let config = Config {
         state_dir: "/tmp".into(),

@@ -120,7 +120,16 @@ impl Checker<'_> {
         let username = self
             .require(&s, "username")
             .and_then(|n| self.text(n, &s.name("username")));
-        let password = self.password(&s);
+        let oauth = match s.get("oauth") {
+            None => Some(None),
+            Some(n) => self.oauth(n, &s.name("oauth")).map(Some),
+        };
+        // An OAuth2 account has a token instead of a password.
+        let password = if s.has("oauth") {
+            self.no_password(&s)
+        } else {
+            self.password(&s)
+        };
         let mode = self.mode(&s);
         let folder = match s.get("folder") {
             Some(n) if protocol == Some(Protocol::Pop3) => {
@@ -190,7 +199,7 @@ impl Checker<'_> {
             }
             Some(n) => self.boolean(n, &s.name("unseen_only")),
         };
-        let auth = self.auth(&s, protocol);
+        let auth = self.auth(&s, protocol, s.has("oauth"));
         let idle = match s.get("idle") {
             None => Some(false),
             Some(n) if protocol == Some(Protocol::Pop3) => {
@@ -240,16 +249,18 @@ impl Checker<'_> {
             unseen_only: unseen_only?,
             auth: auth?,
             idle: idle?,
+            oauth: oauth?,
         })
     }
 
     /// `auth`, `auth_mechanisms` and `spa`: at most one of them restricts the login methods
     /// (`auth: apop` is `[apop]`, `spa: true` is `[ntlm]`); none, or `auth: auto`, allows
-    /// any.
+    /// any. `token`: the account has `oauth`, so only xoauth2 and oauthbearer fit.
     pub(super) fn auth(
         &mut self,
         s: &Section<'_>,
         protocol: Option<Protocol>,
+        token: bool,
     ) -> Option<AuthMethod> {
         let mut given: Vec<(String, &Node, Vec<Method>)> = Vec::new();
         let mut ok = true;
@@ -270,7 +281,7 @@ impl Checker<'_> {
             }
         }
         if let Some(n) = s.get("auth_mechanisms") {
-            match self.auth_mechanisms(n, &s.name("auth_mechanisms")) {
+            match self.auth_mechanisms(n, &s.name("auth_mechanisms"), token) {
                 Some(list) => given.push(("auth_mechanisms".to_owned(), n, list)),
                 None => ok = false,
             }
@@ -286,6 +297,19 @@ impl Checker<'_> {
                 );
                 ok = false;
             }
+        }
+        if let Some((key, node, _)) = given
+            .first()
+            .filter(|(k, ..)| token && k != "auth_mechanisms")
+        {
+            self.err(
+                node,
+                format!(
+                    "{}: an account with oauth logs in with an OAuth2 token (xoauth2, oauthbearer)",
+                    s.name(key)
+                ),
+            );
+            ok = false;
         }
         if let (Some((key, node, list)), Some(Protocol::Imap)) = (given.first(), protocol)
             && list.contains(&Method::Apop)
@@ -306,8 +330,9 @@ impl Checker<'_> {
         })
     }
 
-    /// `auth_mechanisms`: a non-empty list of known method names, each once.
-    fn auth_mechanisms(&mut self, node: &Node, name: &str) -> Option<Vec<Method>> {
+    /// `auth_mechanisms`: a non-empty list of known method names, each once, each suiting
+    /// the account's secret (`token`: an OAuth2 token).
+    fn auth_mechanisms(&mut self, node: &Node, name: &str, token: bool) -> Option<Vec<Method>> {
         let items = self.list(node, name)?;
         if items.is_empty() {
             self.err(
@@ -326,8 +351,12 @@ impl Checker<'_> {
                 continue;
             };
             match Method::from_config_name(&word.to_ascii_lowercase()) {
-                Some(m) if m.uses_token() => {
-                    self.err(item, format!("{name}: {word} logs in with an OAuth2 token, and the account has a password"));
+                Some(m) if m.uses_token() && !token => {
+                    self.err(item, format!("{name}: {word} logs in with an OAuth2 token, and the account has a password (no oauth)"));
+                    ok = false;
+                }
+                Some(m) if token && !m.uses_token() => {
+                    self.err(item, format!("{name}: {word} logs in with a password, and the account has an OAuth2 token (oauth); use xoauth2 or oauthbearer"));
                     ok = false;
                 }
                 Some(m) if list.contains(&m) => {
@@ -392,14 +421,9 @@ impl Checker<'_> {
     /// Exactly one of `password`, `password_file`, `password_env`, resolved. No message here
     /// may contain the secret.
     pub(super) fn password(&mut self, s: &Section<'_>) -> Option<Password> {
-        let given: Vec<(&str, &Node)> = s
-            .entries
-            .iter()
-            .filter(|(k, _)| PASSWORD_KEYS.contains(k))
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        let (key, node) = match given.as_slice() {
-            [] => {
+        match self.secret(s, PASSWORD_KEYS, "password")? {
+            Some(p) => Some(p),
+            None => {
                 if self.cut.is_none() {
                     self.err(
                         s.node,
@@ -409,16 +433,39 @@ impl Checker<'_> {
                         ),
                     );
                 }
-                return None;
+                None
             }
+        }
+    }
+
+    /// At most one of `keys` (`X`, `X_file`, `X_env`), resolved: `Some(None)` when none is
+    /// given, `None` after an error. `what` names the secret in messages, which never
+    /// contain it.
+    pub(super) fn secret(
+        &mut self,
+        s: &Section<'_>,
+        keys: [&str; 3],
+        what: &str,
+    ) -> Option<Option<Password>> {
+        let given: Vec<(&str, &Node)> = s
+            .entries
+            .iter()
+            .filter(|(k, _)| keys.contains(k))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let (key, node) = match given.as_slice() {
+            [] => return Some(None),
             [one] => *one,
             [first, rest @ ..] => {
                 for (k, n) in rest {
                     self.err(
                         n,
                         format!(
-                            "{}: `{k}` conflicts with `{}` (line {}): use only one of password, password_file, password_env",
-                            s.path, first.0, first.1.line
+                            "{}: `{k}` conflicts with `{}` (line {}): use only one of {}",
+                            s.path,
+                            first.0,
+                            first.1.line,
+                            keys.join(", ")
                         ),
                     );
                 }
@@ -426,8 +473,8 @@ impl Checker<'_> {
             }
         };
         let name = s.name(key);
-        let secret = match key {
-            "password" => match scalar(node) {
+        let secret = if key == keys[0] {
+            match scalar(node) {
                 Some(p) => p.to_string(),
                 None => {
                     self.err(
@@ -436,58 +483,56 @@ impl Checker<'_> {
                     );
                     return None;
                 }
-            },
-            "password_file" => {
-                let path = self.path(node, &name)?;
-                match std::fs::read_to_string(&path) {
-                    Ok(mut p) => {
-                        if p.ends_with('\n') {
+            }
+        } else if key == keys[1] {
+            let path = self.path(node, &name)?;
+            match std::fs::read_to_string(&path) {
+                Ok(mut p) => {
+                    if p.ends_with('\n') {
+                        p.pop();
+                        if p.ends_with('\r') {
                             p.pop();
-                            if p.ends_with('\r') {
-                                p.pop();
-                            }
                         }
-                        p
                     }
-                    Err(e) => {
-                        self.err(node, format!("{name}: cannot read {}: {e}", path.display()));
-                        return None;
-                    }
+                    p
+                }
+                Err(e) => {
+                    self.err(node, format!("{name}: cannot read {}: {e}", path.display()));
+                    return None;
                 }
             }
-            _ => {
-                let var = self.text(node, &name)?;
-                match std::env::var(&var) {
-                    Ok(p) => p,
-                    Err(std::env::VarError::NotPresent) => {
-                        self.err(
-                            node,
-                            format!("{name}: environment variable {var} is not set"),
-                        );
-                        return None;
-                    }
-                    Err(std::env::VarError::NotUnicode(_)) => {
-                        self.err(
-                            node,
-                            format!("{name}: environment variable {var} is not valid UTF-8"),
-                        );
-                        return None;
-                    }
+        } else {
+            let var = self.text(node, &name)?;
+            match std::env::var(&var) {
+                Ok(p) => p,
+                Err(std::env::VarError::NotPresent) => {
+                    self.err(
+                        node,
+                        format!("{name}: environment variable {var} is not set"),
+                    );
+                    return None;
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    self.err(
+                        node,
+                        format!("{name}: environment variable {var} is not valid UTF-8"),
+                    );
+                    return None;
                 }
             }
         };
         if secret.is_empty() {
-            self.err(node, format!("{name}: the password is empty"));
+            self.err(node, format!("{name}: the {what} is empty"));
             return None;
         }
         if secret.contains(['\r', '\n', '\0']) {
             self.err(
                 node,
-                format!("{name}: the password contains a line break or NUL"),
+                format!("{name}: the {what} contains a line break or NUL"),
             );
             return None;
         }
-        Some(Password::new(secret))
+        Some(Some(Password::new(secret)))
     }
 
     pub(super) fn retention(&mut self, node: &Node, name: &str) -> Option<Retention> {

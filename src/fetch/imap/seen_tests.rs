@@ -24,6 +24,7 @@ async fn listed(
     let upstream = Upstream {
         account: &acct,
         max_message_size: 1000,
+        token: None,
     };
     let mut session = upstream.open().await.unwrap();
     let listing = session.list().await.unwrap();

@@ -9,7 +9,7 @@ use super::protocol::{
     self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
 };
 use super::{Pop3Error, apop};
-use crate::config::{AccountConfig, TlsMode};
+use crate::config::{AccountConfig, Password, TlsMode};
 use crate::fetch::transport::{Deadline, dial};
 use crate::sasl::Method;
 use crate::tls::TlsClient;
@@ -92,12 +92,25 @@ impl Pop3Client {
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
     ) -> Result<Pop3Client, Pop3Error> {
+        Pop3Client::connect_with_token(account, tls_config, None).await
+    }
+
+    /// [`connect_with`](Pop3Client::connect_with) for an account with `oauth:`, logging in
+    /// with this OAuth2 access token (XOAUTH2 or OAUTHBEARER); such an account needs one.
+    pub async fn connect_with_token(
+        account: &AccountConfig,
+        tls_config: Option<TlsClient>,
+        token: Option<&Password>,
+    ) -> Result<Pop3Client, Pop3Error> {
         // Checked before anything goes on the wire.
         check_credential(&account.username, "user name")?;
         check_credential(account.password.expose(), "password")?;
+        if let Some(token) = token {
+            check_credential(token.expose(), "OAuth2 access token")?;
+        }
 
         let tcp = dial(account).await?;
-        Pop3Client::establish(Box::new(tcp), account, tls_config).await
+        Pop3Client::establish(Box::new(tcp), account, tls_config, token).await
     }
 
     /// Everything after the TCP connect: implicit TLS, greeting, CAPA, STLS, login.
@@ -105,6 +118,7 @@ impl Pop3Client {
         stream: Box<dyn Stream>,
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
+        token: Option<&Password>,
     ) -> Result<Pop3Client, Pop3Error> {
         let tls_config = move || match &tls_config {
             Some(tls) => Ok(tls.clone()),
@@ -192,7 +206,7 @@ impl Pop3Client {
             timeout: account.timeout,
             method: None,
         };
-        client.login(account, apop_stamp.as_deref()).await?;
+        client.login(account, apop_stamp.as_deref(), token).await?;
         Ok(client)
     }
 

@@ -6,7 +6,7 @@
 use super::client::{Pop3Client, redact};
 use super::protocol::{self, Status};
 use super::{Pop3Error, apop};
-use crate::config::{AccountConfig, TlsMode};
+use crate::config::{AccountConfig, Password, TlsMode};
 use crate::sasl::{self, Credentials, Exchange, Mechanism, Method, Offer, Policy, Secret};
 
 /// RFC 5034 4: an `AUTH` command with its initial response fits in 255 octets.
@@ -21,6 +21,7 @@ impl Pop3Client {
         &mut self,
         account: &AccountConfig,
         apop_stamp: Option<&str>,
+        token: Option<&Password>,
     ) -> Result<(), Pop3Error> {
         let allowed = account.auth.allowed();
         let offer = Offer {
@@ -37,11 +38,17 @@ impl Pop3Client {
         let policy = Policy {
             allowed,
             cleartext_ok: self.is_encrypted() || account.tls == TlsMode::None,
-            token: false,
+            token: account.oauth.is_some(),
         };
         let method = sasl::choose(&offer, &policy).map_err(Pop3Error::NoLoginMethod)?;
         let password = account.password.expose();
         let mut secrets = vec![password.to_owned()];
+        secrets.extend(token.map(|t| t.expose().to_owned()));
+        // Without its token an OAuth2 account gets "XOAUTH2 needs an OAuth2 token".
+        let secret = match token {
+            Some(t) => Secret::BearerToken(t.expose()),
+            None => Secret::Password(password),
+        };
         let status = match (method, apop_stamp) {
             (Method::Apop, Some(stamp)) => {
                 let digest = apop::digest(stamp, password);
@@ -73,7 +80,7 @@ impl Pop3Client {
             (Method::Sasl(mechanism), _) => {
                 let credentials = Credentials {
                     username: &account.username,
-                    secret: Secret::Password(password),
+                    secret,
                 };
                 self.authenticate(mechanism, &credentials, &mut secrets)
                     .await?

@@ -8,7 +8,7 @@ use super::super::command::{self, Command};
 use super::super::conn::{Connection, Stream};
 use super::super::protocol::{Capabilities, Code, LITERAL_MAX, Response, Status};
 use super::ImapClient;
-use crate::config::{AccountConfig, TlsMode};
+use crate::config::{AccountConfig, Password, TlsMode};
 use crate::fetch::pop3::{MESSAGE_MAX, redact};
 use crate::fetch::transport::dial;
 use crate::sasl::{self, Credentials, Exchange, Mechanism, Method, Offer, Policy, Secret};
@@ -30,12 +30,25 @@ impl ImapClient {
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
     ) -> Result<ImapClient, ImapError> {
+        ImapClient::connect_with_token(account, tls_config, None).await
+    }
+
+    /// [`connect_with`](ImapClient::connect_with) for an account with `oauth:`, logging in
+    /// with this OAuth2 access token (XOAUTH2 or OAUTHBEARER); such an account needs one.
+    pub async fn connect_with_token(
+        account: &AccountConfig,
+        tls_config: Option<TlsClient>,
+        token: Option<&Password>,
+    ) -> Result<ImapClient, ImapError> {
         // Checked before anything goes on the wire.
         check_credential(&account.username, "user name")?;
         check_credential(account.password.expose(), "password")?;
+        if let Some(token) = token {
+            check_credential(token.expose(), "OAuth2 access token")?;
+        }
 
         let tcp = dial(account).await?;
-        ImapClient::establish(Box::new(tcp), account, tls_config).await
+        ImapClient::establish(Box::new(tcp), account, tls_config, token).await
     }
 
     /// Everything after the TCP connect: implicit TLS, greeting, CAPABILITY, STARTTLS, login.
@@ -43,6 +56,7 @@ impl ImapClient {
         stream: Box<dyn Stream>,
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
+        token: Option<&Password>,
     ) -> Result<ImapClient, ImapError> {
         let tls_config = move || match &tls_config {
             Some(tls) => Ok(tls.clone()),
@@ -110,7 +124,7 @@ impl ImapClient {
                 _ => ImapError::PlaintextRefused,
             });
         }
-        client.login(account).await?;
+        client.login(account, token).await?;
         Ok(client)
     }
 
@@ -141,7 +155,11 @@ impl ImapClient {
     /// SASL mechanism (RFC 3501 6.2.2, SASL-IR when offered), else `LOGIN` with the password
     /// quoted, or as a literal when it has 8-bit bytes. The method is logged once (info)
     /// and kept for [`login_method`](ImapClient::login_method).
-    async fn login(&mut self, account: &AccountConfig) -> Result<(), ImapError> {
+    async fn login(
+        &mut self,
+        account: &AccountConfig,
+        token: Option<&Password>,
+    ) -> Result<(), ImapError> {
         let offer = Offer {
             sasl: Offer::mechanisms(self.capabilities.auth_mechanisms()),
             apop: false,
@@ -150,16 +168,22 @@ impl ImapClient {
         let policy = Policy {
             allowed: account.auth.allowed(),
             cleartext_ok: self.encrypted || account.tls == TlsMode::None,
-            token: false,
+            token: account.oauth.is_some(),
         };
         let method = sasl::choose(&offer, &policy).map_err(ImapError::NoLoginMethod)?;
         let password = account.password.expose();
         let mut secrets = vec![password.to_owned()];
+        secrets.extend(token.map(|t| t.expose().to_owned()));
+        // Without its token an OAuth2 account gets "XOAUTH2 needs an OAuth2 token".
+        let secret = match token {
+            Some(t) => Secret::BearerToken(t.expose()),
+            None => Secret::Password(password),
+        };
         let result = match method {
             Method::Sasl(mechanism) => {
                 let credentials = Credentials {
                     username: &account.username,
-                    secret: Secret::Password(password),
+                    secret,
                 };
                 self.authenticate(mechanism, &credentials, &mut secrets)
                     .await

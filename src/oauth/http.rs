@@ -1,0 +1,266 @@
+//! The one HTTP request OAuth2 needs: a form POST to a token endpoint, its JSON reply read
+//! whole. HTTPS through the project's TLS setup (`src/tls/`: system trust, certificate
+//! errors in words); plain HTTP only to this host. `parse_response` is free of I/O.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::OAuthError;
+use crate::config::TlsOptions;
+use crate::tls::TlsClient;
+
+/// The largest reply read (token replies are a few KiB).
+const REPLY_MAX: usize = 256 * 1024;
+
+/// A token or device endpoint, split up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `https://` (else `http://`).
+    pub https: bool,
+    /// The host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// The port (443 / 80 by default).
+    pub port: u16,
+    /// The path and query, `/` at least.
+    pub path: String,
+}
+
+impl Endpoint {
+    /// Splits `scheme://host[:port][/path]`; the error says what is wrong.
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(format!("`{url}` is not an https:// URL"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return Err(format!("`{url}`: credentials do not belong in the URL"));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("`{url}`: unclosed [ in the host"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        let port = match port {
+            None => {
+                if https {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("`{url}`: `{p}` is not a port"))?,
+        };
+        if host.is_empty() || host.bytes().any(|b| b.is_ascii_whitespace() || b < 0x21) {
+            return Err(format!("`{url}` has no host"));
+        }
+        if path
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(format!("`{url}`: spaces or control characters in the path"));
+        }
+        Ok(Endpoint {
+            https,
+            host: host.to_ascii_lowercase(),
+            port,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Whether the host is this machine (127.0.0.0/8, ::1, localhost).
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost" || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// A reply: its status code and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The HTTP status (200, 400, ...).
+    pub status: u16,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+/// POSTs `form` (already encoded) to `endpoint`, the whole exchange within `timeout`.
+/// The error names the endpoint, never the form (it holds secrets).
+pub async fn post_form(
+    endpoint: &Endpoint,
+    form: &str,
+    timeout: Duration,
+) -> Result<Reply, OAuthError> {
+    let unreachable = |why: String| OAuthError::Unreachable {
+        endpoint: format!("{}:{}", endpoint.host, endpoint.port),
+        why,
+    };
+    let exchange = async {
+        let host = endpoint.host.as_str();
+        let tcp = TcpStream::connect((host, endpoint.port))
+            .await
+            .map_err(|e| unreachable(format!("cannot connect: {e}")))?;
+        let host_header = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let request = format!(
+            "POST {} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: mailferry\r\n\
+             Accept: application/json\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            endpoint.path,
+            form.len()
+        );
+        let raw = if endpoint.https {
+            let tls = TlsClient::new(&TlsOptions::default(), host)
+                .map_err(|e| unreachable(e.to_string()))?;
+            let stream = tls
+                .connect(tcp)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            exchange(stream, request.as_bytes()).await
+        } else {
+            exchange(tcp, request.as_bytes()).await
+        }
+        .map_err(|e| unreachable(format!("I/O error: {e}")))?;
+        parse_response(&raw).map_err(unreachable)
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(unreachable(format!("no reply within {timeout:?}"))),
+    }
+}
+
+/// Writes the request and reads until the server closes (`Connection: close`).
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    stream.write_all(request).await?;
+    stream.flush().await?;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS peer that closes without close_notify: what came is all there is.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => 0,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        if raw.len() > REPLY_MAX {
+            return Err(std::io::Error::other(format!(
+                "the reply is longer than {REPLY_MAX} bytes"
+            )));
+        }
+    }
+}
+
+/// Parses a whole HTTP/1.x response: status line, headers, and the body by
+/// `Content-Length`, chunked, or up to the end.
+pub fn parse_response(raw: &[u8]) -> Result<Reply, String> {
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the reply is not HTTP (no end of headers)")?;
+    let head =
+        std::str::from_utf8(&raw[..head_end]).map_err(|_| "the reply's headers are not text")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut words = status_line.split(' ');
+    let status = match (words.next(), words.next()) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => code
+            .parse::<u16>()
+            .map_err(|_| format!("bad status line `{status_line}`"))?,
+        _ => return Err(format!("the reply is not HTTP: `{status_line}`")),
+    };
+    let mut length = None;
+    let mut chunked = false;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(value.parse::<usize>().map_err(|_| "bad Content-Length")?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().contains("chunked");
+        }
+    }
+    let rest = &raw[head_end + 4..];
+    let body = if chunked {
+        dechunk(rest)?
+    } else if let Some(n) = length {
+        rest.get(..n)
+            .ok_or("the reply ended before its Content-Length")?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Reply { status, body })
+}
+
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("a chunk size line is cut off")?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).map_err(|_| "bad chunk size")?;
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| "bad chunk size")?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = rest.get(..size).ok_or("a chunk is cut off")?;
+        body.extend_from_slice(chunk);
+        rest = rest.get(size + 2..).ok_or("a chunk is cut off")?;
+    }
+}
+
+/// `application/x-www-form-urlencoded` of these pairs.
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(b))
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,0 +1,306 @@
+//! OAuth2 access tokens for accounts with an `oauth:` block (Microsoft 365, Google, any
+//! RFC 6749 server), used by the POP3 and IMAP logins through SASL XOAUTH2 / OAUTHBEARER.
+//!
+//! - [`TokenSource`]: one account's tokens: the client-credentials or the refresh-token
+//!   grant; the access token kept and renewed a minute before it expires; a rotated refresh
+//!   token saved at once (`store.rs`, mode 0600 under `state_dir`); a refused grant
+//!   (`invalid_grant`: consent revoked, token expired) not asked again until
+//!   `mailferry oauth login` stored a new one.
+//! - [`device`]: `mailferry oauth login`, the device-code flow (RFC 8628).
+//! - `http.rs`: the one HTTPS POST this needs, through `src/tls/`; `reply.rs`: the replies,
+//!   free of I/O.
+//!
+//! No token or secret reaches a log, a metric or an error: they are kept as
+//! [`Password`], whose `Debug` and `Display` print `***`.
+
+pub mod device;
+mod http;
+mod reply;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{AccountConfig, Config, OAuthConfig, OAuthGrant, Password};
+
+pub use http::Endpoint;
+pub use store::RefreshStore;
+
+/// An access token is renewed this long before it expires, so that a login never meets
+/// one expiring on the way.
+pub const RENEW_MARGIN: Duration = Duration::from_secs(60);
+/// After the client-credentials grant was refused, it is asked again no sooner than this
+/// (a consent may be granted meanwhile; a wrong secret needs a restart anyway).
+const CLIENT_REFUSED_WAIT: Duration = Duration::from_secs(600);
+/// Time allowed for one request to a token endpoint.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why no access token could be had. None of them carries a token or a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    /// The token endpoint could not be asked (connect, TLS, timeout, not HTTP).
+    #[error("cannot get an OAuth2 token from {endpoint}: {why}")]
+    Unreachable {
+        /// `host:port`.
+        endpoint: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The endpoint refused the grant for good: asking again the same way will not help.
+    #[error("the OAuth2 token endpoint refused the {grant} ({code}{description}); {advice}")]
+    Refused {
+        /// `refresh token` or `client credentials`.
+        grant: &'static str,
+        /// The OAuth2 error code (`invalid_grant`).
+        code: String,
+        /// `: ` and the server's description, or nothing.
+        description: String,
+        /// What to do about it.
+        advice: String,
+    },
+    /// The endpoint answered with an error that may pass (`temporarily_unavailable`), or
+    /// with something that is not a token reply.
+    #[error("the OAuth2 token endpoint answered: {0}")]
+    Failed(String),
+    /// The refresh-token grant and no refresh token stored yet.
+    #[error("account {account} has no OAuth2 refresh token yet (none in {path}): run `{command}`")]
+    NoRefreshToken {
+        /// The account.
+        account: String,
+        /// Where it was looked for.
+        path: String,
+        /// The login command to run.
+        command: String,
+    },
+    /// The refresh-token file could not be read or written.
+    #[error("cannot keep the OAuth2 refresh token in {path}: {source}")]
+    Store {
+        /// The file.
+        path: String,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// `mailferry oauth login` could not go on (no device endpoint, denied, expired).
+    #[error("oauth login: {0}")]
+    Login(String),
+}
+
+impl OAuthError {
+    /// Whether the grant is refused (or missing): a login cannot succeed until someone
+    /// acts, so the account backs off like one with a wrong password.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            OAuthError::Refused { .. } | OAuthError::NoRefreshToken { .. }
+        )
+    }
+}
+
+/// The command that gets a refresh token for `account`.
+pub fn login_command(account: &str) -> String {
+    format!("mailferry oauth login --config <config file> --account {account}")
+}
+
+/// The token sources of every account with `oauth:`, by account name; built once per
+/// daemon so that the access tokens are kept across passes.
+#[derive(Debug, Default)]
+pub struct Tokens {
+    sources: HashMap<String, TokenSource>,
+}
+
+impl Tokens {
+    /// A source for each account of `config` with an `oauth:` block.
+    pub fn new(config: &Config) -> Tokens {
+        let sources = config
+            .accounts
+            .iter()
+            .filter_map(|a| TokenSource::new(a, &config.state_dir).map(|s| (a.name.clone(), s)))
+            .collect();
+        Tokens { sources }
+    }
+
+    /// The source of `account`, if it logs in with OAuth2.
+    pub fn get(&self, account: &str) -> Option<&TokenSource> {
+        self.sources.get(account)
+    }
+}
+
+/// One account's access tokens.
+#[derive(Debug)]
+pub struct TokenSource {
+    account: String,
+    config: OAuthConfig,
+    store: RefreshStore,
+    cached: tokio::sync::Mutex<Cached>,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    access: Option<(Password, SystemTime)>,
+    refused: Option<Refusal>,
+}
+
+/// A refused grant, remembered so that it is not asked again in a loop.
+#[derive(Debug)]
+struct Refusal {
+    code: String,
+    description: String,
+    /// The refresh-token file as it was when refused: a new one lifts the refusal.
+    stamp: Option<SystemTime>,
+    at: Instant,
+}
+
+impl TokenSource {
+    /// The source of `account`'s tokens; `None` when it has no `oauth:` block.
+    pub fn new(account: &AccountConfig, state_dir: &std::path::Path) -> Option<TokenSource> {
+        Some(TokenSource {
+            account: account.name.clone(),
+            config: account.oauth.clone()?,
+            store: RefreshStore::new(state_dir, &account.name),
+            cached: tokio::sync::Mutex::new(Cached::default()),
+        })
+    }
+
+    /// A valid access token: the one kept if it has more than [`RENEW_MARGIN`] left, else
+    /// a new one from the token endpoint (a rotated refresh token saved before it is used).
+    pub async fn access_token(&self) -> Result<Password, OAuthError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((token, expires)) = &cached.access
+            && *expires > SystemTime::now() + RENEW_MARGIN
+        {
+            return Ok(token.clone());
+        }
+        cached.access = None;
+        let result = self.request(&mut cached).await;
+        if let Err(e) = &result {
+            let reason = if e.is_refusal() {
+                "refused"
+            } else {
+                "unreachable"
+            };
+            crate::metrics::oauth_failure(&self.account, reason);
+        }
+        result
+    }
+
+    /// Drops the kept access token (the server refused it: revoked before its time), so
+    /// that the next login asks for a new one.
+    pub async fn forget(&self) {
+        self.cached.lock().await.access = None;
+    }
+
+    async fn request(&self, cached: &mut Cached) -> Result<Password, OAuthError> {
+        let stamp = self.store.stamp();
+        if let Some(r) = &cached.refused {
+            let still = match self.config.grant {
+                OAuthGrant::RefreshToken => r.stamp == stamp,
+                OAuthGrant::ClientCredentials => r.at.elapsed() < CLIENT_REFUSED_WAIT,
+            };
+            if still {
+                return Err(self.refused(&r.code, &r.description));
+            }
+            cached.refused = None;
+        }
+        let client_secret = self.config.client_secret.as_ref().map(Password::expose);
+        let mut pairs = vec![("client_id", self.config.client_id.as_str())];
+        let old_refresh = match self.config.grant {
+            OAuthGrant::ClientCredentials => {
+                pairs.push(("grant_type", "client_credentials"));
+                None
+            }
+            OAuthGrant::RefreshToken => {
+                let Some(refresh) = self.store.load()? else {
+                    return Err(OAuthError::NoRefreshToken {
+                        account: self.account.clone(),
+                        path: self.store.path().display().to_string(),
+                        command: login_command(&self.account),
+                    });
+                };
+                Some(refresh)
+            }
+        };
+        if let Some(refresh) = &old_refresh {
+            pairs.push(("grant_type", "refresh_token"));
+            pairs.push(("refresh_token", refresh.expose()));
+        }
+        if let Some(secret) = client_secret {
+            pairs.push(("client_secret", secret));
+        }
+        if !self.config.scope.is_empty() {
+            pairs.push(("scope", &self.config.scope));
+        }
+        let endpoint = Endpoint::parse(&self.config.token_url).map_err(OAuthError::Failed)?;
+        let reply = http::post_form(&endpoint, &http::form(&pairs), REQUEST_TIMEOUT).await?;
+        let secrets: Vec<String> = [old_refresh.as_ref().map(Password::expose), client_secret]
+            .into_iter()
+            .flatten()
+            .map(str::to_owned)
+            .collect();
+        match reply::token_reply(reply.status, &reply.body).map_err(OAuthError::Failed)? {
+            reply::TokenReply::Granted(granted) => {
+                if let Some(new) = &granted.refresh_token
+                    && old_refresh.is_some()
+                    && old_refresh.as_ref() != Some(new)
+                {
+                    // Saved before the access token is used: the old one may be dead now.
+                    self.store.save(new)?;
+                    tracing::info!(account = %self.account, "OAuth2: the refresh token was rotated; the new one is saved");
+                }
+                let expires = SystemTime::now() + granted.lifetime;
+                crate::metrics::oauth_token_expiry(&self.account, expires);
+                tracing::debug!(
+                    account = %self.account,
+                    "OAuth2: new access token, valid for {}s",
+                    granted.lifetime.as_secs()
+                );
+                cached.access = Some((granted.access_token.clone(), expires));
+                Ok(granted.access_token)
+            }
+            reply::TokenReply::Error { code, description } => {
+                let description = crate::fetch::pop3::redact(&description, &secrets);
+                if reply::is_refusal(&code) {
+                    let error = self.refused(&code, &description);
+                    cached.refused = Some(Refusal {
+                        code,
+                        description,
+                        stamp,
+                        at: Instant::now(),
+                    });
+                    Err(error)
+                } else {
+                    Err(OAuthError::Failed(
+                        format!("{code} {description}").trim().to_owned(),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn refused(&self, code: &str, description: &str) -> OAuthError {
+        let (grant, advice) = match self.config.grant {
+            OAuthGrant::RefreshToken => (
+                "refresh token",
+                format!(
+                    "consent revoked or the token expired: run `{}` again",
+                    login_command(&self.account)
+                ),
+            ),
+            OAuthGrant::ClientCredentials => (
+                "client credentials",
+                "check client_id, the client secret, the tenant and the admin consent".to_owned(),
+            ),
+        };
+        OAuthError::Refused {
+            grant,
+            code: code.to_owned(),
+            description: if description.is_empty() {
+                String::new()
+            } else {
+                format!(": {description}")
+            },
+            advice,
+        }
+    }
+}
