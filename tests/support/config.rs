@@ -31,6 +31,8 @@ pub enum Secret {
     Inline(String),
     /// `password_file: ...`: the file holds the password.
     File(PathBuf),
+    /// No password line (an account with `oauth:`, given in `extra_lines`).
+    None,
 }
 
 /// One account of a [`GatewayConfig`].
@@ -209,10 +211,11 @@ impl GatewayConfig {
                 y.push(format!("    ca_file: {}", ca.display()));
             }
             y.push(format!("    username: {}", a.username));
-            y.push(match &a.password {
-                Secret::Inline(p) => format!("    password: {p}"),
-                Secret::File(f) => format!("    password_file: {}", f.display()),
-            });
+            match &a.password {
+                Secret::Inline(p) => y.push(format!("    password: {p}")),
+                Secret::File(f) => y.push(format!("    password_file: {}", f.display())),
+                Secret::None => {}
+            }
             y.extend(a.extra_lines.iter().map(|l| format!("    {l}")));
         }
         y.push(String::new());

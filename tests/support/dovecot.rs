@@ -35,6 +35,8 @@ pub struct Dovecot {
     maildirs: Maildirs,
     /// `ssl_ca` for client certificates, when they are required.
     client_ca: Option<PathBuf>,
+    /// The token service's introspection URL, when OAuth2 logins are on.
+    oauth: Option<String>,
 }
 
 /// How a [`Dovecot`]'s TLS is set up (the default is what [`Dovecot::start`] does).
@@ -58,6 +60,21 @@ impl Dovecot {
 
     /// [`Dovecot::start`] with its TLS set up as `tls` says.
     pub fn start_with(users: &[(&str, &str)], tls: DovecotTls) -> Dovecot {
+        Dovecot::start_full(users, tls, None)
+    }
+
+    /// [`Dovecot::start`] that also takes OAuth2 logins (`auth_mechanisms` xoauth2 and
+    /// oauthbearer; an `oauth2` passdb asking `introspection_url`, in `post` mode, whether a
+    /// token is active and whose it is). Passwords still work.
+    pub fn start_oauth(users: &[(&str, &str)], introspection_url: &str) -> Dovecot {
+        Dovecot::start_full(
+            users,
+            DovecotTls::default(),
+            Some(introspection_url.to_owned()),
+        )
+    }
+
+    fn start_full(users: &[(&str, &str)], tls: DovecotTls, oauth: Option<String>) -> Dovecot {
         let (uid, gid) = mail_user_ids();
         let root = tempfile::Builder::new()
             .prefix("mfd-")
@@ -119,7 +136,17 @@ impl Dovecot {
                 .collect(),
             maildirs,
             client_ca: tls.require_client_cert.clone(),
+            oauth,
         };
+        if let Some(url) = &dovecot.oauth {
+            fs::write(
+                rp.join("oauth2.conf"),
+                format!(
+                    "introspection_url = {url}\nintrospection_mode = post\nusername_attribute = username\nactive_attribute = active\nactive_value = true\nforce_introspection = yes\n"
+                ),
+            )
+            .expect("write oauth2.conf");
+        }
 
         for attempt in 1..=START_ATTEMPTS {
             let ports = free_ports(4);
@@ -321,6 +348,18 @@ impl Dovecot {
             ),
             None => String::new(),
         };
+        // OAuth2: the token mechanisms, and a passdb that asks the token service; the
+        // passwd-file passdb keeps the password mechanisms.
+        let (oauth_mechanisms, password_mechanisms, oauth_passdb) = match &self.oauth {
+            Some(_) => (
+                " xoauth2 oauthbearer",
+                "  mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop\n",
+                format!(
+                    "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {r}/oauth2.conf\n}}\n"
+                ),
+            ),
+            None => ("", "", String::new()),
+        };
         format!(
             "# A private Dovecot for mailferry's tests (tests/support/dovecot.rs).
 instance_name = {id}
@@ -343,7 +382,7 @@ ssl_key = <{r}/key.pem
 {client_cert}disable_plaintext_auth = no
 # Every mechanism mailferry speaks that this Dovecot has ({{PLAIN}} passwords serve each);
 # Debian's 2.3.19 offers NTLM only through Samba's winbind, so not here.
-auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop
+auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop{oauth_mechanisms}
 
 mail_location = maildir:~/Maildir
 pop3_uidl_format = %g
@@ -351,7 +390,8 @@ pop3_uidl_format = %g
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {r}/passwd
-}}
+{password_mechanisms}}}
+{oauth_passdb}
 userdb {{
   driver = passwd-file
   args = username_format=%u {r}/passwd

@@ -12,6 +12,8 @@
 //! - [`Postfix`]: a private Postfix as the internal server, with an inside and an outside sink.
 //! - [`free_port`], [`mailferry_bin`], [`run_mailferry`], [`Mailferry`] (a running daemon).
 //! - [`FaultProxy`]: a TCP proxy to an upstream that drops, stalls, trickles, resets or delays.
+//! - [`TokenService`]: an OAuth2 token service (token, device code, introspection) for
+//!   Dovecot's `oauth2` passdb and mailferry's `oauth:` accounts.
 //! - [`Tally`]: expected (recipient, Message-ID) deliveries against what arrived.
 //! - [`GatewayConfig`]: a configuration "POP3 accounts → the SMTP receiver", written as YAML.
 //! - [`sample_catchall_mail`] and [`message`]: realistic mail for a catch-all mailbox.
@@ -34,6 +36,7 @@ mod maildir;
 mod postfix;
 mod smtp_sink;
 mod tally;
+mod token_service;
 
 pub use config::{AccountYaml, CONFIG_FILE, GatewayConfig, Secret, write_private};
 pub use courier::Courier;
@@ -47,6 +50,7 @@ pub use mail::{
 pub use postfix::Postfix;
 pub use smtp_sink::{SmtpSink, Transaction, as_sink_stores, parse_dump};
 pub use tally::{Pair, Tally, delivery_counts, message_id, sample_catchall_pairs};
+pub use token_service::{CLIENT_ID, CLIENT_SECRET, TokenPolicy, TokenService};
 
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener};

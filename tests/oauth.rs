@@ -1,0 +1,408 @@
+//! End to end: OAuth2 logins against a real Dovecot whose `oauth2` passdb asks the test's
+//! token service (tests/support/token_service.rs) whether a token is active and whose it
+//! is. mailferry gets its tokens from the same service (provider: generic, on loopback):
+//! the client-credentials and refresh-token grants deliver over POP3 (XOAUTH2, sent as two
+//! lines) and IMAP (OAUTHBEARER); a token that expires between two passes of the daemon is
+//! renewed; a rotated refresh token is saved and used by the next process; a revoked one
+//! gives the clear error and is not asked with again until `mailferry oauth login` stored a
+//! new one; and that login (device code) works with the test approving as the user.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::{
+    AccountYaml, CLIENT_ID, CLIENT_SECRET, Dovecot, GatewayConfig, Mailferry, Secret, SmtpSink,
+    TokenPolicy, TokenService, mailferry_command, message, poll_once, wait_until,
+};
+
+const USER: &str = "shared@example.com";
+const PASS: &str = "password-not-used";
+const NAME: &str = "o365";
+
+fn policy(valid_for: Duration) -> TokenPolicy {
+    TokenPolicy {
+        app_user: USER.to_owned(),
+        announced: Duration::from_secs(3600),
+        valid_for,
+        interval: Duration::from_secs(1),
+    }
+}
+
+/// The account `NAME` on `dovecot` over implicit TLS, with an `oauth:` block for `grant`
+/// against `service`, and `extra` lines.
+fn account(
+    dovecot: &Dovecot,
+    service: &TokenService,
+    protocol: &str,
+    grant: &str,
+    extra: &[&str],
+) -> AccountYaml {
+    let port = match protocol {
+        "imap" => dovecot.imaps_port(),
+        _ => dovecot.pop3s_port(),
+    };
+    let mut extra_lines = vec![
+        "mode: single-user".to_owned(),
+        "deliver_to: shared@corp.local".to_owned(),
+        "poll_interval: 5s".to_owned(),
+        "oauth:".to_owned(),
+        "  provider: generic".to_owned(),
+        format!("  grant: {grant}"),
+        format!("  client_id: {CLIENT_ID}"),
+        format!("  client_secret: {CLIENT_SECRET}"),
+        "  scope: mail".to_owned(),
+        format!("  token_url: {}", service.url("/token")),
+        format!("  device_url: {}", service.url("/devicecode")),
+    ];
+    extra_lines.extend(extra.iter().map(|l| l.to_string()));
+    AccountYaml {
+        name: NAME.into(),
+        protocol: protocol.into(),
+        port,
+        tls: "tls".into(),
+        ca_file: Some(dovecot.ca_file()),
+        username: USER.into(),
+        password: Secret::None,
+        extra_lines,
+        ..AccountYaml::default()
+    }
+}
+
+fn config(dir: &Path, sink: &SmtpSink, account: AccountYaml) -> String {
+    GatewayConfig::new(dir.join("state"), sink.port())
+        .domains(&["corp.local"])
+        .postmaster("postmaster@corp.local")
+        .account(account)
+        .write(dir)
+        .display()
+        .to_string()
+}
+
+fn deliver(dovecot: &Dovecot, subject: &str) {
+    dovecot.deliver(
+        USER,
+        &message(&[("From", "x@remote.test"), ("Subject", subject)], "hi\n"),
+    );
+}
+
+fn refresh_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("state/oauth")
+        .join(format!("{NAME}.refresh_token"))
+}
+
+fn stored_refresh(dir: &Path) -> String {
+    std::fs::read_to_string(refresh_file(dir))
+        .expect("the refresh token file")
+        .trim()
+        .to_owned()
+}
+
+/// No token or secret the service issued or knows shows in mailferry's output.
+fn assert_no_secret(service: &TokenService, output: &str) {
+    assert!(
+        !output.contains(CLIENT_SECRET),
+        "client secret in the output"
+    );
+    for body in service.bodies() {
+        for token in body
+            .split(['&', '='])
+            .filter(|t| t.starts_with("at-") || t.starts_with("rt-") || t.starts_with("dc-"))
+        {
+            assert!(
+                !output.contains(token),
+                "token {token} in the output:\n{output}"
+            );
+        }
+    }
+}
+
+#[test]
+fn client_credentials_deliver_over_pop3_with_xoauth2_and_imap_with_oauthbearer() {
+    if support::skip_e2e() {
+        return;
+    }
+    let service = TokenService::start(policy(Duration::from_secs(600)));
+    let dovecot = Dovecot::start_oauth(&[(USER, PASS)], &service.url("/introspect"));
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    for (protocol, extra, mechanism) in [
+        ("pop3", &["auth_mechanisms: [xoauth2]"][..], "XOAUTH2"),
+        ("imap", &[][..], "OAUTHBEARER"),
+    ] {
+        deliver(&dovecot, &format!("cc {protocol}"));
+        let acct = account(&dovecot, &service, protocol, "client_credentials", extra);
+        let out = poll_once(&config(dir.path(), &sink, acct));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "{protocol}: {stderr}\n{}",
+            dovecot.log()
+        );
+        assert!(
+            stderr.contains(&format!(
+                "logged in with {}",
+                if protocol == "pop3" {
+                    format!("AUTH {mechanism}")
+                } else {
+                    format!("AUTHENTICATE {mechanism}")
+                }
+            )),
+            "{stderr}"
+        );
+        assert_eq!(dovecot.count(USER), 0, "{protocol}: left upstream");
+        assert_no_secret(&service, &stderr);
+        assert_no_secret(&service, &String::from_utf8_lossy(&out.stdout));
+    }
+    let subjects: Vec<String> = sink.transactions().iter().map(|t| t.subject()).collect();
+    assert_eq!(subjects, ["cc pop3", "cc imap"]);
+    assert_eq!(
+        service.grants(),
+        ["client_credentials", "client_credentials"]
+    );
+    let log = dovecot.log();
+    assert!(log.contains("method=XOAUTH2"), "{log}");
+    assert!(log.contains("method=OAUTHBEARER"), "{log}");
+}
+
+/// `mailferry oauth login` for the account in `config`, the test approving as USER.
+fn device_login(service: &TokenService, config: &str) -> String {
+    let mut child = mailferry_command(&["oauth", "login", "--config", config, "--account", NAME])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mailferry oauth login");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut printed = String::new();
+    let mut approved = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("a line of stdout");
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(code) = line.trim().strip_prefix("enter ") {
+            assert!(service.approve(code.trim(), USER), "no device code {code}");
+            approved = true;
+        }
+    }
+    let status = child.wait().expect("wait for oauth login");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    assert!(approved, "no code printed:\n{printed}\n{stderr}");
+    assert!(status.success(), "oauth login failed:\n{printed}\n{stderr}");
+    assert!(
+        printed.contains("open  http://127.0.0.1/device"),
+        "{printed}"
+    );
+    assert_no_secret(service, &printed);
+    assert_no_secret(service, &stderr);
+    printed
+}
+
+#[test]
+fn device_login_then_refresh_tokens_deliver_and_the_rotated_one_survives_a_restart() {
+    if support::skip_e2e() {
+        return;
+    }
+    let service = TokenService::start(policy(Duration::from_secs(600)));
+    let dovecot = Dovecot::start_oauth(&[(USER, PASS)], &service.url("/introspect"));
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+
+    let pop3 = config(
+        dir.path(),
+        &sink,
+        account(&dovecot, &service, "pop3", "refresh_token", &[]),
+    );
+    // Before any login: the clear error, nothing fetched.
+    deliver(&dovecot, "rt pop3");
+    let out = poll_once(&pop3);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "mailferry oauth login --config <config file> --account {NAME}"
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(dovecot.count(USER), 1, "{stderr}");
+
+    device_login(&service, &pop3);
+    let grants = service.grants();
+    assert_eq!(
+        grants.first().map(String::as_str),
+        Some("urn:ietf:params:oauth:grant-type:device_code")
+    );
+    assert!(
+        grants.len() >= 2,
+        "the first poll is told slow_down, then it goes on: {grants:?}"
+    );
+    let file = refresh_file(dir.path());
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the refresh token file's mode");
+    let first = stored_refresh(dir.path());
+    assert!(service.refresh_is_live(&first));
+
+    let out = poll_once(&pop3);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}\n{}", dovecot.log());
+    assert_eq!(dovecot.count(USER), 0);
+    assert!(stderr.contains("the refresh token was rotated"), "{stderr}");
+    let second = stored_refresh(dir.path());
+    assert_ne!(first, second, "the rotated refresh token is saved");
+    assert!(!service.refresh_is_live(&first));
+    assert_no_secret(&service, &stderr);
+
+    // A new process (a restart) over IMAP: the saved, rotated token is the only live one.
+    deliver(&dovecot, "rt imap");
+    let imap = config(
+        dir.path(),
+        &sink,
+        account(&dovecot, &service, "imap", "refresh_token", &[]),
+    );
+    let out = poll_once(&imap);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}\n{}", dovecot.log());
+    assert_eq!(dovecot.count(USER), 0);
+    assert_ne!(stored_refresh(dir.path()), second);
+    let subjects: Vec<String> = sink.transactions().iter().map(|t| t.subject()).collect();
+    assert_eq!(subjects, ["rt pop3", "rt imap"]);
+}
+
+#[test]
+fn a_token_expiring_between_passes_is_renewed() {
+    if support::skip_e2e() {
+        return;
+    }
+    // Announced 61 s, so with the 60 s margin it is renewed after a second; accepted by
+    // Dovecot for 3 s only, so a daemon that reused it on the next pass would be refused.
+    let service = TokenService::start(TokenPolicy {
+        announced: Duration::from_secs(61),
+        ..policy(Duration::from_secs(3))
+    });
+    let dovecot = Dovecot::start_oauth(&[(USER, PASS)], &service.url("/introspect"));
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = support::free_port();
+    let config = GatewayConfig::new(dir.path().join("state"), sink.port())
+        .domains(&["corp.local"])
+        .postmaster("postmaster@corp.local")
+        .metrics_listen(&format!("127.0.0.1:{metrics_port}"))
+        .account(account(
+            &dovecot,
+            &service,
+            "imap",
+            "client_credentials",
+            &[],
+        ))
+        .write(dir.path())
+        .display()
+        .to_string();
+    deliver(&dovecot, "first");
+    let daemon = Mailferry::spawn(&["run", "--config", &config]);
+    assert!(wait_until(Duration::from_secs(20), || sink
+        .transactions()
+        .len()
+        == 1));
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "mailferry_oauth_token_expiry_seconds{{account=\"{NAME}\"}}"
+        )),
+        "{metrics}"
+    );
+    assert_no_secret(&service, &metrics);
+    std::thread::sleep(Duration::from_secs(4));
+    deliver(&dovecot, "second");
+    let arrived = wait_until(Duration::from_secs(20), || sink.transactions().len() == 2);
+    let out = daemon
+        .terminate(Duration::from_secs(20))
+        .unwrap_or_else(|o| o);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(arrived, "{stderr}\n{}", dovecot.log());
+    assert!(!stderr.contains("authentication failed"), "{stderr}");
+    let grants = service.grants();
+    assert!(
+        grants.len() >= 2,
+        "a new token for the later pass: {grants:?}"
+    );
+    let introspected = service.introspected();
+    let distinct: std::collections::HashSet<&String> = introspected.iter().collect();
+    assert!(
+        distinct.len() >= 2,
+        "each pass logged in with a fresh token: {introspected:?}"
+    );
+    assert_no_secret(&service, &stderr);
+}
+
+#[test]
+fn a_revoked_refresh_token_gives_the_clear_error_and_is_not_asked_again_until_a_new_login() {
+    if support::skip_e2e() {
+        return;
+    }
+    let service = TokenService::start(policy(Duration::from_secs(600)));
+    let dovecot = Dovecot::start_oauth(&[(USER, PASS)], &service.url("/introspect"));
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &sink,
+        account(&dovecot, &service, "pop3", "refresh_token", &[]),
+    );
+    let revoked = service.issue_refresh(USER);
+    std::fs::create_dir_all(refresh_file(dir.path()).parent().unwrap()).unwrap();
+    std::fs::write(refresh_file(dir.path()), &revoked).unwrap();
+    service.revoke_refresh_tokens();
+    deliver(&dovecot, "after consent");
+
+    let daemon = Mailferry::spawn(&["run", "--config", &config]);
+    // Three passes at least (poll_interval 5 s).
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        service.grants(),
+        ["refresh_token"],
+        "the refused token is not sent again every pass"
+    );
+    assert_eq!(dovecot.count(USER), 1);
+    // The user logs in again: the next pass takes the new token.
+    let fresh = service.issue_refresh(USER);
+    std::fs::write(refresh_file(dir.path()), &fresh).unwrap();
+    let arrived = wait_until(Duration::from_secs(20), || sink.transactions().len() == 1);
+    let out = daemon
+        .terminate(Duration::from_secs(20))
+        .unwrap_or_else(|o| o);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(arrived, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "refused the refresh token (invalid_grant: test service says invalid_grant); consent revoked or the token expired: run `mailferry oauth login --config <config file> --account {NAME}` again"
+        )),
+        "{stderr}"
+    );
+    let failed = stderr.matches("pass failed").count();
+    assert!(
+        failed >= 2,
+        "several passes failed without asking again: {stderr}"
+    );
+    assert_eq!(dovecot.count(USER), 0);
+    assert_no_secret(&service, &stderr);
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
