@@ -26,6 +26,8 @@ mod tls;
 mod yaml;
 
 #[cfg(test)]
+mod oauth_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tls_tests;

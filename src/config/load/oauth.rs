@@ -5,7 +5,7 @@
 use super::*;
 use crate::config::{OAuthConfig, OAuthGrant, OAuthProvider};
 
-const OAUTH_KEYS: &[&str] = &[
+pub(super) const OAUTH_KEYS: &[&str] = &[
     "provider",
     "tenant",
     "client_id",

@@ -1,0 +1,185 @@
+//! The `oauth:` block: providers fill in their endpoints and scopes, the grant's needs are
+//! checked, endpoints must be https (http on loopback only), and no password goes with it.
+
+use super::tests::{BASE, assert_one_error, load};
+use crate::config::{OAuthGrant, OAuthProvider};
+
+/// `BASE` with the password line replaced by `lines` (each indented as account keys).
+fn with(lines: &str) -> String {
+    BASE.replacen("    password: pw\n", lines, 1)
+}
+
+#[test]
+fn microsoft_client_credentials_gets_its_tenant_endpoints_and_app_scope() {
+    let c = load(&with(
+        "    oauth:\n      provider: microsoft\n      tenant: contoso.onmicrosoft.com\n      grant: client_credentials\n      client_id: app\n      client_secret: s3cret\n",
+    ))
+    .unwrap();
+    let a = &c.accounts[0];
+    let o = a.oauth.as_ref().unwrap();
+    assert_eq!(
+        (o.provider, o.grant),
+        (OAuthProvider::Microsoft, OAuthGrant::ClientCredentials)
+    );
+    assert_eq!(
+        o.token_url,
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+    );
+    assert_eq!(
+        o.device_url.as_deref(),
+        Some("https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode")
+    );
+    assert_eq!(o.scope, "https://outlook.office365.com/.default");
+    assert_eq!(o.client_secret.as_ref().map(|s| s.expose()), Some("s3cret"));
+    assert_eq!(a.password.expose(), "");
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn google_and_delegated_microsoft_default_to_refresh_tokens() {
+    let c = load(&with(
+        "    oauth:\n      provider: google\n      client_id: id\n",
+    ))
+    .unwrap();
+    let o = c.accounts[0].oauth.as_ref().unwrap();
+    assert_eq!(o.grant, OAuthGrant::RefreshToken);
+    assert_eq!(o.token_url, "https://oauth2.googleapis.com/token");
+    assert_eq!(
+        o.device_url.as_deref(),
+        Some("https://oauth2.googleapis.com/device/code")
+    );
+    assert_eq!(o.scope, "https://mail.google.com/");
+    assert!(o.client_secret.is_none());
+    let c = load(&with(
+        "    oauth:\n      provider: microsoft\n      client_id: id\n",
+    ))
+    .unwrap();
+    let o = c.accounts[0].oauth.as_ref().unwrap();
+    assert!(o.token_url.contains("/organizations/"), "{}", o.token_url);
+    assert!(o.scope.contains("POP.AccessAsUser.All") && o.scope.contains("offline_access"));
+}
+
+#[test]
+fn generic_endpoints_are_https_or_loopback_http() {
+    let generic = |url: &str| {
+        with(&format!(
+            "    oauth:\n      provider: generic\n      client_id: id\n      token_url: {url}\n"
+        ))
+    };
+    for ok in [
+        "https://idp.example.com/token",
+        "http://127.0.0.1:8080/token",
+        "http://[::1]:80/token",
+        "http://localhost/token",
+    ] {
+        let c = load(&generic(ok)).unwrap();
+        assert_eq!(c.accounts[0].oauth.as_ref().unwrap().token_url, ok);
+    }
+    assert_one_error(
+        &generic("http://idp.example.com/token"),
+        14,
+        "a token endpoint must be https (http only for 127.0.0.1, ::1 or localhost)",
+    );
+    assert_one_error(&generic("ftp://x/"), 14, "is not an https:// URL");
+    assert_one_error(
+        &with("    oauth:\n      provider: generic\n      client_id: id\n"),
+        12,
+        "missing required key `token_url` in accounts[a].oauth",
+    );
+}
+
+#[test]
+fn the_grant_and_the_provider_are_checked() {
+    assert_one_error(
+        &with(
+            "    oauth:\n      provider: microsoft\n      tenant: t\n      grant: client_credentials\n      client_id: id\n",
+        ),
+        12,
+        "grant client_credentials needs the client's secret",
+    );
+    assert_one_error(
+        &with(
+            "    oauth:\n      provider: microsoft\n      grant: client_credentials\n      client_id: id\n      client_secret: s\n",
+        ),
+        12,
+        "missing required key `tenant`",
+    );
+    assert_one_error(
+        &with(
+            "    oauth:\n      provider: google\n      grant: client_credentials\n      client_id: id\n      client_secret: s\n",
+        ),
+        13,
+        "use grant: refresh_token",
+    );
+    assert_one_error(
+        &with(
+            "    oauth:\n      provider: google\n      client_id: id\n      token_url: https://x/\n",
+        ),
+        14,
+        "token_url is for provider: generic",
+    );
+    assert_one_error(
+        &with("    oauth:\n      provider: google\n      tenant: t\n      client_id: id\n"),
+        13,
+        "only the microsoft provider has tenants",
+    );
+    assert_one_error(
+        &with("    oauth:\n      provider: yahoo\n      client_id: id\n"),
+        12,
+        "allowed",
+    );
+    assert_one_error(
+        &with("    oauth:\n      provider: microsoft\n      tenant: a/b\n      client_id: id\n"),
+        13,
+        "is not a tenant id or domain",
+    );
+    assert_one_error(
+        &with(
+            "    oauth:\n      provider: google\n      client_id: id\n      client_secret: a\n      client_secret_env: B\n",
+        ),
+        15,
+        "`client_secret_env` conflicts with `client_secret`",
+    );
+    assert_one_error(
+        &with("    oauth:\n      provider: google\n      client_id: id\n      secret: a\n"),
+        14,
+        "unknown key `secret` in accounts[a].oauth",
+    );
+}
+
+#[test]
+fn an_oauth_account_has_no_password_and_only_token_mechanisms() {
+    let block = "    oauth:\n      provider: google\n      client_id: id\n";
+    assert_one_error(
+        &BASE.replacen(
+            "    password: pw\n",
+            &format!("    password: pw\n{block}"),
+            1,
+        ),
+        11,
+        "an account with oauth logs in with an OAuth2 token, not a password; remove password",
+    );
+    let c = load(&with(&format!("{block}    auth_mechanisms: [xoauth2]\n"))).unwrap();
+    assert_eq!(c.accounts[0].auth.allowed().len(), 1);
+    assert_one_error(
+        &with(&format!("{block}    auth_mechanisms: [plain]\n")),
+        14,
+        "plain logs in with a password, and the account has an OAuth2 token",
+    );
+    assert_one_error(
+        &with(&format!("{block}    spa: true\n")),
+        14,
+        "an account with oauth logs in with an OAuth2 token (xoauth2, oauthbearer)",
+    );
+}
+
+#[test]
+fn the_example_file_documents_every_oauth_key() {
+    let example = include_str!("../../../conf/mailferry.example.yaml");
+    for key in super::oauth::OAUTH_KEYS {
+        assert!(
+            example.contains(&format!("{key}:")),
+            "{key} not in the example"
+        );
+    }
+}
