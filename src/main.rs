@@ -42,6 +42,9 @@ enum Command {
         /// Route as this account would (default: the first account).
         #[arg(long)]
         account: Option<String>,
+        /// `text` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
         /// The message file (.eml).
         message: PathBuf,
     },
@@ -50,6 +53,13 @@ enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
+}
+
+/// How `route` prints its report.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -137,7 +147,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Route {
-            account, message, ..
+            account,
+            message,
+            format,
+            ..
         } => {
             if let Some(code) = unknown_account(&config, &config_path, account.as_deref()) {
                 return code;
@@ -152,7 +165,16 @@ fn main() -> ExitCode {
             };
             match read_capped(&message, config.max_message_size) {
                 Ok(raw) => {
-                    print!("{}", explain_route(&config, account, &raw));
+                    let rules = mailferry::route::Rules::for_account(&config, account);
+                    let explanation = mailferry::route::explain(&raw, &rules);
+                    let report = mailferry::route::Report {
+                        account: &account.name,
+                        explanation: &explanation,
+                    };
+                    match format {
+                        Format::Text => print!("{report}"),
+                        Format::Json => println!("{}", report.json()),
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -188,41 +210,6 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// The `route` dry run's report: the envelope, each recipient with its reason, and what was
-/// left out and why.
-fn explain_route(
-    config: &mailferry::config::Config,
-    account: &mailferry::config::AccountConfig,
-    raw: &[u8],
-) -> String {
-    use std::fmt::Write;
-    let rules = mailferry::route::Rules::for_account(config, account);
-    let explanation = mailferry::route::explain(raw, &rules);
-    let mut out = String::new();
-    let from = explanation
-        .routing
-        .return_path
-        .as_ref()
-        .map_or(String::new(), |a| a.to_string());
-    let _ = writeln!(out, "account: {}", account.name);
-    let _ = writeln!(out, "MAIL FROM:<{from}>");
-    for r in &explanation.routing.recipients {
-        let _ = writeln!(out, "RCPT TO:<{}>  ({})", r.address, r.reason);
-    }
-    for s in &explanation.skipped {
-        let _ = writeln!(out, "skipped {:?} in {}: {}", s.address, s.header, s.why);
-    }
-    if explanation.header_truncated {
-        let _ = writeln!(
-            out,
-            "header section longer than {} bytes: only the first {} were read",
-            mailferry::route::HEADER_CAP,
-            explanation.header_bytes
-        );
-    }
-    out
 }
 
 /// `--account NAME` naming no account: the message, and exit status 2.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::address::{Address, DomainPattern};
+use crate::route::{DirectoryFile, Rewrite};
 
 mod load;
 
@@ -56,6 +57,13 @@ pub struct Config {
     /// another copy in the mailbox, another account, or the same mail under new keys (an IMAP
     /// UIDVALIDITY change).
     pub dedup_window: Option<Duration>,
+    /// `rewrite`: addresses and domains mapped to internal ones before the domain check
+    /// (an account's own `rewrite` replaces it).
+    pub rewrite: Vec<Rewrite>,
+    /// `directory`: the file of known local addresses (an account's own replaces it).
+    pub directory: Option<DirectoryFile>,
+    /// `max_hops`: a copy carrying mailferry's own trace header more often is a loop.
+    pub max_hops: u32,
     /// The mailboxes to collect from.
     pub accounts: Vec<AccountConfig>,
 }
@@ -370,6 +378,19 @@ pub struct AccountConfig {
     /// IMAP: between passes, wait in IDLE for new mail (when the server offers it) instead of
     /// only sleeping `poll_interval`.
     pub idle: bool,
+    /// The routing keys this account sets for itself.
+    pub routing: AccountRouting,
+}
+
+/// An account's own routing keys: each one set replaces the top-level key for this account.
+#[derive(Debug, Clone, Default)]
+pub struct AccountRouting {
+    /// `envelope_headers`.
+    pub envelope_headers: Option<Vec<String>>,
+    /// `rewrite`.
+    pub rewrite: Option<Vec<Rewrite>>,
+    /// `directory`.
+    pub directory: Option<DirectoryFile>,
 }
 
 impl AccountConfig {

@@ -38,10 +38,20 @@ pub(super) fn parser(envelope_headers: &[String]) -> MessageParser {
     for (_, name) in MESSAGE_HEADERS {
         parser = parser.header_address(name);
     }
-    for name in envelope_headers.iter().filter_map(|n| header_name(n)) {
+    let envelope = envelope_headers
+        .iter()
+        .filter(|n| !n.trim().eq_ignore_ascii_case(super::RECEIVED_FOR));
+    for name in envelope.filter_map(|n| header_name(n)) {
         parser = parser.header_address(name);
     }
     parser
+}
+
+/// The raw value of a field (after the colon, folding kept); empty if the offsets are off.
+pub(super) fn raw_value<'m>(header: &Header<'_>, message: &'m [u8]) -> &'m [u8] {
+    message
+        .get(header.offset_start as usize..header.offset_end as usize)
+        .unwrap_or_default()
 }
 
 /// Every address a parsed address field names, groups flattened; an obsolete route stays
@@ -71,9 +81,7 @@ pub(super) fn addresses(header: &Header<'_>, message: &[u8]) -> Vec<String> {
 /// refuses what it cannot send, such as an escaped quote); otherwise (`Name <@example.com>`)
 /// the address stays as it came and fails validation.
 fn unquote_local_part(name: &str, address: &str, header: &Header<'_>, message: &[u8]) -> String {
-    let raw = message
-        .get(header.offset_start as usize..header.offset_end as usize)
-        .unwrap_or_default();
+    let raw = raw_value(header, message);
     if String::from_utf8_lossy(raw).contains(&format!("\"{address}")) {
         format!("{name}{address}")
     } else {

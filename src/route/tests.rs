@@ -1,10 +1,10 @@
 use super::*;
 
-fn addr(s: &str) -> Address {
+pub(super) fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
 }
 
-fn rules() -> Rules {
+pub(super) fn rules() -> Rules {
     Rules {
         domains: vec![
             DomainPattern::parse("example.com").unwrap(),
@@ -18,18 +18,21 @@ fn rules() -> Rules {
         mode: Mode::CatchAll,
         own_address: Some(addr("catchall@example.com")),
         source_routed: SourceRouted::Postmaster,
+        rewrite: Vec::new(),
+        directory: None,
+        max_hops: DEFAULT_MAX_HOPS,
     }
 }
 
 /// A message from header lines (CRLF endings) and a short body.
-fn msg(headers: &[&str]) -> Vec<u8> {
+pub(super) fn msg(headers: &[&str]) -> Vec<u8> {
     let mut m = headers.join("\r\n").into_bytes();
     m.extend_from_slice(b"\r\n\r\nbody\r\n");
     m
 }
 
 /// The recipients as `(address, reason)` strings, in order.
-fn rcpts(message: &[u8], rules: &Rules) -> Vec<(String, Reason)> {
+pub(super) fn rcpts(message: &[u8], rules: &Rules) -> Vec<(String, Reason)> {
     route(message, rules)
         .recipients
         .into_iter()
@@ -37,19 +40,19 @@ fn rcpts(message: &[u8], rules: &Rules) -> Vec<(String, Reason)> {
         .collect()
 }
 
-fn env(name: &str) -> Reason {
+pub(super) fn env(name: &str) -> Reason {
     Reason::EnvelopeHeader(name.to_string())
 }
 
-fn hdr(name: &str) -> Reason {
+pub(super) fn hdr(name: &str) -> Reason {
     Reason::Header(name.to_string())
 }
 
-fn pair(a: &str, r: Reason) -> (String, Reason) {
+pub(super) fn pair(a: &str, r: Reason) -> (String, Reason) {
     (a.to_string(), r)
 }
 
-const RECEIVED: &str =
+pub(super) const RECEIVED: &str =
     "Received: from mx.provider.net by pop.provider.net; Mon, 1 Jan 2024 00:00:00 +0000";
 
 #[test]
@@ -84,8 +87,12 @@ fn envelope_header_below_received_is_ignored_as_forgery() {
         .collect();
     assert_eq!(got, ["bob@example.com"]);
     assert_eq!(e.routing.recipients[0].reason, hdr("To"));
-    assert_eq!(e.skipped.len(), 2);
-    assert!(e.skipped.iter().all(|s| s.why == SkipReason::BelowReceived));
+    assert_eq!(e.skipped().len(), 2);
+    assert!(
+        e.skipped()
+            .iter()
+            .all(|s| s.why == SkipReason::BelowReceived)
+    );
 }
 
 #[test]
@@ -126,9 +133,9 @@ fn own_address_in_envelope_header_is_skipped() {
             reason: env("X-Original-To")
         }]
     );
-    assert_eq!(e.skipped.len(), 1);
-    assert_eq!(e.skipped[0].why, SkipReason::OwnAddress);
-    assert_eq!(e.skipped[0].header, "Delivered-To");
+    assert_eq!(e.skipped().len(), 1);
+    assert_eq!(e.skipped()[0].why, SkipReason::OwnAddress);
+    assert_eq!(e.skipped()[0].header, "Delivered-To");
 }
 
 #[test]
@@ -232,15 +239,15 @@ fn foreign_addresses_are_dropped() {
     assert_eq!(e.routing.recipients.len(), 1);
     assert_eq!(e.routing.recipients[0].address, addr("alice@example.com"));
     let foreign: Vec<_> = e
-        .skipped
-        .iter()
-        .map(|s| (s.address.as_str(), &s.why))
+        .skipped()
+        .into_iter()
+        .map(|s| (s.address, s.why))
         .collect();
     assert_eq!(
         foreign,
         [
-            ("stranger@gmail.com", &SkipReason::ForeignDomain),
-            ("other@example.net", &SkipReason::ForeignDomain)
+            ("stranger@gmail.com".to_string(), SkipReason::ForeignDomain),
+            ("other@example.net".to_string(), SkipReason::ForeignDomain)
         ]
     );
 }
@@ -514,8 +521,8 @@ fn source_routed_addresses_go_to_the_postmaster_with_the_reason() {
     assert!(reason.contains("'%'"), "{reason}");
     // The dry run lists each of them.
     let skipped: Vec<_> = e
-        .skipped
-        .iter()
+        .skipped()
+        .into_iter()
         .filter(|s| matches!(s.why, SkipReason::Refused(_)))
         .collect();
     assert_eq!(skipped.len(), 4);
@@ -785,6 +792,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         unseen_only: false,
         auth: Default::default(),
         idle: false,
+        routing: Default::default(),
     };
     let config = Config {
         state_dir: "/tmp".into(),
@@ -806,6 +814,9 @@ fn rules_for_account_take_the_config_and_the_username() {
         max_message_size: crate::config::DEFAULT_MAX_MESSAGE_SIZE,
         source_routed: SourceRouted::Reject,
         dedup_window: None,
+        rewrite: Vec::new(),
+        directory: None,
+        max_hops: DEFAULT_MAX_HOPS,
         accounts: vec![account("Catchall@Example.com")],
     };
     let r = Rules::for_account(&config, &config.accounts[0]);
