@@ -607,6 +607,8 @@ impl<'r> Picked<'r> {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod rules_tests;
 #[cfg(test)]
 mod tests;
