@@ -289,3 +289,33 @@ fn the_corpus_end_to_end_through_dovecot_and_smtp_sink_and_again_after_a_restart
     poll_once(&config);
     assert_eq!(sink.transactions().len(), again.len());
 }
+
+#[test]
+fn the_readme_shows_what_route_prints_for_three_corpus_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), 110, 25);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for name in [
+        "env-forged-below-received",
+        "rewrite-domain",
+        "directory-unknown",
+    ] {
+        let eml = corpus_dir().join(format!("{name}.eml"));
+        let out = run_mailferry(&[
+            "route",
+            "--config",
+            path.to_str().unwrap(),
+            eml.to_str().unwrap(),
+        ]);
+        assert!(out.status.success());
+        let shown: String = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect();
+        assert!(
+            readme.contains(&shown),
+            "README lacks the output for {name}:\n{shown}"
+        );
+    }
+}
