@@ -43,6 +43,7 @@ use mail_parser::{Header, HeaderName};
 use crate::address::{Address, AddressError, DomainPattern, normalize_domain};
 use crate::config::{AccountConfig, Config, Mode, SourceRouted};
 
+mod addrlist;
 mod directory;
 mod explain;
 mod headers;
