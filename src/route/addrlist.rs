@@ -299,4 +299,72 @@ mod tests {
             &["a@example.com", "b@example.com"],
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn mailbox() -> impl Strategy<Value = (String, String)> {
+            let local = prop::sample::select(vec![
+                "alice",
+                "j.doe",
+                "o'brien+tag",
+                "\"john doe\"",
+                "\"a,b\"",
+                "\"x@y\"",
+                "jörg",
+            ]);
+            let domain = prop::sample::select(vec![
+                "example.com",
+                "sub.example.org",
+                "xn--bcher-kva.example",
+            ]);
+            let display = prop::sample::select(vec![
+                "",
+                "Alice",
+                "\"Doe, John\"",
+                "=?utf-8?q?M=C3=BCller=2C_H?=",
+                "\"a <b@evil.net>\"",
+                "J. Doe",
+            ]);
+            let comment = prop::sample::select(vec!["", " (Alice)", " (cc: x@evil.net (nested))"]);
+            (local, domain, display, comment).prop_map(|(l, d, name, c)| {
+                let spec = format!("{l}@{d}");
+                let written = if name.is_empty() {
+                    format!("{spec}{c}")
+                } else {
+                    format!("{name} <{spec}>{c}")
+                };
+                (written, spec)
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(crate::address::fuzz::cases(2000)))]
+
+            /// Whatever the display names, comments, groups and folding, exactly the written
+            /// addresses come out, in order.
+            #[test]
+            fn the_written_addresses_come_out_in_order(
+                entries in prop::collection::vec(mailbox(), 0..8),
+                group in any::<bool>(),
+                fold in any::<bool>(),
+            ) {
+                let sep = if fold { ",\r\n\t" } else { ", " };
+                let list: Vec<&str> = entries.iter().map(|(w, _)| w.as_str()).collect();
+                let value = if group {
+                    format!("team: {};, undisclosed-recipients:;", list.join(sep))
+                } else {
+                    list.join(sep)
+                };
+                let want: Vec<&str> = entries.iter().map(|(_, s)| s.as_str()).collect();
+                prop_assert_eq!(addresses(&value), want);
+            }
+
+            #[test]
+            fn never_panics(value in any::<String>()) {
+                let _ = addresses(&value);
+            }
+        }
+    }
 }
