@@ -134,7 +134,7 @@ fn entry_addresses(entry: &[Token], out: &mut Vec<String>) {
     }
     // `<alice@example.com` (never closed): what was inside counts.
     angles.extend(inside);
-    if !entry.iter().any(|t| *t == Token::Special('<')) {
+    if !entry.contains(&Token::Special('<')) {
         angles = bare_words(entry);
     }
     out.extend(angles.into_iter().filter(|a| !a.trim().is_empty()));

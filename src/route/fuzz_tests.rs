@@ -1,4 +1,5 @@
-//! The long property test over the header parser and the whole router with every rule on:
+//! The long property test over the header parser and the whole router with every rule on
+//! (the router half of the address-parser fuzz, `address::fuzz`):
 //! generated headers (envelope headers above and below `Received:`, `for` clauses, trace
 //! headers, every address form) against generated rules (rewrites leading in and out of the
 //! accepted domains, a directory, `Received-For`, single-user). Whatever comes out: no
@@ -37,6 +38,18 @@ fn check(m: &[u8], rules: &Rules) -> Result<(), TestCaseError> {
     }
     if let Mode::SingleUser { .. } = rules.mode {
         prop_assert_eq!(r.recipients.len(), 1);
+    }
+    if let Some(a) = &r.return_path {
+        prop_assert_eq!(safe_on_the_wire(a), Ok(()));
+    }
+    // A refused address is never sent as written.
+    for refused in &r.refused {
+        let written = refused.address.trim();
+        prop_assert!(
+            !r.recipients.iter().any(|x| x.address.as_str() == written),
+            "{:?}",
+            refused
+        );
     }
     // The report and its JSON never fail either.
     let report = Report {

@@ -87,17 +87,19 @@ pub fn apply(rules: &[Rewrite], address: &Address) -> Option<Address> {
     }
 }
 
+/// A rule from its two sides as written, for tests; panics when they do not make one.
+#[cfg(test)]
+pub(super) fn rule(from: &str, to: &str) -> Rewrite {
+    Rewrite::new(
+        RewriteSide::parse(from).unwrap(),
+        RewriteSide::parse(to).unwrap(),
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rule(from: &str, to: &str) -> Rewrite {
-        Rewrite::new(
-            RewriteSide::parse(from).unwrap(),
-            RewriteSide::parse(to).unwrap(),
-        )
-        .unwrap()
-    }
 
     fn a(s: &str) -> Address {
         Address::parse(s).unwrap()

@@ -4,13 +4,7 @@
 use super::tests::{RECEIVED, addr, env, hdr, msg, pair, rcpts, rules};
 use super::*;
 
-fn rewrite(from: &str, to: &str) -> Rewrite {
-    Rewrite::new(
-        RewriteSide::parse(from).unwrap(),
-        RewriteSide::parse(to).unwrap(),
-    )
-    .unwrap()
-}
+use super::rewrite::rule as rewrite;
 
 fn with_directory(text: &str) -> Rules {
     Rules {
