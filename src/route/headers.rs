@@ -126,8 +126,12 @@ pub(super) fn check(addr: &str) -> Result<Address, SkipReason> {
 }
 
 /// The header section of `message` (up to the first empty line, which is left out), cut to
-/// at most `cap` bytes at a line end; true when it was cut.
+/// at most `cap` bytes at a line end; true when it was cut. A message whose first line is not
+/// a header field has none (the relay sends all of it as body): nothing in it is read.
 pub(super) fn header_section(message: &[u8], cap: usize) -> (&[u8], bool) {
+    if !crate::relay::begins_with_header_section(message) {
+        return (&[], false);
+    }
     let window = &message[..message.len().min(cap)];
     let mut start = 0;
     while let Some(len) = window[start..].iter().position(|&b| b == b'\n') {
@@ -220,5 +224,10 @@ mod tests {
             (&b"To: a\r\n"[..], true)
         );
         assert_eq!(header_section(b"To: aaaaaaaaaaaa\r\n", 8), (&b""[..], true));
+        // No header section at all: the text is body, nothing is a header.
+        assert_eq!(
+            header_section(b"Hello,\nTo: bob@example.com\n\nBye\n", 100),
+            (&b""[..], false)
+        );
     }
 }

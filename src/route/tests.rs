@@ -464,7 +464,10 @@ fn eight_bit_and_invalid_utf8_headers_do_not_stop_routing() {
 
 #[test]
 fn malformed_header_lines_are_skipped() {
+    // (A first line that is no header field means no header section at all, as the relay
+    // sends it: `header_section_ends_at_the_first_empty_line_and_at_the_cap`.)
     let m = msg(&[
+        "Subject: hello",
         "this line has no colon",
         ": no name",
         "To: <<<>>>, alice@example.com, @example.com, bob@, <a\u{7f}b@example.com>",
