@@ -167,9 +167,11 @@ fn main() -> ExitCode {
                 Ok(raw) => {
                     let rules = mailferry::route::Rules::for_account(&config, account);
                     let explanation = mailferry::route::explain(&raw, &rules);
+                    let delivered_before = delivered_before(&config, &explanation, &raw);
                     let report = mailferry::route::Report {
                         account: &account.name,
                         explanation: &explanation,
+                        delivered_before: &delivered_before,
                     };
                     match format {
                         Format::Text => print!("{report}"),
@@ -208,6 +210,52 @@ fn main() -> ExitCode {
                 }
                 Err(e) => report::<()>(Err(e)),
             }
+        }
+    }
+}
+
+/// For `route`: the recipients (dedup keys) that the state store says got this message
+/// already within `dedup_window`, so would not get it again. Empty without dedup or without a
+/// state store yet (a dry run creates none); a store that cannot be read is said, not fatal.
+fn delivered_before(
+    config: &mailferry::config::Config,
+    explanation: &mailferry::route::Explanation,
+    raw: &[u8],
+) -> Vec<String> {
+    use mailferry::state::StateStore;
+    let Some(window) = config.dedup_window else {
+        return Vec::new();
+    };
+    if !config.state_dir.join(mailferry::state::DB_FILE).exists() {
+        return Vec::new();
+    }
+    let routing = &explanation.routing;
+    // As a mailbox hands it over (POP3 and IMAP both send CRLF), whatever the file's line ends.
+    let mut wire = Vec::with_capacity(raw.len() + raw.len() / 32);
+    for (i, &b) in raw.iter().enumerate() {
+        if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+            wire.push(b'\r');
+        }
+        wire.push(b);
+    }
+    let id = mailferry::pipeline::dedup_id(routing.message_id.as_deref(), &wire);
+    let keys: Vec<String> = routing
+        .recipients
+        .iter()
+        .map(|r| r.address.dedup_key())
+        .collect();
+    let since = std::time::SystemTime::now() - window;
+    let found = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let store = mailferry::state::SqliteStore::open(&config.state_dir)?;
+            Ok(store.delivered_before(&id, &keys, since).await?)
+        })
+    });
+    match found {
+        Ok(got) => keys.into_iter().filter(|k| got.contains(k)).collect(),
+        Err(e) => {
+            eprintln!("mailferry: the state store was not read, earlier deliveries not shown: {e}");
+            Vec::new()
         }
     }
 }

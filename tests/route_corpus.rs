@@ -270,6 +270,20 @@ fn the_corpus_end_to_end_through_dovecot_and_smtp_sink_and_again_after_a_restart
     assert!(notices.iter().all(|t| t.rcpts == [POSTMASTER]));
     assert_eq!(dovecot.count(USER), loops, "only the loops stay upstream");
 
+    // The dry run now says who got a message already (from the state store).
+    let eml = corpus_dir().join("addr-group.eml");
+    let out = run_mailferry(&[
+        "route",
+        "--config",
+        config.to_str().unwrap(),
+        eml.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for who in ["alice@example.com", "bob@example.com", "carol@example.com"] {
+        let line = format!("already  {who} got this message before (dedup_window): not sent again");
+        assert!(text.contains(&line), "{text}");
+    }
+
     // The same mail again (a provider storing a second copy), and a new process: dedup.
     for case in &cases {
         dovecot.deliver(USER, &case.raw);

@@ -83,6 +83,9 @@ pub struct Report<'a> {
     pub account: &'a str,
     /// What the router made of the message.
     pub explanation: &'a Explanation,
+    /// The recipients ([`Address::dedup_key`]) that the state store says got this message
+    /// already (`dedup_window`): they would not get it again.
+    pub delivered_before: &'a [String],
 }
 
 impl fmt::Display for Report<'_> {
@@ -108,6 +111,13 @@ impl fmt::Display for Report<'_> {
         writeln!(f, "MAIL FROM:<{}>", from.unwrap_or_default())?;
         for rcpt in &r.recipients {
             writeln!(f, "RCPT TO:<{}>  ({})", rcpt.address, rcpt.reason)?;
+        }
+        for rcpt in r.recipients.iter().filter(|x| self.already(&x.address)) {
+            writeln!(
+                f,
+                "already  {} got this message before (dedup_window): not sent again",
+                rcpt.address
+            )?;
         }
         for found in &e.found {
             let what = format!("{:?} in {}", found.address, found.header);
@@ -140,13 +150,20 @@ impl fmt::Display for Report<'_> {
     }
 }
 
+impl Report<'_> {
+    fn already(&self, a: &Address) -> bool {
+        self.delivered_before.contains(&a.dedup_key())
+    }
+}
+
 fn is_single_user(r: &super::Recipient) -> bool {
     r.reason == super::Reason::SingleUser
 }
 
 impl Report<'_> {
     /// The report as one JSON object: `account`, `mail_from` (null for `<>`), `recipients`
-    /// (`address`, `reason`), `found` (`header`, `address`, `decision`: taken | again |
+    /// (`address`, `reason`, `delivered_before`: true when the state store says it got the
+    /// message already), `found` (`header`, `address`, `decision`: taken | again |
     /// skipped, `recipient` or `why`), `loop` (null or the reason), `hops`,
     /// `message_headers_read`, `header_truncated`.
     pub fn json(&self) -> String {
@@ -165,9 +182,10 @@ impl Report<'_> {
             let sep = if i == 0 { "" } else { "," };
             let _ = write!(
                 out,
-                "{sep}{{\"address\":{},\"reason\":{}}}",
+                "{sep}{{\"address\":{},\"reason\":{},\"delivered_before\":{}}}",
                 quote(rcpt.address.as_str()),
-                quote(&rcpt.reason.to_string())
+                quote(&rcpt.reason.to_string()),
+                self.already(&rcpt.address)
             );
         }
         out.push_str("],\"found\":[");

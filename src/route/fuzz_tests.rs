@@ -55,6 +55,7 @@ fn check(m: &[u8], rules: &Rules) -> Result<(), TestCaseError> {
     let report = Report {
         account: "fuzz",
         explanation: &e,
+        delivered_before: &[],
     };
     prop_assert!(report.to_string().starts_with("account: fuzz\n"));
     let json = report.json();

@@ -214,6 +214,7 @@ fn the_report_names_every_address_and_the_envelope() {
     let report = Report {
         account: "main",
         explanation: &e,
+        delivered_before: &[],
     };
     let text = report.to_string();
     let want = "account: main\n\
@@ -225,7 +226,7 @@ fn the_report_names_every_address_and_the_envelope() {
         To, Cc, Bcc, Resent-*, Apparently-To not read: the envelope headers named the recipients\n";
     assert_eq!(text, want);
     let json = report.json();
-    assert!(json.starts_with("{\"account\":\"main\",\"mail_from\":null,\"recipients\":[{\"address\":\"alice@example.com\",\"reason\":\"envelope header X-Original-To\"}],\"found\":[{\"header\":\"X-Original-To\",\"address\":\"alice@example.com\",\"decision\":\"taken\",\"recipient\":\"alice@example.com\"},"), "{json}");
+    assert!(json.starts_with("{\"account\":\"main\",\"mail_from\":null,\"recipients\":[{\"address\":\"alice@example.com\",\"reason\":\"envelope header X-Original-To\",\"delivered_before\":false}],\"found\":[{\"header\":\"X-Original-To\",\"address\":\"alice@example.com\",\"decision\":\"taken\",\"recipient\":\"alice@example.com\"},"), "{json}");
     assert!(
         json.ends_with(
             ",\"loop\":null,\"hops\":0,\"message_headers_read\":false,\"header_truncated\":false}"
