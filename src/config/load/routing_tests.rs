@@ -125,3 +125,26 @@ fn single_user_accounts_take_no_routing_keys() {
         + "    mode: single-user\n    deliver_to: a@corp.local\n    rewrite: {a@example.com: b@example.com}\n";
     assert_one_error(&text, 14, "only for mode: catch-all");
 }
+
+#[test]
+fn each_pass_sees_the_directory_as_the_file_now_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known");
+    std::fs::write(&known, "alice@example.com\n").unwrap();
+    let text = base_with("accounts:\n", "directory: known\naccounts:\n");
+    let file = dir.path().join("mailferry.yaml");
+    let c = crate::config::from_yaml_str(&text, file.to_str().unwrap()).unwrap();
+    let message = b"To: alice@example.com, bob@example.com\r\n\r\nbody\r\n";
+    let rcpts = |c: &crate::config::Config| {
+        // What a pass does first: the rules, with the directory read again if it changed.
+        let rules = Rules::for_account(c, &c.accounts[0]);
+        crate::route::route(message, &rules)
+            .recipients
+            .iter()
+            .map(|r| r.address.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rcpts(&c), ["alice@example.com", "postmaster@corp.local"]);
+    std::fs::write(&known, "alice@example.com\nbob@example.com\n").unwrap();
+    assert_eq!(rcpts(&c), ["alice@example.com", "bob@example.com"]);
+}
