@@ -156,7 +156,7 @@ impl Report<'_> {
     }
 }
 
-fn is_single_user(r: &super::Recipient) -> bool {
+fn is_single_user(r: &super::Routed) -> bool {
     r.reason == super::Reason::SingleUser
 }
 
