@@ -104,7 +104,7 @@ impl fmt::Display for Report<'_> {
         if let Some(looped) = &r.looped {
             writeln!(
                 f,
-                "LOOP: {looped}; it is quarantined (left upstream, the postmaster told), not delivered"
+                "LOOP: {looped}; it is quarantined (left upstream, the postmaster told), not delivered to the recipients below"
             )?;
         }
         let from = r.return_path.as_ref().map(Address::to_string);
