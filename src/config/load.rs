@@ -89,6 +89,8 @@ const ACCOUNT_KEYS: &[&str] = &[
     "after_fetch",
     "unseen_only",
     "auth",
+    "auth_mechanisms",
+    "spa",
     "idle",
     "envelope_headers",
     "rewrite",
@@ -117,8 +119,8 @@ const FETCH_ORDERS: &[(&str, FetchOrder)] = &[
     ("oldest", FetchOrder::Oldest),
     ("newest", FetchOrder::Newest),
 ];
-const AUTH_METHODS: &[(&str, AuthMethod)] =
-    &[("auto", AuthMethod::Auto), ("apop", AuthMethod::Apop)];
+const AUTH_METHODS: &[(&str, Option<crate::sasl::Method>)] =
+    &[("auto", None), ("apop", Some(crate::sasl::Method::Apop))];
 const INITIAL: &[(&str, Initial)] = &[
     ("deliver_all", Initial::DeliverAll),
     ("skip_existing", Initial::SkipExisting),
