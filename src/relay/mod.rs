@@ -286,6 +286,8 @@ fn timeout_error(during: &'static str, limit: std::time::Duration) -> RelayError
 #[cfg(test)]
 mod address_tests;
 #[cfg(test)]
+mod flight_tests;
+#[cfg(test)]
 pub mod memory;
 #[cfg(test)]
 mod tests;

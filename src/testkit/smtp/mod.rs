@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
@@ -45,6 +45,10 @@ pub struct Script {
     data_end_delay: Duration,
     drop_after_data: usize,
     close_after_data: bool,
+    drop_after_rcpts: Option<usize>,
+    no_reply_to: Vec<String>,
+    auth: Option<(String, String)>,
+    auth_offer: String,
     split: Split,
     implicit_tls: Option<TlsAcceptor>,
     starttls: Option<TlsAcceptor>,
@@ -65,6 +69,10 @@ impl Default for Script {
             data_end_delay: Duration::ZERO,
             drop_after_data: 0,
             close_after_data: false,
+            drop_after_rcpts: None,
+            no_reply_to: Vec::new(),
+            auth: None,
+            auth_offer: "PLAIN LOGIN".to_owned(),
             split: Split::Whole,
             implicit_tls: None,
             starttls: None,
@@ -139,6 +147,34 @@ impl Script {
     /// Close the connection after answering the final dot.
     pub fn close_after_data(mut self) -> Script {
         self.close_after_data = true;
+        self
+    }
+
+    /// In each connection, drop it right after answering the `n`-th RCPT (a pipelined
+    /// response cut mid-way).
+    pub fn drop_after_rcpts(mut self, n: usize) -> Script {
+        self.drop_after_rcpts = Some(n);
+        self
+    }
+
+    /// Never answer RCPT TO:<address>, and go on with the next command (a server that
+    /// sends too few replies).
+    pub fn no_reply_to(mut self, address: &str) -> Script {
+        self.no_reply_to.push(address.to_lowercase());
+        self
+    }
+
+    /// Offer `AUTH PLAIN LOGIN` and demand it before MAIL: only `user` with `password` gets
+    /// 235 (others 535). [`Log::logins`] records who logged in.
+    pub fn auth(mut self, user: &str, password: &str) -> Script {
+        self.auth = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// The mechanisms offered on the EHLO `AUTH` line when [`Script::auth`] is set (default
+    /// `PLAIN LOGIN`).
+    pub fn auth_offer(mut self, mechanisms: &str) -> Script {
+        self.auth_offer = mechanisms.to_owned();
         self
     }
 
@@ -341,6 +377,8 @@ async fn handshake<S: Stream>(
 struct Open {
     mail_from: String,
     rcpts: Vec<String>,
+    /// The BDAT chunks so far.
+    chunks: Vec<u8>,
 }
 
 /// The SMTP dialogue over one stream, until the connection ends or is upgraded.
@@ -358,6 +396,8 @@ async fn dialogue(
         send(&mut io, &greeting, split).await?;
     }
     let mut open: Option<Open> = None;
+    let mut rcpts_answered = 0;
+    let mut logged_in = false;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -371,6 +411,7 @@ async fn dialogue(
             let mut log = lock(&shared.log);
             log.commands.push(command.clone());
             log.commands_tls.push(tls);
+            log.commands_waiting.push(!io.buffer().is_empty());
         }
         let verb = command
             .split([' ', ':'])
@@ -384,6 +425,9 @@ async fn dialogue(
                 lines.extend(script().extensions.iter().cloned());
                 if offer_starttls {
                     lines.push("STARTTLS".to_owned());
+                }
+                if script().auth.is_some() {
+                    lines.push(format!("AUTH {}", script().auth_offer));
                 }
                 let last = lines.len() - 1;
                 lines
@@ -402,6 +446,17 @@ async fn dialogue(
                 }
                 return Ok(Next::StartTls(io.into_inner()));
             }
+            "AUTH" => match auth(&mut io, &command, shared, split).await? {
+                Some(user) => {
+                    logged_in = true;
+                    lock(&shared.log).logins.push(user);
+                    "235 2.7.0 authenticated".to_owned()
+                }
+                None => "535 5.7.8 authentication failed".to_owned(),
+            },
+            "MAIL" if script().auth.is_some() && !logged_in => {
+                "530 5.7.0 authentication required".to_owned()
+            }
             "MAIL" => {
                 let sender = angle_addr(command.get("MAIL FROM:".len()..).unwrap_or(""));
                 let reply = {
@@ -412,6 +467,7 @@ async fn dialogue(
                 open = reply.starts_with('2').then(|| Open {
                     mail_from: sender,
                     rcpts: Vec::new(),
+                    chunks: Vec::new(),
                 });
                 reply
             }
@@ -420,14 +476,49 @@ async fn dialogue(
                 Some(open) => {
                     let address = angle_addr(command.get("RCPT TO:".len()..).unwrap_or(""));
                     let address = address.to_lowercase();
+                    if script().no_reply_to.contains(&address) {
+                        continue;
+                    }
                     let reply = script().rcpt.get(&address).cloned();
                     let reply = reply.unwrap_or_else(|| "250 2.1.5 ok".to_owned());
                     if reply.starts_with('2') {
                         open.rcpts.push(address);
                     }
+                    rcpts_answered += 1;
+                    if script().drop_after_rcpts == Some(rcpts_answered) {
+                        send(&mut io, &reply, split).await?;
+                        return Ok(Next::Done);
+                    }
                     reply
                 }
             },
+            "BDAT" => {
+                // BDAT <size> [LAST] (RFC 3030): exactly <size> octets follow.
+                let mut words = command.split_ascii_whitespace().skip(1);
+                let size = words.next().and_then(|n| n.parse::<usize>().ok());
+                let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+                let Some(size) = size else {
+                    send(&mut io, "501 5.5.4 BDAT needs a size", split).await?;
+                    continue;
+                };
+                let mut chunk = vec![0u8; size];
+                io.read_exact(&mut chunk).await?;
+                let Some(tx) = open.as_mut().filter(|t| !t.rcpts.is_empty()) else {
+                    send(&mut io, "503 5.5.1 no valid recipients", split).await?;
+                    continue;
+                };
+                tx.chunks.extend_from_slice(&chunk);
+                if !last {
+                    format!("250 2.0.0 {size} octets received")
+                } else {
+                    let Some(mut tx) = open.take() else { continue };
+                    let received = std::mem::take(&mut tx.chunks);
+                    match end_of_data(&mut io, tx, received, true, tls, shared).await? {
+                        Some(()) => continue,
+                        None => return Ok(Next::Done),
+                    }
+                }
+            }
             "DATA" => {
                 let Some(tx) = open.take().filter(|t| !t.rcpts.is_empty()) else {
                     send(&mut io, "503 5.5.1 no valid recipients", split).await?;
@@ -478,6 +569,20 @@ async fn data(
         }
         received.extend_from_slice(&line);
     }
+    end_of_data(io, tx, received, false, tls, shared).await
+}
+
+/// Answers the end of a message's data (after the final dot, or BDAT LAST) as the script
+/// says, and records the transaction. `None`: the connection is over.
+async fn end_of_data(
+    io: &mut BufReader<Box<dyn Stream>>,
+    tx: Open,
+    received: Vec<u8>,
+    chunked: bool,
+    tls: bool,
+    shared: &Shared,
+) -> std::io::Result<Option<()>> {
+    let mut line = Vec::new();
     let (end, delay, close, split) = {
         let mut script = lock(&shared.script);
         let own = tx.rcpts.iter().find_map(|r| script.data_end_for.get(r));
@@ -500,6 +605,7 @@ async fn data(
         mail_from: tx.mail_from,
         rcpts: tx.rcpts,
         data: received,
+        chunked,
         tls,
         reply,
     });
@@ -516,6 +622,58 @@ async fn data(
             Ok((!close).then_some(()))
         }
     }
+}
+
+/// An AUTH exchange (PLAIN with or without an initial response, or LOGIN): the user name
+/// when it matches the script's credentials, `None` when refused.
+async fn auth(
+    io: &mut BufReader<Box<dyn Stream>>,
+    command: &str,
+    shared: &Shared,
+    split: Split,
+) -> std::io::Result<Option<String>> {
+    let Some((user, password)) = lock(&shared.script).auth.clone() else {
+        return Ok(None);
+    };
+    let mut words = command.split_ascii_whitespace().skip(1);
+    let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
+    let initial = words.next().map(str::to_owned);
+    let (given_user, given_password) = match mechanism.as_str() {
+        "PLAIN" => {
+            let response = match initial {
+                Some(r) => r,
+                None => prompt(io, "334 ", split).await?,
+            };
+            let decoded = base64_decode(&response).unwrap_or_default();
+            let mut parts = decoded.split(|&b| b == 0).skip(1);
+            let u = parts.next().unwrap_or_default().to_vec();
+            let p = parts.next().unwrap_or_default().to_vec();
+            (u, p)
+        }
+        "LOGIN" => {
+            let u = prompt(io, "334 VXNlcm5hbWU6", split).await?;
+            let p = prompt(io, "334 UGFzc3dvcmQ6", split).await?;
+            (
+                base64_decode(&u).unwrap_or_default(),
+                base64_decode(&p).unwrap_or_default(),
+            )
+        }
+        _ => return Ok(None),
+    };
+    let ok = given_user == user.as_bytes() && given_password == password.as_bytes();
+    Ok(ok.then_some(user))
+}
+
+/// Sends a 334 prompt and reads the client's answer line.
+async fn prompt(
+    io: &mut BufReader<Box<dyn Stream>>,
+    challenge: &str,
+    split: Split,
+) -> std::io::Result<String> {
+    send(io, challenge, split).await?;
+    let mut line = Vec::new();
+    io.read_until(b'\n', &mut line).await?;
+    Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
 }
 
 /// What the fake does at the final dot.
@@ -544,4 +702,21 @@ async fn send<S: AsyncWrite + Unpin + ?Sized>(
     split: Split,
 ) -> std::io::Result<()> {
     write_split(io, format!("{reply}\r\n").as_bytes(), split).await
+}
+
+/// Standard base64 (RFC 4648) decoded; `None` when it is not base64.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for &b in text.trim_end_matches('=').as_bytes() {
+        let value = ALPHABET.iter().position(|&a| a == b)? as u32;
+        acc = (acc << 6) | value;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
 }
