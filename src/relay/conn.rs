@@ -299,6 +299,14 @@ pub(super) async fn open(
             conn.boxed()
         }
     };
+    // More than the EHLO reply: the server is out of step before the first command.
+    if conn.has_unread() {
+        return Err(RelayError::Garbled {
+            host: host.to_owned(),
+            during: "EHLO",
+            reason: "more than one reply to EHLO".to_owned(),
+        });
+    }
     Ok(conn)
 }
 
