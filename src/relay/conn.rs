@@ -4,7 +4,7 @@
 //! `relay.timeout`.
 
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -150,11 +150,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut byte = [0u8; 1];
         let mut read = ReadBuf::new(&mut byte);
         let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut self.stream).poll_read(&mut cx, &mut read) {
-            Poll::Pending => true,
-            // Data, EOF or an error: this session is over.
-            Poll::Ready(_) => false,
-        }
+        // Data, EOF or an error (ready at once): this session is over.
+        Pin::new(&mut self.stream)
+            .poll_read(&mut cx, &mut read)
+            .is_pending()
     }
 
     /// QUIT, its reply awaited within `limit`; the connection ends either way.
