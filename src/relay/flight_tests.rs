@@ -3,32 +3,15 @@
 
 use std::time::Duration;
 
-use super::tests::config;
+use super::tests::{addr, config, relay_for, reply};
 use super::*;
 use crate::config::{Password, RelayAuth, TlsMode};
 use crate::testkit::Split;
 use crate::testkit::smtp::{FakeSmtp, Script};
 use crate::testkit::tls::test_ca;
 
-fn addr(s: &str) -> Address {
-    Address::parse(s).unwrap()
-}
-
-fn reply(code: u16, text: &str) -> Reply {
-    Reply {
-        code,
-        text: text.to_owned(),
-    }
-}
-
 const MESSAGE: &[u8] = b"Subject: hello\r\n\r\n.dot line\r\nbody\r\n";
 const PIPELINING: &[&str] = &["PIPELINING", "8BITMIME", "SMTPUTF8"];
-
-fn relay_for(script: Script) -> (FakeSmtp, SmtpRelay) {
-    let server = FakeSmtp::start(script);
-    let relay = SmtpRelay::new(config(server.port(), TlsMode::None));
-    (server, relay)
-}
 
 fn outcomes(results: Vec<RcptResult>) -> Vec<Outcome> {
     results.into_iter().map(|r| r.outcome).collect()
@@ -199,30 +182,6 @@ async fn all_rcpts_refused_in_a_flight_ends_with_rset_and_the_session_stays() {
     assert_eq!(rsets, 1, "{commands:?}");
     assert_eq!(server.log().connections, 1);
     assert_eq!(server.log().transactions.len(), 1);
-}
-
-#[tokio::test]
-async fn no_rset_between_two_clean_pipelined_transactions() {
-    let (server, relay) = relay_for(Script::default().extensions(PIPELINING));
-    for rcpt in ["a@example.com", "b@example.com"] {
-        relay.send(None, &[addr(rcpt)], MESSAGE).await.unwrap();
-    }
-    relay.close().await;
-    server.wait_closed(1).await;
-    assert_eq!(
-        server.commands(),
-        [
-            "EHLO gw.test",
-            "MAIL FROM:<>",
-            "RCPT TO:<a@example.com>",
-            "DATA",
-            "MAIL FROM:<>",
-            "RCPT TO:<b@example.com>",
-            "DATA",
-            "QUIT",
-        ]
-    );
-    assert_eq!(server.log().transactions.len(), 2);
 }
 
 #[tokio::test]

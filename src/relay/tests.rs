@@ -6,7 +6,7 @@ use crate::testkit::Split;
 use crate::testkit::smtp::{FakeSmtp, Script};
 use crate::testkit::tls::{TestCa, test_ca};
 
-fn addr(s: &str) -> Address {
+pub(super) fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
 }
 
@@ -25,13 +25,13 @@ pub(crate) fn config(port: u16, tls: TlsMode) -> RelayConfig {
     }
 }
 
-fn relay_for(script: Script) -> (FakeSmtp, SmtpRelay) {
+pub(super) fn relay_for(script: Script) -> (FakeSmtp, SmtpRelay) {
     let server = FakeSmtp::start(script);
     let relay = SmtpRelay::new(config(server.port(), TlsMode::None));
     (server, relay)
 }
 
-fn reply(code: u16, text: &str) -> Reply {
+pub(super) fn reply(code: u16, text: &str) -> Reply {
     Reply {
         code,
         text: text.to_owned(),
@@ -242,7 +242,17 @@ async fn null_reverse_path_is_sent_as_angle_brackets() {
 
 #[tokio::test]
 async fn the_session_is_reused_for_the_next_message() {
-    let (server, relay) = relay_for(Script::default());
+    // The same commands in lock-step and pipelined (in flights).
+    for script in [
+        Script::default(),
+        Script::default().extensions(&["PIPELINING", "8BITMIME", "SMTPUTF8"]),
+    ] {
+        session_is_reused(script).await;
+    }
+}
+
+async fn session_is_reused(script: Script) {
+    let (server, relay) = relay_for(script);
     relay
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
