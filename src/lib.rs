@@ -21,7 +21,9 @@
 //! Around them: `config/` (the YAML file, every error with its line), `tls/` (one TLS setup
 //! for every connection, POP3, IMAP and the relay: trust, pinning, client certificates, and
 //! certificate errors an administrator can act on), `address.rs` (validated
-//! envelope addresses and accepted-domain patterns, shared by every stage), `metrics.rs`
+//! envelope addresses and accepted-domain patterns, shared by every stage), `sasl/` (the SASL
+//! client free of I/O, shared by POP3, IMAP and the relay: SCRAM, CRAM-MD5, NTLM, PLAIN,
+//! LOGIN, XOAUTH2, OAUTHBEARER, and the choice of the strongest offered), `metrics.rs`
 //! (metric names and the /metrics listener) and `pipeline/` (the wiring: one poller per
 //! account and shutdown in `mod.rs`, one poll pass in `pass.rs`, one message's way through
 //! route → relay → state in `deliver.rs`, written against the three seams (each has an in-memory
@@ -39,6 +41,7 @@ pub mod pipeline;
 pub mod relay;
 pub mod retention;
 pub mod route;
+pub mod sasl;
 pub mod state;
 pub mod tls;
 

@@ -87,6 +87,8 @@ const ACCOUNT_KEYS: &[&str] = &[
     "after_fetch",
     "unseen_only",
     "auth",
+    "auth_mechanisms",
+    "spa",
     "idle",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
@@ -112,8 +114,8 @@ const FETCH_ORDERS: &[(&str, FetchOrder)] = &[
     ("oldest", FetchOrder::Oldest),
     ("newest", FetchOrder::Newest),
 ];
-const AUTH_METHODS: &[(&str, AuthMethod)] =
-    &[("auto", AuthMethod::Auto), ("apop", AuthMethod::Apop)];
+const AUTH_METHODS: &[(&str, Option<crate::sasl::Method>)] =
+    &[("auto", None), ("apop", Some(crate::sasl::Method::Apop))];
 const INITIAL: &[(&str, Initial)] = &[
     ("deliver_all", Initial::DeliverAll),
     ("skip_existing", Initial::SkipExisting),

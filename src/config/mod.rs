@@ -254,16 +254,27 @@ pub enum AfterFetch {
     Seen,
 }
 
-/// `auth`: how an account logs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `auth`, `auth_mechanisms`, `spa`: how an account may log in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum AuthMethod {
-    /// What the server offers: POP3 USER/PASS (AUTH PLAIN without USER); IMAP AUTHENTICATE
-    /// PLAIN, else LOGIN. The default.
+    /// The strongest method the server offers ([`crate::sasl::choose`]): SCRAM-SHA-256 >
+    /// SCRAM-SHA-1 > CRAM-MD5 > NTLM > PLAIN > LOGIN > USER/PASS or IMAP LOGIN. APOP is
+    /// never chosen unasked. The default.
     #[default]
     Auto,
-    /// POP3 APOP (RFC 1939): only an MD5 digest of the greeting's timestamp and the password
-    /// goes on the wire; refused before any credential when the greeting carries none.
-    Apop,
+    /// Only these, the strongest of them the server offers (`auth_mechanisms: [...]`;
+    /// `auth: apop` is `[apop]`, `spa: true` is `[ntlm]`).
+    Only(Vec<crate::sasl::Method>),
+}
+
+impl AuthMethod {
+    /// The methods allowed; empty: any.
+    pub fn allowed(&self) -> &[crate::sasl::Method] {
+        match self {
+            AuthMethod::Auto => &[],
+            AuthMethod::Only(list) => list,
+        }
+    }
 }
 
 /// Whom an account's mail is for.
@@ -376,7 +387,7 @@ pub struct AccountConfig {
     /// IMAP: messages flagged `\Seen` upstream are not taken up ("first unread"); those the
     /// state store already knows go on as before.
     pub unseen_only: bool,
-    /// How to log in (`auth: apop` for POP3 APOP).
+    /// How it may log in (`auth`, `auth_mechanisms`, `spa`).
     pub auth: AuthMethod,
     /// IMAP: between passes, wait in IDLE for new mail (when the server offers it) instead of
     /// only sleeping `poll_interval`.
