@@ -196,10 +196,12 @@ pub enum RelayError {
         limit: u64,
     },
     /// `relay.username` is set and the relay refused the credentials.
-    #[error("the relay {host} refused the login of relay.username: {reply}")]
+    #[error("the relay {host} refused the login of relay.username ({mechanism}): {reply}")]
     AuthRefused {
         /// `relay.host`.
         host: String,
+        /// The SASL mechanism tried.
+        mechanism: &'static str,
         /// What the relay replied.
         reply: Reply,
     },

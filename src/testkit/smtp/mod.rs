@@ -644,7 +644,7 @@ async fn auth(
                 Some(r) => r,
                 None => prompt(io, "334 ", split).await?,
             };
-            let decoded = base64_decode(&response).unwrap_or_default();
+            let decoded = crate::sasl::decode_base64(response.as_bytes()).unwrap_or_default();
             let mut parts = decoded.split(|&b| b == 0).skip(1);
             let u = parts.next().unwrap_or_default().to_vec();
             let p = parts.next().unwrap_or_default().to_vec();
@@ -654,8 +654,8 @@ async fn auth(
             let u = prompt(io, "334 VXNlcm5hbWU6", split).await?;
             let p = prompt(io, "334 UGFzc3dvcmQ6", split).await?;
             (
-                base64_decode(&u).unwrap_or_default(),
-                base64_decode(&p).unwrap_or_default(),
+                crate::sasl::decode_base64(u.as_bytes()).unwrap_or_default(),
+                crate::sasl::decode_base64(p.as_bytes()).unwrap_or_default(),
             )
         }
         _ => return Ok(None),
@@ -702,21 +702,4 @@ async fn send<S: AsyncWrite + Unpin + ?Sized>(
     split: Split,
 ) -> std::io::Result<()> {
     write_split(io, format!("{reply}\r\n").as_bytes(), split).await
-}
-
-/// Standard base64 (RFC 4648) decoded; `None` when it is not base64.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for &b in text.trim_end_matches('=').as_bytes() {
-        let value = ALPHABET.iter().position(|&a| a == b)? as u32;
-        acc = (acc << 6) | value;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
