@@ -8,7 +8,7 @@
 //! ```text
 //! wire.rs         pure: replies parsed from any split of bytes, EHLO capabilities, dot-stuffing
 //! conn.rs         one connection: reads, flights of commands, greeting, EHLO, STARTTLS
-//! auth.rs         AUTH PLAIN / LOGIN
+//! auth.rs         SMTP AUTH, spoken by the shared SASL client (crate::sasl)
 //! transaction.rs  MAIL, RCPTs, BDAT or DATA; pipelined when offered; per-RCPT replies
 //! session.rs      the pool of sessions, reused across messages
 //! ```
