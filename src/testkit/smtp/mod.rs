@@ -24,6 +24,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
+mod auth;
+mod data;
 mod record;
 
 pub use record::{Log, Tx};
@@ -446,7 +448,7 @@ async fn dialogue(
                 }
                 return Ok(Next::StartTls(io.into_inner()));
             }
-            "AUTH" => match auth(&mut io, &command, shared, split).await? {
+            "AUTH" => match auth::auth(&mut io, &command, shared, split).await? {
                 Some(user) => {
                     logged_in = true;
                     lock(&shared.log).logins.push(user);
@@ -513,7 +515,7 @@ async fn dialogue(
                 } else {
                     let Some(mut tx) = open.take() else { continue };
                     let received = std::mem::take(&mut tx.chunks);
-                    match end_of_data(&mut io, tx, received, true, tls, shared).await? {
+                    match data::end_of_data(&mut io, tx, received, true, tls, shared).await? {
                         Some(()) => continue,
                         None => return Ok(Next::Done),
                     }
@@ -529,7 +531,7 @@ async fn dialogue(
                 if !go_ahead.starts_with('3') {
                     continue;
                 }
-                match data(&mut io, tx, tls, shared).await? {
+                match data::data(&mut io, tx, tls, shared).await? {
                     Some(()) => continue,
                     None => return Ok(Next::Done),
                 }
@@ -547,143 +549,6 @@ async fn dialogue(
         };
         send(&mut io, &reply, split).await?;
     }
-}
-
-/// Reads the data after a 354 and answers the final dot as the script says. `None`: the
-/// connection is over (the client left, or the script dropped or closed it).
-async fn data(
-    io: &mut BufReader<Box<dyn Stream>>,
-    tx: Open,
-    tls: bool,
-    shared: &Shared,
-) -> std::io::Result<Option<()>> {
-    let mut received = Vec::new();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if io.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(None);
-        }
-        if line == b".\r\n" {
-            break;
-        }
-        received.extend_from_slice(&line);
-    }
-    end_of_data(io, tx, received, false, tls, shared).await
-}
-
-/// Answers the end of a message's data (after the final dot, or BDAT LAST) as the script
-/// says, and records the transaction. `None`: the connection is over.
-async fn end_of_data(
-    io: &mut BufReader<Box<dyn Stream>>,
-    tx: Open,
-    received: Vec<u8>,
-    chunked: bool,
-    tls: bool,
-    shared: &Shared,
-) -> std::io::Result<Option<()>> {
-    let mut line = Vec::new();
-    let (end, delay, close, split) = {
-        let mut script = lock(&shared.script);
-        let own = tx.rcpts.iter().find_map(|r| script.data_end_for.get(r));
-        let end = if script.drop_after_data > 0 {
-            script.drop_after_data -= 1;
-            End::Drop
-        } else if let Some(reply) = own.or(script.data_end.as_ref()) {
-            End::Reply(reply.clone())
-        } else {
-            End::Hold
-        };
-        let s = &*script;
-        (end, s.data_end_delay, s.close_after_data, s.split)
-    };
-    let reply = match &end {
-        End::Reply(reply) => Some(reply.clone()),
-        End::Drop | End::Hold => None,
-    };
-    lock(&shared.log).transactions.push(Tx {
-        mail_from: tx.mail_from,
-        rcpts: tx.rcpts,
-        data: received,
-        chunked,
-        tls,
-        reply,
-    });
-    match end {
-        // The client cannot learn whether the message was queued.
-        End::Drop => Ok(None),
-        End::Hold => {
-            while io.read_until(b'\n', &mut line).await? > 0 {}
-            Ok(None)
-        }
-        End::Reply(reply) => {
-            tokio::time::sleep(delay).await;
-            send(io, &reply, split).await?;
-            Ok((!close).then_some(()))
-        }
-    }
-}
-
-/// An AUTH exchange (PLAIN with or without an initial response, or LOGIN): the user name
-/// when it matches the script's credentials, `None` when refused.
-async fn auth(
-    io: &mut BufReader<Box<dyn Stream>>,
-    command: &str,
-    shared: &Shared,
-    split: Split,
-) -> std::io::Result<Option<String>> {
-    let Some((user, password)) = lock(&shared.script).auth.clone() else {
-        return Ok(None);
-    };
-    let mut words = command.split_ascii_whitespace().skip(1);
-    let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
-    let initial = words.next().map(str::to_owned);
-    let (given_user, given_password) = match mechanism.as_str() {
-        "PLAIN" => {
-            let response = match initial {
-                Some(r) => r,
-                None => prompt(io, "334 ", split).await?,
-            };
-            let decoded = crate::sasl::decode_base64(response.as_bytes()).unwrap_or_default();
-            let mut parts = decoded.split(|&b| b == 0).skip(1);
-            let u = parts.next().unwrap_or_default().to_vec();
-            let p = parts.next().unwrap_or_default().to_vec();
-            (u, p)
-        }
-        "LOGIN" => {
-            let u = prompt(io, "334 VXNlcm5hbWU6", split).await?;
-            let p = prompt(io, "334 UGFzc3dvcmQ6", split).await?;
-            (
-                crate::sasl::decode_base64(u.as_bytes()).unwrap_or_default(),
-                crate::sasl::decode_base64(p.as_bytes()).unwrap_or_default(),
-            )
-        }
-        _ => return Ok(None),
-    };
-    let ok = given_user == user.as_bytes() && given_password == password.as_bytes();
-    Ok(ok.then_some(user))
-}
-
-/// Sends a 334 prompt and reads the client's answer line.
-async fn prompt(
-    io: &mut BufReader<Box<dyn Stream>>,
-    challenge: &str,
-    split: Split,
-) -> std::io::Result<String> {
-    send(io, challenge, split).await?;
-    let mut line = Vec::new();
-    io.read_until(b'\n', &mut line).await?;
-    Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
-}
-
-/// What the fake does at the final dot.
-enum End {
-    /// Answer this.
-    Reply(String),
-    /// Close the connection without a word.
-    Drop,
-    /// Never answer; hold the connection until the client goes away.
-    Hold,
 }
 
 /// The address inside the first `<...>` of an SMTP path argument (`<>` gives "").
