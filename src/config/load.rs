@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::{
     AccountConfig, AccountRouting, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
     DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol,
-    RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
+    RelayAuth, RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -62,6 +62,10 @@ const RELAY_KEYS: &[&str] = &[
     "timeout",
     "data_timeout",
     "retry",
+    "username",
+    "password",
+    "password_file",
+    "password_env",
 ];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial", "max"];
 /// With [`tls::TLS_KEYS`].
@@ -324,6 +328,7 @@ impl Checker<'_> {
             None => Some(RetryPolicy::default()),
             Some(n) => self.retry(n),
         };
+        let auth = self.relay_auth(&s);
         Some(RelayConfig {
             host: host?,
             port: port?,
@@ -334,7 +339,31 @@ impl Checker<'_> {
             timeout: timeout?,
             data_timeout: data_timeout?,
             retry: retry?,
+            auth: auth?,
         })
+    }
+
+    /// `relay.username` with exactly one of `relay.password`, `password_file`,
+    /// `password_env` (the rules of an account's password); neither: no AUTH.
+    fn relay_auth(&mut self, s: &Section<'_>) -> Option<Option<RelayAuth>> {
+        let Some(node) = s.get("username") else {
+            if let Some(key) = PASSWORD_KEYS.iter().find(|k| s.get(k).is_some())
+                && let Some(n) = s.get(key)
+            {
+                self.err(
+                    n,
+                    format!("relay.{key} is set but relay.username is not: set both for SMTP AUTH, or neither"),
+                );
+                return None;
+            }
+            return Some(None);
+        };
+        let username = self.text(node, "relay.username");
+        let password = self.password(s);
+        Some(Some(RelayAuth {
+            username: username?,
+            password: password?,
+        }))
     }
 
     /// `relay.retry`: each key optional; `max` may not be below `initial`.
