@@ -135,6 +135,7 @@ fn account(port: u16) -> AccountConfig {
         auth: Default::default(),
         idle: false,
         oauth: None,
+        routing: Default::default(),
     }
 }
 

@@ -230,3 +230,119 @@ fn without_a_restriction_the_strongest_is_chosen() {
         );
     }
 }
+
+/// Cyrus SASL's NTLM server (its sample server, on stdin and stdout, with a sasldb holding
+/// `User` in realm `DOMAIN`) against mailferry's NTLM client: an implementation of the
+/// server side that is not ours accepts our NTLMv2 answer, and refuses it for a wrong
+/// password. (Cyrus upper-cases the domain too, unlike MS-NLMP; with the upper-case NetBIOS
+/// domain names Windows uses, both agree.)
+fn cyrus_ntlm(password: &str) -> bool {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sasldb");
+    let mut saslpasswd = Command::new("saslpasswd2")
+        .args(["-p", "-c", "-u", "DOMAIN", "-f"])
+        .arg(&db)
+        .arg("User")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("saslpasswd2 (package sasl2-bin; scripts/install-deps.sh)");
+    saslpasswd
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Password")
+        .unwrap();
+    assert!(saslpasswd.wait().unwrap().success());
+    std::fs::write(
+        dir.path().join("sample.conf"),
+        format!(
+            "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {}\nmech_list: NTLM\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    // Line-buffered (its stdio would hold every line back on a pipe), and never for long.
+    let mut server = Command::new("timeout")
+        .args([
+            "30",
+            "stdbuf",
+            "-oL",
+            "sasl-sample-server",
+            "-s",
+            "sample",
+            "-m",
+            "NTLM",
+            "-u",
+            "DOMAIN",
+        ])
+        .env("SASL_CONF_PATH", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sasl-sample-server (package sasl2-bin)");
+    let mut errors = server.stderr.take().unwrap();
+    let mut to_server = server.stdin.take().unwrap();
+    let mut from_server = BufReader::new(server.stdout.take().unwrap());
+    let mut transcript = String::new();
+    // The server's next "S: base64" line; everything else it prints goes to the transcript.
+    let mut next_challenge = |transcript: &mut String| -> Option<Vec<u8>> {
+        loop {
+            let mut line = String::new();
+            if from_server.read_line(&mut line).unwrap() == 0 {
+                return None;
+            }
+            transcript.push_str(&line);
+            if let Some(data) = line.trim_end().strip_prefix("S:") {
+                return Some(mailferry::sasl::decode_base64(data.as_bytes()).unwrap());
+            }
+        }
+    };
+    let credentials = mailferry::sasl::Credentials {
+        username: "DOMAIN\\User",
+        secret: mailferry::sasl::Secret::Password(password),
+    };
+    let mut exchange =
+        mailferry::sasl::Exchange::new(mailferry::sasl::Mechanism::Ntlm, &credentials).unwrap();
+    let mechanisms = next_challenge(&mut transcript).expect("the mechanism list");
+    assert_eq!(mechanisms, b"NTLM", "{transcript}");
+    writeln!(to_server, "C: {}", mailferry::sasl::encode_base64(b"NTLM")).unwrap();
+    // The server's empty go-ahead, then the CHALLENGE_MESSAGE.
+    while let Some(challenge) = next_challenge(&mut transcript) {
+        let response = exchange.respond(&challenge).expect("a response");
+        writeln!(
+            to_server,
+            "C: {}",
+            mailferry::sasl::encode_base64(&response)
+        )
+        .unwrap();
+        if response.starts_with(b"NTLMSSP\0\x03") {
+            break;
+        }
+    }
+    drop(to_server);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut from_server, &mut rest).unwrap();
+    transcript.push_str(&rest);
+    std::io::Read::read_to_string(&mut errors, &mut transcript).unwrap();
+    let _ = server.wait();
+    let accepted = transcript.contains("Negotiation complete");
+    assert!(
+        accepted || transcript.contains("uthentication fail") || transcript.contains("failed"),
+        "neither accepted nor refused:\n{transcript}"
+    );
+    eprintln!("{transcript}");
+    accepted
+}
+
+#[test]
+fn cyrus_sasl_accepts_mailferrys_ntlm_v2() {
+    if support::skip_e2e() {
+        return;
+    }
+    assert!(cyrus_ntlm("Password"), "the right password refused");
+    assert!(!cyrus_ntlm("Wrong"), "a wrong password accepted");
+}

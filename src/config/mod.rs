@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::address::{Address, DomainPattern};
+use crate::route::{DirectoryFile, Rewrite};
 
 mod load;
 
@@ -56,6 +57,13 @@ pub struct Config {
     /// another copy in the mailbox, another account, or the same mail under new keys (an IMAP
     /// UIDVALIDITY change).
     pub dedup_window: Option<Duration>,
+    /// `rewrite`: addresses and domains mapped to internal ones before the domain check
+    /// (an account's own `rewrite` replaces it).
+    pub rewrite: Vec<Rewrite>,
+    /// `directory`: the file of known local addresses (an account's own replaces it).
+    pub directory: Option<DirectoryFile>,
+    /// `max_hops`: a copy carrying mailferry's own trace header more often is a loop.
+    pub max_hops: u32,
     /// The mailboxes to collect from.
     pub accounts: Vec<AccountConfig>,
 }
@@ -162,6 +170,17 @@ pub struct RelayConfig {
     pub data_timeout: Duration,
     /// How often, and how far apart, a message the relay could not take is tried again.
     pub retry: RetryPolicy,
+    /// `relay.username` and its password: SMTP AUTH with the relay; `None`: no AUTH.
+    pub auth: Option<RelayAuth>,
+}
+
+/// The relay's SMTP AUTH credentials (`relay.username`, `relay.password` / `_file` / `_env`).
+#[derive(Debug, Clone)]
+pub struct RelayAuth {
+    /// The user name given in AUTH.
+    pub username: String,
+    /// Never logged (its `Debug` and `Display` print `***`).
+    pub password: Password,
 }
 
 /// `relay.retry`: a message that failed for a reason that may pass (a 4xx reply, a download
@@ -427,6 +446,19 @@ pub struct AccountConfig {
     pub idle: bool,
     /// `oauth:`: the account logs in with an OAuth2 access token instead of a password.
     pub oauth: Option<OAuthConfig>,
+    /// The routing keys this account sets for itself.
+    pub routing: AccountRouting,
+}
+
+/// An account's own routing keys: each one set replaces the top-level key for this account.
+#[derive(Debug, Clone, Default)]
+pub struct AccountRouting {
+    /// `envelope_headers`.
+    pub envelope_headers: Option<Vec<String>>,
+    /// `rewrite`.
+    pub rewrite: Option<Vec<Rewrite>>,
+    /// `directory`.
+    pub directory: Option<DirectoryFile>,
 }
 
 impl AccountConfig {

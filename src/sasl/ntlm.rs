@@ -180,9 +180,10 @@ pub(super) fn parse_challenge(message: &[u8]) -> Result<Challenge, SaslError> {
     let flags = u32_at(20).ok_or_else(|| malformed("too short"))?;
     let mut server_challenge = [0u8; 8];
     server_challenge.copy_from_slice(&message[24..32]);
-    // TargetInfoFields at 40..48, present in every NTLMv2 server's challenge.
+    // TargetInfoFields at 40..48; older servers (and Cyrus SASL) send none, and the NTLMv2
+    // blob then names no server (as curl and Thunderbird do it too).
     let target_info = match (message.get(40..42), u32_at(44)) {
-        (Some(len), Some(offset)) => {
+        (Some(len), Some(offset)) if flags & NEGOTIATE_TARGET_INFO != 0 => {
             let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
             let start = usize::try_from(offset).map_err(|_| malformed("bad offset"))?;
             message
@@ -192,11 +193,6 @@ pub(super) fn parse_challenge(message: &[u8]) -> Result<Challenge, SaslError> {
         }
         _ => Vec::new(),
     };
-    if target_info.is_empty() {
-        return Err(malformed(
-            "no target info: the server offers only NTLMv1, which mailferry refuses",
-        ));
-    }
     Ok(Challenge {
         flags,
         server_challenge,

@@ -214,6 +214,7 @@ impl Checker<'_> {
             }
             Some(n) => self.boolean(n, &s.name("idle")),
         };
+        let routing = self.account_routing(&s);
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
             (s.get("initial"), initial.flatten(), retention)
         {
@@ -250,6 +251,49 @@ impl Checker<'_> {
             auth: auth?,
             idle: idle?,
             oauth: oauth?,
+            routing: routing?,
+        })
+    }
+
+    /// The account's own `envelope_headers`, `rewrite` and `directory` (catch-all only:
+    /// a single-user account does not read the headers).
+    fn account_routing(&mut self, s: &Section<'_>) -> Option<AccountRouting> {
+        let single_user = s
+            .get("mode")
+            .and_then(scalar)
+            .is_some_and(|m| m == "single-user");
+        let mut ok = true;
+        for key in ["envelope_headers", "rewrite", "directory"] {
+            if let (true, Some(n)) = (single_user, s.get(key)) {
+                let name = s.name(key);
+                self.err(
+                    n,
+                    format!("{name} is only for mode: catch-all (a single-user account delivers everything to deliver_to)"),
+                );
+                ok = false;
+            }
+        }
+        let envelope_headers = match s.get("envelope_headers") {
+            None => Some(None),
+            Some(n) => self
+                .envelope_headers(n, &s.name("envelope_headers"))
+                .map(Some),
+        };
+        let rewrite = match s.get("rewrite") {
+            None => Some(None),
+            Some(n) => self.rewrite(n, &s.name("rewrite")).map(Some),
+        };
+        let directory = match s.get("directory") {
+            None => Some(None),
+            Some(n) => self.directory(n, &s.name("directory")).map(Some),
+        };
+        if !ok {
+            return None;
+        }
+        Some(AccountRouting {
+            envelope_headers: envelope_headers?,
+            rewrite: rewrite?,
+            directory: directory?,
         })
     }
 

@@ -5,7 +5,9 @@
 use super::tests::{PASSWORD, account, fake};
 use super::{ImapClient, ImapError};
 use crate::config::{AuthMethod, TlsMode};
-use crate::fetch::pop3::sasl_tests::{scram_right_final, scram_server_first, scram_wrong_final};
+use crate::fetch::pop3::sasl_tests::{
+    NLMP_CHALLENGE, scram_right_final, scram_server_first, scram_wrong_final,
+};
 use crate::sasl::{Mechanism, Method, SaslError};
 use crate::testkit::Split;
 use crate::testkit::script::{Step, send};
@@ -83,13 +85,12 @@ async fn scram_with_a_wrong_server_signature_is_refused_and_nothing_selected() {
 async fn spa_logs_in_with_ntlm() {
     // The NEGOTIATE_MESSAGE without SASL-IR, then the AUTHENTICATE_MESSAGE for the
     // MS-NLMP 4.2.4 challenge (its content is checked by the sasl unit tests).
-    let challenge = "TlRMTVNTUAACAAAADAAMADgAAAAzgoriASNFZ4mrze8AAAAAAAAAACQAJABEAAAABgBwFwAAAA9TAGUAcgB2AGUAcgACAAwARABvAG0AYQBpAG4AAQAMAFMAZQByAHYAZQByAAAAAAA=";
     let script = vec![
         send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=NTLM AUTH=SCRAM-SHA-256] ready\r\n"),
         Step::Expect("A1 AUTHENTICATE NTLM"),
         send("+ \r\n"),
         Step::Expect("TlRMTVNTUAABAAAAB4IIAAAAAAAAAAAAAAAAAAAAAAA="),
-        Step::Send(format!("+ {challenge}\r\n").into_bytes()),
+        Step::Send(format!("+ {NLMP_CHALLENGE}\r\n").into_bytes()),
         Step::Reply(|line| {
             let message = crate::sasl::decode_base64(line.as_bytes()).ok_or("not base64")?;
             if message.starts_with(b"NTLMSSP\0\x03\0\0\0") {

@@ -89,6 +89,9 @@ pub(crate) fn scram_wrong_final(line: &str) -> Result<Vec<u8>, String> {
     Ok(format!("+ {}\r\n", sasl::encode_base64(v.as_bytes())).into_bytes())
 }
 
+/// MS-NLMP 4.2.4.3's CHALLENGE_MESSAGE in base64.
+pub(crate) const NLMP_CHALLENGE: &str = "TlRMTVNTUAACAAAADAAMADgAAAAzgoriASNFZ4mrze8AAAAAAAAAACQAJABEAAAABgBwFwAAAA9TAGUAcgB2AGUAcgACAAwARABvAG0AYQBpAG4AAQAMAFMAZQByAHYAZQByAAAAAAA=";
+
 fn greeting_and_capa() -> Vec<Step> {
     vec![
         send("+OK POP3 ready\r\n"),
@@ -262,4 +265,44 @@ async fn continuation_lines_are_redacted_in_the_debug_log() {
         let encoded = line.rsplit(' ').next().unwrap();
         assert!(!log.contains(encoded), "{encoded} in {log}");
     }
+}
+
+#[tokio::test]
+async fn spa_logs_in_with_ntlm_over_pop3() {
+    // The NEGOTIATE_MESSAGE as the initial response, then the AUTHENTICATE_MESSAGE for the
+    // MS-NLMP 4.2.4 challenge (its content is checked by the sasl unit tests).
+    let script = vec![
+        send("+OK POP3 ready\r\n"),
+        Step::Expect("CAPA"),
+        send("+OK\r\nUSER\r\nSASL PLAIN NTLM SCRAM-SHA-256\r\n.\r\n"),
+        Step::Expect("AUTH NTLM TlRMTVNTUAABAAAAB4IIAAAAAAAAAAAAAAAAAAAAAAA="),
+        Step::Send(
+            format!(
+                "+ {NLMP_CHALLENGE}
+"
+            )
+            .into_bytes(),
+        ),
+        Step::Reply(|line| {
+            let message = sasl::decode_base64(line.as_bytes()).ok_or("not base64")?;
+            if message.starts_with(b"NTLMSSP\0\x03\0\0\0") {
+                Ok(b"+OK logged in\r\n".to_vec())
+            } else {
+                Err(format!("not an AUTHENTICATE_MESSAGE: {line}"))
+            }
+        }),
+        Step::Expect("QUIT"),
+        send("+OK\r\n"),
+        Step::Close,
+    ];
+    let fake = Scripted::start(script, Split::Whole, None).await;
+    let mut acct = account(fake.addr(), TlsMode::None);
+    acct.auth = crate::config::AuthMethod::Only(vec![sasl::Method::Sasl(sasl::Mechanism::Ntlm)]);
+    let client = Pop3Client::connect(&acct).await.unwrap();
+    assert_eq!(
+        client.login_method(),
+        Some(sasl::Method::Sasl(sasl::Mechanism::Ntlm))
+    );
+    client.quit().await.unwrap();
+    fake.finish().await;
 }

@@ -38,6 +38,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         auth: Default::default(),
         idle: false,
         oauth: None,
+        routing: Default::default(),
     }
 }
 
