@@ -33,6 +33,19 @@ fn policy(valid_for: Duration) -> TokenPolicy {
     }
 }
 
+/// The token service with `policy`, a Dovecot that asks it about tokens, smtp-sink, and a
+/// directory for mailferry's files.
+fn servers(policy: TokenPolicy) -> (TokenService, Dovecot, SmtpSink, tempfile::TempDir) {
+    let service = TokenService::start(policy);
+    let dovecot = Dovecot::start_oauth(&[(USER, PASS)], &service.url("/introspect"));
+    (
+        service,
+        dovecot,
+        SmtpSink::start(&[]),
+        tempfile::tempdir().unwrap(),
+    )
+}
+
 /// The account `NAME` on `dovecot` over implicit TLS, with an `oauth:` block for `grant`
 /// against `service`, and `extra` lines.
 fn account(
@@ -126,10 +139,7 @@ fn client_credentials_deliver_over_pop3_with_xoauth2_and_imap_with_oauthbearer()
     if support::skip_e2e() {
         return;
     }
-    let service = TokenService::start(policy(Duration::from_secs(600)));
-    let dovecot = Dovecot::start_oauth(&[(USER, PASS)], &service.url("/introspect"));
-    let sink = SmtpSink::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
+    let (service, dovecot, sink, dir) = servers(policy(Duration::from_secs(600)));
     for (protocol, extra, mechanism) in [
         ("pop3", &["auth_mechanisms: [xoauth2]"][..], "XOAUTH2"),
         ("imap", &[][..], "OAUTHBEARER"),
@@ -210,10 +220,7 @@ fn device_login_then_refresh_tokens_deliver_and_the_rotated_one_survives_a_resta
     if support::skip_e2e() {
         return;
     }
-    let service = TokenService::start(policy(Duration::from_secs(600)));
-    let dovecot = Dovecot::start_oauth(&[(USER, PASS)], &service.url("/introspect"));
-    let sink = SmtpSink::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
+    let (service, dovecot, sink, dir) = servers(policy(Duration::from_secs(600)));
 
     let pop3 = config(
         dir.path(),
@@ -283,13 +290,10 @@ fn a_token_expiring_between_passes_is_renewed() {
     }
     // Announced 61 s, so with the 60 s margin it is renewed after a second; accepted by
     // Dovecot for 3 s only, so a daemon that reused it on the next pass would be refused.
-    let service = TokenService::start(TokenPolicy {
+    let (service, dovecot, sink, dir) = servers(TokenPolicy {
         announced: Duration::from_secs(61),
         ..policy(Duration::from_secs(3))
     });
-    let dovecot = Dovecot::start_oauth(&[(USER, PASS)], &service.url("/introspect"));
-    let sink = SmtpSink::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
     let metrics_port = support::free_port();
     let config = GatewayConfig::new(dir.path().join("state"), sink.port())
         .domains(&["corp.local"])
@@ -347,10 +351,7 @@ fn a_revoked_refresh_token_gives_the_clear_error_and_is_not_asked_again_until_a_
     if support::skip_e2e() {
         return;
     }
-    let service = TokenService::start(policy(Duration::from_secs(600)));
-    let dovecot = Dovecot::start_oauth(&[(USER, PASS)], &service.url("/introspect"));
-    let sink = SmtpSink::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
+    let (service, dovecot, sink, dir) = servers(policy(Duration::from_secs(600)));
     let config = config(
         dir.path(),
         &sink,

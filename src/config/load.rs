@@ -28,6 +28,7 @@ mod yaml;
 
 #[cfg(test)]
 mod oauth_tests;
+#[cfg(test)]
 mod routing_tests;
 #[cfg(test)]
 mod tests;
