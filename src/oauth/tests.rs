@@ -151,3 +151,157 @@ fn a_refusal_says_what_to_run_and_counts_as_refused() {
     };
     assert!(!e.is_refusal());
 }
+
+/// A token endpoint on loopback that answers each request with the next of `replies`
+/// (status, JSON) and records the request bodies.
+async fn endpoint(
+    replies: Vec<(u16, &'static str)>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        for (status, json) in replies {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The whole request: headers, then Content-Length bytes.
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                raw.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        seen.lock().unwrap().push(body.to_owned());
+                        break;
+                    }
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                json.len()
+            );
+            s.write_all(reply.as_bytes()).await.unwrap();
+        }
+    });
+    (url, bodies)
+}
+
+/// A refresh-token account `unit` whose token endpoint is `token_url`.
+fn account(token_url: &str) -> crate::config::AccountConfig {
+    let text = [
+        "state_dir: /tmp/unused",
+        "relay:",
+        "  host: mail.corp.local",
+        "domains: [example.com]",
+        "postmaster: postmaster@corp.local",
+        "accounts:",
+        "  - name: unit",
+        "    protocol: imap",
+        "    host: imap.example.com",
+        "    username: u@example.com",
+        "    oauth:",
+        "      provider: generic",
+        "      client_id: cid",
+        "      client_secret: CLIENT-SECRET",
+        &format!("      token_url: {token_url}"),
+        "",
+    ]
+    .join("\n");
+    let config = crate::config::from_yaml_str(&text, "unit.yaml").unwrap_or_else(|e| panic!("{e}"));
+    config.accounts[0].clone()
+}
+
+#[tokio::test]
+async fn a_token_is_kept_until_near_expiry_and_a_rotated_refresh_token_is_saved() {
+    use std::os::unix::fs::PermissionsExt;
+    let (url, bodies) = endpoint(vec![
+        (
+            200,
+            r#"{"access_token":"AT-1","expires_in":3600,"refresh_token":"RT-2"}"#,
+        ),
+        (200, r#"{"access_token":"AT-2","expires_in":30}"#),
+        (200, r#"{"access_token":"AT-3","expires_in":3600}"#),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let account = account(&url);
+    let store = super::RefreshStore::new(dir.path(), "unit");
+    store.save(&crate::config::Password::new("RT-1")).unwrap();
+    let source = super::TokenSource::new(&account, dir.path()).unwrap();
+
+    assert_eq!(source.access_token().await.unwrap().expose(), "AT-1");
+    assert_eq!(
+        store.load().unwrap().unwrap().expose(),
+        "RT-2",
+        "rotated and saved"
+    );
+    let mode = std::fs::metadata(store.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    // Kept: no second request.
+    assert_eq!(source.access_token().await.unwrap().expose(), "AT-1");
+    source.forget().await;
+    // 30 s left is inside the renewal margin: the next call asks again.
+    assert_eq!(source.access_token().await.unwrap().expose(), "AT-2");
+    assert_eq!(source.access_token().await.unwrap().expose(), "AT-3");
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 3);
+    assert!(
+        bodies[0].contains("grant_type=refresh_token&refresh_token=RT-1"),
+        "{}",
+        bodies[0]
+    );
+    assert!(
+        bodies[1].contains("refresh_token=RT-2"),
+        "the saved token is used: {}",
+        bodies[1]
+    );
+    assert!(!format!("{source:?}").contains("AT-3"));
+}
+
+#[tokio::test]
+async fn a_refused_grant_is_not_asked_again_and_its_error_shows_no_secret() {
+    let (url, bodies) = endpoint(vec![
+        (
+            400,
+            r#"{"error":"invalid_grant","error_description":"token RT-OLD for client CLIENT-SECRET is revoked"}"#,
+        ),
+        (200, r#"{"access_token":"AT-9","expires_in":3600}"#),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let account = account(&url);
+    let store = super::RefreshStore::new(dir.path(), "unit");
+    store.save(&crate::config::Password::new("RT-OLD")).unwrap();
+    let source = super::TokenSource::new(&account, dir.path()).unwrap();
+
+    for _ in 0..3 {
+        let e = source.access_token().await.unwrap_err();
+        assert!(e.is_refusal());
+        let text = e.to_string();
+        assert!(
+            !text.contains("RT-OLD") && !text.contains("CLIENT-SECRET"),
+            "{text}"
+        );
+        assert!(
+            text.contains("invalid_grant") && text.contains("mailferry oauth login"),
+            "{text}"
+        );
+    }
+    assert_eq!(bodies.lock().unwrap().len(), 1, "asked once");
+    // A new login's token lifts the refusal.
+    std::thread::sleep(Duration::from_millis(20));
+    store.save(&crate::config::Password::new("RT-NEW")).unwrap();
+    assert_eq!(source.access_token().await.unwrap().expose(), "AT-9");
+}
