@@ -8,6 +8,8 @@ mod apop_tests;
 mod client;
 mod conn;
 mod login;
+#[cfg(test)]
+mod oauth_tests;
 pub mod protocol;
 #[cfg(test)]
 pub(crate) mod sasl_tests;
