@@ -1,4 +1,5 @@
-//! Parsing and validation of the YAML text into a [`Config`].
+//! Parsing and validation of the YAML text into a [`Validated`] configuration: pure, nothing
+//! but the text is read (files and variables it names are read by `../resolve.rs`).
 //!
 //! The text is read into a position-keeping node tree (`yaml.rs`), then walked by hand: each
 //! problem becomes a [`ConfigError`] with its line and column and the walk goes on, so one run
@@ -12,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::resolve::{KeyAt, SecretOf, SecretSource, Source, Validated, secret_problem};
 use super::{
     AccountConfig, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
     DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol,
@@ -129,11 +131,12 @@ const RETRY_DELAY: (u64, u64) = (0, 86_400);
 /// `dedup_window` bounds: 1 hour ..= 365 days.
 const DEDUP_WINDOW: (u64, u64) = (3_600, 365 * 86_400);
 
-/// Parses and validates configuration text; `file` names it in errors, and relative paths in it
-/// (`state_dir`, `ca_file`, `password_file`) are resolved against `file`'s directory.
+/// Parses and validates configuration text, reading nothing else (the first step of
+/// [`super::load`]); `file` names it in errors, and relative paths in it (`state_dir`,
+/// `ca_file`, `password_file`) are resolved against `file`'s directory.
 ///
 /// On failure every problem found is returned, sorted by line.
-pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+pub fn validate(text: &str, file: &str) -> Result<Validated, ConfigErrors> {
     let doc = yaml::parse(text);
     let mut c = Checker {
         file,
@@ -143,6 +146,7 @@ pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
             .unwrap_or_default(),
         errors: Vec::new(),
         cut: doc.cut,
+        sources: Vec::new(),
     };
     for e in &doc.errors {
         c.push(e.line, e.column, e.message.clone());
@@ -156,7 +160,11 @@ pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         None => None,
     };
     match config {
-        Some(config) if c.errors.is_empty() => Ok(config),
+        Some(config) if c.errors.is_empty() => Ok(Validated {
+            file: file.to_string(),
+            config,
+            sources: c.sources,
+        }),
         _ => {
             if c.errors.is_empty() {
                 // Every `None` above comes with an error; this only guards that promise.
@@ -176,6 +184,8 @@ struct Checker<'a> {
     /// The line of the syntax error that cut the tree short: "missing" errors, and errors
     /// about nodes reaching that line, would be noise.
     cut: Option<usize>,
+    /// What the file names outside its text, for the resolve step.
+    sources: Vec<Source>,
 }
 
 impl Checker<'_> {

@@ -119,7 +119,7 @@ impl Checker<'_> {
         let username = self
             .require(&s, "username")
             .and_then(|n| self.text(n, &s.name("username")));
-        let password = self.password(&s);
+        let password = self.password(&s, index);
         let mode = self.mode(&s);
         let folder = match s.get("folder") {
             Some(n) if protocol == Some(Protocol::Pop3) => {
@@ -290,9 +290,10 @@ impl Checker<'_> {
         }
     }
 
-    /// Exactly one of `password`, `password_file`, `password_env`, resolved. No message here
-    /// may contain the secret.
-    pub(super) fn password(&mut self, s: &Section<'_>) -> Option<Password> {
+    /// Exactly one of `password`, `password_file`, `password_env`. An inline one is checked
+    /// here; a file or variable is listed for the resolve step, and the password left empty
+    /// until then. No message here may contain the secret.
+    pub(super) fn password(&mut self, s: &Section<'_>, account: usize) -> Option<Password> {
         let given: Vec<(&str, &Node)> = s
             .entries
             .iter()
@@ -327,68 +328,31 @@ impl Checker<'_> {
             }
         };
         let name = s.name(key);
-        let secret = match key {
-            "password" => match scalar(node) {
-                Some(p) => p.to_string(),
-                None => {
+        let from = match key {
+            "password" => {
+                let Some(secret) = scalar(node) else {
                     self.err(
                         node,
                         format!("{name}: expected a string, found {}", node.describe()),
                     );
                     return None;
+                };
+                if let Some(problem) = secret_problem(secret) {
+                    self.err(node, format!("{name}: {problem}"));
+                    return None;
                 }
-            },
-            "password_file" => {
-                let path = self.path(node, &name)?;
-                match std::fs::read_to_string(&path) {
-                    Ok(mut p) => {
-                        if p.ends_with('\n') {
-                            p.pop();
-                            if p.ends_with('\r') {
-                                p.pop();
-                            }
-                        }
-                        p
-                    }
-                    Err(e) => {
-                        self.err(node, format!("{name}: cannot read {}: {e}", path.display()));
-                        return None;
-                    }
-                }
+                return Some(Password::new(secret));
             }
-            _ => {
-                let var = self.text(node, &name)?;
-                match std::env::var(&var) {
-                    Ok(p) => p,
-                    Err(std::env::VarError::NotPresent) => {
-                        self.err(
-                            node,
-                            format!("{name}: environment variable {var} is not set"),
-                        );
-                        return None;
-                    }
-                    Err(std::env::VarError::NotUnicode(_)) => {
-                        self.err(
-                            node,
-                            format!("{name}: environment variable {var} is not valid UTF-8"),
-                        );
-                        return None;
-                    }
-                }
-            }
+            "password_file" => SecretSource::File(self.path(node, &name)?),
+            _ => SecretSource::Env(self.text(node, &name)?),
         };
-        if secret.is_empty() {
-            self.err(node, format!("{name}: the password is empty"));
-            return None;
-        }
-        if secret.contains(['\r', '\n', '\0']) {
-            self.err(
-                node,
-                format!("{name}: the password contains a line break or NUL"),
-            );
-            return None;
-        }
-        Some(Password::new(secret))
+        let key = self.key_at(node, &name);
+        self.sources.push(Source::Secret {
+            of: SecretOf::Account(account),
+            from,
+            key,
+        });
+        Some(Password::new(String::new()))
     }
 
     pub(super) fn retention(&mut self, node: &Node, name: &str) -> Option<Retention> {

@@ -124,6 +124,15 @@ impl Checker<'_> {
         });
     }
 
+    /// `name`, written at `node`: what the resolve step's errors point at.
+    pub(super) fn key_at(&self, node: &Node, name: &str) -> KeyAt {
+        KeyAt {
+            name: name.to_string(),
+            line: node.line,
+            column: node.column,
+        }
+    }
+
     pub(super) fn err(&mut self, node: &Node, message: impl Into<String>) {
         // A node that reaches the syntax error may have been cut short by it.
         if self.cut.is_some_and(|cut| node.end_line >= cut) {

@@ -1,13 +1,14 @@
 //! The TLS keys, the same in an account and in `relay:`: `ca_file`, `tls_fingerprint`,
 //! `verify_certificate`, `tls_server_name`, `tls_min_version`, `client_cert`, `client_key`.
-//! The files they name are read here, so that check-config finds a bad one.
+//! The files they name are listed for the resolve step, which reads them, so that
+//! check-config finds a bad one.
 
 use std::path::PathBuf;
 
 use super::yaml::{Kind, Node};
-use super::{Checker, Section};
+use super::{Checker, Section, Source};
 use crate::config::{TlsMode, TlsOptions, TlsVersion};
-use crate::tls::{self, Fingerprint};
+use crate::tls::Fingerprint;
 
 /// The TLS keys of a section, in the order they are checked.
 pub(super) const TLS_KEYS: [&str; 7] = [
@@ -100,18 +101,19 @@ impl Checker<'_> {
         ok.then_some(options)
     }
 
-    /// `ca_file`, resolved against the configuration's directory; it must hold PEM
-    /// certificates.
+    /// `ca_file`, resolved against the configuration's directory; the resolve step checks
+    /// that it holds PEM certificates.
     fn ca_file(&mut self, s: &Section<'_>) -> Option<Option<PathBuf>> {
         let Some(n) = s.get("ca_file") else {
             return Some(None);
         };
         let name = s.name("ca_file");
         let path = self.path(n, &name)?;
-        if let Err(e) = tls::load_ca_file(&path) {
-            self.err(n, format!("{name}: {e}"));
-            return None;
-        }
+        let key = self.key_at(n, &name);
+        self.sources.push(Source::CaFile {
+            path: path.clone(),
+            key,
+        });
         Some(Some(path))
     }
 
@@ -176,8 +178,8 @@ impl Checker<'_> {
         }
     }
 
-    /// `client_cert` and `client_key`: both or neither; both read and checked. `None` only
-    /// when there is an error.
+    /// `client_cert` and `client_key`: both or neither; the resolve step reads and checks
+    /// them. `None` only when there is an error.
     #[allow(clippy::type_complexity)]
     fn client_identity(&mut self, s: &Section<'_>) -> Option<(Option<PathBuf>, Option<PathBuf>)> {
         let (cert_name, key_name) = (s.name("client_cert"), s.name("client_key"));
@@ -201,14 +203,14 @@ impl Checker<'_> {
                 let cert = self.path(c, &cert_name);
                 let key = self.path(k, &key_name);
                 let (cert, key) = (cert?, key?);
-                if let Err(e) = tls::load_client_identity(&cert, &key) {
-                    let at = match &e {
-                        tls::TlsError::ClientIdentity { path, .. } if *path == key => k,
-                        _ => c,
-                    };
-                    self.err(at, format!("{}: {e}", s.path));
-                    return None;
-                }
+                let (cert_key, key_key) = (self.key_at(c, &cert_name), self.key_at(k, &key_name));
+                self.sources.push(Source::ClientIdentity {
+                    section: s.path.clone(),
+                    cert: cert.clone(),
+                    cert_key,
+                    key: key.clone(),
+                    key_key,
+                });
                 Some((Some(cert), Some(key)))
             }
         }

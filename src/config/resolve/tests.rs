@@ -1,0 +1,141 @@
+//! The two steps apart: validation reads no file and no variable; resolving reads them and
+//! names the key of each one that fails.
+
+use super::*;
+use crate::config::validate;
+
+/// Names a password file, an unset variable, a CA file and a client certificate and key,
+/// none of which exists (the directory does not either).
+const NAMES_MISSING_FILES: &str = "\
+state_dir: /var/lib/mailferry
+relay:
+  host: mail.corp.local
+  ca_file: ca.pem
+  client_cert: client.pem
+  client_key: client.key
+domains: [example.com]
+postmaster: postmaster@corp.local
+accounts:
+  - name: a
+    protocol: pop3
+    host: pop.provider.net
+    username: u@example.com
+    password_file: a.pw
+  - name: b
+    protocol: pop3
+    host: pop.provider.net
+    username: v@example.com
+    password_env: MAILFERRY_TEST_SURELY_UNSET_43
+";
+
+const FILE: &str = "/nonexistent-mailferry-dir/mailferry.yaml";
+
+fn key(name: &str, line: usize, column: usize) -> KeyAt {
+    KeyAt {
+        name: name.to_string(),
+        line,
+        column,
+    }
+}
+
+#[test]
+fn validation_reads_no_file_and_lists_what_the_file_names() {
+    let validated = validate(NAMES_MISSING_FILES, FILE).unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::path::Path::new("/nonexistent-mailferry-dir");
+    assert_eq!(
+        validated.sources(),
+        [
+            Source::CaFile {
+                path: dir.join("ca.pem"),
+                key: key("relay.ca_file", 4, 12),
+            },
+            Source::ClientIdentity {
+                section: "relay".to_string(),
+                cert: dir.join("client.pem"),
+                cert_key: key("relay.client_cert", 5, 16),
+                key: dir.join("client.key"),
+                key_key: key("relay.client_key", 6, 15),
+            },
+            Source::Secret {
+                of: SecretOf::Account(0),
+                from: SecretSource::File(dir.join("a.pw")),
+                key: key("accounts[a].password_file", 14, 20),
+            },
+            Source::Secret {
+                of: SecretOf::Account(1),
+                from: SecretSource::Env("MAILFERRY_TEST_SURELY_UNSET_43".to_string()),
+                key: key("accounts[b].password_env", 19, 19),
+            },
+        ]
+    );
+}
+
+#[test]
+fn resolve_reports_every_missing_source_at_its_key() {
+    let errors = validate(NAMES_MISSING_FILES, FILE)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .resolve()
+        .unwrap_err()
+        .0;
+    let found: Vec<(usize, &str)> = errors
+        .iter()
+        .map(|e| (e.line, e.message.as_str()))
+        .collect();
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    for (line, needle) in [
+        (4, "relay.ca_file: "),
+        (5, "relay: "),
+        (
+            14,
+            "accounts[a].password_file: cannot read /nonexistent-mailferry-dir/a.pw",
+        ),
+        (
+            19,
+            "accounts[b].password_env: environment variable MAILFERRY_TEST_SURELY_UNSET_43 is not set",
+        ),
+    ] {
+        assert!(
+            found.iter().any(|(l, m)| *l == line && m.contains(needle)),
+            "no {needle:?} at line {line} in {found:#?}"
+        );
+    }
+    assert!(errors.iter().all(|e| e.file == FILE && e.column >= 1));
+    // Sorted by line, as validation errors are.
+    assert!(errors.windows(2).all(|w| w[0].line <= w[1].line));
+}
+
+#[test]
+fn resolve_fills_in_the_password_and_never_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.pw"), "s3cret-from-file\r\n").unwrap();
+    let text = NAMES_MISSING_FILES
+        .replace(
+            "  ca_file: ca.pem\n  client_cert: client.pem\n  client_key: client.key\n",
+            "",
+        )
+        .replace(
+            "password_env: MAILFERRY_TEST_SURELY_UNSET_43",
+            "password: inline",
+        );
+    let file = dir.path().join("mailferry.yaml");
+    let validated = validate(&text, file.to_str().unwrap()).unwrap_or_else(|e| panic!("{e}"));
+    // Before resolving, the secret has not been read: it is nowhere in the value.
+    assert!(!format!("{validated:?}").contains("s3cret"));
+    let config = validated
+        .clone()
+        .resolve()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.accounts[0].password.expose(), "s3cret-from-file");
+    assert_eq!(config.accounts[1].password.expose(), "inline");
+
+    // A secret the resolve step refuses is named by its key, not shown.
+    std::fs::write(dir.path().join("a.pw"), "s3cret\nsecond line\n").unwrap();
+    let errors = validated.resolve().unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors:#?}");
+    assert_eq!(errors.0[0].line, 11);
+    assert!(errors.0[0].message.contains("line break"), "{errors}");
+    assert!(
+        !format!("{errors}{errors:?}").contains("s3cret"),
+        "{errors}"
+    );
+}
