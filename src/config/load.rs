@@ -34,59 +34,6 @@ mod tls_tests;
 use check::{Section, scalar};
 use yaml::{Kind, Node};
 
-const TOP_KEYS: &[&str] = &[
-    "state_dir",
-    "metrics",
-    "relay",
-    "domains",
-    "postmaster",
-    "envelope_headers",
-    "max_message_size",
-    "source_routed",
-    "dedup",
-    "dedup_window",
-    "accounts",
-];
-const METRICS_KEYS: &[&str] = &["listen"];
-/// With [`tls::TLS_KEYS`].
-const RELAY_KEYS: &[&str] = &[
-    "host",
-    "port",
-    "tls",
-    "helo",
-    "connections",
-    "timeout",
-    "data_timeout",
-    "retry",
-];
-const RETRY_KEYS: &[&str] = &["max_attempts", "initial", "max"];
-/// With [`tls::TLS_KEYS`].
-const ACCOUNT_KEYS: &[&str] = &[
-    "name",
-    "protocol",
-    "host",
-    "port",
-    "tls",
-    "username",
-    "password",
-    "password_file",
-    "password_env",
-    "mode",
-    "deliver_to",
-    "folder",
-    "poll_interval",
-    "max_per_pass",
-    "retention",
-    "timeout",
-    "pass_deadline",
-    "initial",
-    "expunge_every",
-    "fetch_order",
-    "after_fetch",
-    "unseen_only",
-    "auth",
-    "idle",
-];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
 const TLS_MODES: &[(&str, TlsMode)] = &[
@@ -147,12 +94,13 @@ pub fn validate(text: &str, file: &str) -> Result<Validated, ConfigErrors> {
         errors: Vec::new(),
         cut: doc.cut,
         sources: Vec::new(),
+        keys: Vec::new(),
     };
     for e in &doc.errors {
         c.push(e.line, e.column, e.message.clone());
     }
     let config = match &doc.root {
-        Some(root) => c.config(root),
+        Some(root) => c.section(root, "", Checker::config),
         None if doc.errors.is_empty() => {
             c.push(1, 1, "the file is empty: state_dir, relay, domains, postmaster and accounts are required");
             None
@@ -176,6 +124,24 @@ pub fn validate(text: &str, file: &str) -> Result<Validated, ConfigErrors> {
     }
 }
 
+/// Every key any section allows, from a walk over a file that has each section (empty).
+#[cfg(test)]
+pub(super) fn keys_read() -> Vec<&'static str> {
+    let doc = yaml::parse("metrics: {}\nrelay: {retry: {}}\naccounts: [{}]\n");
+    let mut c = Checker {
+        file: "keys.yaml",
+        dir: PathBuf::new(),
+        errors: Vec::new(),
+        cut: None,
+        sources: Vec::new(),
+        keys: Vec::new(),
+    };
+    if let Some(root) = &doc.root {
+        c.section(root, "", Checker::config);
+    }
+    c.keys
+}
+
 /// The state of one walk over the tree: where relative paths start and what went wrong.
 struct Checker<'a> {
     file: &'a str,
@@ -186,22 +152,26 @@ struct Checker<'a> {
     cut: Option<usize>,
     /// What the file names outside its text, for the resolve step.
     sources: Vec<Source>,
+    /// Every key the sections read asked for (the allowed keys), for the test that the
+    /// example file documents each.
+    keys: Vec<&'static str>,
 }
 
 impl Checker<'_> {
-    fn config(&mut self, root: &Node) -> Option<Config> {
-        let top = self.section(root, "", TOP_KEYS)?;
+    fn config(&mut self, top: &Section<'_>) -> Option<Config> {
         let state_dir = self
-            .require(&top, "state_dir")
+            .require(top, "state_dir")
             .and_then(|n| self.path(n, "state_dir"));
         let metrics = match top.get("metrics") {
             None => Some(MetricsConfig { listen: None }),
-            Some(n) => self.metrics(n),
+            Some(n) => self.section(n, "metrics", Self::metrics),
         };
-        let relay = self.require(&top, "relay").and_then(|n| self.relay(n));
-        let domains = self.require(&top, "domains").and_then(|n| self.domains(n));
+        let relay = self
+            .require(top, "relay")
+            .and_then(|n| self.section(n, "relay", Self::relay));
+        let domains = self.require(top, "domains").and_then(|n| self.domains(n));
         let postmaster = self
-            .require(&top, "postmaster")
+            .require(top, "postmaster")
             .and_then(|n| self.address(n, "postmaster"));
         let envelope_headers = match top.get("envelope_headers") {
             None => Some(DEFAULT_ENVELOPE_HEADERS.map(String::from).to_vec()),
@@ -223,9 +193,7 @@ impl Checker<'_> {
             None => Some(crate::config::DEFAULT_DEDUP_WINDOW),
             Some(n) => self.duration(n, "dedup_window", DEDUP_WINDOW),
         };
-        let accounts = self
-            .require(&top, "accounts")
-            .and_then(|n| self.accounts(n));
+        let accounts = self.require(top, "accounts").and_then(|n| self.accounts(n));
         Some(Config {
             state_dir: state_dir?,
             metrics: metrics?,
@@ -240,8 +208,7 @@ impl Checker<'_> {
         })
     }
 
-    fn metrics(&mut self, node: &Node) -> Option<MetricsConfig> {
-        let s = self.section(node, "metrics", METRICS_KEYS)?;
+    fn metrics(&mut self, s: &Section<'_>) -> Option<MetricsConfig> {
         let Some(n) = s.get("listen") else {
             return Some(MetricsConfig { listen: None });
         };
@@ -260,16 +227,16 @@ impl Checker<'_> {
         }
     }
 
-    fn relay(&mut self, node: &Node) -> Option<RelayConfig> {
-        let s = self.section(node, "relay", &[RELAY_KEYS, &tls::TLS_KEYS].concat())?;
+    fn relay(&mut self, s: &Section<'_>) -> Option<RelayConfig> {
         let host = self
-            .require(&s, "host")
+            .require(s, "host")
             .and_then(|n| self.host(n, "relay.host"));
+        let port = s.get("port");
         let tls = match s.get("tls") {
             None => Some(TlsMode::StarttlsIfAvailable),
             Some(n) => self.choice(n, "relay.tls", TLS_MODES),
         };
-        let port = match s.get("port") {
+        let port = match port {
             None => tls.map(|t| if t == TlsMode::Tls { 465 } else { 25 }),
             Some(n) => self.port(n, "relay.port"),
         };
@@ -283,7 +250,7 @@ impl Checker<'_> {
                 .integer(n, "relay.connections", CONNECTIONS.0, CONNECTIONS.1)
                 .and_then(|c| u32::try_from(c).ok()),
         };
-        let tls_options = self.tls_options(&s, tls);
+        let tls_options = self.tls_options(s, tls);
         let timeout = match s.get("timeout") {
             None => Some(Duration::from_secs(60)),
             Some(n) => self.duration(n, "relay.timeout", TIMEOUT),
@@ -295,7 +262,7 @@ impl Checker<'_> {
         };
         let retry = match s.get("retry") {
             None => Some(RetryPolicy::default()),
-            Some(n) => self.retry(n),
+            Some(n) => self.section(n, "relay.retry", Self::retry),
         };
         Some(RelayConfig {
             host: host?,
@@ -311,8 +278,7 @@ impl Checker<'_> {
     }
 
     /// `relay.retry`: each key optional; `max` may not be below `initial`.
-    fn retry(&mut self, node: &Node) -> Option<RetryPolicy> {
-        let s = self.section(node, "relay.retry", RETRY_KEYS)?;
+    fn retry(&mut self, s: &Section<'_>) -> Option<RetryPolicy> {
         let default = RetryPolicy::default();
         let max_attempts = match s.get("max_attempts") {
             None => Some(default.max_attempts),

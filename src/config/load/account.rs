@@ -76,8 +76,18 @@ impl Checker<'_> {
             "accounts[{}]",
             label.unwrap_or_else(|| format!("#{}", index + 1))
         );
-        let s = self.section(node, &path, &[ACCOUNT_KEYS, &tls::TLS_KEYS].concat())?;
-        let name = self.require(&s, "name").and_then(|n| {
+        self.section(node, &path, |c, s| c.account_keys(s, index, names))
+    }
+
+    /// The keys of one account (`index` in the list); `names` are the names of the accounts
+    /// before it.
+    fn account_keys(
+        &mut self,
+        s: &Section<'_>,
+        index: usize,
+        names: &mut Vec<(String, usize)>,
+    ) -> Option<AccountConfig> {
+        let name = self.require(s, "name").and_then(|n| {
             let name = self.string(n, &s.name("name"))?;
             if !valid_account_name(&name) {
                 self.err(
@@ -99,10 +109,10 @@ impl Checker<'_> {
             Some(name)
         });
         let protocol = self
-            .require(&s, "protocol")
+            .require(s, "protocol")
             .and_then(|n| self.choice(n, &s.name("protocol"), PROTOCOLS));
         let host = self
-            .require(&s, "host")
+            .require(s, "host")
             .and_then(|n| self.host(n, &s.name("host")));
         let tls = match s.get("tls") {
             None => Some(TlsMode::Tls),
@@ -115,12 +125,12 @@ impl Checker<'_> {
             },
             Some(n) => self.port(n, &s.name("port")),
         };
-        let tls_options = self.tls_options(&s, tls);
+        let tls_options = self.tls_options(s, tls);
         let username = self
-            .require(&s, "username")
+            .require(s, "username")
             .and_then(|n| self.text(n, &s.name("username")));
-        let password = self.password(&s, index);
-        let mode = self.mode(&s);
+        let password = self.password(s, index);
+        let mode = self.mode(s);
         let folder = match s.get("folder") {
             Some(n) if protocol == Some(Protocol::Pop3) => {
                 self.err(
@@ -294,12 +304,11 @@ impl Checker<'_> {
     /// here; a file or variable is listed for the resolve step, and the password left empty
     /// until then. No message here may contain the secret.
     pub(super) fn password(&mut self, s: &Section<'_>, account: usize) -> Option<Password> {
-        let given: Vec<(&str, &Node)> = s
-            .entries
+        let mut given: Vec<(&str, &Node)> = PASSWORD_KEYS
             .iter()
-            .filter(|(k, _)| PASSWORD_KEYS.contains(k))
-            .map(|(k, v)| (*k, *v))
+            .filter_map(|k| Some((*k, s.entry(k)?)))
             .collect();
+        given.sort_by_key(|(_, n)| (n.line, n.column));
         let (key, node) = match given.as_slice() {
             [] => {
                 if self.cut.is_none() {

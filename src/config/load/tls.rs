@@ -10,17 +10,6 @@ use super::{Checker, Section, Source};
 use crate::config::{TlsMode, TlsOptions, TlsVersion};
 use crate::tls::Fingerprint;
 
-/// The TLS keys of a section, in the order they are checked.
-pub(super) const TLS_KEYS: [&str; 7] = [
-    "ca_file",
-    "tls_fingerprint",
-    "verify_certificate",
-    "tls_server_name",
-    "tls_min_version",
-    "client_cert",
-    "client_key",
-];
-
 impl Checker<'_> {
     /// The TLS keys of `s`; `mode` is the section's `tls` (`None` when it was invalid).
     pub(super) fn tls_options(
@@ -30,40 +19,26 @@ impl Checker<'_> {
     ) -> Option<TlsOptions> {
         let defaults = TlsOptions::default();
         let mut ok = true;
-        if mode == Some(TlsMode::None) {
-            // ca_file is tolerated there (it always was); the others would suggest a
-            // protection that a plain connection does not have.
-            for key in &TLS_KEYS[1..] {
-                if let Some(n) = s.get(key) {
-                    self.err(
-                        n,
-                        format!(
-                            "{}: there is no TLS with `tls: none`; use tls: tls, starttls or starttls-if-available, or remove {key}",
-                            s.name(key)
-                        ),
-                    );
-                    ok = false;
-                }
-            }
-        }
         let ca_file = self.ca_file(s);
-        let fingerprint = match s.get("tls_fingerprint") {
+        let fingerprint = match self.tls_key(s, mode, "tls_fingerprint", &mut ok) {
             None => Some(None),
             Some(n) => self.fingerprint(n, &s.name("tls_fingerprint")).map(Some),
         };
-        let verify_certificate = match s.get("verify_certificate") {
+        let verify_certificate = match self.tls_key(s, mode, "verify_certificate", &mut ok) {
             None => Some(defaults.verify_certificate),
             Some(n) => self.boolean(n, &s.name("verify_certificate")),
         };
-        let server_name = match s.get("tls_server_name") {
+        let server_name = match self.tls_key(s, mode, "tls_server_name", &mut ok) {
             None => Some(None),
             Some(n) => self.host(n, &s.name("tls_server_name")).map(Some),
         };
-        let min_version = match s.get("tls_min_version") {
+        let min_version = match self.tls_key(s, mode, "tls_min_version", &mut ok) {
             None => Some(defaults.min_version),
             Some(n) => self.min_version(n, &s.name("tls_min_version")),
         };
-        let (client_cert, client_key) = self.client_identity(s)?;
+        let cert = self.tls_key(s, mode, "client_cert", &mut ok);
+        let key = self.tls_key(s, mode, "client_key", &mut ok);
+        let (client_cert, client_key) = self.client_identity(s, cert, key)?;
 
         if let (Some(n), Some(false)) = (s.get("verify_certificate"), verify_certificate) {
             for key in ["ca_file", "tls_fingerprint"] {
@@ -99,6 +74,30 @@ impl Checker<'_> {
             client_key,
         };
         ok.then_some(options)
+    }
+
+    /// The value of a TLS key other than `ca_file`. With `tls: none` a key given is refused
+    /// (clearing `ok`): it would suggest a protection that a plain connection does not have
+    /// (`ca_file` is tolerated there, as it always was).
+    fn tls_key<'n>(
+        &mut self,
+        s: &Section<'n>,
+        mode: Option<TlsMode>,
+        key: &'static str,
+        ok: &mut bool,
+    ) -> Option<&'n Node> {
+        let n = s.get(key)?;
+        if mode == Some(TlsMode::None) {
+            self.err(
+                n,
+                format!(
+                    "{}: there is no TLS with `tls: none`; use tls: tls, starttls or starttls-if-available, or remove {key}",
+                    s.name(key)
+                ),
+            );
+            *ok = false;
+        }
+        Some(n)
     }
 
     /// `ca_file`, resolved against the configuration's directory; the resolve step checks
@@ -181,9 +180,14 @@ impl Checker<'_> {
     /// `client_cert` and `client_key`: both or neither; the resolve step reads and checks
     /// them. `None` only when there is an error.
     #[allow(clippy::type_complexity)]
-    fn client_identity(&mut self, s: &Section<'_>) -> Option<(Option<PathBuf>, Option<PathBuf>)> {
+    fn client_identity(
+        &mut self,
+        s: &Section<'_>,
+        cert: Option<&Node>,
+        key: Option<&Node>,
+    ) -> Option<(Option<PathBuf>, Option<PathBuf>)> {
         let (cert_name, key_name) = (s.name("client_cert"), s.name("client_key"));
-        match (s.get("client_cert"), s.get("client_key")) {
+        match (cert, key) {
             (None, None) => Some((None, None)),
             (Some(n), None) => {
                 self.err(
