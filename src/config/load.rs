@@ -27,6 +27,8 @@ mod tls;
 mod yaml;
 
 #[cfg(test)]
+mod resolve_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tls_tests;

@@ -196,6 +196,3 @@ pub(super) fn secret_problem(secret: &str) -> Option<&'static str> {
         None
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,32 +1,21 @@
 //! The two steps apart: validation reads no file and no variable; resolving reads them and
 //! names the key of each one that fails.
 
-use super::*;
-use crate::config::validate;
+use super::tests::base_with;
+use crate::config::{KeyAt, SecretOf, SecretSource, Source, validate};
 
-/// Names a password file, an unset variable, a CA file and a client certificate and key,
-/// none of which exists (the directory does not either).
-const NAMES_MISSING_FILES: &str = "\
-state_dir: /var/lib/mailferry
-relay:
-  host: mail.corp.local
-  ca_file: ca.pem
-  client_cert: client.pem
-  client_key: client.key
-domains: [example.com]
-postmaster: postmaster@corp.local
-accounts:
-  - name: a
-    protocol: pop3
-    host: pop.provider.net
-    username: u@example.com
-    password_file: a.pw
-  - name: b
-    protocol: pop3
-    host: pop.provider.net
-    username: v@example.com
-    password_env: MAILFERRY_TEST_SURELY_UNSET_43
-";
+/// `BASE` naming a CA file, a client certificate and key, a password file and an unset
+/// variable, none of which exists (the directory does not either).
+fn names_missing_files() -> String {
+    base_with(
+        "  host: mail.corp.local\n",
+        "  host: mail.corp.local\n  ca_file: ca.pem\n  client_cert: client.pem\n  client_key: client.key\n",
+    )
+    .replace(
+        "    password: pw\n",
+        "    password_file: a.pw\n  - name: b\n    protocol: pop3\n    host: pop.provider.net\n    username: v@example.com\n    password_env: MAILFERRY_TEST_SURELY_UNSET_43\n",
+    )
+}
 
 const FILE: &str = "/nonexistent-mailferry-dir/mailferry.yaml";
 
@@ -40,7 +29,7 @@ fn key(name: &str, line: usize, column: usize) -> KeyAt {
 
 #[test]
 fn validation_reads_no_file_and_lists_what_the_file_names() {
-    let validated = validate(NAMES_MISSING_FILES, FILE).unwrap_or_else(|e| panic!("{e}"));
+    let validated = validate(&names_missing_files(), FILE).unwrap_or_else(|e| panic!("{e}"));
     let dir = std::path::Path::new("/nonexistent-mailferry-dir");
     assert_eq!(
         validated.sources(),
@@ -72,7 +61,7 @@ fn validation_reads_no_file_and_lists_what_the_file_names() {
 
 #[test]
 fn resolve_reports_every_missing_source_at_its_key() {
-    let errors = validate(NAMES_MISSING_FILES, FILE)
+    let errors = validate(&names_missing_files(), FILE)
         .unwrap_or_else(|e| panic!("{e}"))
         .resolve()
         .unwrap_err()
@@ -108,7 +97,7 @@ fn resolve_reports_every_missing_source_at_its_key() {
 fn resolve_fills_in_the_password_and_never_shows_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.pw"), "s3cret-from-file\r\n").unwrap();
-    let text = NAMES_MISSING_FILES
+    let text = names_missing_files()
         .replace(
             "  ca_file: ca.pem\n  client_cert: client.pem\n  client_key: client.key\n",
             "",
