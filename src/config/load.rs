@@ -86,6 +86,30 @@ const DEDUP_WINDOW: (u64, u64) = (3_600, 365 * 86_400);
 ///
 /// On failure every problem found is returned, sorted by line.
 pub fn validate(text: &str, file: &str) -> Result<Validated, ConfigErrors> {
+    let checked = check(text, file);
+    match checked.config {
+        Some(config) => Ok(Validated {
+            file: file.to_string(),
+            config,
+            sources: checked.sources,
+        }),
+        None => Err(ConfigErrors(checked.errors)),
+    }
+}
+
+/// What one walk over the text found.
+pub(super) struct Checked {
+    /// The configuration; `None` when there is any problem.
+    pub(super) config: Option<Config>,
+    /// What the text names outside itself, in file order; found also when `config` is
+    /// `None`, so that `check-config` can report their problems in the same run.
+    pub(super) sources: Vec<Source>,
+    /// Every problem, sorted by line.
+    pub(super) errors: Vec<ConfigError>,
+}
+
+/// The walk behind [`validate`].
+pub(super) fn check(text: &str, file: &str) -> Checked {
     let doc = yaml::parse(text);
     let mut c = Checker {
         file,
@@ -109,20 +133,26 @@ pub fn validate(text: &str, file: &str) -> Result<Validated, ConfigErrors> {
         }
         None => None,
     };
-    match config {
-        Some(config) if c.errors.is_empty() => Ok(Validated {
-            file: file.to_string(),
-            config,
-            sources: c.sources,
-        }),
+    let config = match config {
+        Some(config) if c.errors.is_empty() => Some(config),
         _ => {
             if c.errors.is_empty() {
                 // Every `None` above comes with an error; this only guards that promise.
                 c.push(1, 1, "the configuration is incomplete");
             }
-            c.errors.sort_by_key(|e| (e.line, e.column));
-            Err(ConfigErrors(c.errors))
+            None
         }
+    };
+    c.errors.sort_by_key(|e| (e.line, e.column));
+    // A value that reaches the syntax error may have been cut short by it: not read.
+    if let Some(cut) = c.cut {
+        c.sources
+            .retain(|source| source.keys().iter().all(|key| key.line < cut));
+    }
+    Checked {
+        config,
+        sources: c.sources,
+        errors: c.errors,
     }
 }
 

@@ -446,7 +446,23 @@ impl std::error::Error for ConfigErrors {}
 /// and relative paths in it (`state_dir`, `ca_file`, `password_file`) are resolved against
 /// `file`'s directory.
 pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    validate(text, file)?.resolve()
+    let checked = load::check(text, file);
+    match checked.config {
+        Some(config) => Validated {
+            file: file.to_string(),
+            config,
+            sources: checked.sources,
+        }
+        .resolve(),
+        None => {
+            // What the text names outside itself is read even so, so that one run of
+            // check-config reports every problem.
+            let mut errors = checked.errors;
+            errors.extend(resolve::resolve_sources(file, &checked.sources, None));
+            errors.sort_by_key(|e| (e.line, e.column));
+            Err(ConfigErrors(errors))
+        }
+    }
 }
 
 /// Reads, validates and resolves the file at `path`.

@@ -100,55 +100,80 @@ impl Validated {
             mut config,
             sources,
         } = self;
-        let mut errors = Vec::new();
-        let mut fail = |key: &KeyAt, message: String| {
-            errors.push(ConfigError {
-                file: file.clone(),
-                line: key.line,
-                column: key.column,
-                message,
-            });
-        };
-        for source in &sources {
-            match source {
-                Source::Secret { of, from, key } => match read_secret(from, &key.name) {
-                    Ok(secret) => match of {
-                        SecretOf::Account(i) => match config.accounts.get_mut(*i) {
-                            Some(account) => account.password = secret,
-                            None => fail(key, format!("{}: no such account", key.name)),
-                        },
-                    },
-                    Err(message) => fail(key, message),
-                },
-                Source::CaFile { path, key } => {
-                    if let Err(e) = tls::load_ca_file(path) {
-                        fail(key, format!("{}: {e}", key.name));
-                    }
-                }
-                Source::ClientIdentity {
-                    section,
-                    cert,
-                    cert_key,
-                    key,
-                    key_key,
-                } => {
-                    if let Err(e) = tls::load_client_identity(cert, key) {
-                        let at = match &e {
-                            tls::TlsError::ClientIdentity { path, .. } if path == key => key_key,
-                            _ => cert_key,
-                        };
-                        fail(at, format!("{section}: {e}"));
-                    }
-                }
-            }
-        }
+        let errors = resolve_sources(&file, &sources, Some(&mut config));
         if errors.is_empty() {
             Ok(config)
         } else {
-            errors.sort_by_key(|e| (e.line, e.column));
             Err(ConfigErrors(errors))
         }
     }
+}
+
+impl Source {
+    /// The keys that named this source.
+    pub fn keys(&self) -> Vec<&KeyAt> {
+        match self {
+            Source::Secret { key, .. } | Source::CaFile { key, .. } => vec![key],
+            Source::ClientIdentity {
+                cert_key, key_key, ..
+            } => vec![cert_key, key_key],
+        }
+    }
+}
+
+/// Reads and checks every source; each secret goes into `config`, when there is one (there
+/// is none when the text itself has problems: the sources are then read only to report
+/// theirs too). Every problem, sorted by line.
+pub(super) fn resolve_sources(
+    file: &str,
+    sources: &[Source],
+    mut config: Option<&mut Config>,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut fail = |key: &KeyAt, message: String| {
+        errors.push(ConfigError {
+            file: file.to_string(),
+            line: key.line,
+            column: key.column,
+            message,
+        });
+    };
+    for source in sources {
+        match source {
+            Source::Secret { of, from, key } => match read_secret(from, &key.name) {
+                Ok(secret) => match (of, config.as_deref_mut()) {
+                    (SecretOf::Account(i), Some(config)) => match config.accounts.get_mut(*i) {
+                        Some(account) => account.password = secret,
+                        None => fail(key, format!("{}: no such account", key.name)),
+                    },
+                    (_, None) => {}
+                },
+                Err(message) => fail(key, message),
+            },
+            Source::CaFile { path, key } => {
+                if let Err(e) = tls::load_ca_file(path) {
+                    fail(key, format!("{}: {e}", key.name));
+                }
+            }
+            Source::ClientIdentity {
+                section,
+                cert,
+                cert_key,
+                key,
+                key_key,
+            } => {
+                if let Err(e) = tls::load_client_identity(cert, key) {
+                    let at = match &e {
+                        tls::TlsError::ClientIdentity { path, .. } if path == key => key_key,
+                        _ => cert_key,
+                    };
+                    fail(at, format!("{section}: {e}"));
+                }
+            }
+        }
+    }
+    errors.sort_by_key(|e| (e.line, e.column));
+    errors
 }
 
 /// The secret from a file or the environment, checked like one written inline; the error

@@ -128,3 +128,20 @@ fn resolve_fills_in_the_password_and_never_shows_it() {
         "{errors}"
     );
 }
+
+#[test]
+fn both_steps_report_the_text_and_the_files_in_one_run() {
+    // A bad port (line 4) in a file that also names missing files (lines 5, 6, 15, 20).
+    let text = names_missing_files().replace(
+        "  host: mail.corp.local\n",
+        "  host: mail.corp.local\n  port: 0\n",
+    );
+    let errors = validate(&text, FILE).unwrap_err().0;
+    assert_eq!(errors.len(), 1, "validation reads no file: {errors:#?}");
+    assert_eq!(errors[0].line, 4);
+
+    let errors = crate::config::from_yaml_str(&text, FILE).unwrap_err().0;
+    let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [4, 5, 6, 15, 20], "{errors:#?}");
+    assert!(errors[3].message.contains("cannot read"), "{}", errors[3]);
+}
