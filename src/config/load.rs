@@ -6,7 +6,8 @@
 //! of `check-config` names every mistake. Nothing here ever puts a password into a message.
 //!
 //! `check.rs` checks values (strings, numbers, durations, sizes, hosts, choices) and a
-//! mapping's keys; this file walks the top level, `relay:` and `metrics:`; `account.rs` each
+//! mapping's keys: a key is declared once, where its section's reader asks for it
+//! (`s.get("poll_interval")`), and that makes it allowed there. This file walks the top level, `relay:` and `metrics:`; `account.rs` each
 //! entry of `accounts:`; `tls.rs` the TLS keys both share.
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,6 +1,7 @@
-//! The generic checker: one mapping's keys checked against the keys allowed there, and one
-//! value checked as a string, number, duration, size, host, port, path, address or choice;
-//! each problem is recorded with its line and column and the walk goes on.
+//! The generic checker: one mapping read by its section's reader, whose `get` calls declare
+//! the keys allowed there (any other key is unknown), and one value checked as a string,
+//! number, duration, size, host, port, path, address or choice; each problem is recorded
+//! with its line and column and the walk goes on.
 
 use std::cell::RefCell;
 
