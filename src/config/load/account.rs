@@ -129,7 +129,7 @@ impl Checker<'_> {
         let username = self
             .require(s, "username")
             .and_then(|n| self.text(n, &s.name("username")));
-        let password = self.password(s, index);
+        let password = self.password(s, SecretOf::Account(index));
         let mode = self.mode(s);
         let folder = match s.get("folder") {
             Some(n) if protocol == Some(Protocol::Pop3) => {
@@ -300,10 +300,11 @@ impl Checker<'_> {
         }
     }
 
-    /// Exactly one of `password`, `password_file`, `password_env`. An inline one is checked
-    /// here; a file or variable is listed for the resolve step, and the password left empty
-    /// until then. No message here may contain the secret.
-    pub(super) fn password(&mut self, s: &Section<'_>, account: usize) -> Option<Password> {
+    /// Exactly one of `password`, `password_file`, `password_env`: the secret `of` an account
+    /// (or another section). An inline one is checked here; a file or variable is listed for
+    /// the resolve step, and the password left empty until then. No message here may contain
+    /// the secret.
+    pub(super) fn password(&mut self, s: &Section<'_>, of: SecretOf) -> Option<Password> {
         let mut given: Vec<(&str, &Node)> = PASSWORD_KEYS
             .iter()
             .filter_map(|k| Some((*k, s.entry(k)?)))
@@ -356,11 +357,7 @@ impl Checker<'_> {
             _ => SecretSource::Env(self.text(node, &name)?),
         };
         let key = self.key_at(node, &name);
-        self.sources.push(Source::Secret {
-            of: SecretOf::Account(account),
-            from,
-            key,
-        });
+        self.sources.push(Source::Secret { of, from, key });
         Some(Password::new(String::new()))
     }
 
