@@ -7,8 +7,9 @@
 //!
 //! `check.rs` checks values (strings, numbers, durations, sizes, hosts, choices) and a
 //! mapping's keys: a key is declared once, where its section's reader asks for it
-//! (`s.get("poll_interval")`), and that makes it allowed there. This file walks the top level, `relay:` and `metrics:`; `account.rs` each
-//! entry of `accounts:`; `tls.rs` the TLS keys both share.
+//! (`s.get("poll_interval")`), and that makes it allowed there. This file walks the top
+//! level, `relay:` and `metrics:`; `account.rs` each entry of `accounts:`; `tls.rs` the TLS
+//! keys both share.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -264,6 +265,8 @@ impl Checker<'_> {
         let host = self
             .require(s, "host")
             .and_then(|n| self.host(n, "relay.host"));
+        // Asked for before `tls` (its default depends on it): the allowed keys are listed in
+        // the order they are asked for.
         let port = s.get("port");
         let tls = match s.get("tls") {
             None => Some(TlsMode::StarttlsIfAvailable),
