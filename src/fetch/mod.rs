@@ -15,4 +15,3 @@ mod transport;
 pub use imap::{ImapClient, ImapError};
 pub use mailbox::{FetchError, Link, Listed, Mailbox, Session, Source, Upstream};
 pub use pop3::{Capabilities, Pop3Client, Pop3Error};
-pub use transport::TransportError;

@@ -9,57 +9,34 @@ use super::pop3::fetch_deadline;
 use super::quickack::QuickAck;
 use crate::config::AccountConfig;
 
-/// What went wrong below the protocol, the same for POP3 and IMAP: the connection could not
-/// be made, broke, or the server was too slow. The session cannot go on after any of them.
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    /// The TCP connection could not be opened (refused, unreachable, no such host).
-    #[error("cannot connect to {addr}: {source}")]
+/// Why the TCP connection to an upstream server could not be made.
+#[derive(Debug)]
+pub(crate) enum DialError {
+    /// Refused, unreachable, no such host.
     Connect {
         /// `host:port`.
         addr: String,
         /// What the operating system said.
         source: std::io::Error,
     },
-    /// Reading or writing failed, or the socket could not be set up.
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The server did not answer (or accept data, or the connection) in time.
-    #[error("no answer from the server within {0:?}")]
+    /// No connection within the account's timeout.
     Timeout(Duration),
-    /// A download (POP3 RETR, an IMAP UID FETCH) did not finish by its overall deadline,
-    /// however the bytes trickled in.
-    #[error("{command} did not finish within its deadline of {limit:?}")]
-    Deadline {
-        /// The command (`RETR 3`, `UID FETCH 7 BODY.PEEK[]<0.4194304>`).
-        command: String,
-        /// The time it was given in all.
-        limit: Duration,
-    },
-}
-
-impl TransportError {
-    /// The deadline of the download under way ran out.
-    pub(crate) fn deadline(deadline: Option<&Deadline>) -> TransportError {
-        let (command, limit) = deadline
-            .map(|d| (d.command.clone(), d.limit()))
-            .unwrap_or_default();
-        TransportError::Deadline { command, limit }
-    }
+    /// The socket could not be set up.
+    Io(std::io::Error),
 }
 
 /// Connects to the account's server within its timeout. Nagle is off (commands are single
 /// short lines: each goes at once) and TCP_QUICKACK is re-armed before every read.
-pub(crate) async fn dial(account: &AccountConfig) -> Result<QuickAck, TransportError> {
+pub(crate) async fn dial(account: &AccountConfig) -> Result<QuickAck, DialError> {
     let host = account.host.trim_start_matches('[').trim_end_matches(']');
     let addr = format!("{}:{}", account.host, account.port);
     let connect = TcpStream::connect((host, account.port));
     let tcp = match tokio::time::timeout(account.timeout, connect).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(source)) => return Err(TransportError::Connect { addr, source }),
-        Err(_) => return Err(TransportError::Timeout(account.timeout)),
+        Ok(Err(source)) => return Err(DialError::Connect { addr, source }),
+        Err(_) => return Err(DialError::Timeout(account.timeout)),
     };
-    tcp.set_nodelay(true).map_err(TransportError::Io)?;
+    tcp.set_nodelay(true).map_err(DialError::Io)?;
     tracing::debug!(account = %account.name, "connected to {addr}");
     Ok(QuickAck::new(tcp))
 }

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::ImapError;
 use super::command::{Command, Part};
 use super::protocol::{self, Literal, RawResponse, Response, TEXT_MAX};
-use crate::fetch::transport::{Deadline, TransportError};
+use crate::fetch::transport::Deadline;
 
 /// Read buffer size.
 const BUF_SIZE: usize = 64 * 1024;
@@ -103,8 +103,8 @@ impl Connection {
         };
         let result = match tokio::time::timeout(self.timeout, write).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(TransportError::Io(e).into()),
-            Err(_) => Err(TransportError::Timeout(self.timeout).into()),
+            Ok(Err(e)) => Err(ImapError::Io(e)),
+            Err(_) => Err(ImapError::Timeout(self.timeout)),
         };
         self.guard(result)
     }
@@ -250,7 +250,7 @@ impl Connection {
                 self.end = n;
                 Ok(true)
             }
-            Ok(Err(e)) => Err(TransportError::Io(e).into()),
+            Ok(Err(e)) => Err(ImapError::Io(e)),
             Err(_) => Ok(false),
         };
         self.guard(result)
@@ -275,9 +275,16 @@ impl Connection {
                 }
                 Ok(())
             }
-            Ok(Err(e)) => Err(TransportError::Io(e).into()),
-            Err(_) if by_deadline => Err(TransportError::deadline(self.deadline.as_ref()).into()),
-            Err(_) => Err(TransportError::Timeout(self.timeout).into()),
+            Ok(Err(e)) => Err(ImapError::Io(e)),
+            Err(_) if by_deadline => {
+                let (command, limit) = self
+                    .deadline
+                    .as_ref()
+                    .map(|d| (d.command.clone(), d.limit()))
+                    .unwrap_or_default();
+                Err(ImapError::Deadline { command, limit })
+            }
+            Err(_) => Err(ImapError::Timeout(self.timeout)),
         }
     }
 

@@ -10,7 +10,7 @@ use super::protocol::{
 };
 use super::{Pop3Error, apop};
 use crate::config::{AccountConfig, AuthMethod, TlsMode};
-use crate::fetch::transport::{Deadline, TransportError, dial};
+use crate::fetch::transport::{Deadline, dial};
 use crate::tls::TlsClient;
 
 /// Largest message RETR accepts unless [`Pop3Client::set_max_message_size`] says otherwise;
@@ -348,7 +348,7 @@ impl Pop3Client {
 
     /// The message as sent by the server, dot-unstuffed, terminator removed, CRLF kept,
     /// within [`fetch_deadline`] of the larger of its LIST size and the bytes received so
-    /// far: a server trickling bytes gives [`TransportError::Deadline`] and the session is lost.
+    /// far: a server trickling bytes gives [`Pop3Error::Deadline`] and the session is lost.
     ///
     /// A message that the last LIST announced larger than the size cap
     /// ([`set_max_message_size`](Pop3Client::set_max_message_size)) is not asked for; one that
@@ -360,7 +360,7 @@ impl Pop3Client {
     }
 
     /// [`retr`](Pop3Client::retr), and done by `deadline` too (e.g. the pass's deadline):
-    /// past either, [`TransportError::Deadline`] and the session is lost.
+    /// past either, [`Pop3Error::Deadline`] and the session is lost.
     pub async fn retr_within(
         &mut self,
         msg: u32,
@@ -511,7 +511,7 @@ async fn handshake(
     match tokio::time::timeout(account.timeout, tls.connect(stream)).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(Pop3Error::Tls(e)),
-        Err(_) => Err(TransportError::Timeout(account.timeout).into()),
+        Err(_) => Err(Pop3Error::Timeout(account.timeout)),
     }
 }
 

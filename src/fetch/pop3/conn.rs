@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::Pop3Error;
 use super::client::BUF_SIZE;
 use super::protocol::{self, DotDecoder, Overflow, STATUS_LINE_MAX, Status};
-use crate::fetch::transport::{Deadline, TransportError};
+use crate::fetch::transport::Deadline;
 
 /// The transport: TCP, TLS over TCP, or (in tests) anything else.
 pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -68,8 +68,8 @@ impl Connection {
         };
         let result = match tokio::time::timeout(self.timeout, write).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(TransportError::Io(e).into()),
-            Err(_) => Err(TransportError::Timeout(self.timeout).into()),
+            Ok(Err(e)) => Err(Pop3Error::Io(e)),
+            Err(_) => Err(Pop3Error::Timeout(self.timeout)),
         };
         self.guard(result)
     }
@@ -102,9 +102,16 @@ impl Connection {
                 }
                 Ok(())
             }
-            Ok(Err(e)) => Err(TransportError::Io(e).into()),
-            Err(_) if by_deadline => Err(TransportError::deadline(self.deadline.as_ref()).into()),
-            Err(_) => Err(TransportError::Timeout(self.timeout).into()),
+            Ok(Err(e)) => Err(Pop3Error::Io(e)),
+            Err(_) if by_deadline => {
+                let (command, limit) = self
+                    .deadline
+                    .as_ref()
+                    .map(|d| (d.command.clone(), d.limit()))
+                    .unwrap_or_default();
+                Err(Pop3Error::Deadline { command, limit })
+            }
+            Err(_) => Err(Pop3Error::Timeout(self.timeout)),
         }
     }
 

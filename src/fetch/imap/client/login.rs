@@ -9,7 +9,7 @@ use super::super::protocol::{Capabilities, Code, LITERAL_MAX, Response, Status};
 use super::ImapClient;
 use crate::config::{AccountConfig, TlsMode};
 use crate::fetch::pop3::{MESSAGE_MAX, redact};
-use crate::fetch::transport::{TransportError, dial};
+use crate::fetch::transport::dial;
 use crate::tls::TlsClient;
 
 impl ImapClient {
@@ -228,7 +228,7 @@ async fn handshake(
     match tokio::time::timeout(account.timeout, tls.connect(stream)).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(ImapError::Tls(e)),
-        Err(_) => Err(TransportError::Timeout(account.timeout).into()),
+        Err(_) => Err(ImapError::Timeout(account.timeout)),
     }
 }
 
