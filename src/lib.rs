@@ -26,7 +26,9 @@
 //! envelope addresses and accepted-domain patterns, shared by every stage), `recipient.rs`
 //! (one recipient and where it stands — pending, delivered, a duplicate, re-routed,
 //! temporarily or permanently refused, with the reply that said so — and a whole-message
-//! refusal: the one shape of that fact from route to relay to state), `metrics.rs`
+//! refusal: the one shape of that fact from route to relay to state), `sasl/` (the SASL
+//! client free of I/O, shared by POP3, IMAP and the relay: SCRAM, CRAM-MD5, NTLM, PLAIN,
+//! LOGIN, XOAUTH2, OAUTHBEARER, and the choice of the strongest offered), `metrics.rs`
 //! (metric names and the /metrics listener) and `pipeline/` (the wiring: one poller per
 //! account and shutdown in `mod.rs`, one poll pass in `pass.rs`, one message's way through
 //! route → relay → state in `deliver.rs`, written against the three seams (each has an in-memory
@@ -47,6 +49,7 @@ pub mod recipient;
 pub mod relay;
 pub mod retention;
 pub mod route;
+pub mod sasl;
 pub mod state;
 pub mod tls;
 

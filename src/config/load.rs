@@ -15,9 +15,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::resolve::{KeyAt, SecretOf, SecretSource, Source, Validated, secret_problem};
+use super::resolve::{
+    DirectoryOf, KeyAt, SecretOf, SecretSource, Source, Validated, secret_problem,
+};
 use super::{
-    AccountConfig, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
+    AccountConfig, AccountRouting, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
     DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol,
     RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
 };
@@ -25,11 +27,14 @@ use crate::address::{Address, DomainPattern, normalize_domain};
 
 mod account;
 mod check;
+mod routing;
 mod tls;
 mod yaml;
 
 #[cfg(test)]
 mod resolve_tests;
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -61,8 +66,8 @@ const FETCH_ORDERS: &[(&str, FetchOrder)] = &[
     ("oldest", FetchOrder::Oldest),
     ("newest", FetchOrder::Newest),
 ];
-const AUTH_METHODS: &[(&str, AuthMethod)] =
-    &[("auto", AuthMethod::Auto), ("apop", AuthMethod::Apop)];
+const AUTH_METHODS: &[(&str, Option<crate::sasl::Method>)] =
+    &[("auto", None), ("apop", Some(crate::sasl::Method::Apop))];
 const INITIAL: &[(&str, Initial)] = &[
     ("deliver_all", Initial::DeliverAll),
     ("skip_existing", Initial::SkipExisting),
@@ -123,6 +128,7 @@ pub(super) fn check(text: &str, file: &str) -> Checked {
         cut: doc.cut,
         sources: Vec::new(),
         keys: Vec::new(),
+        targets: None,
     };
     for e in &doc.errors {
         c.push(e.line, e.column, e.message.clone());
@@ -169,6 +175,7 @@ pub(super) fn keys_read() -> Vec<&'static str> {
         cut: None,
         sources: Vec::new(),
         keys: Vec::new(),
+        targets: None,
     };
     if let Some(root) = &doc.root {
         c.section(root, "", Checker::config);
@@ -189,6 +196,8 @@ struct Checker<'a> {
     /// Every key the sections read asked for (the allowed keys), for the test that the
     /// example file documents each.
     keys: Vec<&'static str>,
+    /// The accepted domains and the postmaster, once read: where a rewrite may lead.
+    targets: Option<routing::Targets>,
 }
 
 impl Checker<'_> {
@@ -209,7 +218,7 @@ impl Checker<'_> {
             .and_then(|n| self.address(n, "postmaster"));
         let envelope_headers = match top.get("envelope_headers") {
             None => Some(DEFAULT_ENVELOPE_HEADERS.map(String::from).to_vec()),
-            Some(n) => self.envelope_headers(n),
+            Some(n) => self.envelope_headers(n, "envelope_headers"),
         };
         let max_message_size = match top.get("max_message_size") {
             None => Some(crate::config::DEFAULT_MAX_MESSAGE_SIZE),
@@ -227,6 +236,26 @@ impl Checker<'_> {
             None => Some(crate::config::DEFAULT_DEDUP_WINDOW),
             Some(n) => self.duration(n, "dedup_window", DEDUP_WINDOW),
         };
+        if let (Some(domains), Some(postmaster)) = (&domains, &postmaster) {
+            self.targets = Some(routing::Targets {
+                domains: domains.clone(),
+                postmaster: postmaster.clone(),
+            });
+        }
+        let rewrite = match top.get("rewrite") {
+            None => Some(Vec::new()),
+            Some(n) => self.rewrite(n, "rewrite"),
+        };
+        let directory = match top.get("directory") {
+            None => Some(None),
+            Some(n) => self.directory(n, "directory", DirectoryOf::Top),
+        };
+        let max_hops = match top.get("max_hops") {
+            None => Some(crate::route::DEFAULT_MAX_HOPS),
+            Some(n) => self
+                .integer(n, "max_hops", routing::MAX_HOPS.0, routing::MAX_HOPS.1)
+                .and_then(|m| u32::try_from(m).ok()),
+        };
         let accounts = self.require(top, "accounts").and_then(|n| self.accounts(n));
         Some(Config {
             state_dir: state_dir?,
@@ -238,6 +267,9 @@ impl Checker<'_> {
             max_message_size: max_message_size?,
             source_routed: source_routed?,
             dedup_window: dedup?.then_some(dedup_window?),
+            rewrite: rewrite?,
+            directory: directory?,
+            max_hops: max_hops?,
             accounts: accounts?,
         })
     }
@@ -375,28 +407,5 @@ impl Checker<'_> {
             }
         }
         ok.then_some(domains)
-    }
-
-    fn envelope_headers(&mut self, node: &Node) -> Option<Vec<String>> {
-        let items = self.list(node, "envelope_headers")?;
-        let mut headers = Vec::new();
-        let mut ok = true;
-        for item in items {
-            let Some(s) = self.string(item, "envelope_headers") else {
-                ok = false;
-                continue;
-            };
-            // RFC 5322 field-name: printable ASCII except ':'.
-            if s.is_empty() || !s.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
-                self.err(
-                    item,
-                    format!("envelope_headers: `{s}` is not a header name"),
-                );
-                ok = false;
-            } else {
-                headers.push(s);
-            }
-        }
-        ok.then_some(headers)
     }
 }

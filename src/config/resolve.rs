@@ -1,5 +1,6 @@
 //! The second step of loading: what a validated configuration names outside its own text
-//! (password files, environment variables, certificate and key files) is read and checked.
+//! (password files, environment variables, the `directory` file, certificate and key files) is
+//! read and checked.
 //!
 //! Validation (`load/`) reads nothing but the YAML text, so it can be tested without files;
 //! it lists each outside source as a [`Source`] with the key that named it. Resolving reads
@@ -9,6 +10,7 @@
 use std::path::PathBuf;
 
 use super::{Config, ConfigError, ConfigErrors, Password};
+use crate::route::DirectoryFile;
 use crate::tls;
 
 /// A key of the configuration file: its name in messages (`accounts[a].password_file`) and
@@ -30,6 +32,15 @@ pub enum SecretOf {
     Account(usize),
 }
 
+/// Whose `directory` a [`Source::Directory`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryOf {
+    /// The top level's.
+    Top,
+    /// The one of `accounts[i]` (position in the list, 0-based).
+    Account(usize),
+}
+
 /// Where a secret is read from; a secret written in the file itself needs no resolving.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
@@ -48,6 +59,16 @@ pub enum Source {
         of: SecretOf,
         /// Where it is read from.
         from: SecretSource,
+        /// The key that named it.
+        key: KeyAt,
+    },
+    /// `directory`: a file of known local addresses; read again by every pass when it
+    /// changes, but it must exist and parse at start.
+    Directory {
+        /// Where the directory goes once read.
+        of: DirectoryOf,
+        /// The file, resolved against the configuration's directory.
+        path: PathBuf,
         /// The key that named it.
         key: KeyAt,
     },
@@ -113,7 +134,9 @@ impl Source {
     /// The keys that named this source.
     pub fn keys(&self) -> Vec<&KeyAt> {
         match self {
-            Source::Secret { key, .. } | Source::CaFile { key, .. } => vec![key],
+            Source::Secret { key, .. }
+            | Source::Directory { key, .. }
+            | Source::CaFile { key, .. } => vec![key],
             Source::ClientIdentity {
                 cert_key, key_key, ..
             } => vec![cert_key, key_key],
@@ -149,6 +172,17 @@ pub(super) fn resolve_sources(
                     (_, None) => {}
                 },
                 Err(message) => fail(key, message),
+            },
+            Source::Directory { of, path, key } => match DirectoryFile::open(path) {
+                Ok(directory) => match (of, config.as_deref_mut()) {
+                    (DirectoryOf::Top, Some(config)) => config.directory = Some(directory),
+                    (DirectoryOf::Account(i), Some(config)) => match config.accounts.get_mut(*i) {
+                        Some(account) => account.routing.directory = Some(directory),
+                        None => fail(key, format!("{}: no such account", key.name)),
+                    },
+                    (_, None) => {}
+                },
+                Err(e) => fail(key, format!("{}: {e}", key.name)),
             },
             Source::CaFile { path, key } => {
                 if let Err(e) = tls::load_ca_file(path) {

@@ -4,6 +4,7 @@
 //! `tests/kept.rs`.
 
 mod kept;
+mod looped;
 
 use std::collections::HashMap;
 use std::sync::Arc;

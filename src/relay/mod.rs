@@ -16,6 +16,7 @@ use std::future::Future;
 
 use crate::address::Address;
 
+pub(crate) use prepare::begins_with_header_section;
 pub use prepare::prepare;
 pub use session::SmtpRelay;
 pub(crate) use trace::civil_from_days;

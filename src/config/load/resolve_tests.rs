@@ -145,3 +145,21 @@ fn both_steps_report_the_text_and_the_files_in_one_run() {
     assert_eq!(lines, [4, 5, 6, 15, 20], "{errors:#?}");
     assert!(errors[3].message.contains("cannot read"), "{}", errors[3]);
 }
+
+#[test]
+fn a_directory_file_is_read_by_resolve_not_by_validation() {
+    let text = base_with("accounts:\n", "directory: known\naccounts:\n");
+    let validated = validate(&text, FILE).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        validated.sources(),
+        [Source::Directory {
+            of: crate::config::DirectoryOf::Top,
+            path: std::path::Path::new("/nonexistent-mailferry-dir").join("known"),
+            key: key("directory", 6, 12),
+        }]
+    );
+    let errors = validated.resolve().unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].line, 6);
+    assert!(errors[0].message.contains("directory: "), "{}", errors[0]);
+}
