@@ -11,7 +11,7 @@
 //!             POP3 (fetch/pop3/) and IMAP (fetch/imap/) behind it
 //! route/      pure: headers + config -> recipients, each with the reason it was chosen
 //! relay/      the `Relay` seam: one transaction per message to the internal server, a reply
-//!             per RCPT; SMTP (session.rs, lettre) behind it
+//!             per RCPT; the project's own SMTP client (pipelined, streaming) behind it
 //! retention/  pure: when the upstream copy of a settled message may be deleted
 //! state/      the `StateStore` seam: which messages of which account reached which
 //!             recipients, attempts and back-off, quarantine; SQLite behind it (sqlite.rs,

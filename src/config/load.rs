@@ -21,7 +21,7 @@ use super::resolve::{
 use super::{
     AccountConfig, AccountRouting, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
     DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol,
-    RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
+    RelayAuth, RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -332,6 +332,7 @@ impl Checker<'_> {
             None => Some(RetryPolicy::default()),
             Some(n) => self.section(n, "relay.retry", Self::retry),
         };
+        let auth = self.relay_auth(&s);
         Some(RelayConfig {
             host: host?,
             port: port?,
@@ -342,7 +343,34 @@ impl Checker<'_> {
             timeout: timeout?,
             data_timeout: data_timeout?,
             retry: retry?,
+            auth: auth?,
         })
+    }
+
+    /// `relay.username` with exactly one of `relay.password`, `password_file`,
+    /// `password_env` (the rules of an account's password); neither: no AUTH.
+    fn relay_auth(&mut self, s: &Section<'_>) -> Option<Option<RelayAuth>> {
+        let Some(node) = s.get("username") else {
+            // Every password key asked for (each is allowed here), the first given reported.
+            let given: Vec<(&str, &Node)> = PASSWORD_KEYS
+                .iter()
+                .filter_map(|k| Some((*k, s.get(k)?)))
+                .collect();
+            if let Some(&(key, n)) = given.first() {
+                self.err(
+                    n,
+                    format!("relay.{key} is set but relay.username is not: set both for SMTP AUTH, or neither"),
+                );
+                return None;
+            }
+            return Some(None);
+        };
+        let username = self.text(node, "relay.username");
+        let password = self.password(s, SecretOf::Relay);
+        Some(Some(RelayAuth {
+            username: username?,
+            password: password?,
+        }))
     }
 
     /// `relay.retry`: each key optional; `max` may not be below `initial`.

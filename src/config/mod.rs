@@ -178,6 +178,17 @@ pub struct RelayConfig {
     pub data_timeout: Duration,
     /// How often, and how far apart, a message the relay could not take is tried again.
     pub retry: RetryPolicy,
+    /// `relay.username` and its password: SMTP AUTH with the relay; `None`: no AUTH.
+    pub auth: Option<RelayAuth>,
+}
+
+/// The relay's SMTP AUTH credentials (`relay.username`, `relay.password` / `_file` / `_env`).
+#[derive(Debug, Clone)]
+pub struct RelayAuth {
+    /// The user name given in AUTH.
+    pub username: String,
+    /// Never logged (its `Debug` and `Display` print `***`).
+    pub password: Password,
 }
 
 /// `relay.retry`: a message that failed for a reason that may pass (a 4xx reply, a download

@@ -30,6 +30,8 @@ pub struct KeyAt {
 pub enum SecretOf {
     /// The password of `accounts[i]` (position in the list, 0-based).
     Account(usize),
+    /// `relay.password`, for SMTP AUTH.
+    Relay,
 }
 
 /// Whose `directory` a [`Source::Directory`] is.
@@ -168,6 +170,10 @@ pub(super) fn resolve_sources(
                     (SecretOf::Account(i), Some(config)) => match config.accounts.get_mut(*i) {
                         Some(account) => account.password = secret,
                         None => fail(key, format!("{}: no such account", key.name)),
+                    },
+                    (SecretOf::Relay, Some(config)) => match config.relay.auth.as_mut() {
+                        Some(auth) => auth.password = secret,
+                        None => fail(key, format!("{}: no relay.username", key.name)),
                     },
                     (_, None) => {}
                 },

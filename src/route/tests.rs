@@ -814,6 +814,7 @@ fn rules_for_account_take_the_config_and_the_username() {
             timeout: Duration::from_secs(30),
             data_timeout: Duration::from_secs(600),
             retry: crate::config::RetryPolicy::default(),
+            auth: None,
         },
         domains: rules().domains,
         postmaster: addr("postmaster@corp.local"),

@@ -1136,3 +1136,58 @@ fn dedup_is_on_for_seven_days_by_default_and_can_be_turned_off() {
     );
     assert_one_error(&format!("dedup_window: 1m\n{BASE}"), 1, "dedup_window");
 }
+
+#[test]
+fn relay_auth_takes_a_username_and_one_password_source() {
+    let c = load(&base_with(
+        "  host: mail.corp.local\n",
+        "  host: mail.corp.local\n  username: gateway\n  password: s3cret\n",
+    ))
+    .unwrap();
+    let auth = c.relay.auth.expect("relay auth");
+    assert_eq!(auth.username, "gateway");
+    assert_eq!(auth.password.expose(), "s3cret");
+    assert!(!format!("{auth:?}").contains("s3cret"));
+    assert!(load(BASE).unwrap().relay.auth.is_none());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.password");
+    std::fs::write(&file, "from-file\n").unwrap();
+    let text = base_with(
+        "  host: mail.corp.local\n",
+        &format!(
+            "  host: mail.corp.local\n  username: gateway\n  password_file: {}\n",
+            file.display()
+        ),
+    );
+    let auth = load(&text).unwrap().relay.auth.unwrap();
+    assert_eq!(auth.password.expose(), "from-file");
+}
+
+#[test]
+fn relay_auth_needs_both_halves_and_one_password() {
+    assert_one_error(
+        &base_with(
+            "  host: mail.corp.local\n",
+            "  host: mail.corp.local\n  password: s3cret\n",
+        ),
+        4,
+        "relay.password is set but relay.username is not",
+    );
+    assert_one_error(
+        &base_with(
+            "  host: mail.corp.local\n",
+            "  host: mail.corp.local\n  username: gateway\n",
+        ),
+        3,
+        "relay: missing a password",
+    );
+    let both = base_with(
+        "  host: mail.corp.local\n",
+        "  host: mail.corp.local\n  username: gateway\n  password: a\n  password_env: B\n",
+    );
+    for e in errors(&both) {
+        assert!(!e.message.contains(": a"), "{e}");
+    }
+    assert_one_error(&both, 6, "`password_env` conflicts with `password`");
+}
