@@ -163,3 +163,23 @@ fn a_directory_file_is_read_by_resolve_not_by_validation() {
     assert_eq!(errors[0].line, 6);
     assert!(errors[0].message.contains("directory: "), "{}", errors[0]);
 }
+
+#[test]
+fn the_relay_password_file_is_read_by_resolve_into_relay_auth() {
+    let text = base_with(
+        "  host: mail.corp.local\n",
+        "  host: mail.corp.local\n  username: gateway\n  password_file: relay.pw\n",
+    );
+    let validated = validate(&text, FILE).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        validated.sources(),
+        [Source::Secret { of: SecretOf::Relay, key, .. }] if key.line == 5
+    ));
+    let errors = validated.resolve().unwrap_err().0;
+    assert_eq!((errors.len(), errors[0].line), (1, 5), "{errors:#?}");
+    assert!(
+        errors[0]
+            .message
+            .contains("relay.password_file: cannot read")
+    );
+}
