@@ -332,7 +332,7 @@ impl Checker<'_> {
             None => Some(RetryPolicy::default()),
             Some(n) => self.section(n, "relay.retry", Self::retry),
         };
-        let auth = self.relay_auth(&s);
+        let auth = self.relay_auth(s);
         Some(RelayConfig {
             host: host?,
             port: port?,
