@@ -77,8 +77,18 @@ impl Checker<'_> {
             "accounts[{}]",
             label.unwrap_or_else(|| format!("#{}", index + 1))
         );
-        let s = self.section(node, &path, &[ACCOUNT_KEYS, &tls::TLS_KEYS].concat())?;
-        let name = self.require(&s, "name").and_then(|n| {
+        self.section(node, &path, |c, s| c.account_keys(s, index, names))
+    }
+
+    /// The keys of one account (`index` in the list); `names` are the names of the accounts
+    /// before it.
+    fn account_keys(
+        &mut self,
+        s: &Section<'_>,
+        index: usize,
+        names: &mut Vec<(String, usize)>,
+    ) -> Option<AccountConfig> {
+        let name = self.require(s, "name").and_then(|n| {
             let name = self.string(n, &s.name("name"))?;
             if !valid_account_name(&name) {
                 self.err(
@@ -100,10 +110,10 @@ impl Checker<'_> {
             Some(name)
         });
         let protocol = self
-            .require(&s, "protocol")
+            .require(s, "protocol")
             .and_then(|n| self.choice(n, &s.name("protocol"), PROTOCOLS));
         let host = self
-            .require(&s, "host")
+            .require(s, "host")
             .and_then(|n| self.host(n, &s.name("host")));
         let tls = match s.get("tls") {
             None => Some(TlsMode::Tls),
@@ -116,21 +126,21 @@ impl Checker<'_> {
             },
             Some(n) => self.port(n, &s.name("port")),
         };
-        let tls_options = self.tls_options(&s, tls);
+        let tls_options = self.tls_options(s, tls);
         let username = self
-            .require(&s, "username")
+            .require(s, "username")
             .and_then(|n| self.text(n, &s.name("username")));
         let oauth = match s.get("oauth") {
             None => Some(None),
-            Some(n) => self.oauth(n, &s.name("oauth")).map(Some),
+            Some(n) => self.oauth(n, &s.name("oauth"), index).map(Some),
         };
         // An OAuth2 account has a token instead of a password.
         let password = if s.has("oauth") {
-            self.no_password(&s)
+            self.no_password(s)
         } else {
-            self.password(&s)
+            self.password(s, SecretOf::Account(index))
         };
-        let mode = self.mode(&s);
+        let mode = self.mode(s);
         let folder = match s.get("folder") {
             Some(n) if protocol == Some(Protocol::Pop3) => {
                 self.err(
@@ -199,7 +209,7 @@ impl Checker<'_> {
             }
             Some(n) => self.boolean(n, &s.name("unseen_only")),
         };
-        let auth = self.auth(&s, protocol, s.has("oauth"));
+        let auth = self.auth(s, protocol, s.has("oauth"));
         let idle = match s.get("idle") {
             None => Some(false),
             Some(n) if protocol == Some(Protocol::Pop3) => {
@@ -214,7 +224,7 @@ impl Checker<'_> {
             }
             Some(n) => self.boolean(n, &s.name("idle")),
         };
-        let routing = self.account_routing(&s);
+        let routing = self.account_routing(s, index);
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
             (s.get("initial"), initial.flatten(), retention)
         {
@@ -250,14 +260,14 @@ impl Checker<'_> {
             unseen_only: unseen_only?,
             auth: auth?,
             idle: idle?,
-            oauth: oauth?,
             routing: routing?,
+            oauth: oauth?,
         })
     }
 
     /// The account's own `envelope_headers`, `rewrite` and `directory` (catch-all only:
     /// a single-user account does not read the headers).
-    fn account_routing(&mut self, s: &Section<'_>) -> Option<AccountRouting> {
+    fn account_routing(&mut self, s: &Section<'_>, index: usize) -> Option<AccountRouting> {
         let single_user = s
             .get("mode")
             .and_then(scalar)
@@ -285,7 +295,7 @@ impl Checker<'_> {
         };
         let directory = match s.get("directory") {
             None => Some(None),
-            Some(n) => self.directory(n, &s.name("directory")).map(Some),
+            Some(n) => self.directory(n, &s.name("directory"), DirectoryOf::Account(index)),
         };
         if !ok {
             return None;
@@ -299,7 +309,7 @@ impl Checker<'_> {
 
     /// `auth`, `auth_mechanisms` and `spa`: at most one of them restricts the login methods
     /// (`auth: apop` is `[apop]`, `spa: true` is `[ntlm]`); none, or `auth: auto`, allows
-    /// any. `token`: the account has `oauth`, so only xoauth2 and oauthbearer fit.
+    /// any.
     pub(super) fn auth(
         &mut self,
         s: &Section<'_>,
@@ -374,8 +384,7 @@ impl Checker<'_> {
         })
     }
 
-    /// `auth_mechanisms`: a non-empty list of known method names, each once, each suiting
-    /// the account's secret (`token`: an OAuth2 token).
+    /// `auth_mechanisms`: a non-empty list of known method names, each once.
     fn auth_mechanisms(&mut self, node: &Node, name: &str, token: bool) -> Option<Vec<Method>> {
         let items = self.list(node, name)?;
         if items.is_empty() {
@@ -462,11 +471,11 @@ impl Checker<'_> {
         }
     }
 
-    /// Exactly one of `password`, `password_file`, `password_env`, resolved. No message here
-    /// may contain the secret.
-    pub(super) fn password(&mut self, s: &Section<'_>) -> Option<Password> {
-        match self.secret(s, PASSWORD_KEYS, "password")? {
-            Some(p) => Some(p),
+    /// Exactly one of `password`, `password_file`, `password_env`: the secret `of` an account
+    /// (or another section), as [`secret`](Checker::secret) reads it.
+    pub(super) fn password(&mut self, s: &Section<'_>, of: SecretOf) -> Option<Password> {
+        match self.secret(s, PASSWORD_KEYS, of)? {
+            Some(password) => Some(password),
             None => {
                 if self.cut.is_none() {
                     self.err(
@@ -482,21 +491,21 @@ impl Checker<'_> {
         }
     }
 
-    /// At most one of `keys` (`X`, `X_file`, `X_env`), resolved: `Some(None)` when none is
-    /// given, `None` after an error. `what` names the secret in messages, which never
-    /// contain it.
+    /// At most one of `keys` (`X`, `X_file`, `X_env`): `Some(None)` when none is given,
+    /// `None` after an error. An inline secret is checked here; a file or variable is listed
+    /// for the resolve step, and the secret left empty until then. No message here may
+    /// contain the secret.
     pub(super) fn secret(
         &mut self,
         s: &Section<'_>,
-        keys: [&str; 3],
-        what: &str,
+        keys: [&'static str; 3],
+        of: SecretOf,
     ) -> Option<Option<Password>> {
-        let given: Vec<(&str, &Node)> = s
-            .entries
+        let mut given: Vec<(&str, &Node)> = keys
             .iter()
-            .filter(|(k, _)| keys.contains(k))
-            .map(|(k, v)| (*k, *v))
+            .filter_map(|k| Some((*k, s.entry(k)?)))
             .collect();
+        given.sort_by_key(|(_, n)| (n.line, n.column));
         let (key, node) = match given.as_slice() {
             [] => return Some(None),
             [one] => *one,
@@ -517,66 +526,27 @@ impl Checker<'_> {
             }
         };
         let name = s.name(key);
-        let secret = if key == keys[0] {
-            match scalar(node) {
-                Some(p) => p.to_string(),
-                None => {
-                    self.err(
-                        node,
-                        format!("{name}: expected a string, found {}", node.describe()),
-                    );
-                    return None;
-                }
+        let from = if key == keys[0] {
+            let Some(secret) = scalar(node) else {
+                self.err(
+                    node,
+                    format!("{name}: expected a string, found {}", node.describe()),
+                );
+                return None;
+            };
+            if let Some(problem) = secret_problem(secret) {
+                self.err(node, format!("{name}: {problem}"));
+                return None;
             }
+            return Some(Some(Password::new(secret)));
         } else if key == keys[1] {
-            let path = self.path(node, &name)?;
-            match std::fs::read_to_string(&path) {
-                Ok(mut p) => {
-                    if p.ends_with('\n') {
-                        p.pop();
-                        if p.ends_with('\r') {
-                            p.pop();
-                        }
-                    }
-                    p
-                }
-                Err(e) => {
-                    self.err(node, format!("{name}: cannot read {}: {e}", path.display()));
-                    return None;
-                }
-            }
+            SecretSource::File(self.path(node, &name)?)
         } else {
-            let var = self.text(node, &name)?;
-            match std::env::var(&var) {
-                Ok(p) => p,
-                Err(std::env::VarError::NotPresent) => {
-                    self.err(
-                        node,
-                        format!("{name}: environment variable {var} is not set"),
-                    );
-                    return None;
-                }
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    self.err(
-                        node,
-                        format!("{name}: environment variable {var} is not valid UTF-8"),
-                    );
-                    return None;
-                }
-            }
+            SecretSource::Env(self.text(node, &name)?)
         };
-        if secret.is_empty() {
-            self.err(node, format!("{name}: the {what} is empty"));
-            return None;
-        }
-        if secret.contains(['\r', '\n', '\0']) {
-            self.err(
-                node,
-                format!("{name}: the {what} contains a line break or NUL"),
-            );
-            return None;
-        }
-        Some(Some(Password::new(secret)))
+        let key = self.key_at(node, &name);
+        self.sources.push(Source::Secret { of, from, key });
+        Some(Some(Password::new(String::new())))
     }
 
     pub(super) fn retention(&mut self, node: &Node, name: &str) -> Option<Retention> {

@@ -5,19 +5,8 @@
 use super::*;
 use crate::config::{OAuthConfig, OAuthGrant, OAuthProvider};
 
-pub(super) const OAUTH_KEYS: &[&str] = &[
-    "provider",
-    "tenant",
-    "client_id",
-    "client_secret",
-    "client_secret_file",
-    "client_secret_env",
-    "scope",
-    "grant",
-    "token_url",
-    "device_url",
-];
-const CLIENT_SECRET_KEYS: [&str; 3] = ["client_secret", "client_secret_file", "client_secret_env"];
+pub(super) const CLIENT_SECRET_KEYS: [&'static str; 3] =
+    ["client_secret", "client_secret_file", "client_secret_env"];
 const PROVIDERS: &[(&str, OAuthProvider)] = &[
     ("microsoft", OAuthProvider::Microsoft),
     ("google", OAuthProvider::Google),
@@ -36,20 +25,26 @@ const MICROSOFT_USER_SCOPE: &str = "https://outlook.office.com/POP.AccessAsUser.
 const GOOGLE_SCOPE: &str = "https://mail.google.com/";
 
 impl Checker<'_> {
-    /// The `oauth:` block at `node` (`name` is `accounts[x].oauth`).
-    pub(super) fn oauth(&mut self, node: &Node, name: &str) -> Option<OAuthConfig> {
-        let s = self.section(node, name, OAUTH_KEYS)?;
+    /// The `oauth:` block at `node` (`name` is `accounts[x].oauth`) of `accounts[index]`.
+    pub(super) fn oauth(&mut self, node: &Node, name: &str, index: usize) -> Option<OAuthConfig> {
+        self.section(node, name, |c, s| c.oauth_keys(s, name, index))
+    }
+
+    fn oauth_keys(&mut self, s: &Section<'_>, name: &str, index: usize) -> Option<OAuthConfig> {
+        // Every key is asked for here, whatever the provider, so none is taken for unknown.
+        let device_url_node = s.get("device_url");
+        let _ = s.get("token_url");
         let provider = self
-            .require(&s, "provider")
+            .require(s, "provider")
             .and_then(|n| self.choice(n, &s.name("provider"), PROVIDERS));
         let grant = match s.get("grant") {
             None => Some(OAuthGrant::RefreshToken),
             Some(n) => self.choice(n, &s.name("grant"), GRANTS),
         };
         let client_id = self
-            .require(&s, "client_id")
+            .require(s, "client_id")
             .and_then(|n| self.text(n, &s.name("client_id")));
-        let client_secret = self.secret(&s, CLIENT_SECRET_KEYS, "client secret");
+        let client_secret = self.secret(s, CLIENT_SECRET_KEYS, SecretOf::OAuthClient(index));
         if let (Some(OAuthGrant::ClientCredentials), Some(None)) = (grant, &client_secret)
             && self.cut.is_none()
         {
@@ -88,12 +83,12 @@ impl Checker<'_> {
         };
         let (token_url, device_url) = match provider? {
             OAuthProvider::Microsoft => {
-                self.no_endpoints(&s, "microsoft")?;
+                self.no_endpoints(s, "microsoft")?;
                 let tenant = match (tenant, grant) {
                     (Some(t), _) => t,
                     // App-only tokens are issued by the mailbox's own tenant.
                     (None, Some(OAuthGrant::ClientCredentials)) => {
-                        self.require(&s, "tenant");
+                        self.require(s, "tenant");
                         return None;
                     }
                     (None, _) => "organizations".to_owned(),
@@ -102,7 +97,7 @@ impl Checker<'_> {
                 (format!("{base}/token"), Some(format!("{base}/devicecode")))
             }
             OAuthProvider::Google => {
-                self.no_endpoints(&s, "google")?;
+                self.no_endpoints(s, "google")?;
                 if grant == Some(OAuthGrant::ClientCredentials) {
                     self.err(
                         s.get("grant").unwrap_or(s.node),
@@ -117,9 +112,9 @@ impl Checker<'_> {
             }
             OAuthProvider::Generic => {
                 let token_url = self
-                    .require(&s, "token_url")
+                    .require(s, "token_url")
                     .and_then(|n| self.endpoint(n, &s.name("token_url")));
-                let device_url = match s.get("device_url") {
+                let device_url = match device_url_node {
                     None => Some(None),
                     Some(n) => self.endpoint(n, &s.name("device_url")).map(Some),
                 };
@@ -141,7 +136,7 @@ impl Checker<'_> {
     /// [`AccountConfig::password`] is empty.
     pub(super) fn no_password(&mut self, s: &Section<'_>) -> Option<Password> {
         let mut ok = true;
-        for (key, node) in s.entries.iter().filter(|(k, _)| PASSWORD_KEYS.contains(k)) {
+        for (key, node) in PASSWORD_KEYS.iter().filter_map(|k| Some((k, s.entry(k)?))) {
             self.err(
                 node,
                 format!(
