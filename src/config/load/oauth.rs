@@ -5,7 +5,7 @@
 use super::*;
 use crate::config::{OAuthConfig, OAuthGrant, OAuthProvider};
 
-pub(super) const CLIENT_SECRET_KEYS: [&'static str; 3] =
+pub(super) const CLIENT_SECRET_KEYS: [&str; 3] =
     ["client_secret", "client_secret_file", "client_secret_env"];
 const PROVIDERS: &[(&str, OAuthProvider)] = &[
     ("microsoft", OAuthProvider::Microsoft),
