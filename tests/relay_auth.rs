@@ -30,6 +30,7 @@ fn relay(postfix: &Postfix, auth: Option<(&str, &str)>) -> SmtpRelay {
         auth: auth.map(|(user, password)| RelayAuth {
             username: user.to_owned(),
             password: Password::new(password),
+            mechanisms: Default::default(),
         }),
     })
 }

@@ -21,6 +21,7 @@ use crate::address::{Address, DomainPattern, normalize_domain};
 
 mod account;
 mod check;
+mod login;
 mod routing;
 mod tls;
 mod yaml;
@@ -66,6 +67,8 @@ const RELAY_KEYS: &[&str] = &[
     "password",
     "password_file",
     "password_env",
+    "auth_mechanisms",
+    "spa",
 ];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial", "max"];
 /// With [`tls::TLS_KEYS`].
@@ -344,10 +347,12 @@ impl Checker<'_> {
     }
 
     /// `relay.username` with exactly one of `relay.password`, `password_file`,
-    /// `password_env` (the rules of an account's password); neither: no AUTH.
+    /// `password_env` (the rules of an account's password) and optionally `auth_mechanisms`
+    /// or `spa` (as an account's); neither: no AUTH.
     fn relay_auth(&mut self, s: &Section<'_>) -> Option<Option<RelayAuth>> {
         let Some(node) = s.get("username") else {
-            if let Some(key) = PASSWORD_KEYS.iter().find(|k| s.get(k).is_some())
+            let mut login_keys = PASSWORD_KEYS.iter().chain(&["auth_mechanisms", "spa"]);
+            if let Some(key) = login_keys.find(|k| s.get(k).is_some())
                 && let Some(n) = s.get(key)
             {
                 self.err(
@@ -360,9 +365,11 @@ impl Checker<'_> {
         };
         let username = self.text(node, "relay.username");
         let password = self.password(s);
+        let mechanisms = self.login_methods(s, login::LoginFor::Relay);
         Some(Some(RelayAuth {
             username: username?,
             password: password?,
+            mechanisms: mechanisms?,
         }))
     }
 

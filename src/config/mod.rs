@@ -174,13 +174,17 @@ pub struct RelayConfig {
     pub auth: Option<RelayAuth>,
 }
 
-/// The relay's SMTP AUTH credentials (`relay.username`, `relay.password` / `_file` / `_env`).
+/// The relay's SMTP AUTH credentials (`relay.username`, `relay.password` / `_file` / `_env`)
+/// and the mechanisms it may use.
 #[derive(Debug, Clone)]
 pub struct RelayAuth {
     /// The user name given in AUTH.
     pub username: String,
     /// Never logged (its `Debug` and `Display` print `***`).
     pub password: Password,
+    /// `relay.auth_mechanisms` / `relay.spa`: the SASL mechanisms AUTH may use (an
+    /// account's `auth_mechanisms`, SASL names only); `Auto`: the strongest offered.
+    pub mechanisms: AuthMethod,
 }
 
 /// `relay.retry`: a message that failed for a reason that may pass (a 4xx reply, a download
