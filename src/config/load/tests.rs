@@ -1232,11 +1232,7 @@ fn relay_auth_mechanisms_and_spa_restrict_smtp_auth_like_an_account() {
         6,
         "LOGIN is listed twice",
     );
-    assert_one_error(
-        &with("  spa: yes please\n"),
-        6,
-        "relay.spa",
-    );
+    assert_one_error(&with("  spa: yes please\n"), 6, "relay.spa");
     assert_one_error(
         &with("  spa: true\n  auth_mechanisms: [ntlm]\n"),
         7,
