@@ -28,6 +28,8 @@
 //! twin, `memory.rs`, for `pipeline/tests.rs`), the pure per-message decisions — attempt, wait,
 //! give up — in `plan.rs`, the postmaster's notices in `notice.rs`). `testkit/` holds the tests'
 //! scripted SMTP and POP3 fakes and test CA, for unit tests and (feature `testkit`) tests/.
+//! `probe/` is `mailferry test-connection`: every step to each mailbox and to the relay,
+//! reported in words, nothing downloaded or changed.
 
 #![warn(missing_docs)]
 
@@ -36,6 +38,7 @@ pub mod config;
 pub mod fetch;
 pub mod metrics;
 pub mod pipeline;
+pub mod probe;
 pub mod relay;
 pub mod retention;
 pub mod route;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::{
     AccountConfig, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
-    DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol,
-    RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
+    DEFAULT_AUTH_BACKOFF_MAX, DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode,
+    Password, Protocol, RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -84,6 +84,8 @@ const ACCOUNT_KEYS: &[&str] = &[
     "unseen_only",
     "auth",
     "idle",
+    "proxy",
+    "auth_backoff_max",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
@@ -123,6 +125,7 @@ const POLL_INTERVAL: (u64, u64) = (5, 86_400);
 const TIMEOUT: (u64, u64) = (1, 3_600);
 const CONNECTIONS: (u64, u64) = (1, 64);
 const PASS_DEADLINE: (u64, u64) = (1, 86_400);
+const AUTH_BACKOFF_MAX: (u64, u64) = (60, 7 * 86_400);
 /// `max_message_size` bounds, in bytes: 1 KiB ..= 1 GiB.
 const MESSAGE_SIZE: (u64, u64) = (1_024, 1 << 30);
 const RETRY_DELAY: (u64, u64) = (0, 86_400);

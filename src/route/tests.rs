@@ -785,6 +785,8 @@ fn rules_for_account_take_the_config_and_the_username() {
         unseen_only: false,
         auth: Default::default(),
         idle: false,
+        proxy: None,
+        auth_backoff_max: crate::config::DEFAULT_AUTH_BACKOFF_MAX,
     };
     let config = Config {
         state_dir: "/tmp".into(),

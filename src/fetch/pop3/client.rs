@@ -10,8 +10,8 @@ use super::protocol::{
 };
 use super::{Pop3Error, apop};
 use crate::config::{AccountConfig, AuthMethod, TlsMode};
-use crate::fetch::transport::{Deadline, dial};
-use crate::tls::TlsClient;
+use crate::fetch::transport::{Deadline, Progress, dial};
+use crate::tls::{PeerTls, TlsClient};
 
 /// Largest message RETR accepts unless [`Pop3Client::set_max_message_size`] says otherwise;
 /// a larger one is read to its end, discarded, and reported as
@@ -89,12 +89,22 @@ impl Pop3Client {
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
     ) -> Result<Pop3Client, Pop3Error> {
+        Pop3Client::connect_observed(account, tls_config, &mut Progress::default()).await
+    }
+
+    /// [`connect_with`](Pop3Client::connect_with), noting in `progress` how far it got and
+    /// what it learnt (for `test-connection`), also when it fails.
+    pub async fn connect_observed(
+        account: &AccountConfig,
+        tls_config: Option<TlsClient>,
+        progress: &mut Progress,
+    ) -> Result<Pop3Client, Pop3Error> {
         // Checked before anything goes on the wire.
         check_credential(&account.username, "user name")?;
         check_credential(account.password.expose(), "password")?;
 
-        let tcp = dial(account).await?;
-        Pop3Client::establish(Box::new(tcp), account, tls_config).await
+        let tcp = dial(account, progress).await?;
+        Pop3Client::establish(Box::new(tcp), account, tls_config, progress).await
     }
 
     /// Everything after the TCP connect: implicit TLS, greeting, CAPA, STLS, login.
@@ -102,6 +112,7 @@ impl Pop3Client {
         stream: Box<dyn Stream>,
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
+        progress: &mut Progress,
     ) -> Result<Pop3Client, Pop3Error> {
         let tls_config = move || match &tls_config {
             Some(tls) => Ok(tls.clone()),
@@ -110,7 +121,9 @@ impl Pop3Client {
         let mut encrypted = false;
         let stream = if account.tls == TlsMode::Tls {
             encrypted = true;
-            Box::new(handshake(stream, account, tls_config()?).await?) as Box<dyn Stream>
+            let stream = handshake(stream, account, tls_config()?).await?;
+            progress.tls = Some(PeerTls::of(stream.get_ref().1));
+            Box::new(stream) as Box<dyn Stream>
         } else {
             stream
         };
@@ -135,6 +148,7 @@ impl Pop3Client {
             (AuthMethod::Auto, _) => None,
         };
         let mut capabilities = capa(&mut conn).await?;
+        progress.capabilities = capabilities.as_ref().map(|c| c.lines.clone());
 
         let want_stls = match account.tls {
             TlsMode::None | TlsMode::Tls => false,
@@ -161,10 +175,12 @@ impl Pop3Client {
                         ));
                     }
                     let stream = handshake(conn.stream, account, tls_config()?).await?;
+                    progress.tls = Some(PeerTls::of(stream.get_ref().1));
                     conn = Connection::new(Box::new(stream), account.timeout, account.name.clone());
                     encrypted = true;
                     // RFC 2595: capabilities learnt before TLS are discarded.
                     capabilities = capa(&mut conn).await?;
+                    progress.capabilities = capabilities.as_ref().map(|c| c.lines.clone());
                 }
                 Status::Err { text, .. } => {
                     tracing::debug!(account = %account.name, "S: -ERR {text}");
@@ -189,7 +205,9 @@ impl Pop3Client {
             message_max: MESSAGE_MAX as u64,
             timeout: account.timeout,
         };
-        client.login(account, apop_stamp.as_deref()).await?;
+        client
+            .login(account, apop_stamp.as_deref(), progress)
+            .await?;
         Ok(client)
     }
 
@@ -199,6 +217,7 @@ impl Pop3Client {
         &mut self,
         account: &AccountConfig,
         apop_stamp: Option<&str>,
+        progress: &mut Progress,
     ) -> Result<(), Pop3Error> {
         let password = account.password.expose();
         let use_plain = self
@@ -206,6 +225,11 @@ impl Pop3Client {
             .as_ref()
             .is_some_and(|c| !c.user && c.has_sasl("PLAIN"));
         let mut secrets = vec![password.to_owned()];
+        progress.mechanism = Some(match (apop_stamp, use_plain) {
+            (Some(_), _) => "APOP",
+            (None, true) => "AUTH PLAIN",
+            (None, false) => "USER/PASS",
+        });
         let status = if let Some(stamp) = apop_stamp {
             let digest = apop::digest(stamp, password);
             secrets.push(digest.clone());
