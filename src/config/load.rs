@@ -27,6 +27,8 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod proxy_tests;
+#[cfg(test)]
 mod tls_tests;
 
 use check::{Section, scalar};

@@ -294,7 +294,8 @@ pub async fn tunnel<S: AsyncRead + AsyncWrite + Unpin>(
             }
             match http_connect_status(&head) {
                 Ok(()) => Ok(()),
-                Err((Some(407), _)) => Err(if creds.is_some() {
+                // 407 is the proxy's "authentication required"; tinyproxy answers 401.
+                Err((Some(401 | 407), _)) => Err(if creds.is_some() {
                     ProxyError::AuthRefused { proxy: shown }
                 } else {
                     ProxyError::NoMethod {

@@ -11,6 +11,7 @@
 //! - [`SmtpSink`]: Postfix's `smtp-sink` recording every transaction it accepts.
 //! - [`Postfix`]: a private Postfix as the internal server, with an inside and an outside sink.
 //! - [`free_port`], [`mailferry_bin`], [`run_mailferry`], [`Mailferry`] (a running daemon).
+//! - [`RealProxy`]: microsocks (SOCKS5) or tinyproxy (HTTP CONNECT), with or without a password.
 //! - [`FaultProxy`]: a TCP proxy to an upstream that drops, stalls, trickles, resets or delays.
 //! - [`Tally`]: expected (recipient, Message-ID) deliveries against what arrived.
 //! - [`GatewayConfig`]: a configuration "POP3 accounts → the SMTP receiver", written as YAML.
@@ -32,6 +33,7 @@ mod fault_proxy;
 mod mail;
 mod maildir;
 mod postfix;
+mod proxy;
 mod smtp_sink;
 mod tally;
 
@@ -45,6 +47,7 @@ pub use mail::{
     numbered_pairs, sample_catchall_expected, sample_catchall_mail,
 };
 pub use postfix::Postfix;
+pub use proxy::{ProxyServer, RealProxy};
 pub use smtp_sink::{SmtpSink, Transaction, as_sink_stores, parse_dump};
 pub use tally::{Pair, Tally, delivery_counts, message_id, sample_catchall_pairs};
 
