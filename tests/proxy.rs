@@ -51,7 +51,10 @@ fn delivers_through(kind: ProxyServer, credentials: Option<(&str, &str)>) {
 
     let out = poll_once(&config);
     assert!(out.status.success(), "poll-once through {kind:?}");
-    assert_eq!(sink.wait_for(2, std::time::Duration::from_secs(20)).len(), 2);
+    assert_eq!(
+        sink.wait_for(2, std::time::Duration::from_secs(20)).len(),
+        2
+    );
     assert_eq!(dovecot.count(USER), 0, "delivered, then deleted upstream");
     let all = format!(
         "{}{}",
@@ -126,7 +129,10 @@ fn wrong_password_is_a_clear_error(kind: ProxyServer) {
         connect.contains("refused the user name or password"),
         "{connect}"
     );
-    assert!(connect.contains(&format!("{PROXY_USER}:***@127.0.0.1")), "{connect}");
+    assert!(
+        connect.contains(&format!("{PROXY_USER}:***@127.0.0.1")),
+        "{connect}"
+    );
 
     let out = poll_once(&config);
     assert!(!out.status.success());

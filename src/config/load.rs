@@ -25,9 +25,9 @@ mod tls;
 mod yaml;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod proxy_tests;
+#[cfg(test)]
+mod tests;
 #[cfg(test)]
 mod tls_tests;
 

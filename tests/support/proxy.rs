@@ -79,7 +79,10 @@ impl RealProxy {
             TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
         });
         if !up || proxy.child.try_wait().ok().flatten().is_some() {
-            panic!("the {kind:?} proxy did not start on 127.0.0.1:{port}:\n{}", proxy.log());
+            panic!(
+                "the {kind:?} proxy did not start on 127.0.0.1:{port}:\n{}",
+                proxy.log()
+            );
         }
         proxy
     }

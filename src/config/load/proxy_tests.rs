@@ -24,7 +24,10 @@ fn a_proxy_url_is_parsed_and_the_backoff_cap_has_a_default() {
     ))
     .unwrap();
     assert!(c.accounts[0].proxy.is_none());
-    assert_eq!(c.accounts[0].auth_backoff_max, Duration::from_secs(6 * 3_600));
+    assert_eq!(
+        c.accounts[0].auth_backoff_max,
+        Duration::from_secs(6 * 3_600)
+    );
 }
 
 #[test]
@@ -35,7 +38,11 @@ fn a_bad_proxy_is_refused_with_its_line_and_without_its_password() {
             &format!("    password: pw\n    proxy: \"{proxy}\"\n"),
         )
     };
-    assert_one_error(&with("ftp://gw:s3cret@h:1"), 12, "scheme `ftp` is not supported");
+    assert_one_error(
+        &with("ftp://gw:s3cret@h:1"),
+        12,
+        "scheme `ftp` is not supported",
+    );
     assert_one_error(&with("socks5://gw:s3cret@h"), 12, "has no port");
     assert_one_error(&with("http://h:http"), 12, "is not a port");
     for bad in ["ftp://gw:s3cret@h:1", "socks5://gw:s3cret@h"] {
@@ -45,7 +52,10 @@ fn a_bad_proxy_is_refused_with_its_line_and_without_its_password() {
         assert!(!errors.to_string().contains("s3cret"), "{errors}");
     }
     assert_one_error(
-        &base_with("    password: pw\n", "    password: pw\n    auth_backoff_max: 10s\n"),
+        &base_with(
+            "    password: pw\n",
+            "    password: pw\n    auth_backoff_max: 10s\n",
+        ),
         12,
         "auth_backoff_max",
     );
