@@ -91,7 +91,6 @@ pub async fn test_account(account: &AccountConfig) -> Section {
                 .steps
                 .extend(session_steps(account, &progress, failure));
             if let Ok(mut client) = result {
-                let login_delay = client.capabilities().and_then(|c| c.login_delay);
                 section.steps.push(match client.stat().await {
                     Ok((count, size)) => Step::ok(
                         "mailbox",
@@ -101,9 +100,6 @@ pub async fn test_account(account: &AccountConfig) -> Section {
                 });
                 // Nothing was marked for deletion: QUIT commits nothing.
                 let _ = client.quit().await;
-                if let Some(delay) = login_delay {
-                    tracing::debug!(account = %account.name, "LOGIN-DELAY {delay}");
-                }
             } else {
                 section.steps.push(Step::skipped("mailbox"));
             }
@@ -150,12 +146,9 @@ async fn imap_mailbox(client: &mut ImapClient, folder: &str) -> Step {
 /// The host's addresses, or that the proxy resolves it.
 async fn resolve(account: &AccountConfig) -> Result<String, String> {
     let host = account.host.trim_start_matches('[').trim_end_matches(']');
+    // Both kinds of proxy are given the name (SOCKS5h, CONNECT host:port).
     if let Some(proxy) = &account.proxy {
-        if proxy.kind == crate::config::ProxyKind::Socks5
-            || host.parse::<std::net::IpAddr>().is_err()
-        {
-            return Ok(format!("{host} is resolved by the proxy {proxy}"));
-        }
+        return Ok(format!("{host} is resolved by the proxy {proxy}"));
     }
     resolve_host(host, account.port, account.timeout).await
 }
@@ -409,3 +402,6 @@ pub(crate) fn tls_words(peer: &PeerTls, options: &TlsOptions, mode: TlsMode) -> 
         crate::tls::trust_basis(options)
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -172,7 +172,7 @@ async fn probe(config: &Config, steps: &mut Vec<Step>) -> Result<(), (&'static s
 }
 
 /// What the relay's SIZE says against `max_message_size`.
-fn size_step(ehlo: &[String], max_message_size: u64) -> Step {
+pub(super) fn size_step(ehlo: &[String], max_message_size: u64) -> Step {
     let size = ehlo.iter().skip(1).find_map(|line| {
         let mut words = line.split_ascii_whitespace();
         let word = words.next()?;
