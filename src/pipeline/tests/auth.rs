@@ -23,6 +23,23 @@ impl Mailboxes for ByName {
     }
 }
 
+/// The daemon on `w`'s configuration, store and relay until `stop`.
+async fn run(
+    w: &World,
+    mailboxes: impl Mailboxes,
+    stop: impl Future<Output = Result<(), crate::pipeline::PipelineError>>,
+) {
+    run_with(
+        Arc::new(w.config.clone()),
+        mailboxes,
+        &w.store,
+        &w.relay,
+        stop,
+    )
+    .await
+    .unwrap();
+}
+
 /// The seconds between one login attempt and the next.
 fn gaps(mailbox: &MemoryMailbox) -> Vec<u64> {
     let logins = mailbox.logins();
@@ -51,15 +68,7 @@ async fn a_refused_login_is_tried_again_ever_later_while_other_accounts_go_on() 
         tokio::time::sleep(Duration::from_secs(100)).await;
         Ok(())
     };
-    run_with(
-        Arc::new(w.config.clone()),
-        mailboxes,
-        &w.store,
-        &w.relay,
-        stop,
-    )
-    .await
-    .unwrap();
+    run(&w, mailboxes, stop).await;
     // Logins at 0, 60, 180, 420, 900 (480 = the cap), ...: never every poll_interval.
     assert_eq!(
         gaps(&refusing),
@@ -88,15 +97,7 @@ async fn an_accepted_login_ends_the_back_off() {
         Ok(())
     };
     let mailboxes = super::OneMailbox(w.mailbox.clone());
-    run_with(
-        Arc::new(w.config.clone()),
-        mailboxes,
-        &w.store,
-        &w.relay,
-        stop,
-    )
-    .await
-    .unwrap();
+    run(&w, mailboxes, stop).await;
     // 420 s: the fourth try succeeds; then every poll_interval again.
     assert_eq!(
         gaps(&w.mailbox),
