@@ -15,12 +15,25 @@ const PASS: &str = "pop-secret";
 const PROXY_USER: &str = "gateway";
 const PROXY_PASS: &str = "proxy-pass-31337";
 
-fn config(dir: &std::path::Path, dovecot: &Dovecot, sink: &SmtpSink, proxy_url: &str) -> String {
+/// One POP3S account (or, with `imap`, an IMAP STARTTLS one) through `proxy_url`.
+fn config_for(
+    dir: &std::path::Path,
+    dovecot: &Dovecot,
+    sink: &SmtpSink,
+    proxy_url: &str,
+    imap: bool,
+) -> String {
+    let (protocol, port, tls) = if imap {
+        ("imap", dovecot.imap_port(), "starttls")
+    } else {
+        ("pop3", dovecot.pop3s_port(), "tls")
+    };
     GatewayConfig::new(dir.join("state"), sink.port())
         .account(AccountYaml {
             name: "through-proxy".into(),
-            port: dovecot.pop3s_port(),
-            tls: "tls".into(),
+            protocol: protocol.into(),
+            port,
+            tls: tls.into(),
             ca_file: Some(dovecot.ca_file()),
             username: USER.into(),
             password: Secret::Inline(PASS.into()),
@@ -32,15 +45,24 @@ fn config(dir: &std::path::Path, dovecot: &Dovecot, sink: &SmtpSink, proxy_url: 
         .to_string()
 }
 
-/// Two messages collected through the proxy; the proxy saw the connection.
+fn config(dir: &std::path::Path, dovecot: &Dovecot, sink: &SmtpSink, proxy_url: &str) -> String {
+    config_for(dir, dovecot, sink, proxy_url, false)
+}
+
+/// Two messages collected over POP3 through the proxy; the proxy saw the connection.
 fn delivers_through(kind: ProxyServer, credentials: Option<(&str, &str)>) {
+    delivers_through_with(kind, credentials, false);
+}
+
+/// [`delivers_through`], over IMAP with `imap`.
+fn delivers_through_with(kind: ProxyServer, credentials: Option<(&str, &str)>, imap: bool) {
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     dovecot.deliver(USER, &numbered_message(1));
     dovecot.deliver(USER, &numbered_message(2));
     let sink = SmtpSink::start(&[]);
     let proxy = RealProxy::start(kind, credentials);
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &dovecot, &sink, &proxy.url());
+    let config = config_for(dir.path(), &dovecot, &sink, &proxy.url(), imap);
 
     let probe = run_mailferry(&["test-connection", "--config", &config]);
     let text = String::from_utf8_lossy(&probe.stdout);
@@ -69,6 +91,16 @@ fn delivers_through(kind: ProxyServer, credentials: Option<(&str, &str)>) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("cannot connect to the proxy"), "{text}");
+}
+
+#[test]
+fn imap_with_starttls_through_both_proxies_with_credentials() {
+    if support::skip_e2e() {
+        return;
+    }
+    let credentials = Some((PROXY_USER, PROXY_PASS));
+    delivers_through_with(ProxyServer::Socks5, credentials, true);
+    delivers_through_with(ProxyServer::HttpConnect, credentials, true);
 }
 
 #[test]
