@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+use super::{PassError, PassReport};
+use crate::config::AccountConfig;
+
 /// The refused logins of one account in a row, and the wait they call for.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct AuthBackoff {
@@ -38,6 +41,47 @@ impl AuthBackoff {
             Login::Unknown => {}
         }
         (self.refused > 0).then(|| delay(self.refused, poll_interval, max))
+    }
+}
+
+impl AuthBackoff {
+    /// Takes in how a pass of `account` went, counts and logs a refused login (or the first
+    /// login accepted after refusals), and returns the wait before its next pass while
+    /// logins are refused.
+    pub fn after_pass(
+        &mut self,
+        account: &AccountConfig,
+        result: &Result<PassReport, PassError>,
+    ) -> Option<Duration> {
+        let login = match result {
+            Err(PassError::Fetch(e)) if e.login_refused() => Login::Refused,
+            Ok(_) => Login::Accepted,
+            // Refused or not, nothing new is known of the login.
+            Err(_) => Login::Unknown,
+        };
+        let was_refused = self.refused;
+        let wait = self.after(login, account.poll_interval, account.auth_backoff_max);
+        match (login, wait) {
+            (Login::Refused, Some(wait)) => {
+                crate::metrics::login_refused(&account.name);
+                tracing::warn!(
+                    account = %account.name,
+                    "the server refused the login {} time(s) in a row: next attempt in {}s (doubling up to auth_backoff_max {}s), so that the provider does not lock the account; check username and password",
+                    self.refused,
+                    wait.as_secs(),
+                    account.auth_backoff_max.as_secs()
+                );
+            }
+            (Login::Accepted, _) if was_refused > 0 => {
+                crate::metrics::login_refused_now(&account.name, false);
+                tracing::info!(
+                    account = %account.name,
+                    "the server accepts the login again (after {was_refused} refused)"
+                );
+            }
+            _ => {}
+        }
+        wait
     }
 }
 

@@ -312,22 +312,7 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
                 account.poll_interval.as_secs()
             );
         }
-        let login = match &result {
-            Err(PassError::Fetch(e)) if e.login_refused() => backoff::Login::Refused,
-            Ok(_) => backoff::Login::Accepted,
-            // Refused or not, nothing new is known of the login.
-            Err(_) => backoff::Login::Unknown,
-        };
-        let was_refused = auth.refused;
-        let backoff = auth.after(login, account.poll_interval, account.auth_backoff_max);
-        match login {
-            backoff::Login::Refused => crate::metrics::login_refused(&account.name),
-            backoff::Login::Accepted if was_refused > 0 => {
-                crate::metrics::login_refused_now(&account.name, false);
-                tracing::info!(account = %account.name, "the server accepts the login again (after {was_refused} refused)");
-            }
-            _ => {}
-        }
+        let backoff = auth.after_pass(account, &result);
         match result {
             Err(e) if e.is_fatal() => {
                 let _ = fatal.send(e.to_string()).await;
@@ -346,15 +331,6 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
         }
         if *stop.borrow() {
             return;
-        }
-        if let (Some(wait), backoff::Login::Refused) = (backoff, login) {
-            tracing::warn!(
-                account = %account.name,
-                "the server refused the login {} time(s) in a row: next attempt in {}s (doubling up to auth_backoff_max {}s), so that the provider does not lock the account; check username and password",
-                auth.refused,
-                wait.as_secs(),
-                account.auth_backoff_max.as_secs()
-            );
         }
         let wait = async {
             // While logins are refused, only the back-off: IDLE would log in again at once.
