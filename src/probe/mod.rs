@@ -304,12 +304,18 @@ fn session_steps(
     steps.push(step("connect", Stage::Connect, connected, connect_detail));
 
     let tls_step = match (&progress.tls, account.tls) {
-        (Some(peer), _) => step(
-            "tls",
-            Stage::Tls,
-            true,
-            tls_words(peer, &account.tls_options, account.tls),
-        ),
+        (Some(peer), _) => {
+            let mut done = step(
+                "tls",
+                Stage::Tls,
+                true,
+                tls_words(peer, &account.tls_options, account.tls),
+            );
+            if !account.tls_options.verify_certificate && done.status == Status::Ok {
+                done.status = Status::Warning;
+            }
+            done
+        }
         (None, TlsMode::None) if connected => Step::new(
             "tls",
             Status::Warning,

@@ -141,7 +141,13 @@ async fn probe(config: &Config, steps: &mut Vec<Step>) -> Result<(), (&'static s
         _ => {}
     }
     steps.push(match (&peer_tls, relay.tls) {
-        (Some(peer), mode) => Step::ok("tls", tls_words(peer, &relay.tls_options, mode)),
+        (Some(peer), mode) => {
+            let words = tls_words(peer, &relay.tls_options, mode);
+            match relay.tls_options.verify_certificate {
+                true => Step::ok("tls", words),
+                false => Step::new("tls", Status::Warning, words),
+            }
+        }
         (None, TlsMode::None) => {
             Step::new("tls", Status::Warning, "not encrypted (relay.tls: none)")
         }

@@ -130,3 +130,36 @@ fn the_relay_s_size_limit_is_weighed_against_max_message_size() {
             .contains("without a limit")
     );
 }
+
+#[test]
+fn an_unverified_certificate_is_a_warning_in_words() {
+    let a = account("    verify_certificate: false\n");
+    let progress = Progress {
+        peer: Some("127.0.0.1:995".parse().unwrap()),
+        tls: Some(PeerTls {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            subject: Some("pop.test".into()),
+            issuer: Some("Some CA".into()),
+            self_issued: false,
+            expires: Some("2030-01-01 00:00:00 UTC".into()),
+            fingerprint: None,
+        }),
+        capabilities: Some(vec!["USER".into()]),
+        mechanism: Some("USER/PASS"),
+        ..Progress::default()
+    };
+    let steps = session_steps(&a, &progress, None);
+    assert_eq!(steps[1].status, Status::Warning);
+    assert!(
+        steps[1].detail.contains("NOT verified"),
+        "{}",
+        steps[1].detail
+    );
+    assert!(
+        steps[1].detail.contains("issued by \"Some CA\""),
+        "{}",
+        steps[1].detail
+    );
+    assert_eq!(steps[3].status, Status::Ok);
+}
