@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: Dovecot (POP3/IMAP),
 # Courier (POP3/IMAP, unpacked: see below), Postfix (for smtp-sink), openssl, microsocks and
-# tinyproxy (the proxy tests), and the
+# tinyproxy (the proxy tests), Cyrus SASL's
+# sample server with its NTLM module (tests/sasl.rs: Debian's Dovecot has no NTLM), and the
 # unprivileged mail user the test servers store mail as. Idempotent: when everything is there
 # it changes nothing and takes a moment.
 set -euo pipefail
@@ -13,8 +14,8 @@ courier_packages=(courier-authdaemon courier-authlib-userdb libcourier-unicode4 
     libgdbm6 libpcre3)
 # microsocks (SOCKS5) and tinyproxy (HTTP CONNECT): the real proxies of tests/proxy.rs,
 # started in the foreground by tests/support/proxy.rs (their own services are not needed).
-packages=(dovecot-pop3d dovecot-imapd postfix openssl ca-certificates curl microsocks tinyproxy
-    "${courier_packages[@]}")
+packages=(dovecot-pop3d dovecot-imapd postfix openssl ca-certificates curl sasl2-bin
+    libsasl2-modules microsocks tinyproxy "${courier_packages[@]}")
 test_user=mailferry-test
 courier_dir=/var/cache/mailferry-tests/courier
 courier_unpacked=(courier-base courier-pop courier-imap)

@@ -136,6 +136,7 @@ fn account(port: u16) -> AccountConfig {
         idle: false,
         proxy: None,
         auth_backoff_max: mailferry::config::DEFAULT_AUTH_BACKOFF_MAX,
+        routing: Default::default(),
     }
 }
 

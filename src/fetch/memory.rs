@@ -144,6 +144,7 @@ impl Source for MemoryMailbox {
         inner.logins.push(tokio::time::Instant::now());
         if inner.refuse_login {
             return Err(FetchError::Pop3(Pop3Error::AuthFailed {
+                method: "USER/PASS".to_owned(),
                 text: "[AUTH] Authentication failed.".to_owned(),
                 temporary: false,
             }));

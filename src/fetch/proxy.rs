@@ -159,7 +159,7 @@ pub fn http_connect_request(host: &str, port: u16, credentials: Option<(&str, &s
     };
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some((user, password)) = credentials {
-        let token = crate::fetch::pop3::base64(format!("{user}:{password}").as_bytes());
+        let token = crate::sasl::encode_base64(format!("{user}:{password}").as_bytes());
         request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
     }
     request.push_str("\r\n");

@@ -44,9 +44,9 @@ pub struct Progress {
     /// The capabilities as last announced (after TLS, the ones sent under it), one per line
     /// (POP3 CAPA) or word (IMAP).
     pub capabilities: Option<Vec<String>>,
-    /// The login's mechanism (`USER/PASS`, `AUTH PLAIN`, `APOP`, `AUTHENTICATE PLAIN`,
-    /// `LOGIN`), set as it is tried.
-    pub mechanism: Option<&'static str>,
+    /// The login's method as the client words it (`USER/PASS`, `AUTH SCRAM-SHA-256`,
+    /// `AUTHENTICATE PLAIN`, `LOGIN`), once known: from the refusal, or from the session.
+    pub mechanism: Option<String>,
 }
 
 /// Connects to the account's server within its timeout, through its proxy if it has one

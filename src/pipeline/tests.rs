@@ -5,6 +5,7 @@
 
 mod auth;
 mod kept;
+mod looped;
 
 use std::collections::HashMap;
 use std::sync::Arc;

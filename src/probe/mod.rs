@@ -14,6 +14,7 @@ pub use report::{Report, Section, Status, Step};
 
 use crate::config::{AccountConfig, Config, Protocol, TlsMode, TlsOptions};
 use crate::fetch::{ImapClient, ImapError, Pop3Client, Pop3Error, Progress};
+use crate::sasl::Method;
 use crate::tls::{PeerTls, TlsClient};
 
 /// Tests every account (or the one named) and the relay, the accounts concurrently.
@@ -86,7 +87,12 @@ pub async fn test_account(account: &AccountConfig) -> Section {
     match account.protocol {
         Protocol::Pop3 => {
             let result = Pop3Client::connect_observed(account, tls, &mut progress).await;
-            let failure = result.as_ref().err().map(|e| pop3_failure(e, &progress));
+            progress.mechanism = match &result {
+                Ok(client) => method_words(client.login_method(), Protocol::Pop3),
+                Err(Pop3Error::AuthFailed { method, .. }) => Some(method.clone()),
+                Err(_) => None,
+            };
+            let failure = result.as_ref().err().map(pop3_failure);
             section
                 .steps
                 .extend(session_steps(account, &progress, failure));
@@ -106,7 +112,12 @@ pub async fn test_account(account: &AccountConfig) -> Section {
         }
         Protocol::Imap => {
             let result = ImapClient::connect_observed(account, tls, &mut progress).await;
-            let failure = result.as_ref().err().map(|e| imap_failure(e, &progress));
+            progress.mechanism = match &result {
+                Ok(client) => method_words(client.login_method(), Protocol::Imap),
+                Err(ImapError::AuthFailed { method, .. }) => Some(method.clone()),
+                Err(_) => None,
+            };
+            let failure = result.as_ref().err().map(imap_failure);
             section
                 .steps
                 .extend(session_steps(account, &progress, failure));
@@ -207,7 +218,7 @@ fn reached(progress: &Progress, account: &AccountConfig) -> Stage {
     }
 }
 
-fn pop3_failure(e: &Pop3Error, progress: &Progress) -> (Option<Stage>, String) {
+fn pop3_failure(e: &Pop3Error) -> (Option<Stage>, String) {
     let stage = match e {
         Pop3Error::Connect { .. } | Pop3Error::Proxy(_) => Some(Stage::Connect),
         Pop3Error::Tls(_) | Pop3Error::StlsNotOffered | Pop3Error::PlaintextRefused => {
@@ -220,37 +231,47 @@ fn pop3_failure(e: &Pop3Error, progress: &Progress) -> (Option<Stage>, String) {
     };
     let detail = match e {
         Pop3Error::Connect { source, .. } => format!("{e}{}", connect_hint(source)),
-        Pop3Error::AuthFailed { .. } => auth_words(e, progress),
+        Pop3Error::AuthFailed { .. } => auth_words(e),
         _ => e.to_string(),
     };
     (stage, detail)
 }
 
-fn imap_failure(e: &ImapError, progress: &Progress) -> (Option<Stage>, String) {
+fn imap_failure(e: &ImapError) -> (Option<Stage>, String) {
     let stage = match e {
         ImapError::Connect { .. } | ImapError::Proxy(_) => Some(Stage::Connect),
         ImapError::Tls(_) | ImapError::StarttlsNotOffered | ImapError::PlaintextRefused => {
             Some(Stage::Tls)
         }
         ImapError::AuthFailed { .. }
-        | ImapError::NoLoginMethod
+        | ImapError::NoLoginMethod(_)
         | ImapError::InvalidCredential(_) => Some(Stage::Authenticate),
         _ => None,
     };
     let detail = match e {
         ImapError::Connect { source, .. } => format!("{e}{}", connect_hint(source)),
-        ImapError::AuthFailed { .. } => auth_words(e, progress),
+        ImapError::AuthFailed { .. } => auth_words(e),
         _ => e.to_string(),
     };
     (stage, detail)
 }
 
-/// A refused login, with the mechanism and what to check.
-fn auth_words(e: &dyn std::fmt::Display, progress: &Progress) -> String {
-    let mechanism = progress.mechanism.unwrap_or("login");
+/// A refused login (its error names the method) and what to check.
+fn auth_words(e: &dyn std::fmt::Display) -> String {
     format!(
-        "the server refused the login ({mechanism}): {e}; check username and password (a refused login is retried with growing intervals, up to auth_backoff_max)"
+        "the server refused the login: {e}; check username and password (a refused login is retried with growing intervals, up to auth_backoff_max)"
     )
+}
+
+/// How the session logged in, as the protocol words it; `None` after IMAP PREAUTH.
+fn method_words(method: Option<Method>, protocol: Protocol) -> Option<String> {
+    Some(match (method?, protocol) {
+        (Method::Sasl(m), Protocol::Pop3) => format!("AUTH {m}"),
+        (Method::Sasl(m), Protocol::Imap) => format!("AUTHENTICATE {m}"),
+        (Method::Apop, _) => "APOP".to_owned(),
+        (Method::Password, Protocol::Pop3) => "USER/PASS".to_owned(),
+        (Method::Password, Protocol::Imap) => "LOGIN".to_owned(),
+    })
 }
 
 /// What a failed TCP connect most likely means.
@@ -346,6 +367,7 @@ fn session_steps(
 
     let mechanism = progress
         .mechanism
+        .as_deref()
         .unwrap_or("PREAUTH (logged in by the server)");
     steps.push(step(
         "authenticate",

@@ -36,14 +36,15 @@ fn a_refused_login_fails_at_authenticate_after_the_steps_that_passed() {
     let progress = Progress {
         peer: Some("127.0.0.1:995".parse().unwrap()),
         capabilities: Some(vec!["USER".into()]),
-        mechanism: Some("USER/PASS"),
+        mechanism: Some("USER/PASS".into()),
         ..Progress::default()
     };
     let e = Pop3Error::AuthFailed {
+        method: "USER/PASS".into(),
         text: "[AUTH] no".into(),
         temporary: false,
     };
-    let steps = session_steps(&a, &progress, Some(pop3_failure(&e, &progress)));
+    let steps = session_steps(&a, &progress, Some(pop3_failure(&e)));
     assert_eq!(steps[0].status, Status::Ok);
     assert_eq!(steps[3].step, "authenticate");
     assert_eq!(steps[3].status, Status::Failed);
@@ -59,7 +60,7 @@ fn a_refused_connection_fails_at_connect_and_skips_the_rest() {
         addr: "pop.test:995".into(),
         source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
     };
-    let steps = session_steps(&a, &progress, Some(pop3_failure(&e, &progress)));
+    let steps = session_steps(&a, &progress, Some(pop3_failure(&e)));
     assert_eq!(
         statuses(&steps),
         [
@@ -80,7 +81,7 @@ fn a_silent_server_after_connect_fails_at_the_next_step() {
         ..Progress::default()
     };
     let e = Pop3Error::Timeout(Duration::from_secs(180));
-    let steps = session_steps(&a, &progress, Some(pop3_failure(&e, &progress)));
+    let steps = session_steps(&a, &progress, Some(pop3_failure(&e)));
     assert_eq!(steps[0].status, Status::Ok);
     assert_eq!(steps[1].status, Status::Warning, "tls: none is said");
     assert_eq!(steps[2].status, Status::Failed, "{steps:#?}");
@@ -146,7 +147,7 @@ fn an_unverified_certificate_is_a_warning_in_words() {
             fingerprint: None,
         }),
         capabilities: Some(vec!["USER".into()]),
-        mechanism: Some("USER/PASS"),
+        mechanism: Some("USER/PASS".into()),
         ..Progress::default()
     };
     let steps = session_steps(&a, &progress, None);

@@ -46,6 +46,8 @@ pub struct ImapClient {
     /// Where [`mark_deleted`](ImapClient::mark_deleted) moves a message instead
     /// (`after_fetch: move:<folder>`), as the server spells the folder.
     move_to: Option<Vec<u8>>,
+    /// How the session logged in; `None` before login and after PREAUTH.
+    method: Option<crate::sasl::Method>,
 }
 
 impl std::fmt::Debug for ImapClient {

@@ -61,6 +61,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         idle: false,
         proxy: None,
         auth_backoff_max: crate::config::DEFAULT_AUTH_BACKOFF_MAX,
+        routing: Default::default(),
     }
 }
 

@@ -9,8 +9,9 @@ use super::protocol::{
     self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
 };
 use super::{Pop3Error, apop};
-use crate::config::{AccountConfig, AuthMethod, TlsMode};
+use crate::config::{AccountConfig, TlsMode};
 use crate::fetch::transport::{Deadline, Progress, dial};
+use crate::sasl::Method;
 use crate::tls::{PeerTls, TlsClient};
 
 /// Largest message RETR accepts unless [`Pop3Client::set_max_message_size`] says otherwise;
@@ -52,7 +53,7 @@ pub struct Listed {
 ///
 /// [`quit`]: Pop3Client::quit
 pub struct Pop3Client {
-    conn: Connection,
+    pub(super) conn: Connection,
     capabilities: Option<Capabilities>,
     encrypted: bool,
     /// Sizes from the last LIST: the buffer for RETR, its deadline, the size cap.
@@ -61,6 +62,8 @@ pub struct Pop3Client {
     message_max: u64,
     /// The account's timeout, for RETR deadlines.
     timeout: Duration,
+    /// How the session logged in (set by `login`).
+    pub(super) method: Option<Method>,
 }
 
 impl std::fmt::Debug for Pop3Client {
@@ -76,8 +79,8 @@ impl std::fmt::Debug for Pop3Client {
 impl Pop3Client {
     /// TCP connect to account.host:account.port, greeting, CAPA, TLS per account.tls
     /// (Tls = implicit; Starttls = STLS required, error if not offered; StarttlsIfAvailable =
-    /// STLS when CAPA lists STLS; None = plain), re-CAPA after STLS, then login with
-    /// USER/PASS (or AUTH PLAIN if USER isn't offered). Refuses to send the password on an
+    /// STLS when CAPA lists STLS; None = plain), re-CAPA after STLS, then login with the
+    /// strongest method offered and allowed (`login.rs`). Refuses to send the password on an
     /// unencrypted connection unless account.tls == TlsMode::None.
     pub async fn connect(account: &AccountConfig) -> Result<Pop3Client, Pop3Error> {
         Pop3Client::connect_with(account, None).await
@@ -142,11 +145,10 @@ impl Pop3Client {
             }
         };
         // The greeting's timestamp, for APOP; it stands for the whole session (STLS included).
-        let apop_stamp = match (account.auth, apop::timestamp(&greeting)) {
-            (AuthMethod::Apop, None) => return Err(Pop3Error::ApopNotOffered),
-            (AuthMethod::Apop, Some(stamp)) => Some(stamp.to_owned()),
-            (AuthMethod::Auto, _) => None,
-        };
+        let apop_stamp = apop::timestamp(&greeting).map(str::to_owned);
+        if apop_stamp.is_none() && account.auth.allowed() == [Method::Apop] {
+            return Err(Pop3Error::ApopNotOffered);
+        }
         let mut capabilities = capa(&mut conn).await?;
         progress.capabilities = capabilities.as_ref().map(|c| c.lines.clone());
 
@@ -204,103 +206,22 @@ impl Pop3Client {
             sizes: HashMap::new(),
             message_max: MESSAGE_MAX as u64,
             timeout: account.timeout,
+            method: None,
         };
-        client
-            .login(account, apop_stamp.as_deref(), progress)
-            .await?;
+        client.login(account, apop_stamp.as_deref()).await?;
         Ok(client)
-    }
-
-    /// APOP with the greeting's timestamp when given one (`auth: apop`); else USER/PASS, or
-    /// AUTH PLAIN when CAPA lists SASL PLAIN but not USER.
-    async fn login(
-        &mut self,
-        account: &AccountConfig,
-        apop_stamp: Option<&str>,
-        progress: &mut Progress,
-    ) -> Result<(), Pop3Error> {
-        let password = account.password.expose();
-        let use_plain = self
-            .capabilities
-            .as_ref()
-            .is_some_and(|c| !c.user && c.has_sasl("PLAIN"));
-        let mut secrets = vec![password.to_owned()];
-        progress.mechanism = Some(match (apop_stamp, use_plain) {
-            (Some(_), _) => "APOP",
-            (None, true) => "AUTH PLAIN",
-            (None, false) => "USER/PASS",
-        });
-        let status = if let Some(stamp) = apop_stamp {
-            let digest = apop::digest(stamp, password);
-            secrets.push(digest.clone());
-            let user = &account.username;
-            (self.conn)
-                .send(
-                    &format!("APOP {user} {digest}"),
-                    &format!("APOP {user} ***"),
-                )
-                .await?;
-            self.conn.read_status().await?
-        } else if use_plain {
-            let mut creds = Vec::with_capacity(account.username.len() + password.len() + 2);
-            creds.push(0);
-            creds.extend_from_slice(account.username.as_bytes());
-            creds.push(0);
-            creds.extend_from_slice(password.as_bytes());
-            let encoded = base64(&creds);
-            secrets.push(encoded.clone());
-            self.conn
-                .send(&format!("AUTH PLAIN {encoded}"), "AUTH PLAIN ***")
-                .await?;
-            let line = self.conn.read_line().await?;
-            // A server that does not take the initial response asks for it with "+ ".
-            if line == b"+" || line.starts_with(b"+ ") {
-                self.conn.send(&encoded, "***").await?;
-                self.conn.read_status().await?
-            } else {
-                let status =
-                    protocol::parse_status(&line).map_err(|e| Pop3Error::Protocol(e.to_string()));
-                self.conn.guard(status)?
-            }
-        } else {
-            self.conn
-                .send(
-                    &format!("USER {}", account.username),
-                    &format!("USER {}", account.username),
-                )
-                .await?;
-            match self.conn.read_status().await? {
-                Status::Ok(_) => {
-                    self.conn
-                        .send(&format!("PASS {password}"), "PASS ***")
-                        .await?;
-                    self.conn.read_status().await?
-                }
-                err => err,
-            }
-        };
-        match status {
-            Status::Ok(_) => {
-                tracing::debug!(account = %account.name, "S: +OK (logged in)");
-                Ok(())
-            }
-            Status::Err { code, text } => {
-                tracing::debug!(account = %account.name, "S: -ERR (login refused)");
-                let temporary = code
-                    .as_deref()
-                    .is_some_and(|c| matches!(c, "IN-USE" | "LOGIN-DELAY" | "SYS/TEMP"));
-                Err(Pop3Error::AuthFailed {
-                    text: redact(&text, &secrets),
-                    temporary,
-                })
-            }
-        }
     }
 
     /// The capabilities from the last CAPA (after STLS, the ones sent under TLS); `None` if
     /// the server does not know CAPA.
     pub fn capabilities(&self) -> Option<&Capabilities> {
         self.capabilities.as_ref()
+    }
+
+    /// How the session logged in: the SASL mechanism, APOP or USER/PASS (for
+    /// `test-connection` and the log).
+    pub fn login_method(&self) -> Option<Method> {
+        self.method
     }
 
     /// Whether the session runs over TLS (implicit or STLS).
@@ -567,28 +488,6 @@ pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
         }
     }
     text
-}
-
-/// Standard base64 with padding (RFC 4648), for AUTH PLAIN.
-pub(crate) fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@ pub mod apop;
 mod apop_tests;
 mod client;
 mod conn;
+mod login;
 pub mod protocol;
+#[cfg(test)]
+pub(crate) mod sasl_tests;
 #[cfg(test)]
 mod stall_tests;
 #[cfg(test)]
@@ -17,7 +20,7 @@ use std::time::Duration;
 
 pub use client::{FETCH_RATE_FLOOR, LISTING_MAX, Listed, MESSAGE_MAX, Pop3Client, fetch_deadline};
 // Shared with the IMAP client.
-pub(crate) use client::{base64, redact};
+pub(crate) use client::redact;
 pub use protocol::{Capabilities, Overflow};
 
 use crate::tls::TlsError;
@@ -97,8 +100,10 @@ pub enum Pop3Error {
         overflow: Overflow,
     },
     /// The server refused the credentials (or the login, e.g. `[IN-USE]`).
-    #[error("authentication failed: {text}")]
+    #[error("authentication failed ({method}): {text}")]
     AuthFailed {
+        /// The method tried (`AUTH SCRAM-SHA-256`, `APOP`, `USER/PASS`).
+        method: String,
         /// The server's text, with the password blanked out if it was echoed.
         text: String,
         /// The server gave a response code saying to try again later (`IN-USE`,
@@ -122,6 +127,14 @@ pub enum Pop3Error {
          requires it (auth: apop)"
     )]
     ApopNotOffered,
+    /// No login method is both offered by the server and allowed for the account: nothing
+    /// was sent.
+    #[error("{0}")]
+    NoLoginMethod(crate::sasl::NoMethod),
+    /// The SASL exchange failed on the client's side: a malformed challenge, or a server
+    /// that could not prove it knows the password (SCRAM). The session is given up.
+    #[error("authentication failed: {0}")]
+    Sasl(#[from] crate::sasl::SaslError),
     /// The user name or password cannot be sent in a command line (CR, LF or NUL).
     #[error("the {0} contains CR, LF or NUL and cannot be sent")]
     InvalidCredential(&'static str),
@@ -150,6 +163,8 @@ impl Pop3Error {
             | Pop3Error::StlsNotOffered
             | Pop3Error::PlaintextRefused
             | Pop3Error::ApopNotOffered
+            | Pop3Error::NoLoginMethod(_)
+            | Pop3Error::Sasl(_)
             | Pop3Error::InvalidCredential(_) => false,
         }
     }

@@ -39,6 +39,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         idle: false,
         proxy: None,
         auth_backoff_max: crate::config::DEFAULT_AUTH_BACKOFF_MAX,
+        routing: Default::default(),
     }
 }
 
@@ -300,7 +301,10 @@ async fn auth_failure_never_shows_the_password() {
     let err = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap_err();
-    let Pop3Error::AuthFailed { text, temporary } = &err else {
+    let Pop3Error::AuthFailed {
+        text, temporary, ..
+    } = &err
+    else {
         panic!("{err:?}");
     };
     assert!(!temporary);
