@@ -20,8 +20,8 @@ use super::resolve::{
 };
 use super::{
     AccountConfig, AccountRouting, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
-    DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol,
-    RelayAuth, RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
+    DEFAULT_AUTH_BACKOFF_MAX, DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode,
+    Password, Protocol, RelayAuth, RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -31,6 +31,8 @@ mod routing;
 mod tls;
 mod yaml;
 
+#[cfg(test)]
+mod proxy_tests;
 #[cfg(test)]
 mod resolve_tests;
 #[cfg(test)]
@@ -81,6 +83,7 @@ const POLL_INTERVAL: (u64, u64) = (5, 86_400);
 const TIMEOUT: (u64, u64) = (1, 3_600);
 const CONNECTIONS: (u64, u64) = (1, 64);
 const PASS_DEADLINE: (u64, u64) = (1, 86_400);
+const AUTH_BACKOFF_MAX: (u64, u64) = (60, 7 * 86_400);
 /// `max_message_size` bounds, in bytes: 1 KiB ..= 1 GiB.
 const MESSAGE_SIZE: (u64, u64) = (1_024, 1 << 30);
 const RETRY_DELAY: (u64, u64) = (0, 86_400);

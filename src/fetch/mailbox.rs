@@ -47,6 +47,21 @@ impl FetchError {
         }
     }
 
+    /// Whether the server refused the login for good (wrong credentials; not `[IN-USE]` or
+    /// another "try again later", and not a network failure): the poller backs off.
+    pub fn login_refused(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Pop3(Pop3Error::AuthFailed {
+                temporary: false,
+                ..
+            }) | FetchError::Imap(ImapError::AuthFailed {
+                temporary: false,
+                ..
+            })
+        )
+    }
+
     /// Whether the message is larger than `max_message_size` (nothing of it was kept).
     pub fn too_large(&self) -> bool {
         matches!(

@@ -3,6 +3,7 @@
 //! kept mail and mail read upstream (IMAP `after_fetch: seen`, `unseen_only`) is in
 //! `tests/kept.rs`.
 
+mod auth;
 mod kept;
 mod looped;
 

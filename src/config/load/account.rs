@@ -215,6 +215,14 @@ impl Checker<'_> {
             }
             Some(n) => self.boolean(n, &s.name("idle")),
         };
+        let proxy = match s.get("proxy") {
+            None => Some(None),
+            Some(n) => self.proxy(n, &s.name("proxy")).map(Some),
+        };
+        let auth_backoff_max = match s.get("auth_backoff_max") {
+            None => Some(DEFAULT_AUTH_BACKOFF_MAX),
+            Some(n) => self.duration(n, &s.name("auth_backoff_max"), AUTH_BACKOFF_MAX),
+        };
         let routing = self.account_routing(s, index);
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
             (s.get("initial"), initial.flatten(), retention)
@@ -252,6 +260,8 @@ impl Checker<'_> {
             auth: auth?,
             idle: idle?,
             routing: routing?,
+            proxy: proxy?,
+            auth_backoff_max: auth_backoff_max?,
         })
     }
 
@@ -403,6 +413,19 @@ impl Checker<'_> {
             }
         }
         ok.then_some(list)
+    }
+
+    /// `proxy`: a `socks5://` or `http://` URL (see [`crate::config::Proxy::parse`]); no
+    /// message repeats its password.
+    pub(super) fn proxy(&mut self, node: &Node, name: &str) -> Option<crate::config::Proxy> {
+        let url = self.string(node, name)?;
+        match crate::config::Proxy::parse(&url) {
+            Ok(proxy) => Some(proxy),
+            Err(why) => {
+                self.err(node, format!("{name}: {why}"));
+                None
+            }
+        }
     }
 
     /// `mode` with its `deliver_to`: required for single-user, refused for catch-all.

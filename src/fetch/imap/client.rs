@@ -139,8 +139,22 @@ impl ImapClient {
 
     /// SELECT: the folder's UIDVALIDITY; its EXISTS is kept.
     pub async fn select(&mut self, name: &[u8]) -> Result<u32, ImapError> {
+        self.open(name, "SELECT").await
+    }
+
+    /// EXAMINE the configured folder (given with either separator, see [`folder::resolve`]):
+    /// read-only, so nothing about it changes (no `\Recent` taken, no flag set). Returns how
+    /// many messages it holds; [`listing`](ImapClient::listing) works on it after.
+    pub async fn examine(&mut self, wanted: &str) -> Result<u32, ImapError> {
+        let name = self.folder_name(wanted).await?;
+        self.open(&name, "EXAMINE").await?;
+        Ok(self.exists)
+    }
+
+    /// SELECT or EXAMINE: the folder's UIDVALIDITY; its EXISTS is kept.
+    async fn open(&mut self, name: &[u8], verb: &'static str) -> Result<u32, ImapError> {
         self.uidvalidity = None;
-        let responses = self.run(Command::new("SELECT").string(name, false)).await?;
+        let responses = self.run(Command::new(verb).string(name, false)).await?;
         for r in &responses {
             if let Response::State {
                 code: Some(Code::UidValidity(n)),
@@ -153,7 +167,7 @@ impl ImapClient {
         match self.uidvalidity {
             Some(n) => Ok(n),
             None => Err(self.lost(format!(
-                "SELECT {} gave no UIDVALIDITY",
+                "{verb} {} gave no UIDVALIDITY",
                 folder::display_name(name)
             ))),
         }

@@ -10,9 +10,9 @@ use super::protocol::{
 };
 use super::{Pop3Error, apop};
 use crate::config::{AccountConfig, TlsMode};
-use crate::fetch::transport::{Deadline, dial};
+use crate::fetch::transport::{Deadline, Progress, dial};
 use crate::sasl::Method;
-use crate::tls::TlsClient;
+use crate::tls::{PeerTls, TlsClient};
 
 /// Largest message RETR accepts unless [`Pop3Client::set_max_message_size`] says otherwise;
 /// a larger one is read to its end, discarded, and reported as
@@ -92,12 +92,22 @@ impl Pop3Client {
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
     ) -> Result<Pop3Client, Pop3Error> {
+        Pop3Client::connect_observed(account, tls_config, &mut Progress::default()).await
+    }
+
+    /// [`connect_with`](Pop3Client::connect_with), noting in `progress` how far it got and
+    /// what it learnt (for `test-connection`), also when it fails.
+    pub async fn connect_observed(
+        account: &AccountConfig,
+        tls_config: Option<TlsClient>,
+        progress: &mut Progress,
+    ) -> Result<Pop3Client, Pop3Error> {
         // Checked before anything goes on the wire.
         check_credential(&account.username, "user name")?;
         check_credential(account.password.expose(), "password")?;
 
-        let tcp = dial(account).await?;
-        Pop3Client::establish(Box::new(tcp), account, tls_config).await
+        let tcp = dial(account, progress).await?;
+        Pop3Client::establish(Box::new(tcp), account, tls_config, progress).await
     }
 
     /// Everything after the TCP connect: implicit TLS, greeting, CAPA, STLS, login.
@@ -105,6 +115,7 @@ impl Pop3Client {
         stream: Box<dyn Stream>,
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
+        progress: &mut Progress,
     ) -> Result<Pop3Client, Pop3Error> {
         let tls_config = move || match &tls_config {
             Some(tls) => Ok(tls.clone()),
@@ -113,7 +124,9 @@ impl Pop3Client {
         let mut encrypted = false;
         let stream = if account.tls == TlsMode::Tls {
             encrypted = true;
-            Box::new(handshake(stream, account, tls_config()?).await?) as Box<dyn Stream>
+            let stream = handshake(stream, account, tls_config()?).await?;
+            progress.tls = Some(PeerTls::of(stream.get_ref().1));
+            Box::new(stream) as Box<dyn Stream>
         } else {
             stream
         };
@@ -137,6 +150,7 @@ impl Pop3Client {
             return Err(Pop3Error::ApopNotOffered);
         }
         let mut capabilities = capa(&mut conn).await?;
+        progress.capabilities = capabilities.as_ref().map(|c| c.lines.clone());
 
         let want_stls = match account.tls {
             TlsMode::None | TlsMode::Tls => false,
@@ -163,10 +177,12 @@ impl Pop3Client {
                         ));
                     }
                     let stream = handshake(conn.stream, account, tls_config()?).await?;
+                    progress.tls = Some(PeerTls::of(stream.get_ref().1));
                     conn = Connection::new(Box::new(stream), account.timeout, account.name.clone());
                     encrypted = true;
                     // RFC 2595: capabilities learnt before TLS are discarded.
                     capabilities = capa(&mut conn).await?;
+                    progress.capabilities = capabilities.as_ref().map(|c| c.lines.clone());
                 }
                 Status::Err { text, .. } => {
                     tracing::debug!(account = %account.name, "S: -ERR {text}");

@@ -37,6 +37,9 @@ pub enum Pop3Error {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The account's proxy would not open the tunnel to the server.
+    #[error(transparent)]
+    Proxy(#[from] crate::fetch::proxy::ProxyError),
     /// Reading or writing failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -145,6 +148,7 @@ impl Pop3Error {
     pub fn connection_lost(&self) -> bool {
         match self {
             Pop3Error::Connect { .. }
+            | Pop3Error::Proxy(_)
             | Pop3Error::Io(_)
             | Pop3Error::Timeout(_)
             | Pop3Error::Deadline { .. }
@@ -173,6 +177,7 @@ impl From<crate::fetch::transport::DialError> for Pop3Error {
             DialError::Connect { addr, source } => Pop3Error::Connect { addr, source },
             DialError::Timeout(limit) => Pop3Error::Timeout(limit),
             DialError::Io(e) => Pop3Error::Io(e),
+            DialError::Proxy(e) => Pop3Error::Proxy(e),
         }
     }
 }
