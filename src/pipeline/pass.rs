@@ -5,7 +5,7 @@
 //! A connection lost in the middle of a message counts against that message and the pass
 //! goes on with the others on a new connection.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -206,6 +206,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         let mut listing = mailbox.list().await?;
         self.report.login_delay = mailbox.login_delay();
         let unseen_only = self.account.unseen_only;
+        let known;
         if first {
             self.report.upstream = listing.len();
             // First: a renamed account's state is moved to its new name here. With
@@ -218,7 +219,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             // Every listed message counts as present, seen or not: a kept message that was
             // read upstream stays known, and is not delivered again if marked unread later.
             let present: HashSet<String> = listing.iter().map(|l| l.key.clone()).collect();
-            let before = self.store.load_account(name).await?;
+            let mut before = self.store.load_account(name).await?;
             if let Some(gone) = plan::keys_replaced(&before, &present) {
                 // Said once: next pass the new keys are known and the old ones forgotten.
                 tracing::warn!(
@@ -229,8 +230,15 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
                 );
             }
             self.store.prune(name, &present).await?;
+            // What prune just removed, without loading the account again (one query per
+            // pass, whatever the size of the mailbox).
+            before.retain(|key, s| {
+                present.contains(key) || (s.settled_at.is_none() && s.quarantine.is_none())
+            });
+            known = before;
+        } else {
+            known = self.store.load_account(name).await?;
         }
-        let known = self.store.load_account(name).await?;
         // unseen_only: a message read upstream is not taken up; one the store knows (begun,
         // settled, quarantined) goes on as before, so that reading it upstream loses nothing.
         if unseen_only {
@@ -244,7 +252,11 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             crate::metrics::quarantined_now(name, quarantined);
         }
 
-        let mut deleted = Vec::new();
+        // The session may download these ahead, overlapping their delivery.
+        mailbox.plan(&self.upcoming(&listing, &known, SystemTime::now()));
+
+        // (handle, key) of the messages marked for deletion.
+        let mut deleted: Vec<(u32, String)> = Vec::new();
         let mut ended = Session::Done;
         for listed in &listing {
             let uid = &listed.key;
@@ -304,7 +316,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             let Some(settled) = settled else { continue };
             if retention::may_delete(self.account.retention, &settled, now) {
                 match mailbox.delete(listed).await {
-                    Ok(()) => deleted.push(uid.clone()),
+                    Ok(()) => deleted.push((listed.handle, uid.clone())),
                     // Refused for this one message: it stays upstream, is deleted next pass.
                     Err(e) if !e.connection_lost() => {
                         tracing::warn!(account = name, uid = %uid, "DELE refused: {e}");
@@ -330,7 +342,16 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         if let Session::Lost(_) = ended {
             return Ok(ended);
         }
-        mailbox.commit().await?;
+        let refused = mailbox.commit().await?;
+        // Refused for these messages: they stay upstream, are deleted next pass.
+        deleted.retain(|(handle, uid)| {
+            let kept = refused.contains(handle);
+            if kept {
+                tracing::warn!(account = name, uid = %uid, "DELE refused");
+            }
+            !kept
+        });
+        let deleted: Vec<String> = deleted.into_iter().map(|(_, uid)| uid).collect();
         // Recorded only after the commit: a POP3 server deletes at QUIT and not before.
         if !deleted.is_empty() {
             self.store
@@ -340,6 +361,26 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         }
         self.report.deleted += deleted.len();
         Ok(ended)
+    }
+
+    /// The messages of `listing` that the session's loop will attempt, in order, as far as
+    /// can be told before it starts (a back-off that ends meanwhile, a failed download that
+    /// leaves budget for one more, are fetched without having been planned).
+    fn upcoming(
+        &self,
+        listing: &[Listed],
+        known: &HashMap<String, MessageState>,
+        now: SystemTime,
+    ) -> Vec<Listed> {
+        let budget = (self.account.max_per_pass as usize).saturating_sub(self.report.fetched);
+        let retry = &self.config.relay.retry;
+        (listing.iter())
+            .filter(|l| !self.tried.contains(&l.key))
+            .filter(|l| l.size.is_none_or(|n| n <= self.config.max_message_size))
+            .filter(|l| matches!(plan::next(known.get(&l.key), now, retry, true), Next::Attempt))
+            .take(budget)
+            .cloned()
+            .collect()
     }
 
     /// The first pass of an account the store has never seen: with mail already upstream and

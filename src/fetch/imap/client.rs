@@ -3,6 +3,7 @@
 //! write is bounded by the account's timeout (`conn.rs`); responses are parsed by
 //! `protocol.rs`.
 
+mod batch;
 mod idle;
 mod login;
 
@@ -46,6 +47,8 @@ pub struct ImapClient {
     /// Where [`mark_deleted`](ImapClient::mark_deleted) moves a message instead
     /// (`after_fetch: move:<folder>`), as the server spells the folder.
     move_to: Option<Vec<u8>>,
+    /// The messages planned to be fetched next, and those fetched ahead (`batch.rs`).
+    ahead: batch::Ahead,
 }
 
 impl std::fmt::Debug for ImapClient {
@@ -192,6 +195,8 @@ impl ImapClient {
     /// [`CHUNK`] octets (no single literal larger than that), each within the download
     /// deadline of its size.
     ///
+    /// Planned messages (see [`plan`](ImapClient::plan)) come several in one command.
+    ///
     /// A message announced larger than `max_message_size` is not asked for; one that turns
     /// out larger is not kept. Both give [`ImapError::MessageTooLarge`], and the session stays
     /// usable.
@@ -205,7 +210,13 @@ impl ImapClient {
         if announced.is_some_and(|size| size > limit) {
             return Err(too_large(announced));
         }
-        let mut message = Vec::new();
+        let mut message = match self.fetched_ahead(uid).await? {
+            Some(batch::Fetched::Whole(message)) => return Ok(message),
+            Some(batch::Fetched::Start(piece)) => piece,
+            Some(batch::Fetched::TooLarge(size)) => return Err(too_large(Some(size))),
+            Some(batch::Fetched::Gone) => return Err(ImapError::MessageGone(uid)),
+            None => Vec::new(),
+        };
         loop {
             let offset = message.len() as u64;
             let text = format!("UID FETCH {uid} BODY.PEEK[]<{offset}.{CHUNK}>");

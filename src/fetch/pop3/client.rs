@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::conn::{Connection, Stream};
+use super::pipeline::Pipe;
 use super::protocol::{
     self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
 };
@@ -52,15 +53,17 @@ pub struct Listed {
 ///
 /// [`quit`]: Pop3Client::quit
 pub struct Pop3Client {
-    conn: Connection,
+    pub(super) conn: Connection,
     capabilities: Option<Capabilities>,
     encrypted: bool,
     /// Sizes from the last LIST: the buffer for RETR, its deadline, the size cap.
-    sizes: HashMap<u32, u64>,
+    pub(super) sizes: HashMap<u32, u64>,
     /// The largest message RETR keeps (`max_message_size`).
-    message_max: u64,
+    pub(super) message_max: u64,
     /// The account's timeout, for RETR deadlines.
-    timeout: Duration,
+    pub(super) timeout: Duration,
+    /// PIPELINING: commands in flight and messages planned ahead (`pipeline.rs`).
+    pub(super) pipe: Pipe,
 }
 
 impl std::fmt::Debug for Pop3Client {
@@ -188,8 +191,12 @@ impl Pop3Client {
             sizes: HashMap::new(),
             message_max: MESSAGE_MAX as u64,
             timeout: account.timeout,
+            pipe: Pipe::default(),
         };
         client.login(account, apop_stamp.as_deref()).await?;
+        // Only now: Courier offers PIPELINING but loses what is sent before its login
+        // process hands over.
+        client.set_pipelining(true);
         Ok(client)
     }
 
@@ -384,6 +391,27 @@ impl Pop3Client {
         if announced.is_some_and(|size| size > self.message_max) {
             return Err(too_large);
         }
+        if self.pipe.on {
+            return self.retr_pipelined(msg, until).await;
+        }
+        let command = format!("RETR {msg}");
+        self.conn.queue(&command, &command)?;
+        self.read_retr(msg, until).await
+    }
+
+    /// Reads the response to `RETR msg`, sent already, within its deadline (counted from
+    /// now: a pipelined RETR waits its turn without its clock running).
+    pub(super) async fn read_retr(
+        &mut self,
+        msg: u32,
+        until: Option<Duration>,
+    ) -> Result<Vec<u8>, Pop3Error> {
+        let announced = self.sizes.get(&msg).copied();
+        let too_large = Pop3Error::MessageTooLarge {
+            msg,
+            limit: self.message_max,
+            announced,
+        };
         let limit = usize::try_from(self.message_max).unwrap_or(usize::MAX);
         // LIST counts CRLF line ends; the decoded message has the same size, give or take.
         let reserve = announced
@@ -399,7 +427,7 @@ impl Pop3Client {
         ));
         // A message line is limited only by the message's own limit: mail with megabytes on
         // one line (unwrapped base64, generated HTML) exists, and costs no more memory here.
-        let result = self.multi(&command, limit, limit, reserve).await;
+        let result = self.read_multi(&command, limit, limit, reserve).await;
         self.conn.deadline = None;
         match result {
             Err(Pop3Error::ResponseTooLong {
@@ -429,15 +457,23 @@ impl Pop3Client {
 
     /// QUIT: the server commits DELEs only now. A `-ERR` here means some deletions were not
     /// committed.
-    pub async fn quit(mut self) -> Result<(), Pop3Error> {
+    pub async fn quit(self) -> Result<(), Pop3Error> {
+        self.quit_reporting().await.map(drop)
+    }
+
+    /// [`quit`](Pop3Client::quit), and the messages whose pipelined DELE the server refused
+    /// (see [`dele_pipelined`](Pop3Client::dele_pipelined)): those stay upstream.
+    pub async fn quit_reporting(mut self) -> Result<Vec<u32>, Pop3Error> {
         let result = self.simple("QUIT".to_owned()).await;
         self.conn.shutdown().await;
-        result.map(drop)
+        result.map(|_| std::mem::take(&mut self.pipe.refused))
     }
 
     /// A single-line command: the text after `+OK`, or [`Pop3Error::ServerError`].
     async fn simple(&mut self, command: String) -> Result<String, Pop3Error> {
-        self.conn.send(&command, &command).await?;
+        // Sent with whatever is queued; the replies to what is in flight come first.
+        self.conn.queue(&command, &command)?;
+        self.drain().await?;
         match self.conn.read_status().await? {
             Status::Ok(text) => Ok(text),
             Status::Err { text, .. } => {
@@ -455,7 +491,20 @@ impl Pop3Client {
         total_max: usize,
         reserve: usize,
     ) -> Result<Vec<u8>, Pop3Error> {
-        self.conn.send(command, command).await?;
+        self.conn.queue(command, command)?;
+        self.drain().await?;
+        self.read_multi(command, line_max, total_max, reserve).await
+    }
+
+    /// Reads the response to a multi-line command already sent: the unstuffed body, or an
+    /// error.
+    pub(super) async fn read_multi(
+        &mut self,
+        command: &str,
+        line_max: usize,
+        total_max: usize,
+        reserve: usize,
+    ) -> Result<Vec<u8>, Pop3Error> {
         match self.conn.read_status().await? {
             Status::Ok(_) => {}
             Status::Err { text, .. } => {

@@ -1,12 +1,16 @@
 //! The POP3 client (RFC 1939, CAPA from RFC 2449, STLS from RFC 2595), written in the project:
 //! `protocol.rs` is the wire format without I/O, `apop.rs` the APOP digest, `client.rs` the
-//! session over TCP or TLS.
+//! session over TCP or TLS, `pipeline.rs` its RFC 2449 PIPELINING (RETRs ahead, DELEs
+//! without waiting).
 
 pub mod apop;
 #[cfg(test)]
 mod apop_tests;
 mod client;
 mod conn;
+mod pipeline;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod protocol;
 #[cfg(test)]
 mod stall_tests;

@@ -63,6 +63,7 @@ impl ImapClient {
             message_max: MESSAGE_MAX as u64,
             flagged: Vec::new(),
             move_to: None,
+            ahead: Default::default(),
         };
 
         let (preauth, code) = match client.conn.read_response(LITERAL_MAX).await? {
