@@ -377,7 +377,12 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         (listing.iter())
             .filter(|l| !self.tried.contains(&l.key))
             .filter(|l| l.size.is_none_or(|n| n <= self.config.max_message_size))
-            .filter(|l| matches!(plan::next(known.get(&l.key), now, retry, true), Next::Attempt))
+            .filter(|l| {
+                matches!(
+                    plan::next(known.get(&l.key), now, retry, true),
+                    Next::Attempt
+                )
+            })
             .take(budget)
             .cloned()
             .collect()

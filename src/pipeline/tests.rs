@@ -4,6 +4,7 @@
 //! `tests/kept.rs`.
 
 mod kept;
+mod pipelined;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -58,9 +58,9 @@ impl Pop3Client {
         self.pipe.on
     }
 
-    /// Whether a pipelined RETR failed in this session (lost connection, timeout, `-ERR`):
-    /// the server may advertise PIPELINING without keeping to it, and a new session had
-    /// better wait for each reply.
+    /// Whether a pipelined RETR failed in this session as a server that does not keep to
+    /// its PIPELINING would make it fail (no answer in time, a reply out of step, `-ERR`): a
+    /// new session had better wait for each reply.
     pub fn pipelining_failed(&self) -> bool {
         self.pipe.broke
     }
@@ -107,25 +107,37 @@ impl Pop3Client {
         self.top_up()?;
         while self.pipe.inflight.front() != Some(&Pending::Retr(msg)) {
             if let Err(e) = self.read_pending().await {
-                self.pipe.broke = true;
+                self.note_failure(&e);
                 return Err(e);
             }
         }
         self.pipe.inflight.pop_front();
         let result = self.read_retr(msg, until).await;
-        if let Err(e) = &result
-            && !matches!(e, Pop3Error::MessageTooLarge { .. })
-        {
-            self.pipe.broke = true;
+        if let Err(e) = &result {
+            self.note_failure(e);
         }
         result
     }
 
+    /// Takes note of a pipelined response that failed in a way a server that drops or
+    /// garbles pipelined commands would cause: silence, a reply out of step, a refusal. A
+    /// closed connection or a trickle is the network's doing, not pipelining's.
+    fn note_failure(&mut self, e: &Pop3Error) {
+        if matches!(
+            e,
+            Pop3Error::Timeout(_)
+                | Pop3Error::Protocol(_)
+                | Pop3Error::LineTooLong { .. }
+                | Pop3Error::ServerError { .. }
+        ) {
+            self.pipe.broke = true;
+        }
+    }
+
     /// Queues RETRs for the planned messages while the window has room.
     fn top_up(&mut self) -> Result<(), Pop3Error> {
-        let size = |client: &Pop3Client, n: u32| {
-            client.sizes.get(&n).copied().unwrap_or(UNKNOWN_SIZE)
-        };
+        let size =
+            |client: &Pop3Client, n: u32| client.sizes.get(&n).copied().unwrap_or(UNKNOWN_SIZE);
         let mut count = 0;
         let mut bytes = 0;
         for pending in &self.pipe.inflight {
@@ -171,8 +183,7 @@ impl Pop3Client {
             Pending::Retr(n) => {
                 let command = format!("RETR {n}");
                 let announced = self.sizes.get(&n).copied().unwrap_or(0);
-                self.conn.deadline =
-                    Some(Deadline::new(command, self.timeout, announced, None));
+                self.conn.deadline = Some(Deadline::new(command, self.timeout, announced, None));
                 let result = self.discard_response().await;
                 self.conn.deadline = None;
                 result
@@ -184,7 +195,9 @@ impl Pop3Client {
     async fn discard_response(&mut self) -> Result<(), Pop3Error> {
         if let Status::Ok(_) = self.conn.read_status().await? {
             let mut decoder = DotDecoder::new(DATA_LINE_MAX, 0);
-            self.conn.read_body(&mut decoder, &mut Vec::new(), 0).await?;
+            self.conn
+                .read_body(&mut decoder, &mut Vec::new(), 0)
+                .await?;
         }
         Ok(())
     }
