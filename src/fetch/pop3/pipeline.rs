@@ -96,10 +96,11 @@ impl Pop3Client {
         msg: u32,
         until: Option<Duration>,
     ) -> Result<Vec<u8>, Pop3Error> {
-        if let Some(at) = self.pipe.ahead.iter().position(|n| *n == msg) {
-            self.pipe.ahead.drain(..=at);
-        }
         if !self.pipe.inflight.contains(&Pending::Retr(msg)) {
+            // Looked for only here: the plan may be a whole mailbox long.
+            if let Some(at) = self.pipe.ahead.iter().position(|n| *n == msg) {
+                self.pipe.ahead.drain(..=at);
+            }
             let command = format!("RETR {msg}");
             self.conn.queue(&command, &command)?;
             self.pipe.inflight.push_back(Pending::Retr(msg));
