@@ -258,7 +258,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         // (handle, key) of the messages marked for deletion.
         let mut deleted: Vec<(u32, String)> = Vec::new();
         let mut ended = Session::Done;
-        for listed in &listing {
+        for (at, listed) in listing.iter().enumerate() {
             let uid = &listed.key;
             if *stop.borrow() {
                 break;
@@ -324,7 +324,9 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
                     // Deletions not committed are made again next session.
                     Err(e) => return Ok(Session::Lost(e)),
                 }
-                if deleted.len() >= self.account.expunge_every as usize {
+                // At the listing's end the commit below is the last: no new session to
+                // list an empty mailbox.
+                if deleted.len() >= self.account.expunge_every as usize && at + 1 < listing.len() {
                     ended = Session::Expunged;
                     break;
                 }

@@ -295,36 +295,59 @@ impl Pop3Client {
     /// a warning; the rest of the listing stands.
     pub async fn uidl(&mut self) -> Result<Vec<(u32, String)>, Pop3Error> {
         let body = self.multi("UIDL", DATA_LINE_MAX, LISTING_MAX, 0).await?;
+        Ok(self.parse_uidl(&body))
+    }
+
+    fn parse_uidl(&self, body: &[u8]) -> Vec<(u32, String)> {
         let mut listing = Vec::new();
-        for line in protocol::lines(&body) {
+        for line in protocol::lines(body) {
             match protocol::parse_uidl_line(line) {
                 Ok(entry) => listing.push(entry),
                 Err(e) => tracing::warn!(account = %self.conn.account, "skipping UIDL line: {e}"),
             }
         }
-        Ok(listing)
+        listing
     }
 
     /// LIST: (message number, size in octets) for every message. A malformed line is skipped
     /// with a warning.
     pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, Pop3Error> {
         let body = self.multi("LIST", DATA_LINE_MAX, LISTING_MAX, 0).await?;
+        Ok(self.parse_list(&body))
+    }
+
+    /// The LIST lines, kept as the sizes for RETR.
+    fn parse_list(&mut self, body: &[u8]) -> Vec<(u32, u64)> {
         let mut listing = Vec::new();
-        for line in protocol::lines(&body) {
+        for line in protocol::lines(body) {
             match protocol::parse_list_line(line) {
                 Ok(entry) => listing.push(entry),
                 Err(e) => tracing::warn!(account = %self.conn.account, "skipping LIST line: {e}"),
             }
         }
         self.sizes = listing.iter().copied().collect();
-        Ok(listing)
+        listing
     }
 
     /// UIDL then LIST, joined by message number, in UIDL's order: what a pass needs to skip
     /// what is done and to leave upstream what is larger than `max_message_size`.
+    /// With pipelining both go out together: one round trip.
     pub async fn listing(&mut self) -> Result<Vec<Listed>, Pop3Error> {
-        let uids = self.uidl().await?;
-        self.list().await?;
+        let uids = if self.pipe.on {
+            self.conn.queue("UIDL", "UIDL")?;
+            self.conn.queue("LIST", "LIST")?;
+            self.drain().await?;
+            // LIST's reply is read whatever UIDL's was, to stay in step.
+            let uidl = self.read_multi("UIDL", DATA_LINE_MAX, LISTING_MAX, 0).await;
+            let list = self.read_multi("LIST", DATA_LINE_MAX, LISTING_MAX, 0).await;
+            let uids = self.parse_uidl(&uidl?);
+            self.parse_list(&list?);
+            uids
+        } else {
+            let uids = self.uidl().await?;
+            self.list().await?;
+            uids
+        };
         Ok(uids
             .into_iter()
             .map(|(number, uid)| Listed {

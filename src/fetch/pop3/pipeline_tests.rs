@@ -272,3 +272,25 @@ async fn a_server_that_advertises_pipelining_and_drops_pipelined_commands_gets_l
     session.commit().await.unwrap();
     fake.finish().await;
 }
+
+#[tokio::test]
+async fn uidl_and_list_go_out_together() {
+    let mut script = login_steps(PIPELINING);
+    script.extend([
+        Step::Expect("UIDL"),
+        Step::Expect("LIST"),
+        send("+OK\r\n1 uid-a\r\n2 uid-b\r\n.\r\n+OK\r\n1 120\r\n2 340\r\n.\r\n"),
+        Step::Expect("QUIT"),
+        send("+OK bye\r\n"),
+        Step::Close,
+    ]);
+    let fake = Scripted::start(script, Split::At(9), None).await;
+    let mut client = connect(&fake).await;
+    let listing = client.listing().await.unwrap();
+    let got: Vec<(u32, &str, Option<u64>)> = (listing.iter())
+        .map(|l| (l.number, l.uid.as_str(), l.size))
+        .collect();
+    assert_eq!(got, [(1, "uid-a", Some(120)), (2, "uid-b", Some(340))]);
+    client.quit().await.unwrap();
+    fake.finish().await;
+}
