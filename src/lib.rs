@@ -21,12 +21,17 @@
 //! Around them: `config/` (the YAML file, every error with its line), `tls/` (one TLS setup
 //! for every connection, POP3, IMAP and the relay: trust, pinning, client certificates, and
 //! certificate errors an administrator can act on), `address.rs` (validated
-//! envelope addresses and accepted-domain patterns, shared by every stage), `metrics.rs`
+//! envelope addresses and accepted-domain patterns, shared by every stage), `recipient.rs`
+//! (one recipient and where it stands — pending, delivered, a duplicate, re-routed,
+//! temporarily or permanently refused, with the reply that said so — and a whole-message
+//! refusal: the one shape of that fact from route to relay to state), `metrics.rs`
 //! (metric names and the /metrics listener) and `pipeline/` (the wiring: one poller per
 //! account and shutdown in `mod.rs`, one poll pass in `pass.rs`, one message's way through
 //! route → relay → state in `deliver.rs`, written against the three seams (each has an in-memory
 //! twin, `memory.rs`, for `pipeline/tests.rs`), the pure per-message decisions — attempt, wait,
-//! give up — in `plan.rs`, the postmaster's notices in `notice.rs`). `testkit/` holds the tests'
+//! give up — in `plan.rs`, the pure delivery planner — who is sent to, what each reply and the
+//! postmaster's copy settle, what is recorded — in `decide.rs`, the postmaster's notices in
+//! `notice.rs`). `testkit/` holds the tests'
 //! scripted SMTP and POP3 fakes and test CA, for unit tests and (feature `testkit`) tests/.
 
 #![warn(missing_docs)]
@@ -36,6 +41,7 @@ pub mod config;
 pub mod fetch;
 pub mod metrics;
 pub mod pipeline;
+pub mod recipient;
 pub mod relay;
 pub mod retention;
 pub mod route;

@@ -554,8 +554,8 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             &raw,
         )
         .await?;
-        self.report.delivered += outcome.delivered;
-        self.report.rerouted += outcome.rerouted;
+        self.report.delivered += outcome.plan.delivered();
+        self.report.rerouted += outcome.plan.rerouted();
         let excerpt = notice::excerpt(&raw);
         Ok(match outcome.verdict {
             Verdict::Settled(state) => {

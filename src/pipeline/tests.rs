@@ -16,6 +16,7 @@ use super::pass::{PassError, PassReport, run_pass};
 use super::{Mailboxes, run_with};
 use crate::config::{AccountConfig, Config};
 use crate::fetch::memory::MemoryMailbox;
+use crate::recipient::Status;
 use crate::relay::Reply;
 use crate::relay::memory::{Failure, MemoryRelay};
 use crate::state::memory::MemoryStore;
@@ -192,6 +193,36 @@ async fn a_recipient_refused_for_good_is_rerouted_to_the_postmaster_with_the_rea
         "{text}"
     );
     assert!(w.mailbox.keys().is_empty(), "settled: deleted");
+}
+
+#[tokio::test]
+async fn each_recipient_s_status_is_recorded_with_the_reply_that_said_so() {
+    let w = World::new("");
+    let key = w
+        .mailbox
+        .add(&mail("a@example.com, b@example.com, c@example.com", "m"));
+    w.relay.set_rcpt("b@example.com", 451, "4.3.0 try later");
+    w.relay.set_rcpt("c@example.com", 550, "5.1.1 no such user");
+    w.pass().await.unwrap();
+    let state = w.store.message("acct", &key).unwrap();
+    let reply = |code, text: &str| Reply {
+        code,
+        text: text.to_owned(),
+    };
+    let status = |a: &str| state.status_of(&crate::address::Address::parse(a).unwrap());
+    assert_eq!(
+        status("a@example.com"),
+        Some(&Status::Delivered(reply(250, "2.0.0 queued")))
+    );
+    assert_eq!(
+        status("b@example.com"),
+        Some(&Status::Temporary(reply(451, "4.3.0 try later")))
+    );
+    assert_eq!(
+        status("c@example.com"),
+        Some(&Status::Rerouted(reply(550, "5.1.1 no such user")))
+    );
+    assert_eq!(w.received("postmaster@example.com"), 1);
 }
 
 #[tokio::test]

@@ -105,7 +105,7 @@ pub struct Routing {
     /// MAIL FROM: None means the null reverse path `<>`.
     pub return_path: Option<Address>,
     /// Never empty; each address once (by [`Address::dedup_key`]).
-    pub recipients: Vec<Recipient>,
+    pub recipients: Vec<Routed>,
     /// Addresses in an accepted domain that were not sent as written, in the order met:
     /// the pipeline counts each (`metrics::addresses_refused`).
     pub refused: Vec<Refused>,
@@ -196,9 +196,10 @@ impl Refusal {
     }
 }
 
-/// One recipient, with the reason it was chosen.
+/// One routed recipient, with the reason it was chosen (it becomes a
+/// [`Recipient`](crate::recipient::Recipient) once the pipeline plans its delivery).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recipient {
+pub struct Routed {
     /// The envelope recipient (RCPT TO).
     pub address: Address,
     /// Which rule chose it.
@@ -400,7 +401,7 @@ fn return_path(fields: &[Header<'_>], message: &[u8]) -> Option<Address> {
 /// The recipients chosen so far, each once, and what was skipped.
 struct Picked<'r> {
     rules: &'r Rules,
-    recipients: Vec<Recipient>,
+    recipients: Vec<Routed>,
     seen: HashSet<String>,
     skipped: Vec<Skipped>,
     refused: Vec<Refused>,
@@ -445,7 +446,7 @@ impl<'r> Picked<'r> {
     /// Adds a recipient that needs no domain check (single-user target, postmaster).
     fn add_unchecked(&mut self, address: Address, reason: Reason) {
         if self.seen.insert(address.dedup_key()) {
-            self.recipients.push(Recipient { address, reason });
+            self.recipients.push(Routed { address, reason });
         }
     }
 

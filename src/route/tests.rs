@@ -121,7 +121,7 @@ fn own_address_in_envelope_header_is_skipped() {
     let e = explain(&m, &rules());
     assert_eq!(
         e.routing.recipients,
-        vec![Recipient {
+        vec![Routed {
             address: addr("alice@example.com"),
             reason: env("X-Original-To")
         }]
@@ -685,7 +685,7 @@ fn single_user_mode_ignores_the_headers() {
     let routing = route(&m, &r);
     assert_eq!(
         routing.recipients,
-        vec![Recipient {
+        vec![Routed {
             address: addr("alice@corp.local"),
             reason: Reason::SingleUser
         }]

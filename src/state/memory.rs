@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use crate::address::Address;
+use crate::recipient::Recipient;
 
-use super::{MessageState, Quarantined, RecipientStatus, StateError, StateStore};
+use super::{MessageState, Quarantined, StateError, StateStore};
 
 /// A state store held in memory; clones share it.
 #[derive(Debug, Clone, Default)]
@@ -128,23 +128,19 @@ impl StateStore for MemoryStore {
         account: &str,
         key: &str,
         dedup: Option<&str>,
-        outcomes: &[(Address, RecipientStatus, String)],
+        recipients: &[Recipient],
         settle: bool,
         now: SystemTime,
     ) -> Result<MessageState, StateError> {
         let mut inner = self.write()?;
-        for (address, status, _) in outcomes {
-            if let Some(dedup) = dedup.filter(|_| status.is_settled()) {
-                let entry = (dedup.to_owned(), address.dedup_key());
+        for r in recipients {
+            if let Some(dedup) = dedup.filter(|_| r.status.is_settled()) {
+                let entry = (dedup.to_owned(), r.address.dedup_key());
                 inner.deliveries.insert(entry, now);
             }
         }
         let state = inner.entry(account, key, now);
-        for (address, status, _) in outcomes {
-            if status.is_settled() {
-                state.done.insert(address.dedup_key());
-            }
-        }
+        state.record(recipients);
         if settle {
             state.settled_at.get_or_insert(now);
             state.retry_at = None;
@@ -278,5 +274,57 @@ impl StateStore for MemoryStore {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Address;
+    use crate::recipient::Status;
+    use crate::relay::Reply;
+
+    fn with(address: &str, status: Status) -> Recipient {
+        Recipient {
+            address: Address::parse(address).unwrap(),
+            status,
+        }
+    }
+
+    #[tokio::test]
+    async fn statuses_follow_the_rules_of_the_sqlite_store() {
+        let store = MemoryStore::new();
+        let now = SystemTime::UNIX_EPOCH;
+        let ok = Status::Delivered(Reply {
+            code: 250,
+            text: "ok".into(),
+        });
+        let later = Status::Temporary(Reply {
+            code: 451,
+            text: "later".into(),
+        });
+        let first = [
+            with("a@example.com", ok.clone()),
+            with("b@example.com", later.clone()),
+            with("c@example.com", Status::Pending),
+        ];
+        let s = (store.record_recipients("acct", "k", Some("id"), &first, false, now)).await;
+        let s = s.unwrap();
+        assert_eq!(s.recipients.len(), 2, "nothing known of a pending one");
+        // A later reply does not unsettle a settled recipient; a pending one can settle.
+        let second = [
+            with("A@example.com", later.clone()),
+            with("b@example.com", ok.clone()),
+        ];
+        let s = (store.record_recipients("acct", "k", Some("id"), &second, true, now)).await;
+        let s = s.unwrap();
+        assert_eq!(s.settled_recipients().len(), 2);
+        assert_eq!(
+            s.status_of(&Address::parse("a@example.com").unwrap()),
+            Some(&ok)
+        );
+        let keys = ["a@example.com".to_owned(), "c@example.com".to_owned()];
+        let got = store.delivered_before("id", &keys, now).await.unwrap();
+        assert_eq!(got, HashSet::from(["a@example.com".to_owned()]));
     }
 }

@@ -1,6 +1,7 @@
 //! The state store: which messages of which account reached which recipients, attempts and
 //! back-off, quarantine. [`StateStore`] is the seam the pipeline writes through; SQLite
-//! (`sqlite.rs`) implements it, and so does the in-memory store of the tests (`memory.rs`).
+//! (`sqlite.rs`; each recipient's [`Status`] in `sqlite/recipients.rs`) implements it, and so
+//! does the in-memory store of the tests (`memory.rs`).
 
 mod lock;
 #[cfg(test)]
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::address::Address;
+use crate::recipient::{Recipient, Status};
 
 pub use lock::{LOCK_FILE, StateLock};
 pub use quarantine::{QuarantineEntry, Quarantined};
@@ -109,32 +111,6 @@ impl StateError {
     }
 }
 
-/// What happened to one recipient of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RecipientStatus {
-    /// The internal server accepted it.
-    Delivered,
-    /// Refused for good (5xx); the postmaster got it instead.
-    Rerouted,
-    /// A temporary failure (4xx): retry later.
-    Pending,
-}
-
-impl RecipientStatus {
-    pub(crate) fn as_sql(self) -> &'static str {
-        match self {
-            RecipientStatus::Delivered => "delivered",
-            RecipientStatus::Rerouted => "rerouted",
-            RecipientStatus::Pending => "pending",
-        }
-    }
-
-    /// Delivered or re-routed: nothing more will be done for this recipient.
-    pub fn is_settled(self) -> bool {
-        self != RecipientStatus::Pending
-    }
-}
-
 /// What the store knows about one upstream message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageState {
@@ -144,9 +120,9 @@ pub struct MessageState {
     pub settled_at: Option<SystemTime>,
     /// When the upstream copy was deleted.
     pub deleted_at: Option<SystemTime>,
-    /// Dedup keys ([`Address::dedup_key`]) of the recipients already settled: never send to
-    /// these again.
-    pub done: HashSet<String>,
+    /// Where each recipient recorded for it stands, by [`Address::dedup_key`]: a settled
+    /// one is never sent to again.
+    pub recipients: HashMap<String, Status>,
     /// Attempts at the message so far, counted before each one starts (a message that crashes
     /// the process is counted too).
     pub attempts: u32,
@@ -165,10 +141,34 @@ impl MessageState {
             first_seen,
             settled_at: None,
             deleted_at: None,
-            done: HashSet::new(),
+            recipients: HashMap::new(),
             attempts: 0,
             retry_at: None,
             quarantine: None,
+        }
+    }
+
+    /// Where `address` stands for this message, if anything was recorded for it.
+    pub fn status_of(&self, address: &Address) -> Option<&Status> {
+        self.recipients.get(&address.dedup_key())
+    }
+
+    /// The dedup keys of the recipients settled for this message.
+    pub fn settled_recipients(&self) -> HashSet<String> {
+        (self.recipients.iter())
+            .filter(|(_, status)| status.is_settled())
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Takes in what was recorded for these recipients: a settled recipient stays settled
+    /// (a later reply for it is ignored), and nothing is known of a pending one.
+    pub(crate) fn record(&mut self, recipients: &[Recipient]) {
+        for r in recipients.iter().filter(|r| r.status != Status::Pending) {
+            let key = r.address.dedup_key();
+            if !self.recipients.get(&key).is_some_and(Status::is_settled) {
+                self.recipients.insert(key, r.status.clone());
+            }
         }
     }
 }
@@ -207,18 +207,18 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         uncount: bool,
     ) -> impl Future<Output = Result<(), StateError>> + Send;
 
-    /// Records the outcomes of recipients of one message in one transaction; with `settle`,
-    /// the message is settled in it too. A settled recipient stays settled; with `dedup`
-    /// (the message's [`dedup id`](crate::pipeline::dedup_id)), it is remembered as having
-    /// got that message, in the same transaction. Returns the message's state as it now
-    /// stands.
+    /// Records where recipients of one message stand, in one transaction; with `settle`,
+    /// the message is settled in it too. A settled recipient stays settled, and a pending one
+    /// ([`Status::Pending`]: nothing known) is not written; with `dedup` (the message's
+    /// [`dedup id`](crate::pipeline::dedup_id)), a settled one is remembered as having got
+    /// that message, in the same transaction. Returns the message's state as it now stands.
     #[allow(clippy::too_many_arguments)]
     fn record_recipients(
         &self,
         account: &str,
         key: &str,
         dedup: Option<&str>,
-        outcomes: &[(Address, RecipientStatus, String)],
+        recipients: &[Recipient],
         settle: bool,
         now: SystemTime,
     ) -> impl Future<Output = Result<MessageState, StateError>> + Send;

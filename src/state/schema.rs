@@ -11,7 +11,9 @@ use super::StateError;
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Times are Unix milliseconds (UTC). `recipient` is `Address::dedup_key`, `address` the
-/// address as it was sent; `status` is `delivered`, `rerouted` or `pending`.
+/// address as it was sent; `status` is `delivered`, `rerouted` or `pending`, and with
+/// `detail` holds a `recipient::Status` (see `Status::to_stored`: a duplicate is `delivered`,
+/// a temporary or permanent refusal `pending`, told apart by the reply code in `detail`).
 const MIGRATIONS: &[&str] = &[
     // 1: messages of an account by UIDL, and the outcome of each of their recipients.
     "CREATE TABLE messages (

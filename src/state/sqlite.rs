@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
-use crate::address::Address;
-
-use super::{
-    DB_FILE, MessageState, Quarantined, RecipientStatus, StateError, StateStore, quarantine, schema,
+use super::{DB_FILE, MessageState, Quarantined, StateError, StateStore, quarantine, schema};
+use crate::recipient::Recipient;
+use recipients::{
+    MESSAGE_COLUMNS, Outcomes, message_row, message_state, stored_status, write_outcomes,
 };
 
 /// How long a writer waits for a lock held by another connection (e.g. an operator's
@@ -40,17 +40,6 @@ struct Health {
     /// Outcomes the relay reported that could not be written: kept here, counted as done, and
     /// written before anything else once the store takes writes again.
     unrecorded: Mutex<Vec<Outcomes>>,
-}
-
-/// One `record_recipients` call.
-#[derive(Debug, Clone)]
-struct Outcomes {
-    account: String,
-    uidl: String,
-    dedup: Option<String>,
-    outcomes: Vec<(Address, RecipientStatus, String)>,
-    settle: bool,
-    now: SystemTime,
 }
 
 impl SqliteStore {
@@ -125,11 +114,7 @@ impl SqliteStore {
             let state = out
                 .entry(o.uidl.clone())
                 .or_insert_with(|| MessageState::new(o.now));
-            for (address, status, _) in &o.outcomes {
-                if status.is_settled() {
-                    state.done.insert(address.dedup_key());
-                }
-            }
+            state.record(&o.recipients);
             if o.settle {
                 state.settled_at.get_or_insert(o.now);
             }
@@ -237,32 +222,25 @@ impl StateStore for SqliteStore {
         let account_name = account.to_owned();
         let account = account.to_owned();
         self.run(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT m.uidl, m.first_seen, m.settled_at, m.deleted_at, m.attempts,
-                        m.retry_at, r.recipient
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT m.uidl, {MESSAGE_COLUMNS}, r.recipient, r.status, r.detail
                  FROM messages m LEFT JOIN recipients r
                    ON r.account = m.account AND r.uidl = m.uidl
-                  AND r.status IN ('delivered', 'rerouted')
-                 WHERE m.account = ?1",
-            )?;
+                 WHERE m.account = ?1"
+            ))?;
             let mut rows = stmt.query(params![account])?;
             let mut out: HashMap<String, MessageState> = HashMap::new();
             while let Some(row) = rows.next()? {
                 let uidl: String = row.get(0)?;
                 let recipient: Option<String> = row.get(6)?;
+                let status = stored_status(row, 7)?;
                 let state = match out.get_mut(&uidl) {
                     Some(state) => state,
-                    None => out.entry(uidl).or_insert(MessageState {
-                        first_seen: from_ms(row.get(1)?),
-                        settled_at: row.get::<_, Option<i64>>(2)?.map(from_ms),
-                        deleted_at: row.get::<_, Option<i64>>(3)?.map(from_ms),
-                        done: HashSet::new(),
-                        attempts: row.get(4)?,
-                        retry_at: row.get::<_, Option<i64>>(5)?.map(from_ms),
-                        quarantine: None,
-                    }),
+                    None => out.entry(uidl).or_insert(message_row(row, 1)?),
                 };
-                state.done.extend(recipient);
+                if let (Some(recipient), Some(status)) = (recipient, status) {
+                    state.recipients.insert(recipient, status);
+                }
             }
             quarantine::load(conn, &account, &mut out)?;
             Ok(out)
@@ -340,7 +318,7 @@ impl StateStore for SqliteStore {
         account: &str,
         uidl: &str,
         dedup: Option<&str>,
-        outcomes: &[(Address, RecipientStatus, String)],
+        recipients: &[Recipient],
         settle: bool,
         now: SystemTime,
     ) -> Result<MessageState, StateError> {
@@ -348,7 +326,7 @@ impl StateStore for SqliteStore {
             account: account.to_owned(),
             uidl: uidl.to_owned(),
             dedup: dedup.map(str::to_owned),
-            outcomes: outcomes.to_vec(),
+            recipients: recipients.to_vec(),
             settle,
             now,
         };
@@ -485,47 +463,6 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), StateError> {
     })
 }
 
-/// One `record_recipients` call inside a transaction.
-fn write_outcomes(tx: &Connection, o: &Outcomes) -> Result<(), StateError> {
-    insert_message(tx, &o.account, &o.uidl, o.now)?;
-    {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO recipients
-               (account, uidl, recipient, address, status, detail, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (account, uidl, recipient) DO UPDATE SET
-               address = excluded.address, status = excluded.status,
-               detail = excluded.detail, updated_at = excluded.updated_at,
-               attempts = recipients.attempts + 1
-             WHERE recipients.status = 'pending'",
-        )?;
-        for (address, status, detail) in &o.outcomes {
-            stmt.execute(params![
-                o.account,
-                o.uidl,
-                address.dedup_key(),
-                address.as_str(),
-                status.as_sql(),
-                detail,
-                to_ms(o.now)
-            ])?;
-        }
-    }
-    if let Some(dedup) = &o.dedup {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO deliveries (dedup_id, recipient, at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (dedup_id, recipient) DO UPDATE SET at = excluded.at",
-        )?;
-        for (address, _, _) in o.outcomes.iter().filter(|(_, s, _)| s.is_settled()) {
-            stmt.execute(params![dedup, address.dedup_key(), to_ms(o.now)])?;
-        }
-    }
-    if o.settle {
-        settle_message(tx, &o.account, &o.uidl, o.now)?;
-    }
-    Ok(())
-}
-
 /// The mutex's value; a panic while it was held left nothing half-done in these values.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -551,7 +488,7 @@ pub(super) fn insert_message(
     Ok(())
 }
 
-fn settle_message(
+pub(super) fn settle_message(
     conn: &Connection,
     account: &str,
     uidl: &str,
@@ -565,41 +502,6 @@ fn settle_message(
     Ok(())
 }
 
-fn message_state(
-    conn: &Connection,
-    account: &str,
-    uidl: &str,
-) -> Result<Option<MessageState>, StateError> {
-    let state = conn
-        .prepare_cached(
-            "SELECT first_seen, settled_at, deleted_at, attempts, retry_at FROM messages
-             WHERE account = ?1 AND uidl = ?2",
-        )?
-        .query_row(params![account, uidl], |row| {
-            Ok(MessageState {
-                first_seen: from_ms(row.get(0)?),
-                settled_at: row.get::<_, Option<i64>>(1)?.map(from_ms),
-                deleted_at: row.get::<_, Option<i64>>(2)?.map(from_ms),
-                done: HashSet::new(),
-                attempts: row.get(3)?,
-                retry_at: row.get::<_, Option<i64>>(4)?.map(from_ms),
-                quarantine: None,
-            })
-        })
-        .optional()?;
-    let Some(mut state) = state else {
-        return Ok(None);
-    };
-    let mut stmt = conn.prepare_cached(
-        "SELECT recipient FROM recipients
-         WHERE account = ?1 AND uidl = ?2 AND status IN ('delivered', 'rerouted')",
-    )?;
-    for key in stmt.query_map(params![account, uidl], |row| row.get::<_, String>(0))? {
-        state.done.insert(key?);
-    }
-    Ok(Some(state))
-}
-
 /// Unix milliseconds; a time before 1970 counts as 1970.
 pub(super) fn to_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -611,5 +513,6 @@ pub(super) fn from_ms(ms: i64) -> SystemTime {
 }
 
 mod accounts;
+mod recipients;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,7 @@
 use super::*;
+use crate::address::Address;
+use crate::recipient::Status;
+use crate::relay::Reply;
 use crate::state::SCHEMA_VERSION;
 
 fn at(secs: u64) -> SystemTime {
@@ -7,6 +10,14 @@ fn at(secs: u64) -> SystemTime {
 
 fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
+}
+
+/// A recipient whose status the store would write as `status` and `detail`.
+fn rcpt(address: &Address, status: &str, detail: &str) -> Recipient {
+    Recipient {
+        address: address.clone(),
+        status: Status::from_stored(status, detail),
+    }
 }
 
 fn keys(list: &[&str]) -> HashSet<String> {
@@ -32,7 +43,7 @@ async fn reopen_after_drop_keeps_everything() {
             "acct",
             "u1",
             &addr("Bob@Example.com"),
-            RecipientStatus::Delivered,
+            "delivered",
             "250 ok",
             at(1001),
         )
@@ -43,7 +54,7 @@ async fn reopen_after_drop_keeps_everything() {
             "acct",
             "u1",
             &addr("carol@example.com"),
-            RecipientStatus::Pending,
+            "pending",
             "450 later",
             at(1001),
         )
@@ -64,7 +75,7 @@ async fn reopen_after_drop_keeps_everything() {
     assert_eq!(u1.first_seen, at(1000));
     assert_eq!(u1.settled_at, None);
     assert_eq!(
-        u1.done,
+        u1.settled_recipients(),
         keys(&["bob@example.com"]),
         "pending carol is not done"
     );
@@ -72,7 +83,7 @@ async fn reopen_after_drop_keeps_everything() {
     assert_eq!(u2.first_seen, at(2000));
     assert_eq!(u2.settled_at, Some(at(2001)));
     assert_eq!(u2.deleted_at, Some(at(2002)));
-    assert!(u2.done.is_empty());
+    assert!(u2.settled_recipients().is_empty());
     let other = store.load_account("other").await.unwrap();
     assert_eq!(other.keys().collect::<Vec<_>>(), vec!["u1"]);
 }
@@ -138,13 +149,13 @@ async fn concurrent_use_from_two_tasks() {
             for i in 0..40 {
                 let uidl = format!("m{i}");
                 store.seen(account, &uidl, at(100)).await.unwrap();
-                let rcpt = addr(&format!("r{i}@example.com"));
+                let to = addr(&format!("r{i}@example.com"));
                 store
                     .record_recipients(
                         account,
                         &uidl,
                         None,
-                        &[(rcpt, RecipientStatus::Delivered, "250".into())],
+                        &[rcpt(&to, "delivered", "250")],
                         true,
                         at(101),
                     )
@@ -162,7 +173,10 @@ async fn concurrent_use_from_two_tasks() {
         for i in 0..40 {
             let s = &all[&format!("m{i}")];
             assert_eq!(s.settled_at, Some(at(101)));
-            assert_eq!(s.done, keys(&[&format!("r{i}@example.com")]));
+            assert_eq!(
+                s.settled_recipients(),
+                keys(&[&format!("r{i}@example.com")])
+            );
         }
     }
 }
@@ -180,11 +194,7 @@ async fn prune_keeps_unsettled_and_present_messages() {
             "acct",
             "settled-gone",
             None,
-            &[(
-                addr("a@example.com"),
-                RecipientStatus::Delivered,
-                "250".into(),
-            )],
+            &[rcpt(&addr("a@example.com"), "delivered", "250")],
             true,
             at(11),
         )
@@ -231,7 +241,7 @@ async fn seen_keeps_the_first_first_seen() {
         "acct",
         "u",
         &addr("x@example.com"),
-        RecipientStatus::Rerouted,
+        "rerouted",
         "550 no",
         at(150),
     )
@@ -239,7 +249,7 @@ async fn seen_keeps_the_first_first_seen() {
     .unwrap();
     let again = store.seen("acct", "u", at(200)).await.unwrap();
     assert_eq!(again.first_seen, at(100));
-    assert_eq!(again.done, keys(&["x@example.com"]));
+    assert_eq!(again.settled_recipients(), keys(&["x@example.com"]));
 }
 
 #[tokio::test]
@@ -248,54 +258,25 @@ async fn a_settled_recipient_stays_settled_and_pending_can_settle() {
     let store = SqliteStore::open(dir.path()).unwrap();
     let bob = addr("bob@example.com");
     let carol = addr("carol@example.com");
-    record_one(
-        &store,
-        "acct",
-        "u",
-        &bob,
-        RecipientStatus::Delivered,
-        "250 ok",
-        at(1),
-    )
-    .await
-    .unwrap();
-    record_one(
-        &store,
-        "acct",
-        "u",
-        &bob,
-        RecipientStatus::Pending,
-        "450 later",
-        at(2),
-    )
-    .await
-    .unwrap();
-    record_one(
-        &store,
-        "acct",
-        "u",
-        &carol,
-        RecipientStatus::Pending,
-        "450 later",
-        at(2),
-    )
-    .await
-    .unwrap();
+    record_one(&store, "acct", "u", &bob, "delivered", "250 ok", at(1))
+        .await
+        .unwrap();
+    record_one(&store, "acct", "u", &bob, "pending", "450 later", at(2))
+        .await
+        .unwrap();
+    record_one(&store, "acct", "u", &carol, "pending", "450 later", at(2))
+        .await
+        .unwrap();
     let s = store.seen("acct", "u", at(3)).await.unwrap();
-    assert_eq!(s.done, keys(&["bob@example.com"]));
-    record_one(
-        &store,
-        "acct",
-        "u",
-        &carol,
-        RecipientStatus::Delivered,
-        "250 ok",
-        at(4),
-    )
-    .await
-    .unwrap();
+    assert_eq!(s.settled_recipients(), keys(&["bob@example.com"]));
+    record_one(&store, "acct", "u", &carol, "delivered", "250 ok", at(4))
+        .await
+        .unwrap();
     let s = store.seen("acct", "u", at(5)).await.unwrap();
-    assert_eq!(s.done, keys(&["bob@example.com", "carol@example.com"]));
+    assert_eq!(
+        s.settled_recipients(),
+        keys(&["bob@example.com", "carol@example.com"])
+    );
     assert_eq!(
         s.first_seen,
         at(1),
@@ -339,11 +320,11 @@ async fn record_one(
     account: &str,
     uidl: &str,
     recipient: &Address,
-    status: RecipientStatus,
+    status: &str,
     detail: &str,
     now: SystemTime,
 ) -> Result<(), StateError> {
-    let outcome = [(recipient.clone(), status, detail.to_owned())];
+    let outcome = [rcpt(recipient, status, detail)];
     store
         .record_recipients(account, uidl, None, &outcome, false, now)
         .await
@@ -365,7 +346,7 @@ async fn a_renamed_account_keeps_its_state_by_its_mailbox() {
         "old",
         "u1",
         &addr("a@example.com"),
-        RecipientStatus::Delivered,
+        "delivered",
         "250",
         at(2),
     )
@@ -388,7 +369,7 @@ async fn a_renamed_account_keeps_its_state_by_its_mailbox() {
     let state = store.load_account("new").await.unwrap();
     assert!(
         state["u1"]
-            .done
+            .settled_recipients()
             .contains(&addr("a@example.com").dedup_key())
     );
     assert!(state["u2"].quarantine.is_some());
@@ -407,10 +388,7 @@ async fn who_got_a_message_is_remembered_across_accounts_for_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let (a, b) = (addr("a@example.com"), addr("b@example.com"));
-    let outcomes = [
-        (a.clone(), RecipientStatus::Delivered, "250".to_owned()),
-        (b.clone(), RecipientStatus::Pending, "451".to_owned()),
-    ];
+    let outcomes = [rcpt(&a, "delivered", "250"), rcpt(&b, "pending", "451")];
     store
         .record_recipients("acct", "u1", Some("mid:x@y"), &outcomes, false, at(100))
         .await
@@ -441,5 +419,102 @@ async fn who_got_a_message_is_remembered_across_accounts_for_the_window() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_state_file_written_before_the_recipient_type_reads_back_with_every_status() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path()).unwrap());
+    // Rows as an earlier mailferry wrote them: a whole-message refusal re-routed with the
+    // relay's error as its detail, a duplicate, a deferred and a refused-but-not-re-routed
+    // recipient.
+    {
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "INSERT INTO messages (account, uidl, first_seen) VALUES ('acct', 'u1', 1000);
+             INSERT INTO recipients (account, uidl, recipient, address, status, detail, updated_at) VALUES
+               ('acct', 'u1', 'a@example.com', 'a@example.com', 'rerouted',
+                'the relay refused MAIL FROM: 550 5.7.1 no', 1001),
+               ('acct', 'u1', 'b@example.com', 'B@example.com', 'delivered',
+                'duplicate of an earlier delivery (sha256:ab)', 1001),
+               ('acct', 'u1', 'c@example.com', 'c@example.com', 'pending', '451 4.3.0 later', 1001),
+               ('acct', 'u1', 'd@example.com', 'd@example.com', 'pending', '550 5.1.1 unknown', 1001),
+               ('acct', 'u1', 'e@example.com', 'e@example.com', 'delivered', '250 2.0.0 ok', 1001);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let reply = |code, text: &str| Reply {
+        code,
+        text: text.to_owned(),
+    };
+    let expected = HashMap::from([
+        (
+            "a@example.com".to_owned(),
+            Status::Rerouted(reply(0, "the relay refused MAIL FROM: 550 5.7.1 no")),
+        ),
+        (
+            "b@example.com".to_owned(),
+            Status::Duplicate("sha256:ab".to_owned()),
+        ),
+        (
+            "c@example.com".to_owned(),
+            Status::Temporary(reply(451, "4.3.0 later")),
+        ),
+        (
+            "d@example.com".to_owned(),
+            Status::Permanent(reply(550, "5.1.1 unknown")),
+        ),
+        (
+            "e@example.com".to_owned(),
+            Status::Delivered(reply(250, "2.0.0 ok")),
+        ),
+    ]);
+    let loaded = store.load_account("acct").await.unwrap();
+    assert_eq!(loaded["u1"].recipients, expected);
+    let begun = store.begin_attempt("acct", "u1", at(2)).await.unwrap();
+    assert_eq!(begun.recipients, expected, "the same through begin_attempt");
+    assert_eq!(
+        begun.settled_recipients(),
+        keys(&["a@example.com", "b@example.com", "e@example.com"])
+    );
+    // Written again by this build, each row reads back the same.
+    let again: Vec<Recipient> = ["c@example.com", "d@example.com"]
+        .iter()
+        .map(|a| Recipient {
+            address: addr(a),
+            status: expected[*a].clone(),
+        })
+        .collect();
+    let state = store
+        .record_recipients("acct", "u1", None, &again, false, at(3))
+        .await
+        .unwrap();
+    assert_eq!(state.recipients, expected);
+}
+
+#[tokio::test]
+async fn a_pending_recipient_is_not_written_and_a_settled_one_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let a = addr("a@example.com");
+    let record = |r: Recipient, now| {
+        let store = store.clone();
+        async move {
+            store
+                .record_recipients("acct", "u", None, &[r], false, now)
+                .await
+        }
+    };
+    let state = record(Recipient::pending(a.clone()), at(1)).await.unwrap();
+    assert!(state.recipients.is_empty());
+    record(rcpt(&a, "rerouted", "550 no"), at(2)).await.unwrap();
+    let state = record(rcpt(&a, "pending", "451 later"), at(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        state.status_of(&a),
+        Some(&Status::from_stored("rerouted", "550 no"))
     );
 }
