@@ -577,6 +577,20 @@ fn idle_delivers_a_message_appended_while_idling_within_seconds() {
     assert!(tally.exact(), "{tally}");
 }
 
+/// A message of about `mib` MiB of body to `to`, Message-ID `<big@remote.test>`.
+fn big_message(mib: usize, to: &str) -> Vec<u8> {
+    let line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789\n";
+    support::message(
+        &[
+            ("X-Original-To", to),
+            ("From", "s@remote.test"),
+            ("Subject", "big"),
+            ("Message-ID", "<big@remote.test>"),
+        ],
+        &line.repeat(mib * 1024 * 1024 / line.len()),
+    )
+}
+
 #[test]
 fn a_message_of_several_chunks_arrives_whole() {
     if support::skip_e2e() {
@@ -586,17 +600,7 @@ fn a_message_of_several_chunks_arrives_whole() {
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     // 9 MiB of body: three `UID FETCH ... BODY.PEEK[]<offset.4194304>` pieces.
-    let line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789\n";
-    let body = line.repeat(9 * 1024 * 1024 / line.len());
-    let big = support::message(
-        &[
-            ("X-Original-To", "user0@example.com"),
-            ("From", "s@remote.test"),
-            ("Subject", "big"),
-            ("Message-ID", "<big@remote.test>"),
-        ],
-        &body,
-    );
+    let big = big_message(9, "user0@example.com");
     dovecot.deliver(USER, &big);
     let config = write_config(
         dir.path(),
@@ -620,16 +624,7 @@ fn messages_come_several_per_uid_fetch_and_a_big_one_in_pieces_between_them() {
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     // UIDs 1-5 small, 6 of 6 MiB (two pieces), 7-9 small.
-    let line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789\n";
-    let big = support::message(
-        &[
-            ("X-Original-To", "user99@example.com"),
-            ("From", "s@remote.test"),
-            ("Subject", "big"),
-            ("Message-ID", "<big@remote.test>"),
-        ],
-        &line.repeat(6 * 1024 * 1024 / line.len()),
-    );
+    let big = big_message(6, "user99@example.com");
     let mut sent: Vec<Vec<u8>> = (0..5).map(numbered_message).collect();
     sent.push(big);
     sent.extend((5..8).map(numbered_message));

@@ -405,14 +405,12 @@ impl Pop3Client {
         msg: u32,
         until: Option<Duration>,
     ) -> Result<Vec<u8>, Pop3Error> {
-        let announced = self.sizes.get(&msg).copied();
-        let too_large = Pop3Error::MessageTooLarge {
-            msg,
-            limit: self.message_max,
-            announced,
-        };
-        if announced.is_some_and(|size| size > self.message_max) {
-            return Err(too_large);
+        if self
+            .sizes
+            .get(&msg)
+            .is_some_and(|size| *size > self.message_max)
+        {
+            return Err(self.too_large(msg));
         }
         if self.pipe.on {
             return self.retr_pipelined(msg, until).await;
@@ -430,11 +428,6 @@ impl Pop3Client {
         until: Option<Duration>,
     ) -> Result<Vec<u8>, Pop3Error> {
         let announced = self.sizes.get(&msg).copied();
-        let too_large = Pop3Error::MessageTooLarge {
-            msg,
-            limit: self.message_max,
-            announced,
-        };
         let limit = usize::try_from(self.message_max).unwrap_or(usize::MAX);
         // LIST counts CRLF line ends; the decoded message has the same size, give or take.
         let reserve = announced
@@ -456,8 +449,17 @@ impl Pop3Client {
             Err(Pop3Error::ResponseTooLong {
                 overflow: Overflow::Total(_),
                 ..
-            }) => Err(too_large),
+            }) => Err(self.too_large(msg)),
             other => other,
+        }
+    }
+
+    /// [`Pop3Error::MessageTooLarge`] for `msg`, with what LIST announced.
+    fn too_large(&self, msg: u32) -> Pop3Error {
+        Pop3Error::MessageTooLarge {
+            msg,
+            limit: self.message_max,
+            announced: self.sizes.get(&msg).copied(),
         }
     }
 

@@ -42,6 +42,21 @@ async fn connect(fake: &Scripted) -> Pop3Client {
         .unwrap()
 }
 
+/// Connects to `fake` (LIST first with `list`), plans `planned`, RETRs each of `fetched`
+/// (each must come back whole), QUITs, and checks that the fake's script was kept.
+async fn plan_and_fetch(fake: Scripted, list: bool, planned: &[u32], fetched: &[u32]) {
+    let mut client = connect(&fake).await;
+    if list {
+        client.list().await.unwrap();
+    }
+    client.plan(planned.iter().copied());
+    for n in fetched {
+        assert_eq!(client.retr(*n).await.unwrap(), message(*n));
+    }
+    client.quit().await.unwrap();
+    fake.finish().await;
+}
+
 #[tokio::test]
 async fn planned_retrs_go_out_together_and_replies_split_across_reads_match_in_order() {
     for split in [Split::ByteByByte, Split::At(30), Split::Whole] {
@@ -81,12 +96,7 @@ async fn a_planned_message_skipped_has_its_reply_read_and_dropped() {
     ));
     script.extend([Step::Expect("QUIT"), send("+OK bye\r\n"), Step::Close]);
     let fake = Scripted::start(script, Split::At(40), None).await;
-    let mut client = connect(&fake).await;
-    client.plan([1, 2, 3]);
-    assert_eq!(client.retr(1).await.unwrap(), message(1));
-    assert_eq!(client.retr(3).await.unwrap(), message(3));
-    client.quit().await.unwrap();
-    fake.finish().await;
+    plan_and_fetch(fake, false, &[1, 2, 3], &[1, 3]).await;
 }
 
 #[tokio::test]
@@ -122,13 +132,7 @@ async fn the_window_is_bounded_by_count_and_by_the_sizes_list_announced() {
         Step::Close,
     ]);
     let fake = Scripted::start(script, Split::Whole, None).await;
-    let mut client = connect(&fake).await;
-    client.list().await.unwrap();
-    client.plan([1, 2]);
-    assert_eq!(client.retr(1).await.unwrap(), message(1));
-    assert_eq!(client.retr(2).await.unwrap(), message(2));
-    client.quit().await.unwrap();
-    fake.finish().await;
+    plan_and_fetch(fake, true, &[1, 2], &[1, 2]).await;
 }
 
 #[tokio::test]
@@ -142,12 +146,7 @@ async fn nothing_is_sent_before_the_login_completes_even_with_pipelining_offered
     script.push(Step::Send([retr_reply(1), retr_reply(2)].concat()));
     script.extend([Step::Expect("QUIT"), send("+OK bye\r\n"), Step::Close]);
     let fake = Scripted::start(script, Split::Whole, None).await;
-    let mut client = connect(&fake).await;
-    client.plan([1, 2]);
-    assert_eq!(client.retr(1).await.unwrap(), message(1));
-    assert_eq!(client.retr(2).await.unwrap(), message(2));
-    client.quit().await.unwrap();
-    fake.finish().await;
+    plan_and_fetch(fake, false, &[1, 2], &[1, 2]).await;
 }
 
 #[tokio::test]

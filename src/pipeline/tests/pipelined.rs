@@ -5,9 +5,10 @@
 use tokio::sync::watch;
 
 use super::{config, mail};
+use crate::config::Config;
 use crate::fetch::Upstream;
 use crate::fetch::pop3::protocol::dot_stuff;
-use crate::pipeline::pass::run_pass;
+use crate::pipeline::pass::{PassError, PassReport, run_pass};
 use crate::relay::memory::MemoryRelay;
 use crate::state::StateStore;
 use crate::state::memory::MemoryStore;
@@ -45,6 +46,36 @@ fn session_start() -> Vec<Step> {
     ]
 }
 
+/// How many times each of user1..user5 received mail.
+fn delivered(relay: &MemoryRelay) -> Vec<usize> {
+    let received = relay.received();
+    (1..=5)
+        .map(|n| {
+            received
+                .get(&format!("user{n}@example.com"))
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// One pass of the account against `fake`.
+async fn pass(
+    config: &mut Config,
+    fake: &Scripted,
+    store: &MemoryStore,
+    relay: &MemoryRelay,
+) -> Result<PassReport, PassError> {
+    config.accounts[0].port = fake.addr().port();
+    let account = &config.accounts[0];
+    let upstream = Upstream {
+        account,
+        max_message_size: config.max_message_size,
+    };
+    let (_stop_tx, stop) = watch::channel(false);
+    run_pass(&upstream, config, account, store, relay, &stop).await
+}
+
 #[tokio::test]
 async fn a_connection_cut_in_the_third_of_five_pipelined_retrs_loses_and_repeats_nothing() {
     let mut config = config("");
@@ -52,7 +83,6 @@ async fn a_connection_cut_in_the_third_of_five_pipelined_retrs_loses_and_repeats
     config.accounts[0].host = "127.0.0.1".into();
     let store = MemoryStore::new();
     let relay = MemoryRelay::new();
-    let (_stop_tx, stop) = watch::channel(false);
 
     let mut script = session_start();
     for n in ["RETR 1", "RETR 2", "RETR 3", "RETR 4", "RETR 5"] {
@@ -69,29 +99,12 @@ async fn a_connection_cut_in_the_third_of_five_pipelined_retrs_loses_and_repeats
     ));
     script.push(Step::Close);
     let fake = Scripted::start(script, Split::Whole, None).await;
-    config.accounts[0].port = fake.addr().port();
-    let account = &config.accounts[0];
-    let upstream = Upstream {
-        account,
-        max_message_size: config.max_message_size,
-    };
     // The reconnect finds nobody listening: the pass ends with what it recorded.
-    let err = run_pass(&upstream, &config, account, &store, &relay, &stop)
-        .await
-        .unwrap_err();
+    let err = pass(&mut config, &fake, &store, &relay).await.unwrap_err();
     assert!(err.to_string().contains("connect"), "{err}");
     fake.finish().await;
-    let delivered: Vec<usize> = (1..=5)
-        .map(|n| {
-            relay
-                .received()
-                .get(&format!("user{n}@example.com"))
-                .copied()
-                .unwrap_or(0)
-        })
-        .collect();
-    assert_eq!(delivered, [1, 1, 0, 0, 0]);
-    let known = store.load_account(&account.name).await.unwrap();
+    assert_eq!(delivered(&relay), [1, 1, 0, 0, 0]);
+    let known = store.load_account(&config.accounts[0].name).await.unwrap();
     assert!(known["uid-1"].settled_at.is_some() && known["uid-1"].deleted_at.is_none());
     assert!(known["uid-2"].settled_at.is_some() && known["uid-2"].deleted_at.is_none());
     assert_eq!(known["uid-3"].attempts, 1);
@@ -121,25 +134,8 @@ async fn a_connection_cut_in_the_third_of_five_pipelined_retrs_loses_and_repeats
         Step::Close,
     ]);
     let fake = Scripted::start(script, Split::Whole, None).await;
-    config.accounts[0].port = fake.addr().port();
-    let account = &config.accounts[0];
-    let upstream = Upstream {
-        account,
-        max_message_size: config.max_message_size,
-    };
-    let report = run_pass(&upstream, &config, account, &store, &relay, &stop)
-        .await
-        .unwrap();
+    let report = pass(&mut config, &fake, &store, &relay).await.unwrap();
     fake.finish().await;
     assert_eq!((report.fetched, report.deleted), (3, 5));
-    let delivered: Vec<usize> = (1..=5)
-        .map(|n| {
-            relay
-                .received()
-                .get(&format!("user{n}@example.com"))
-                .copied()
-                .unwrap_or(0)
-        })
-        .collect();
-    assert_eq!(delivered, [1, 1, 1, 1, 1]);
+    assert_eq!(delivered(&relay), [1, 1, 1, 1, 1]);
 }
