@@ -143,6 +143,8 @@ pub struct Session {
     flag_seen: bool,
     /// The listing asks for each message's flags (`unseen_only` or `after_fetch: seen`).
     want_flags: bool,
+    /// IMAP: UIDs to flag `\Deleted` (or move) at the commit, all in one command.
+    to_delete: Vec<u32>,
 }
 
 /// The protocol client of a [`Session`].
@@ -183,6 +185,7 @@ impl Source for Upstream<'_> {
             order: self.account.fetch_order,
             flag_seen,
             want_flags: flag_seen || self.account.unseen_only,
+            to_delete: Vec::new(),
         })
     }
 }
@@ -272,16 +275,22 @@ impl Mailbox for Session {
     async fn delete(&mut self, msg: &Listed) -> Result<(), FetchError> {
         match &mut self.link {
             Link::Pop3(client) => Ok(client.dele_pipelined(msg.handle).await?),
-            Link::Imap(client) => Ok(client.mark_deleted(msg.handle).await?),
+            // Flagged at the commit, all together: the same for the server, which
+            // expunges only then, and one round trip instead of one per message.
+            Link::Imap(_) => {
+                self.to_delete.push(msg.handle);
+                Ok(())
+            }
         }
     }
 
     async fn commit(self) -> Result<Vec<u32>, FetchError> {
         match self.link {
             Link::Pop3(client) => Ok(client.quit_reporting().await?),
-            Link::Imap(client) => {
+            Link::Imap(mut client) => {
+                let refused = client.mark_deleted_all(&self.to_delete).await?;
                 client.commit().await?;
-                Ok(Vec::new())
+                Ok(refused)
             }
         }
     }

@@ -142,3 +142,39 @@ async fn a_batch_refused_as_a_whole_is_fetched_one_by_one() {
     client.logout().await;
     fake.finish().await;
 }
+
+#[tokio::test]
+async fn deletions_are_flagged_in_one_uid_store_and_a_refusal_names_them() {
+    let (mut client, fake) = selected(
+        vec![
+            Step::Expect("A3 UID STORE 7:9,12 +FLAGS.SILENT (\\Deleted)"),
+            send("A3 OK\r\n"),
+            Step::Expect("A4 UID EXPUNGE 7:9,12"),
+            send("A4 OK\r\n"),
+        ],
+        1_000_000,
+    )
+    .await;
+    assert!(
+        client
+            .mark_deleted_all(&[7, 8, 9, 12])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    client.commit().await.unwrap();
+    fake.finish().await;
+
+    let (mut client, fake) = selected(
+        vec![
+            Step::Expect("A3 UID STORE 3:4 +FLAGS.SILENT (\\Deleted)"),
+            send("A3 NO [CANNOT] Mailbox is read-only\r\n"),
+        ],
+        1_000_000,
+    )
+    .await;
+    assert_eq!(client.mark_deleted_all(&[3, 4]).await.unwrap(), [3, 4]);
+    // Nothing of ours is flagged: no expunge.
+    client.commit().await.unwrap();
+    fake.finish().await;
+}

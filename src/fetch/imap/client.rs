@@ -272,6 +272,45 @@ impl ImapClient {
         Ok(())
     }
 
+    /// [`mark_deleted`](ImapClient::mark_deleted) for many messages: one `UID STORE` per
+    /// few hundred UIDs (as UID sets) instead of one per message; moved one by one with
+    /// `after_fetch: move`. Returns the UIDs whose mark the server refused (they stay); an
+    /// error only when the session is lost.
+    pub async fn mark_deleted_all(&mut self, uids: &[u32]) -> Result<Vec<u32>, ImapError> {
+        let mut refused = Vec::new();
+        if self.move_to.is_some() {
+            for &uid in uids {
+                match self.mark_deleted(uid).await {
+                    Ok(()) => {}
+                    Err(e) if !e.connection_lost() => refused.push(uid),
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(refused);
+        }
+        // A few hundred UIDs make one set well under UID_SET_MAX.
+        for chunk in uids.chunks(256) {
+            let mut stored = true;
+            for set in command::uid_sets(chunk) {
+                let text = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
+                match self.run(Command::new(&text)).await {
+                    Ok(_) => {}
+                    Err(e) if !e.connection_lost() => {
+                        tracing::warn!(account = %self.conn.account, "flagging for deletion refused: {e}");
+                        stored = false;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if stored {
+                self.flagged.extend_from_slice(chunk);
+            } else {
+                refused.extend_from_slice(chunk);
+            }
+        }
+        Ok(refused)
+    }
+
     /// `UID STORE uid +FLAGS.SILENT (\Seen)` (`after_fetch: seen`).
     pub async fn mark_seen(&mut self, uid: u32) -> Result<(), ImapError> {
         self.run(Command::new(&format!(
