@@ -5,7 +5,7 @@
 //! A connection lost in the middle of a message counts against that message and the pass
 //! goes on with the others on a new connection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -253,7 +253,16 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         }
 
         // The session may download these ahead, overlapping their delivery.
-        mailbox.plan(&self.upcoming(&listing, &known, SystemTime::now()));
+        let budget = (self.account.max_per_pass as usize).saturating_sub(self.report.fetched);
+        mailbox.plan(&plan::upcoming(
+            &listing,
+            &known,
+            &self.tried,
+            self.config.max_message_size,
+            budget,
+            SystemTime::now(),
+            &self.config.relay.retry,
+        ));
 
         // (handle, key) of the messages marked for deletion.
         let mut deleted: Vec<(u32, String)> = Vec::new();
@@ -363,31 +372,6 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         }
         self.report.deleted += deleted.len();
         Ok(ended)
-    }
-
-    /// The messages of `listing` that the session's loop will attempt, in order, as far as
-    /// can be told before it starts (a back-off that ends meanwhile, a failed download that
-    /// leaves budget for one more, are fetched without having been planned).
-    fn upcoming(
-        &self,
-        listing: &[Listed],
-        known: &HashMap<String, MessageState>,
-        now: SystemTime,
-    ) -> Vec<Listed> {
-        let budget = (self.account.max_per_pass as usize).saturating_sub(self.report.fetched);
-        let retry = &self.config.relay.retry;
-        (listing.iter())
-            .filter(|l| !self.tried.contains(&l.key))
-            .filter(|l| l.size.is_none_or(|n| n <= self.config.max_message_size))
-            .filter(|l| {
-                matches!(
-                    plan::next(known.get(&l.key), now, retry, true),
-                    Next::Attempt
-                )
-            })
-            .take(budget)
-            .cloned()
-            .collect()
     }
 
     /// The first pass of an account the store has never seen: with mail already upstream and

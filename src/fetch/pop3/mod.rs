@@ -1,7 +1,7 @@
 //! The POP3 client (RFC 1939, CAPA from RFC 2449, STLS from RFC 2595), written in the project:
 //! `protocol.rs` is the wire format without I/O, `apop.rs` the APOP digest, `client.rs` the
 //! session over TCP or TLS, `pipeline.rs` its RFC 2449 PIPELINING (RETRs ahead, DELEs
-//! without waiting).
+//! without waiting), `secret.rs` what may be sent and shown of a credential.
 
 pub mod apop;
 #[cfg(test)]
@@ -12,6 +12,7 @@ mod pipeline;
 #[cfg(test)]
 mod pipeline_tests;
 pub mod protocol;
+mod secret;
 #[cfg(test)]
 mod stall_tests;
 #[cfg(test)]
@@ -21,8 +22,8 @@ use std::time::Duration;
 
 pub use client::{FETCH_RATE_FLOOR, LISTING_MAX, Listed, MESSAGE_MAX, Pop3Client, fetch_deadline};
 // Shared with the IMAP client.
-pub(crate) use client::{base64, redact};
 pub use protocol::{Capabilities, Overflow};
+pub(crate) use secret::{base64, redact};
 
 use crate::tls::TlsError;
 
