@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: Dovecot (POP3/IMAP),
-# Courier (POP3/IMAP, unpacked: see below), Postfix (for smtp-sink), openssl, and the
+# Courier (POP3/IMAP, unpacked: see below), Postfix (for smtp-sink), openssl, Cyrus SASL's
+# sample server with its NTLM module (tests/sasl.rs: Debian's Dovecot has no NTLM), and the
 # unprivileged mail user the test servers store mail as. Idempotent: when everything is there
 # it changes nothing and takes a moment.
 set -euo pipefail
@@ -10,7 +11,8 @@ set -euo pipefail
 # so they are unpacked into $courier_dir instead (tests/support/courier.rs runs them there).
 courier_packages=(courier-authdaemon courier-authlib-userdb libcourier-unicode4 libidn12 libgamin0
     libgdbm6 libpcre3)
-packages=(dovecot-pop3d dovecot-imapd postfix openssl ca-certificates curl "${courier_packages[@]}")
+packages=(dovecot-pop3d dovecot-imapd postfix openssl ca-certificates curl sasl2-bin
+    libsasl2-modules "${courier_packages[@]}")
 test_user=mailferry-test
 courier_dir=/var/cache/mailferry-tests/courier
 courier_unpacked=(courier-base courier-pop courier-imap)

@@ -11,7 +11,7 @@
 //!             POP3 (fetch/pop3/) and IMAP (fetch/imap/) behind it
 //! route/      pure: headers + config -> recipients, each with the reason it was chosen
 //! relay/      the `Relay` seam: one transaction per message to the internal server, a reply
-//!             per RCPT; SMTP (session.rs, lettre) behind it
+//!             per RCPT; the project's own SMTP client (pipelined, streaming) behind it
 //! retention/  pure: when the upstream copy of a settled message may be deleted
 //! state/      the `StateStore` seam: which messages of which account reached which
 //!             recipients, attempts and back-off, quarantine; SQLite behind it (sqlite.rs,
@@ -24,7 +24,9 @@
 //! envelope addresses and accepted-domain patterns, shared by every stage), `recipient.rs`
 //! (one recipient and where it stands — pending, delivered, a duplicate, re-routed,
 //! temporarily or permanently refused, with the reply that said so — and a whole-message
-//! refusal: the one shape of that fact from route to relay to state), `metrics.rs`
+//! refusal: the one shape of that fact from route to relay to state), `sasl/` (the SASL
+//! client free of I/O, shared by POP3, IMAP and the relay: SCRAM, CRAM-MD5, NTLM, PLAIN,
+//! LOGIN, XOAUTH2, OAUTHBEARER, and the choice of the strongest offered), `metrics.rs`
 //! (metric names and the /metrics listener) and `pipeline/` (the wiring: one poller per
 //! account and shutdown in `mod.rs`, one poll pass in `pass.rs`, one message's way through
 //! route → relay → state in `deliver.rs`, written against the three seams (each has an in-memory
@@ -45,6 +47,7 @@ pub mod recipient;
 pub mod relay;
 pub mod retention;
 pub mod route;
+pub mod sasl;
 pub mod state;
 pub mod tls;
 

@@ -42,6 +42,9 @@ enum Command {
         /// Route as this account would (default: the first account).
         #[arg(long)]
         account: Option<String>,
+        /// `text` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
         /// The message file (.eml).
         message: PathBuf,
     },
@@ -50,6 +53,13 @@ enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
+}
+
+/// How `route` prints its report.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -137,7 +147,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Route {
-            account, message, ..
+            account,
+            message,
+            format,
+            ..
         } => {
             if let Some(code) = unknown_account(&config, &config_path, account.as_deref()) {
                 return code;
@@ -152,7 +165,18 @@ fn main() -> ExitCode {
             };
             match read_capped(&message, config.max_message_size) {
                 Ok(raw) => {
-                    print!("{}", explain_route(&config, account, &raw));
+                    let rules = mailferry::route::Rules::for_account(&config, account);
+                    let explanation = mailferry::route::explain(&raw, &rules);
+                    let delivered_before = delivered_before(&config, &explanation, &raw);
+                    let report = mailferry::route::Report {
+                        account: &account.name,
+                        explanation: &explanation,
+                        delivered_before: &delivered_before,
+                    };
+                    match format {
+                        Format::Text => print!("{report}"),
+                        Format::Json => println!("{}", report.json()),
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -190,39 +214,50 @@ fn main() -> ExitCode {
     }
 }
 
-/// The `route` dry run's report: the envelope, each recipient with its reason, and what was
-/// left out and why.
-fn explain_route(
+/// For `route`: the recipients (dedup keys) that the state store says got this message
+/// already within `dedup_window`, so would not get it again. Empty without dedup or without a
+/// state store yet (a dry run creates none); a store that cannot be read is said, not fatal.
+fn delivered_before(
     config: &mailferry::config::Config,
-    account: &mailferry::config::AccountConfig,
+    explanation: &mailferry::route::Explanation,
     raw: &[u8],
-) -> String {
-    use std::fmt::Write;
-    let rules = mailferry::route::Rules::for_account(config, account);
-    let explanation = mailferry::route::explain(raw, &rules);
-    let mut out = String::new();
-    let from = explanation
-        .routing
-        .return_path
-        .as_ref()
-        .map_or(String::new(), |a| a.to_string());
-    let _ = writeln!(out, "account: {}", account.name);
-    let _ = writeln!(out, "MAIL FROM:<{from}>");
-    for r in &explanation.routing.recipients {
-        let _ = writeln!(out, "RCPT TO:<{}>  ({})", r.address, r.reason);
+) -> Vec<String> {
+    use mailferry::state::StateStore;
+    let Some(window) = config.dedup_window else {
+        return Vec::new();
+    };
+    if !config.state_dir.join(mailferry::state::DB_FILE).exists() {
+        return Vec::new();
     }
-    for s in &explanation.skipped {
-        let _ = writeln!(out, "skipped {:?} in {}: {}", s.address, s.header, s.why);
+    let routing = &explanation.routing;
+    // As a mailbox hands it over (POP3 and IMAP both send CRLF), whatever the file's line ends.
+    let mut wire = Vec::with_capacity(raw.len() + raw.len() / 32);
+    for (i, &b) in raw.iter().enumerate() {
+        if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+            wire.push(b'\r');
+        }
+        wire.push(b);
     }
-    if explanation.header_truncated {
-        let _ = writeln!(
-            out,
-            "header section longer than {} bytes: only the first {} were read",
-            mailferry::route::HEADER_CAP,
-            explanation.header_bytes
-        );
+    let id = mailferry::pipeline::dedup_id(routing.message_id.as_deref(), &wire);
+    let keys: Vec<String> = routing
+        .recipients
+        .iter()
+        .map(|r| r.address.dedup_key())
+        .collect();
+    let since = std::time::SystemTime::now() - window;
+    let found = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let store = mailferry::state::SqliteStore::open(&config.state_dir)?;
+            Ok(store.delivered_before(&id, &keys, since).await?)
+        })
+    });
+    match found {
+        Ok(got) => keys.into_iter().filter(|k| got.contains(k)).collect(),
+        Err(e) => {
+            eprintln!("mailferry: the state store was not read, earlier deliveries not shown: {e}");
+            Vec::new()
+        }
     }
-    out
 }
 
 /// `--account NAME` naming no account: the message, and exit status 2.

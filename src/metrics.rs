@@ -70,7 +70,7 @@ fn is_ready() -> bool {
 
 /// A message was quarantined (left upstream, no longer tried); `reason` is one of a fixed
 /// set: `attempts` (failed too often), `refused` (refused for good, the postmaster's copy
-/// too), `too_large`, `unreadable`.
+/// too), `too_large`, `unreadable`, `loop` (more of mailferry's trace headers than `max_hops`).
 pub fn message_quarantined(account: &str, reason: &'static str) {
     counter!("mailferry_messages_quarantined_total", "account" => account.to_string(), "reason" => reason)
         .increment(1);

@@ -352,16 +352,18 @@ fn second_account_delivers_while_the_first_stalls() {
     });
 }
 
-/// An SMTP server whose EHLO reply ends in a line of only spaces ("250  "), which the SMTP
-/// library mailferry uses (lettre 0.11.23) panics on.
-fn smtp_server_with_a_blank_ehlo_line() -> FakeSmtp {
-    FakeSmtp::start(Script::default().extensions(&[" "]))
+/// An SMTP server whose EHLO reply has a line that is not SMTP in its middle. (Before the
+/// relay had its own client, a line of only spaces made the SMTP library, lettre 0.11.23,
+/// panic here; the relay now reads that line as an empty keyword, see fuzz_parsers.rs.)
+fn smtp_server_with_a_garbled_ehlo_line() -> FakeSmtp {
+    FakeSmtp::start(Script::default().extensions(&["8BITMIME\r\nnot smtp", "SMTPUTF8"]))
 }
 
-/// The internal server crashing the SMTP library must fail the pass (nothing deleted, the
-/// exit status says so) and must not stop the account: the daemon polls it again.
+/// An internal server that speaks no SMTP mailferry can read must fail the pass (nothing
+/// deleted, the exit status says so) and must not stop the account: the daemon polls it
+/// again.
 #[test]
-fn relay_reply_that_crashes_the_smtp_library_fails_the_pass_and_polling_goes_on() {
+fn relay_reply_mailferry_cannot_read_fails_the_pass_and_polling_goes_on() {
     if support::skip_e2e() {
         return;
     }
@@ -369,7 +371,7 @@ fn relay_reply_that_crashes_the_smtp_library_fails_the_pass_and_polling_goes_on(
     let mails = sample_catchall_mail();
     dovecot.deliver_all(USER, &mails);
     let proxy = FaultProxy::start(dovecot.pop3_port(), |_| Fault::None);
-    let smtp = smtp_server_with_a_blank_ehlo_line();
+    let smtp = smtp_server_with_a_garbled_ehlo_line();
     let state = dovecot.root().join("state");
     let path = GatewayConfig::new(state, smtp.port())
         .account(account(

@@ -134,6 +134,7 @@ fn account(port: u16) -> AccountConfig {
         unseen_only: false,
         auth: Default::default(),
         idle: false,
+        routing: Default::default(),
     }
 }
 

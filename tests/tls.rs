@@ -322,6 +322,7 @@ fn relay_config(port: u16, tls: TlsMode, tls_options: TlsOptions) -> RelayConfig
         timeout: Duration::from_secs(10),
         data_timeout: Duration::from_secs(10),
         retry: RetryPolicy::default(),
+        auth: None,
     }
 }
 

@@ -13,17 +13,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    AccountConfig, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
+    AccountConfig, AccountRouting, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
     DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol,
-    RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
+    RelayAuth, RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
 mod account;
 mod check;
+mod routing;
 mod tls;
 mod yaml;
 
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -43,6 +46,9 @@ const TOP_KEYS: &[&str] = &[
     "source_routed",
     "dedup",
     "dedup_window",
+    "rewrite",
+    "directory",
+    "max_hops",
     "accounts",
 ];
 const METRICS_KEYS: &[&str] = &["listen"];
@@ -56,6 +62,10 @@ const RELAY_KEYS: &[&str] = &[
     "timeout",
     "data_timeout",
     "retry",
+    "username",
+    "password",
+    "password_file",
+    "password_env",
 ];
 const RETRY_KEYS: &[&str] = &["max_attempts", "initial", "max"];
 /// With [`tls::TLS_KEYS`].
@@ -83,7 +93,12 @@ const ACCOUNT_KEYS: &[&str] = &[
     "after_fetch",
     "unseen_only",
     "auth",
+    "auth_mechanisms",
+    "spa",
     "idle",
+    "envelope_headers",
+    "rewrite",
+    "directory",
 ];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
@@ -108,8 +123,8 @@ const FETCH_ORDERS: &[(&str, FetchOrder)] = &[
     ("oldest", FetchOrder::Oldest),
     ("newest", FetchOrder::Newest),
 ];
-const AUTH_METHODS: &[(&str, AuthMethod)] =
-    &[("auto", AuthMethod::Auto), ("apop", AuthMethod::Apop)];
+const AUTH_METHODS: &[(&str, Option<crate::sasl::Method>)] =
+    &[("auto", None), ("apop", Some(crate::sasl::Method::Apop))];
 const INITIAL: &[(&str, Initial)] = &[
     ("deliver_all", Initial::DeliverAll),
     ("skip_existing", Initial::SkipExisting),
@@ -143,6 +158,7 @@ pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
             .unwrap_or_default(),
         errors: Vec::new(),
         cut: doc.cut,
+        targets: None,
     };
     for e in &doc.errors {
         c.push(e.line, e.column, e.message.clone());
@@ -176,6 +192,8 @@ struct Checker<'a> {
     /// The line of the syntax error that cut the tree short: "missing" errors, and errors
     /// about nodes reaching that line, would be noise.
     cut: Option<usize>,
+    /// The accepted domains and the postmaster, once read: where a rewrite may lead.
+    targets: Option<routing::Targets>,
 }
 
 impl Checker<'_> {
@@ -195,7 +213,7 @@ impl Checker<'_> {
             .and_then(|n| self.address(n, "postmaster"));
         let envelope_headers = match top.get("envelope_headers") {
             None => Some(DEFAULT_ENVELOPE_HEADERS.map(String::from).to_vec()),
-            Some(n) => self.envelope_headers(n),
+            Some(n) => self.envelope_headers(n, "envelope_headers"),
         };
         let max_message_size = match top.get("max_message_size") {
             None => Some(crate::config::DEFAULT_MAX_MESSAGE_SIZE),
@@ -213,6 +231,26 @@ impl Checker<'_> {
             None => Some(crate::config::DEFAULT_DEDUP_WINDOW),
             Some(n) => self.duration(n, "dedup_window", DEDUP_WINDOW),
         };
+        if let (Some(domains), Some(postmaster)) = (&domains, &postmaster) {
+            self.targets = Some(routing::Targets {
+                domains: domains.clone(),
+                postmaster: postmaster.clone(),
+            });
+        }
+        let rewrite = match top.get("rewrite") {
+            None => Some(Vec::new()),
+            Some(n) => self.rewrite(n, "rewrite"),
+        };
+        let directory = match top.get("directory") {
+            None => Some(None),
+            Some(n) => self.directory(n, "directory").map(Some),
+        };
+        let max_hops = match top.get("max_hops") {
+            None => Some(crate::route::DEFAULT_MAX_HOPS),
+            Some(n) => self
+                .integer(n, "max_hops", routing::MAX_HOPS.0, routing::MAX_HOPS.1)
+                .and_then(|m| u32::try_from(m).ok()),
+        };
         let accounts = self
             .require(&top, "accounts")
             .and_then(|n| self.accounts(n));
@@ -226,6 +264,9 @@ impl Checker<'_> {
             max_message_size: max_message_size?,
             source_routed: source_routed?,
             dedup_window: dedup?.then_some(dedup_window?),
+            rewrite: rewrite?,
+            directory: directory?,
+            max_hops: max_hops?,
             accounts: accounts?,
         })
     }
@@ -287,6 +328,7 @@ impl Checker<'_> {
             None => Some(RetryPolicy::default()),
             Some(n) => self.retry(n),
         };
+        let auth = self.relay_auth(&s);
         Some(RelayConfig {
             host: host?,
             port: port?,
@@ -297,7 +339,31 @@ impl Checker<'_> {
             timeout: timeout?,
             data_timeout: data_timeout?,
             retry: retry?,
+            auth: auth?,
         })
+    }
+
+    /// `relay.username` with exactly one of `relay.password`, `password_file`,
+    /// `password_env` (the rules of an account's password); neither: no AUTH.
+    fn relay_auth(&mut self, s: &Section<'_>) -> Option<Option<RelayAuth>> {
+        let Some(node) = s.get("username") else {
+            if let Some(key) = PASSWORD_KEYS.iter().find(|k| s.get(k).is_some())
+                && let Some(n) = s.get(key)
+            {
+                self.err(
+                    n,
+                    format!("relay.{key} is set but relay.username is not: set both for SMTP AUTH, or neither"),
+                );
+                return None;
+            }
+            return Some(None);
+        };
+        let username = self.text(node, "relay.username");
+        let password = self.password(s);
+        Some(Some(RelayAuth {
+            username: username?,
+            password: password?,
+        }))
     }
 
     /// `relay.retry`: each key optional; `max` may not be below `initial`.
@@ -363,28 +429,5 @@ impl Checker<'_> {
             }
         }
         ok.then_some(domains)
-    }
-
-    fn envelope_headers(&mut self, node: &Node) -> Option<Vec<String>> {
-        let items = self.list(node, "envelope_headers")?;
-        let mut headers = Vec::new();
-        let mut ok = true;
-        for item in items {
-            let Some(s) = self.string(item, "envelope_headers") else {
-                ok = false;
-                continue;
-            };
-            // RFC 5322 field-name: printable ASCII except ':'.
-            if s.is_empty() || !s.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
-                self.err(
-                    item,
-                    format!("envelope_headers: `{s}` is not a header name"),
-                );
-                ok = false;
-            } else {
-                headers.push(s);
-            }
-        }
-        ok.then_some(headers)
     }
 }

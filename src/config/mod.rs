@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::address::{Address, DomainPattern};
+use crate::route::{DirectoryFile, Rewrite};
 
 mod load;
 
@@ -56,6 +57,13 @@ pub struct Config {
     /// another copy in the mailbox, another account, or the same mail under new keys (an IMAP
     /// UIDVALIDITY change).
     pub dedup_window: Option<Duration>,
+    /// `rewrite`: addresses and domains mapped to internal ones before the domain check
+    /// (an account's own `rewrite` replaces it).
+    pub rewrite: Vec<Rewrite>,
+    /// `directory`: the file of known local addresses (an account's own replaces it).
+    pub directory: Option<DirectoryFile>,
+    /// `max_hops`: a copy carrying mailferry's own trace header more often is a loop.
+    pub max_hops: u32,
     /// The mailboxes to collect from.
     pub accounts: Vec<AccountConfig>,
 }
@@ -162,6 +170,17 @@ pub struct RelayConfig {
     pub data_timeout: Duration,
     /// How often, and how far apart, a message the relay could not take is tried again.
     pub retry: RetryPolicy,
+    /// `relay.username` and its password: SMTP AUTH with the relay; `None`: no AUTH.
+    pub auth: Option<RelayAuth>,
+}
+
+/// The relay's SMTP AUTH credentials (`relay.username`, `relay.password` / `_file` / `_env`).
+#[derive(Debug, Clone)]
+pub struct RelayAuth {
+    /// The user name given in AUTH.
+    pub username: String,
+    /// Never logged (its `Debug` and `Display` print `***`).
+    pub password: Password,
 }
 
 /// `relay.retry`: a message that failed for a reason that may pass (a 4xx reply, a download
@@ -243,16 +262,27 @@ pub enum AfterFetch {
     Seen,
 }
 
-/// `auth`: how an account logs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `auth`, `auth_mechanisms`, `spa`: how an account may log in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum AuthMethod {
-    /// What the server offers: POP3 USER/PASS (AUTH PLAIN without USER); IMAP AUTHENTICATE
-    /// PLAIN, else LOGIN. The default.
+    /// The strongest method the server offers ([`crate::sasl::choose`]): SCRAM-SHA-256 >
+    /// SCRAM-SHA-1 > CRAM-MD5 > NTLM > PLAIN > LOGIN > USER/PASS or IMAP LOGIN. APOP is
+    /// never chosen unasked. The default.
     #[default]
     Auto,
-    /// POP3 APOP (RFC 1939): only an MD5 digest of the greeting's timestamp and the password
-    /// goes on the wire; refused before any credential when the greeting carries none.
-    Apop,
+    /// Only these, the strongest of them the server offers (`auth_mechanisms: [...]`;
+    /// `auth: apop` is `[apop]`, `spa: true` is `[ntlm]`).
+    Only(Vec<crate::sasl::Method>),
+}
+
+impl AuthMethod {
+    /// The methods allowed; empty: any.
+    pub fn allowed(&self) -> &[crate::sasl::Method] {
+        match self {
+            AuthMethod::Auto => &[],
+            AuthMethod::Only(list) => list,
+        }
+    }
 }
 
 /// Whom an account's mail is for.
@@ -365,11 +395,24 @@ pub struct AccountConfig {
     /// IMAP: messages flagged `\Seen` upstream are not taken up ("first unread"); those the
     /// state store already knows go on as before.
     pub unseen_only: bool,
-    /// How to log in (`auth: apop` for POP3 APOP).
+    /// How it may log in (`auth`, `auth_mechanisms`, `spa`).
     pub auth: AuthMethod,
     /// IMAP: between passes, wait in IDLE for new mail (when the server offers it) instead of
     /// only sleeping `poll_interval`.
     pub idle: bool,
+    /// The routing keys this account sets for itself.
+    pub routing: AccountRouting,
+}
+
+/// An account's own routing keys: each one set replaces the top-level key for this account.
+#[derive(Debug, Clone, Default)]
+pub struct AccountRouting {
+    /// `envelope_headers`.
+    pub envelope_headers: Option<Vec<String>>,
+    /// `rewrite`.
+    pub rewrite: Option<Vec<Rewrite>>,
+    /// `directory`.
+    pub directory: Option<DirectoryFile>,
 }
 
 impl AccountConfig {

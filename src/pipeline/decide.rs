@@ -377,6 +377,8 @@ mod tests {
                 .collect(),
             refused: Vec::new(),
             message_id: None,
+            hops: 0,
+            looped: None,
         }
     }
 

@@ -239,7 +239,7 @@ pub async fn run_with<M: Mailboxes, St: StateStore, R: Relay>(
 }
 
 /// One pass of account `index` in a task of its own, so that a panic in it (a bug, here or in
-/// a library: lettre panics on some malformed replies) fails this pass of this account only.
+/// a library) fails this pass of this account only.
 async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
     config: Arc<Config>,
     index: usize,

@@ -527,6 +527,13 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         };
         self.report.fetched += 1;
         crate::metrics::message_fetched(name, raw.len());
+        // A loop is never delivered: kept upstream, recorded, counted, the postmaster told.
+        if let Some(looped) = crate::route::looped(&raw, &self.rules) {
+            let excerpt = notice::excerpt(&raw);
+            self.give_up(uid, "loop", &looped.to_string(), &excerpt)
+                .await?;
+            return Ok(Attempt::Unsettled);
+        }
         let outcome = deliver::deliver(
             self.config,
             self.account,

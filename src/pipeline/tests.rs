@@ -4,6 +4,7 @@
 //! `tests/kept.rs`.
 
 mod kept;
+mod looped;
 mod pipelined;
 
 use std::collections::HashMap;

@@ -22,6 +22,7 @@ fn relay_for(script: Script) -> (FakeSmtp, SmtpRelay) {
         tls_options: Default::default(),
         timeout: Duration::from_secs(5),
         retry: crate::config::RetryPolicy::default(),
+        auth: None,
         data_timeout: Duration::from_secs(5),
     });
     (server, relay)

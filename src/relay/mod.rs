@@ -1,21 +1,35 @@
 //! The relay: one SMTP transaction per message to the internal mail server, with the reply
 //! to every RCPT kept, so that each recipient has its own outcome.
 //!
-//! Built on lettre's connection-level API (`AsyncSmtpConnection`): lettre's `send` stops at
-//! the first refused RCPT, so MAIL, RCPT and DATA are issued one by one here. [`Relay`] is the
-//! seam the pipeline sends through; [`SmtpRelay`] implements it, a pool shared by every account (a session only for one transaction); [`prepare`] makes the
-//! message as it goes to DATA (trace header, line ends) in one copy.
+//! [`Relay`] is the seam the pipeline sends through; [`SmtpRelay`] implements it, a pool
+//! shared by every account (a session only for one transaction). The SMTP client is the
+//! project's own, in layers like the POP3 client:
+//!
+//! ```text
+//! wire.rs         pure: replies parsed from any split of bytes, EHLO capabilities, dot-stuffing
+//! conn.rs         one connection: reads, flights of commands, greeting, EHLO, STARTTLS
+//! auth.rs         SMTP AUTH, spoken by the shared SASL client (crate::sasl)
+//! transaction.rs  MAIL, RCPTs, BDAT or DATA; pipelined when offered; per-RCPT replies
+//! session.rs      the pool of sessions, reused across messages
+//! ```
+//!
+//! [`prepare`] makes the message as it goes to the data (trace header, line ends) in one
+//! copy; the session writes it in pieces from there.
 
+mod auth;
+mod conn;
 mod prepare;
 mod session;
-mod starttls;
 mod trace;
+mod transaction;
+pub mod wire;
 
 use std::fmt;
 use std::future::Future;
 
 use crate::address::Address;
 
+pub(crate) use prepare::begins_with_header_section;
 pub use prepare::prepare;
 pub use session::SmtpRelay;
 pub(crate) use trace::civil_from_days;
@@ -39,9 +53,6 @@ pub trait Relay: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<RcptResult>, RelayError>> + Send;
 }
 
-/// The lettre error type for SMTP.
-type SmtpError = lettre::transport::smtp::Error;
-
 /// One SMTP reply: `550 5.1.1 no such user` (a multi-line reply's lines joined by spaces).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -62,26 +73,9 @@ impl Reply {
         (500..600).contains(&self.code)
     }
 
+    #[cfg(test)]
     fn is_success(&self) -> bool {
         (200..300).contains(&self.code)
-    }
-
-    fn from_response(response: &lettre::transport::smtp::response::Response) -> Reply {
-        Reply {
-            code: response.code().into(),
-            text: response.message().collect::<Vec<_>>().join(" "),
-        }
-    }
-
-    /// The reply carried by a lettre error for a negative (4xx/5xx) reply.
-    fn from_error(e: &SmtpError) -> Option<Reply> {
-        let code = e.status()?;
-        Some(Reply {
-            code: code.into(),
-            text: std::error::Error::source(e)
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
-        })
     }
 }
 
@@ -158,16 +152,13 @@ pub enum RelayError {
         #[source]
         source: std::io::Error,
     },
-    /// The greeting or EHLO failed.
-    #[error("cannot connect to the relay {host}:{port}: {source}")]
-    Connect {
+    /// EHLO, and HELO after it, were refused.
+    #[error("the relay {host} refused EHLO: {reply}")]
+    Ehlo {
         /// `relay.host`.
         host: String,
-        /// `relay.port`.
-        port: u16,
-        /// What the SMTP library said.
-        #[source]
-        source: SmtpError,
+        /// What the relay replied.
+        reply: Reply,
     },
     /// `tls: starttls` and the server does not offer STARTTLS: nothing was sent.
     #[error("the relay {host} does not offer STARTTLS, which `tls: starttls` requires")]
@@ -175,13 +166,53 @@ pub enum RelayError {
         /// `relay.host`.
         host: String,
     },
-    /// The relay's reply could not be understood at all (the SMTP library gave up on it).
-    #[error("the relay {host} sent a reply mailferry cannot read during {during}")]
+    /// The relay's reply could not be understood at all.
+    #[error("the relay {host} sent a reply mailferry cannot read during {during}: {reason}")]
     Garbled {
         /// `relay.host`.
         host: String,
         /// The step of the transaction (`MAIL FROM`, `DATA`, ...).
         during: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A reply that does not fit where it came (a 354 to a RCPT, a 250 to DATA, a reply no
+    /// command asked for): the relay and mailferry are out of step, and nothing in this
+    /// transaction counts as delivered.
+    #[error("the relay {host} answered {during} out of turn ({reply}); the session is dropped")]
+    OutOfStep {
+        /// `relay.host`.
+        host: String,
+        /// The step whose reply did not fit.
+        during: &'static str,
+        /// The reply that came.
+        reply: Reply,
+    },
+    /// The message is larger than the relay's SIZE (RFC 1870): nothing was sent.
+    #[error("the message ({size} bytes) is larger than the relay accepts (SIZE {limit})")]
+    TooBig {
+        /// The message's size as it would go out.
+        size: u64,
+        /// The relay's SIZE.
+        limit: u64,
+    },
+    /// `relay.username` is set and the relay refused the credentials.
+    #[error("the relay {host} refused the login of relay.username ({mechanism}): {reply}")]
+    AuthRefused {
+        /// `relay.host`.
+        host: String,
+        /// The SASL mechanism tried.
+        mechanism: &'static str,
+        /// What the relay replied.
+        reply: Reply,
+    },
+    /// `relay.username` is set and the login cannot be attempted: nothing was sent.
+    #[error("mailferry cannot log in to the relay {host}: {why}")]
+    AuthUnavailable {
+        /// `relay.host`.
+        host: String,
+        /// Why not.
+        why: String,
     },
     /// No reply within `timeout`.
     #[error("the relay did not answer {during} within {secs}s")]
@@ -191,9 +222,9 @@ pub enum RelayError {
         /// `relay.timeout` (or `data_timeout`), in seconds.
         secs: u64,
     },
-    /// The connection broke, or the server said something that is not SMTP.
+    /// The connection broke.
     #[error("the relay connection failed: {0}")]
-    Io(#[source] SmtpError),
+    Io(#[source] std::io::Error),
     /// MAIL FROM was refused.
     #[error("the relay refused MAIL FROM: {reply}")]
     MailFrom {
@@ -217,22 +248,25 @@ pub enum RelayError {
 }
 
 impl RelayError {
-    /// Whether trying again cannot help: a 5xx reply to MAIL FROM or DATA, or a reverse path
-    /// the server cannot take.
+    /// Whether trying again cannot help: a 5xx reply to MAIL FROM or DATA, a reverse path
+    /// the server cannot take, a message over its SIZE.
     pub fn is_permanent(&self) -> bool {
         match self {
             RelayError::MailFrom { reply } | RelayError::Data { reply } => reply.is_permanent(),
-            RelayError::ReversePath { .. } => true,
+            RelayError::ReversePath { .. } | RelayError::TooBig { .. } => true,
             _ => false,
         }
     }
 
-    /// Whether no session with the relay could be set up at all (connect, TLS, STARTTLS):
-    /// every other message would fail the same way, so a pass stops downloading.
+    /// Whether no session with the relay could be set up at all (connect, TLS, STARTTLS,
+    /// EHLO, AUTH) or it speaks no SMTP mailferry can read: every other message would fail
+    /// the same way, so a pass stops downloading.
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            RelayError::Connect { .. }
+            RelayError::Ehlo { .. }
+                | RelayError::AuthRefused { .. }
+                | RelayError::AuthUnavailable { .. }
                 | RelayError::Garbled { .. }
                 | RelayError::Tcp { .. }
                 | RelayError::Tls(_)
@@ -244,8 +278,18 @@ impl RelayError {
     }
 }
 
+/// The error for no reply (or no progress) within `limit` during `during`.
+fn timeout_error(during: &'static str, limit: std::time::Duration) -> RelayError {
+    RelayError::Timeout {
+        during,
+        secs: limit.as_secs(),
+    }
+}
+
 #[cfg(test)]
 mod address_tests;
+#[cfg(test)]
+mod flight_tests;
 #[cfg(test)]
 pub mod memory;
 #[cfg(test)]

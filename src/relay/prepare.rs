@@ -81,8 +81,9 @@ fn is_bare_line_end(bytes: &[u8], i: usize, b: u8) -> bool {
 }
 
 /// Whether `raw`'s first line is a header field (`name:`, the name printable ASCII without
-/// ':') or empty (an empty header section).
-fn begins_with_header_section(raw: &[u8]) -> bool {
+/// ':') or empty (an empty header section). The router reads no header of a message that
+/// has none, as the relay sends its text as body.
+pub(crate) fn begins_with_header_section(raw: &[u8]) -> bool {
     if raw.starts_with(b"\n") || raw.starts_with(b"\r\n") {
         return true;
     }

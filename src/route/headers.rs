@@ -1,8 +1,8 @@
-//! Reading the header block: which fields exist, in which order, and the addresses they name.
-//! mail-parser does the RFC 5322 work (folding, groups, quoting, comments, RFC 2047); this file
-//! turns what it returns into strings that [`check`] can validate.
+//! Reading the header block: which fields exist, in which order (mail-parser finds them and
+//! their folding), and the addresses they name (`addrlist.rs` reads those from the raw value),
+//! as strings that [`check`] validates.
 
-use mail_parser::{Header, HeaderName, HeaderValue, MessageParser};
+use mail_parser::{Header, HeaderName, MessageParser};
 
 use crate::address::Address;
 
@@ -25,60 +25,42 @@ pub(super) fn header_name(configured: &str) -> Option<HeaderName<'static>> {
     HeaderName::parse(configured.trim().to_string())
 }
 
-/// A parser that decodes exactly the fields routing reads as address lists, keeps
-/// `Return-Path` raw and skips the rest (cheap: a 200-line `Received` chain is not decoded).
+/// A parser that finds the fields routing reads and keeps them raw (their addresses are read
+/// by `addrlist.rs`), decodes only `Message-ID` and skips the rest (cheap: a 200-line
+/// `Received` chain is not decoded).
 pub(super) fn parser(envelope_headers: &[String]) -> MessageParser {
     let mut parser = MessageParser::new()
         .default_header_ignore()
         .header_raw(HeaderName::ReturnPath)
         // For dedup_window: the same message in another copy or under another key.
         .header_id(HeaderName::MessageId)
-        .header_address(HeaderName::Sender)
-        .header_address(HeaderName::From);
+        .header_raw(HeaderName::Sender)
+        .header_raw(HeaderName::From);
     for (_, name) in MESSAGE_HEADERS {
-        parser = parser.header_address(name);
+        parser = parser.header_raw(name);
     }
-    for name in envelope_headers.iter().filter_map(|n| header_name(n)) {
-        parser = parser.header_address(name);
+    let envelope = envelope_headers
+        .iter()
+        .filter(|n| !n.trim().eq_ignore_ascii_case(super::RECEIVED_FOR));
+    for name in envelope.filter_map(|n| header_name(n)) {
+        parser = parser.header_raw(name);
     }
     parser
 }
 
-/// Every address a parsed address field names, groups flattened; an obsolete route stays
-/// attached (`@hop:user@domain`), so that [`check`] refuses it. A field that did not parse as
-/// addresses yields nothing. `message` is the whole message the field's offsets point into.
-pub(super) fn addresses(header: &Header<'_>, message: &[u8]) -> Vec<String> {
-    let HeaderValue::Address(list) = &header.value else {
-        return Vec::new();
-    };
-    list.iter()
-        .filter_map(|addr| {
-            let address = addr.address.as_deref()?.trim();
-            Some(match addr.name.as_deref() {
-                Some(name) if address.starts_with('@') && !address.contains(':') => {
-                    unquote_local_part(name, address, header, message)
-                }
-                _ => address.to_string(),
-            })
-        })
-        .filter(|a| !a.is_empty())
-        .collect()
+/// The raw value of a field (after the colon, folding kept); empty if the offsets are off.
+pub(super) fn raw_value<'m>(header: &Header<'_>, message: &'m [u8]) -> &'m [u8] {
+    message
+        .get(header.offset_start as usize..header.offset_end as usize)
+        .unwrap_or_default()
 }
 
-/// mail-parser reads `"mary.major"@example.com` as the name `mary.major` and the address
-/// `@example.com`. When the raw field has a closing quote right before that `@domain`, the
-/// local part is put back (unquoted: [`check`] quotes it again where SMTP needs it, and
-/// refuses what it cannot send, such as an escaped quote); otherwise (`Name <@example.com>`)
-/// the address stays as it came and fails validation.
-fn unquote_local_part(name: &str, address: &str, header: &Header<'_>, message: &[u8]) -> String {
-    let raw = message
-        .get(header.offset_start as usize..header.offset_end as usize)
-        .unwrap_or_default();
-    if String::from_utf8_lossy(raw).contains(&format!("\"{address}")) {
-        format!("{name}{address}")
-    } else {
-        address.to_string()
-    }
+/// Every address a field names (read from its raw value, see `addrlist.rs`), groups
+/// flattened; an obsolete route stays attached (`@hop:user@domain`), so that [`check`]
+/// refuses it. `message` is the whole message the field's offsets point into.
+pub(super) fn addresses(header: &Header<'_>, message: &[u8]) -> Vec<String> {
+    let raw = String::from_utf8_lossy(raw_value(header, message));
+    super::addrlist::addresses(&raw)
 }
 
 /// `@route1,@route2:user@domain` → `user@domain` (RFC 5322 obs-route; mail-parser keeps it).
@@ -144,8 +126,12 @@ pub(super) fn check(addr: &str) -> Result<Address, SkipReason> {
 }
 
 /// The header section of `message` (up to the first empty line, which is left out), cut to
-/// at most `cap` bytes at a line end; true when it was cut.
+/// at most `cap` bytes at a line end; true when it was cut. A message whose first line is not
+/// a header field has none (the relay sends all of it as body): nothing in it is read.
 pub(super) fn header_section(message: &[u8], cap: usize) -> (&[u8], bool) {
+    if !crate::relay::begins_with_header_section(message) {
+        return (&[], false);
+    }
     let window = &message[..message.len().min(cap)];
     let mut start = 0;
     while let Some(len) = window[start..].iter().position(|&b| b == b'\n') {
@@ -238,5 +224,10 @@ mod tests {
             (&b"To: a\r\n"[..], true)
         );
         assert_eq!(header_section(b"To: aaaaaaaaaaaa\r\n", 8), (&b""[..], true));
+        // No header section at all: the text is body, nothing is a header.
+        assert_eq!(
+            header_section(b"Hello,\nTo: bob@example.com\n\nBye\n", 100),
+            (&b""[..], false)
+        );
     }
 }

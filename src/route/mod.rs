@@ -4,9 +4,17 @@
 //! [`Routing`] out. The rules are applied in steps, each of which either decides or hands on:
 //!
 //! 1. single-user mode: the account's `deliver_to`, whatever the headers say;
-//! 2. the configured envelope headers above the first `Received:` header;
+//! 2. the configured envelope headers above the first `Received:` header (and, when
+//!    `Received-For` is configured, the `for` clause of the topmost `Received:`);
 //! 3. otherwise the message headers (`To`, `Cc`, `Bcc`, `Resent-*`, `Apparently-To`);
 //! 4. no local recipient at all: the postmaster.
+//!
+//! Each address found is then `rewrite`n (at most one rule, `rewrite.rs`), and only after
+//! that checked against the accepted domains, so a rewrite can never send outside them (a
+//! rewrite to the postmaster is the one exception); then looked up in the `directory`
+//! (`directory.rs`): one it does not know sends the copy to the postmaster instead.
+//! A copy that carries mailferry's own trace header more than `max_hops` times is a loop
+//! ([`Routing::looped`], `received.rs`): the pipeline quarantines it, never delivers it.
 //!
 //! Every address is checked before it is kept: it parses as an [`Address`] (nothing that
 //! could inject SMTP syntax, and no local part that routes onward: `%`, `!`, a quoted `@`,
@@ -28,13 +36,33 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use mail_parser::{Header, HeaderName};
 
 use crate::address::{Address, AddressError, DomainPattern, normalize_domain};
 use crate::config::{AccountConfig, Config, Mode, SourceRouted};
 
+mod addrlist;
+mod directory;
+mod explain;
 mod headers;
+mod received;
+mod refused;
+mod rewrite;
+
+pub use directory::{Directory, DirectoryError, DirectoryFile};
+pub use explain::{Decision, Explanation, Found, Report, Skipped};
+pub use refused::{Refusal, Refused};
+pub use rewrite::{Rewrite, RewriteSide};
+
+/// The name in `envelope_headers` that stands for the `for <addr>` clause of the topmost
+/// `Received:` header (opt-in: the sender can write it when the provider does not).
+pub const RECEIVED_FOR: &str = "Received-For";
+
+/// `max_hops` when not set: a copy that already went through mailferry more than 3 times is
+/// a loop.
+pub const DEFAULT_MAX_HOPS: u32 = 3;
 
 /// At most this many bytes of a message's header section are parsed (1 MiB).
 pub const HEADER_CAP: usize = 1 << 20;
@@ -55,20 +83,39 @@ pub struct Rules {
     pub own_address: Option<Address>,
     /// What becomes of a source-routed address in an accepted domain.
     pub source_routed: SourceRouted,
+    /// `rewrite`: applied to every address found, before the domain check.
+    pub rewrite: Vec<Rewrite>,
+    /// `directory`: the known local addresses, when there is a directory.
+    pub directory: Option<Arc<Directory>>,
+    /// More of mailferry's own trace headers than this is a loop.
+    pub max_hops: u32,
 }
 
 impl Rules {
-    /// The rules for one account of `config`.
+    /// The rules for one account of `config`: each routing key the account sets replaces the
+    /// top-level one. The directory file is read again here when it changed.
     pub fn for_account(config: &Config, account: &AccountConfig) -> Rules {
+        let own = &account.routing;
         Rules {
             domains: config.domains.clone(),
-            envelope_headers: config.envelope_headers.clone(),
+            envelope_headers: own
+                .envelope_headers
+                .as_ref()
+                .unwrap_or(&config.envelope_headers)
+                .clone(),
             postmaster: config.postmaster.clone(),
             mode: account.mode.clone(),
             // A username that is not an address (`catchall`, `example.com-main`) names no
             // mailbox an envelope header could carry.
             own_address: Address::parse(&account.username).ok(),
             source_routed: config.source_routed,
+            rewrite: own.rewrite.as_ref().unwrap_or(&config.rewrite).clone(),
+            directory: own
+                .directory
+                .as_ref()
+                .or(config.directory.as_ref())
+                .map(DirectoryFile::current),
+            max_hops: config.max_hops,
         }
     }
 
@@ -111,6 +158,29 @@ pub struct Routing {
     pub refused: Vec<Refused>,
     /// The message's `Message-ID:` (without its angle brackets), if it has one.
     pub message_id: Option<String>,
+    /// How many of mailferry's own trace headers the copy carries.
+    pub hops: usize,
+    /// Set when `hops` is over `max_hops`: a loop, to be quarantined and never delivered.
+    pub looped: Option<Looped>,
+}
+
+/// A copy that went through mailferry too often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Looped {
+    /// mailferry's trace headers on the copy.
+    pub hops: usize,
+    /// The configured limit.
+    pub max_hops: u32,
+}
+
+impl fmt::Display for Looped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mail loop: the message went through mailferry {} times (max_hops {})",
+            self.hops, self.max_hops
+        )
+    }
 }
 
 impl Routing {
@@ -129,70 +199,6 @@ impl Routing {
                 format!("X-Mailferry-Refused: {text}\r\n")
             })
             .collect()
-    }
-}
-
-/// An address in an accepted domain that cannot be sent as written.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Refused {
-    /// The header it was found in, as written in the message.
-    pub header: String,
-    /// The address as the header gave it (unvalidated: quote it when printing).
-    pub address: String,
-    /// Why it cannot be sent.
-    pub why: Refusal,
-    /// Whether the postmaster gets the copy in its place (else it is only dropped).
-    pub to_postmaster: bool,
-}
-
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} in {}: {}", self.address, self.header, self.why)
-    }
-}
-
-/// Why an address in an accepted domain is refused.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
-pub enum Refusal {
-    /// `%`, `!` or `@` in the local part, or RFC 5321 route syntax: the internal server could
-    /// relay it to another host.
-    #[error("source-routed, never sent as written: {0}")]
-    SourceRouted(AddressError),
-    /// Bytes that are not valid UTF-8 (or a known charset): not the address that was written.
-    #[error("the address holds undecodable bytes")]
-    Undecodable,
-    /// Anything else that cannot go on an SMTP line (a control character, a quote inside
-    /// quotes, an overlong address).
-    #[error("cannot be sent by SMTP: {0}")]
-    Unsendable(AddressError),
-}
-
-impl Refusal {
-    /// The metric label: `source_routed`, `undecodable` or `unsendable`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Refusal::SourceRouted(_) => "source_routed",
-            Refusal::Undecodable => "undecodable",
-            Refusal::Unsendable(_) => "unsendable",
-        }
-    }
-
-    /// The refusal for an address that did not validate, when that error means "refuse"
-    /// rather than "names no mailbox" (empty, no `@`, no local part, a bad domain).
-    fn of(why: &SkipReason) -> Option<Refusal> {
-        match why {
-            SkipReason::Undecodable => Some(Refusal::Undecodable),
-            SkipReason::Invalid(e @ (AddressError::SourceRoute(_) | AddressError::RouteSyntax)) => {
-                Some(Refusal::SourceRouted(e.clone()))
-            }
-            SkipReason::Invalid(
-                e @ (AddressError::ForbiddenChar
-                | AddressError::NeedsQuoting
-                | AddressError::BadQuoting
-                | AddressError::TooLong),
-            ) => Some(Refusal::Unsendable(e.clone())),
-            _ => None,
-        }
     }
 }
 
@@ -222,6 +228,18 @@ pub enum Reason {
     /// An address in an accepted domain was refused (the first one, if several): the
     /// postmaster gets the copy in its place.
     Refused(Box<Refused>),
+    /// `rewrite` turned `from` into this recipient; `via` chose `from`.
+    Rewritten {
+        /// The address as found.
+        from: Address,
+        /// The rule that found it.
+        via: Box<Reason>,
+    },
+    /// This recipient (the first one, if several) is not in the directory: the postmaster
+    /// gets the copy in its place.
+    NotInDirectory(Address),
+    /// Named by the `for` clause of the topmost `Received:` header (`Received-For`).
+    ReceivedFor,
 }
 
 impl fmt::Display for Reason {
@@ -232,6 +250,11 @@ impl fmt::Display for Reason {
             Reason::SingleUser => f.write_str("single-user account"),
             Reason::NoLocalRecipient => f.write_str("no local recipient, sent to the postmaster"),
             Reason::Refused(r) => write!(f, "refused address {r}; sent to the postmaster"),
+            Reason::Rewritten { from, via } => write!(f, "{via}, rewritten from {from}"),
+            Reason::NotInDirectory(a) => {
+                write!(f, "{a} is not in the directory; sent to the postmaster")
+            }
+            Reason::ReceivedFor => f.write_str("for clause of the topmost Received header"),
         }
     }
 }
@@ -261,32 +284,13 @@ pub enum SkipReason {
     /// Not a usable envelope address.
     #[error("{0}")]
     Invalid(#[from] AddressError),
-}
-
-/// An address the message named that did not become a recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
-    /// The header it was found in, as written in the message.
-    pub header: String,
-    /// The address as the header gave it (unvalidated: quote it when printing).
-    pub address: String,
-    /// Why it was skipped.
-    pub why: SkipReason,
-}
-
-/// A routing decision with what was left out and why: for logs and the `route` dry run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Explanation {
-    /// The decision.
-    pub routing: Routing,
-    /// The addresses named in the headers that were not made recipients, in the order met
-    /// (the refused ones too, with [`SkipReason::Refused`]).
-    pub skipped: Vec<Skipped>,
-    /// How many bytes of header section were parsed (at most [`HEADER_CAP`]).
-    pub header_bytes: usize,
-    /// Whether the header section was longer than [`HEADER_CAP`]: what lies past the cap
-    /// was not read.
-    pub header_truncated: bool,
+    /// `rewrite` would make it an address outside the accepted domains.
+    #[error("rewritten to {0}, which is not in an accepted domain")]
+    RewrittenOutside(Address),
+    /// In an accepted domain (after `rewrite`, as this address) but not in the directory:
+    /// the postmaster gets the copy.
+    #[error("{0} is not in the directory (the postmaster gets the copy)")]
+    NotInDirectory(Address),
 }
 
 /// Decides the return path and recipients of one stored copy. Never fails and never panics:
@@ -295,14 +299,16 @@ pub fn route(message: &[u8], rules: &Rules) -> Routing {
     explain(message, rules).routing
 }
 
-/// [`route`], also listing the addresses that were named but skipped.
+/// [`route`], also listing every address found with what was decided for it.
 pub fn explain(message: &[u8], rules: &Rules) -> Explanation {
     let (message, header_truncated) = headers::header_section(message, HEADER_CAP);
     let parsed = headers::parser(&rules.envelope_headers).parse_headers(message);
     let fields: &[Header<'_>] = parsed.as_ref().map(|m| m.headers()).unwrap_or(&[]);
     let return_path = return_path(fields, message);
+    let hops = received::trace_hops(message);
 
     let mut picked = Picked::new(rules);
+    let mut message_headers_read = false;
     if let Mode::SingleUser { deliver_to } = &rules.mode {
         picked.add_unchecked(deliver_to.clone(), Reason::SingleUser);
     } else {
@@ -312,8 +318,10 @@ pub fn explain(message: &[u8], rules: &Rules) -> Explanation {
         // are, so the message headers decide, as if there were none. Sending such copies to
         // the postmaster instead would turn a provider that always writes `Delivered-To:
         // <its own mailbox>` into one where all mail goes to the postmaster; reading To/Cc is
-        // no open relay, as every address still has to be in an accepted domain.
-        if picked.recipients.is_empty() {
+        // no open relay, as every address still has to be in an accepted domain. An envelope
+        // recipient the directory does not know was named all the same: it decided.
+        if picked.recipients.is_empty() && picked.unknown.is_none() {
+            message_headers_read = true;
             message_recipients(fields, message, &mut picked);
         }
     }
@@ -321,9 +329,16 @@ pub fn explain(message: &[u8], rules: &Rules) -> Explanation {
         let reason = Reason::Refused(Box::new(first.clone()));
         picked.add_unchecked(rules.postmaster.clone(), reason);
     }
+    if let Some(unknown) = picked.unknown.take() {
+        picked.add_unchecked(rules.postmaster.clone(), Reason::NotInDirectory(unknown));
+    }
     if picked.recipients.is_empty() {
         picked.add_unchecked(rules.postmaster.clone(), Reason::NoLocalRecipient);
     }
+    let looped = (hops > rules.max_hops as usize).then_some(Looped {
+        hops,
+        max_hops: rules.max_hops,
+    });
     Explanation {
         routing: Routing {
             return_path,
@@ -334,33 +349,62 @@ pub fn explain(message: &[u8], rules: &Rules) -> Explanation {
                 .and_then(|m| m.message_id())
                 .map(|id| id.trim().to_owned())
                 .filter(|id| !id.is_empty()),
+            hops,
+            looped,
         },
-        skipped: picked.skipped,
+        found: picked.found,
+        message_headers_read,
         header_bytes: message.len(),
         header_truncated,
     }
+}
+
+/// Whether the copy is a loop (more of mailferry's trace headers than `rules.max_hops`),
+/// without routing it: a cheap scan of the header section for the pipeline to check first.
+pub fn looped(message: &[u8], rules: &Rules) -> Option<Looped> {
+    let (header, _) = headers::header_section(message, HEADER_CAP);
+    let hops = received::trace_hops(header);
+    (hops > rules.max_hops as usize).then_some(Looped {
+        hops,
+        max_hops: rules.max_hops,
+    })
 }
 
 /// Step 2: the configured envelope headers; only those above the first `Received:` count
 /// (the provider adds them at final delivery, one copy per recipient; lower ones could have
 /// been written by the sender). All configured names found count, union: a provider may write
 /// both `X-Original-To` and `Delivered-To`; the first configured name gives the reason.
+/// `Received-For` reads the `for` clause of the topmost `Received:`, unless mailferry wrote it.
 fn envelope_recipients(fields: &[Header<'_>], message: &[u8], picked: &mut Picked<'_>) {
     let first_received = fields
         .iter()
         .position(|h| h.name == HeaderName::Received)
         .unwrap_or(fields.len());
     for configured in &picked.rules.envelope_headers {
+        if configured.trim().eq_ignore_ascii_case(RECEIVED_FOR) {
+            let Some(field) = fields.get(first_received) else {
+                continue;
+            };
+            let raw = String::from_utf8_lossy(headers::raw_value(field, message));
+            if received::is_ours(&raw) {
+                continue;
+            }
+            for addr in received::for_clause(&raw) {
+                picked.consider("Received (for)", addr, Reason::ReceivedFor, true);
+            }
+            continue;
+        }
         let Some(name) = headers::header_name(configured) else {
             continue;
         };
         for (i, field) in fields.iter().enumerate().filter(|(_, h)| h.name == name) {
             for addr in headers::addresses(field, message) {
+                let header = field.name.as_str();
                 if i > first_received {
-                    picked.skip(field, addr, SkipReason::BelowReceived);
+                    picked.skip(header, addr, SkipReason::BelowReceived);
                 } else {
                     let reason = Reason::EnvelopeHeader(configured.trim().to_string());
-                    picked.consider(field, addr, reason, true);
+                    picked.consider(header, addr, reason, true);
                 }
             }
         }
@@ -372,7 +416,8 @@ fn message_recipients(fields: &[Header<'_>], message: &[u8], picked: &mut Picked
     for (label, name) in &headers::MESSAGE_HEADERS {
         for field in fields.iter().filter(|h| h.name == *name) {
             for addr in headers::addresses(field, message) {
-                picked.consider(field, addr, Reason::Header((*label).to_string()), false);
+                let reason = Reason::Header((*label).to_string());
+                picked.consider(field.name.as_str(), addr, reason, false);
             }
         }
     }
@@ -382,9 +427,7 @@ fn message_recipients(fields: &[Header<'_>], message: &[u8], picked: &mut Picked
 /// then `From:` (as fetchmail does); else the null path.
 fn return_path(fields: &[Header<'_>], message: &[u8]) -> Option<Address> {
     if let Some(field) = fields.iter().find(|h| h.name == HeaderName::ReturnPath) {
-        let raw = message
-            .get(field.offset_start as usize..field.offset_end as usize)
-            .unwrap_or_default();
+        let raw = headers::raw_value(field, message);
         match headers::return_path(&String::from_utf8_lossy(raw)) {
             headers::ReturnPath::Null => return None,
             headers::ReturnPath::Address(address) => return Some(address),
@@ -398,13 +441,15 @@ fn return_path(fields: &[Header<'_>], message: &[u8]) -> Option<Address> {
         .find_map(|addr| headers::check(&addr).ok())
 }
 
-/// The recipients chosen so far, each once, and what was skipped.
+/// The recipients chosen so far, each once, and every address found with its decision.
 struct Picked<'r> {
     rules: &'r Rules,
     recipients: Vec<Routed>,
     seen: HashSet<String>,
-    skipped: Vec<Skipped>,
+    found: Vec<Found>,
     refused: Vec<Refused>,
+    /// The first recipient the directory did not know.
+    unknown: Option<Address>,
 }
 
 impl<'r> Picked<'r> {
@@ -413,33 +458,63 @@ impl<'r> Picked<'r> {
             rules,
             recipients: Vec::new(),
             seen: HashSet::new(),
-            skipped: Vec::new(),
+            found: Vec::new(),
             refused: Vec::new(),
+            unknown: None,
         }
     }
 
-    /// Keeps `addr` if it is a valid address in an accepted domain (and, for an envelope
-    /// header, not the catch-all mailbox itself); refuses it if it names an accepted domain
-    /// but cannot be sent as written.
-    fn consider(&mut self, field: &Header<'_>, addr: String, reason: Reason, envelope: bool) {
+    /// Keeps `addr` if it is a valid address (not, for an envelope header, the catch-all
+    /// mailbox itself) that is in an accepted domain once rewritten, and known to the
+    /// directory; refuses it if it names an accepted domain but cannot be sent as written.
+    fn consider(&mut self, header: &str, addr: String, reason: Reason, envelope: bool) {
         let address = match headers::check(&addr) {
             Ok(address) => address,
             Err(why) => match Refusal::of(&why) {
                 Some(refusal) if self.rules.names_accepted_domain(&addr) => {
-                    return self.refuse(field, addr, refusal);
+                    return self.refuse(header, addr, refusal);
                 }
-                _ => return self.skip(field, addr, why),
+                _ => return self.skip(header, addr, why),
             },
         };
-        if !self.rules.accepts(&address) {
-            return self.skip(field, addr, SkipReason::ForeignDomain);
-        }
         if envelope
             && let Some(own) = &self.rules.own_address
             && own.dedup_key() == address.dedup_key()
         {
-            return self.skip(field, addr, SkipReason::OwnAddress);
+            return self.skip(header, addr, SkipReason::OwnAddress);
         }
+        let (address, reason) = match rewrite::apply(&self.rules.rewrite, &address) {
+            // Checked like any address: a rewrite leads into the accepted domains or to the
+            // postmaster, nowhere else, whatever the configuration says.
+            Some(to) if !self.rules.accepts(&to) && to != self.rules.postmaster => {
+                return self.skip(header, addr, SkipReason::RewrittenOutside(to));
+            }
+            Some(to) => {
+                let via = Box::new(reason);
+                (to, Reason::Rewritten { from: address, via })
+            }
+            None if !self.rules.accepts(&address) => {
+                return self.skip(header, addr, SkipReason::ForeignDomain);
+            }
+            None => (address, reason),
+        };
+        if let Some(directory) = &self.rules.directory
+            && address != self.rules.postmaster
+            && !directory.knows(&address)
+        {
+            self.unknown.get_or_insert_with(|| address.clone());
+            return self.skip(header, addr, SkipReason::NotInDirectory(address));
+        }
+        let decision = if self.seen.contains(&address.dedup_key()) {
+            Decision::Again(address.clone())
+        } else {
+            Decision::Taken(address.clone())
+        };
+        self.found.push(Found {
+            header: header.to_string(),
+            address: addr,
+            decision,
+        });
         self.add_unchecked(address, reason);
     }
 
@@ -450,26 +525,30 @@ impl<'r> Picked<'r> {
         }
     }
 
-    fn refuse(&mut self, field: &Header<'_>, address: String, why: Refusal) {
+    fn refuse(&mut self, header: &str, address: String, why: Refusal) {
         let to_postmaster = !matches!(why, Refusal::SourceRouted(_))
             || self.rules.source_routed == SourceRouted::Postmaster;
         self.refused.push(Refused {
-            header: field.name.as_str().to_string(),
+            header: header.to_string(),
             address: address.clone(),
             why: why.clone(),
             to_postmaster,
         });
-        self.skip(field, address, SkipReason::Refused(why));
+        self.skip(header, address, SkipReason::Refused(why));
     }
 
-    fn skip(&mut self, field: &Header<'_>, address: String, why: SkipReason) {
-        self.skipped.push(Skipped {
-            header: field.name.as_str().to_string(),
+    fn skip(&mut self, header: &str, address: String, why: SkipReason) {
+        self.found.push(Found {
+            header: header.to_string(),
             address,
-            why,
+            decision: Decision::Skipped(why),
         });
     }
 }
 
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+mod rules_tests;
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,10 @@
 use super::*;
 
-fn addr(s: &str) -> Address {
+pub(super) fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
 }
 
-fn rules() -> Rules {
+pub(super) fn rules() -> Rules {
     Rules {
         domains: vec![
             DomainPattern::parse("example.com").unwrap(),
@@ -18,18 +18,21 @@ fn rules() -> Rules {
         mode: Mode::CatchAll,
         own_address: Some(addr("catchall@example.com")),
         source_routed: SourceRouted::Postmaster,
+        rewrite: Vec::new(),
+        directory: None,
+        max_hops: DEFAULT_MAX_HOPS,
     }
 }
 
 /// A message from header lines (CRLF endings) and a short body.
-fn msg(headers: &[&str]) -> Vec<u8> {
+pub(super) fn msg(headers: &[&str]) -> Vec<u8> {
     let mut m = headers.join("\r\n").into_bytes();
     m.extend_from_slice(b"\r\n\r\nbody\r\n");
     m
 }
 
 /// The recipients as `(address, reason)` strings, in order.
-fn rcpts(message: &[u8], rules: &Rules) -> Vec<(String, Reason)> {
+pub(super) fn rcpts(message: &[u8], rules: &Rules) -> Vec<(String, Reason)> {
     route(message, rules)
         .recipients
         .into_iter()
@@ -37,19 +40,19 @@ fn rcpts(message: &[u8], rules: &Rules) -> Vec<(String, Reason)> {
         .collect()
 }
 
-fn env(name: &str) -> Reason {
+pub(super) fn env(name: &str) -> Reason {
     Reason::EnvelopeHeader(name.to_string())
 }
 
-fn hdr(name: &str) -> Reason {
+pub(super) fn hdr(name: &str) -> Reason {
     Reason::Header(name.to_string())
 }
 
-fn pair(a: &str, r: Reason) -> (String, Reason) {
+pub(super) fn pair(a: &str, r: Reason) -> (String, Reason) {
     (a.to_string(), r)
 }
 
-const RECEIVED: &str =
+pub(super) const RECEIVED: &str =
     "Received: from mx.provider.net by pop.provider.net; Mon, 1 Jan 2024 00:00:00 +0000";
 
 #[test]
@@ -84,8 +87,12 @@ fn envelope_header_below_received_is_ignored_as_forgery() {
         .collect();
     assert_eq!(got, ["bob@example.com"]);
     assert_eq!(e.routing.recipients[0].reason, hdr("To"));
-    assert_eq!(e.skipped.len(), 2);
-    assert!(e.skipped.iter().all(|s| s.why == SkipReason::BelowReceived));
+    assert_eq!(e.skipped().len(), 2);
+    assert!(
+        e.skipped()
+            .iter()
+            .all(|s| s.why == SkipReason::BelowReceived)
+    );
 }
 
 #[test]
@@ -126,9 +133,9 @@ fn own_address_in_envelope_header_is_skipped() {
             reason: env("X-Original-To")
         }]
     );
-    assert_eq!(e.skipped.len(), 1);
-    assert_eq!(e.skipped[0].why, SkipReason::OwnAddress);
-    assert_eq!(e.skipped[0].header, "Delivered-To");
+    assert_eq!(e.skipped().len(), 1);
+    assert_eq!(e.skipped()[0].why, SkipReason::OwnAddress);
+    assert_eq!(e.skipped()[0].header, "Delivered-To");
 }
 
 #[test]
@@ -232,15 +239,15 @@ fn foreign_addresses_are_dropped() {
     assert_eq!(e.routing.recipients.len(), 1);
     assert_eq!(e.routing.recipients[0].address, addr("alice@example.com"));
     let foreign: Vec<_> = e
-        .skipped
-        .iter()
-        .map(|s| (s.address.as_str(), &s.why))
+        .skipped()
+        .into_iter()
+        .map(|s| (s.address, s.why))
         .collect();
     assert_eq!(
         foreign,
         [
-            ("stranger@gmail.com", &SkipReason::ForeignDomain),
-            ("other@example.net", &SkipReason::ForeignDomain)
+            ("stranger@gmail.com".to_string(), SkipReason::ForeignDomain),
+            ("other@example.net".to_string(), SkipReason::ForeignDomain)
         ]
     );
 }
@@ -340,7 +347,11 @@ fn quoted_local_parts_in_every_form_are_kept_or_refused_never_lost() {
         .iter()
         .map(|r| r.address.as_str())
         .collect();
-    assert_eq!(refused, ["a\"b@example.com", "evil@x.com@example.com"]);
+    // As written, quotes and all.
+    assert_eq!(
+        refused,
+        ["\"a\\\"b\"@example.com", "\"evil@x.com\"@example.com"]
+    );
 }
 
 #[test]
@@ -453,7 +464,10 @@ fn eight_bit_and_invalid_utf8_headers_do_not_stop_routing() {
 
 #[test]
 fn malformed_header_lines_are_skipped() {
+    // (A first line that is no header field means no header section at all, as the relay
+    // sends it: `header_section_ends_at_the_first_empty_line_and_at_the_cap`.)
     let m = msg(&[
+        "Subject: hello",
         "this line has no colon",
         ": no name",
         "To: <<<>>>, alice@example.com, @example.com, bob@, <a\u{7f}b@example.com>",
@@ -497,7 +511,7 @@ fn source_routed_addresses_go_to_the_postmaster_with_the_reason() {
         [
             "evil%x.com@example.com",
             "x.com!evil@example.com",
-            "evil@x.com@example.com",
+            "\"evil@x.com\"@example.com",
             "@a.com,@example.com:evil@x.com"
         ]
     );
@@ -514,8 +528,8 @@ fn source_routed_addresses_go_to_the_postmaster_with_the_reason() {
     assert!(reason.contains("'%'"), "{reason}");
     // The dry run lists each of them.
     let skipped: Vec<_> = e
-        .skipped
-        .iter()
+        .skipped()
+        .into_iter()
         .filter(|s| matches!(s.why, SkipReason::Refused(_)))
         .collect();
     assert_eq!(skipped.len(), 4);
@@ -785,6 +799,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         unseen_only: false,
         auth: Default::default(),
         idle: false,
+        routing: Default::default(),
     };
     let config = Config {
         state_dir: "/tmp".into(),
@@ -799,6 +814,7 @@ fn rules_for_account_take_the_config_and_the_username() {
             timeout: Duration::from_secs(30),
             data_timeout: Duration::from_secs(600),
             retry: crate::config::RetryPolicy::default(),
+            auth: None,
         },
         domains: rules().domains,
         postmaster: addr("postmaster@corp.local"),
@@ -806,6 +822,9 @@ fn rules_for_account_take_the_config_and_the_username() {
         max_message_size: crate::config::DEFAULT_MAX_MESSAGE_SIZE,
         source_routed: SourceRouted::Reject,
         dedup_window: None,
+        rewrite: Vec::new(),
+        directory: None,
+        max_hops: DEFAULT_MAX_HOPS,
         accounts: vec![account("Catchall@Example.com")],
     };
     let r = Rules::for_account(&config, &config.accounts[0]);
@@ -952,122 +971,6 @@ mod properties {
         ) {
             let routing = route(m.as_bytes(), &rules());
             prop_assert!(!routing.recipients.is_empty());
-        }
-    }
-}
-
-/// The router half of the address-parser fuzz: arbitrary bytes and address-shaped noise in
-/// every header the router reads; whatever comes out is safe on an SMTP line, never
-/// source-routed, and in an accepted domain or the postmaster.
-mod fuzz {
-    use super::*;
-    use crate::address::fuzz::{cases, safe_on_the_wire};
-    use proptest::prelude::*;
-
-    fn check_all(m: &[u8], rules: &Rules) -> Result<(), TestCaseError> {
-        let e = explain(m, rules);
-        prop_assert!(!e.routing.recipients.is_empty());
-        for r in &e.routing.recipients {
-            prop_assert_eq!(safe_on_the_wire(&r.address), Ok(()));
-            prop_assert!(
-                r.address == rules.postmaster || rules.accepts(&r.address),
-                "{:?}",
-                r
-            );
-        }
-        if let Some(a) = &e.routing.return_path {
-            prop_assert_eq!(safe_on_the_wire(a), Ok(()));
-        }
-        for refused in &e.routing.refused {
-            prop_assert!(
-                !e.routing
-                    .recipients
-                    .iter()
-                    .any(|r| r.address.as_str() == refused.address.trim()),
-                "{:?}",
-                refused
-            );
-        }
-        Ok(())
-    }
-
-    fn noisy_address() -> impl Strategy<Value = String> {
-        let piece = prop::sample::select(vec![
-            "alice",
-            "x",
-            ".",
-            "@",
-            "%",
-            "!",
-            "\"",
-            "\\",
-            " ",
-            "\t",
-            ",",
-            ":",
-            ";",
-            "<",
-            ">",
-            "(",
-            ")",
-            "[",
-            "]",
-            "=?utf-8?q?",
-            "?=",
-            "é",
-            "example.com",
-            "sub.example.org",
-            "x.com",
-            "corp.local",
-            "@a.com,@b.com:",
-            "\r\n ",
-            "\u{7f}",
-        ]);
-        prop::collection::vec(piece, 0..16).prop_map(|p| p.concat())
-    }
-
-    fn noisy_message() -> impl Strategy<Value = Vec<u8>> {
-        let name = prop::sample::select(vec![
-            "To",
-            "Cc",
-            "Bcc",
-            "Resent-To",
-            "Apparently-To",
-            "X-Original-To",
-            "Delivered-To",
-            "Envelope-To",
-            "X-Envelope-To",
-            "Received",
-            "Return-Path",
-            "From",
-            "Sender",
-        ]);
-        let line = (name, prop::collection::vec(noisy_address(), 0..4))
-            .prop_map(|(n, a)| format!("{n}: {}", a.join(", ")));
-        let raw = prop::collection::vec(any::<u8>(), 0..32);
-        (prop::collection::vec(line, 0..10), raw).prop_map(|(lines, raw)| {
-            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let mut m = msg(&refs);
-            // Some arbitrary bytes inside the header section too.
-            let at = m.len() / 2;
-            m.splice(at..at, raw);
-            m
-        })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(cases(3000)))]
-
-        #[test]
-        fn router_yields_only_safe_addresses(m in noisy_message()) {
-            check_all(&m, &rules())?;
-            let reject = Rules { source_routed: SourceRouted::Reject, ..rules() };
-            check_all(&m, &reject)?;
-        }
-
-        #[test]
-        fn router_on_arbitrary_bytes(m in prop::collection::vec(any::<u8>(), 0..2048)) {
-            check_all(&m, &rules())?;
         }
     }
 }

@@ -48,6 +48,9 @@ pub enum Step {
     /// Fail if the client sends anything within this time (before a reply it must wait
     /// for: a pipelining client that does not wait for the login to complete).
     Quiet(Duration),
+    /// Read one command line and send what the function makes of it (e.g. a SASL challenge
+    /// built from the client's nonce); an `Err` ends the conversation with that error.
+    Reply(fn(&str) -> Result<Vec<u8>, String>),
 }
 
 /// [`Step::Send`] of a string.
@@ -172,6 +175,14 @@ async fn serve(
                     .map_err(|e| format!("server handshake: {e}"))?;
                 record("[TLS]".into());
                 io = BufReader::new(Box::new(tls));
+            }
+            Step::Reply(reply) => {
+                let line = read_line(&mut io).await?;
+                record(line.clone());
+                let bytes = reply(&line)?;
+                write_split(io.get_mut(), &bytes, split)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Step::Close => return Ok(()),
             Step::Hang => break,

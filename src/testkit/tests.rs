@@ -169,7 +169,7 @@ async fn a_split_reply_arrives_in_pieces() {
 
 #[tokio::test]
 async fn an_ehlo_keyword_of_spaces_makes_a_blank_last_line() {
-    // faults.rs relies on it: lettre panics on this reply.
+    // fuzz_parsers.rs relies on it (lettre 0.11 panicked on this reply; the relay must not).
     let fake = FakeSmtp::start(Script::default().extensions(&[" "]));
     let mut c = Client::connect(&fake).await;
     c.0.get_mut().write_all(b"EHLO me\r\n").await.unwrap();

@@ -302,6 +302,12 @@ impl Dovecot {
         self.maildirs.message_files(&self.folder(user, folder))
     }
 
+    /// The authentication socket for an MTA (Postfix's `smtpd_sasl_path`): this Dovecot's
+    /// users and passwords, every mechanism of `auth_mechanisms`.
+    pub fn auth_socket(&self) -> PathBuf {
+        self.root.path().join("run/auth-mta")
+    }
+
     fn config_file(&self) -> PathBuf {
         self.root.path().join("dovecot.conf")
     }
@@ -341,7 +347,9 @@ ssl = yes
 ssl_cert = <{r}/cert.pem
 ssl_key = <{r}/key.pem
 {client_cert}disable_plaintext_auth = no
-auth_mechanisms = plain login apop
+# Every mechanism mailferry speaks that this Dovecot has ({{PLAIN}} passwords serve each);
+# Debian's 2.3.19 offers NTLM only through Samba's winbind, so not here.
+auth_mechanisms = plain login cram-md5 scram-sha-1 scram-sha-256 apop
 
 mail_location = maildir:~/Maildir
 pop3_uidl_format = %g
@@ -353,6 +361,13 @@ passdb {{
 userdb {{
   driver = passwd-file
   args = username_format=%u {r}/passwd
+}}
+
+# For an MTA's SASL (Postfix `smtpd_sasl_type = dovecot`, see Dovecot::auth_socket).
+service auth {{
+  unix_listener auth-mta {{
+    mode = 0666
+  }}
 }}
 
 service pop3-login {{

@@ -36,6 +36,24 @@ impl Postfix {
     /// Starts an instance whose local domains are `domains`; panics with its log if it
     /// does not greet within 30 s.
     pub fn start(domains: &[&str]) -> Postfix {
+        Postfix::start_with(domains, "")
+    }
+
+    /// Like [`Postfix::start`], but mail is taken only after SMTP AUTH, checked by Dovecot
+    /// through its authentication socket `dovecot_auth` ([`super::Dovecot::auth_socket`]).
+    pub fn start_with_auth(domains: &[&str], dovecot_auth: &Path) -> Postfix {
+        let sasl = format!(
+            "smtpd_sasl_auth_enable = yes\n\
+             smtpd_sasl_type = dovecot\n\
+             smtpd_sasl_path = {}\n\
+             smtpd_recipient_restrictions = permit_sasl_authenticated, reject\n",
+            dovecot_auth.display()
+        );
+        Postfix::start_with(domains, &sasl)
+    }
+
+    /// Started with `extra` lines at the end of its `main.cf`.
+    fn start_with(domains: &[&str], extra: &str) -> Postfix {
         let inside = SmtpSink::start(&[]);
         let outside = SmtpSink::start(&[]);
         let dir = tempfile::Builder::new()
@@ -61,7 +79,7 @@ impl Postfix {
         for _ in 0..START_ATTEMPTS {
             // A new port each time: the last one may have been taken meanwhile.
             postfix.port = free_port();
-            postfix.write_config(domains);
+            postfix.write_config(domains, extra);
             let out = postfix.postfix("start");
             if out.status.success() && wait_until(Duration::from_secs(30), || postfix.greets()) {
                 return postfix;
@@ -152,7 +170,7 @@ impl Postfix {
         self.root().join("conf")
     }
 
-    fn write_config(&self, domains: &[&str]) {
+    fn write_config(&self, domains: &[&str], extra: &str) {
         let root = self.root().display().to_string();
         let main = format!(
             "\
@@ -187,7 +205,7 @@ smtp_tls_security_level = none
 smtpd_tls_security_level = none
 biff = no
 append_dot_mydomain = no
-",
+{extra}",
             domains = domains.join(", "),
             inside = self.inside.port(),
             outside = self.outside.port(),

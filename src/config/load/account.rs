@@ -1,6 +1,7 @@
 //! `accounts:`: each mailbox to collect from, with its protocol, login, mode and retention.
 
 use super::*;
+use crate::sasl::{Mechanism, Method};
 
 pub(super) fn default_port(protocol: Protocol, tls: TlsMode) -> u16 {
     match (protocol, tls == TlsMode::Tls) {
@@ -189,17 +190,7 @@ impl Checker<'_> {
             }
             Some(n) => self.boolean(n, &s.name("unseen_only")),
         };
-        let auth = match s.get("auth") {
-            None => Some(AuthMethod::Auto),
-            Some(n) => match self.choice(n, &s.name("auth"), AUTH_METHODS) {
-                Some(AuthMethod::Apop) if protocol == Some(Protocol::Imap) => {
-                    let name = s.name("auth");
-                    self.err(n, format!("{name}: APOP is a POP3 command; imap logs in with AUTHENTICATE PLAIN or LOGIN (auto)"));
-                    None
-                }
-                other => other,
-            },
-        };
+        let auth = self.auth(&s, protocol);
         let idle = match s.get("idle") {
             None => Some(false),
             Some(n) if protocol == Some(Protocol::Pop3) => {
@@ -214,6 +205,7 @@ impl Checker<'_> {
             }
             Some(n) => self.boolean(n, &s.name("idle")),
         };
+        let routing = self.account_routing(&s);
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
             (s.get("initial"), initial.flatten(), retention)
         {
@@ -249,7 +241,158 @@ impl Checker<'_> {
             unseen_only: unseen_only?,
             auth: auth?,
             idle: idle?,
+            routing: routing?,
         })
+    }
+
+    /// The account's own `envelope_headers`, `rewrite` and `directory` (catch-all only:
+    /// a single-user account does not read the headers).
+    fn account_routing(&mut self, s: &Section<'_>) -> Option<AccountRouting> {
+        let single_user = s
+            .get("mode")
+            .and_then(scalar)
+            .is_some_and(|m| m == "single-user");
+        let mut ok = true;
+        for key in ["envelope_headers", "rewrite", "directory"] {
+            if let (true, Some(n)) = (single_user, s.get(key)) {
+                let name = s.name(key);
+                self.err(
+                    n,
+                    format!("{name} is only for mode: catch-all (a single-user account delivers everything to deliver_to)"),
+                );
+                ok = false;
+            }
+        }
+        let envelope_headers = match s.get("envelope_headers") {
+            None => Some(None),
+            Some(n) => self
+                .envelope_headers(n, &s.name("envelope_headers"))
+                .map(Some),
+        };
+        let rewrite = match s.get("rewrite") {
+            None => Some(None),
+            Some(n) => self.rewrite(n, &s.name("rewrite")).map(Some),
+        };
+        let directory = match s.get("directory") {
+            None => Some(None),
+            Some(n) => self.directory(n, &s.name("directory")).map(Some),
+        };
+        if !ok {
+            return None;
+        }
+        Some(AccountRouting {
+            envelope_headers: envelope_headers?,
+            rewrite: rewrite?,
+            directory: directory?,
+        })
+    }
+
+    /// `auth`, `auth_mechanisms` and `spa`: at most one of them restricts the login methods
+    /// (`auth: apop` is `[apop]`, `spa: true` is `[ntlm]`); none, or `auth: auto`, allows
+    /// any.
+    pub(super) fn auth(
+        &mut self,
+        s: &Section<'_>,
+        protocol: Option<Protocol>,
+    ) -> Option<AuthMethod> {
+        let mut given: Vec<(String, &Node, Vec<Method>)> = Vec::new();
+        let mut ok = true;
+        if let Some(n) = s.get("auth") {
+            match self.choice(n, &s.name("auth"), AUTH_METHODS) {
+                Some(Some(method)) => given.push(("auth".to_owned(), n, vec![method])),
+                Some(None) => {}
+                None => ok = false,
+            }
+        }
+        if let Some(n) = s.get("spa") {
+            match self.boolean(n, &s.name("spa")) {
+                Some(true) => {
+                    given.push(("spa".to_owned(), n, vec![Method::Sasl(Mechanism::Ntlm)]))
+                }
+                Some(false) => {}
+                None => ok = false,
+            }
+        }
+        if let Some(n) = s.get("auth_mechanisms") {
+            match self.auth_mechanisms(n, &s.name("auth_mechanisms")) {
+                Some(list) => given.push(("auth_mechanisms".to_owned(), n, list)),
+                None => ok = false,
+            }
+        }
+        if let [(first, first_node, _), rest @ ..] = given.as_slice() {
+            for (key, node, _) in rest {
+                self.err(
+                    node,
+                    format!(
+                        "{}: `{key}` conflicts with `{first}` (line {}): use one of auth: apop, spa: true, auth_mechanisms",
+                        s.path, first_node.line
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if let (Some((key, node, list)), Some(Protocol::Imap)) = (given.first(), protocol)
+            && list.contains(&Method::Apop)
+        {
+            let name = s.name(key);
+            self.err(
+                node,
+                format!("{name}: APOP is a POP3 command; an imap account cannot use it"),
+            );
+            ok = false;
+        }
+        if !ok {
+            return None;
+        }
+        Some(match given.pop() {
+            None => AuthMethod::Auto,
+            Some((_, _, list)) => AuthMethod::Only(list),
+        })
+    }
+
+    /// `auth_mechanisms`: a non-empty list of known method names, each once.
+    fn auth_mechanisms(&mut self, node: &Node, name: &str) -> Option<Vec<Method>> {
+        let items = self.list(node, name)?;
+        if items.is_empty() {
+            self.err(
+                node,
+                format!(
+                    "{name} is empty: name at least one method, or leave the key out to allow any"
+                ),
+            );
+            return None;
+        }
+        let mut list = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let Some(word) = self.string(item, name) else {
+                ok = false;
+                continue;
+            };
+            match Method::from_config_name(&word.to_ascii_lowercase()) {
+                Some(m) if m.uses_token() => {
+                    self.err(item, format!("{name}: {word} logs in with an OAuth2 token, and the account has a password"));
+                    ok = false;
+                }
+                Some(m) if list.contains(&m) => {
+                    self.err(item, format!("{name}: {word} is listed twice"));
+                    ok = false;
+                }
+                Some(m) => list.push(m),
+                None => {
+                    let words: Vec<&str> = Method::CONFIG_NAMES.iter().map(|(w, _)| *w).collect();
+                    self.err(
+                        item,
+                        format!(
+                            "{name}: `{word}` is not a login method mailferry knows; allowed: {}",
+                            words.join(" | ")
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(list)
     }
 
     /// `mode` with its `deliver_to`: required for single-user, refused for catch-all.

@@ -1045,7 +1045,10 @@ fn unseen_only_is_an_imap_switch() {
 fn auth_apop_is_for_pop3_accounts() {
     assert_eq!(load(BASE).unwrap().accounts[0].auth, AuthMethod::Auto);
     let apop = base_with("    password: pw\n", "    password: pw\n    auth: apop\n");
-    assert_eq!(load(&apop).unwrap().accounts[0].auth, AuthMethod::Apop);
+    assert_eq!(
+        load(&apop).unwrap().accounts[0].auth,
+        AuthMethod::Only(vec![crate::sasl::Method::Apop])
+    );
     assert_one_error(
         &apop.replace("protocol: pop3", "protocol: imap"),
         12,
@@ -1058,6 +1061,59 @@ fn auth_apop_is_for_pop3_accounts() {
         ),
         12,
         "auth: `cram-md5` is not allowed",
+    );
+}
+
+#[test]
+fn auth_mechanisms_and_spa_restrict_the_login_methods() {
+    use crate::sasl::{Mechanism, Method};
+    let with = |extra: &str| base_with("    password: pw\n", &format!("    password: pw\n{extra}"));
+    let list = with("    auth_mechanisms: [scram-sha-256, NTLM, password]\n");
+    assert_eq!(
+        load(&list).unwrap().accounts[0].auth,
+        AuthMethod::Only(vec![
+            Method::Sasl(Mechanism::ScramSha256),
+            Method::Sasl(Mechanism::Ntlm),
+            Method::Password
+        ])
+    );
+    assert_eq!(
+        load(&with("    spa: true\n")).unwrap().accounts[0].auth,
+        AuthMethod::Only(vec![Method::Sasl(Mechanism::Ntlm)])
+    );
+    assert_eq!(
+        load(&with("    spa: false\n")).unwrap().accounts[0].auth,
+        AuthMethod::Auto
+    );
+    assert_one_error(
+        &with("    auth_mechanisms: [scram-sha-256, kerberos]\n"),
+        12,
+        "auth_mechanisms: `kerberos` is not a login method mailferry knows; allowed: oauthbearer",
+    );
+    assert_one_error(
+        &with("    auth_mechanisms: []\n"),
+        12,
+        "auth_mechanisms is empty",
+    );
+    assert_one_error(
+        &with("    auth_mechanisms: [plain, plain]\n"),
+        12,
+        "plain is listed twice",
+    );
+    assert_one_error(
+        &with("    auth_mechanisms: [xoauth2]\n"),
+        12,
+        "xoauth2 logs in with an OAuth2 token",
+    );
+    assert_one_error(
+        &with("    spa: true\n    auth_mechanisms: [ntlm]\n"),
+        13,
+        "`auth_mechanisms` conflicts with `spa` (line 12)",
+    );
+    assert_one_error(
+        &with("    auth_mechanisms: [apop]\n").replace("protocol: pop3", "protocol: imap"),
+        12,
+        "APOP is a POP3 command",
     );
 }
 
@@ -1079,4 +1135,59 @@ fn dedup_is_on_for_seven_days_by_default_and_can_be_turned_off() {
         "dedup: `maybe` is not allowed",
     );
     assert_one_error(&format!("dedup_window: 1m\n{BASE}"), 1, "dedup_window");
+}
+
+#[test]
+fn relay_auth_takes_a_username_and_one_password_source() {
+    let c = load(&base_with(
+        "  host: mail.corp.local\n",
+        "  host: mail.corp.local\n  username: gateway\n  password: s3cret\n",
+    ))
+    .unwrap();
+    let auth = c.relay.auth.expect("relay auth");
+    assert_eq!(auth.username, "gateway");
+    assert_eq!(auth.password.expose(), "s3cret");
+    assert!(!format!("{auth:?}").contains("s3cret"));
+    assert!(load(BASE).unwrap().relay.auth.is_none());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.password");
+    std::fs::write(&file, "from-file\n").unwrap();
+    let text = base_with(
+        "  host: mail.corp.local\n",
+        &format!(
+            "  host: mail.corp.local\n  username: gateway\n  password_file: {}\n",
+            file.display()
+        ),
+    );
+    let auth = load(&text).unwrap().relay.auth.unwrap();
+    assert_eq!(auth.password.expose(), "from-file");
+}
+
+#[test]
+fn relay_auth_needs_both_halves_and_one_password() {
+    assert_one_error(
+        &base_with(
+            "  host: mail.corp.local\n",
+            "  host: mail.corp.local\n  password: s3cret\n",
+        ),
+        4,
+        "relay.password is set but relay.username is not",
+    );
+    assert_one_error(
+        &base_with(
+            "  host: mail.corp.local\n",
+            "  host: mail.corp.local\n  username: gateway\n",
+        ),
+        3,
+        "relay: missing a password",
+    );
+    let both = base_with(
+        "  host: mail.corp.local\n",
+        "  host: mail.corp.local\n  username: gateway\n  password: a\n  password_env: B\n",
+    );
+    for e in errors(&both) {
+        assert!(!e.message.contains(": a"), "{e}");
+    }
+    assert_one_error(&both, 6, "`password_env` conflicts with `password`");
 }

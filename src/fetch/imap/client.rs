@@ -49,6 +49,8 @@ pub struct ImapClient {
     move_to: Option<Vec<u8>>,
     /// The messages planned to be fetched next, and those fetched ahead (`batch.rs`).
     ahead: batch::Ahead,
+    /// How the session logged in; `None` before login and after PREAUTH.
+    method: Option<crate::sasl::Method>,
 }
 
 impl std::fmt::Debug for ImapClient {

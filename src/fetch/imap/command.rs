@@ -129,14 +129,3 @@ pub fn uid_sets(uids: &[u32]) -> Vec<String> {
     }
     sets
 }
-
-/// The SASL PLAIN response (RFC 4616): authorization identity empty, then the user and the
-/// password, NUL-separated; base64-encoded.
-pub fn sasl_plain(username: &str, password: &str) -> String {
-    let mut creds = Vec::with_capacity(username.len() + password.len() + 2);
-    creds.push(0);
-    creds.extend_from_slice(username.as_bytes());
-    creds.push(0);
-    creds.extend_from_slice(password.as_bytes());
-    crate::fetch::pop3::base64(&creds)
-}

@@ -21,6 +21,8 @@ pub mod protocol;
 #[cfg(test)]
 mod protocol_tests;
 #[cfg(test)]
+mod sasl_tests;
+#[cfg(test)]
 mod seen_tests;
 #[cfg(test)]
 mod stall_tests;
@@ -103,8 +105,10 @@ pub enum ImapError {
         limit: usize,
     },
     /// The server refused the credentials.
-    #[error("authentication failed: {text}")]
+    #[error("authentication failed ({method}): {text}")]
     AuthFailed {
+        /// The method tried (`AUTHENTICATE SCRAM-SHA-256`, `LOGIN`).
+        method: String,
         /// The server's text, with the password blanked out if it was echoed.
         text: String,
         /// The server said to try again later (`[UNAVAILABLE]`, `[INUSE]`).
@@ -120,11 +124,14 @@ pub enum ImapError {
          (the server offers no STARTTLS; set `tls: none` to allow plaintext login)"
     )]
     PlaintextRefused,
-    /// The server allows neither LOGIN (LOGINDISABLED) nor AUTHENTICATE PLAIN.
-    #[error(
-        "the server offers no way to log in that mailferry knows (LOGINDISABLED, no AUTH=PLAIN)"
-    )]
-    NoLoginMethod,
+    /// No login method is both offered by the server (AUTH=..., LOGIN unless LOGINDISABLED)
+    /// and allowed for the account: nothing was sent.
+    #[error("{0}")]
+    NoLoginMethod(crate::sasl::NoMethod),
+    /// The SASL exchange failed on the client's side: a malformed challenge, or a server
+    /// that could not prove it knows the password (SCRAM). The session is given up.
+    #[error("authentication failed: {0}")]
+    Sasl(#[from] crate::sasl::SaslError),
     /// The user name or password cannot be sent (CR, LF or NUL).
     #[error("the {0} contains CR, LF or NUL and cannot be sent")]
     InvalidCredential(&'static str),
@@ -155,7 +162,8 @@ impl ImapError {
             | ImapError::AuthFailed { .. }
             | ImapError::StarttlsNotOffered
             | ImapError::PlaintextRefused
-            | ImapError::NoLoginMethod
+            | ImapError::NoLoginMethod(_)
+            | ImapError::Sasl(_)
             | ImapError::InvalidCredential(_)
             | ImapError::Folder(_) => false,
         }

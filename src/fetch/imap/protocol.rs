@@ -100,6 +100,11 @@ impl Capabilities {
         self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
 
+    /// The SASL mechanisms offered (`AUTH=SCRAM-SHA-256` ...), as sent.
+    pub fn auth_mechanisms(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().filter_map(|n| n.strip_prefix("AUTH="))
+    }
+
     /// Whether SASL mechanism `mechanism` is offered (`AUTH=PLAIN`).
     pub fn has_auth(&self, mechanism: &str) -> bool {
         self.names.iter().any(|n| {

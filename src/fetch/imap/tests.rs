@@ -59,6 +59,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         unseen_only: false,
         auth: Default::default(),
         idle: false,
+        routing: Default::default(),
     }
 }
 

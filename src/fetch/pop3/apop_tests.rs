@@ -4,6 +4,7 @@
 use super::tests::{PASSWORD, account, login_steps};
 use super::{Pop3Client, Pop3Error};
 use crate::config::{AccountConfig, AuthMethod, TlsMode};
+use crate::sasl::Method;
 use crate::testkit::Split;
 use crate::testkit::script::{Scripted, Step, send};
 
@@ -16,7 +17,7 @@ const APOP_LINE: &str = "APOP alice 8cdf51be9d8bd70d75c0343b248483bc";
 
 fn apop_account(fake: &Scripted) -> AccountConfig {
     AccountConfig {
-        auth: AuthMethod::Apop,
+        auth: AuthMethod::Only(vec![Method::Apop]),
         ..account(fake.addr(), TlsMode::None)
     }
 }

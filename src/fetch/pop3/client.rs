@@ -9,10 +9,11 @@ use super::pipeline::Pipe;
 use super::protocol::{
     self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
 };
-use super::secret::{base64, check_credential, redact};
+use super::secret::check_credential;
 use super::{Pop3Error, apop};
-use crate::config::{AccountConfig, AuthMethod, TlsMode};
+use crate::config::{AccountConfig, TlsMode};
 use crate::fetch::transport::{Deadline, dial};
+use crate::sasl::Method;
 use crate::tls::TlsClient;
 
 /// Largest message RETR accepts unless [`Pop3Client::set_max_message_size`] says otherwise;
@@ -65,6 +66,8 @@ pub struct Pop3Client {
     pub(super) timeout: Duration,
     /// PIPELINING: commands in flight and messages planned ahead (`pipeline.rs`).
     pub(super) pipe: Pipe,
+    /// How the session logged in (set by `login`).
+    pub(super) method: Option<Method>,
 }
 
 impl std::fmt::Debug for Pop3Client {
@@ -80,8 +83,8 @@ impl std::fmt::Debug for Pop3Client {
 impl Pop3Client {
     /// TCP connect to account.host:account.port, greeting, CAPA, TLS per account.tls
     /// (Tls = implicit; Starttls = STLS required, error if not offered; StarttlsIfAvailable =
-    /// STLS when CAPA lists STLS; None = plain), re-CAPA after STLS, then login with
-    /// USER/PASS (or AUTH PLAIN if USER isn't offered). Refuses to send the password on an
+    /// STLS when CAPA lists STLS; None = plain), re-CAPA after STLS, then login with the
+    /// strongest method offered and allowed (`login.rs`). Refuses to send the password on an
     /// unencrypted connection unless account.tls == TlsMode::None.
     pub async fn connect(account: &AccountConfig) -> Result<Pop3Client, Pop3Error> {
         Pop3Client::connect_with(account, None).await
@@ -133,11 +136,10 @@ impl Pop3Client {
             }
         };
         // The greeting's timestamp, for APOP; it stands for the whole session (STLS included).
-        let apop_stamp = match (account.auth, apop::timestamp(&greeting)) {
-            (AuthMethod::Apop, None) => return Err(Pop3Error::ApopNotOffered),
-            (AuthMethod::Apop, Some(stamp)) => Some(stamp.to_owned()),
-            (AuthMethod::Auto, _) => None,
-        };
+        let apop_stamp = apop::timestamp(&greeting).map(str::to_owned);
+        if apop_stamp.is_none() && account.auth.allowed() == [Method::Apop] {
+            return Err(Pop3Error::ApopNotOffered);
+        }
         let mut capabilities = capa(&mut conn).await?;
 
         let want_stls = match account.tls {
@@ -193,6 +195,7 @@ impl Pop3Client {
             message_max: MESSAGE_MAX as u64,
             timeout: account.timeout,
             pipe: Pipe::default(),
+            method: None,
         };
         client.login(account, apop_stamp.as_deref()).await?;
         // Only now: Courier offers PIPELINING but loses what is sent before its login
@@ -201,90 +204,16 @@ impl Pop3Client {
         Ok(client)
     }
 
-    /// APOP with the greeting's timestamp when given one (`auth: apop`); else USER/PASS, or
-    /// AUTH PLAIN when CAPA lists SASL PLAIN but not USER.
-    async fn login(
-        &mut self,
-        account: &AccountConfig,
-        apop_stamp: Option<&str>,
-    ) -> Result<(), Pop3Error> {
-        let password = account.password.expose();
-        let use_plain = self
-            .capabilities
-            .as_ref()
-            .is_some_and(|c| !c.user && c.has_sasl("PLAIN"));
-        let mut secrets = vec![password.to_owned()];
-        let status = if let Some(stamp) = apop_stamp {
-            let digest = apop::digest(stamp, password);
-            secrets.push(digest.clone());
-            let user = &account.username;
-            (self.conn)
-                .send(
-                    &format!("APOP {user} {digest}"),
-                    &format!("APOP {user} ***"),
-                )
-                .await?;
-            self.conn.read_status().await?
-        } else if use_plain {
-            let mut creds = Vec::with_capacity(account.username.len() + password.len() + 2);
-            creds.push(0);
-            creds.extend_from_slice(account.username.as_bytes());
-            creds.push(0);
-            creds.extend_from_slice(password.as_bytes());
-            let encoded = base64(&creds);
-            secrets.push(encoded.clone());
-            self.conn
-                .send(&format!("AUTH PLAIN {encoded}"), "AUTH PLAIN ***")
-                .await?;
-            let line = self.conn.read_line().await?;
-            // A server that does not take the initial response asks for it with "+ ".
-            if line == b"+" || line.starts_with(b"+ ") {
-                self.conn.send(&encoded, "***").await?;
-                self.conn.read_status().await?
-            } else {
-                let status =
-                    protocol::parse_status(&line).map_err(|e| Pop3Error::Protocol(e.to_string()));
-                self.conn.guard(status)?
-            }
-        } else {
-            self.conn
-                .send(
-                    &format!("USER {}", account.username),
-                    &format!("USER {}", account.username),
-                )
-                .await?;
-            match self.conn.read_status().await? {
-                Status::Ok(_) => {
-                    self.conn
-                        .send(&format!("PASS {password}"), "PASS ***")
-                        .await?;
-                    self.conn.read_status().await?
-                }
-                err => err,
-            }
-        };
-        match status {
-            Status::Ok(_) => {
-                tracing::debug!(account = %account.name, "S: +OK (logged in)");
-                Ok(())
-            }
-            Status::Err { code, text } => {
-                tracing::debug!(account = %account.name, "S: -ERR (login refused)");
-                let temporary = code
-                    .as_deref()
-                    .is_some_and(|c| matches!(c, "IN-USE" | "LOGIN-DELAY" | "SYS/TEMP"));
-                Err(Pop3Error::AuthFailed {
-                    text: redact(&text, &secrets),
-                    temporary,
-                })
-            }
-        }
-    }
-
     /// The capabilities from the last CAPA (after STLS, the ones sent under TLS); `None` if
     /// the server does not know CAPA.
     pub fn capabilities(&self) -> Option<&Capabilities> {
         self.capabilities.as_ref()
+    }
+
+    /// How the session logged in: the SASL mechanism, APOP or USER/PASS (for
+    /// `test-connection` and the log).
+    pub fn login_method(&self) -> Option<Method> {
+        self.method
     }
 
     /// Whether the session runs over TLS (implicit or STLS).

@@ -8,10 +8,13 @@ pub mod apop;
 mod apop_tests;
 mod client;
 mod conn;
+mod login;
 mod pipeline;
 #[cfg(test)]
 mod pipeline_tests;
 pub mod protocol;
+#[cfg(test)]
+pub(crate) mod sasl_tests;
 mod secret;
 #[cfg(test)]
 mod stall_tests;
@@ -23,7 +26,7 @@ use std::time::Duration;
 pub use client::{FETCH_RATE_FLOOR, LISTING_MAX, Listed, MESSAGE_MAX, Pop3Client, fetch_deadline};
 // Shared with the IMAP client.
 pub use protocol::{Capabilities, Overflow};
-pub(crate) use secret::{base64, redact};
+pub(crate) use secret::redact;
 
 use crate::tls::TlsError;
 
@@ -99,8 +102,10 @@ pub enum Pop3Error {
         overflow: Overflow,
     },
     /// The server refused the credentials (or the login, e.g. `[IN-USE]`).
-    #[error("authentication failed: {text}")]
+    #[error("authentication failed ({method}): {text}")]
     AuthFailed {
+        /// The method tried (`AUTH SCRAM-SHA-256`, `APOP`, `USER/PASS`).
+        method: String,
         /// The server's text, with the password blanked out if it was echoed.
         text: String,
         /// The server gave a response code saying to try again later (`IN-USE`,
@@ -124,6 +129,14 @@ pub enum Pop3Error {
          requires it (auth: apop)"
     )]
     ApopNotOffered,
+    /// No login method is both offered by the server and allowed for the account: nothing
+    /// was sent.
+    #[error("{0}")]
+    NoLoginMethod(crate::sasl::NoMethod),
+    /// The SASL exchange failed on the client's side: a malformed challenge, or a server
+    /// that could not prove it knows the password (SCRAM). The session is given up.
+    #[error("authentication failed: {0}")]
+    Sasl(#[from] crate::sasl::SaslError),
     /// The user name or password cannot be sent in a command line (CR, LF or NUL).
     #[error("the {0} contains CR, LF or NUL and cannot be sent")]
     InvalidCredential(&'static str),
@@ -151,6 +164,8 @@ impl Pop3Error {
             | Pop3Error::StlsNotOffered
             | Pop3Error::PlaintextRefused
             | Pop3Error::ApopNotOffered
+            | Pop3Error::NoLoginMethod(_)
+            | Pop3Error::Sasl(_)
             | Pop3Error::InvalidCredential(_) => false,
         }
     }

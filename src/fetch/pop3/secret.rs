@@ -1,6 +1,5 @@
 //! Credentials on the wire and in text: refusing one that would break out of its command
-//! line, blanking one a server echoes, and base64 for AUTH PLAIN. Shared with the IMAP
-//! client.
+//! line, and blanking one a server echoes (shared with the IMAP client).
 
 use super::Pop3Error;
 
@@ -32,28 +31,6 @@ pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
         }
     }
     text
-}
-
-/// Standard base64 with padding (RFC 4648), for AUTH PLAIN.
-pub(crate) fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

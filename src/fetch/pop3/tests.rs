@@ -37,6 +37,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         unseen_only: false,
         auth: Default::default(),
         idle: false,
+        routing: Default::default(),
     }
 }
 
@@ -298,7 +299,10 @@ async fn auth_failure_never_shows_the_password() {
     let err = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
         .await
         .unwrap_err();
-    let Pop3Error::AuthFailed { text, temporary } = &err else {
+    let Pop3Error::AuthFailed {
+        text, temporary, ..
+    } = &err
+    else {
         panic!("{err:?}");
     };
     assert!(!temporary);

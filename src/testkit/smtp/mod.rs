@@ -19,11 +19,13 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
+mod auth;
+mod data;
 mod record;
 
 pub use record::{Log, Tx};
@@ -45,6 +47,10 @@ pub struct Script {
     data_end_delay: Duration,
     drop_after_data: usize,
     close_after_data: bool,
+    drop_after_rcpts: Option<usize>,
+    no_reply_to: Vec<String>,
+    auth: Option<(String, String)>,
+    auth_offer: String,
     split: Split,
     implicit_tls: Option<TlsAcceptor>,
     starttls: Option<TlsAcceptor>,
@@ -65,6 +71,10 @@ impl Default for Script {
             data_end_delay: Duration::ZERO,
             drop_after_data: 0,
             close_after_data: false,
+            drop_after_rcpts: None,
+            no_reply_to: Vec::new(),
+            auth: None,
+            auth_offer: "PLAIN LOGIN".to_owned(),
             split: Split::Whole,
             implicit_tls: None,
             starttls: None,
@@ -139,6 +149,34 @@ impl Script {
     /// Close the connection after answering the final dot.
     pub fn close_after_data(mut self) -> Script {
         self.close_after_data = true;
+        self
+    }
+
+    /// In each connection, drop it right after answering the `n`-th RCPT (a pipelined
+    /// response cut mid-way).
+    pub fn drop_after_rcpts(mut self, n: usize) -> Script {
+        self.drop_after_rcpts = Some(n);
+        self
+    }
+
+    /// Never answer RCPT TO:<address>, and go on with the next command (a server that
+    /// sends too few replies).
+    pub fn no_reply_to(mut self, address: &str) -> Script {
+        self.no_reply_to.push(address.to_lowercase());
+        self
+    }
+
+    /// Offer `AUTH PLAIN LOGIN` and demand it before MAIL: only `user` with `password` gets
+    /// 235 (others 535). [`Log::logins`] records who logged in.
+    pub fn auth(mut self, user: &str, password: &str) -> Script {
+        self.auth = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// The mechanisms offered on the EHLO `AUTH` line when [`Script::auth`] is set (default
+    /// `PLAIN LOGIN`).
+    pub fn auth_offer(mut self, mechanisms: &str) -> Script {
+        self.auth_offer = mechanisms.to_owned();
         self
     }
 
@@ -341,6 +379,8 @@ async fn handshake<S: Stream>(
 struct Open {
     mail_from: String,
     rcpts: Vec<String>,
+    /// The BDAT chunks so far.
+    chunks: Vec<u8>,
 }
 
 /// The SMTP dialogue over one stream, until the connection ends or is upgraded.
@@ -358,6 +398,8 @@ async fn dialogue(
         send(&mut io, &greeting, split).await?;
     }
     let mut open: Option<Open> = None;
+    let mut rcpts_answered = 0;
+    let mut logged_in = false;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -371,6 +413,7 @@ async fn dialogue(
             let mut log = lock(&shared.log);
             log.commands.push(command.clone());
             log.commands_tls.push(tls);
+            log.commands_waiting.push(!io.buffer().is_empty());
         }
         let verb = command
             .split([' ', ':'])
@@ -384,6 +427,9 @@ async fn dialogue(
                 lines.extend(script().extensions.iter().cloned());
                 if offer_starttls {
                     lines.push("STARTTLS".to_owned());
+                }
+                if script().auth.is_some() {
+                    lines.push(format!("AUTH {}", script().auth_offer));
                 }
                 let last = lines.len() - 1;
                 lines
@@ -402,6 +448,17 @@ async fn dialogue(
                 }
                 return Ok(Next::StartTls(io.into_inner()));
             }
+            "AUTH" => match auth::auth(&mut io, &command, shared, split).await? {
+                Some(user) => {
+                    logged_in = true;
+                    lock(&shared.log).logins.push(user);
+                    "235 2.7.0 authenticated".to_owned()
+                }
+                None => "535 5.7.8 authentication failed".to_owned(),
+            },
+            "MAIL" if script().auth.is_some() && !logged_in => {
+                "530 5.7.0 authentication required".to_owned()
+            }
             "MAIL" => {
                 let sender = angle_addr(command.get("MAIL FROM:".len()..).unwrap_or(""));
                 let reply = {
@@ -412,6 +469,7 @@ async fn dialogue(
                 open = reply.starts_with('2').then(|| Open {
                     mail_from: sender,
                     rcpts: Vec::new(),
+                    chunks: Vec::new(),
                 });
                 reply
             }
@@ -420,14 +478,49 @@ async fn dialogue(
                 Some(open) => {
                     let address = angle_addr(command.get("RCPT TO:".len()..).unwrap_or(""));
                     let address = address.to_lowercase();
+                    if script().no_reply_to.contains(&address) {
+                        continue;
+                    }
                     let reply = script().rcpt.get(&address).cloned();
                     let reply = reply.unwrap_or_else(|| "250 2.1.5 ok".to_owned());
                     if reply.starts_with('2') {
                         open.rcpts.push(address);
                     }
+                    rcpts_answered += 1;
+                    if script().drop_after_rcpts == Some(rcpts_answered) {
+                        send(&mut io, &reply, split).await?;
+                        return Ok(Next::Done);
+                    }
                     reply
                 }
             },
+            "BDAT" => {
+                // BDAT <size> [LAST] (RFC 3030): exactly <size> octets follow.
+                let mut words = command.split_ascii_whitespace().skip(1);
+                let size = words.next().and_then(|n| n.parse::<usize>().ok());
+                let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+                let Some(size) = size else {
+                    send(&mut io, "501 5.5.4 BDAT needs a size", split).await?;
+                    continue;
+                };
+                let mut chunk = vec![0u8; size];
+                io.read_exact(&mut chunk).await?;
+                let Some(tx) = open.as_mut().filter(|t| !t.rcpts.is_empty()) else {
+                    send(&mut io, "503 5.5.1 no valid recipients", split).await?;
+                    continue;
+                };
+                tx.chunks.extend_from_slice(&chunk);
+                if !last {
+                    format!("250 2.0.0 {size} octets received")
+                } else {
+                    let Some(mut tx) = open.take() else { continue };
+                    let received = std::mem::take(&mut tx.chunks);
+                    match data::end_of_data(&mut io, tx, received, true, tls, shared).await? {
+                        Some(()) => continue,
+                        None => return Ok(Next::Done),
+                    }
+                }
+            }
             "DATA" => {
                 let Some(tx) = open.take().filter(|t| !t.rcpts.is_empty()) else {
                     send(&mut io, "503 5.5.1 no valid recipients", split).await?;
@@ -438,7 +531,7 @@ async fn dialogue(
                 if !go_ahead.starts_with('3') {
                     continue;
                 }
-                match data(&mut io, tx, tls, shared).await? {
+                match data::data(&mut io, tx, tls, shared).await? {
                     Some(()) => continue,
                     None => return Ok(Next::Done),
                 }
@@ -456,76 +549,6 @@ async fn dialogue(
         };
         send(&mut io, &reply, split).await?;
     }
-}
-
-/// Reads the data after a 354 and answers the final dot as the script says. `None`: the
-/// connection is over (the client left, or the script dropped or closed it).
-async fn data(
-    io: &mut BufReader<Box<dyn Stream>>,
-    tx: Open,
-    tls: bool,
-    shared: &Shared,
-) -> std::io::Result<Option<()>> {
-    let mut received = Vec::new();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if io.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(None);
-        }
-        if line == b".\r\n" {
-            break;
-        }
-        received.extend_from_slice(&line);
-    }
-    let (end, delay, close, split) = {
-        let mut script = lock(&shared.script);
-        let own = tx.rcpts.iter().find_map(|r| script.data_end_for.get(r));
-        let end = if script.drop_after_data > 0 {
-            script.drop_after_data -= 1;
-            End::Drop
-        } else if let Some(reply) = own.or(script.data_end.as_ref()) {
-            End::Reply(reply.clone())
-        } else {
-            End::Hold
-        };
-        let s = &*script;
-        (end, s.data_end_delay, s.close_after_data, s.split)
-    };
-    let reply = match &end {
-        End::Reply(reply) => Some(reply.clone()),
-        End::Drop | End::Hold => None,
-    };
-    lock(&shared.log).transactions.push(Tx {
-        mail_from: tx.mail_from,
-        rcpts: tx.rcpts,
-        data: received,
-        tls,
-        reply,
-    });
-    match end {
-        // The client cannot learn whether the message was queued.
-        End::Drop => Ok(None),
-        End::Hold => {
-            while io.read_until(b'\n', &mut line).await? > 0 {}
-            Ok(None)
-        }
-        End::Reply(reply) => {
-            tokio::time::sleep(delay).await;
-            send(io, &reply, split).await?;
-            Ok((!close).then_some(()))
-        }
-    }
-}
-
-/// What the fake does at the final dot.
-enum End {
-    /// Answer this.
-    Reply(String),
-    /// Close the connection without a word.
-    Drop,
-    /// Never answer; hold the connection until the client goes away.
-    Hold,
 }
 
 /// The address inside the first `<...>` of an SMTP path argument (`<>` gives "").

@@ -13,8 +13,10 @@ pub struct Tx {
     /// The recipients whose RCPT was accepted, lower-cased, in order.
     pub rcpts: Vec<String>,
     /// The data as received (dot-stuffed, line ends as on the wire), without the final
-    /// ".\r\n" line.
+    /// ".\r\n" line; with BDAT, the chunks' octets as they came.
     pub data: Vec<u8>,
+    /// Whether the message came by BDAT (CHUNKING) rather than DATA.
+    pub chunked: bool,
     /// Whether the transaction ran over TLS.
     pub tls: bool,
     /// The reply to the final dot; `None` when the fake dropped the connection or never
@@ -25,6 +27,9 @@ pub struct Tx {
 impl Tx {
     /// The message the data stands for: dots unstuffed, line ends as on the wire.
     pub fn message(&self) -> Vec<u8> {
+        if self.chunked {
+            return self.data.clone();
+        }
         let mut out = Vec::with_capacity(self.data.len());
         for line in self.data.split_inclusive(|&b| b == b'\n') {
             out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
@@ -53,6 +58,11 @@ pub struct Log {
     pub commands: Vec<String>,
     /// For each of `commands`: whether it came over TLS.
     pub commands_tls: Vec<bool>,
+    /// For each of `commands`: whether more bytes had already arrived when it was read
+    /// (it came in one flight with the next command: pipelined).
+    pub commands_waiting: Vec<bool>,
+    /// The user names that logged in with AUTH, in order.
+    pub logins: Vec<String>,
     /// Every transaction whose data was received, in order.
     pub transactions: Vec<Tx>,
 }

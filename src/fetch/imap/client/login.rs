@@ -1,5 +1,6 @@
 //! Getting to an authenticated session: TCP, implicit TLS or STARTTLS, the greeting and
-//! CAPABILITY, then AUTHENTICATE PLAIN or LOGIN. No credential goes on the wire before the
+//! CAPABILITY, then AUTHENTICATE with the strongest SASL mechanism offered and allowed, or
+//! LOGIN. No credential goes on the wire before the
 //! connection is as secure as the account requires.
 
 use super::super::ImapError;
@@ -10,13 +11,14 @@ use super::ImapClient;
 use crate::config::{AccountConfig, TlsMode};
 use crate::fetch::pop3::{MESSAGE_MAX, redact};
 use crate::fetch::transport::dial;
+use crate::sasl::{self, Credentials, Exchange, Mechanism, Method, Offer, Policy, Secret};
 use crate::tls::TlsClient;
 
 impl ImapClient {
     /// TCP connect to account.host:account.port, TLS per account.tls (Tls = implicit;
     /// Starttls = STARTTLS required, refused before any credential if not offered;
     /// StarttlsIfAvailable = STARTTLS when offered; None = plain), then login: AUTHENTICATE
-    /// PLAIN when offered, else LOGIN. Refuses to send the password on an unencrypted
+    /// with the strongest mechanism offered and allowed, else LOGIN. Refuses to send the password on an unencrypted
     /// connection unless account.tls == TlsMode::None.
     pub async fn connect(account: &AccountConfig) -> Result<ImapClient, ImapError> {
         ImapClient::connect_with(account, None).await
@@ -64,6 +66,7 @@ impl ImapClient {
             flagged: Vec::new(),
             move_to: None,
             ahead: Default::default(),
+            method: None,
         };
 
         let (preauth, code) = match client.conn.read_response(LITERAL_MAX).await? {
@@ -135,22 +138,43 @@ impl ImapClient {
         self.capability().await
     }
 
-    /// AUTHENTICATE PLAIN when offered (it carries UTF-8 as it is), else LOGIN with the
-    /// password quoted, or as a literal when it has 8-bit bytes.
+    /// The strongest method offered and allowed ([`sasl::choose`]): `AUTHENTICATE` with a
+    /// SASL mechanism (RFC 3501 6.2.2, SASL-IR when offered), else `LOGIN` with the password
+    /// quoted, or as a literal when it has 8-bit bytes. The method is logged once (info)
+    /// and kept for [`login_method`](ImapClient::login_method).
     async fn login(&mut self, account: &AccountConfig) -> Result<(), ImapError> {
+        let offer = Offer {
+            sasl: Offer::mechanisms(self.capabilities.auth_mechanisms()),
+            apop: false,
+            password: !self.capabilities.has("LOGINDISABLED"),
+        };
+        let policy = Policy {
+            allowed: account.auth.allowed(),
+            cleartext_ok: self.encrypted || account.tls == TlsMode::None,
+            token: false,
+        };
+        let method = sasl::choose(&offer, &policy).map_err(ImapError::NoLoginMethod)?;
         let password = account.password.expose();
         let mut secrets = vec![password.to_owned()];
-        let result = if self.capabilities.has_auth("PLAIN") {
-            let response = command::sasl_plain(&account.username, password);
-            secrets.push(response.clone());
-            self.authenticate_plain(response).await
-        } else if self.capabilities.has("LOGINDISABLED") {
-            return Err(ImapError::NoLoginMethod);
-        } else {
-            let login = Command::new("LOGIN")
-                .string(account.username.as_bytes(), false)
-                .string(password.as_bytes(), true);
-            self.run(login).await
+        let result = match method {
+            Method::Sasl(mechanism) => {
+                let credentials = Credentials {
+                    username: &account.username,
+                    secret: Secret::Password(password),
+                };
+                self.authenticate(mechanism, &credentials, &mut secrets)
+                    .await
+            }
+            Method::Apop | Method::Password => {
+                let login = Command::new("LOGIN")
+                    .string(account.username.as_bytes(), false)
+                    .string(password.as_bytes(), true);
+                self.run(login).await
+            }
+        };
+        let shown = match method {
+            Method::Sasl(m) => format!("AUTHENTICATE {m}"),
+            _ => "LOGIN".to_owned(),
         };
         let responses = match result {
             Ok(responses) => responses,
@@ -159,13 +183,15 @@ impl ImapClient {
                     .iter()
                     .any(|c| text.to_ascii_uppercase().starts_with(c));
                 return Err(ImapError::AuthFailed {
+                    method: shown,
                     text: redact(&text, &secrets),
                     temporary,
                 });
             }
             Err(e) => return Err(e),
         };
-        tracing::debug!(account = %account.name, "logged in");
+        tracing::info!(account = %account.name, "logged in with {shown}");
+        self.method = Some(method);
         // The capabilities change with login (UIDPLUS, ...): take them from the reply, or ask.
         let fresh = responses.into_iter().rev().find_map(|r| match r {
             Response::Capability(caps)
@@ -182,43 +208,100 @@ impl ImapClient {
         Ok(())
     }
 
-    /// AUTHENTICATE PLAIN, with the initial response on the command line when SASL-IR is
-    /// offered, else after the server's `+`.
-    async fn authenticate_plain(&mut self, response: String) -> Result<Vec<Response>, ImapError> {
+    /// How the session logged in (for `test-connection` and the log); `None` after PREAUTH.
+    pub fn login_method(&self) -> Option<Method> {
+        self.method
+    }
+
+    /// `AUTHENTICATE mechanism`, with the initial response on the command line when SASL-IR
+    /// is offered (`=` for an empty one), then one line per `+` challenge. A challenge the
+    /// mechanism cannot answer ends the exchange with `*` (RFC 3501 6.2.2); on the tagged
+    /// OK the exchange must be complete (SCRAM: the server's signature verified), else the
+    /// login is refused and the session given up.
+    async fn authenticate(
+        &mut self,
+        mechanism: Mechanism,
+        credentials: &Credentials<'_>,
+        secrets: &mut Vec<String>,
+    ) -> Result<Vec<Response>, ImapError> {
+        let mut exchange = Exchange::new(mechanism, credentials)?;
         let tag = self.conn.tag();
         let mut untagged = Vec::new();
-        let initial = self.capabilities.has("SASL-IR");
-        let (line, shown) = if initial {
-            (
-                format!("AUTHENTICATE PLAIN {response}"),
-                "AUTHENTICATE PLAIN ***",
-            )
+        let initial = if self.capabilities.has("SASL-IR") {
+            exchange
+                .initial_response()
+                .map(|r| match sasl::encode_base64(&r) {
+                    empty if empty.is_empty() => "=".to_owned(),
+                    encoded => encoded,
+                })
         } else {
-            ("AUTHENTICATE PLAIN".to_owned(), "AUTHENTICATE PLAIN")
+            None
+        };
+        let name = format!("AUTHENTICATE {mechanism}");
+        let (line, shown) = match initial {
+            Some(encoded) => {
+                secrets.push(encoded.clone());
+                (format!("{name} {encoded}"), format!("{name} ***"))
+            }
+            None => (name.clone(), name.clone()),
         };
         let command = Command {
             parts: vec![command::Part::Text(line.into_bytes())],
-            shown: shown.to_owned(),
+            shown,
         };
         self.conn.send(&tag, &command, false, &mut untagged).await?;
-        loop {
+        let mut failed = None;
+        for _ in 0..ROUNDS_MAX {
             match self.conn.read_response(LITERAL_MAX).await? {
-                Response::Continue(_) if !initial => {
-                    tracing::debug!(account = %self.conn.account, "C: ***");
-                    self.conn
-                        .write(format!("{response}\r\n").as_bytes())
-                        .await?;
+                Response::Continue(text) => {
+                    tracing::debug!(account = %self.conn.account, "S: + {text}");
+                    let response = match failed {
+                        None => exchange.respond_base64(text.as_bytes()),
+                        Some(_) => Err(sasl::SaslError::UnexpectedChallenge { mechanism }),
+                    };
+                    match response {
+                        Ok(encoded) => {
+                            secrets.push(encoded.clone());
+                            tracing::debug!(account = %self.conn.account, "C: ***");
+                            self.conn.write(format!("{encoded}\r\n").as_bytes()).await?;
+                        }
+                        Err(e) => {
+                            tracing::debug!(account = %self.conn.account, "C: *");
+                            self.conn.write(b"*\r\n").await?;
+                            failed = Some(e);
+                        }
+                    }
                 }
-                // A challenge after the initial response: end the exchange (RFC 3501 6.2.2).
-                Response::Continue(_) => self.conn.write(b"*\r\n").await?,
                 tagged @ Response::Tagged { .. } => {
-                    return self.finish(&tag, "AUTHENTICATE PLAIN", tagged, untagged);
+                    let detail = exchange.server_error().map(str::to_owned);
+                    let result = self.finish(&tag, &name, tagged, untagged);
+                    if let Some(e) = failed {
+                        return Err(e.into());
+                    }
+                    return match result {
+                        Ok(responses) => {
+                            exchange.finish(None)?;
+                            Ok(responses)
+                        }
+                        Err(ImapError::Refused { command, text }) => Err(ImapError::Refused {
+                            command,
+                            text: match detail {
+                                Some(detail) => format!("{text} ({detail})"),
+                                None => text,
+                            },
+                        }),
+                        Err(e) => Err(e),
+                    };
                 }
                 other => untagged.push(self.note(other)?),
             }
         }
+        Err(self.lost(format!("{name}: more than {ROUNDS_MAX} challenges")))
     }
 }
+
+/// Server challenges answered at most in one exchange (NTLM and SCRAM need two).
+const ROUNDS_MAX: usize = 8;
 
 /// The TLS handshake, bounded by the account's timeout.
 async fn handshake(
