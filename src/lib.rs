@@ -18,7 +18,9 @@
 //!             quarantine.rs), one process per state_dir (lock.rs)
 //! ```
 //!
-//! Around them: `config/` (the YAML file, every error with its line), `tls/` (one TLS setup
+//! Around them: `config/` (the YAML file, every error with its line: `load/` validates the
+//! text without reading anything else, `resolve.rs` then reads the password files and
+//! variables and the certificate files it names), `tls/` (one TLS setup
 //! for every connection, POP3, IMAP and the relay: trust, pinning, client certificates, and
 //! certificate errors an administrator can act on), `address.rs` (validated
 //! envelope addresses and accepted-domain patterns, shared by every stage), `recipient.rs`
