@@ -209,13 +209,13 @@ impl Mailbox for MemorySession {
         Ok(())
     }
 
-    async fn commit(self) -> Result<(), FetchError> {
+    async fn commit(self) -> Result<Vec<u32>, FetchError> {
         self.alive()?;
         let marked = self.marked;
         self.mailbox
             .lock()
             .messages
             .retain(|(k, _)| !marked.contains(k));
-        Ok(())
+        Ok(Vec::new())
     }
 }

@@ -6,6 +6,7 @@
 mod auth;
 mod kept;
 mod looped;
+mod pipelined;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 //! write is bounded by the account's timeout (`conn.rs`); responses are parsed by
 //! `protocol.rs`.
 
+mod batch;
 mod idle;
 mod login;
 
@@ -46,6 +47,8 @@ pub struct ImapClient {
     /// Where [`mark_deleted`](ImapClient::mark_deleted) moves a message instead
     /// (`after_fetch: move:<folder>`), as the server spells the folder.
     move_to: Option<Vec<u8>>,
+    /// The messages planned to be fetched next, and those fetched ahead (`batch.rs`).
+    ahead: batch::Ahead,
     /// How the session logged in; `None` before login and after PREAUTH.
     method: Option<crate::sasl::Method>,
 }
@@ -208,6 +211,8 @@ impl ImapClient {
     /// [`CHUNK`] octets (no single literal larger than that), each within the download
     /// deadline of its size.
     ///
+    /// Planned messages (see [`plan`](ImapClient::plan)) come several in one command.
+    ///
     /// A message announced larger than `max_message_size` is not asked for; one that turns
     /// out larger is not kept. Both give [`ImapError::MessageTooLarge`], and the session stays
     /// usable.
@@ -221,7 +226,13 @@ impl ImapClient {
         if announced.is_some_and(|size| size > limit) {
             return Err(too_large(announced));
         }
-        let mut message = Vec::new();
+        let mut message = match self.fetched_ahead(uid).await? {
+            Some(batch::Fetched::Whole(message)) => return Ok(message),
+            Some(batch::Fetched::Start(piece)) => piece,
+            Some(batch::Fetched::TooLarge(size)) => return Err(too_large(Some(size))),
+            Some(batch::Fetched::Gone) => return Err(ImapError::MessageGone(uid)),
+            None => Vec::new(),
+        };
         loop {
             let offset = message.len() as u64;
             let text = format!("UID FETCH {uid} BODY.PEEK[]<{offset}.{CHUNK}>");
@@ -275,6 +286,45 @@ impl ImapClient {
         .await?;
         self.flagged.push(uid);
         Ok(())
+    }
+
+    /// [`mark_deleted`](ImapClient::mark_deleted) for many messages: one `UID STORE` per
+    /// few hundred UIDs (as UID sets) instead of one per message; moved one by one with
+    /// `after_fetch: move`. Returns the UIDs whose mark the server refused (they stay); an
+    /// error only when the session is lost.
+    pub async fn mark_deleted_all(&mut self, uids: &[u32]) -> Result<Vec<u32>, ImapError> {
+        let mut refused = Vec::new();
+        if self.move_to.is_some() {
+            for &uid in uids {
+                match self.mark_deleted(uid).await {
+                    Ok(()) => {}
+                    Err(e) if !e.connection_lost() => refused.push(uid),
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(refused);
+        }
+        // A few hundred UIDs make one set well under UID_SET_MAX.
+        for chunk in uids.chunks(256) {
+            let mut stored = true;
+            for set in command::uid_sets(chunk) {
+                let text = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
+                match self.run(Command::new(&text)).await {
+                    Ok(_) => {}
+                    Err(e) if !e.connection_lost() => {
+                        tracing::warn!(account = %self.conn.account, "flagging for deletion refused: {e}");
+                        stored = false;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if stored {
+                self.flagged.extend_from_slice(chunk);
+            } else {
+                refused.extend_from_slice(chunk);
+            }
+        }
+        Ok(refused)
     }
 
     /// `UID STORE uid +FLAGS.SILENT (\Seen)` (`after_fetch: seen`).

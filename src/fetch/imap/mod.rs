@@ -7,6 +7,8 @@
 //! UID sets), `folder.rs` finds the configured folder among those LIST names, `conn.rs` is
 //! the byte stream with its timeouts and `client.rs` the session.
 
+#[cfg(test)]
+mod batch_tests;
 mod client;
 pub mod command;
 mod conn;

@@ -178,7 +178,7 @@ async fn full_session_split_inside_every_kind_of_token() {
 }
 
 /// A session logged in (UIDPLUS) and with INBOX selected, then `rest`.
-async fn selected(rest: Vec<Step>, max: u64) -> (ImapClient, Fake) {
+pub(super) async fn selected(rest: Vec<Step>, max: u64) -> (ImapClient, Fake) {
     selected_with(rest, max, "UIDPLUS", Duration::from_secs(10)).await
 }
 

@@ -78,6 +78,7 @@ impl ImapClient {
             message_max: MESSAGE_MAX as u64,
             flagged: Vec::new(),
             move_to: None,
+            ahead: Default::default(),
             method: None,
         };
 
