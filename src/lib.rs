@@ -18,7 +18,9 @@
 //!             quarantine.rs), one process per state_dir (lock.rs)
 //! ```
 //!
-//! Around them: `config/` (the YAML file, every error with its line), `tls/` (one TLS setup
+//! Around them: `config/` (the YAML file, every error with its line: `load/` validates the
+//! text without reading anything else, `resolve.rs` then reads the password files and
+//! variables and the certificate files it names), `tls/` (one TLS setup
 //! for every connection, POP3, IMAP and the relay: trust, pinning, client certificates, and
 //! certificate errors an administrator can act on), `address.rs` (validated
 //! envelope addresses and accepted-domain patterns, shared by every stage), `recipient.rs`
@@ -35,6 +37,8 @@
 //! postmaster's copy settle, what is recorded — in `decide.rs`, the postmaster's notices in
 //! `notice.rs`). `testkit/` holds the tests'
 //! scripted SMTP and POP3 fakes and test CA, for unit tests and (feature `testkit`) tests/.
+//! `probe/` is `mailferry test-connection`: every step to each mailbox and to the relay,
+//! reported in words, nothing downloaded or changed.
 
 #![warn(missing_docs)]
 
@@ -43,6 +47,7 @@ pub mod config;
 pub mod fetch;
 pub mod metrics;
 pub mod pipeline;
+pub mod probe;
 pub mod recipient;
 pub mod relay;
 pub mod retention;

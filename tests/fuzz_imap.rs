@@ -134,6 +134,8 @@ fn account(port: u16) -> AccountConfig {
         unseen_only: false,
         auth: Default::default(),
         idle: false,
+        proxy: None,
+        auth_backoff_max: mailferry::config::DEFAULT_AUTH_BACKOFF_MAX,
         routing: Default::default(),
     }
 }

@@ -1,21 +1,27 @@
-//! Parsing and validation of the YAML text into a [`Config`].
+//! Parsing and validation of the YAML text into a [`Validated`] configuration: pure, nothing
+//! but the text is read (files and variables it names are read by `../resolve.rs`).
 //!
 //! The text is read into a position-keeping node tree (`yaml.rs`), then walked by hand: each
 //! problem becomes a [`ConfigError`] with its line and column and the walk goes on, so one run
 //! of `check-config` names every mistake. Nothing here ever puts a password into a message.
 //!
 //! `check.rs` checks values (strings, numbers, durations, sizes, hosts, choices) and a
-//! mapping's keys; this file walks the top level, `relay:` and `metrics:`; `account.rs` each
-//! entry of `accounts:`; `tls.rs` the TLS keys both share.
+//! mapping's keys: a key is declared once, where its section's reader asks for it
+//! (`s.get("poll_interval")`), and that makes it allowed there. This file walks the top
+//! level, `relay:` and `metrics:`; `account.rs` each entry of `accounts:`; `tls.rs` the TLS
+//! keys both share.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::resolve::{
+    DirectoryOf, KeyAt, SecretOf, SecretSource, Source, Validated, secret_problem,
+};
 use super::{
     AccountConfig, AccountRouting, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
-    DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol,
-    RelayAuth, RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
+    DEFAULT_AUTH_BACKOFF_MAX, DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode,
+    Password, Protocol, RelayAuth, RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -27,6 +33,10 @@ mod tls;
 mod yaml;
 
 #[cfg(test)]
+mod proxy_tests;
+#[cfg(test)]
+mod resolve_tests;
+#[cfg(test)]
 mod routing_tests;
 #[cfg(test)]
 mod tests;
@@ -36,73 +46,6 @@ mod tls_tests;
 use check::{Section, scalar};
 use yaml::{Kind, Node};
 
-const TOP_KEYS: &[&str] = &[
-    "state_dir",
-    "metrics",
-    "relay",
-    "domains",
-    "postmaster",
-    "envelope_headers",
-    "max_message_size",
-    "source_routed",
-    "dedup",
-    "dedup_window",
-    "rewrite",
-    "directory",
-    "max_hops",
-    "accounts",
-];
-const METRICS_KEYS: &[&str] = &["listen"];
-/// With [`tls::TLS_KEYS`].
-const RELAY_KEYS: &[&str] = &[
-    "host",
-    "port",
-    "tls",
-    "helo",
-    "connections",
-    "timeout",
-    "data_timeout",
-    "retry",
-    "username",
-    "password",
-    "password_file",
-    "password_env",
-    "auth_mechanisms",
-    "spa",
-];
-const RETRY_KEYS: &[&str] = &["max_attempts", "initial", "max"];
-/// With [`tls::TLS_KEYS`].
-const ACCOUNT_KEYS: &[&str] = &[
-    "name",
-    "protocol",
-    "host",
-    "port",
-    "tls",
-    "username",
-    "password",
-    "password_file",
-    "password_env",
-    "mode",
-    "deliver_to",
-    "folder",
-    "poll_interval",
-    "max_per_pass",
-    "retention",
-    "timeout",
-    "pass_deadline",
-    "initial",
-    "expunge_every",
-    "fetch_order",
-    "after_fetch",
-    "unseen_only",
-    "auth",
-    "auth_mechanisms",
-    "spa",
-    "idle",
-    "envelope_headers",
-    "rewrite",
-    "directory",
-];
 const PASSWORD_KEYS: [&str; 3] = ["password", "password_file", "password_env"];
 
 const TLS_MODES: &[(&str, TlsMode)] = &[
@@ -141,17 +84,43 @@ const POLL_INTERVAL: (u64, u64) = (5, 86_400);
 const TIMEOUT: (u64, u64) = (1, 3_600);
 const CONNECTIONS: (u64, u64) = (1, 64);
 const PASS_DEADLINE: (u64, u64) = (1, 86_400);
+const AUTH_BACKOFF_MAX: (u64, u64) = (60, 7 * 86_400);
 /// `max_message_size` bounds, in bytes: 1 KiB ..= 1 GiB.
 const MESSAGE_SIZE: (u64, u64) = (1_024, 1 << 30);
 const RETRY_DELAY: (u64, u64) = (0, 86_400);
 /// `dedup_window` bounds: 1 hour ..= 365 days.
 const DEDUP_WINDOW: (u64, u64) = (3_600, 365 * 86_400);
 
-/// Parses and validates configuration text; `file` names it in errors, and relative paths in it
-/// (`state_dir`, `ca_file`, `password_file`) are resolved against `file`'s directory.
+/// Parses and validates configuration text, reading nothing else (the first step of
+/// [`super::load`]); `file` names it in errors, and relative paths in it (`state_dir`,
+/// `ca_file`, `password_file`) are resolved against `file`'s directory.
 ///
 /// On failure every problem found is returned, sorted by line.
-pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+pub fn validate(text: &str, file: &str) -> Result<Validated, ConfigErrors> {
+    let checked = check(text, file);
+    match checked.config {
+        Some(config) => Ok(Validated {
+            file: file.to_string(),
+            config,
+            sources: checked.sources,
+        }),
+        None => Err(ConfigErrors(checked.errors)),
+    }
+}
+
+/// What one walk over the text found.
+pub(super) struct Checked {
+    /// The configuration; `None` when there is any problem.
+    pub(super) config: Option<Config>,
+    /// What the text names outside itself, in file order; found also when `config` is
+    /// `None`, so that `check-config` can report their problems in the same run.
+    pub(super) sources: Vec<Source>,
+    /// Every problem, sorted by line.
+    pub(super) errors: Vec<ConfigError>,
+}
+
+/// The walk behind [`validate`].
+pub(super) fn check(text: &str, file: &str) -> Checked {
     let doc = yaml::parse(text);
     let mut c = Checker {
         file,
@@ -161,30 +130,61 @@ pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
             .unwrap_or_default(),
         errors: Vec::new(),
         cut: doc.cut,
+        sources: Vec::new(),
+        keys: Vec::new(),
         targets: None,
     };
     for e in &doc.errors {
         c.push(e.line, e.column, e.message.clone());
     }
     let config = match &doc.root {
-        Some(root) => c.config(root),
+        Some(root) => c.section(root, "", Checker::config),
         None if doc.errors.is_empty() => {
             c.push(1, 1, "the file is empty: state_dir, relay, domains, postmaster and accounts are required");
             None
         }
         None => None,
     };
-    match config {
-        Some(config) if c.errors.is_empty() => Ok(config),
+    let config = match config {
+        Some(config) if c.errors.is_empty() => Some(config),
         _ => {
             if c.errors.is_empty() {
                 // Every `None` above comes with an error; this only guards that promise.
                 c.push(1, 1, "the configuration is incomplete");
             }
-            c.errors.sort_by_key(|e| (e.line, e.column));
-            Err(ConfigErrors(c.errors))
+            None
         }
+    };
+    c.errors.sort_by_key(|e| (e.line, e.column));
+    // A value that reaches the syntax error may have been cut short by it: not read.
+    if let Some(cut) = c.cut {
+        c.sources
+            .retain(|source| source.keys().iter().all(|key| key.line < cut));
     }
+    Checked {
+        config,
+        sources: c.sources,
+        errors: c.errors,
+    }
+}
+
+/// Every key any section allows, from a walk over a file that has each section (empty).
+#[cfg(test)]
+pub(super) fn keys_read() -> Vec<&'static str> {
+    let doc = yaml::parse("metrics: {}\nrelay: {retry: {}}\naccounts: [{}]\n");
+    let mut c = Checker {
+        file: "keys.yaml",
+        dir: PathBuf::new(),
+        errors: Vec::new(),
+        cut: None,
+        sources: Vec::new(),
+        keys: Vec::new(),
+        targets: None,
+    };
+    if let Some(root) = &doc.root {
+        c.section(root, "", Checker::config);
+    }
+    c.keys
 }
 
 /// The state of one walk over the tree: where relative paths start and what went wrong.
@@ -195,24 +195,30 @@ struct Checker<'a> {
     /// The line of the syntax error that cut the tree short: "missing" errors, and errors
     /// about nodes reaching that line, would be noise.
     cut: Option<usize>,
+    /// What the file names outside its text, for the resolve step.
+    sources: Vec<Source>,
+    /// Every key the sections read asked for (the allowed keys), for the test that the
+    /// example file documents each.
+    keys: Vec<&'static str>,
     /// The accepted domains and the postmaster, once read: where a rewrite may lead.
     targets: Option<routing::Targets>,
 }
 
 impl Checker<'_> {
-    fn config(&mut self, root: &Node) -> Option<Config> {
-        let top = self.section(root, "", TOP_KEYS)?;
+    fn config(&mut self, top: &Section<'_>) -> Option<Config> {
         let state_dir = self
-            .require(&top, "state_dir")
+            .require(top, "state_dir")
             .and_then(|n| self.path(n, "state_dir"));
         let metrics = match top.get("metrics") {
             None => Some(MetricsConfig { listen: None }),
-            Some(n) => self.metrics(n),
+            Some(n) => self.section(n, "metrics", Self::metrics),
         };
-        let relay = self.require(&top, "relay").and_then(|n| self.relay(n));
-        let domains = self.require(&top, "domains").and_then(|n| self.domains(n));
+        let relay = self
+            .require(top, "relay")
+            .and_then(|n| self.section(n, "relay", Self::relay));
+        let domains = self.require(top, "domains").and_then(|n| self.domains(n));
         let postmaster = self
-            .require(&top, "postmaster")
+            .require(top, "postmaster")
             .and_then(|n| self.address(n, "postmaster"));
         let envelope_headers = match top.get("envelope_headers") {
             None => Some(DEFAULT_ENVELOPE_HEADERS.map(String::from).to_vec()),
@@ -246,7 +252,7 @@ impl Checker<'_> {
         };
         let directory = match top.get("directory") {
             None => Some(None),
-            Some(n) => self.directory(n, "directory").map(Some),
+            Some(n) => self.directory(n, "directory", DirectoryOf::Top),
         };
         let max_hops = match top.get("max_hops") {
             None => Some(crate::route::DEFAULT_MAX_HOPS),
@@ -254,9 +260,7 @@ impl Checker<'_> {
                 .integer(n, "max_hops", routing::MAX_HOPS.0, routing::MAX_HOPS.1)
                 .and_then(|m| u32::try_from(m).ok()),
         };
-        let accounts = self
-            .require(&top, "accounts")
-            .and_then(|n| self.accounts(n));
+        let accounts = self.require(top, "accounts").and_then(|n| self.accounts(n));
         Some(Config {
             state_dir: state_dir?,
             metrics: metrics?,
@@ -274,8 +278,7 @@ impl Checker<'_> {
         })
     }
 
-    fn metrics(&mut self, node: &Node) -> Option<MetricsConfig> {
-        let s = self.section(node, "metrics", METRICS_KEYS)?;
+    fn metrics(&mut self, s: &Section<'_>) -> Option<MetricsConfig> {
         let Some(n) = s.get("listen") else {
             return Some(MetricsConfig { listen: None });
         };
@@ -294,16 +297,18 @@ impl Checker<'_> {
         }
     }
 
-    fn relay(&mut self, node: &Node) -> Option<RelayConfig> {
-        let s = self.section(node, "relay", &[RELAY_KEYS, &tls::TLS_KEYS].concat())?;
+    fn relay(&mut self, s: &Section<'_>) -> Option<RelayConfig> {
         let host = self
-            .require(&s, "host")
+            .require(s, "host")
             .and_then(|n| self.host(n, "relay.host"));
+        // Asked for before `tls` (its default depends on it): the allowed keys are listed in
+        // the order they are asked for.
+        let port = s.get("port");
         let tls = match s.get("tls") {
             None => Some(TlsMode::StarttlsIfAvailable),
             Some(n) => self.choice(n, "relay.tls", TLS_MODES),
         };
-        let port = match s.get("port") {
+        let port = match port {
             None => tls.map(|t| if t == TlsMode::Tls { 465 } else { 25 }),
             Some(n) => self.port(n, "relay.port"),
         };
@@ -317,7 +322,7 @@ impl Checker<'_> {
                 .integer(n, "relay.connections", CONNECTIONS.0, CONNECTIONS.1)
                 .and_then(|c| u32::try_from(c).ok()),
         };
-        let tls_options = self.tls_options(&s, tls);
+        let tls_options = self.tls_options(s, tls);
         let timeout = match s.get("timeout") {
             None => Some(Duration::from_secs(60)),
             Some(n) => self.duration(n, "relay.timeout", TIMEOUT),
@@ -329,9 +334,9 @@ impl Checker<'_> {
         };
         let retry = match s.get("retry") {
             None => Some(RetryPolicy::default()),
-            Some(n) => self.retry(n),
+            Some(n) => self.section(n, "relay.retry", Self::retry),
         };
-        let auth = self.relay_auth(&s);
+        let auth = self.relay_auth(s);
         Some(RelayConfig {
             host: host?,
             port: port?,
@@ -351,10 +356,13 @@ impl Checker<'_> {
     /// or `spa` (as an account's); neither: no AUTH.
     fn relay_auth(&mut self, s: &Section<'_>) -> Option<Option<RelayAuth>> {
         let Some(node) = s.get("username") else {
-            let mut login_keys = PASSWORD_KEYS.iter().chain(&["auth_mechanisms", "spa"]);
-            if let Some(key) = login_keys.find(|k| s.get(k).is_some())
-                && let Some(n) = s.get(key)
-            {
+            // Every login key asked for (each is allowed here), the first given reported.
+            let given: Vec<(&str, &Node)> = PASSWORD_KEYS
+                .iter()
+                .chain(&["auth_mechanisms", "spa"])
+                .filter_map(|k| Some((*k, s.get(k)?)))
+                .collect();
+            if let Some(&(key, n)) = given.first() {
                 self.err(
                     n,
                     format!("relay.{key} is set but relay.username is not: set both for SMTP AUTH, or neither"),
@@ -364,7 +372,7 @@ impl Checker<'_> {
             return Some(None);
         };
         let username = self.text(node, "relay.username");
-        let password = self.password(s);
+        let password = self.password(s, SecretOf::Relay);
         let mechanisms = self.login_methods(s, login::LoginFor::Relay);
         Some(Some(RelayAuth {
             username: username?,
@@ -374,8 +382,7 @@ impl Checker<'_> {
     }
 
     /// `relay.retry`: each key optional; `max` may not be below `initial`.
-    fn retry(&mut self, node: &Node) -> Option<RetryPolicy> {
-        let s = self.section(node, "relay.retry", RETRY_KEYS)?;
+    fn retry(&mut self, s: &Section<'_>) -> Option<RetryPolicy> {
         let default = RetryPolicy::default();
         let max_attempts = match s.get("max_attempts") {
             None => Some(default.max_attempts),

@@ -1,9 +1,15 @@
 //! The one YAML configuration file: the validated types every other stage reads.
 //!
-//! Loading reports *every* problem at once, each with file, line and column (see
-//! [`ConfigErrors`]). A [`Config`] value is always complete and valid: defaults are filled
-//! in, passwords are resolved (from `password`, `password_file` or `password_env`), ports are
-//! set from the TLS mode when omitted.
+//! Loading is two steps, each reporting *every* problem at once with file, line and column
+//! (see [`ConfigErrors`]):
+//! 1. [`validate`] (pure: reads nothing but the text): YAML text to a [`Validated`]
+//!    configuration that lists what it names outside the text as [`Source`]s (password files
+//!    and variables, certificate and key files);
+//! 2. [`Validated::resolve`]: reads those and checks them, naming the key that named each.
+//!
+//! [`load`] and [`from_yaml_str`] do both. A [`Config`] value is always complete and valid:
+//! defaults are filled in, passwords are resolved (from `password`, `password_file` or
+//! `password_env`), ports are set from the TLS mode when omitted.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,8 +20,13 @@ use crate::address::{Address, DomainPattern};
 use crate::route::{DirectoryFile, Rewrite};
 
 mod load;
+mod resolve;
 
-pub use load::from_yaml_str;
+pub use load::validate;
+pub use resolve::{DirectoryOf, KeyAt, SecretOf, SecretSource, Source, Validated};
+mod proxy;
+
+pub use proxy::{Proxy, ProxyKind};
 
 /// The envelope headers read in catch-all mode when `envelope_headers` is not set, in order.
 pub const DEFAULT_ENVELOPE_HEADERS: [&str; 4] = [
@@ -27,6 +38,10 @@ pub const DEFAULT_ENVELOPE_HEADERS: [&str; 4] = [
 
 /// `dedup_window` when not set: 7 days.
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+
+/// `auth_backoff_max` when not set: a refused login is tried again at most this far apart
+/// (1 hour).
+pub const DEFAULT_AUTH_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
 
 /// `max_message_size` when not set: 50 MB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 50_000_000;
@@ -404,6 +419,12 @@ pub struct AccountConfig {
     /// IMAP: between passes, wait in IDLE for new mail (when the server offers it) instead of
     /// only sleeping `poll_interval`.
     pub idle: bool,
+    /// `proxy`: the SOCKS5 or HTTP CONNECT proxy the upstream connection goes through.
+    pub proxy: Option<Proxy>,
+    /// `auth_backoff_max`: after a refused login the next pass waits twice as long each time
+    /// (from `poll_interval`), up to this, so that a wrong password does not lock the
+    /// mailbox.
+    pub auth_backoff_max: Duration,
     /// The routing keys this account sets for itself.
     pub routing: AccountRouting,
 }
@@ -481,7 +502,30 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Reads and validates the file at `path`.
+/// Parses, validates and resolves configuration text (both steps); `file` names it in errors,
+/// and relative paths in it (`state_dir`, `ca_file`, `password_file`) are resolved against
+/// `file`'s directory.
+pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let checked = load::check(text, file);
+    match checked.config {
+        Some(config) => Validated {
+            file: file.to_string(),
+            config,
+            sources: checked.sources,
+        }
+        .resolve(),
+        None => {
+            // What the text names outside itself is read even so, so that one run of
+            // check-config reports every problem.
+            let mut errors = checked.errors;
+            errors.extend(resolve::resolve_sources(file, &checked.sources, None));
+            errors.sort_by_key(|e| (e.line, e.column));
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Reads, validates and resolves the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {

@@ -799,6 +799,8 @@ fn rules_for_account_take_the_config_and_the_username() {
         unseen_only: false,
         auth: Default::default(),
         idle: false,
+        proxy: None,
+        auth_backoff_max: crate::config::DEFAULT_AUTH_BACKOFF_MAX,
         routing: Default::default(),
     };
     let config = Config {

@@ -77,8 +77,18 @@ impl Checker<'_> {
             "accounts[{}]",
             label.unwrap_or_else(|| format!("#{}", index + 1))
         );
-        let s = self.section(node, &path, &[ACCOUNT_KEYS, &tls::TLS_KEYS].concat())?;
-        let name = self.require(&s, "name").and_then(|n| {
+        self.section(node, &path, |c, s| c.account_keys(s, index, names))
+    }
+
+    /// The keys of one account (`index` in the list); `names` are the names of the accounts
+    /// before it.
+    fn account_keys(
+        &mut self,
+        s: &Section<'_>,
+        index: usize,
+        names: &mut Vec<(String, usize)>,
+    ) -> Option<AccountConfig> {
+        let name = self.require(s, "name").and_then(|n| {
             let name = self.string(n, &s.name("name"))?;
             if !valid_account_name(&name) {
                 self.err(
@@ -100,10 +110,10 @@ impl Checker<'_> {
             Some(name)
         });
         let protocol = self
-            .require(&s, "protocol")
+            .require(s, "protocol")
             .and_then(|n| self.choice(n, &s.name("protocol"), PROTOCOLS));
         let host = self
-            .require(&s, "host")
+            .require(s, "host")
             .and_then(|n| self.host(n, &s.name("host")));
         let tls = match s.get("tls") {
             None => Some(TlsMode::Tls),
@@ -116,12 +126,12 @@ impl Checker<'_> {
             },
             Some(n) => self.port(n, &s.name("port")),
         };
-        let tls_options = self.tls_options(&s, tls);
+        let tls_options = self.tls_options(s, tls);
         let username = self
-            .require(&s, "username")
+            .require(s, "username")
             .and_then(|n| self.text(n, &s.name("username")));
-        let password = self.password(&s);
-        let mode = self.mode(&s);
+        let password = self.password(s, SecretOf::Account(index));
+        let mode = self.mode(s);
         let folder = match s.get("folder") {
             Some(n) if protocol == Some(Protocol::Pop3) => {
                 self.err(
@@ -190,7 +200,7 @@ impl Checker<'_> {
             }
             Some(n) => self.boolean(n, &s.name("unseen_only")),
         };
-        let auth = self.login_methods(&s, LoginFor::Account(protocol));
+        let auth = self.login_methods(s, LoginFor::Account(protocol));
         let idle = match s.get("idle") {
             None => Some(false),
             Some(n) if protocol == Some(Protocol::Pop3) => {
@@ -205,7 +215,15 @@ impl Checker<'_> {
             }
             Some(n) => self.boolean(n, &s.name("idle")),
         };
-        let routing = self.account_routing(&s);
+        let proxy = match s.get("proxy") {
+            None => Some(None),
+            Some(n) => self.proxy(n, &s.name("proxy")).map(Some),
+        };
+        let auth_backoff_max = match s.get("auth_backoff_max") {
+            None => Some(DEFAULT_AUTH_BACKOFF_MAX),
+            Some(n) => self.duration(n, &s.name("auth_backoff_max"), AUTH_BACKOFF_MAX),
+        };
+        let routing = self.account_routing(s, index);
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
             (s.get("initial"), initial.flatten(), retention)
         {
@@ -242,12 +260,14 @@ impl Checker<'_> {
             auth: auth?,
             idle: idle?,
             routing: routing?,
+            proxy: proxy?,
+            auth_backoff_max: auth_backoff_max?,
         })
     }
 
     /// The account's own `envelope_headers`, `rewrite` and `directory` (catch-all only:
     /// a single-user account does not read the headers).
-    fn account_routing(&mut self, s: &Section<'_>) -> Option<AccountRouting> {
+    fn account_routing(&mut self, s: &Section<'_>, index: usize) -> Option<AccountRouting> {
         let single_user = s
             .get("mode")
             .and_then(scalar)
@@ -275,7 +295,7 @@ impl Checker<'_> {
         };
         let directory = match s.get("directory") {
             None => Some(None),
-            Some(n) => self.directory(n, &s.name("directory")).map(Some),
+            Some(n) => self.directory(n, &s.name("directory"), DirectoryOf::Account(index)),
         };
         if !ok {
             return None;
@@ -285,6 +305,19 @@ impl Checker<'_> {
             rewrite: rewrite?,
             directory: directory?,
         })
+    }
+
+    /// `proxy`: a `socks5://` or `http://` URL (see [`crate::config::Proxy::parse`]); no
+    /// message repeats its password.
+    pub(super) fn proxy(&mut self, node: &Node, name: &str) -> Option<crate::config::Proxy> {
+        let url = self.string(node, name)?;
+        match crate::config::Proxy::parse(&url) {
+            Ok(proxy) => Some(proxy),
+            Err(why) => {
+                self.err(node, format!("{name}: {why}"));
+                None
+            }
+        }
     }
 
     /// `mode` with its `deliver_to`: required for single-user, refused for catch-all.
@@ -325,15 +358,16 @@ impl Checker<'_> {
         }
     }
 
-    /// Exactly one of `password`, `password_file`, `password_env`, resolved. No message here
-    /// may contain the secret.
-    pub(super) fn password(&mut self, s: &Section<'_>) -> Option<Password> {
-        let given: Vec<(&str, &Node)> = s
-            .entries
+    /// Exactly one of `password`, `password_file`, `password_env`: the secret `of` an account
+    /// (or another section). An inline one is checked here; a file or variable is listed for
+    /// the resolve step, and the password left empty until then. No message here may contain
+    /// the secret.
+    pub(super) fn password(&mut self, s: &Section<'_>, of: SecretOf) -> Option<Password> {
+        let mut given: Vec<(&str, &Node)> = PASSWORD_KEYS
             .iter()
-            .filter(|(k, _)| PASSWORD_KEYS.contains(k))
-            .map(|(k, v)| (*k, *v))
+            .filter_map(|k| Some((*k, s.entry(k)?)))
             .collect();
+        given.sort_by_key(|(_, n)| (n.line, n.column));
         let (key, node) = match given.as_slice() {
             [] => {
                 if self.cut.is_none() {
@@ -362,68 +396,27 @@ impl Checker<'_> {
             }
         };
         let name = s.name(key);
-        let secret = match key {
-            "password" => match scalar(node) {
-                Some(p) => p.to_string(),
-                None => {
+        let from = match key {
+            "password" => {
+                let Some(secret) = scalar(node) else {
                     self.err(
                         node,
                         format!("{name}: expected a string, found {}", node.describe()),
                     );
                     return None;
+                };
+                if let Some(problem) = secret_problem(secret) {
+                    self.err(node, format!("{name}: {problem}"));
+                    return None;
                 }
-            },
-            "password_file" => {
-                let path = self.path(node, &name)?;
-                match std::fs::read_to_string(&path) {
-                    Ok(mut p) => {
-                        if p.ends_with('\n') {
-                            p.pop();
-                            if p.ends_with('\r') {
-                                p.pop();
-                            }
-                        }
-                        p
-                    }
-                    Err(e) => {
-                        self.err(node, format!("{name}: cannot read {}: {e}", path.display()));
-                        return None;
-                    }
-                }
+                return Some(Password::new(secret));
             }
-            _ => {
-                let var = self.text(node, &name)?;
-                match std::env::var(&var) {
-                    Ok(p) => p,
-                    Err(std::env::VarError::NotPresent) => {
-                        self.err(
-                            node,
-                            format!("{name}: environment variable {var} is not set"),
-                        );
-                        return None;
-                    }
-                    Err(std::env::VarError::NotUnicode(_)) => {
-                        self.err(
-                            node,
-                            format!("{name}: environment variable {var} is not valid UTF-8"),
-                        );
-                        return None;
-                    }
-                }
-            }
+            "password_file" => SecretSource::File(self.path(node, &name)?),
+            _ => SecretSource::Env(self.text(node, &name)?),
         };
-        if secret.is_empty() {
-            self.err(node, format!("{name}: the password is empty"));
-            return None;
-        }
-        if secret.contains(['\r', '\n', '\0']) {
-            self.err(
-                node,
-                format!("{name}: the password contains a line break or NUL"),
-            );
-            return None;
-        }
-        Some(Password::new(secret))
+        let key = self.key_at(node, &name);
+        self.sources.push(Source::Secret { of, from, key });
+        Some(Password::new(String::new()))
     }
 
     pub(super) fn retention(&mut self, node: &Node, name: &str) -> Option<Retention> {

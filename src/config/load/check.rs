@@ -1,30 +1,46 @@
-//! The generic checker: one mapping's keys checked against the keys allowed there, and one
-//! value checked as a string, number, duration, size, host, port, path, address or choice;
-//! each problem is recorded with its line and column and the walk goes on.
+//! The generic checker: one mapping read by its section's reader, whose `get` calls declare
+//! the keys allowed there (any other key is unknown), and one value checked as a string,
+//! number, duration, size, host, port, path, address or choice; each problem is recorded
+//! with its line and column and the walk goes on.
+
+use std::cell::RefCell;
 
 use super::*;
 
-/// The entries of one mapping, already checked for unknown and duplicate keys.
+/// The entries of one mapping, already checked for duplicate keys. The keys a section
+/// allows are the ones its reader asks for (`get`, `has`, `entry`): each key is declared once,
+/// where it is read; an entry never asked for is an unknown key.
 pub(super) struct Section<'n> {
     pub(super) node: &'n Node,
     /// The key path in messages: `relay`, `accounts[example-catchall]`, or empty at the top.
     pub(super) path: String,
-    pub(super) entries: Vec<(&'static str, &'n Node)>,
+    /// Each key as written, its node and its value.
+    entries: Vec<(&'n str, &'n Node, &'n Node)>,
+    /// The keys asked for, in the order first asked: the allowed keys.
+    asked: RefCell<Vec<&'static str>>,
 }
 
 impl<'n> Section<'n> {
-    /// The value of `key`; `None` when it is absent or written as null.
-    pub(super) fn get(&self, key: &str) -> Option<&'n Node> {
+    /// The entry of `key` (its value may be null); declares `key` allowed here.
+    pub(super) fn entry(&self, key: &'static str) -> Option<&'n Node> {
+        let mut asked = self.asked.borrow_mut();
+        if !asked.contains(&key) {
+            asked.push(key);
+        }
         self.entries
             .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
-            .filter(|v| !v.is_null())
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, v)| *v)
+    }
+
+    /// The value of `key`; `None` when it is absent or written as null.
+    pub(super) fn get(&self, key: &'static str) -> Option<&'n Node> {
+        self.entry(key).filter(|v| !v.is_null())
     }
 
     /// Whether `key` was written at all, even without a value.
-    pub(super) fn has(&self, key: &str) -> bool {
-        self.entries.iter().any(|(k, _)| *k == key)
+    pub(super) fn has(&self, key: &'static str) -> bool {
+        self.entry(key).is_some()
     }
 
     /// `relay.port`-style name of `key` for messages.
@@ -124,6 +140,15 @@ impl Checker<'_> {
         });
     }
 
+    /// `name`, written at `node`: what the resolve step's errors point at.
+    pub(super) fn key_at(&self, node: &Node, name: &str) -> KeyAt {
+        KeyAt {
+            name: name.to_string(),
+            line: node.line,
+            column: node.column,
+        }
+    }
+
     pub(super) fn err(&mut self, node: &Node, message: impl Into<String>) {
         // A node that reaches the syntax error may have been cut short by it.
         if self.cut.is_some_and(|cut| node.end_line >= cut) {
@@ -132,13 +157,14 @@ impl Checker<'_> {
         self.push(node.line, node.column, message);
     }
 
-    /// Checks that `node` is a mapping whose keys are all in `allowed`, each once.
-    pub(super) fn section<'n>(
+    /// Reads the mapping `node` with `read`, then reports every key `read` did not ask for
+    /// as unknown, naming the ones it asked for. A key given twice is reported here.
+    pub(super) fn section<'n, T>(
         &mut self,
         node: &'n Node,
         path: &str,
-        allowed: &[&'static str],
-    ) -> Option<Section<'n>> {
+        read: impl FnOnce(&mut Self, &Section<'n>) -> Option<T>,
+    ) -> Option<T> {
         let what = if path.is_empty() {
             "the configuration"
         } else {
@@ -155,8 +181,8 @@ impl Checker<'_> {
             node,
             path: path.to_string(),
             entries: Vec::new(),
+            asked: RefCell::new(Vec::new()),
         };
-        let mut first_lines: Vec<(&str, usize)> = Vec::new();
         for (key, value) in entries {
             let Some(text) = scalar(key) else {
                 self.err(
@@ -165,44 +191,52 @@ impl Checker<'_> {
                 );
                 continue;
             };
-            let Some(&known) = allowed.iter().find(|a| **a == text) else {
-                let place = if path.is_empty() {
-                    String::new()
-                } else {
-                    format!(" in {path}")
-                };
-                self.err(
-                    key,
-                    format!(
-                        "unknown key `{text}`{place}; allowed keys: {}",
-                        allowed.join(", ")
-                    ),
-                );
-                continue;
-            };
-            if let Some((_, line)) = first_lines.iter().find(|(k, _)| *k == known) {
+            let first = section.entries.iter().find(|(k, _, _)| *k == text);
+            if let Some((_, first, _)) = first {
+                let line = first.line;
                 self.err(
                     key,
                     format!(
                         "duplicate key `{}` (first given at line {line})",
-                        section.name(known)
+                        section.name(text)
                     ),
                 );
                 continue;
             }
-            first_lines.push((known, key.line));
-            section.entries.push((known, value));
+            section.entries.push((text, key, value));
         }
-        Some(section)
+        let value = read(self, &section);
+        let asked = section.asked.borrow();
+        for key in asked.iter() {
+            if !self.keys.contains(key) {
+                self.keys.push(key);
+            }
+        }
+        let place = if path.is_empty() {
+            String::new()
+        } else {
+            format!(" in {path}")
+        };
+        for (text, key, _) in &section.entries {
+            if !asked.contains(text) {
+                self.err(
+                    key,
+                    format!(
+                        "unknown key `{text}`{place}; allowed keys: {}",
+                        asked.join(", ")
+                    ),
+                );
+            }
+        }
+        value
     }
 
     /// The value of a required key; reports it when absent or empty.
-    pub(super) fn require<'n>(&mut self, s: &Section<'n>, key: &str) -> Option<&'n Node> {
+    pub(super) fn require<'n>(&mut self, s: &Section<'n>, key: &'static str) -> Option<&'n Node> {
         let value = s.get(key);
         if value.is_none() {
-            let entry = s.entries.iter().find(|(k, _)| *k == key);
-            match entry {
-                Some((_, v)) => self.err(v, format!("{} has no value", s.name(key))),
+            match s.entry(key) {
+                Some(v) => self.err(v, format!("{} has no value", s.name(key))),
                 None if self.cut.is_none() => {
                     let what = if s.path.is_empty() {
                         String::new()

@@ -16,11 +16,16 @@ pub(super) enum LoginFor {
 impl Checker<'_> {
     /// `auth`, `auth_mechanisms` and `spa`: at most one of them restricts the login methods
     /// (`auth: apop` is `[apop]`, `spa: true` is `[ntlm]`); none, or `auth: auto`, allows
-    /// any. The relay's section has no `auth` key (its key check refuses one).
+    /// any. The relay's section has no `auth` key.
     pub(super) fn login_methods(&mut self, s: &Section<'_>, to: LoginFor) -> Option<AuthMethod> {
         let mut given: Vec<(String, &Node, Vec<Method>)> = Vec::new();
         let mut ok = true;
-        if let Some(n) = s.get("auth") {
+        // Asking for a key allows it: only accounts have `auth:`.
+        let auth = match to {
+            LoginFor::Account(_) => s.get("auth"),
+            LoginFor::Relay => None,
+        };
+        if let Some(n) = auth {
             match self.choice(n, &s.name("auth"), AUTH_METHODS) {
                 Some(Some(method)) => given.push(("auth".to_owned(), n, vec![method])),
                 Some(None) => {}

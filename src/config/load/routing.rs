@@ -124,17 +124,19 @@ impl Checker<'_> {
         }
     }
 
-    /// `directory`: a file of known local addresses, read now (it must exist and parse; a
-    /// bad line is named with its line number in the file).
-    pub(super) fn directory(&mut self, node: &Node, name: &str) -> Option<DirectoryFile> {
+    /// `directory`: a file of known local addresses, listed for the resolve step (which
+    /// reads it: it must exist and parse; a bad line is named with its line number in the
+    /// file). `Some(None)` until then.
+    pub(super) fn directory(
+        &mut self,
+        node: &Node,
+        name: &str,
+        of: DirectoryOf,
+    ) -> Option<Option<DirectoryFile>> {
         let path = self.path(node, name)?;
-        match DirectoryFile::open(&path) {
-            Ok(file) => Some(file),
-            Err(e) => {
-                self.err(node, format!("{name}: {e}"));
-                None
-            }
-        }
+        let key = self.key_at(node, name);
+        self.sources.push(Source::Directory { of, path, key });
+        Some(None)
     }
 }
 

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::config::TlsOptions;
+use crate::config::{TlsOptions, from_yaml_str};
 
 /// A minimal valid file; the line numbers of its lines are used by the tests below.
 pub(super) const BASE: &str = "\

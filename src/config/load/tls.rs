@@ -1,24 +1,14 @@
 //! The TLS keys, the same in an account and in `relay:`: `ca_file`, `tls_fingerprint`,
 //! `verify_certificate`, `tls_server_name`, `tls_min_version`, `client_cert`, `client_key`.
-//! The files they name are read here, so that check-config finds a bad one.
+//! The files they name are listed for the resolve step, which reads them, so that
+//! check-config finds a bad one.
 
 use std::path::PathBuf;
 
 use super::yaml::{Kind, Node};
-use super::{Checker, Section};
+use super::{Checker, Section, Source};
 use crate::config::{TlsMode, TlsOptions, TlsVersion};
-use crate::tls::{self, Fingerprint};
-
-/// The TLS keys of a section, in the order they are checked.
-pub(super) const TLS_KEYS: [&str; 7] = [
-    "ca_file",
-    "tls_fingerprint",
-    "verify_certificate",
-    "tls_server_name",
-    "tls_min_version",
-    "client_cert",
-    "client_key",
-];
+use crate::tls::Fingerprint;
 
 impl Checker<'_> {
     /// The TLS keys of `s`; `mode` is the section's `tls` (`None` when it was invalid).
@@ -29,40 +19,26 @@ impl Checker<'_> {
     ) -> Option<TlsOptions> {
         let defaults = TlsOptions::default();
         let mut ok = true;
-        if mode == Some(TlsMode::None) {
-            // ca_file is tolerated there (it always was); the others would suggest a
-            // protection that a plain connection does not have.
-            for key in &TLS_KEYS[1..] {
-                if let Some(n) = s.get(key) {
-                    self.err(
-                        n,
-                        format!(
-                            "{}: there is no TLS with `tls: none`; use tls: tls, starttls or starttls-if-available, or remove {key}",
-                            s.name(key)
-                        ),
-                    );
-                    ok = false;
-                }
-            }
-        }
         let ca_file = self.ca_file(s);
-        let fingerprint = match s.get("tls_fingerprint") {
+        let fingerprint = match self.tls_key(s, mode, "tls_fingerprint", &mut ok) {
             None => Some(None),
             Some(n) => self.fingerprint(n, &s.name("tls_fingerprint")).map(Some),
         };
-        let verify_certificate = match s.get("verify_certificate") {
+        let verify_certificate = match self.tls_key(s, mode, "verify_certificate", &mut ok) {
             None => Some(defaults.verify_certificate),
             Some(n) => self.boolean(n, &s.name("verify_certificate")),
         };
-        let server_name = match s.get("tls_server_name") {
+        let server_name = match self.tls_key(s, mode, "tls_server_name", &mut ok) {
             None => Some(None),
             Some(n) => self.host(n, &s.name("tls_server_name")).map(Some),
         };
-        let min_version = match s.get("tls_min_version") {
+        let min_version = match self.tls_key(s, mode, "tls_min_version", &mut ok) {
             None => Some(defaults.min_version),
             Some(n) => self.min_version(n, &s.name("tls_min_version")),
         };
-        let (client_cert, client_key) = self.client_identity(s)?;
+        let cert = self.tls_key(s, mode, "client_cert", &mut ok);
+        let key = self.tls_key(s, mode, "client_key", &mut ok);
+        let (client_cert, client_key) = self.client_identity(s, cert, key)?;
 
         if let (Some(n), Some(false)) = (s.get("verify_certificate"), verify_certificate) {
             for key in ["ca_file", "tls_fingerprint"] {
@@ -100,18 +76,43 @@ impl Checker<'_> {
         ok.then_some(options)
     }
 
-    /// `ca_file`, resolved against the configuration's directory; it must hold PEM
-    /// certificates.
+    /// The value of a TLS key other than `ca_file`. With `tls: none` a key given is refused
+    /// (clearing `ok`): it would suggest a protection that a plain connection does not have
+    /// (`ca_file` is tolerated there, as it always was).
+    fn tls_key<'n>(
+        &mut self,
+        s: &Section<'n>,
+        mode: Option<TlsMode>,
+        key: &'static str,
+        ok: &mut bool,
+    ) -> Option<&'n Node> {
+        let n = s.get(key)?;
+        if mode == Some(TlsMode::None) {
+            self.err(
+                n,
+                format!(
+                    "{}: there is no TLS with `tls: none`; use tls: tls, starttls or starttls-if-available, or remove {key}",
+                    s.name(key)
+                ),
+            );
+            *ok = false;
+        }
+        Some(n)
+    }
+
+    /// `ca_file`, resolved against the configuration's directory; the resolve step checks
+    /// that it holds PEM certificates.
     fn ca_file(&mut self, s: &Section<'_>) -> Option<Option<PathBuf>> {
         let Some(n) = s.get("ca_file") else {
             return Some(None);
         };
         let name = s.name("ca_file");
         let path = self.path(n, &name)?;
-        if let Err(e) = tls::load_ca_file(&path) {
-            self.err(n, format!("{name}: {e}"));
-            return None;
-        }
+        let key = self.key_at(n, &name);
+        self.sources.push(Source::CaFile {
+            path: path.clone(),
+            key,
+        });
         Some(Some(path))
     }
 
@@ -176,12 +177,17 @@ impl Checker<'_> {
         }
     }
 
-    /// `client_cert` and `client_key`: both or neither; both read and checked. `None` only
-    /// when there is an error.
+    /// `client_cert` and `client_key`: both or neither; the resolve step reads and checks
+    /// them. `None` only when there is an error.
     #[allow(clippy::type_complexity)]
-    fn client_identity(&mut self, s: &Section<'_>) -> Option<(Option<PathBuf>, Option<PathBuf>)> {
+    fn client_identity(
+        &mut self,
+        s: &Section<'_>,
+        cert: Option<&Node>,
+        key: Option<&Node>,
+    ) -> Option<(Option<PathBuf>, Option<PathBuf>)> {
         let (cert_name, key_name) = (s.name("client_cert"), s.name("client_key"));
-        match (s.get("client_cert"), s.get("client_key")) {
+        match (cert, key) {
             (None, None) => Some((None, None)),
             (Some(n), None) => {
                 self.err(
@@ -201,14 +207,14 @@ impl Checker<'_> {
                 let cert = self.path(c, &cert_name);
                 let key = self.path(k, &key_name);
                 let (cert, key) = (cert?, key?);
-                if let Err(e) = tls::load_client_identity(&cert, &key) {
-                    let at = match &e {
-                        tls::TlsError::ClientIdentity { path, .. } if *path == key => k,
-                        _ => c,
-                    };
-                    self.err(at, format!("{}: {e}", s.path));
-                    return None;
-                }
+                let (cert_key, key_key) = (self.key_at(c, &cert_name), self.key_at(k, &key_name));
+                self.sources.push(Source::ClientIdentity {
+                    section: s.path.clone(),
+                    cert: cert.clone(),
+                    cert_key,
+                    key: key.clone(),
+                    key_key,
+                });
                 Some((Some(cert), Some(key)))
             }
         }

@@ -132,9 +132,21 @@ fn tls_server_name_must_be_a_host_name() {
 }
 
 #[test]
-fn the_example_file_documents_every_tls_key() {
+fn the_example_file_documents_every_key() {
     let example = include_str!("../../../conf/mailferry.example.yaml");
-    for key in super::tls::TLS_KEYS {
+    let keys = super::keys_read();
+    // The walk reached every section: a key of each is among those read.
+    for key in [
+        "state_dir",
+        "listen",
+        "data_timeout",
+        "max_attempts",
+        "idle",
+        "client_key",
+    ] {
+        assert!(keys.contains(&key), "{key} not read: {keys:?}");
+    }
+    for key in keys {
         assert!(
             example.contains(&format!("{key}:")),
             "{key} not in the example"

@@ -37,6 +37,8 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         unseen_only: false,
         auth: Default::default(),
         idle: false,
+        proxy: None,
+        auth_backoff_max: crate::config::DEFAULT_AUTH_BACKOFF_MAX,
         routing: Default::default(),
     }
 }
