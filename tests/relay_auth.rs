@@ -48,13 +48,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// Dovecot checking `gateway`'s password for a Postfix that takes mail for example.com only
+/// from a logged-in client (keep the Dovecot alive as long as the Postfix).
+fn servers() -> (Dovecot, Postfix) {
+    let dovecot = Dovecot::start(&[(GATEWAY, GATEWAY_PASS)]);
+    let postfix = Postfix::start_with_auth(&["example.com"], &dovecot.auth_socket());
+    (dovecot, postfix)
+}
+
 #[test]
 fn the_relay_logs_in_with_the_strongest_mechanism_and_a_wrong_password_is_refused() {
     if support::skip_e2e() {
         return;
     }
-    let dovecot = Dovecot::start(&[(GATEWAY, GATEWAY_PASS)]);
-    let postfix = Postfix::start_with_auth(&["example.com"], &dovecot.auth_socket());
+    let (_dovecot, postfix) = servers();
     let rt = runtime();
     let rcpt = [Address::parse("alice@example.com").expect("an address")];
     let message = b"Subject: through AUTH\r\n\r\nbody\r\n";
@@ -117,8 +124,7 @@ fn the_relay_logs_in_with_each_forced_mechanism_and_refuses_one_not_offered() {
     if support::skip_e2e() {
         return;
     }
-    let dovecot = Dovecot::start(&[(GATEWAY, GATEWAY_PASS)]);
-    let postfix = Postfix::start_with_auth(&["example.com"], &dovecot.auth_socket());
+    let (_dovecot, postfix) = servers();
     let rt = runtime();
     let rcpt = [Address::parse("alice@example.com").expect("an address")];
     let forced = [
