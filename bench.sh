@@ -6,6 +6,7 @@
 #   ./bench.sh                              # 2000 messages, 3 runs per tool, loopback
 #   ./bench.sh --messages 300 --delay-ms 10 # through a proxy adding 10 ms each way
 #   ./bench.sh --runs 5 --tools mailferry   # options: see examples/bench.rs
+#   MAILFERRY_PIPELINING=off ./bench.sh --server courier  # mailferry's POP3 lock-step path
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/install-deps.sh

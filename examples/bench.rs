@@ -501,6 +501,11 @@ fn measure(
     };
 
     let measured = run_measured(command, &work, timeout, watch);
+    // BENCH_LOG_DIR=DIR keeps each run's stderr (with MAILFERRY_LOG=debug: a timeline).
+    if let Ok(dir) = std::env::var("BENCH_LOG_DIR") {
+        let kept = Path::new(&dir).join(format!("{}-{}.stderr", tool.name(), std::process::id()));
+        let _ = fs::create_dir_all(&dir).and_then(|()| fs::copy(work.join("stderr"), &kept));
+    }
     // smtp-sink writes each transaction before its 250; give it a moment anyway. What
     // arrived is checked below.
     let _ = sink.wait_for(mails.len(), Duration::from_secs(3));

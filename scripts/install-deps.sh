@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: Dovecot (POP3/IMAP),
-# Courier (POP3/IMAP, unpacked: see below), Postfix (for smtp-sink), openssl, Cyrus SASL's
+# Courier (POP3/IMAP, unpacked: see below), Postfix (for smtp-sink), openssl, microsocks and
+# tinyproxy (the proxy tests), Cyrus SASL's
 # sample server with its NTLM module (tests/sasl.rs: Debian's Dovecot has no NTLM), and the
 # unprivileged mail user the test servers store mail as. Idempotent: when everything is there
 # it changes nothing and takes a moment.
@@ -11,8 +12,10 @@ set -euo pipefail
 # so they are unpacked into $courier_dir instead (tests/support/courier.rs runs them there).
 courier_packages=(courier-authdaemon courier-authlib-userdb libcourier-unicode4 libidn12 libgamin0
     libgdbm6 libpcre3)
+# microsocks (SOCKS5) and tinyproxy (HTTP CONNECT): the real proxies of tests/proxy.rs,
+# started in the foreground by tests/support/proxy.rs (their own services are not needed).
 packages=(dovecot-pop3d dovecot-imapd postfix openssl ca-certificates curl sasl2-bin
-    libsasl2-modules "${courier_packages[@]}")
+    libsasl2-modules microsocks tinyproxy "${courier_packages[@]}")
 test_user=mailferry-test
 courier_dir=/var/cache/mailferry-tests/courier
 courier_unpacked=(courier-base courier-pop courier-imap)
@@ -57,6 +60,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q
     echo "install-deps: apt-get install ${missing[*]}"
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # The package starts a tinyproxy on 8888 where there is an init system: not wanted here.
+    if [[ " ${missing[*]} " == *" tinyproxy "* ]]; then
+        service tinyproxy stop >/dev/null 2>&1 || true
+    fi
 fi
 
 if [ $need_user -eq 1 ]; then

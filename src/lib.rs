@@ -39,6 +39,8 @@
 //! postmaster's copy settle, what is recorded — in `decide.rs`, the postmaster's notices in
 //! `notice.rs`). `testkit/` holds the tests'
 //! scripted SMTP and POP3 fakes and test CA, for unit tests and (feature `testkit`) tests/.
+//! `probe/` is `mailferry test-connection`: every step to each mailbox and to the relay,
+//! reported in words, nothing downloaded or changed.
 
 #![warn(missing_docs)]
 
@@ -48,6 +50,7 @@ pub mod fetch;
 pub mod metrics;
 pub mod oauth;
 pub mod pipeline;
+pub mod probe;
 pub mod recipient;
 pub mod relay;
 pub mod retention;

@@ -35,6 +35,19 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Connect, TLS, capabilities, login and the mailbox of every account (or of one), then
+    /// the relay, one line per step; nothing is downloaded, flagged or deleted. Exit status
+    /// 1 if any step failed.
+    TestConnection {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this account (the relay is tested too).
+        #[arg(long)]
+        account: Option<String>,
+        /// `text` (the default) or `json`.
+        #[arg(long, default_value = "text")]
+        format: Format,
+    },
     /// Dry run: who would receive this message, and why. Nothing is sent.
     Route {
         #[arg(long, short)]
@@ -74,7 +87,7 @@ enum OAuthAction {
     },
 }
 
-/// How `route` prints its report.
+/// How `test-connection` and `route` print their report.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
     Text,
@@ -119,6 +132,7 @@ fn main() -> ExitCode {
         Command::Run { config }
         | Command::PollOnce { config, .. }
         | Command::CheckConfig { config }
+        | Command::TestConnection { config, .. }
         | Command::Route { config, .. } => config.clone(),
         Command::State {
             action:
@@ -205,6 +219,27 @@ fn main() -> ExitCode {
                     eprintln!("mailferry: cannot read {}: {e}", message.display());
                     ExitCode::from(1)
                 }
+            }
+        }
+        Command::TestConnection {
+            account, format, ..
+        } => {
+            if let Some(code) = unknown_account(&config, &config_path, account.as_deref()) {
+                return code;
+            }
+            let config = std::sync::Arc::new(config);
+            let report = match runtime() {
+                Ok(rt) => rt.block_on(mailferry::probe::run(config, account.as_deref())),
+                Err(e) => return report::<()>(Err(e)),
+            };
+            match format {
+                Format::Text => println!("{report}"),
+                Format::Json => println!("{}", report.to_json()),
+            }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
             }
         }
         Command::State { action, .. } => {

@@ -150,6 +150,22 @@ pub fn oauth_failure(account: &str, reason: &'static str) {
         .increment(1);
 }
 
+/// The server refused an account's login (wrong credentials): counted, and the account
+/// shows as failing (`mailferry_login_refused` 1) until a login is accepted.
+pub fn login_refused(account: &str) {
+    counter!("mailferry_auth_failures_total", "account" => account.to_string()).increment(1);
+    login_refused_now(account, true);
+}
+
+/// Whether the account's logins are being refused now (`mailferry_login_refused`).
+pub fn login_refused_now(account: &str, refused: bool) {
+    gauge!("mailferry_login_refused", "account" => account.to_string()).set(if refused {
+        1.0
+    } else {
+        0.0
+    });
+}
+
 /// Binds the listener for /metrics, /healthz and /readyz; serve it with [`serve`].
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
     install();

@@ -135,6 +135,8 @@ fn account(port: u16) -> AccountConfig {
         auth: Default::default(),
         idle: false,
         oauth: None,
+        proxy: None,
+        auth_backoff_max: mailferry::config::DEFAULT_AUTH_BACKOFF_MAX,
         routing: Default::default(),
     }
 }

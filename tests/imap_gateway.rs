@@ -577,6 +577,20 @@ fn idle_delivers_a_message_appended_while_idling_within_seconds() {
     assert!(tally.exact(), "{tally}");
 }
 
+/// A message of about `mib` MiB of body to `to`, Message-ID `<big@remote.test>`.
+fn big_message(mib: usize, to: &str) -> Vec<u8> {
+    let line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789\n";
+    support::message(
+        &[
+            ("X-Original-To", to),
+            ("From", "s@remote.test"),
+            ("Subject", "big"),
+            ("Message-ID", "<big@remote.test>"),
+        ],
+        &line.repeat(mib * 1024 * 1024 / line.len()),
+    )
+}
+
 #[test]
 fn a_message_of_several_chunks_arrives_whole() {
     if support::skip_e2e() {
@@ -586,17 +600,7 @@ fn a_message_of_several_chunks_arrives_whole() {
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     // 9 MiB of body: three `UID FETCH ... BODY.PEEK[]<offset.4194304>` pieces.
-    let line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789\n";
-    let body = line.repeat(9 * 1024 * 1024 / line.len());
-    let big = support::message(
-        &[
-            ("X-Original-To", "user0@example.com"),
-            ("From", "s@remote.test"),
-            ("Subject", "big"),
-            ("Message-ID", "<big@remote.test>"),
-        ],
-        &body,
-    );
+    let big = big_message(9, "user0@example.com");
     dovecot.deliver(USER, &big);
     let config = write_config(
         dir.path(),
@@ -609,4 +613,54 @@ fn a_message_of_several_chunks_arrives_whole() {
     assert_eq!(sink.transactions().len(), 1);
     assert_bodies_intact(&sink, &[big]);
     assert_eq!(dovecot.count(USER), 0);
+}
+
+#[test]
+fn messages_come_several_per_uid_fetch_and_a_big_one_in_pieces_between_them() {
+    if support::skip_e2e() {
+        return;
+    }
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // UIDs 1-5 small, 6 of 6 MiB (two pieces), 7-9 small.
+    let big = big_message(6, "user99@example.com");
+    let mut sent: Vec<Vec<u8>> = (0..5).map(numbered_message).collect();
+    sent.push(big);
+    sent.extend((5..8).map(numbered_message));
+    for m in &sent {
+        dovecot.deliver(USER, m);
+    }
+    let config = write_config(
+        dir.path(),
+        &sink,
+        account(&dovecot, Link::Starttls, &[]),
+        &[],
+    );
+    let out = support::mailferry_command(&["poll-once", "--config", &config])
+        .env("MAILFERRY_LOG", "mailferry=debug")
+        .output()
+        .unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(sink.transactions().len(), sent.len());
+    assert_bodies_intact(&sink, &sent);
+    assert_eq!(dovecot.count(USER), 0);
+    let fetches: Vec<&str> = (log.lines())
+        .filter_map(|l| l.split_once("C: ").map(|(_, c)| c))
+        .filter(|c| c.contains("UID FETCH") && c.contains("BODY.PEEK"))
+        // "A5 UID FETCH ... account=imap-account": the command without tag and field.
+        .map(|c| c.split_once(' ').map_or(c, |(_, rest)| rest))
+        .map(|c| c.split(" account=").next().unwrap_or(c))
+        .collect();
+    assert_eq!(
+        fetches,
+        [
+            "UID FETCH 1:5 BODY.PEEK[]<0.4194304>",
+            "UID FETCH 6 BODY.PEEK[]<0.4194304>",
+            "UID FETCH 6 BODY.PEEK[]<4194304.4194304>",
+            "UID FETCH 7:9 BODY.PEEK[]<0.4194304>",
+        ],
+        "{log}"
+    );
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use support::{
     AccountYaml, Dovecot, Fault, FaultProxy, GatewayConfig, Mailferry, Secret, SmtpSink, free_port,
-    message, poll_once, run_mailferry,
+    http_get, message, poll_once, run_mailferry,
 };
 
 const USER: &str = "catchall@example.com";
@@ -75,19 +75,6 @@ fn received(sink: &SmtpSink) -> BTreeMap<String, Vec<String>> {
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// GET `path` on the metrics listener: (status line, body).
-fn http_get(port: u16, path: &str) -> Option<(String, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.lines().next()?.to_owned();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    Some((status, body))
 }
 
 fn wait_until(timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {

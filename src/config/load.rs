@@ -20,13 +20,14 @@ use super::resolve::{
 };
 use super::{
     AccountConfig, AccountRouting, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
-    DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode, Password, Protocol,
-    RelayAuth, RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
+    DEFAULT_AUTH_BACKOFF_MAX, DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode,
+    Password, Protocol, RelayAuth, RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
 mod account;
 mod check;
+mod login;
 mod oauth;
 mod routing;
 mod tls;
@@ -34,6 +35,8 @@ mod yaml;
 
 #[cfg(test)]
 mod oauth_tests;
+#[cfg(test)]
+mod proxy_tests;
 #[cfg(test)]
 mod resolve_tests;
 #[cfg(test)]
@@ -84,6 +87,7 @@ const POLL_INTERVAL: (u64, u64) = (5, 86_400);
 const TIMEOUT: (u64, u64) = (1, 3_600);
 const CONNECTIONS: (u64, u64) = (1, 64);
 const PASS_DEADLINE: (u64, u64) = (1, 86_400);
+const AUTH_BACKOFF_MAX: (u64, u64) = (60, 7 * 86_400);
 /// `max_message_size` bounds, in bytes: 1 KiB ..= 1 GiB.
 const MESSAGE_SIZE: (u64, u64) = (1_024, 1 << 30);
 const RETRY_DELAY: (u64, u64) = (0, 86_400);
@@ -351,12 +355,14 @@ impl Checker<'_> {
     }
 
     /// `relay.username` with exactly one of `relay.password`, `password_file`,
-    /// `password_env` (the rules of an account's password); neither: no AUTH.
+    /// `password_env` (the rules of an account's password) and optionally `auth_mechanisms`
+    /// or `spa` (as an account's); neither: no AUTH.
     fn relay_auth(&mut self, s: &Section<'_>) -> Option<Option<RelayAuth>> {
         let Some(node) = s.get("username") else {
-            // Every password key asked for (each is allowed here), the first given reported.
+            // Every login key asked for (each is allowed here), the first given reported.
             let given: Vec<(&str, &Node)> = PASSWORD_KEYS
                 .iter()
+                .chain(&["auth_mechanisms", "spa"])
                 .filter_map(|k| Some((*k, s.get(k)?)))
                 .collect();
             if let Some(&(key, n)) = given.first() {
@@ -370,9 +376,11 @@ impl Checker<'_> {
         };
         let username = self.text(node, "relay.username");
         let password = self.password(s, SecretOf::Relay);
+        let mechanisms = self.login_methods(s, login::LoginFor::Relay, false);
         Some(Some(RelayAuth {
             username: username?,
             password: password?,
+            mechanisms: mechanisms?,
         }))
     }
 

@@ -24,6 +24,9 @@ mod resolve;
 
 pub use load::validate;
 pub use resolve::{DirectoryOf, KeyAt, SecretOf, SecretSource, Source, Validated};
+mod proxy;
+
+pub use proxy::{Proxy, ProxyKind};
 
 /// The envelope headers read in catch-all mode when `envelope_headers` is not set, in order.
 pub const DEFAULT_ENVELOPE_HEADERS: [&str; 4] = [
@@ -35,6 +38,10 @@ pub const DEFAULT_ENVELOPE_HEADERS: [&str; 4] = [
 
 /// `dedup_window` when not set: 7 days.
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+
+/// `auth_backoff_max` when not set: a refused login is tried again at most this far apart
+/// (1 hour).
+pub const DEFAULT_AUTH_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
 
 /// `max_message_size` when not set: 50 MB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 50_000_000;
@@ -182,13 +189,17 @@ pub struct RelayConfig {
     pub auth: Option<RelayAuth>,
 }
 
-/// The relay's SMTP AUTH credentials (`relay.username`, `relay.password` / `_file` / `_env`).
+/// The relay's SMTP AUTH credentials (`relay.username`, `relay.password` / `_file` / `_env`)
+/// and the mechanisms it may use.
 #[derive(Debug, Clone)]
 pub struct RelayAuth {
     /// The user name given in AUTH.
     pub username: String,
     /// Never logged (its `Debug` and `Display` print `***`).
     pub password: Password,
+    /// `relay.auth_mechanisms` / `relay.spa`: the SASL mechanisms AUTH may use (an
+    /// account's `auth_mechanisms`, SASL names only); `Auto`: the strongest offered.
+    pub mechanisms: AuthMethod,
 }
 
 /// `relay.retry`: a message that failed for a reason that may pass (a 4xx reply, a download
@@ -454,6 +465,12 @@ pub struct AccountConfig {
     pub idle: bool,
     /// `oauth:`: the account logs in with an OAuth2 access token instead of a password.
     pub oauth: Option<OAuthConfig>,
+    /// `proxy`: the SOCKS5 or HTTP CONNECT proxy the upstream connection goes through.
+    pub proxy: Option<Proxy>,
+    /// `auth_backoff_max`: after a refused login the next pass waits twice as long each time
+    /// (from `poll_interval`), up to this, so that a wrong password does not lock the
+    /// mailbox.
+    pub auth_backoff_max: Duration,
     /// The routing keys this account sets for itself.
     pub routing: AccountRouting,
 }

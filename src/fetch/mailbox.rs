@@ -4,7 +4,9 @@
 //! [`Session`] holds either [`Link`]), and tests use the in-memory mailbox of `pipeline`'s
 //! tests.
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::{AccountConfig, AfterFetch, FetchOrder, Password, Protocol};
@@ -70,8 +72,9 @@ impl FetchError {
         }
     }
 
-    /// Whether the server refused the login's credentials (not a "try again later").
-    fn login_refused_for_good(&self) -> bool {
+    /// Whether the server refused the login for good (wrong credentials; not `[IN-USE]` or
+    /// another "try again later", and not a network failure): the poller backs off.
+    pub fn login_refused(&self) -> bool {
         matches!(
             self,
             FetchError::Pop3(Pop3Error::AuthFailed {
@@ -99,6 +102,14 @@ pub trait Mailbox: Send {
     /// Every message in the mailbox, in the order to work through them.
     fn list(&mut self) -> impl Future<Output = Result<Vec<Listed>, FetchError>> + Send;
 
+    /// The messages the pass will [`fetch`](Mailbox::fetch) next, in that order: a session
+    /// may ask for them ahead (POP3 PIPELINING, IMAP UID ranges) so that their download
+    /// overlaps the delivery of the ones before. A hint: `fetch` still names each message,
+    /// and one planned but never fetched costs only its download. Ignored by default.
+    fn plan(&mut self, upcoming: &[Listed]) {
+        let _ = upcoming;
+    }
+
     /// The whole message, as the server holds it (line ends as sent).
     fn fetch(&mut self, msg: &Listed) -> impl Future<Output = Result<Vec<u8>, FetchError>> + Send;
 
@@ -116,11 +127,15 @@ pub trait Mailbox: Send {
         None
     }
 
-    /// Marks the message for deletion; done only by [`commit`](Mailbox::commit).
+    /// Marks the message for deletion; done only by [`commit`](Mailbox::commit). An error
+    /// is a refusal known at once; a session may also send the mark without waiting
+    /// (POP3 PIPELINING) and report a refusal at the commit.
     fn delete(&mut self, msg: &Listed) -> impl Future<Output = Result<(), FetchError>> + Send;
 
     /// Ends the session, committing the deletions (POP3 QUIT; IMAP UID EXPUNGE and LOGOUT).
-    fn commit(self) -> impl Future<Output = Result<(), FetchError>> + Send;
+    /// Returns the handles of the messages marked for deletion whose mark the server
+    /// refused after [`delete`](Mailbox::delete) returned: they stay upstream.
+    fn commit(self) -> impl Future<Output = Result<Vec<u32>, FetchError>> + Send;
 }
 
 /// Opens sessions on one account's mailbox.
@@ -130,6 +145,21 @@ pub trait Source: Sync {
 
     /// Connects, secures and logs in.
     fn open(&self) -> impl Future<Output = Result<Self::Session, FetchError>> + Send;
+}
+
+/// Accounts whose POP3 server broke a pipelined response in this process: their sessions
+/// wait for each reply from then on (a server may advertise PIPELINING and not keep to it;
+/// trying again every pass would cost an attempt of some message each time).
+static LOCK_STEP: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// `MAILFERRY_PIPELINING=off` turns POP3 pipelining off for every account (to compare, or
+/// to rule it out when a server misbehaves).
+fn pipelining_allowed(account: &str) -> bool {
+    if std::env::var("MAILFERRY_PIPELINING").is_ok_and(|v| v == "off") {
+        return false;
+    }
+    let lock_step = LOCK_STEP.lock().unwrap_or_else(|p| p.into_inner());
+    !lock_step.contains(account)
 }
 
 /// The real upstream mailbox of an account, by its `protocol`.
@@ -145,12 +175,16 @@ pub struct Upstream<'a> {
 /// A session on a real upstream mailbox: the protocol's client, and the account's
 /// `fetch_order` and what it does with kept mail.
 pub struct Session {
+    /// The account's name, for [`LOCK_STEP`].
+    account: String,
     link: Link,
     order: FetchOrder,
     /// `after_fetch: seen`: kept messages are flagged `\Seen`.
     flag_seen: bool,
     /// The listing asks for each message's flags (`unseen_only` or `after_fetch: seen`).
     want_flags: bool,
+    /// IMAP: UIDs to flag `\Deleted` (or move) at the commit, all in one command.
+    to_delete: Vec<u32>,
 }
 
 /// The protocol client of a [`Session`].
@@ -176,7 +210,7 @@ impl Source for Upstream<'_> {
         };
         let opened = self.open_with(token.as_ref()).await;
         if let (Some(source), Err(e)) = (self.token, &opened)
-            && e.login_refused_for_good()
+            && e.login_refused()
         {
             // Revoked before its time, perhaps: the next login asks for a new one.
             source.forget().await;
@@ -191,6 +225,9 @@ impl Upstream<'_> {
             Protocol::Pop3 => {
                 let mut client = Pop3Client::connect_with_token(self.account, None, token).await?;
                 client.set_max_message_size(self.max_message_size);
+                if client.pipelining() && !pipelining_allowed(&self.account.name) {
+                    client.set_pipelining(false);
+                }
                 Link::Pop3(client)
             }
             Protocol::Imap => {
@@ -205,10 +242,12 @@ impl Upstream<'_> {
         };
         let flag_seen = self.account.after_fetch == AfterFetch::Seen;
         Ok(Session {
+            account: self.account.name.clone(),
             link,
             order: self.account.fetch_order,
             flag_seen,
             want_flags: flag_seen || self.account.unseen_only,
+            to_delete: Vec::new(),
         })
     }
 }
@@ -251,9 +290,27 @@ impl Mailbox for Session {
         Ok(listing)
     }
 
+    fn plan(&mut self, upcoming: &[Listed]) {
+        match &mut self.link {
+            Link::Pop3(client) => client.plan(upcoming.iter().map(|l| l.handle)),
+            Link::Imap(client) => client.plan(upcoming.iter().map(|l| (l.handle, l.size))),
+        }
+    }
+
     async fn fetch(&mut self, msg: &Listed) -> Result<Vec<u8>, FetchError> {
         match &mut self.link {
-            Link::Pop3(client) => Ok(client.retr(msg.handle).await?),
+            Link::Pop3(client) => {
+                let result = client.retr(msg.handle).await;
+                if result.is_err() && client.pipelining_failed() {
+                    tracing::warn!(
+                        account = %self.account,
+                        "a pipelined RETR failed: this account's sessions wait for each reply from now on"
+                    );
+                    let mut lock_step = LOCK_STEP.lock().unwrap_or_else(|p| p.into_inner());
+                    lock_step.insert(self.account.clone());
+                }
+                Ok(result?)
+            }
             Link::Imap(client) => Ok(client.fetch(msg.handle, msg.size).await?),
         }
     }
@@ -279,15 +336,24 @@ impl Mailbox for Session {
 
     async fn delete(&mut self, msg: &Listed) -> Result<(), FetchError> {
         match &mut self.link {
-            Link::Pop3(client) => Ok(client.dele(msg.handle).await?),
-            Link::Imap(client) => Ok(client.mark_deleted(msg.handle).await?),
+            Link::Pop3(client) => Ok(client.dele_pipelined(msg.handle).await?),
+            // Flagged at the commit, all together: the same for the server, which
+            // expunges only then, and one round trip instead of one per message.
+            Link::Imap(_) => {
+                self.to_delete.push(msg.handle);
+                Ok(())
+            }
         }
     }
 
-    async fn commit(self) -> Result<(), FetchError> {
+    async fn commit(self) -> Result<Vec<u32>, FetchError> {
         match self.link {
-            Link::Pop3(client) => Ok(client.quit().await?),
-            Link::Imap(client) => Ok(client.commit().await?),
+            Link::Pop3(client) => Ok(client.quit_reporting().await?),
+            Link::Imap(mut client) => {
+                let refused = client.mark_deleted_all(&self.to_delete).await?;
+                client.commit().await?;
+                Ok(refused)
+            }
         }
     }
 }

@@ -29,6 +29,10 @@ struct Inner {
     kept: Vec<String>,
     /// What the server says of LOGIN-DELAY.
     login_delay: Option<std::time::Duration>,
+    /// Logins are refused (a wrong password).
+    refuse_login: bool,
+    /// When each session was opened (or its login refused).
+    logins: Vec<tokio::time::Instant>,
 }
 
 impl MemoryMailbox {
@@ -84,6 +88,16 @@ impl MemoryMailbox {
         self.lock().kept.clone()
     }
 
+    /// From now on the server refuses every login (`false`: accepts them again).
+    pub fn refuse_logins(&self, refuse: bool) {
+        self.lock().refuse_login = refuse;
+    }
+
+    /// When each login was tried, in order.
+    pub fn logins(&self) -> Vec<tokio::time::Instant> {
+        self.lock().logins.clone()
+    }
+
     /// The server announces this LOGIN-DELAY.
     pub fn set_login_delay(&self, delay: std::time::Duration) {
         self.lock().login_delay = Some(delay);
@@ -125,7 +139,17 @@ impl Source for MemoryMailbox {
     type Session = MemorySession;
 
     async fn open(&self) -> Result<MemorySession, FetchError> {
-        self.lock().sessions += 1;
+        let mut inner = self.lock();
+        inner.sessions += 1;
+        inner.logins.push(tokio::time::Instant::now());
+        if inner.refuse_login {
+            return Err(FetchError::Pop3(Pop3Error::AuthFailed {
+                method: "USER/PASS".to_owned(),
+                text: "[AUTH] Authentication failed.".to_owned(),
+                temporary: false,
+            }));
+        }
+        drop(inner);
         Ok(MemorySession {
             mailbox: self.clone(),
             marked: HashSet::new(),
@@ -185,13 +209,13 @@ impl Mailbox for MemorySession {
         Ok(())
     }
 
-    async fn commit(self) -> Result<(), FetchError> {
+    async fn commit(self) -> Result<Vec<u32>, FetchError> {
         self.alive()?;
         let marked = self.marked;
         self.mailbox
             .lock()
             .messages
             .retain(|(k, _)| !marked.contains(k));
-        Ok(())
+        Ok(Vec::new())
     }
 }

@@ -9,9 +9,11 @@ pub mod mailbox;
 #[cfg(test)]
 pub mod memory;
 pub mod pop3;
+pub mod proxy;
 pub mod quickack;
 mod transport;
 
 pub use imap::{ImapClient, ImapError};
 pub use mailbox::{FetchError, Link, Listed, Mailbox, Session, Source, Upstream};
 pub use pop3::{Capabilities, Pop3Client, Pop3Error};
+pub use transport::Progress;

@@ -1,11 +1,15 @@
 //! What the POP3 and IMAP clients share below their protocols: the TCP connect within the
-//! account's timeout, and the overall deadline of one message download.
+//! account's timeout (directly, or through its `proxy:`), what a session learnt on its way
+//! to the login ([`Progress`], for `test-connection`), and the overall deadline of one
+//! message download.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 use super::pop3::fetch_deadline;
+use super::proxy::{ProxyError, tunnel};
 use super::quickack::QuickAck;
 use crate::config::AccountConfig;
 
@@ -14,7 +18,7 @@ use crate::config::AccountConfig;
 pub(crate) enum DialError {
     /// Refused, unreachable, no such host.
     Connect {
-        /// `host:port`.
+        /// `host:port`, or `the proxy URL` (redacted).
         addr: String,
         /// What the operating system said.
         source: std::io::Error,
@@ -23,21 +27,68 @@ pub(crate) enum DialError {
     Timeout(Duration),
     /// The socket could not be set up.
     Io(std::io::Error),
+    /// The proxy would not open the tunnel.
+    Proxy(ProxyError),
 }
 
-/// Connects to the account's server within its timeout. Nagle is off (commands are single
-/// short lines: each goes at once) and TCP_QUICKACK is re-armed before every read.
-pub(crate) async fn dial(account: &AccountConfig) -> Result<QuickAck, DialError> {
+/// How far a session got before it was authenticated, and what it learnt on the way: what
+/// `mailferry test-connection` reports step by step, also when a later step fails.
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    /// The address the TCP connection went to: the server's, or the proxy's.
+    pub peer: Option<SocketAddr>,
+    /// The connection is a tunnel through the account's proxy.
+    pub via_proxy: bool,
+    /// The TLS session, once the handshake succeeded.
+    pub tls: Option<crate::tls::PeerTls>,
+    /// The capabilities as last announced (after TLS, the ones sent under it), one per line
+    /// (POP3 CAPA) or word (IMAP).
+    pub capabilities: Option<Vec<String>>,
+    /// The login's method as the client words it (`USER/PASS`, `AUTH SCRAM-SHA-256`,
+    /// `AUTHENTICATE PLAIN`, `LOGIN`), once known: from the refusal, or from the session.
+    pub mechanism: Option<String>,
+}
+
+/// Connects to the account's server within its timeout, through its proxy if it has one
+/// (the tunnel set up within the same timeout). Nagle is off (commands are single short
+/// lines: each goes at once) and TCP_QUICKACK is re-armed before every read.
+pub(crate) async fn dial(
+    account: &AccountConfig,
+    progress: &mut Progress,
+) -> Result<QuickAck, DialError> {
     let host = account.host.trim_start_matches('[').trim_end_matches(']');
-    let addr = format!("{}:{}", account.host, account.port);
-    let connect = TcpStream::connect((host, account.port));
-    let tcp = match tokio::time::timeout(account.timeout, connect).await {
+    let started = tokio::time::Instant::now();
+    let (connect_host, connect_port, addr) = match &account.proxy {
+        Some(proxy) => (
+            proxy.host.as_str(),
+            proxy.port,
+            format!("the proxy {proxy}"),
+        ),
+        None => (
+            host,
+            account.port,
+            format!("{}:{}", account.host, account.port),
+        ),
+    };
+    let connect = TcpStream::connect((connect_host, connect_port));
+    let mut tcp = match tokio::time::timeout(account.timeout, connect).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(source)) => return Err(DialError::Connect { addr, source }),
         Err(_) => return Err(DialError::Timeout(account.timeout)),
     };
     tcp.set_nodelay(true).map_err(DialError::Io)?;
-    tracing::debug!(account = %account.name, "connected to {addr}");
+    progress.peer = tcp.peer_addr().ok();
+    if let Some(proxy) = &account.proxy {
+        let left = account.timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, tunnel(&mut tcp, proxy, host, account.port)).await {
+            Ok(Ok(())) => progress.via_proxy = true,
+            Ok(Err(e)) => return Err(DialError::Proxy(e)),
+            Err(_) => return Err(DialError::Timeout(account.timeout)),
+        }
+        tracing::debug!(account = %account.name, "connected to {host}:{} through {addr}", account.port);
+    } else {
+        tracing::debug!(account = %account.name, "connected to {addr}");
+    }
     Ok(QuickAck::new(tcp))
 }
 

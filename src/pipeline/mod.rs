@@ -3,6 +3,7 @@
 //! `pass.rs` is one poll pass of one account (list, download, hand on, delete what may go);
 //! `deliver.rs` is one message's way through route → relay → state.
 
+mod backoff;
 mod decide;
 mod deliver;
 mod notice;
@@ -286,7 +287,8 @@ async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
 }
 
 /// One account's cycle: a pass, then wait `poll_interval` (or, with `idle: true`, until new
-/// mail), or until stopped.
+/// mail), or until stopped; while the server refuses the login, the growing wait of
+/// `backoff.rs` instead.
 async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
     config: Arc<Config>,
     index: usize,
@@ -299,6 +301,8 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
     let account = &config.accounts[index];
     // The LOGIN-DELAY warning is said once per account.
     let mut told_delay = false;
+    let mut auth = backoff::AuthBackoff::default();
+    crate::metrics::login_refused_now(&account.name, false);
     loop {
         let began = tokio::time::Instant::now();
         let pass = guarded_pass(
@@ -324,6 +328,7 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
                 account.poll_interval.as_secs()
             );
         }
+        let backoff = auth.after_pass(account, &result);
         match result {
             Err(e) if e.is_fatal() => {
                 let _ = fatal.send(e.to_string()).await;
@@ -344,6 +349,11 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
             return;
         }
         let wait = async {
+            // While logins are refused, only the back-off: IDLE would log in again at once.
+            if let Some(wait) = backoff {
+                tokio::time::sleep_until(began + wait).await;
+                return;
+            }
             mailboxes.until_next_pass(account).await;
             if let Some(delay) = delay {
                 tokio::time::sleep_until(began + delay).await;

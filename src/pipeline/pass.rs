@@ -206,6 +206,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         let mut listing = mailbox.list().await?;
         self.report.login_delay = mailbox.login_delay();
         let unseen_only = self.account.unseen_only;
+        let known;
         if first {
             self.report.upstream = listing.len();
             // First: a renamed account's state is moved to its new name here. With
@@ -218,7 +219,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             // Every listed message counts as present, seen or not: a kept message that was
             // read upstream stays known, and is not delivered again if marked unread later.
             let present: HashSet<String> = listing.iter().map(|l| l.key.clone()).collect();
-            let before = self.store.load_account(name).await?;
+            let mut before = self.store.load_account(name).await?;
             if let Some(gone) = plan::keys_replaced(&before, &present) {
                 // Said once: next pass the new keys are known and the old ones forgotten.
                 tracing::warn!(
@@ -229,8 +230,15 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
                 );
             }
             self.store.prune(name, &present).await?;
+            // What prune just removed, without loading the account again (one query per
+            // pass, whatever the size of the mailbox).
+            before.retain(|key, s| {
+                present.contains(key) || (s.settled_at.is_none() && s.quarantine.is_none())
+            });
+            known = before;
+        } else {
+            known = self.store.load_account(name).await?;
         }
-        let known = self.store.load_account(name).await?;
         // unseen_only: a message read upstream is not taken up; one the store knows (begun,
         // settled, quarantined) goes on as before, so that reading it upstream loses nothing.
         if unseen_only {
@@ -244,9 +252,22 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             crate::metrics::quarantined_now(name, quarantined);
         }
 
-        let mut deleted = Vec::new();
+        // The session may download these ahead, overlapping their delivery.
+        let budget = (self.account.max_per_pass as usize).saturating_sub(self.report.fetched);
+        mailbox.plan(&plan::upcoming(
+            &listing,
+            &known,
+            &self.tried,
+            self.config.max_message_size,
+            budget,
+            SystemTime::now(),
+            &self.config.relay.retry,
+        ));
+
+        // (handle, key) of the messages marked for deletion.
+        let mut deleted: Vec<(u32, String)> = Vec::new();
         let mut ended = Session::Done;
-        for listed in &listing {
+        for (at, listed) in listing.iter().enumerate() {
             let uid = &listed.key;
             if *stop.borrow() {
                 break;
@@ -304,7 +325,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             let Some(settled) = settled else { continue };
             if retention::may_delete(self.account.retention, &settled, now) {
                 match mailbox.delete(listed).await {
-                    Ok(()) => deleted.push(uid.clone()),
+                    Ok(()) => deleted.push((listed.handle, uid.clone())),
                     // Refused for this one message: it stays upstream, is deleted next pass.
                     Err(e) if !e.connection_lost() => {
                         tracing::warn!(account = name, uid = %uid, "DELE refused: {e}");
@@ -312,7 +333,9 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
                     // Deletions not committed are made again next session.
                     Err(e) => return Ok(Session::Lost(e)),
                 }
-                if deleted.len() >= self.account.expunge_every as usize {
+                // At the listing's end the commit below is the last: no new session to
+                // list an empty mailbox.
+                if deleted.len() >= self.account.expunge_every as usize && at + 1 < listing.len() {
                     ended = Session::Expunged;
                     break;
                 }
@@ -330,7 +353,16 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         if let Session::Lost(_) = ended {
             return Ok(ended);
         }
-        mailbox.commit().await?;
+        let refused = mailbox.commit().await?;
+        // Refused for these messages: they stay upstream, are deleted next pass.
+        deleted.retain(|(handle, uid)| {
+            let kept = refused.contains(handle);
+            if kept {
+                tracing::warn!(account = name, uid = %uid, "DELE refused");
+            }
+            !kept
+        });
+        let deleted: Vec<String> = deleted.into_iter().map(|(_, uid)| uid).collect();
         // Recorded only after the commit: a POP3 server deletes at QUIT and not before.
         if !deleted.is_empty() {
             self.store

@@ -1,10 +1,12 @@
 //! Pure decisions of a pass about one upstream message: whether to try it now, and what a
-//! failed attempt leads to. No I/O; the pass acts on the answers.
+//! failed attempt leads to; and which messages a session will download, for fetching ahead.
+//! No I/O; the pass acts on the answers.
 
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use crate::config::RetryPolicy;
+use crate::fetch::Listed;
 use crate::state::MessageState;
 
 /// What to do with a message found in the listing.
@@ -63,6 +65,28 @@ pub fn keys_replaced(
     (vanished > 0).then_some(vanished)
 }
 
+/// The messages of `listing` that a session's loop will attempt, in order, as far as can be
+/// told before it starts: those [`next`] says to attempt, not `tried` in this pass already,
+/// not larger than `size_max` by the listing, at most `budget` of them. (A back-off that
+/// ends meanwhile, or a failed download that leaves budget for one more, is fetched
+/// without having been planned.)
+pub fn upcoming(
+    listing: &[Listed],
+    known: &HashMap<String, MessageState>,
+    tried: &HashSet<String>,
+    size_max: u64,
+    budget: usize,
+    now: SystemTime,
+    retry: &RetryPolicy,
+) -> Vec<Listed> {
+    (listing.iter())
+        .filter(|l| !tried.contains(&l.key) && l.size.is_none_or(|n| n <= size_max))
+        .filter(|l| next(known.get(&l.key), now, retry, true) == Next::Attempt)
+        .take(budget)
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +103,45 @@ mod tests {
             initial: Duration::from_secs(60),
             max: Duration::from_secs(300),
         }
+    }
+
+    #[test]
+    fn upcoming_are_the_messages_to_attempt_within_the_budget_in_listing_order() {
+        let listed = |key: &str, size| Listed {
+            key: key.to_owned(),
+            handle: 0,
+            size: Some(size),
+            seen: false,
+        };
+        let listing = [
+            listed("settled", 10),
+            listed("waiting", 10),
+            listed("tried", 10),
+            listed("huge", 1000),
+            listed("new-1", 10),
+            listed("failed-before", 10),
+            listed("new-2", 10),
+        ];
+        let mut settled = MessageState::new(at(0));
+        settled.settled_at = Some(at(1));
+        let mut waiting = MessageState::new(at(0));
+        waiting.retry_at = Some(at(100));
+        let mut failed = MessageState::new(at(0));
+        failed.attempts = 1;
+        let known = HashMap::from([
+            ("settled".to_owned(), settled),
+            ("waiting".to_owned(), waiting),
+            ("failed-before".to_owned(), failed),
+        ]);
+        let tried = HashSet::from(["tried".to_owned()]);
+        let keys = |budget| {
+            upcoming(&listing, &known, &tried, 100, budget, at(10), &policy())
+                .into_iter()
+                .map(|l| l.key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(10), ["new-1", "failed-before", "new-2"]);
+        assert_eq!(keys(2), ["new-1", "failed-before"]);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! kept mail and mail read upstream (IMAP `after_fetch: seen`, `unseen_only`) is in
 //! `tests/kept.rs`.
 
+mod auth;
 mod kept;
 mod looped;
+mod pipelined;
 
 use std::collections::HashMap;
 use std::sync::Arc;

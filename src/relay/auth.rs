@@ -1,6 +1,7 @@
 //! SMTP AUTH (RFC 4954) with the relay, for internal servers that demand it: the strongest
-//! mechanism that EHLO offers, chosen and spoken by the shared SASL client
-//! ([`crate::sasl`]), and only over TLS unless `relay.tls: none` is explicit.
+//! mechanism that EHLO offers and `relay.auth_mechanisms` / `relay.spa` allow, chosen and
+//! spoken by the shared SASL client ([`crate::sasl`]), and only over TLS unless
+//! `relay.tls: none` is explicit. The mechanism used is logged once per session.
 
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ pub(super) async fn authenticate(
         password: false,
     };
     let policy = Policy {
-        allowed: &[],
+        allowed: credentials.mechanisms.allowed(),
         cleartext_ok: true,
         token: false,
     };
@@ -54,7 +55,13 @@ pub(super) async fn authenticate(
                 list if list.is_empty() => "no AUTH".to_owned(),
                 list => format!("AUTH {list}"),
             };
-            return Err(unavailable(format!("{none} (EHLO: {advertised})")));
+            let restricted = match policy.allowed {
+                [] => "",
+                _ => "; restricted by relay.auth_mechanisms or relay.spa",
+            };
+            return Err(unavailable(format!(
+                "{none} (EHLO: {advertised}{restricted})"
+            )));
         }
     };
     let login = Credentials {
@@ -76,7 +83,12 @@ pub(super) async fn authenticate(
     let mut reply = conn.command(&command, limit, "AUTH").await?;
     for _ in 0..MAX_ROUNDS {
         match reply.code {
-            235 => return exchange.finish(None).map_err(sasl_failed),
+            235 => {
+                exchange.finish(None).map_err(sasl_failed)?;
+                // Once per session: the mechanism is what an administrator checks first.
+                tracing::info!(relay = %host, "logged in with AUTH {mechanism}");
+                return Ok(());
+            }
             334 => {
                 let text = reply.lines.first().map(String::as_str).unwrap_or("");
                 let response = decode_base64(text.as_bytes())

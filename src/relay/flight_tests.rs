@@ -273,6 +273,7 @@ fn with_auth(mut cfg: crate::config::RelayConfig, password: &str) -> crate::conf
     cfg.auth = Some(RelayAuth {
         username: "gateway".to_owned(),
         password: Password::new(password),
+        mechanisms: Default::default(),
     });
     cfg
 }

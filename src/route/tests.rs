@@ -800,6 +800,8 @@ fn rules_for_account_take_the_config_and_the_username() {
         auth: Default::default(),
         idle: false,
         oauth: None,
+        proxy: None,
+        auth_backoff_max: crate::config::DEFAULT_AUTH_BACKOFF_MAX,
         routing: Default::default(),
     };
     let config = Config {

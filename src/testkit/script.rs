@@ -45,6 +45,9 @@ pub enum Step {
     /// [`Step::Sleep`] shorter than the 40 ms delayed ACK, this tells a client that ACKs
     /// promptly from one that would stall such a server.
     ExpectAcked,
+    /// Fail if the client sends anything within this time (before a reply it must wait
+    /// for: a pipelining client that does not wait for the login to complete).
+    Quiet(Duration),
     /// Read one command line and send what the function makes of it (e.g. a SASL challenge
     /// built from the client's nonce); an `Err` ends the conversation with that error.
     Reply(fn(&str) -> Result<Vec<u8>, String>),
@@ -184,6 +187,14 @@ async fn serve(
             Step::Close => return Ok(()),
             Step::Hang => break,
             Step::Sleep(pause) => tokio::time::sleep(pause).await,
+            Step::Quiet(window) => {
+                if let Ok(Ok(early)) = tokio::time::timeout(window, io.fill_buf()).await
+                    && !early.is_empty()
+                {
+                    let early = String::from_utf8_lossy(early).into_owned();
+                    return Err(format!("client sent {early:?} before it was answered"));
+                }
+            }
             Step::ExpectAcked => match unacked(ends)? {
                 0 => {}
                 n => return Err(format!("{n} byte(s) sent not acknowledged by the client")),

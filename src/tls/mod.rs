@@ -17,6 +17,7 @@
 //! problem, the certificate's SHA-256 fingerprint and the fix.
 
 mod fingerprint;
+mod peer;
 mod verify;
 mod x509;
 
@@ -31,6 +32,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName}
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 pub use fingerprint::Fingerprint;
+pub use peer::{PeerTls, trust_basis};
 pub use verify::{CertRefusal, Problem};
 
 use crate::config::{Config, TlsOptions, TlsVersion};

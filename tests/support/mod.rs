@@ -11,6 +11,7 @@
 //! - [`SmtpSink`]: Postfix's `smtp-sink` recording every transaction it accepts.
 //! - [`Postfix`]: a private Postfix as the internal server, with an inside and an outside sink.
 //! - [`free_port`], [`mailferry_bin`], [`run_mailferry`], [`Mailferry`] (a running daemon).
+//! - [`RealProxy`]: microsocks (SOCKS5) or tinyproxy (HTTP CONNECT), with or without a password.
 //! - [`FaultProxy`]: a TCP proxy to an upstream that drops, stalls, trickles, resets or delays.
 //! - [`TokenService`]: an OAuth2 token service (token, device code, introspection) for
 //!   Dovecot's `oauth2` passdb and mailferry's `oauth:` accounts.
@@ -34,6 +35,7 @@ mod fault_proxy;
 mod mail;
 mod maildir;
 mod postfix;
+mod proxy;
 mod smtp_sink;
 mod tally;
 mod token_service;
@@ -48,6 +50,7 @@ pub use mail::{
     numbered_pairs, sample_catchall_expected, sample_catchall_mail,
 };
 pub use postfix::Postfix;
+pub use proxy::{ProxyServer, RealProxy};
 pub use smtp_sink::{SmtpSink, Transaction, as_sink_stores, parse_dump};
 pub use tally::{Pair, Tally, delivery_counts, message_id, sample_catchall_pairs};
 pub use token_service::{CLIENT_ID, CLIENT_SECRET, TokenPolicy, TokenService};
@@ -101,6 +104,19 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// GET `path` on the metrics listener: (status line, body).
+pub fn http_get(port: u16, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.lines().next()?.to_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    Some((status, body))
 }
 
 /// The path of the `mailferry` binary.

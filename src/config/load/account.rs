@@ -1,7 +1,7 @@
 //! `accounts:`: each mailbox to collect from, with its protocol, login, mode and retention.
 
+use super::login::LoginFor;
 use super::*;
-use crate::sasl::{Mechanism, Method};
 
 pub(super) fn default_port(protocol: Protocol, tls: TlsMode) -> u16 {
     match (protocol, tls == TlsMode::Tls) {
@@ -209,7 +209,7 @@ impl Checker<'_> {
             }
             Some(n) => self.boolean(n, &s.name("unseen_only")),
         };
-        let auth = self.auth(s, protocol, s.has("oauth"));
+        let auth = self.login_methods(s, LoginFor::Account(protocol), s.has("oauth"));
         let idle = match s.get("idle") {
             None => Some(false),
             Some(n) if protocol == Some(Protocol::Pop3) => {
@@ -223,6 +223,14 @@ impl Checker<'_> {
                 None
             }
             Some(n) => self.boolean(n, &s.name("idle")),
+        };
+        let proxy = match s.get("proxy") {
+            None => Some(None),
+            Some(n) => self.proxy(n, &s.name("proxy")).map(Some),
+        };
+        let auth_backoff_max = match s.get("auth_backoff_max") {
+            None => Some(DEFAULT_AUTH_BACKOFF_MAX),
+            Some(n) => self.duration(n, &s.name("auth_backoff_max"), AUTH_BACKOFF_MAX),
         };
         let routing = self.account_routing(s, index);
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
@@ -262,6 +270,8 @@ impl Checker<'_> {
             idle: idle?,
             routing: routing?,
             oauth: oauth?,
+            proxy: proxy?,
+            auth_backoff_max: auth_backoff_max?,
         })
     }
 
@@ -307,130 +317,17 @@ impl Checker<'_> {
         })
     }
 
-    /// `auth`, `auth_mechanisms` and `spa`: at most one of them restricts the login methods
-    /// (`auth: apop` is `[apop]`, `spa: true` is `[ntlm]`); none, or `auth: auto`, allows
-    /// any.
-    pub(super) fn auth(
-        &mut self,
-        s: &Section<'_>,
-        protocol: Option<Protocol>,
-        token: bool,
-    ) -> Option<AuthMethod> {
-        let mut given: Vec<(String, &Node, Vec<Method>)> = Vec::new();
-        let mut ok = true;
-        if let Some(n) = s.get("auth") {
-            match self.choice(n, &s.name("auth"), AUTH_METHODS) {
-                Some(Some(method)) => given.push(("auth".to_owned(), n, vec![method])),
-                Some(None) => {}
-                None => ok = false,
+    /// `proxy`: a `socks5://` or `http://` URL (see [`crate::config::Proxy::parse`]); no
+    /// message repeats its password.
+    pub(super) fn proxy(&mut self, node: &Node, name: &str) -> Option<crate::config::Proxy> {
+        let url = self.string(node, name)?;
+        match crate::config::Proxy::parse(&url) {
+            Ok(proxy) => Some(proxy),
+            Err(why) => {
+                self.err(node, format!("{name}: {why}"));
+                None
             }
         }
-        if let Some(n) = s.get("spa") {
-            match self.boolean(n, &s.name("spa")) {
-                Some(true) => {
-                    given.push(("spa".to_owned(), n, vec![Method::Sasl(Mechanism::Ntlm)]))
-                }
-                Some(false) => {}
-                None => ok = false,
-            }
-        }
-        if let Some(n) = s.get("auth_mechanisms") {
-            match self.auth_mechanisms(n, &s.name("auth_mechanisms"), token) {
-                Some(list) => given.push(("auth_mechanisms".to_owned(), n, list)),
-                None => ok = false,
-            }
-        }
-        if let [(first, first_node, _), rest @ ..] = given.as_slice() {
-            for (key, node, _) in rest {
-                self.err(
-                    node,
-                    format!(
-                        "{}: `{key}` conflicts with `{first}` (line {}): use one of auth: apop, spa: true, auth_mechanisms",
-                        s.path, first_node.line
-                    ),
-                );
-                ok = false;
-            }
-        }
-        if let Some((key, node, _)) = given
-            .first()
-            .filter(|(k, ..)| token && k != "auth_mechanisms")
-        {
-            self.err(
-                node,
-                format!(
-                    "{}: an account with oauth logs in with an OAuth2 token (xoauth2, oauthbearer)",
-                    s.name(key)
-                ),
-            );
-            ok = false;
-        }
-        if let (Some((key, node, list)), Some(Protocol::Imap)) = (given.first(), protocol)
-            && list.contains(&Method::Apop)
-        {
-            let name = s.name(key);
-            self.err(
-                node,
-                format!("{name}: APOP is a POP3 command; an imap account cannot use it"),
-            );
-            ok = false;
-        }
-        if !ok {
-            return None;
-        }
-        Some(match given.pop() {
-            None => AuthMethod::Auto,
-            Some((_, _, list)) => AuthMethod::Only(list),
-        })
-    }
-
-    /// `auth_mechanisms`: a non-empty list of known method names, each once.
-    fn auth_mechanisms(&mut self, node: &Node, name: &str, token: bool) -> Option<Vec<Method>> {
-        let items = self.list(node, name)?;
-        if items.is_empty() {
-            self.err(
-                node,
-                format!(
-                    "{name} is empty: name at least one method, or leave the key out to allow any"
-                ),
-            );
-            return None;
-        }
-        let mut list = Vec::new();
-        let mut ok = true;
-        for item in items {
-            let Some(word) = self.string(item, name) else {
-                ok = false;
-                continue;
-            };
-            match Method::from_config_name(&word.to_ascii_lowercase()) {
-                Some(m) if m.uses_token() && !token => {
-                    self.err(item, format!("{name}: {word} logs in with an OAuth2 token, and the account has a password (no oauth)"));
-                    ok = false;
-                }
-                Some(m) if token && !m.uses_token() => {
-                    self.err(item, format!("{name}: {word} logs in with a password, and the account has an OAuth2 token (oauth); use xoauth2 or oauthbearer"));
-                    ok = false;
-                }
-                Some(m) if list.contains(&m) => {
-                    self.err(item, format!("{name}: {word} is listed twice"));
-                    ok = false;
-                }
-                Some(m) => list.push(m),
-                None => {
-                    let words: Vec<&str> = Method::CONFIG_NAMES.iter().map(|(w, _)| *w).collect();
-                    self.err(
-                        item,
-                        format!(
-                            "{name}: `{word}` is not a login method mailferry knows; allowed: {}",
-                            words.join(" | ")
-                        ),
-                    );
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(list)
     }
 
     /// `mode` with its `deliver_to`: required for single-user, refused for catch-all.

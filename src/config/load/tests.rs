@@ -1191,3 +1191,69 @@ fn relay_auth_needs_both_halves_and_one_password() {
     }
     assert_one_error(&both, 6, "`password_env` conflicts with `password`");
 }
+
+#[test]
+fn relay_auth_mechanisms_and_spa_restrict_smtp_auth_like_an_account() {
+    use crate::sasl::{Mechanism, Method};
+    // Lines 3-5: host, username, password; the key under test on line 6.
+    let with = |extra: &str| {
+        base_with(
+            "  host: mail.corp.local\n",
+            &format!("  host: mail.corp.local\n  username: gateway\n  password: pw\n{extra}"),
+        )
+    };
+    let mechanisms = |text: &str| load(text).unwrap().relay.auth.unwrap().mechanisms;
+    assert_eq!(mechanisms(&with("")), AuthMethod::Auto);
+    assert_eq!(
+        mechanisms(&with("  auth_mechanisms: [CRAM-MD5, scram-sha-1]\n")),
+        AuthMethod::Only(vec![
+            Method::Sasl(Mechanism::CramMd5),
+            Method::Sasl(Mechanism::ScramSha1)
+        ])
+    );
+    assert_eq!(
+        mechanisms(&with("  spa: true\n")),
+        AuthMethod::Only(vec![Method::Sasl(Mechanism::Ntlm)])
+    );
+    assert_eq!(mechanisms(&with("  spa: false\n")), AuthMethod::Auto);
+    // The accounts' validation, with the relay's key names.
+    assert_one_error(
+        &with("  auth_mechanisms: [kerberos]\n"),
+        6,
+        "relay.auth_mechanisms: `kerberos` is not a login method mailferry knows",
+    );
+    assert_one_error(
+        &with("  auth_mechanisms: []\n"),
+        6,
+        "relay.auth_mechanisms is empty",
+    );
+    assert_one_error(
+        &with("  auth_mechanisms: [login, LOGIN]\n"),
+        6,
+        "LOGIN is listed twice",
+    );
+    assert_one_error(&with("  spa: yes please\n"), 6, "relay.spa");
+    assert_one_error(
+        &with("  spa: true\n  auth_mechanisms: [ntlm]\n"),
+        7,
+        "relay: `auth_mechanisms` conflicts with `spa` (line 6): use one of spa: true, auth_mechanisms",
+    );
+    // Only SASL: APOP and the password command are POP3/IMAP's own.
+    for word in ["apop", "password"] {
+        assert_one_error(
+            &with(&format!("  auth_mechanisms: [plain, {word}]\n")),
+            6,
+            &format!("relay.auth_mechanisms: `{word}` is not an SMTP AUTH mechanism"),
+        );
+    }
+    assert_one_error(&with("  auth: apop\n"), 6, "unknown key");
+    // A restriction without a login is a mistake, not a no-op.
+    assert_one_error(
+        &base_with(
+            "  host: mail.corp.local\n",
+            "  host: mail.corp.local\n  auth_mechanisms: [plain]\n",
+        ),
+        4,
+        "relay.auth_mechanisms is set but relay.username is not",
+    );
+}

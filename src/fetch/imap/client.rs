@@ -3,6 +3,7 @@
 //! write is bounded by the account's timeout (`conn.rs`); responses are parsed by
 //! `protocol.rs`.
 
+mod batch;
 mod idle;
 mod login;
 
@@ -46,6 +47,8 @@ pub struct ImapClient {
     /// Where [`mark_deleted`](ImapClient::mark_deleted) moves a message instead
     /// (`after_fetch: move:<folder>`), as the server spells the folder.
     move_to: Option<Vec<u8>>,
+    /// The messages planned to be fetched next, and those fetched ahead (`batch.rs`).
+    ahead: batch::Ahead,
     /// How the session logged in; `None` before login and after PREAUTH.
     method: Option<crate::sasl::Method>,
 }
@@ -139,8 +142,22 @@ impl ImapClient {
 
     /// SELECT: the folder's UIDVALIDITY; its EXISTS is kept.
     pub async fn select(&mut self, name: &[u8]) -> Result<u32, ImapError> {
+        self.open(name, "SELECT").await
+    }
+
+    /// EXAMINE the configured folder (given with either separator, see [`folder::resolve`]):
+    /// read-only, so nothing about it changes (no `\Recent` taken, no flag set). Returns how
+    /// many messages it holds; [`listing`](ImapClient::listing) works on it after.
+    pub async fn examine(&mut self, wanted: &str) -> Result<u32, ImapError> {
+        let name = self.folder_name(wanted).await?;
+        self.open(&name, "EXAMINE").await?;
+        Ok(self.exists)
+    }
+
+    /// SELECT or EXAMINE: the folder's UIDVALIDITY; its EXISTS is kept.
+    async fn open(&mut self, name: &[u8], verb: &'static str) -> Result<u32, ImapError> {
         self.uidvalidity = None;
-        let responses = self.run(Command::new("SELECT").string(name, false)).await?;
+        let responses = self.run(Command::new(verb).string(name, false)).await?;
         for r in &responses {
             if let Response::State {
                 code: Some(Code::UidValidity(n)),
@@ -153,7 +170,7 @@ impl ImapClient {
         match self.uidvalidity {
             Some(n) => Ok(n),
             None => Err(self.lost(format!(
-                "SELECT {} gave no UIDVALIDITY",
+                "{verb} {} gave no UIDVALIDITY",
                 folder::display_name(name)
             ))),
         }
@@ -194,6 +211,8 @@ impl ImapClient {
     /// [`CHUNK`] octets (no single literal larger than that), each within the download
     /// deadline of its size.
     ///
+    /// Planned messages (see [`plan`](ImapClient::plan)) come several in one command.
+    ///
     /// A message announced larger than `max_message_size` is not asked for; one that turns
     /// out larger is not kept. Both give [`ImapError::MessageTooLarge`], and the session stays
     /// usable.
@@ -207,7 +226,13 @@ impl ImapClient {
         if announced.is_some_and(|size| size > limit) {
             return Err(too_large(announced));
         }
-        let mut message = Vec::new();
+        let mut message = match self.fetched_ahead(uid).await? {
+            Some(batch::Fetched::Whole(message)) => return Ok(message),
+            Some(batch::Fetched::Start(piece)) => piece,
+            Some(batch::Fetched::TooLarge(size)) => return Err(too_large(Some(size))),
+            Some(batch::Fetched::Gone) => return Err(ImapError::MessageGone(uid)),
+            None => Vec::new(),
+        };
         loop {
             let offset = message.len() as u64;
             let text = format!("UID FETCH {uid} BODY.PEEK[]<{offset}.{CHUNK}>");
@@ -261,6 +286,45 @@ impl ImapClient {
         .await?;
         self.flagged.push(uid);
         Ok(())
+    }
+
+    /// [`mark_deleted`](ImapClient::mark_deleted) for many messages: one `UID STORE` per
+    /// few hundred UIDs (as UID sets) instead of one per message; moved one by one with
+    /// `after_fetch: move`. Returns the UIDs whose mark the server refused (they stay); an
+    /// error only when the session is lost.
+    pub async fn mark_deleted_all(&mut self, uids: &[u32]) -> Result<Vec<u32>, ImapError> {
+        let mut refused = Vec::new();
+        if self.move_to.is_some() {
+            for &uid in uids {
+                match self.mark_deleted(uid).await {
+                    Ok(()) => {}
+                    Err(e) if !e.connection_lost() => refused.push(uid),
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(refused);
+        }
+        // A few hundred UIDs make one set well under UID_SET_MAX.
+        for chunk in uids.chunks(256) {
+            let mut stored = true;
+            for set in command::uid_sets(chunk) {
+                let text = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
+                match self.run(Command::new(&text)).await {
+                    Ok(_) => {}
+                    Err(e) if !e.connection_lost() => {
+                        tracing::warn!(account = %self.conn.account, "flagging for deletion refused: {e}");
+                        stored = false;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if stored {
+                self.flagged.extend_from_slice(chunk);
+            } else {
+                refused.extend_from_slice(chunk);
+            }
+        }
+        Ok(refused)
     }
 
     /// `UID STORE uid +FLAGS.SILENT (\Seen)` (`after_fetch: seen`).

@@ -7,6 +7,8 @@
 //! UID sets), `folder.rs` finds the configured folder among those LIST names, `conn.rs` is
 //! the byte stream with its timeouts and `client.rs` the session.
 
+#[cfg(test)]
+mod batch_tests;
 mod client;
 pub mod command;
 mod conn;
@@ -46,6 +48,9 @@ pub enum ImapError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The account's proxy would not open the tunnel to the server.
+    #[error(transparent)]
+    Proxy(#[from] crate::fetch::proxy::ProxyError),
     /// Reading or writing failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -146,6 +151,7 @@ impl ImapError {
     pub fn connection_lost(&self) -> bool {
         match self {
             ImapError::Connect { .. }
+            | ImapError::Proxy(_)
             | ImapError::Io(_)
             | ImapError::Timeout(_)
             | ImapError::Deadline { .. }
@@ -175,6 +181,7 @@ impl From<crate::fetch::transport::DialError> for ImapError {
             DialError::Connect { addr, source } => ImapError::Connect { addr, source },
             DialError::Timeout(limit) => ImapError::Timeout(limit),
             DialError::Io(e) => ImapError::Io(e),
+            DialError::Proxy(e) => ImapError::Proxy(e),
         }
     }
 }

@@ -60,6 +60,8 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         auth: Default::default(),
         idle: false,
         oauth: None,
+        proxy: None,
+        auth_backoff_max: crate::config::DEFAULT_AUTH_BACKOFF_MAX,
         routing: Default::default(),
     }
 }
@@ -177,7 +179,7 @@ async fn full_session_split_inside_every_kind_of_token() {
 }
 
 /// A session logged in (UIDPLUS) and with INBOX selected, then `rest`.
-async fn selected(rest: Vec<Step>, max: u64) -> (ImapClient, Fake) {
+pub(super) async fn selected(rest: Vec<Step>, max: u64) -> (ImapClient, Fake) {
     selected_with(rest, max, "UIDPLUS", Duration::from_secs(10)).await
 }
 

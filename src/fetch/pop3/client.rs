@@ -5,14 +5,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::conn::{Connection, Stream};
+use super::pipeline::Pipe;
 use super::protocol::{
     self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
 };
+use super::secret::check_credential;
 use super::{Pop3Error, apop};
 use crate::config::{AccountConfig, Password, TlsMode};
-use crate::fetch::transport::{Deadline, dial};
+use crate::fetch::transport::{Deadline, Progress, dial};
 use crate::sasl::Method;
-use crate::tls::TlsClient;
+use crate::tls::{PeerTls, TlsClient};
 
 /// Largest message RETR accepts unless [`Pop3Client::set_max_message_size`] says otherwise;
 /// a larger one is read to its end, discarded, and reported as
@@ -57,11 +59,13 @@ pub struct Pop3Client {
     capabilities: Option<Capabilities>,
     encrypted: bool,
     /// Sizes from the last LIST: the buffer for RETR, its deadline, the size cap.
-    sizes: HashMap<u32, u64>,
+    pub(super) sizes: HashMap<u32, u64>,
     /// The largest message RETR keeps (`max_message_size`).
-    message_max: u64,
+    pub(super) message_max: u64,
     /// The account's timeout, for RETR deadlines.
-    timeout: Duration,
+    pub(super) timeout: Duration,
+    /// PIPELINING: commands in flight and messages planned ahead (`pipeline.rs`).
+    pub(super) pipe: Pipe,
     /// How the session logged in (set by `login`).
     pub(super) method: Option<Method>,
 }
@@ -102,6 +106,17 @@ impl Pop3Client {
         tls_config: Option<TlsClient>,
         token: Option<&Password>,
     ) -> Result<Pop3Client, Pop3Error> {
+        Pop3Client::connect_observed(account, tls_config, token, &mut Progress::default()).await
+    }
+
+    /// [`connect_with_token`](Pop3Client::connect_with_token), noting in `progress` how far
+    /// it got and what it learnt (for `test-connection`), also when it fails.
+    pub async fn connect_observed(
+        account: &AccountConfig,
+        tls_config: Option<TlsClient>,
+        token: Option<&Password>,
+        progress: &mut Progress,
+    ) -> Result<Pop3Client, Pop3Error> {
         // Checked before anything goes on the wire.
         check_credential(&account.username, "user name")?;
         check_credential(account.password.expose(), "password")?;
@@ -109,8 +124,8 @@ impl Pop3Client {
             check_credential(token.expose(), "OAuth2 access token")?;
         }
 
-        let tcp = dial(account).await?;
-        Pop3Client::establish(Box::new(tcp), account, tls_config, token).await
+        let tcp = dial(account, progress).await?;
+        Pop3Client::establish(Box::new(tcp), account, tls_config, token, progress).await
     }
 
     /// Everything after the TCP connect: implicit TLS, greeting, CAPA, STLS, login.
@@ -119,6 +134,7 @@ impl Pop3Client {
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
         token: Option<&Password>,
+        progress: &mut Progress,
     ) -> Result<Pop3Client, Pop3Error> {
         let tls_config = move || match &tls_config {
             Some(tls) => Ok(tls.clone()),
@@ -127,7 +143,9 @@ impl Pop3Client {
         let mut encrypted = false;
         let stream = if account.tls == TlsMode::Tls {
             encrypted = true;
-            Box::new(handshake(stream, account, tls_config()?).await?) as Box<dyn Stream>
+            let stream = handshake(stream, account, tls_config()?).await?;
+            progress.tls = Some(PeerTls::of(stream.get_ref().1));
+            Box::new(stream) as Box<dyn Stream>
         } else {
             stream
         };
@@ -151,6 +169,7 @@ impl Pop3Client {
             return Err(Pop3Error::ApopNotOffered);
         }
         let mut capabilities = capa(&mut conn).await?;
+        progress.capabilities = capabilities.as_ref().map(|c| c.lines.clone());
 
         let want_stls = match account.tls {
             TlsMode::None | TlsMode::Tls => false,
@@ -177,10 +196,12 @@ impl Pop3Client {
                         ));
                     }
                     let stream = handshake(conn.stream, account, tls_config()?).await?;
+                    progress.tls = Some(PeerTls::of(stream.get_ref().1));
                     conn = Connection::new(Box::new(stream), account.timeout, account.name.clone());
                     encrypted = true;
                     // RFC 2595: capabilities learnt before TLS are discarded.
                     capabilities = capa(&mut conn).await?;
+                    progress.capabilities = capabilities.as_ref().map(|c| c.lines.clone());
                 }
                 Status::Err { text, .. } => {
                     tracing::debug!(account = %account.name, "S: -ERR {text}");
@@ -204,9 +225,13 @@ impl Pop3Client {
             sizes: HashMap::new(),
             message_max: MESSAGE_MAX as u64,
             timeout: account.timeout,
+            pipe: Pipe::default(),
             method: None,
         };
         client.login(account, apop_stamp.as_deref(), token).await?;
+        // Only now: Courier offers PIPELINING but loses what is sent before its login
+        // process hands over.
+        client.set_pipelining(true);
         Ok(client)
     }
 
@@ -231,36 +256,59 @@ impl Pop3Client {
     /// a warning; the rest of the listing stands.
     pub async fn uidl(&mut self) -> Result<Vec<(u32, String)>, Pop3Error> {
         let body = self.multi("UIDL", DATA_LINE_MAX, LISTING_MAX, 0).await?;
+        Ok(self.parse_uidl(&body))
+    }
+
+    fn parse_uidl(&self, body: &[u8]) -> Vec<(u32, String)> {
         let mut listing = Vec::new();
-        for line in protocol::lines(&body) {
+        for line in protocol::lines(body) {
             match protocol::parse_uidl_line(line) {
                 Ok(entry) => listing.push(entry),
                 Err(e) => tracing::warn!(account = %self.conn.account, "skipping UIDL line: {e}"),
             }
         }
-        Ok(listing)
+        listing
     }
 
     /// LIST: (message number, size in octets) for every message. A malformed line is skipped
     /// with a warning.
     pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, Pop3Error> {
         let body = self.multi("LIST", DATA_LINE_MAX, LISTING_MAX, 0).await?;
+        Ok(self.parse_list(&body))
+    }
+
+    /// The LIST lines, kept as the sizes for RETR.
+    fn parse_list(&mut self, body: &[u8]) -> Vec<(u32, u64)> {
         let mut listing = Vec::new();
-        for line in protocol::lines(&body) {
+        for line in protocol::lines(body) {
             match protocol::parse_list_line(line) {
                 Ok(entry) => listing.push(entry),
                 Err(e) => tracing::warn!(account = %self.conn.account, "skipping LIST line: {e}"),
             }
         }
         self.sizes = listing.iter().copied().collect();
-        Ok(listing)
+        listing
     }
 
     /// UIDL then LIST, joined by message number, in UIDL's order: what a pass needs to skip
     /// what is done and to leave upstream what is larger than `max_message_size`.
+    /// With pipelining both go out together: one round trip.
     pub async fn listing(&mut self) -> Result<Vec<Listed>, Pop3Error> {
-        let uids = self.uidl().await?;
-        self.list().await?;
+        let uids = if self.pipe.on {
+            self.conn.queue("UIDL", "UIDL")?;
+            self.conn.queue("LIST", "LIST")?;
+            self.drain().await?;
+            // LIST's reply is read whatever UIDL's was, to stay in step.
+            let uidl = self.read_multi("UIDL", DATA_LINE_MAX, LISTING_MAX, 0).await;
+            let list = self.read_multi("LIST", DATA_LINE_MAX, LISTING_MAX, 0).await;
+            let uids = self.parse_uidl(&uidl?);
+            self.parse_list(&list?);
+            uids
+        } else {
+            let uids = self.uidl().await?;
+            self.list().await?;
+            uids
+        };
         Ok(uids
             .into_iter()
             .map(|(number, uid)| Listed {
@@ -318,15 +366,29 @@ impl Pop3Client {
         msg: u32,
         until: Option<Duration>,
     ) -> Result<Vec<u8>, Pop3Error> {
-        let announced = self.sizes.get(&msg).copied();
-        let too_large = Pop3Error::MessageTooLarge {
-            msg,
-            limit: self.message_max,
-            announced,
-        };
-        if announced.is_some_and(|size| size > self.message_max) {
-            return Err(too_large);
+        if self
+            .sizes
+            .get(&msg)
+            .is_some_and(|size| *size > self.message_max)
+        {
+            return Err(self.too_large(msg));
         }
+        if self.pipe.on {
+            return self.retr_pipelined(msg, until).await;
+        }
+        let command = format!("RETR {msg}");
+        self.conn.queue(&command, &command)?;
+        self.read_retr(msg, until).await
+    }
+
+    /// Reads the response to `RETR msg`, sent already, within its deadline (counted from
+    /// now: a pipelined RETR waits its turn without its clock running).
+    pub(super) async fn read_retr(
+        &mut self,
+        msg: u32,
+        until: Option<Duration>,
+    ) -> Result<Vec<u8>, Pop3Error> {
+        let announced = self.sizes.get(&msg).copied();
         let limit = usize::try_from(self.message_max).unwrap_or(usize::MAX);
         // LIST counts CRLF line ends; the decoded message has the same size, give or take.
         let reserve = announced
@@ -342,14 +404,23 @@ impl Pop3Client {
         ));
         // A message line is limited only by the message's own limit: mail with megabytes on
         // one line (unwrapped base64, generated HTML) exists, and costs no more memory here.
-        let result = self.multi(&command, limit, limit, reserve).await;
+        let result = self.read_multi(&command, limit, limit, reserve).await;
         self.conn.deadline = None;
         match result {
             Err(Pop3Error::ResponseTooLong {
                 overflow: Overflow::Total(_),
                 ..
-            }) => Err(too_large),
+            }) => Err(self.too_large(msg)),
             other => other,
+        }
+    }
+
+    /// [`Pop3Error::MessageTooLarge`] for `msg`, with what LIST announced.
+    fn too_large(&self, msg: u32) -> Pop3Error {
+        Pop3Error::MessageTooLarge {
+            msg,
+            limit: self.message_max,
+            announced: self.sizes.get(&msg).copied(),
         }
     }
 
@@ -372,15 +443,23 @@ impl Pop3Client {
 
     /// QUIT: the server commits DELEs only now. A `-ERR` here means some deletions were not
     /// committed.
-    pub async fn quit(mut self) -> Result<(), Pop3Error> {
+    pub async fn quit(self) -> Result<(), Pop3Error> {
+        self.quit_reporting().await.map(drop)
+    }
+
+    /// [`quit`](Pop3Client::quit), and the messages whose pipelined DELE the server refused
+    /// (see [`dele_pipelined`](Pop3Client::dele_pipelined)): those stay upstream.
+    pub async fn quit_reporting(mut self) -> Result<Vec<u32>, Pop3Error> {
         let result = self.simple("QUIT".to_owned()).await;
         self.conn.shutdown().await;
-        result.map(drop)
+        result.map(|_| std::mem::take(&mut self.pipe.refused))
     }
 
     /// A single-line command: the text after `+OK`, or [`Pop3Error::ServerError`].
     async fn simple(&mut self, command: String) -> Result<String, Pop3Error> {
-        self.conn.send(&command, &command).await?;
+        // Sent with whatever is queued; the replies to what is in flight come first.
+        self.conn.queue(&command, &command)?;
+        self.drain().await?;
         match self.conn.read_status().await? {
             Status::Ok(text) => Ok(text),
             Status::Err { text, .. } => {
@@ -398,7 +477,20 @@ impl Pop3Client {
         total_max: usize,
         reserve: usize,
     ) -> Result<Vec<u8>, Pop3Error> {
-        self.conn.send(command, command).await?;
+        self.conn.queue(command, command)?;
+        self.drain().await?;
+        self.read_multi(command, line_max, total_max, reserve).await
+    }
+
+    /// Reads the response to a multi-line command already sent: the unstuffed body, or an
+    /// error.
+    pub(super) async fn read_multi(
+        &mut self,
+        command: &str,
+        line_max: usize,
+        total_max: usize,
+        reserve: usize,
+    ) -> Result<Vec<u8>, Pop3Error> {
         match self.conn.read_status().await? {
             Status::Ok(_) => {}
             Status::Err { text, .. } => {
@@ -455,53 +547,5 @@ async fn handshake(
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(Pop3Error::Tls(e)),
         Err(_) => Err(Pop3Error::Timeout(account.timeout)),
-    }
-}
-
-/// Refuses a credential that would break out of its command line.
-fn check_credential(value: &str, what: &'static str) -> Result<(), Pop3Error> {
-    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-        return Err(Pop3Error::InvalidCredential(what));
-    }
-    Ok(())
-}
-
-/// `text` with every occurrence of a secret (the password, or the AUTH PLAIN response)
-/// blanked, in any letter case (a server may echo it upper-cased).
-pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
-    let mut text = text.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        let needle = secret.to_lowercase();
-        loop {
-            let lower = text.to_lowercase();
-            // Lower-casing keeps byte offsets only for ASCII; otherwise blank the whole text.
-            if lower.len() != text.len() {
-                if lower.contains(&needle) {
-                    return "***".to_owned();
-                }
-                break;
-            }
-            let Some(at) = lower.find(&needle) else { break };
-            text.replace_range(at..at + needle.len(), "***");
-        }
-    }
-    text
-}
-
-#[cfg(test)]
-mod redact_tests {
-    use super::redact;
-
-    #[test]
-    fn a_secret_is_blanked_in_any_letter_case() {
-        let secrets = ["Sekret".to_owned()];
-        assert_eq!(
-            redact("bad password SEKRET or sekret or Sekret", &secrets),
-            "bad password *** or *** or ***"
-        );
-        assert_eq!(redact("ünïcode SEKRET", &secrets), "ünïcode ***");
-        // 'İ' lower-cases to three bytes: offsets shift, so the whole text goes.
-        assert_eq!(redact("İ SEKRET", &secrets), "***");
-        assert_eq!(redact("nothing here", &secrets), "nothing here");
     }
 }

@@ -27,6 +27,9 @@ pub(super) struct Connection {
     pub(super) deadline: Option<Deadline>,
     pub(super) lost: bool,
     pub(super) account: String,
+    /// Command lines queued (PIPELINING) and not yet written: they go out in one write before
+    /// the next read, or with the next command sent.
+    pub(super) out: Vec<u8>,
 }
 
 impl Connection {
@@ -40,6 +43,7 @@ impl Connection {
             deadline: None,
             lost: false,
             account,
+            out: Vec::new(),
         }
     }
 
@@ -53,15 +57,30 @@ impl Connection {
         result
     }
 
-    /// Sends one command line. `shown` is what the log may show (credentials blanked).
+    /// Sends one command line (after any queued ones). `shown` is what the log may show
+    /// (credentials blanked).
     pub(super) async fn send(&mut self, command: &str, shown: &str) -> Result<(), Pop3Error> {
+        self.queue(command, shown)?;
+        self.flush_queued().await
+    }
+
+    /// Queues one command line, to be written with the next write (PIPELINING).
+    pub(super) fn queue(&mut self, command: &str, shown: &str) -> Result<(), Pop3Error> {
         if self.lost {
             return Err(Pop3Error::ConnectionClosed);
         }
         tracing::debug!(account = %self.account, "C: {shown}");
-        let mut line = Vec::with_capacity(command.len() + 2);
-        line.extend_from_slice(command.as_bytes());
-        line.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(command.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// Writes the queued command lines, within the timeout.
+    pub(super) async fn flush_queued(&mut self) -> Result<(), Pop3Error> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let line = std::mem::take(&mut self.out);
         let write = async {
             self.stream.write_all(&line).await?;
             self.stream.flush().await
@@ -76,6 +95,8 @@ impl Connection {
 
     /// Reads more bytes into the buffer, after what is already there.
     pub(super) async fn fill(&mut self) -> Result<(), Pop3Error> {
+        // A reply is awaited: whatever was queued must be on its way first.
+        self.flush_queued().await?;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;

@@ -3,8 +3,9 @@
 //! when the account asks for it), or `USER`/`PASS` last. No secret reaches a log: client
 //! continuation lines show as `***`, and the server's replies have the secrets blanked.
 
-use super::client::{Pop3Client, redact};
+use super::client::Pop3Client;
 use super::protocol::{self, Status};
+use super::secret::redact;
 use super::{Pop3Error, apop};
 use crate::config::{AccountConfig, Password, TlsMode};
 use crate::sasl::{self, Credentials, Exchange, Mechanism, Method, Offer, Policy, Secret};

@@ -1,6 +1,7 @@
 //! The POP3 client (RFC 1939, CAPA from RFC 2449, STLS from RFC 2595), written in the project:
 //! `protocol.rs` is the wire format without I/O, `apop.rs` the APOP digest, `client.rs` the
-//! session over TCP or TLS.
+//! session over TCP or TLS, `pipeline.rs` its RFC 2449 PIPELINING (RETRs ahead, DELEs
+//! without waiting), `secret.rs` what may be sent and shown of a credential.
 
 pub mod apop;
 #[cfg(test)]
@@ -10,9 +11,13 @@ mod conn;
 mod login;
 #[cfg(test)]
 mod oauth_tests;
+mod pipeline;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod protocol;
 #[cfg(test)]
 pub(crate) mod sasl_tests;
+mod secret;
 #[cfg(test)]
 mod stall_tests;
 #[cfg(test)]
@@ -22,8 +27,8 @@ use std::time::Duration;
 
 pub use client::{FETCH_RATE_FLOOR, LISTING_MAX, Listed, MESSAGE_MAX, Pop3Client, fetch_deadline};
 // Shared with the IMAP client.
-pub(crate) use client::redact;
 pub use protocol::{Capabilities, Overflow};
+pub(crate) use secret::redact;
 
 use crate::tls::TlsError;
 
@@ -39,6 +44,9 @@ pub enum Pop3Error {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The account's proxy would not open the tunnel to the server.
+    #[error(transparent)]
+    Proxy(#[from] crate::fetch::proxy::ProxyError),
     /// Reading or writing failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -147,6 +155,7 @@ impl Pop3Error {
     pub fn connection_lost(&self) -> bool {
         match self {
             Pop3Error::Connect { .. }
+            | Pop3Error::Proxy(_)
             | Pop3Error::Io(_)
             | Pop3Error::Timeout(_)
             | Pop3Error::Deadline { .. }
@@ -175,6 +184,7 @@ impl From<crate::fetch::transport::DialError> for Pop3Error {
             DialError::Connect { addr, source } => Pop3Error::Connect { addr, source },
             DialError::Timeout(limit) => Pop3Error::Timeout(limit),
             DialError::Io(e) => Pop3Error::Io(e),
+            DialError::Proxy(e) => Pop3Error::Proxy(e),
         }
     }
 }

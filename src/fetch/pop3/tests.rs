@@ -38,6 +38,8 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         auth: Default::default(),
         idle: false,
         oauth: None,
+        proxy: None,
+        auth_backoff_max: crate::config::DEFAULT_AUTH_BACKOFF_MAX,
         routing: Default::default(),
     }
 }

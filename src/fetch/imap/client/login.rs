@@ -10,9 +10,9 @@ use super::super::protocol::{Capabilities, Code, LITERAL_MAX, Response, Status};
 use super::ImapClient;
 use crate::config::{AccountConfig, Password, TlsMode};
 use crate::fetch::pop3::{MESSAGE_MAX, redact};
-use crate::fetch::transport::dial;
+use crate::fetch::transport::{Progress, dial};
 use crate::sasl::{self, Credentials, Exchange, Mechanism, Method, Offer, Policy, Secret};
-use crate::tls::TlsClient;
+use crate::tls::{PeerTls, TlsClient};
 
 impl ImapClient {
     /// TCP connect to account.host:account.port, TLS per account.tls (Tls = implicit;
@@ -40,6 +40,17 @@ impl ImapClient {
         tls_config: Option<TlsClient>,
         token: Option<&Password>,
     ) -> Result<ImapClient, ImapError> {
+        ImapClient::connect_observed(account, tls_config, token, &mut Progress::default()).await
+    }
+
+    /// [`connect_with_token`](ImapClient::connect_with_token), noting in `progress` how far
+    /// it got and what it learnt (for `test-connection`), also when it fails.
+    pub async fn connect_observed(
+        account: &AccountConfig,
+        tls_config: Option<TlsClient>,
+        token: Option<&Password>,
+        progress: &mut Progress,
+    ) -> Result<ImapClient, ImapError> {
         // Checked before anything goes on the wire.
         check_credential(&account.username, "user name")?;
         check_credential(account.password.expose(), "password")?;
@@ -47,8 +58,8 @@ impl ImapClient {
             check_credential(token.expose(), "OAuth2 access token")?;
         }
 
-        let tcp = dial(account).await?;
-        ImapClient::establish(Box::new(tcp), account, tls_config, token).await
+        let tcp = dial(account, progress).await?;
+        ImapClient::establish(Box::new(tcp), account, tls_config, token, progress).await
     }
 
     /// Everything after the TCP connect: implicit TLS, greeting, CAPABILITY, STARTTLS, login.
@@ -57,6 +68,7 @@ impl ImapClient {
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
         token: Option<&Password>,
+        progress: &mut Progress,
     ) -> Result<ImapClient, ImapError> {
         let tls_config = move || match &tls_config {
             Some(tls) => Ok(tls.clone()),
@@ -65,7 +77,9 @@ impl ImapClient {
         let mut encrypted = false;
         let stream = if account.tls == TlsMode::Tls {
             encrypted = true;
-            Box::new(handshake(stream, account, tls_config()?).await?) as Box<dyn Stream>
+            let stream = handshake(stream, account, tls_config()?).await?;
+            progress.tls = Some(PeerTls::of(stream.get_ref().1));
+            Box::new(stream) as Box<dyn Stream>
         } else {
             stream
         };
@@ -79,6 +93,7 @@ impl ImapClient {
             message_max: MESSAGE_MAX as u64,
             flagged: Vec::new(),
             move_to: None,
+            ahead: Default::default(),
             method: None,
         };
 
@@ -112,8 +127,9 @@ impl ImapClient {
             TlsMode::StarttlsIfAvailable => !preauth && client.capabilities.has("STARTTLS"),
         };
         if want_starttls {
-            client.starttls(account, tls_config()?).await?;
+            progress.tls = Some(client.starttls(account, tls_config()?).await?);
         }
+        progress.capabilities = Some(client.capabilities.names.clone());
         if preauth {
             tracing::debug!(account = %account.name, "PREAUTH: logged in by the server");
             return Ok(client);
@@ -130,7 +146,11 @@ impl ImapClient {
 
     /// STARTTLS, the handshake, and CAPABILITY again (RFC 3501 6.2.1: what was learnt
     /// before TLS is discarded).
-    async fn starttls(&mut self, account: &AccountConfig, cfg: TlsClient) -> Result<(), ImapError> {
+    async fn starttls(
+        &mut self,
+        account: &AccountConfig,
+        cfg: TlsClient,
+    ) -> Result<PeerTls, ImapError> {
         self.run(Command::new("STARTTLS")).await?;
         // Anything sent before the handshake could be injected by a man in the middle
         // (CVE-2011-0411 style); refuse rather than read it as protected.
@@ -146,9 +166,11 @@ impl ImapClient {
         );
         let stream = std::mem::replace(&mut plain.stream, Box::new(tokio::io::empty()));
         let stream = handshake(stream, account, cfg).await?;
+        let peer = PeerTls::of(stream.get_ref().1);
         self.conn = plain.upgrade(Box::new(stream));
         self.encrypted = true;
-        self.capability().await
+        self.capability().await?;
+        Ok(peer)
     }
 
     /// The strongest method offered and allowed ([`sasl::choose`]): `AUTHENTICATE` with a
