@@ -220,7 +220,20 @@ pub enum Secret<'a> {
     BearerToken(&'a str),
 }
 
-impl Secret<'_> {
+impl<'a> Secret<'a> {
+    /// What an account logs in with: its OAuth2 access token when it has one (without it an
+    /// OAuth2 account gets "XOAUTH2 needs an OAuth2 token"), else its password; and every
+    /// string to blank in the server's replies (both, when both are set).
+    pub fn of_login(password: &'a str, token: Option<&'a str>) -> (Secret<'a>, Vec<String>) {
+        let mut secrets = vec![password.to_owned()];
+        secrets.extend(token.map(str::to_owned));
+        let secret = match token {
+            Some(t) => Secret::BearerToken(t),
+            None => Secret::Password(password),
+        };
+        (secret, secrets)
+    }
+
     /// The secret itself, for the callers' redaction of server replies.
     pub fn expose(&self) -> &str {
         match self {

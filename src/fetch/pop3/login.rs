@@ -43,13 +43,7 @@ impl Pop3Client {
         };
         let method = sasl::choose(&offer, &policy).map_err(Pop3Error::NoLoginMethod)?;
         let password = account.password.expose();
-        let mut secrets = vec![password.to_owned()];
-        secrets.extend(token.map(|t| t.expose().to_owned()));
-        // Without its token an OAuth2 account gets "XOAUTH2 needs an OAuth2 token".
-        let secret = match token {
-            Some(t) => Secret::BearerToken(t.expose()),
-            None => Secret::Password(password),
-        };
+        let (secret, mut secrets) = Secret::of_login(password, token.map(|t| t.expose()));
         let status = match (method, apop_stamp) {
             (Method::Apop, Some(stamp)) => {
                 let digest = apop::digest(stamp, password);

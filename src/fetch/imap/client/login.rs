@@ -194,13 +194,7 @@ impl ImapClient {
         };
         let method = sasl::choose(&offer, &policy).map_err(ImapError::NoLoginMethod)?;
         let password = account.password.expose();
-        let mut secrets = vec![password.to_owned()];
-        secrets.extend(token.map(|t| t.expose().to_owned()));
-        // Without its token an OAuth2 account gets "XOAUTH2 needs an OAuth2 token".
-        let secret = match token {
-            Some(t) => Secret::BearerToken(t.expose()),
-            None => Secret::Password(password),
-        };
+        let (secret, mut secrets) = Secret::of_login(password, token.map(|t| t.expose()));
         let result = match method {
             Method::Sasl(mechanism) => {
                 let credentials = Credentials {
