@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: Dovecot (POP3/IMAP),
 # Courier (POP3/IMAP, unpacked: see below), Postfix (for smtp-sink), openssl, microsocks and
-# tinyproxy (the proxy tests), Cyrus SASL's
+# tinyproxy (the proxy tests), systemd's systemd-analyze, binutils and cargo-deb (tests/deploy.rs:
+# the unit, the Debian package, the container image), Cyrus SASL's
 # sample server with its NTLM module (tests/sasl.rs: Debian's Dovecot has no NTLM), and the
 # unprivileged mail user the test servers store mail as. Idempotent: when everything is there
 # it changes nothing and takes a moment.
@@ -15,10 +16,13 @@ courier_packages=(courier-authdaemon courier-authlib-userdb libcourier-unicode4 
 # microsocks (SOCKS5) and tinyproxy (HTTP CONNECT): the real proxies of tests/proxy.rs,
 # started in the foreground by tests/support/proxy.rs (their own services are not needed).
 packages=(dovecot-pop3d dovecot-imapd postfix openssl ca-certificates curl sasl2-bin
-    libsasl2-modules microsocks tinyproxy "${courier_packages[@]}")
+    libsasl2-modules microsocks tinyproxy systemd binutils "${courier_packages[@]}")
 test_user=mailferry-test
 courier_dir=/var/cache/mailferry-tests/courier
 courier_unpacked=(courier-base courier-pop courier-imap)
+# The Debian package's builder (`cargo deb`), pinned to a version that builds on rustc 1.95;
+# compiled once (a few minutes on two cores) into ~/.cargo/bin, kept there.
+cargo_deb_version=3.8.0
 
 missing=()
 for p in "${packages[@]}"; do
@@ -37,9 +41,15 @@ if [ ! -x "$courier_dir/root/usr/sbin/couriertcpd" ] || [ ! -x "$courier_dir/roo
     need_courier=1
 fi
 
-if [ ${#missing[@]} -eq 0 ] && [ $need_user -eq 0 ] && [ $need_courier -eq 0 ]; then
+need_cargo_deb=0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $cargo_deb_version"; then
+    need_cargo_deb=1
+fi
+
+if [ ${#missing[@]} -eq 0 ] && [ $need_user -eq 0 ] && [ $need_courier -eq 0 ] &&
+    [ $need_cargo_deb -eq 0 ]; then
     echo "install-deps: all packages present (${packages[*]}); user $test_user exists;" \
-        "Courier unpacked in $courier_dir"
+        "Courier unpacked in $courier_dir; cargo-deb $cargo_deb_version"
     exit 0
 fi
 
@@ -48,6 +58,7 @@ if [ "$(id -u)" -ne 0 ]; then
     [ ${#missing[@]} -gt 0 ] && echo "  packages: ${missing[*]}" >&2
     [ $need_user -eq 1 ] && echo "  user: $test_user" >&2
     [ $need_courier -eq 1 ] && echo "  Courier servers in $courier_dir" >&2
+    [ $need_cargo_deb -eq 1 ] && echo "  cargo-deb $cargo_deb_version" >&2
     echo "install-deps: run as root: sudo $0" >&2
     exit 1
 fi
@@ -86,6 +97,11 @@ if [ $need_courier -eq 1 ]; then
     sed -i 's/^authmodulelist=.*/authmodulelist="authuserdb authpam"/' /etc/courier/authdaemonrc
     echo "install-deps: restarting courier-authdaemon"
     service courier-authdaemon restart >/dev/null || true
+fi
+
+if [ $need_cargo_deb -eq 1 ]; then
+    echo "install-deps: cargo install cargo-deb --version $cargo_deb_version --locked"
+    cargo install cargo-deb --version "$cargo_deb_version" --locked
 fi
 
 echo "install-deps: done"
