@@ -306,7 +306,9 @@ fn delivered_before(
     let Some(window) = config.dedup_window else {
         return Vec::new();
     };
-    if !config.state_dir.join(mailferry::state::DB_FILE).exists() {
+    if config.state == mailferry::config::StateBackend::Sqlite
+        && !config.state_dir.join(mailferry::state::DB_FILE).exists()
+    {
         return Vec::new();
     }
     let routing = &explanation.routing;
@@ -327,7 +329,7 @@ fn delivered_before(
     let since = std::time::SystemTime::now() - window;
     let found = runtime().and_then(|rt| {
         rt.block_on(async {
-            let store = mailferry::state::SqliteStore::open(&config.state_dir)?;
+            let (store, _) = mailferry::state::Store::open(config, false).await?;
             Ok(store.delivered_before(&id, &keys, since).await?)
         })
     });
@@ -359,7 +361,7 @@ async fn state_command(
     config: &mailferry::config::Config,
     action: StateAction,
 ) -> anyhow::Result<()> {
-    let store = mailferry::state::SqliteStore::open(&config.state_dir)?;
+    let (store, _) = mailferry::state::Store::open(config, false).await?;
     match action {
         StateAction::List { .. } => {
             let entries = store.list_quarantine().await?;

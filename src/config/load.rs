@@ -21,7 +21,8 @@ use super::resolve::{
 use super::{
     AccountConfig, AccountRouting, AfterFetch, AuthMethod, Config, ConfigError, ConfigErrors,
     DEFAULT_AUTH_BACKOFF_MAX, DEFAULT_ENVELOPE_HEADERS, FetchOrder, Initial, MetricsConfig, Mode,
-    Password, Protocol, RelayAuth, RelayConfig, Retention, RetryPolicy, SourceRouted, TlsMode,
+    Password, PostgresConfig, Protocol, RelayAuth, RelayConfig, Retention, RetryPolicy,
+    SourceRouted, StateBackend, TlsMode,
 };
 use crate::address::{Address, DomainPattern, normalize_domain};
 
@@ -41,6 +42,8 @@ mod proxy_tests;
 mod resolve_tests;
 #[cfg(test)]
 mod routing_tests;
+#[cfg(test)]
+mod state_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -91,6 +94,8 @@ const AUTH_BACKOFF_MAX: (u64, u64) = (60, 7 * 86_400);
 /// `max_message_size` bounds, in bytes: 1 KiB ..= 1 GiB.
 const MESSAGE_SIZE: (u64, u64) = (1_024, 1 << 30);
 const RETRY_DELAY: (u64, u64) = (0, 86_400);
+/// `state.postgres.lease_ttl` bounds: 3 seconds ..= 1 hour.
+const LEASE_TTL: (u64, u64) = (3, 3_600);
 /// `dedup_window` bounds: 1 hour ..= 365 days.
 const DEDUP_WINDOW: (u64, u64) = (3_600, 365 * 86_400);
 
@@ -174,7 +179,8 @@ pub(super) fn check(text: &str, file: &str) -> Checked {
 /// Every key any section allows, from a walk over a file that has each section (empty).
 #[cfg(test)]
 pub(super) fn keys_read() -> Vec<&'static str> {
-    let doc = yaml::parse("metrics: {}\nrelay: {retry: {}}\naccounts: [{}]\n");
+    let doc =
+        yaml::parse("state: {postgres: {}}\nmetrics: {}\nrelay: {retry: {}}\naccounts: [{}]\n");
     let mut c = Checker {
         file: "keys.yaml",
         dir: PathBuf::new(),
@@ -212,6 +218,10 @@ impl Checker<'_> {
         let state_dir = self
             .require(top, "state_dir")
             .and_then(|n| self.path(n, "state_dir"));
+        let state = match top.get("state") {
+            None => Some(StateBackend::Sqlite),
+            Some(n) => self.section(n, "state", Self::state),
+        };
         let metrics = match top.get("metrics") {
             None => Some(MetricsConfig { listen: None }),
             Some(n) => self.section(n, "metrics", Self::metrics),
@@ -266,6 +276,7 @@ impl Checker<'_> {
         let accounts = self.require(top, "accounts").and_then(|n| self.accounts(n));
         Some(Config {
             state_dir: state_dir?,
+            state: state?,
             metrics: metrics?,
             relay: relay?,
             domains: domains?,
@@ -279,6 +290,51 @@ impl Checker<'_> {
             max_hops: max_hops?,
             accounts: accounts?,
         })
+    }
+
+    /// `state:`: `{postgres: {url | url_file | url_env, lease_ttl}}`, or `{sqlite: {}}` (the
+    /// default, said explicitly).
+    fn state(&mut self, s: &Section<'_>) -> Option<StateBackend> {
+        match (s.get("postgres"), s.get("sqlite")) {
+            (Some(n), None) => self.section(n, "state.postgres", Self::postgres),
+            // Nothing to set: SQLite lives in state_dir.
+            (None, Some(n)) => self
+                .section(n, "state.sqlite", |_, _| Some(()))
+                .map(|()| StateBackend::Sqlite),
+            (Some(_), Some(_)) => {
+                self.err(s.node, "state: give one backend, `postgres` or `sqlite`");
+                None
+            }
+            (None, None) => {
+                self.err(
+                    s.node,
+                    "state: name a backend: `postgres: {url: ...}` or `sqlite: {}`",
+                );
+                None
+            }
+        }
+    }
+
+    fn postgres(&mut self, s: &Section<'_>) -> Option<StateBackend> {
+        let url = self.secret(s, ["url", "url_file", "url_env"], SecretOf::StateUrl);
+        let lease_ttl = match s.get("lease_ttl") {
+            None => Some(crate::config::DEFAULT_LEASE_TTL),
+            Some(n) => self.duration(n, "state.postgres.lease_ttl", LEASE_TTL),
+        };
+        let url = match url? {
+            Some(url) => url,
+            None => {
+                self.err(
+                    s.node,
+                    "state.postgres: missing the database: set one of url, url_file, url_env",
+                );
+                return None;
+            }
+        };
+        Some(StateBackend::Postgres(PostgresConfig {
+            url,
+            lease_ttl: lease_ttl?,
+        }))
     }
 
     fn metrics(&mut self, s: &Section<'_>) -> Option<MetricsConfig> {

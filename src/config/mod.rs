@@ -49,8 +49,10 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 50_000_000;
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the SQLite state lives.
+    /// Where the SQLite state lives (and the OAuth2 refresh tokens, with either backend).
     pub state_dir: PathBuf,
+    /// `state:`: the state backend; SQLite under `state_dir` unless `state: {postgres: ...}`.
+    pub state: StateBackend,
     /// The Prometheus listener.
     pub metrics: MetricsConfig,
     /// The internal mail server.
@@ -81,6 +83,31 @@ pub struct Config {
     pub max_hops: u32,
     /// The mailboxes to collect from.
     pub accounts: Vec<AccountConfig>,
+}
+
+/// `lease_ttl` when not set: an instance that stops renewing (killed, paused, cut off) loses
+/// its accounts after 60 s.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// `state:` — which store holds the state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StateBackend {
+    /// SQLite in `state_dir` (the default): one process per `state_dir`.
+    #[default]
+    Sqlite,
+    /// `state: {postgres: {...}}`: one database shared by several instances.
+    Postgres(PostgresConfig),
+}
+
+/// `state.postgres:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// From `url`, `url_file` or `url_env`: a `postgres://user:password@host/db` URL (or a
+    /// libpq key=value string). A secret: it holds the password.
+    pub url: Password,
+    /// `lease_ttl`: an account's lease lasts this long unless renewed (every third of it
+    /// during a pass); a dead instance's accounts are taken over after it.
+    pub lease_ttl: Duration,
 }
 
 /// `source_routed:` — what becomes of an address such as `evil%x.com@example.com`, which a

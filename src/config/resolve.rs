@@ -34,6 +34,8 @@ pub enum SecretOf {
     Relay,
     /// The `oauth.client_secret` of `accounts[i]` (position in the list, 0-based).
     OAuthClient(usize),
+    /// `state.postgres.url`: the database URL, with its password.
+    StateUrl,
 }
 
 /// Whose `directory` a [`Source::Directory`] is.
@@ -183,6 +185,12 @@ pub(super) fn resolve_sources(
                             None => fail(key, format!("{}: no such account", key.name)),
                         }
                     }
+                    (SecretOf::StateUrl, Some(config)) => match &mut config.state {
+                        super::StateBackend::Postgres(pg) => pg.url = secret,
+                        super::StateBackend::Sqlite => {
+                            fail(key, format!("{}: no state.postgres", key.name))
+                        }
+                    },
                     (_, None) => {}
                 },
                 Err(message) => fail(key, message),

@@ -38,6 +38,10 @@ pub enum FetchError {
     /// An IMAP session failed.
     #[error("IMAP: {0}")]
     Imap(#[from] ImapError),
+    /// The account's lease was lost before the commit: the session was dropped without
+    /// QUIT or EXPUNGE, so nothing was deleted (another instance owns the account now).
+    #[error("the lease on the account was lost: the session ends without deleting anything")]
+    LeaseLost,
 }
 
 impl FetchError {
@@ -46,6 +50,7 @@ impl FetchError {
         match self {
             FetchError::Pop3(e) => e.connection_lost(),
             FetchError::Imap(e) => e.connection_lost(),
+            FetchError::LeaseLost => true,
         }
     }
 

@@ -6,6 +6,7 @@
 mod backoff;
 mod decide;
 mod deliver;
+mod lease;
 mod notice;
 mod pass;
 mod plan;
@@ -21,7 +22,7 @@ use crate::config::{AccountConfig, Config};
 use crate::fetch::{Source, Upstream};
 use crate::oauth::Tokens;
 use crate::relay::{Relay, SmtpRelay};
-use crate::state::{SqliteStore, StateError, StateLock, StateStore};
+use crate::state::{StateError, StateStore, Store};
 
 pub use decide::dedup_id;
 pub use pass::{PassError, PassReport};
@@ -130,8 +131,7 @@ impl fmt::Display for Summary {
 
 /// One pass of every account (or of the one named), concurrently; then exit.
 pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, PipelineError> {
-    let _lock = StateLock::acquire(&config.state_dir)?;
-    let store = SqliteStore::open(&config.state_dir)?;
+    let (store, _lock) = Store::open(&config, true).await?;
     let relay = SmtpRelay::new(config.relay.clone());
     let upstreams = Upstreams::new(&config);
     let summary = poll_once_with(Arc::new(config), only, upstreams, &store, &relay).await;
@@ -163,7 +163,7 @@ pub async fn poll_once_with<M: Mailboxes, St: StateStore, R: Relay>(
         );
         tasks.spawn(async move {
             let name = config.accounts[index].name.clone();
-            let result = guarded_pass(config, index, mailboxes, store, relay, stop).await;
+            let result = guarded_pass(config, index, mailboxes, store, relay, stop, false).await;
             (index, name, result)
         });
     }
@@ -184,8 +184,7 @@ pub async fn poll_once_with<M: Mailboxes, St: StateStore, R: Relay>(
 /// The daemon: each account on its own cycle until SIGTERM or SIGINT; then every pass
 /// finishes the message in hand, commits its deletions and stops.
 pub async fn run(config: Config) -> Result<(), PipelineError> {
-    let _lock = StateLock::acquire(&config.state_dir)?;
-    let store = SqliteStore::open(&config.state_dir)?;
+    let (store, _lock) = Store::open(&config, true).await?;
     if let Some(addr) = config.metrics.listen {
         let listener = crate::metrics::bind(addr).await?;
         tracing::info!("metrics on http://{addr}/metrics");
@@ -256,7 +255,9 @@ pub async fn run_with<M: Mailboxes, St: StateStore, R: Relay>(
 }
 
 /// One pass of account `index` in a task of its own, so that a panic in it (a bug, here or in
-/// a library) fails this pass of this account only.
+/// a library) fails this pass of this account only; held under the account's lease
+/// (`lease.rs`): with `due_only` (the daemon), an account another instance holds or that is
+/// not due is skipped (an empty report); without (`poll-once`), that is an error.
 async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
     config: Arc<Config>,
     index: usize,
@@ -264,11 +265,29 @@ async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
     store: St,
     relay: R,
     stop: watch::Receiver<bool>,
+    due_only: bool,
 ) -> Result<PassReport, PassError> {
     let task = tokio::spawn(async move {
+        let (config, store) = (&*config, &store);
         let account = &config.accounts[index];
-        let source = mailboxes.source(&config, account);
-        pass::run_pass(&source, &config, account, &store, &relay, &stop).await
+        let source = mailboxes.source(config, account);
+        let leased = lease::leased(
+            config,
+            account,
+            store,
+            source,
+            relay,
+            stop,
+            due_only,
+            |stop, source, relay| async move {
+                pass::run_pass(&source, config, account, store, &relay, &stop).await
+            },
+        );
+        match leased.await? {
+            Some(report) => Ok(report),
+            None if due_only => Ok(PassReport::default()),
+            None => Err(lease::held(account)),
+        }
     });
     match task.await {
         Ok(result) => result,
@@ -312,6 +331,7 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
             store.clone(),
             relay.clone(),
             stop.clone(),
+            true,
         );
         let result = pass.await;
         // Never log in sooner than the server allows (POP3 LOGIN-DELAY): it would refuse.

@@ -112,6 +112,13 @@ pub struct RcptResult {
 /// Why a whole transaction failed (no recipient got the message).
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
+    /// Not sent: the account's lease was lost (another instance owns the account now and
+    /// sends its mail).
+    #[error("not sent: the lease on account {account} was lost")]
+    LeaseLost {
+        /// The account.
+        account: String,
+    },
     /// The TCP connection could not be made.
     #[error("cannot connect to the relay {host}:{port}: {source}")]
     Tcp {
@@ -265,6 +272,7 @@ impl RelayError {
         matches!(
             self,
             RelayError::Ehlo { .. }
+                | RelayError::LeaseLost { .. }
                 | RelayError::AuthRefused { .. }
                 | RelayError::AuthUnavailable { .. }
                 | RelayError::Garbled { .. }

@@ -806,6 +806,7 @@ fn rules_for_account_take_the_config_and_the_username() {
     };
     let config = Config {
         state_dir: "/tmp".into(),
+        state: Default::default(),
         metrics: MetricsConfig { listen: None },
         relay: RelayConfig {
             host: "mail.corp.local".into(),

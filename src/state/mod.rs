@@ -1,28 +1,34 @@
 //! The state store: which messages of which account reached which recipients, attempts and
 //! back-off, quarantine. [`StateStore`] is the seam the pipeline writes through; SQLite
-//! (`sqlite.rs`; each recipient's [`Status`] in `sqlite/recipients.rs`) implements it, and so
-//! does the in-memory store of the tests (`memory.rs`).
+//! (`sqlite.rs`; each recipient's [`Status`] in `sqlite/recipients.rs`, the default) and
+//! PostgreSQL (`postgres.rs`, for several instances: account leases fence every write)
+//! implement it, and so does the in-memory store of the tests (`memory.rs`). [`Store`] is the
+//! one the configuration chooses (`store.rs`).
 
 mod lock;
 #[cfg(test)]
 pub mod memory;
+mod postgres;
 mod quarantine;
 mod schema;
 mod sqlite;
+mod store;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::address::Address;
 use crate::recipient::{Recipient, Status};
 
 pub use lock::{LOCK_FILE, StateLock};
+pub use postgres::{PG_SCHEMA_VERSION, PgStore, instance_id};
 pub use quarantine::{QuarantineEntry, Quarantined};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
 pub(crate) use sqlite::create_dir;
+pub use store::Store;
 
 /// The database file inside `state_dir`.
 pub const DB_FILE: &str = "state.sqlite3";
@@ -94,6 +100,29 @@ pub enum StateError {
     Replaced {
         /// The database file.
         path: PathBuf,
+    },
+    /// The PostgreSQL configuration could not be used (no part of the URL is shown: it holds
+    /// the password).
+    #[error("{0}")]
+    PgConfig(String),
+    /// No connection to PostgreSQL could be had.
+    #[error("{0}")]
+    Pool(String),
+    /// A PostgreSQL query failed.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// This instance no longer holds the account's lease (it expired, and another instance
+    /// may have taken it over): nothing more is written or deleted for the account.
+    #[error("the lease on account {account} was lost; this instance stops its pass")]
+    LeaseLost {
+        /// The account.
+        account: String,
+    },
+    /// Another instance holds the account's lease (`poll-once` beside running daemons).
+    #[error("account {account} is being polled by another instance")]
+    Held {
+        /// The account.
+        account: String,
     },
     /// An earlier write failed and the store still cannot be written: nothing is delivered
     /// until it can (what was delivered could not be recorded, and would be sent again).
@@ -171,6 +200,26 @@ impl MessageState {
             }
         }
     }
+}
+
+/// How a pass asks for an account's lease ([`StateStore::claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// How long the lease lasts unless renewed (`lease_ttl`).
+    pub ttl: Duration,
+    /// The account's `poll_interval`: it is due again this long after the claim.
+    pub interval: Duration,
+    /// Only if the account is due (the daemon); `poll-once` takes any free lease.
+    pub due_only: bool,
+}
+
+/// How a pass ended, recorded when its lease is released (for `mailferry status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassDone {
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Messages left upstream undelivered (failed, waiting for a retry, or deferred).
+    pub waiting: usize,
 }
 
 /// What the pipeline asks of a state store. Every write is durable when its future resolves;
@@ -290,4 +339,34 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         id: i64,
         now: SystemTime,
     ) -> impl Future<Output = Result<(), StateError>> + Send;
+
+    /// Before a pass: takes the account's lease; false when another instance holds it or
+    /// (`due_only`) the account is not due. A store of one process (SQLite, whose lock on
+    /// `state_dir` already makes this the only owner; memory) always grants it.
+    fn claim(
+        &self,
+        _account: &str,
+        _claim: Claim,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send {
+        async { Ok(true) }
+    }
+
+    /// During a pass (every `ttl / 3`) and before anything is deleted upstream: extends the
+    /// lease by `ttl`; false when it was lost (the pass must stop, deleting nothing).
+    fn renew(
+        &self,
+        _account: &str,
+        _ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send {
+        async { Ok(true) }
+    }
+
+    /// After a pass: gives the lease up, noting how the pass went.
+    fn release(
+        &self,
+        _account: &str,
+        _done: PassDone,
+    ) -> impl Future<Output = Result<(), StateError>> + Send {
+        async { Ok(()) }
+    }
 }

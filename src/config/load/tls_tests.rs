@@ -143,6 +143,7 @@ fn the_example_file_documents_every_key() {
         "max_attempts",
         "idle",
         "client_key",
+        "lease_ttl",
     ] {
         assert!(keys.contains(&key), "{key} not read: {keys:?}");
     }
