@@ -34,6 +34,8 @@ pub enum SecretOf {
     Relay,
     /// The `oauth.client_secret` of `accounts[i]` (position in the list, 0-based).
     OAuthClient(usize),
+    /// `relay.oauth.client_secret`.
+    RelayOAuthClient,
 }
 
 /// Whose `directory` a [`Source::Directory`] is.
@@ -177,6 +179,12 @@ pub(super) fn resolve_sources(
                         Some(auth) => auth.password = secret,
                         None => fail(key, format!("{}: no relay.username", key.name)),
                     },
+                    (SecretOf::RelayOAuthClient, Some(config)) => {
+                        match config.relay.auth.as_mut().and_then(|a| a.oauth.as_mut()) {
+                            Some(oauth) => oauth.client_secret = Some(secret),
+                            None => fail(key, format!("{}: no relay.oauth", key.name)),
+                        }
+                    }
                     (SecretOf::OAuthClient(i), Some(config)) => {
                         match config.accounts.get_mut(*i).and_then(|a| a.oauth.as_mut()) {
                             Some(oauth) => oauth.client_secret = Some(secret),
