@@ -82,8 +82,11 @@ enum OAuthAction {
         #[arg(long, short)]
         config: PathBuf,
         /// The account (with `oauth:` and grant refresh_token).
+        #[arg(long, required_unless_present = "relay", conflicts_with = "relay")]
+        account: Option<String>,
+        /// The relay's SMTP AUTH instead (`relay.oauth`).
         #[arg(long)]
-        account: String,
+        relay: bool,
     },
 }
 
@@ -248,6 +251,18 @@ fn main() -> ExitCode {
         Command::Oauth {
             action: OAuthAction::Login { account, .. },
         } => {
+            let Some(account) = account else {
+                // --relay
+                return report(runtime().and_then(|rt| {
+                    let mut out = std::io::stdout();
+                    let stored = rt.block_on(mailferry::oauth::device::login_relay(
+                        config.relay.auth.as_ref(),
+                        &mut out,
+                    ))?;
+                    println!("logged in: the relay's refresh token is stored in {stored}");
+                    Ok(())
+                }));
+            };
             if let Some(code) = unknown_account(&config, &config_path, Some(&account)) {
                 return code;
             }

@@ -2,7 +2,9 @@
 //! (`smtpd_sasl_type = dovecot`, unauthenticated mail refused) checking logins through a real
 //! Dovecot's authentication socket, which offers PLAIN, LOGIN, CRAM-MD5 and SCRAM. The relay
 //! runs in process (`SmtpRelay`), over plain text with `tls: none` as the test Postfix speaks
-//! no TLS.
+//! no TLS. With `relay.oauth`, the same Postfix checks XOAUTH2 through a Dovecot whose `oauth2`
+//! passdb asks the test's token service; that test runs the real binary (`poll-once`,
+//! `test-connection`) on a POP3 mailbox of that Dovecot.
 
 mod support;
 
@@ -12,7 +14,10 @@ use mailferry::address::Address;
 use mailferry::config::{AuthMethod, Password, RelayAuth, RelayConfig, RetryPolicy, TlsMode};
 use mailferry::relay::{Outcome, Relay, RelayError, SmtpRelay};
 use mailferry::sasl::{Mechanism, Method};
-use support::{Dovecot, Postfix};
+use support::{
+    AccountYaml, CLIENT_ID, CLIENT_SECRET, Dovecot, GatewayConfig, Postfix, Secret, TokenPolicy,
+    TokenService, message, poll_once, run_mailferry,
+};
 
 const GATEWAY: &str = "gateway";
 const GATEWAY_PASS: &str = "relay-s3cret";
@@ -37,6 +42,8 @@ fn relay_with(postfix: &Postfix, auth: Option<(&str, &str)>, mechanisms: AuthMet
             username: user.to_owned(),
             password: Password::new(password),
             mechanisms: mechanisms.clone(),
+            oauth: None,
+            state_dir: Default::default(),
         }),
     })
 }
@@ -189,4 +196,138 @@ fn the_relay_logs_in_with_each_forced_mechanism_and_refuses_one_not_offered() {
         "no credential went out:\n{}",
         postfix.log()
     );
+}
+
+const RELAY_USER: &str = "gateway@corp.test";
+const MAILBOX: &str = "box@remote.test";
+const MAILBOX_PASS: &str = "box-pass";
+
+/// `relay.oauth` with the refresh-token grant: the relay logs in with XOAUTH2 and delivers;
+/// `test-connection` names the mechanism; once the refresh token is revoked at the token
+/// service, the pass fails with the clear error and the message stays upstream.
+#[test]
+fn the_relay_logs_in_with_xoauth2_and_a_revoked_token_is_a_clear_error_that_deletes_nothing() {
+    if support::skip_e2e() {
+        return;
+    }
+    let service = TokenService::start(TokenPolicy {
+        app_user: RELAY_USER.to_owned(),
+        announced: Duration::from_secs(3600),
+        valid_for: Duration::from_secs(600),
+        interval: Duration::from_secs(1),
+    });
+    let dovecot = Dovecot::start_oauth(
+        &[(MAILBOX, MAILBOX_PASS), (RELAY_USER, "no-password-login")],
+        &service.url("/introspect"),
+    );
+    let postfix = Postfix::start_with_auth(&["example.com"], &dovecot.auth_socket());
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("oauth")).expect("the oauth directory");
+    let refresh_file = state.join("oauth/@relay.refresh_token");
+    std::fs::write(&refresh_file, service.issue_refresh(RELAY_USER)).expect("a refresh token");
+    let mut config = GatewayConfig::new(&state, postfix.port())
+        .domains(&["example.com"])
+        .postmaster("postmaster@example.com");
+    for line in [
+        format!("username: {RELAY_USER}"),
+        "auth_mechanisms: [xoauth2]".to_owned(),
+        "oauth:".to_owned(),
+        "  provider: generic".to_owned(),
+        format!("  client_id: {CLIENT_ID}"),
+        format!("  client_secret: {CLIENT_SECRET}"),
+        format!("  token_url: {}", service.url("/token")),
+    ] {
+        config = config.relay_line(&line);
+    }
+    let config = config
+        .account(AccountYaml {
+            name: "box".into(),
+            port: dovecot.pop3s_port(),
+            tls: "tls".into(),
+            ca_file: Some(dovecot.ca_file()),
+            username: MAILBOX.into(),
+            password: Secret::Inline(MAILBOX_PASS.into()),
+            extra_lines: vec![
+                "mode: single-user".into(),
+                "deliver_to: alice@example.com".into(),
+            ],
+            ..AccountYaml::default()
+        })
+        .write(dir.path())
+        .display()
+        .to_string();
+    let deliver = |subject: &str| {
+        dovecot.deliver(
+            MAILBOX,
+            &message(&[("From", "x@remote.test"), ("Subject", subject)], "hi\n"),
+        )
+    };
+
+    // test-connection logs in as the relay would, and names the mechanism.
+    let out = run_mailferry(&["test-connection", "--config", &config]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", postfix.log());
+    let auth_line = text
+        .lines()
+        .skip_while(|l| !l.starts_with("relay "))
+        .find(|l| l.trim_start().starts_with("ok") && l.contains("authenticate"))
+        .unwrap_or_else(|| panic!("no ok authenticate step for the relay:\n{text}"));
+    assert!(
+        auth_line.contains("AUTH XOAUTH2") && auth_line.contains(RELAY_USER),
+        "{auth_line}"
+    );
+
+    deliver("through xoauth2");
+    let out = poll_once(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}\n{}", postfix.log());
+    assert!(
+        postfix.wait_queue_empty(Duration::from_secs(30)),
+        "{}",
+        postfix.log()
+    );
+    let delivered = postfix.inside.wait_for(1, Duration::from_secs(10));
+    assert_eq!(delivered.len(), 1, "{}", postfix.log());
+    assert_eq!(delivered[0].rcpts, ["alice@example.com"]);
+    assert!(
+        postfix
+            .log()
+            .contains(&format!("sasl_method=XOAUTH2, sasl_username={RELAY_USER}")),
+        "Postfix logs the XOAUTH2 login:\n{}",
+        postfix.log()
+    );
+    assert_eq!(dovecot.count(MAILBOX), 0, "deleted once delivered");
+    assert!(stderr.contains("logged in with AUTH XOAUTH2"), "{stderr}");
+
+    // Consent revoked: the token is refused, nothing is sent, nothing deleted upstream.
+    service.revoke_refresh_tokens();
+    deliver("after revocation");
+    let out = poll_once(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    let clear = "consent revoked or the token expired: run `mailferry oauth login --config <config file> --relay` again";
+    assert!(
+        stderr.contains(clear) || stdout.contains(clear),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(dovecot.count(MAILBOX), 1, "nothing deleted upstream");
+    assert_eq!(
+        postfix.inside.transactions().len(),
+        1,
+        "nothing more delivered"
+    );
+    for body in service.bodies() {
+        for token in body
+            .split(['&', '='])
+            .filter(|t| t.starts_with("at-") || t.starts_with("rt-"))
+        {
+            assert!(
+                !stderr.contains(token) && !stdout.contains(token),
+                "{token} leaked"
+            );
+        }
+    }
+    assert!(!stderr.contains(CLIENT_SECRET) && !text.contains(CLIENT_SECRET));
 }

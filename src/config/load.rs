@@ -274,6 +274,13 @@ impl Checker<'_> {
                 .and_then(|m| u32::try_from(m).ok()),
         };
         let accounts = self.require(top, "accounts").and_then(|n| self.accounts(n));
+        // The relay's refresh token is kept beside the accounts'.
+        let mut relay = relay;
+        if let (Some(relay), Some(dir)) = (&mut relay, &state_dir)
+            && let Some(auth) = &mut relay.auth
+        {
+            auth.state_dir = dir.clone();
+        }
         Some(Config {
             state_dir: state_dir?,
             state: state?,
@@ -411,14 +418,15 @@ impl Checker<'_> {
     }
 
     /// `relay.username` with exactly one of `relay.password`, `password_file`,
-    /// `password_env` (the rules of an account's password) and optionally `auth_mechanisms`
-    /// or `spa` (as an account's); neither: no AUTH.
+    /// `password_env` (the rules of an account's password) or `relay.oauth` (an account's
+    /// `oauth:` block), and optionally `auth_mechanisms` or `spa` (as an account's); neither:
+    /// no AUTH. `state_dir` is filled in by [`Checker::config`].
     fn relay_auth(&mut self, s: &Section<'_>) -> Option<Option<RelayAuth>> {
         let Some(node) = s.get("username") else {
             // Every login key asked for (each is allowed here), the first given reported.
             let given: Vec<(&str, &Node)> = PASSWORD_KEYS
                 .iter()
-                .chain(&["auth_mechanisms", "spa"])
+                .chain(&["oauth", "auth_mechanisms", "spa"])
                 .filter_map(|k| Some((*k, s.get(k)?)))
                 .collect();
             if let Some(&(key, n)) = given.first() {
@@ -431,13 +439,36 @@ impl Checker<'_> {
             return Some(None);
         };
         let username = self.text(node, "relay.username");
-        let password = self.password(s, SecretOf::Relay);
-        let mechanisms = self.login_methods(s, login::LoginFor::Relay, false);
+        let (password, oauth) = match s.get("oauth") {
+            None => (self.password(s, SecretOf::Relay), Some(None)),
+            Some(n) => {
+                let oauth = self.oauth(n, "relay.oauth", SecretOf::RelayOAuthClient);
+                (self.relay_no_password(s), oauth.map(Some))
+            }
+        };
+        let mechanisms = self.login_methods(s, login::LoginFor::Relay, s.has("oauth"));
         Some(Some(RelayAuth {
             username: username?,
             password: password?,
             mechanisms: mechanisms?,
+            oauth: oauth?,
+            state_dir: PathBuf::new(),
         }))
+    }
+
+    /// With `relay.oauth` the relay logs in with a token: `relay.password*` are refused.
+    fn relay_no_password(&mut self, s: &Section<'_>) -> Option<Password> {
+        let mut ok = true;
+        for (key, node) in PASSWORD_KEYS.iter().filter_map(|k| Some((k, s.entry(k)?))) {
+            self.err(
+                node,
+                format!(
+                    "relay.{key}: with relay.oauth the relay logs in with an OAuth2 token, not a password; remove relay.{key}"
+                ),
+            );
+            ok = false;
+        }
+        ok.then(|| Password::new(""))
     }
 
     /// `relay.retry`: each key optional; `max` may not be below `initial`.

@@ -216,8 +216,8 @@ pub struct RelayConfig {
     pub auth: Option<RelayAuth>,
 }
 
-/// The relay's SMTP AUTH credentials (`relay.username`, `relay.password` / `_file` / `_env`)
-/// and the mechanisms it may use.
+/// The relay's SMTP AUTH credentials (`relay.username`, and `relay.password` / `_file` /
+/// `_env` or `relay.oauth`) and the mechanisms it may use.
 #[derive(Debug, Clone)]
 pub struct RelayAuth {
     /// The user name given in AUTH.
@@ -227,6 +227,11 @@ pub struct RelayAuth {
     /// `relay.auth_mechanisms` / `relay.spa`: the SASL mechanisms AUTH may use (an
     /// account's `auth_mechanisms`, SASL names only); `Auto`: the strongest offered.
     pub mechanisms: AuthMethod,
+    /// `relay.oauth`: AUTH with an OAuth2 access token (XOAUTH2, OAUTHBEARER) got as an
+    /// account's are; `password` is then empty.
+    pub oauth: Option<OAuthConfig>,
+    /// `state_dir`: where the relay's refresh token is kept (`oauth/@relay.refresh_token`).
+    pub state_dir: PathBuf,
 }
 
 /// `relay.retry`: a message that failed for a reason that may pass (a 4xx reply, a download

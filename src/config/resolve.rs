@@ -36,6 +36,8 @@ pub enum SecretOf {
     OAuthClient(usize),
     /// `state.postgres.url`: the database URL, with its password.
     StateUrl,
+    /// `relay.oauth.client_secret`.
+    RelayOAuthClient,
 }
 
 /// Whose `directory` a [`Source::Directory`] is.
@@ -179,6 +181,12 @@ pub(super) fn resolve_sources(
                         Some(auth) => auth.password = secret,
                         None => fail(key, format!("{}: no relay.username", key.name)),
                     },
+                    (SecretOf::RelayOAuthClient, Some(config)) => {
+                        match config.relay.auth.as_mut().and_then(|a| a.oauth.as_mut()) {
+                            Some(oauth) => oauth.client_secret = Some(secret),
+                            None => fail(key, format!("{}: no relay.oauth", key.name)),
+                        }
+                    }
                     (SecretOf::OAuthClient(i), Some(config)) => {
                         match config.accounts.get_mut(*i).and_then(|a| a.oauth.as_mut()) {
                             Some(oauth) => oauth.client_secret = Some(secret),

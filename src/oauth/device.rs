@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::http::{self, Endpoint};
 use super::reply::{self, TokenReply};
 use super::{OAuthError, REQUEST_TIMEOUT, RefreshStore};
-use crate::config::{AccountConfig, OAuthGrant, Password};
+use crate::config::{AccountConfig, OAuthConfig, OAuthGrant, Password, RelayAuth};
 
 /// RFC 8628 3.5: `slow_down` adds 5 seconds to the interval.
 const SLOW_DOWN: Duration = Duration::from_secs(5);
@@ -22,23 +22,60 @@ pub async fn login(
     state_dir: &Path,
     out: &mut (dyn Write + Send),
 ) -> Result<String, OAuthError> {
-    let fail = |why: String| OAuthError::Login(why);
-    let Some(oauth) = &account.oauth else {
-        return Err(fail(format!(
-            "account {} has no oauth: block; it logs in with its password",
-            account.name
-        )));
+    let who = format!("account {}", account.name);
+    let reads = format!("the mailbox of account {}", account.name);
+    let oauth = account.oauth.as_ref().ok_or_else(|| {
+        OAuthError::Login(format!(
+            "{who} has no oauth: block; it logs in with its password"
+        ))
+    })?;
+    let store = RefreshStore::new(state_dir, &account.name);
+    flow(&who, &reads, &account.username, oauth, &store, out).await
+}
+
+/// [`login`] for the relay's SMTP AUTH (`relay.oauth`): the refresh token goes to
+/// `state_dir/oauth/@relay.refresh_token`.
+pub async fn login_relay(
+    auth: Option<&RelayAuth>,
+    out: &mut (dyn Write + Send),
+) -> Result<String, OAuthError> {
+    let Some((auth, oauth)) = auth.and_then(|a| Some((a, a.oauth.as_ref()?))) else {
+        return Err(OAuthError::Login(
+            "the relay has no relay.oauth block: it logs in with relay.password, or not at all"
+                .to_owned(),
+        ));
     };
+    let store = RefreshStore::new(&auth.state_dir, super::RELAY_SOURCE);
+    flow(
+        "the relay",
+        "log in to the relay (SMTP AUTH)",
+        &auth.username,
+        oauth,
+        &store,
+        out,
+    )
+    .await
+}
+
+/// The device-code flow for `who`, printing what to do for the consent to `reads` as
+/// `username`; the refresh token saved in `store`.
+async fn flow(
+    who: &str,
+    reads: &str,
+    username: &str,
+    oauth: &OAuthConfig,
+    store: &RefreshStore,
+    out: &mut (dyn Write + Send),
+) -> Result<String, OAuthError> {
+    let fail = |why: String| OAuthError::Login(why);
     if oauth.grant == OAuthGrant::ClientCredentials {
         return Err(fail(format!(
-            "account {} uses grant: client_credentials, which needs no login (the client secret gets each token)",
-            account.name
+            "{who} uses grant: client_credentials, which needs no login (the client secret gets each token)"
         )));
     }
     let Some(device_url) = &oauth.device_url else {
         return Err(fail(format!(
-            "account {}: the generic provider needs device_url for the device-code login",
-            account.name
+            "{who}: the generic provider needs device_url for the device-code login"
         )));
     };
     let device_endpoint = Endpoint::parse(device_url).map_err(fail)?;
@@ -54,8 +91,8 @@ pub async fn login(
     let minutes = code.lifetime.as_secs().div_ceil(60);
     let _ = writeln!(
         out,
-        "To let mailferry read the mailbox of account {} ({}):\n  open  {}\n  enter {}\n(the code is valid for {minutes} minutes; waiting for your consent)",
-        account.name, account.username, code.verification_uri, code.user_code
+        "To let mailferry {reads} ({username}):\n  open  {}\n  enter {}\n(the code is valid for {minutes} minutes; waiting for your consent)",
+        code.verification_uri, code.user_code
     );
     if let Some(message) = &code.message {
         let _ = writeln!(out, "{message}");
@@ -88,7 +125,6 @@ pub async fn login(
                         "the server granted access but no refresh token (for Microsoft, the scope needs offline_access)".to_owned(),
                     ));
                 };
-                let store = RefreshStore::new(state_dir, &account.name);
                 store.save(&refresh)?;
                 return Ok(store.path().display().to_string());
             }

@@ -4,8 +4,9 @@
 //! - [`TokenSource`]: one account's tokens: the client-credentials or the refresh-token
 //!   grant; the access token kept and renewed a minute before it expires; a rotated refresh
 //!   token saved at once (`store.rs`, mode 0600 under `state_dir`); a refused grant
-//!   (`invalid_grant`: consent revoked, token expired) not asked again until
-//!   `mailferry oauth login` stored a new one.
+//!   (`invalid_grant`: consent revoked, token expired) asked again only after growing
+//!   waits ([`refused_wait`]), or at once when `mailferry oauth login` stored a new one.
+//!   The same for the relay's SMTP AUTH (`relay.oauth`, [`TokenSource::for_relay`]).
 //! - [`device`]: `mailferry oauth login`, the device-code flow (RFC 8628).
 //! - `http.rs`: the one HTTPS POST this needs, through `src/tls/`; `reply.rs`: the replies,
 //!   free of I/O.
@@ -21,6 +22,7 @@ mod store;
 mod tests;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{AccountConfig, Config, OAuthConfig, OAuthGrant, Password};
@@ -31,9 +33,15 @@ pub use store::RefreshStore;
 /// An access token is renewed this long before it expires, so that a login never meets
 /// one expiring on the way.
 pub const RENEW_MARGIN: Duration = Duration::from_secs(60);
-/// After the client-credentials grant was refused, it is asked again no sooner than this
-/// (a consent may be granted meanwhile; a wrong secret needs a restart anyway).
-const CLIENT_REFUSED_WAIT: Duration = Duration::from_secs(600);
+/// After a refused grant the endpoint is asked again no sooner than this, doubled for each
+/// refusal in a row up to [`REFUSED_WAIT_MAX`] (an account's passes back off as well; the
+/// relay, asked for every session, has only this).
+const REFUSED_WAIT_FIRST: Duration = Duration::from_secs(5);
+/// The longest wait between two requests of a refused grant.
+const REFUSED_WAIT_MAX: Duration = Duration::from_secs(3_600);
+/// The name the relay's token source goes by in logs, metrics and its refresh-token file
+/// (`@` cannot start an account's name).
+pub const RELAY_SOURCE: &str = "@relay";
 /// Time allowed for one request to a token endpoint.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -103,6 +111,20 @@ pub fn login_command(account: &str) -> String {
     format!("mailferry oauth login --config <config file> --account {account}")
 }
 
+/// The command that gets the relay's refresh token (`relay.oauth`).
+pub fn relay_login_command() -> String {
+    "mailferry oauth login --config <config file> --relay".to_owned()
+}
+
+/// How long after the `count`-th refusal in a row a grant is not asked again:
+/// [`REFUSED_WAIT_FIRST`], doubled each time, at most [`REFUSED_WAIT_MAX`].
+pub fn refused_wait(count: u32) -> Duration {
+    let doublings = count.saturating_sub(1).min(20);
+    REFUSED_WAIT_FIRST
+        .saturating_mul(1 << doublings)
+        .min(REFUSED_WAIT_MAX)
+}
+
 /// The token sources of every account with `oauth:`, by account name; built once per
 /// daemon so that the access tokens are kept across passes.
 #[derive(Debug, Default)]
@@ -131,6 +153,8 @@ impl Tokens {
 #[derive(Debug)]
 pub struct TokenSource {
     account: String,
+    /// The command that stores a new refresh token, for the refusal's advice.
+    login: String,
     config: OAuthConfig,
     store: RefreshStore,
     cached: tokio::sync::Mutex<Cached>,
@@ -150,17 +174,45 @@ struct Refusal {
     /// The refresh-token file as it was when refused: a new one lifts the refusal.
     stamp: Option<SystemTime>,
     at: Instant,
+    /// Refusals in a row.
+    count: u32,
 }
 
 impl TokenSource {
     /// The source of `account`'s tokens; `None` when it has no `oauth:` block.
     pub fn new(account: &AccountConfig, state_dir: &std::path::Path) -> Option<TokenSource> {
-        Some(TokenSource {
-            account: account.name.clone(),
-            config: account.oauth.clone()?,
-            store: RefreshStore::new(state_dir, &account.name),
+        Some(TokenSource::named(
+            &account.name,
+            login_command(&account.name),
+            account.oauth.clone()?,
+            state_dir,
+        ))
+    }
+
+    /// The source of the relay's tokens (`relay.oauth`); `None` without one. Its refresh
+    /// token is `state_dir/oauth/@relay.refresh_token`.
+    pub fn for_relay(auth: &crate::config::RelayAuth) -> Option<TokenSource> {
+        Some(TokenSource::named(
+            RELAY_SOURCE,
+            relay_login_command(),
+            auth.oauth.clone()?,
+            &auth.state_dir,
+        ))
+    }
+
+    fn named(name: &str, login: String, config: OAuthConfig, state_dir: &Path) -> TokenSource {
+        TokenSource {
+            account: name.to_owned(),
+            login,
+            config,
+            store: RefreshStore::new(state_dir, name),
             cached: tokio::sync::Mutex::new(Cached::default()),
-        })
+        }
+    }
+
+    /// The name it goes by (the account's, or [`RELAY_SOURCE`]).
+    pub fn name(&self) -> &str {
+        &self.account
     }
 
     /// A valid access token: the one kept if it has more than [`RENEW_MARGIN`] left, else
@@ -193,15 +245,14 @@ impl TokenSource {
 
     async fn request(&self, cached: &mut Cached) -> Result<Password, OAuthError> {
         let stamp = self.store.stamp();
+        // A refusal stands until its wait is over, or a new refresh token was stored.
         if let Some(r) = &cached.refused {
-            let still = match self.config.grant {
-                OAuthGrant::RefreshToken => r.stamp == stamp,
-                OAuthGrant::ClientCredentials => r.at.elapsed() < CLIENT_REFUSED_WAIT,
-            };
-            if still {
+            let new_login = self.config.grant == OAuthGrant::RefreshToken && r.stamp != stamp;
+            if new_login {
+                cached.refused = None;
+            } else if r.at.elapsed() < refused_wait(r.count) {
                 return Err(self.refused(&r.code, &r.description));
             }
-            cached.refused = None;
         }
         let client_secret = self.config.client_secret.as_ref().map(Password::expose);
         let mut pairs = vec![("client_id", self.config.client_id.as_str())];
@@ -215,7 +266,7 @@ impl TokenSource {
                     return Err(OAuthError::NoRefreshToken {
                         account: self.account.clone(),
                         path: self.store.path().display().to_string(),
-                        command: login_command(&self.account),
+                        command: self.login.clone(),
                     });
                 };
                 Some(refresh)
@@ -256,17 +307,25 @@ impl TokenSource {
                     granted.lifetime.as_secs()
                 );
                 cached.access = Some((granted.access_token.clone(), expires));
+                if let Some(r) = cached.refused.take() {
+                    tracing::info!(account = %self.account, "OAuth2: the token endpoint grants tokens again (after {} refusal(s))", r.count);
+                }
                 Ok(granted.access_token)
             }
             reply::TokenReply::Error { code, description } => {
                 let description = crate::fetch::pop3::redact(&description, &secrets);
                 if reply::is_refusal(&code) {
                     let error = self.refused(&code, &description);
+                    let count = cached.refused.as_ref().map_or(0, |r| r.count) + 1;
+                    let wait = refused_wait(count).as_secs();
+                    // The caller reports the error (a pass that failed on it).
+                    tracing::debug!(account = %self.account, "OAuth2: the {} is refused ({code}, {count} time(s) in a row); asked again in {wait}s at the earliest", grant_words(self.config.grant));
                     cached.refused = Some(Refusal {
                         code,
                         description,
                         stamp,
                         at: Instant::now(),
+                        count,
                     });
                     Err(error)
                 } else {
@@ -279,18 +338,15 @@ impl TokenSource {
     }
 
     fn refused(&self, code: &str, description: &str) -> OAuthError {
-        let (grant, advice) = match self.config.grant {
-            OAuthGrant::RefreshToken => (
-                "refresh token",
-                format!(
-                    "consent revoked or the token expired: run `{}` again",
-                    login_command(&self.account)
-                ),
+        let grant = grant_words(self.config.grant);
+        let advice = match self.config.grant {
+            OAuthGrant::RefreshToken => format!(
+                "consent revoked or the token expired: run `{}` again",
+                self.login
             ),
-            OAuthGrant::ClientCredentials => (
-                "client credentials",
-                "check client_id, the client secret, the tenant and the admin consent".to_owned(),
-            ),
+            OAuthGrant::ClientCredentials => {
+                "check client_id, the client secret, the tenant and the admin consent".to_owned()
+            }
         };
         OAuthError::Refused {
             grant,
@@ -302,5 +358,13 @@ impl TokenSource {
             },
             advice,
         }
+    }
+}
+
+/// The grant in words.
+fn grant_words(grant: OAuthGrant) -> &'static str {
+    match grant {
+        OAuthGrant::RefreshToken => "refresh token",
+        OAuthGrant::ClientCredentials => "client credentials",
     }
 }

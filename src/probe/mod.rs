@@ -8,12 +8,14 @@
 mod relay;
 mod report;
 
+use std::path::Path;
 use std::sync::Arc;
 
 pub use report::{Report, Section, Status, Step};
 
 use crate::config::{AccountConfig, Config, Protocol, TlsMode, TlsOptions};
 use crate::fetch::{ImapClient, ImapError, Pop3Client, Pop3Error, Progress};
+use crate::oauth::{OAuthError, TokenSource};
 use crate::sasl::Method;
 use crate::tls::{PeerTls, TlsClient};
 
@@ -25,7 +27,10 @@ pub async fn run(config: Arc<Config>, only: Option<&str>) -> Report {
             continue;
         }
         let config = config.clone();
-        tasks.spawn(async move { (index, test_account(&config.accounts[index]).await) });
+        tasks.spawn(async move {
+            let account = &config.accounts[index];
+            (index, test_account(account, &config.state_dir).await)
+        });
     }
     let relay = relay::test_relay(&config).await;
     let mut sections = Vec::new();
@@ -41,8 +46,9 @@ pub async fn run(config: Arc<Config>, only: Option<&str>) -> Report {
     Report { sections }
 }
 
-/// Every step of one account.
-pub async fn test_account(account: &AccountConfig) -> Section {
+/// Every step of one account; an account with `oauth:` first gets its access token (from
+/// the refresh token kept under `state_dir`, saving a rotated one as the daemon would).
+pub async fn test_account(account: &AccountConfig, state_dir: &Path) -> Section {
     let protocol = match account.protocol {
         Protocol::Pop3 => "pop3",
         Protocol::Imap => "imap",
@@ -83,16 +89,28 @@ pub async fn test_account(account: &AccountConfig) -> Section {
             }
         },
     };
+    // Without a token the session still goes as far as the login, so that connect, TLS
+    // and capabilities are tested too; the login then fails with the token's reason.
+    let (token, token_error) = match TokenSource::new(account, state_dir) {
+        None => (None, None),
+        Some(source) => match source.access_token().await {
+            Ok(token) => (Some(token), None),
+            Err(e) => (None, Some(token_words(&e))),
+        },
+    };
+    let token = token.as_ref();
     let mut progress = Progress::default();
     match account.protocol {
         Protocol::Pop3 => {
-            let result = Pop3Client::connect_observed(account, tls, None, &mut progress).await;
+            let result = Pop3Client::connect_observed(account, tls, token, &mut progress).await;
             progress.mechanism = match &result {
                 Ok(client) => method_words(client.login_method(), Protocol::Pop3),
                 Err(Pop3Error::AuthFailed { method, .. }) => Some(method.clone()),
                 Err(_) => None,
             };
-            let failure = result.as_ref().err().map(pop3_failure);
+            let oauth = account.oauth.is_some();
+            let failure = result.as_ref().err().map(|e| pop3_failure(e, oauth));
+            let failure = with_token_error(failure, token_error);
             section
                 .steps
                 .extend(session_steps(account, &progress, failure));
@@ -111,13 +129,15 @@ pub async fn test_account(account: &AccountConfig) -> Section {
             }
         }
         Protocol::Imap => {
-            let result = ImapClient::connect_observed(account, tls, None, &mut progress).await;
+            let result = ImapClient::connect_observed(account, tls, token, &mut progress).await;
             progress.mechanism = match &result {
                 Ok(client) => method_words(client.login_method(), Protocol::Imap),
                 Err(ImapError::AuthFailed { method, .. }) => Some(method.clone()),
                 Err(_) => None,
             };
-            let failure = result.as_ref().err().map(imap_failure);
+            let oauth = account.oauth.is_some();
+            let failure = result.as_ref().err().map(|e| imap_failure(e, oauth));
+            let failure = with_token_error(failure, token_error);
             section
                 .steps
                 .extend(session_steps(account, &progress, failure));
@@ -218,7 +238,7 @@ fn reached(progress: &Progress, account: &AccountConfig) -> Stage {
     }
 }
 
-fn pop3_failure(e: &Pop3Error) -> (Option<Stage>, String) {
+fn pop3_failure(e: &Pop3Error, oauth: bool) -> (Option<Stage>, String) {
     let stage = match e {
         Pop3Error::Connect { .. } | Pop3Error::Proxy(_) => Some(Stage::Connect),
         Pop3Error::Tls(_) | Pop3Error::StlsNotOffered | Pop3Error::PlaintextRefused => {
@@ -231,13 +251,13 @@ fn pop3_failure(e: &Pop3Error) -> (Option<Stage>, String) {
     };
     let detail = match e {
         Pop3Error::Connect { source, .. } => format!("{e}{}", connect_hint(source)),
-        Pop3Error::AuthFailed { .. } => auth_words(e),
+        Pop3Error::AuthFailed { .. } => auth_words(e, oauth),
         _ => e.to_string(),
     };
     (stage, detail)
 }
 
-fn imap_failure(e: &ImapError) -> (Option<Stage>, String) {
+fn imap_failure(e: &ImapError, oauth: bool) -> (Option<Stage>, String) {
     let stage = match e {
         ImapError::Connect { .. } | ImapError::Proxy(_) => Some(Stage::Connect),
         ImapError::Tls(_) | ImapError::StarttlsNotOffered | ImapError::PlaintextRefused => {
@@ -250,16 +270,48 @@ fn imap_failure(e: &ImapError) -> (Option<Stage>, String) {
     };
     let detail = match e {
         ImapError::Connect { source, .. } => format!("{e}{}", connect_hint(source)),
-        ImapError::AuthFailed { .. } => auth_words(e),
+        ImapError::AuthFailed { .. } => auth_words(e, oauth),
         _ => e.to_string(),
     };
     (stage, detail)
 }
 
+/// Why no OAuth2 access token could be had, in words: the error says what to do (a refused
+/// grant: run `mailferry oauth login` again; a client refused: check its id and secret).
+fn token_words(e: &OAuthError) -> String {
+    match e {
+        OAuthError::Unreachable { .. } => format!(
+            "no OAuth2 access token: {e}; check oauth.token_url and that this host reaches it"
+        ),
+        _ => format!("no OAuth2 access token: {e}"),
+    }
+}
+
+/// A session that failed for want of a token fails at authenticate with the token's
+/// reason (what the client says, "needs an OAuth2 token", is no news); a failure before
+/// the login (connect, TLS) stays where it is.
+fn with_token_error(
+    failure: Option<(Option<Stage>, String)>,
+    token_error: Option<String>,
+) -> Option<(Option<Stage>, String)> {
+    match (failure, token_error) {
+        (Some((Some(stage), why)), Some(_)) if stage < Stage::Authenticate => {
+            Some((Some(stage), why))
+        }
+        (Some(_), Some(token)) => Some((Some(Stage::Authenticate), token)),
+        (failure, _) => failure,
+    }
+}
+
 /// A refused login (its error names the method) and what to check.
-fn auth_words(e: &dyn std::fmt::Display) -> String {
+fn auth_words(e: &dyn std::fmt::Display, oauth: bool) -> String {
+    let check = if oauth {
+        "check username (the mailbox), oauth.scope, and that the mailbox grants the application access"
+    } else {
+        "check username and password"
+    };
     format!(
-        "the server refused the login: {e}; check username and password (a refused login is retried with growing intervals, up to auth_backoff_max)"
+        "the server refused the login: {e}; {check} (a refused login is retried with growing intervals, up to auth_backoff_max)"
     )
 }
 

@@ -1,24 +1,13 @@
-//! The relay's part of `test-connection`: resolve, connect, TLS (implicit or STARTTLS, with
-//! the one TLS setup of [`crate::tls`]), EHLO and what it announces (the SIZE limit, AUTH),
-//! then QUIT. No message is sent. A minimal EHLO exchange of its own, written while the
-//! relay's own SMTP client (relay/conn.rs, auth.rs) was being replaced: moving this onto
-//! `relay::conn::open` (and trying `relay.username`'s AUTH) is the next step.
-
-use std::time::Duration;
-
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+//! The relay's part of `test-connection`: resolve, then a session set up by the relay's own
+//! SMTP client ([`crate::relay::check`]: connect, TLS as `relay.tls` says, EHLO, AUTH as
+//! configured, with a token of its own for `relay.oauth`), each step in words, and the SIZE
+//! limit weighed against `max_message_size`. QUIT before any MAIL: no message is sent.
 
 use super::report::{Section, Status, Step};
 use super::{resolve_host, tls_words};
 use crate::config::{Config, TlsMode};
-use crate::tls::{PeerTls, TlsClient};
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// The longest reply read (an EHLO reply is far shorter).
-const REPLY_MAX: usize = 64 * 1024;
+use crate::relay::RelayError;
+use crate::relay::check::{SessionCheck, Stage, check_session};
 
 /// Every step of the relay.
 pub(super) async fn test_relay(config: &Config) -> Section {
@@ -29,158 +18,147 @@ pub(super) async fn test_relay(config: &Config) -> Section {
         TlsMode::StarttlsIfAvailable => "starttls-if-available",
         TlsMode::Tls => "tls",
     };
+    let mut target = format!("smtp {}:{} (tls: {mode})", relay.host, relay.port);
+    if let Some(auth) = &relay.auth {
+        target.push_str(&format!(" as {}", auth.username));
+    }
     let mut section = Section {
         kind: "relay",
         name: format!("{}:{}", relay.host, relay.port),
-        target: format!("smtp {}:{} (tls: {mode})", relay.host, relay.port),
+        target,
         steps: Vec::new(),
     };
-    let steps = &mut section.steps;
-    if let Err(failed) = probe(config, steps).await {
-        steps.push(Step::failed(failed.0, failed.1));
-        for name in ["resolve", "connect", "tls", "ehlo", "size"] {
-            if !steps.iter().any(|s| s.step == name) {
-                steps.push(Step::skipped(name));
+    let host = relay.host.trim_start_matches('[').trim_end_matches(']');
+    match resolve_host(host, relay.port, relay.timeout).await {
+        Ok(detail) => section.steps.push(Step::ok("resolve", detail)),
+        Err(why) => {
+            section.steps.push(Step::failed("resolve", why));
+            for name in ["connect", "tls", "ehlo", "authenticate", "size"] {
+                section.steps.push(Step::skipped(name));
             }
+            return section;
         }
     }
+    let check = check_session(relay).await;
+    section.steps.extend(session_steps(config, &check));
     section
 }
 
-/// The steps that passed go into `steps`; the first that fails is returned.
-async fn probe(config: &Config, steps: &mut Vec<Step>) -> Result<(), (&'static str, String)> {
+/// connect, tls, ehlo, authenticate, size: ok up to the one that failed, skipped after.
+pub(super) fn session_steps(config: &Config, check: &SessionCheck) -> Vec<Step> {
     let relay = &config.relay;
-    let host = relay.host.trim_start_matches('[').trim_end_matches(']');
-    let limit = relay.timeout;
-    let resolved = resolve_host(host, relay.port, limit)
-        .await
-        .map_err(|why| ("resolve", why))?;
-    steps.push(Step::ok("resolve", resolved));
+    let failed_at = check.failed.as_ref().map(|(stage, _)| *stage);
+    let why = check
+        .failed
+        .as_ref()
+        .map(|(_, e)| failure_words(config, e))
+        .unwrap_or_default();
+    let step = |name: &'static str, stage: Stage, detail: String| match failed_at {
+        Some(f) if f == stage => Step::failed(name, why.clone()),
+        Some(f) if f < stage => Step::skipped(name),
+        _ => Step::ok(name, detail),
+    };
+    let mut steps = Vec::new();
+    let peer = check.peer.map_or_else(
+        || format!("{}:{}", relay.host, relay.port),
+        |p| p.to_string(),
+    );
+    steps.push(step(
+        "connect",
+        Stage::Connect,
+        format!("connected to {peer}"),
+    ));
 
-    let connect = TcpStream::connect((host, relay.port));
-    let tcp = match tokio::time::timeout(limit, connect).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            let hint = match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => {
-                    "; nothing accepts connections there: is the internal mail server running, and are relay.host and relay.port right?"
+    let mut tls = step("tls", Stage::Tls, String::new());
+    if tls.status == Status::Ok {
+        tls = match (&check.tls, relay.tls) {
+            (Some(peer), mode) => {
+                let words = tls_words(peer, &relay.tls_options, mode);
+                match relay.tls_options.verify_certificate {
+                    true => Step::ok("tls", words),
+                    false => Step::new("tls", Status::Warning, words),
                 }
-                _ => "",
-            };
-            return Err((
-                "connect",
-                format!("cannot connect to {}:{}: {e}{hint}", relay.host, relay.port),
-            ));
-        }
-        Err(_) => {
-            return Err((
-                "connect",
-                format!(
-                    "no connection to {}:{} within {limit:?}",
-                    relay.host, relay.port
-                ),
-            ));
-        }
-    };
-    let peer = tcp
-        .peer_addr()
-        .map_or_else(|_| String::new(), |p| p.to_string());
-    steps.push(Step::ok("connect", format!("connected to {peer}")));
-
-    let tls = match relay.tls {
-        TlsMode::None => None,
-        _ => Some(
-            TlsClient::new(&relay.tls_options, &relay.host).map_err(|e| ("tls", e.to_string()))?,
-        ),
-    };
-    let mut session = Smtp {
-        stream: Box::new(tcp),
-        buf: Vec::new(),
-        limit,
-    };
-    let mut peer_tls = None;
-    if relay.tls == TlsMode::Tls {
-        let tls = tls.clone().ok_or(("tls", String::new()))?;
-        let (stream, peer) = handshake(session.stream, &tls, limit).await?;
-        session.stream = stream;
-        peer_tls = Some(peer);
-    }
-    let greeting = session.reply().await.map_err(|e| ("ehlo", e))?;
-    if greeting.0 != 220 {
-        return Err((
-            "ehlo",
-            format!(
-                "the relay's greeting is not 220: {}",
-                greeting.1.join(" / ")
-            ),
-        ));
-    }
-    let helo = config.relay.helo.clone().unwrap_or_else(host_name);
-    let mut ehlo = session.ehlo(&helo).await?;
-
-    let offered = has(&ehlo, "STARTTLS");
-    match (relay.tls, offered) {
-        (TlsMode::Starttls | TlsMode::StarttlsIfAvailable, true) => {
-            session.command("STARTTLS").await.map_err(|e| ("tls", e))?;
-            let reply = session.reply().await.map_err(|e| ("tls", e))?;
-            if reply.0 != 220 {
-                return Err(("tls", format!("STARTTLS refused: {}", reply.1.join(" / "))));
             }
-            let tls = tls.clone().ok_or(("tls", String::new()))?;
-            let (stream, peer) = handshake(session.stream, &tls, limit).await?;
-            session.stream = stream;
-            session.buf.clear();
-            peer_tls = Some(peer);
-            ehlo = session.ehlo(&helo).await?;
-        }
-        (TlsMode::Starttls, false) => {
-            return Err((
+            (None, TlsMode::None) => {
+                Step::new("tls", Status::Warning, "not encrypted (relay.tls: none)")
+            }
+            (None, _) => Step::new(
                 "tls",
-                "the relay does not offer STARTTLS, and relay.tls is starttls".to_owned(),
-            ));
-        }
-        _ => {}
+                Status::Warning,
+                "the relay offers no STARTTLS: the mail goes to it unencrypted",
+            ),
+        };
     }
-    steps.push(match (&peer_tls, relay.tls) {
-        (Some(peer), mode) => {
-            let words = tls_words(peer, &relay.tls_options, mode);
-            match relay.tls_options.verify_certificate {
-                true => Step::ok("tls", words),
-                false => Step::new("tls", Status::Warning, words),
-            }
-        }
-        (None, TlsMode::None) => {
-            Step::new("tls", Status::Warning, "not encrypted (relay.tls: none)")
-        }
-        (None, _) => Step::new(
-            "tls",
-            Status::Warning,
-            "the relay offers no STARTTLS: the mail goes to it unencrypted",
-        ),
-    });
-    let mut extensions: Vec<&str> = ehlo.iter().skip(1).map(String::as_str).collect();
-    extensions.retain(|e| !e.is_empty());
-    let auth = ehlo
+    steps.push(tls);
+
+    let mut extensions: Vec<&str> = check.ehlo.iter().skip(1).map(String::as_str).collect();
+    extensions.retain(|e| !e.trim().is_empty());
+    let extensions = match extensions.join(", ") {
+        list if list.is_empty() => "no extensions".to_owned(),
+        list => list,
+    };
+    steps.push(step(
+        "ehlo",
+        Stage::Ehlo,
+        format!("EHLO {}: {extensions}", check.helo),
+    ));
+
+    let offered = check
+        .ehlo
         .iter()
         .skip(1)
         .find(|l| l.to_ascii_uppercase().starts_with("AUTH"))
-        .map_or_else(|| "no AUTH offered".to_owned(), |l| format!("{l} offered"));
-    // The login itself is the relay session's (relay/auth.rs); not tried from here yet.
-    let auth = match &relay.auth {
-        Some(a) => format!(
-            "{auth}; relay.username {} is set: test-connection does not try the AUTH itself",
-            a.username
-        ),
-        None => auth,
+        .map_or_else(|| "no AUTH".to_owned(), |l| l.trim().to_owned());
+    let auth_detail = match (&relay.auth, check.mechanism) {
+        (Some(auth), Some(mechanism)) => {
+            let with = if auth.oauth.is_some() {
+                "an OAuth2 token (relay.oauth)"
+            } else {
+                "relay.password"
+            };
+            format!(
+                "logged in as {} with AUTH {mechanism} and {with} (the relay offers {offered})",
+                auth.username
+            )
+        }
+        (Some(_), None) => String::new(),
+        (None, _) => {
+            format!("no SMTP AUTH configured (relay.username not set); the relay offers {offered}")
+        }
     };
-    steps.push(Step::ok(
-        "ehlo",
-        format!("EHLO {helo}: {}; {auth}", extensions.join(", ")),
-    ));
-    steps.push(size_step(&ehlo, config.max_message_size));
-    let _ = session.command("QUIT").await;
-    let _ = session.reply().await;
-    Ok(())
+    steps.push(step("authenticate", Stage::Authenticate, auth_detail));
+
+    steps.push(match failed_at {
+        Some(stage) if stage <= Stage::Ehlo => Step::skipped("size"),
+        _ => size_step(&check.ehlo, config.max_message_size),
+    });
+    steps
+}
+
+/// A relay failure in words, with what to check.
+fn failure_words(config: &Config, e: &RelayError) -> String {
+    let relay = &config.relay;
+    match e {
+        RelayError::Tcp { source, .. }
+            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            format!(
+                "{e}; nothing accepts connections there: is the internal mail server running, and are relay.host and relay.port right?"
+            )
+        }
+        RelayError::Tcp { .. } => format!("{e}; a firewall in the way, or the wrong relay.host?"),
+        RelayError::AuthRefused { .. }
+            if relay.auth.as_ref().is_some_and(|a| a.oauth.is_some()) =>
+        {
+            format!(
+                "{e}; the relay refused the OAuth2 token: check relay.username, relay.oauth.scope and the application's permission to send"
+            )
+        }
+        RelayError::AuthRefused { .. } => {
+            format!("{e}; check relay.username and relay.password")
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// What the relay's SIZE says against `max_message_size`.
@@ -211,111 +189,5 @@ pub(super) fn size_step(ehlo: &[String], max_message_size: u64) -> Step {
                 "the relay takes messages up to {n} bytes (max_message_size {max_message_size})"
             ),
         ),
-    }
-}
-
-/// Whether an EHLO reply lists `keyword`.
-fn has(ehlo: &[String], keyword: &str) -> bool {
-    ehlo.iter().skip(1).any(|line| {
-        line.split_ascii_whitespace()
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case(keyword))
-    })
-}
-
-async fn handshake(
-    stream: Box<dyn Io>,
-    tls: &TlsClient,
-    limit: Duration,
-) -> Result<(Box<dyn Io>, PeerTls), (&'static str, String)> {
-    match tokio::time::timeout(limit, tls.connect(stream)).await {
-        Ok(Ok(stream)) => {
-            let peer = PeerTls::of(stream.get_ref().1);
-            Ok((Box::new(stream), peer))
-        }
-        Ok(Err(e)) => Err(("tls", e.to_string())),
-        Err(_) => Err(("tls", format!("no TLS handshake within {limit:?}"))),
-    }
-}
-
-/// This machine's host name, for EHLO when `relay.helo` is not set.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
-}
-
-/// A plain or TLS SMTP connection with a read buffer.
-struct Smtp {
-    stream: Box<dyn Io>,
-    buf: Vec<u8>,
-    limit: Duration,
-}
-
-impl Smtp {
-    async fn command(&mut self, line: &str) -> Result<(), String> {
-        let bytes = format!("{line}\r\n");
-        let write = self.stream.write_all(bytes.as_bytes());
-        match tokio::time::timeout(self.limit, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("sending {line}: {e}")),
-            Err(_) => Err(format!(
-                "sending {line}: no progress within {:?}",
-                self.limit
-            )),
-        }
-    }
-
-    /// EHLO: the reply's lines (the first is the greeting line), or the step's failure.
-    async fn ehlo(&mut self, helo: &str) -> Result<Vec<String>, (&'static str, String)> {
-        self.command(&format!("EHLO {helo}"))
-            .await
-            .map_err(|e| ("ehlo", e))?;
-        let (code, lines) = self.reply().await.map_err(|e| ("ehlo", e))?;
-        if code != 250 {
-            return Err((
-                "ehlo",
-                format!("EHLO refused: {code} {}", lines.join(" / ")),
-            ));
-        }
-        Ok(lines)
-    }
-
-    /// One reply, every line of it: (code, texts).
-    async fn reply(&mut self) -> Result<(u16, Vec<String>), String> {
-        let mut lines = Vec::new();
-        loop {
-            let line = self.line().await?;
-            let code = line
-                .get(..3)
-                .and_then(|c| c.parse::<u16>().ok())
-                .ok_or_else(|| format!("the relay sent {line:?}, which is not an SMTP reply"))?;
-            let last = line.as_bytes().get(3) != Some(&b'-');
-            lines.push(line.get(4..).unwrap_or_default().to_owned());
-            if last {
-                return Ok((code, lines));
-            }
-        }
-    }
-
-    async fn line(&mut self) -> Result<String, String> {
-        loop {
-            if let Some(lf) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=lf).collect();
-                return Ok(String::from_utf8_lossy(&line).trim_end().to_owned());
-            }
-            if self.buf.len() > REPLY_MAX {
-                return Err(format!("a reply line longer than {REPLY_MAX} bytes"));
-            }
-            let mut chunk = [0u8; 4096];
-            match tokio::time::timeout(self.limit, self.stream.read(&mut chunk)).await {
-                Ok(Ok(0)) => return Err("the relay closed the connection".to_owned()),
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-                Ok(Err(e)) => return Err(format!("reading from the relay: {e}")),
-                Err(_) => return Err(format!("no answer from the relay within {:?}", self.limit)),
-            }
-        }
     }
 }

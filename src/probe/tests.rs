@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use super::relay::size_step;
+use super::relay::{session_steps as relay_steps, size_step};
 use super::*;
 use crate::config::from_yaml_str;
+use crate::relay::RelayError;
+use crate::relay::check::{SessionCheck, Stage as RelayStage};
 
 fn account(extra: &str) -> AccountConfig {
     let yaml = format!(
@@ -44,7 +46,7 @@ fn a_refused_login_fails_at_authenticate_after_the_steps_that_passed() {
         text: "[AUTH] no".into(),
         temporary: false,
     };
-    let steps = session_steps(&a, &progress, Some(pop3_failure(&e)));
+    let steps = session_steps(&a, &progress, Some(pop3_failure(&e, false)));
     assert_eq!(steps[0].status, Status::Ok);
     assert_eq!(steps[3].step, "authenticate");
     assert_eq!(steps[3].status, Status::Failed);
@@ -60,7 +62,7 @@ fn a_refused_connection_fails_at_connect_and_skips_the_rest() {
         addr: "pop.test:995".into(),
         source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
     };
-    let steps = session_steps(&a, &progress, Some(pop3_failure(&e)));
+    let steps = session_steps(&a, &progress, Some(pop3_failure(&e, false)));
     assert_eq!(
         statuses(&steps),
         [
@@ -81,7 +83,7 @@ fn a_silent_server_after_connect_fails_at_the_next_step() {
         ..Progress::default()
     };
     let e = Pop3Error::Timeout(Duration::from_secs(180));
-    let steps = session_steps(&a, &progress, Some(pop3_failure(&e)));
+    let steps = session_steps(&a, &progress, Some(pop3_failure(&e, false)));
     assert_eq!(steps[0].status, Status::Ok);
     assert_eq!(steps[1].status, Status::Warning, "tls: none is said");
     assert_eq!(steps[2].status, Status::Failed, "{steps:#?}");
@@ -163,4 +165,123 @@ fn an_unverified_certificate_is_a_warning_in_words() {
         steps[1].detail
     );
     assert_eq!(steps[3].status, Status::Ok);
+}
+
+fn relay_config(extra: &str) -> Config {
+    let yaml = format!(
+        "state_dir: /nonexistent
+relay:
+  host: relay.test
+{extra}domains: [example.com]
+postmaster: postmaster@example.com
+accounts:
+  - name: a
+    protocol: pop3
+    host: pop.test
+    username: u
+    password: p
+"
+    );
+    from_yaml_str(&yaml, "t.yaml").expect("test configuration")
+}
+
+fn check(failed: Option<(RelayStage, RelayError)>) -> SessionCheck {
+    SessionCheck {
+        helo: "gw.test".into(),
+        peer: Some("127.0.0.1:25".parse().unwrap()),
+        tls: None,
+        ehlo: vec![
+            "relay.test".into(),
+            "AUTH PLAIN XOAUTH2".into(),
+            "SIZE 1000".into(),
+        ],
+        mechanism: None,
+        failed,
+    }
+}
+
+#[test]
+fn a_refused_relay_login_fails_at_authenticate_with_what_to_check() {
+    let config = relay_config("  username: gw\n  password: pw\n");
+    let refused = RelayError::AuthRefused {
+        host: "relay.test".into(),
+        mechanism: "PLAIN",
+        reply: crate::relay::Reply {
+            code: 535,
+            text: "5.7.8 no".into(),
+        },
+    };
+    let steps = relay_steps(&config, &check(Some((RelayStage::Authenticate, refused))));
+    assert_eq!(
+        statuses(&steps),
+        [
+            ("connect", Status::Ok),
+            ("tls", Status::Warning),
+            ("ehlo", Status::Ok),
+            ("authenticate", Status::Failed),
+            ("size", Status::Warning),
+        ]
+    );
+    assert!(steps[3].detail.contains("PLAIN"), "{}", steps[3].detail);
+    assert!(
+        steps[3]
+            .detail
+            .contains("check relay.username and relay.password")
+    );
+    assert!(
+        steps[2].detail.contains("AUTH PLAIN XOAUTH2"),
+        "{}",
+        steps[2].detail
+    );
+}
+
+#[test]
+fn a_relay_that_does_not_answer_skips_the_steps_after_connect() {
+    let config = relay_config("");
+    let e = RelayError::Tcp {
+        host: "relay.test".into(),
+        port: 25,
+        source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+    };
+    let steps = relay_steps(&config, &check(Some((RelayStage::Connect, e))));
+    assert_eq!(
+        statuses(&steps),
+        [
+            ("connect", Status::Failed),
+            ("tls", Status::Skipped),
+            ("ehlo", Status::Skipped),
+            ("authenticate", Status::Skipped),
+            ("size", Status::Skipped),
+        ]
+    );
+    assert!(
+        steps[0]
+            .detail
+            .contains("is the internal mail server running")
+    );
+    let mut passed = check(None);
+    passed.mechanism = None;
+    let steps = relay_steps(&config, &passed);
+    assert!(
+        steps[3].detail.contains("relay.username not set")
+            && steps[3].detail.contains("AUTH PLAIN"),
+        "{}",
+        steps[3].detail
+    );
+}
+
+#[test]
+fn a_missing_token_takes_the_place_of_the_login_failure_but_not_of_an_earlier_one() {
+    let token = Some("no OAuth2 access token: refused".to_owned());
+    let login = Some((None, "XOAUTH2 needs an OAuth2 token".to_owned()));
+    assert_eq!(
+        with_token_error(login, token.clone()),
+        Some((
+            Some(Stage::Authenticate),
+            "no OAuth2 access token: refused".into()
+        ))
+    );
+    let tls = Some((Some(Stage::Tls), "certificate".to_owned()));
+    assert_eq!(with_token_error(tls.clone(), token), tls);
+    assert_eq!(with_token_error(None, None), None);
 }

@@ -1,13 +1,14 @@
 //! SMTP AUTH (RFC 4954) with the relay, for internal servers that demand it: the strongest
 //! mechanism that EHLO offers and `relay.auth_mechanisms` / `relay.spa` allow, chosen and
-//! spoken by the shared SASL client ([`crate::sasl`]), and only over TLS unless
+//! spoken by the shared SASL client ([`crate::sasl`]), with `relay.password` or, with
+//! `relay.oauth`, an OAuth2 access token (XOAUTH2, OAUTHBEARER), and only over TLS unless
 //! `relay.tls: none` is explicit. The mechanism used is logged once per session.
 
 use std::time::Duration;
 
 use super::RelayError;
 use super::conn::Conn;
-use crate::config::{RelayAuth, TlsMode};
+use crate::config::{Password, RelayAuth, TlsMode};
 use crate::sasl::{
     Credentials, Exchange, Mechanism, Method, Offer, Policy, Secret, choose, decode_base64,
     encode_base64,
@@ -17,14 +18,16 @@ use crate::sasl::{
 /// one.
 const MAX_ROUNDS: usize = 8;
 
-/// Authenticates the session with `credentials`. The password goes only on the wire: no
-/// error here carries it (or its encoding).
+/// Authenticates the session with `credentials`, and `token` with `relay.oauth` (XOAUTH2,
+/// OAUTHBEARER); returns the mechanism used. The password or token goes only on the wire:
+/// no error here carries it (or its encoding).
 pub(super) async fn authenticate(
     conn: &mut Conn,
     credentials: &RelayAuth,
+    token: Option<&Password>,
     mode: TlsMode,
     limit: Duration,
-) -> Result<(), RelayError> {
+) -> Result<Mechanism, RelayError> {
     let host = conn.host.clone();
     let unavailable = |why: String| RelayError::AuthUnavailable {
         host: host.clone(),
@@ -45,7 +48,7 @@ pub(super) async fn authenticate(
     let policy = Policy {
         allowed: credentials.mechanisms.allowed(),
         cleartext_ok: true,
-        token: false,
+        token: credentials.oauth.is_some(),
     };
     let mechanism = match choose(&offer, &policy) {
         Ok(Method::Sasl(mechanism)) => mechanism,
@@ -64,9 +67,10 @@ pub(super) async fn authenticate(
             )));
         }
     };
+    let (secret, _) = Secret::of_login(credentials.password.expose(), token.map(Password::expose));
     let login = Credentials {
         username: &credentials.username,
-        secret: Secret::Password(credentials.password.expose()),
+        secret,
     };
     let sasl_failed = |e: crate::sasl::SaslError| unavailable(e.to_string());
     let mut exchange = Exchange::new(mechanism, &login).map_err(sasl_failed)?;
@@ -87,7 +91,7 @@ pub(super) async fn authenticate(
                 exchange.finish(None).map_err(sasl_failed)?;
                 // Once per session: the mechanism is what an administrator checks first.
                 tracing::info!(relay = %host, "logged in with AUTH {mechanism}");
-                return Ok(());
+                return Ok(mechanism);
             }
             334 => {
                 let text = reply.lines.first().map(String::as_str).unwrap_or("");

@@ -32,6 +32,12 @@ pub(super) struct Conn<S = Box<dyn Stream>> {
     pub tls: bool,
     /// `relay.host`, for errors.
     pub host: String,
+    /// The lines of the last EHLO reply (for `test-connection`).
+    pub ehlo_lines: Vec<String>,
+    /// The TLS session, once there is one (for `test-connection`).
+    pub peer_tls: Option<crate::tls::PeerTls>,
+    /// The address connected to.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -43,6 +49,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             caps: Capabilities::default(),
             tls,
             host: host.to_owned(),
+            ehlo_lines: Vec::new(),
+            peer_tls: None,
+            peer: None,
         }
     }
 
@@ -180,12 +189,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let ehlo = self.command(&format!("EHLO {helo}"), limit, "EHLO").await?;
         if ehlo.code == 250 {
             self.caps = Capabilities::from_ehlo(&ehlo.lines);
+            self.ehlo_lines = ehlo.lines;
             return Ok(());
         }
         if (500..600).contains(&ehlo.code) {
             let reply = self.command(&format!("HELO {helo}"), limit, "HELO").await?;
             if reply.code == 250 {
                 self.caps = Capabilities::default();
+                self.ehlo_lines = reply.lines;
                 return Ok(());
             }
             return Err(RelayError::Ehlo {
@@ -209,6 +220,9 @@ impl<S: Stream + 'static> Conn<S> {
             caps: self.caps,
             tls: self.tls,
             host: self.host,
+            ehlo_lines: self.ehlo_lines,
+            peer_tls: self.peer_tls,
+            peer: self.peer,
         }
     }
 }
@@ -236,6 +250,7 @@ pub(super) async fn open(
     // Commands and the final dot are short writes: each must go at once, not wait for the
     // receiver's delayed ACK (40 ms per message).
     let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().ok();
     let lost = |e: RelayError| match e {
         RelayError::Io(source) => RelayError::Lost {
             host: host.to_owned(),
@@ -243,9 +258,12 @@ pub(super) async fn open(
         },
         e => e,
     };
-    let conn = match (config.tls, tls) {
+    let mut conn = match (config.tls, tls) {
         (TlsMode::Tls, Some(tls)) => {
-            let mut conn = Conn::new(handshake(tls, tcp, limit).await?, host, true);
+            let stream = handshake(tls, tcp, limit).await?;
+            let peer = crate::tls::PeerTls::of(stream.get_ref().1);
+            let mut conn = Conn::new(stream, host, true);
+            conn.peer_tls = Some(peer);
             conn.greeting(limit).await.map_err(lost)?;
             conn.ehlo(helo, limit).await.map_err(lost)?;
             conn.boxed()
@@ -287,7 +305,10 @@ pub(super) async fn open(
                     reason: "data before the TLS handshake".to_owned(),
                 });
             }
-            let mut conn = Conn::new(handshake(tls, plain.stream, limit).await?, host, true);
+            let stream = handshake(tls, plain.stream, limit).await?;
+            let peer = crate::tls::PeerTls::of(stream.get_ref().1);
+            let mut conn = Conn::new(stream, host, true);
+            conn.peer_tls = Some(peer);
             conn.ehlo(helo, limit).await.map_err(lost)?;
             conn.boxed()
         }
@@ -306,6 +327,7 @@ pub(super) async fn open(
             reason: "more than one reply to EHLO".to_owned(),
         });
     }
+    conn.peer = peer;
     Ok(conn)
 }
 

@@ -274,6 +274,8 @@ fn with_auth(mut cfg: crate::config::RelayConfig, password: &str) -> crate::conf
         username: "gateway".to_owned(),
         password: Password::new(password),
         mechanisms: Default::default(),
+        oauth: None,
+        state_dir: Default::default(),
     });
     cfg
 }

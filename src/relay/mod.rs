@@ -11,12 +11,14 @@
 //! auth.rs         SMTP AUTH, spoken by the shared SASL client (crate::sasl)
 //! transaction.rs  MAIL, RCPTs, BDAT or DATA; pipelined when offered; per-RCPT replies
 //! session.rs      the pool of sessions, reused across messages
+//! check.rs        a session set up and ended without mail, for test-connection
 //! ```
 //!
 //! [`prepare`] makes the message as it goes to the data (trace header, line ends) in one
 //! copy; the session writes it in pieces from there.
 
 mod auth;
+pub mod check;
 mod conn;
 mod prepare;
 mod session;
@@ -221,6 +223,10 @@ pub enum RelayError {
         /// Why not.
         why: String,
     },
+    /// `relay.oauth` is set and no access token could be had (the error says why and
+    /// what to do): nothing was sent.
+    #[error("no OAuth2 token for the relay's login: {0}")]
+    Token(crate::oauth::OAuthError),
     /// No reply within `timeout`.
     #[error("the relay did not answer {during} within {secs}s")]
     Timeout {
@@ -275,6 +281,7 @@ impl RelayError {
                 | RelayError::LeaseLost { .. }
                 | RelayError::AuthRefused { .. }
                 | RelayError::AuthUnavailable { .. }
+                | RelayError::Token(_)
                 | RelayError::Garbled { .. }
                 | RelayError::Tcp { .. }
                 | RelayError::Tls(_)

@@ -30,6 +30,8 @@ pub struct SmtpRelay {
 
 struct Inner {
     config: RelayConfig,
+    /// `relay.oauth`: the tokens of its SMTP AUTH.
+    tokens: Option<crate::oauth::TokenSource>,
     helo: String,
     tls: Mutex<Option<TlsClient>>,
     slots: Arc<Semaphore>,
@@ -124,6 +126,10 @@ impl SmtpRelay {
         let helo = config.helo.clone().unwrap_or_else(local_host_name);
         SmtpRelay {
             inner: Arc::new(Inner {
+                tokens: config
+                    .auth
+                    .as_ref()
+                    .and_then(crate::oauth::TokenSource::for_relay),
                 config,
                 helo,
                 tls: Mutex::new(None),
@@ -167,7 +173,7 @@ impl SmtpRelay {
         };
         let mut conn = conn::open(config, tls.as_ref(), &self.inner.helo).await?;
         if let Some(credentials) = &config.auth {
-            auth::authenticate(&mut conn, credentials, config.tls, config.timeout).await?;
+            login(&mut conn, config, credentials, self.inner.tokens.as_ref()).await?;
         }
         Ok(conn)
     }
@@ -184,8 +190,35 @@ impl SmtpRelay {
     }
 }
 
+/// AUTH on `conn` with `credentials`: with `relay.oauth` an access token from `tokens`
+/// first (one the relay refuses is dropped, so that the next session asks for a new one).
+/// Returns the mechanism used.
+pub(super) async fn login(
+    conn: &mut Conn,
+    config: &RelayConfig,
+    credentials: &crate::config::RelayAuth,
+    tokens: Option<&crate::oauth::TokenSource>,
+) -> Result<crate::sasl::Mechanism, RelayError> {
+    let token = match tokens {
+        Some(source) => Some(source.access_token().await.map_err(RelayError::Token)?),
+        None => None,
+    };
+    let done = auth::authenticate(
+        conn,
+        credentials,
+        token.as_ref(),
+        config.tls,
+        config.timeout,
+    )
+    .await;
+    if let (Some(source), Err(RelayError::AuthRefused { .. })) = (tokens, &done) {
+        source.forget().await;
+    }
+    done
+}
+
 /// This machine's host name for EHLO, or `localhost` when it is unknown or unusable.
-fn local_host_name() -> String {
+pub(super) fn local_host_name() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .filter_map(|path| std::fs::read_to_string(path).ok())

@@ -132,7 +132,9 @@ impl Checker<'_> {
             .and_then(|n| self.text(n, &s.name("username")));
         let oauth = match s.get("oauth") {
             None => Some(None),
-            Some(n) => self.oauth(n, &s.name("oauth"), index).map(Some),
+            Some(n) => self
+                .oauth(n, &s.name("oauth"), SecretOf::OAuthClient(index))
+                .map(Some),
         };
         // An OAuth2 account has a token instead of a password.
         let password = if s.has("oauth") {

@@ -25,12 +25,13 @@ const MICROSOFT_USER_SCOPE: &str = "https://outlook.office.com/POP.AccessAsUser.
 const GOOGLE_SCOPE: &str = "https://mail.google.com/";
 
 impl Checker<'_> {
-    /// The `oauth:` block at `node` (`name` is `accounts[x].oauth`) of `accounts[index]`.
-    pub(super) fn oauth(&mut self, node: &Node, name: &str, index: usize) -> Option<OAuthConfig> {
-        self.section(node, name, |c, s| c.oauth_keys(s, name, index))
+    /// The `oauth:` block at `node` (`name` is `accounts[x].oauth` or `relay.oauth`); its
+    /// client secret is `of`'s.
+    pub(super) fn oauth(&mut self, node: &Node, name: &str, of: SecretOf) -> Option<OAuthConfig> {
+        self.section(node, name, |c, s| c.oauth_keys(s, name, of))
     }
 
-    fn oauth_keys(&mut self, s: &Section<'_>, name: &str, index: usize) -> Option<OAuthConfig> {
+    fn oauth_keys(&mut self, s: &Section<'_>, name: &str, of: SecretOf) -> Option<OAuthConfig> {
         // Every key is asked for here, whatever the provider, so none is taken for unknown.
         let device_url_node = s.get("device_url");
         let _ = s.get("token_url");
@@ -44,7 +45,7 @@ impl Checker<'_> {
         let client_id = self
             .require(s, "client_id")
             .and_then(|n| self.text(n, &s.name("client_id")));
-        let client_secret = self.secret(s, CLIENT_SECRET_KEYS, SecretOf::OAuthClient(index));
+        let client_secret = self.secret(s, CLIENT_SECRET_KEYS, of);
         if let (Some(OAuthGrant::ClientCredentials), Some(None)) = (grant, &client_secret)
             && self.cut.is_none()
         {

@@ -194,3 +194,68 @@ fn the_example_file_documents_every_oauth_key() {
         );
     }
 }
+
+/// `BASE` with `lines` added to `relay:` (each indented as relay keys).
+fn relay_with(lines: &str) -> String {
+    BASE.replacen(
+        "  host: mail.corp.local\n",
+        &format!("  host: mail.corp.local\n{lines}"),
+        1,
+    )
+}
+
+#[test]
+fn the_relay_logs_in_with_an_oauth_block_read_as_an_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("relay-oauth.secret");
+    std::fs::write(&secret, "relay-client-secret\n").unwrap();
+    let c = load(&relay_with(&format!(
+        "  username: gateway@corp.example\n  auth_mechanisms: [xoauth2]\n  oauth:\n    provider: microsoft\n    tenant: corp.example\n    grant: client_credentials\n    client_id: relay-app\n    client_secret_file: {}\n",
+        secret.display()
+    )))
+    .unwrap();
+    let auth = c.relay.auth.as_ref().unwrap();
+    let o = auth.oauth.as_ref().unwrap();
+    assert_eq!(auth.username, "gateway@corp.example");
+    assert_eq!(auth.password.expose(), "");
+    assert_eq!(o.grant, OAuthGrant::ClientCredentials);
+    assert!(o.token_url.contains("/corp.example/"), "{}", o.token_url);
+    assert_eq!(
+        o.client_secret.as_ref().map(|s| s.expose()),
+        Some("relay-client-secret"),
+        "the relay's client_secret_file is read"
+    );
+    assert_eq!(auth.state_dir, std::path::Path::new("/var/lib/mailferry"));
+    assert_eq!(
+        auth.mechanisms.allowed(),
+        [crate::sasl::Method::Sasl(crate::sasl::Mechanism::XOAuth2)]
+    );
+}
+
+#[test]
+fn relay_oauth_needs_a_username_and_no_password_and_token_mechanisms_only() {
+    assert_one_error(
+        &relay_with("  oauth:\n    provider: google\n    client_id: id\n"),
+        5,
+        "relay.oauth is set but relay.username is not",
+    );
+    assert_one_error(
+        &relay_with(
+            "  username: gw\n  password: pw\n  oauth:\n    provider: google\n    client_id: id\n",
+        ),
+        5,
+        "with relay.oauth the relay logs in with an OAuth2 token",
+    );
+    assert_one_error(
+        &relay_with(
+            "  username: gw\n  auth_mechanisms: [plain]\n  oauth:\n    provider: google\n    client_id: id\n",
+        ),
+        5,
+        "plain logs in with a password",
+    );
+    assert_one_error(
+        &relay_with("  username: gw\n  oauth:\n    provider: generic\n    client_id: id\n"),
+        6,
+        "token_url",
+    );
+}
