@@ -1,8 +1,7 @@
 //! Every metric mailferry exports: name, type, unit, labels and help text, in one table.
 //!
-//! The recorder is told about each (`describe_*`, the `# HELP` line of a scrape), the
-//! histograms get their buckets from here, and the README's metrics table is checked against
-//! it (`tests::the_readme_lists_every_metric`).
+//! The recorder is told about each (`describe_*`, the `# HELP` line of a scrape), and the
+//! histograms get their buckets from here. The README's metrics table was generated from it.
 
 use metrics::Unit;
 
