@@ -61,7 +61,7 @@ fn a_refused_login_is_retried_ever_later_while_the_other_account_delivers() {
     assert!(
         wait_until(Duration::from_secs(40), || {
             http_get(metrics, "/metrics").is_some_and(|(_, body)| {
-                body.contains("mailferry_auth_failures_total{account=\"bad\"} 4")
+                body.contains("mailferry_poll_errors_total{account=\"bad\",kind=\"login\"} 4")
             })
         }),
         "a fourth refused login within 40 s"

@@ -226,8 +226,8 @@ impl Plan {
     }
 
     /// The outcome each recipient of this attempt counts as (`metrics::recipient_outcome`),
-    /// once `standing` is known: delivered, re-routed, or `temporary` (not settled, whatever
-    /// the reply); a message refused as a whole counts its recipients only once they are
+    /// once `standing` is known: delivered, re-routed, `permanent` (refused for good and the
+    /// message given up on), or `temporary` (not settled, to be tried again); a message refused as a whole counts its recipients only once they are
     /// re-routed. Duplicates and recipients without a reply were counted, or not, before.
     pub fn counted(&self, standing: &Standing) -> Vec<&'static str> {
         if self.whole.is_some() && *standing != Standing::Settled {
@@ -237,6 +237,10 @@ impl Plan {
             .filter_map(|r| match r.status {
                 Status::Delivered(_) => Some("delivered"),
                 Status::Rerouted(_) => Some("rerouted"),
+                // Refused for good with nowhere to go: the message is given up on.
+                Status::Permanent(_) if matches!(standing, Standing::GiveUp(_)) => {
+                    Some("permanent")
+                }
                 Status::Temporary(_) | Status::Permanent(_) => Some("temporary"),
                 Status::Pending | Status::Duplicate(_) => None,
             })

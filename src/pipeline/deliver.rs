@@ -216,5 +216,5 @@ fn with_trace(
 
 fn relay_failed(account: &str, uid: &str, e: &RelayError) {
     tracing::warn!(account, uid, "relay failed, message stays upstream: {e}");
-    crate::metrics::message_failed(account, "relay");
+    crate::metrics::relay_failed(account, e);
 }

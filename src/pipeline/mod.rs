@@ -188,7 +188,7 @@ pub async fn run(config: Config) -> Result<(), PipelineError> {
     if let Some(addr) = config.metrics.listen {
         let listener = crate::metrics::bind(addr).await?;
         tracing::info!("metrics on http://{addr}/metrics");
-        tokio::spawn(crate::metrics::serve(listener));
+        tokio::spawn(crate::metrics::serve(listener, store.clone()));
     }
     let relay = SmtpRelay::new(config.relay.clone());
     let signal = async { shutdown_signal().await.map_err(PipelineError::Signal) };
@@ -321,7 +321,7 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
     // The LOGIN-DELAY warning is said once per account.
     let mut told_delay = false;
     let mut auth = backoff::AuthBackoff::default();
-    crate::metrics::login_refused_now(&account.name, false);
+    crate::metrics::account_polling(account);
     loop {
         let began = tokio::time::Instant::now();
         let pass = guarded_pass(
@@ -368,6 +368,11 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
         if *stop.borrow() {
             return;
         }
+        crate::metrics::next_pass(
+            &account.name,
+            began + backoff.unwrap_or(account.poll_interval),
+            backoff.is_some(),
+        );
         let wait = async {
             // While logins are refused, only the back-off: IDLE would log in again at once.
             if let Some(wait) = backoff {

@@ -16,7 +16,7 @@ use crate::fetch::{FetchError, Listed, Mailbox, Source};
 use crate::relay::{Outcome, Relay};
 use crate::retention;
 use crate::route::Rules;
-use crate::state::{MessageState, Quarantined, StateError, StateStore};
+use crate::state::{Headline, MessageState, Quarantined, StateError, StateStore};
 
 use super::deliver::{self, Verdict};
 use super::notice;
@@ -122,6 +122,7 @@ pub async fn run_pass<S: Source, St: StateStore, R: Relay>(
     stop: &watch::Receiver<bool>,
 ) -> Result<PassReport, PassError> {
     let started = Instant::now();
+    crate::metrics::pass_started(&account.name);
     let mut pass = Pass {
         config,
         account,
@@ -137,8 +138,7 @@ pub async fn run_pass<S: Source, St: StateStore, R: Relay>(
         Ok(result) => result.map(|()| pass.report),
         Err(_) => Err(PassError::Deadline(account.pass_deadline)),
     };
-    let upstream = result.as_ref().ok().map(|r| r.upstream);
-    crate::metrics::pass_finished(&account.name, result.is_ok(), started.elapsed(), upstream);
+    crate::metrics::pass_finished(&account.name, &result, started.elapsed());
     result
 }
 
@@ -245,11 +245,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             listing.retain(|l| !l.seen || known.contains_key(&l.key));
         }
         if first {
-            let quarantined = known
-                .values()
-                .filter(|s| s.quarantine.as_ref().is_some_and(|q| !q.forgotten))
-                .count();
-            crate::metrics::quarantined_now(name, quarantined);
+            crate::metrics::mailbox_listed(name, &listing, &known);
         }
 
         // The session may download these ahead, overlapping their delivery.
@@ -423,7 +419,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         tracing::warn!(account = name, uid, "quarantined, left upstream: {reason}");
         let q = self
             .store
-            .quarantine(name, uid, reason, SystemTime::now())
+            .quarantine(name, uid, reason, &Headline::of(excerpt), SystemTime::now())
             .await?;
         crate::metrics::message_quarantined(name, metric);
         self.report.quarantined += 1;

@@ -87,6 +87,21 @@ impl Relay for SmtpRelay {
         if recipients.is_empty() {
             return Ok(Vec::new());
         }
+        let started = std::time::Instant::now();
+        let result = self.transact(reverse_path, recipients, message).await;
+        crate::metrics::relay_transaction(started, &result);
+        result
+    }
+}
+
+impl SmtpRelay {
+    /// [`Relay::send`] for at least one recipient, on a pooled session.
+    async fn transact(
+        &self,
+        reverse_path: Option<&Address>,
+        recipients: &[Address],
+        message: &[u8],
+    ) -> Result<Vec<RcptResult>, RelayError> {
         // Closed only if the semaphore were closed, which nothing does.
         let _slot = self.inner.slots.acquire().await.ok();
         let (mut conn, mut reused) = self.session().await?;

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use crate::recipient::Recipient;
 
-use super::{MessageState, Quarantined, StateError, StateStore};
+use super::{Headline, MessageState, QuarantineEntry, Quarantined, StateError, StateStore};
 
 /// A state store held in memory; clones share it.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +23,8 @@ struct Inner {
     /// Account name → mailbox.
     accounts: HashMap<String, String>,
     next_quarantine_id: i64,
+    /// Quarantine id → (account, key, headline, when).
+    quarantined: HashMap<i64, (String, String, Headline, SystemTime)>,
     /// (dedup id, recipient) → when.
     deliveries: HashMap<(String, String), SystemTime>,
     /// Set by [`MemoryStore::fail_writes`]: every write fails with this reason.
@@ -225,21 +227,46 @@ impl StateStore for MemoryStore {
         account: &str,
         key: &str,
         reason: &str,
+        headline: &Headline,
         now: SystemTime,
     ) -> Result<Quarantined, StateError> {
         let mut inner = self.write()?;
         inner.next_quarantine_id += 1;
         let id = inner.next_quarantine_id;
         let state = inner.entry(account, key, now);
-        Ok(state
-            .quarantine
+        let q = (state.quarantine)
             .get_or_insert_with(|| Quarantined {
                 id,
                 reason: reason.to_owned(),
                 notified: false,
                 forgotten: false,
             })
-            .clone())
+            .clone();
+        (inner.quarantined.entry(q.id))
+            .or_insert_with(|| (account.to_owned(), key.to_owned(), headline.clone(), now));
+        Ok(q)
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantineEntry>, StateError> {
+        let inner = self.lock();
+        let mut out: Vec<QuarantineEntry> = (inner.quarantined.iter())
+            .filter_map(|(id, (account, key, headline, since))| {
+                let state = inner.messages.get(&(account.clone(), key.clone()))?;
+                let q = state.quarantine.as_ref().filter(|q| !q.forgotten)?;
+                Some(QuarantineEntry {
+                    id: *id,
+                    account: account.clone(),
+                    uidl: key.clone(),
+                    since: *since,
+                    reason: q.reason.clone(),
+                    attempts: state.attempts,
+                    notified: q.notified,
+                    headline: headline.clone(),
+                })
+            })
+            .collect();
+        out.sort_by_key(|e| e.id);
+        Ok(out)
     }
 
     async fn delivered_before(

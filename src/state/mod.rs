@@ -24,7 +24,7 @@ use crate::recipient::{Recipient, Status};
 
 pub use lock::{LOCK_FILE, StateLock};
 pub use postgres::{PG_SCHEMA_VERSION, PgStore, instance_id};
-pub use quarantine::{QuarantineEntry, Quarantined};
+pub use quarantine::{Headline, QuarantineEntry, Quarantined};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
 pub(crate) use sqlite::create_dir;
@@ -308,15 +308,20 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         present: &HashSet<String>,
     ) -> impl Future<Output = Result<usize, StateError>> + Send;
 
-    /// Quarantines the message (storing it if new); a message already quarantined keeps its
-    /// first reason and id.
+    /// Quarantines the message (storing it if new), with its `headline` when it was read; a
+    /// message already quarantined keeps its first reason, headline and id.
     fn quarantine(
         &self,
         account: &str,
         key: &str,
         reason: &str,
+        headline: &Headline,
         now: SystemTime,
     ) -> impl Future<Output = Result<Quarantined, StateError>> + Send;
+
+    /// The quarantined messages not forgotten, oldest first (`mailferry state list`, the
+    /// status page).
+    fn quarantined(&self) -> impl Future<Output = Result<Vec<QuarantineEntry>, StateError>> + Send;
 
     /// Of `recipients` (dedup keys), those recorded as having got the message `dedup` at or
     /// after `since`, in any account.

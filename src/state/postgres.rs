@@ -18,7 +18,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use super::sqlite::{from_ms, to_ms};
-use super::{MessageState, QuarantineEntry, Quarantined, StateError, StateStore};
+use super::{Headline, MessageState, QuarantineEntry, Quarantined, StateError, StateStore};
 use crate::recipient::{Recipient, Status};
 
 pub use schema::PG_SCHEMA_VERSION;
@@ -126,7 +126,8 @@ impl PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT q.id, q.account, q.uidl, q.since, q.reason, m.attempts, q.notified_at
+                "SELECT q.id, q.account, q.uidl, q.since, q.reason, m.attempts, q.notified_at,
+                        q.subject, q.sender, q.message_id
                  FROM quarantine q JOIN messages m ON m.account = q.account AND m.uidl = q.uidl
                  WHERE q.forgotten_at IS NULL ORDER BY q.id",
                 &[],
@@ -142,6 +143,11 @@ impl PgStore {
                 reason: row.get(4),
                 attempts: attempts(row.get(5)),
                 notified: row.get::<_, Option<i64>>(6).is_some(),
+                headline: Headline {
+                    subject: row.get(7),
+                    from: row.get(8),
+                    message_id: row.get(9),
+                },
             })
             .collect())
     }
@@ -449,6 +455,7 @@ impl StateStore for PgStore {
         account: &str,
         uidl: &str,
         reason: &str,
+        headline: &Headline,
         now: SystemTime,
     ) -> Result<Quarantined, StateError> {
         let mut client = self.client().await?;
@@ -456,9 +463,18 @@ impl StateStore for PgStore {
         self.fence(&tx, account).await?;
         insert_message(&tx, account, uidl, now).await?;
         tx.execute(
-            "INSERT INTO quarantine (account, uidl, since, reason) VALUES ($1, $2, $3, $4)
+            "INSERT INTO quarantine (account, uidl, since, reason, subject, sender, message_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (account, uidl) DO NOTHING",
-            &[&account, &uidl, &to_ms(now), &reason],
+            &[
+                &account,
+                &uidl,
+                &to_ms(now),
+                &reason,
+                &headline.subject,
+                &headline.from,
+                &headline.message_id,
+            ],
         )
         .await?;
         let row = tx
@@ -475,6 +491,10 @@ impl StateStore for PgStore {
             notified: row.get::<_, Option<i64>>(2).is_some(),
             forgotten: row.get::<_, Option<i64>>(3).is_some(),
         })
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantineEntry>, StateError> {
+        self.list_quarantine().await
     }
 
     async fn delivered_before(

@@ -24,6 +24,47 @@ pub struct Quarantined {
     pub forgotten: bool,
 }
 
+/// What the status page shows of a quarantined message besides its reason: its Subject,
+/// From and Message-ID, decoded, when the message was read (each at most 200 characters).
+/// Text from a hostile sender: escape it wherever it is shown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headline {
+    /// The decoded Subject.
+    pub subject: Option<String>,
+    /// The From address (with its display name, when given).
+    pub from: Option<String>,
+    /// The Message-ID, without the angle brackets.
+    pub message_id: Option<String>,
+}
+
+impl Headline {
+    /// The headline of a message's header lines (the whole message, or the From, Subject
+    /// and Message-ID lines of a notice's excerpt); empty when there are none.
+    pub fn of(header: &str) -> Headline {
+        let clip = |s: &str| -> Option<String> {
+            let s = s.trim();
+            (!s.is_empty()).then(|| s.chars().take(200).collect())
+        };
+        let Some(m) = mail_parser::MessageParser::new().parse_headers(header.as_bytes()) else {
+            return Headline::default();
+        };
+        let from = m
+            .from()
+            .and_then(|a| a.first())
+            .map(|a| match (a.name(), a.address()) {
+                (Some(n), Some(addr)) => format!("{n} <{addr}>"),
+                (Some(n), None) => n.to_owned(),
+                (None, Some(addr)) => addr.to_owned(),
+                (None, None) => String::new(),
+            });
+        Headline {
+            subject: m.subject().and_then(clip),
+            from: from.as_deref().and_then(clip),
+            message_id: m.message_id().and_then(clip),
+        }
+    }
+}
+
 /// One line of `mailferry state list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuarantineEntry {
@@ -41,6 +82,8 @@ pub struct QuarantineEntry {
     pub attempts: u32,
     /// Whether the postmaster has been told.
     pub notified: bool,
+    /// Its Subject, From and Message-ID, when known.
+    pub headline: Headline,
 }
 
 /// Adds the quarantine of each message of `account` to its state.
@@ -75,17 +118,28 @@ impl SqliteStore {
         account: &str,
         uidl: &str,
         reason: &str,
+        headline: &Headline,
         now: SystemTime,
     ) -> Result<Quarantined, StateError> {
         let (account, uidl, reason) = (account.to_owned(), uidl.to_owned(), reason.to_owned());
+        let h = headline.clone();
         self.run(move |conn| {
             let tx = conn.transaction()?;
             insert_message(&tx, &account, &uidl, now)?;
             tx.prepare_cached(
-                "INSERT INTO quarantine (account, uidl, since, reason) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO quarantine (account, uidl, since, reason, subject, sender, message_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (account, uidl) DO NOTHING",
             )?
-            .execute(params![account, uidl, to_ms(now), reason])?;
+            .execute(params![
+                account,
+                uidl,
+                to_ms(now),
+                reason,
+                h.subject,
+                h.from,
+                h.message_id
+            ])?;
             let q = tx
                 .prepare_cached(
                     "SELECT id, reason, notified_at, forgotten_at FROM quarantine
@@ -119,7 +173,8 @@ impl SqliteStore {
     pub async fn list_quarantine(&self) -> Result<Vec<QuarantineEntry>, StateError> {
         self.run(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT q.id, q.account, q.uidl, q.since, q.reason, m.attempts, q.notified_at
+                "SELECT q.id, q.account, q.uidl, q.since, q.reason, m.attempts, q.notified_at,
+                        q.subject, q.sender, q.message_id
                  FROM quarantine q JOIN messages m ON m.account = q.account AND m.uidl = q.uidl
                  WHERE q.forgotten_at IS NULL ORDER BY q.id",
             )?;
@@ -132,6 +187,11 @@ impl SqliteStore {
                     reason: row.get(4)?,
                     attempts: row.get(5)?,
                     notified: row.get::<_, Option<i64>>(6)?.is_some(),
+                    headline: Headline {
+                        subject: row.get(7)?,
+                        from: row.get(8)?,
+                        message_id: row.get(9)?,
+                    },
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -69,6 +69,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (dedup_id, recipient)
     ) WITHOUT ROWID;
     CREATE INDEX deliveries_at ON deliveries (at);",
+    // 5: what the status page shows of a quarantined message (`quarantine::Headline`),
+    // when it was read; NULL for the ones quarantined before.
+    "ALTER TABLE quarantine ADD COLUMN subject TEXT;
+    ALTER TABLE quarantine ADD COLUMN sender TEXT;
+    ALTER TABLE quarantine ADD COLUMN message_id TEXT;",
 ];
 
 /// Brings the database up to [`SCHEMA_VERSION`], one migration per transaction; refuses a

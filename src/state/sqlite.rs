@@ -12,7 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, params};
 
-use super::{DB_FILE, MessageState, Quarantined, StateError, StateStore, quarantine, schema};
+use super::{
+    DB_FILE, Headline, MessageState, QuarantineEntry, Quarantined, StateError, StateStore,
+    quarantine, schema,
+};
 use crate::recipient::Recipient;
 use recipients::{
     MESSAGE_COLUMNS, Outcomes, message_row, message_state, stored_status, write_outcomes,
@@ -429,9 +432,15 @@ impl StateStore for SqliteStore {
         account: &str,
         uidl: &str,
         reason: &str,
+        headline: &Headline,
         now: SystemTime,
     ) -> Result<Quarantined, StateError> {
-        self.add_quarantine(account, uidl, reason, now).await
+        self.add_quarantine(account, uidl, reason, headline, now)
+            .await
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantineEntry>, StateError> {
+        self.list_quarantine().await
     }
 
     async fn mark_notified(&self, id: i64, now: SystemTime) -> Result<(), StateError> {

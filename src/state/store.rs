@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    Claim, MessageState, PassDone, PgStore, QuarantineEntry, Quarantined, SqliteStore, StateError,
-    StateLock, StateStore,
+    Claim, Headline, MessageState, PassDone, PgStore, QuarantineEntry, Quarantined, SqliteStore,
+    StateError, StateLock, StateStore,
 };
 use crate::config::{Config, StateBackend};
 use crate::recipient::Recipient;
@@ -155,9 +155,14 @@ impl StateStore for Store {
         account: &str,
         key: &str,
         reason: &str,
+        headline: &Headline,
         now: SystemTime,
     ) -> Result<Quarantined, StateError> {
-        dispatch!(self.quarantine(account, key, reason, now))
+        dispatch!(self.quarantine(account, key, reason, headline, now))
+    }
+
+    async fn quarantined(&self) -> Result<Vec<QuarantineEntry>, StateError> {
+        self.list_quarantine().await
     }
 
     async fn delivered_before(

@@ -73,6 +73,10 @@ const MIGRATIONS: &[&str] = &[
         failures     INTEGER     NOT NULL DEFAULT 0,
         waiting      INTEGER     NOT NULL DEFAULT 0
     );",
+    // 2: a quarantined message's Subject, From and Message-ID, for the status page.
+    "ALTER TABLE quarantine ADD COLUMN subject TEXT;
+    ALTER TABLE quarantine ADD COLUMN sender TEXT;
+    ALTER TABLE quarantine ADD COLUMN message_id TEXT;",
 ];
 
 /// Brings the database up to [`PG_SCHEMA_VERSION`], all in one transaction under an advisory

@@ -353,7 +353,7 @@ async fn a_renamed_account_keeps_its_state_by_its_mailbox() {
     .await
     .unwrap();
     store
-        .add_quarantine("old", "u2", "bad", at(3))
+        .add_quarantine("old", "u2", "bad", &Headline::default(), at(3))
         .await
         .unwrap();
 
@@ -517,4 +517,34 @@ async fn a_pending_recipient_is_not_written_and_a_settled_one_is_not_overwritten
         state.status_of(&a),
         Some(&Status::from_stored("rerouted", "550 no"))
     );
+}
+
+#[tokio::test]
+async fn a_quarantined_message_keeps_its_subject_from_and_message_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let headline = Headline::of(
+        "From: =?utf-8?q?Ev=C3=A9?= <eve@x.test>\nSubject: =?utf-8?q?caf=C3=A9?= <script>\nMessage-ID: <m1@x.test>\n",
+    );
+    assert_eq!(headline.subject.as_deref(), Some("café <script>"));
+    assert_eq!(headline.from.as_deref(), Some("Evé <eve@x.test>"));
+    assert_eq!(headline.message_id.as_deref(), Some("m1@x.test"));
+    store
+        .quarantine("acct", "u1", "loop", &headline, at(5))
+        .await
+        .unwrap();
+    // A second quarantine of the same message keeps the first record.
+    store
+        .quarantine("acct", "u1", "again", &Headline::default(), at(6))
+        .await
+        .unwrap();
+    store
+        .quarantine("acct", "u2", "too_large", &Headline::default(), at(7))
+        .await
+        .unwrap();
+    let list = store.quarantined().await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0].headline, headline);
+    assert_eq!(list[0].reason, "loop");
+    assert_eq!(list[1].headline, Headline::default());
 }
