@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a Debian machine: Dovecot (POP3/IMAP),
+# Cyrus (IMAP/POP3, unpacked),
 # Courier (POP3/IMAP, unpacked: see below), Postfix (for smtp-sink), openssl, microsocks and
 # tinyproxy (the proxy tests), systemd's systemd-analyze, binutils and cargo-deb (tests/deploy.rs:
 # the unit, the Debian package, the container image), Cyrus SASL's
@@ -13,13 +14,20 @@ set -euo pipefail
 # so they are unpacked into $courier_dir instead (tests/support/courier.rs runs them there).
 courier_packages=(courier-authdaemon courier-authlib-userdb libcourier-unicode4 libidn12 libgamin0
     libgdbm6 libpcre3)
+# The libraries Cyrus's servers link against beyond the ones already here. cyrus-imapd and
+# cyrus-pop3d conflict with Dovecot's packages (imap-server, pop3-server): they are unpacked
+# with cyrus-common into $cyrus_dir (tests/support/cyrus.rs runs them there, with sasldb
+# logins made by saslpasswd2 from sasl2-bin).
+cyrus_packages=(libxapian30 libical3 libsasl2-modules-db)
 # microsocks (SOCKS5) and tinyproxy (HTTP CONNECT): the real proxies of tests/proxy.rs,
 # started in the foreground by tests/support/proxy.rs (their own services are not needed).
 packages=(dovecot-pop3d dovecot-imapd postfix openssl ca-certificates curl sasl2-bin
-    libsasl2-modules microsocks tinyproxy systemd binutils "${courier_packages[@]}")
+    libsasl2-modules microsocks tinyproxy systemd binutils "${courier_packages[@]}" "${cyrus_packages[@]}")
 test_user=mailferry-test
 courier_dir=/var/cache/mailferry-tests/courier
 courier_unpacked=(courier-base courier-pop courier-imap)
+cyrus_dir=/var/cache/mailferry-tests/cyrus
+cyrus_unpacked=(cyrus-common cyrus-imapd cyrus-pop3d)
 # The Debian package's builder (`cargo deb`), pinned to a version that builds on rustc 1.95;
 # compiled once (a few minutes on two cores) into ~/.cargo/bin, kept there.
 cargo_deb_version=3.8.0
@@ -46,10 +54,15 @@ if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $cargo_deb_version"; 
     need_cargo_deb=1
 fi
 
+need_cyrus=0
+if [ ! -x "$cyrus_dir/root/usr/lib/cyrus/bin/master" ] || [ ! -x "$cyrus_dir/root/usr/lib/cyrus/bin/pop3d" ]; then
+    need_cyrus=1
+fi
+
 if [ ${#missing[@]} -eq 0 ] && [ $need_user -eq 0 ] && [ $need_courier -eq 0 ] &&
-    [ $need_cargo_deb -eq 0 ]; then
+    [ $need_cargo_deb -eq 0 ] && [ $need_cyrus -eq 0 ]; then
     echo "install-deps: all packages present (${packages[*]}); user $test_user exists;" \
-        "Courier unpacked in $courier_dir; cargo-deb $cargo_deb_version"
+        "Courier unpacked in $courier_dir, Cyrus in $cyrus_dir; cargo-deb $cargo_deb_version"
     exit 0
 fi
 
@@ -59,6 +72,7 @@ if [ "$(id -u)" -ne 0 ]; then
     [ $need_user -eq 1 ] && echo "  user: $test_user" >&2
     [ $need_courier -eq 1 ] && echo "  Courier servers in $courier_dir" >&2
     [ $need_cargo_deb -eq 1 ] && echo "  cargo-deb $cargo_deb_version" >&2
+    [ $need_cyrus -eq 1 ] && echo "  Cyrus servers in $cyrus_dir" >&2
     echo "install-deps: run as root: sudo $0" >&2
     exit 1
 fi
@@ -97,6 +111,17 @@ if [ $need_courier -eq 1 ]; then
     sed -i 's/^authmodulelist=.*/authmodulelist="authuserdb authpam"/' /etc/courier/authdaemonrc
     echo "install-deps: restarting courier-authdaemon"
     service courier-authdaemon restart >/dev/null || true
+fi
+
+if [ $need_cyrus -eq 1 ]; then
+    echo "install-deps: unpacking ${cyrus_unpacked[*]} into $cyrus_dir/root"
+    mkdir -p "$cyrus_dir/debs"
+    rm -rf "$cyrus_dir/root" "$cyrus_dir"/debs/*.deb
+    (cd "$cyrus_dir/debs" && apt-get download "${cyrus_unpacked[@]}" 2>&1 ||
+        { apt-get update -q && apt-get download "${cyrus_unpacked[@]}"; })
+    for deb in "$cyrus_dir"/debs/*.deb; do
+        dpkg -x "$deb" "$cyrus_dir/root"
+    done
 fi
 
 if [ $need_cargo_deb -eq 1 ]; then

@@ -9,15 +9,14 @@
 //! (a lock held for an instance's lifetime, across test processes).
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::maildir::Maildirs;
-use super::{children_of, free_ports, mail_user_ids, send_signal, wait_until};
+use super::{children_of, free_ports, greets, mail_user_ids, send_signal, wait_until};
 
 /// Where `scripts/install-deps.sh` unpacks courier-base, courier-pop and courier-imap.
 pub const COURIER_ROOT: &str = "/var/cache/mailferry-tests/courier/root";
@@ -234,17 +233,6 @@ impl Courier {
     /// Waits until both ports greet as Courier does, while our servers still run (one that
     /// could not bind its port exits).
     fn wait_ready(&mut self, timeout: Duration) -> bool {
-        let greets = |port: u16, greeting: &str| {
-            let Ok(stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-                return false;
-            };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut reader = BufReader::new(stream);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = reader.get_mut().write_all(b"QUIT\r\na LOGOUT\r\n");
-            line.contains(greeting)
-        };
         let (pop3, imap) = (self.pop3, self.imap);
         let mut running = true;
         wait_until(timeout, || {

@@ -8,6 +8,7 @@
 //!
 //! - [`Dovecot`]: a private Dovecot (POP3, POP3S, IMAP, IMAPS) with Maildir users.
 //! - [`Courier`]: private Courier POP3 and IMAP servers (plain text) with Maildir users.
+//! - [`Cyrus`]: a private Cyrus IMAP and POP3 server (plain text), `.` or `/` as separator.
 //! - [`SmtpSink`]: Postfix's `smtp-sink` recording every transaction it accepts.
 //! - [`Postfix`]: a private Postfix as the internal server, with an inside and an outside sink.
 //! - [`free_port`], [`mailferry_bin`], [`run_mailferry`], [`Mailferry`] (a running daemon).
@@ -29,6 +30,7 @@
 
 mod config;
 mod courier;
+mod cyrus;
 mod dovecot;
 mod e2e;
 mod fault_proxy;
@@ -39,9 +41,11 @@ mod proxy;
 mod smtp_sink;
 mod tally;
 mod token_service;
+mod upstream;
 
 pub use config::{AccountYaml, CONFIG_FILE, GatewayConfig, Secret, write_private};
 pub use courier::Courier;
+pub use cyrus::{CYRUS_ROOT, Cyrus, CyrusSeparator};
 pub use dovecot::{Dovecot, DovecotTls};
 pub use e2e::{E2E_VAR, skip_e2e};
 pub use fault_proxy::{Fault, FaultProxy};
@@ -54,6 +58,9 @@ pub use proxy::{ProxyServer, RealProxy};
 pub use smtp_sink::{SmtpSink, Transaction, as_sink_stores, parse_dump};
 pub use tally::{Pair, Tally, delivery_counts, message_id, sample_catchall_pairs};
 pub use token_service::{CLIENT_ID, CLIENT_SECRET, TokenPolicy, TokenService};
+pub use upstream::{
+    Upstream, catchall_retention_delete, pop3_retention_keep, upstream_config, upstream_pass,
+};
 
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener};
@@ -104,6 +111,21 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether a POP3 or IMAP server on 127.0.0.1:`port` greets with a line containing
+/// `greeting` (the session is ended with both protocols' goodbye).
+pub fn greets(port: u16, greeting: &str) -> bool {
+    use std::io::{BufRead, BufReader, Write};
+    let Ok(stream) = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let _ = reader.read_line(&mut line);
+    let _ = reader.get_mut().write_all(b"QUIT\r\na LOGOUT\r\n");
+    line.contains(greeting)
 }
 
 /// GET `path` on the metrics listener: (status line, body).
