@@ -395,6 +395,7 @@ fn the_container_image_builds_and_runs_as_its_own_user() {
     .arg(mailferry_bin())
     .arg("--out")
     .arg(out_dir.path())
+    .args(["--engine", "chroot"])
     .output()
     .unwrap();
     let report = text(&out);

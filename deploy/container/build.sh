@@ -7,11 +7,15 @@
 #     Containerfile), written here with tar and sha256sum, for `podman load`, `docker load`
 #     or `skopeo copy oci-archive:...`;
 # and checks the image: `mailferry --version` and `check-config` on the example, run as the
-# image's user, with podman where it works, else in the unpacked layer under unshare + chroot.
+# image's user, in the unpacked layer under unshare + chroot (or with podman: --engine).
 #
-# Usage: deploy/container/build.sh [--binary PATH] [--out DIR]
+# Usage: deploy/container/build.sh [--binary PATH] [--out DIR] [--engine chroot|podman]
 #   --binary  the mailferry executable to put in (default: cargo build --release)
 #   --out     where to write (default: target/container)
+#   --engine  what runs the check: chroot (the default: the unpacked image under unshare +
+#             chroot, works wherever root may unshare) or podman (loads the OCI layout, also
+#             builds the Containerfile, runs both; needs a podman that can run containers:
+#             in a container without CAP_SYS_RESOURCE crun cannot set the rlimits)
 # Needs root (the image's files belong to root and to the service user) and ldd, tar,
 # sha256sum, unshare, chroot.
 set -euo pipefail
@@ -19,10 +23,12 @@ cd "$(dirname "$0")/../.."
 
 binary=
 out=target/container
+engine=chroot
 while [ $# -gt 0 ]; do
     case "$1" in
         --binary) binary=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
+        --engine) engine=$2; shift 2 ;;
         *) echo "build.sh: unknown argument $1 (see the top of $0)" >&2; exit 2 ;;
     esac
 done
@@ -30,6 +36,10 @@ if [ -z "$binary" ]; then
     cargo build --release --locked
     binary=target/release/mailferry
 fi
+case "$engine" in
+    podman | chroot) ;;
+    *) echo "build.sh: --engine $engine: chroot or podman" >&2; exit 2 ;;
+esac
 if [ "$(id -u)" -ne 0 ]; then
     echo "build.sh: run as root (the image's files are owned by root and uid $((10001)))" >&2
     exit 1
@@ -102,26 +112,31 @@ printf '%s' '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.
 read -r manifest_digest manifest_size < <(blob "$out/manifest.json")
 printf '%s' '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json",'\
 '"digest":"sha256:'"$manifest_digest"'","size":'"$manifest_size"','\
-'"annotations":{"org.opencontainers.image.ref.name":"'"$version"'"}}]}' > "$oci/index.json"
+'"annotations":{"org.opencontainers.image.ref.name":"mailferry:'"$version"'"}}]}' > "$oci/index.json"
 printf '{"imageLayoutVersion":"1.0.0"}' > "$oci/oci-layout"
 tar -C "$oci" --numeric-owner --sort=name --mtime="@$epoch" -cf "$out/mailferry-oci.tar" .
 echo "build.sh: image mailferry:$version: $out/mailferry-oci.tar (OCI layout)," \
     "$out/rootfs.tar + $out/Containerfile; layer $(du -h "$out/rootfs.tar" | cut -f1)"
 
 # The check: the image as built, run as its own user.
-if command -v podman >/dev/null 2>&1 && podman info >/dev/null 2>&1; then
-    podman load -q -i "$out/mailferry-oci.tar" >/dev/null
+if [ "$engine" = podman ]; then
+    # The OCI layout as loaded, and the Containerfile built by podman: the same image.
+    podman load -q -i "$out/mailferry-oci.tar"
+    podman build -q -f "$out/Containerfile" -t "localhost/mailferry:$version-containerfile" "$out"
     echo "build.sh: check with podman"
-    podman run --rm "localhost/mailferry:$version" --version
-    podman run --rm -e MAILFERRY_CATCHALL_PASSWORD=x "localhost/mailferry:$version" \
-        check-config --config /etc/mailferry/mailferry.yaml
+    for image in "localhost/mailferry:$version" "localhost/mailferry:$version-containerfile"; do
+        podman run --rm "$image" --version
+        podman run --rm -e MAILFERRY_CATCHALL_PASSWORD=x "$image" \
+            check-config --config /etc/mailferry/mailferry.yaml
+    done
+    podman rmi -f "localhost/mailferry:$version-containerfile" >/dev/null
 else
-    # No container engine here: the layer of the OCI layout, unpacked, in a fresh mount, PID
-    # and network namespace, with the image's user and entrypoint.
+    # The layer of the OCI layout, unpacked, in a fresh mount, PID and network namespace,
+    # with the image's user and entrypoint.
     check=$out/check-root
     mkdir -p "$check"
     tar -C "$check" -xf "$oci/blobs/sha256/$layer_digest"
-    echo "build.sh: check with unshare + chroot --userspec=$uid:$uid (no container engine here)"
+    echo "build.sh: check with unshare + chroot --userspec=$uid:$uid"
     env -i PATH=/usr/sbin:/usr/bin unshare --mount --pid --net --fork \
         chroot --userspec="$uid:$uid" "$check" /usr/bin/mailferry --version
     env -i PATH=/usr/sbin:/usr/bin MAILFERRY_CATCHALL_PASSWORD=x unshare --mount --pid --net --fork \
