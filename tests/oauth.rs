@@ -346,53 +346,126 @@ fn a_token_expiring_between_passes_is_renewed() {
     assert_no_secret(&service, &stderr);
 }
 
+const OTHER: &str = "other@example.com";
+const OTHER_PASS: &str = "other-pass";
+
 #[test]
-fn a_revoked_refresh_token_gives_the_clear_error_and_is_not_asked_again_until_a_new_login() {
+fn a_revoked_refresh_token_backs_off_with_growing_gaps_while_another_account_delivers() {
     if support::skip_e2e() {
         return;
     }
-    let (service, dovecot, sink, dir) = servers(policy(Duration::from_secs(600)));
-    let config = config(
-        dir.path(),
-        &sink,
-        account(&dovecot, &service, "pop3", "refresh_token", &[]),
+    let service = TokenService::start(policy(Duration::from_secs(600)));
+    let dovecot = Dovecot::start_oauth(
+        &[(USER, PASS), (OTHER, OTHER_PASS)],
+        &service.url("/introspect"),
     );
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = support::free_port();
+    let other = AccountYaml {
+        name: "other".into(),
+        port: dovecot.pop3s_port(),
+        tls: "tls".into(),
+        ca_file: Some(dovecot.ca_file()),
+        username: OTHER.into(),
+        password: Secret::Inline(OTHER_PASS.into()),
+        extra_lines: vec![
+            "mode: single-user".into(),
+            "deliver_to: other@corp.local".into(),
+            "poll_interval: 5s".into(),
+        ],
+        ..AccountYaml::default()
+    };
+    let config = GatewayConfig::new(dir.path().join("state"), sink.port())
+        .domains(&["corp.local"])
+        .postmaster("postmaster@corp.local")
+        .metrics_listen(&format!("127.0.0.1:{metrics_port}"))
+        .account(account(&dovecot, &service, "pop3", "refresh_token", &[]))
+        .account(other)
+        .write(dir.path())
+        .display()
+        .to_string();
     let revoked = service.issue_refresh(USER);
     std::fs::create_dir_all(refresh_file(dir.path()).parent().unwrap()).unwrap();
     std::fs::write(refresh_file(dir.path()), &revoked).unwrap();
     service.revoke_refresh_tokens();
     deliver(&dovecot, "after consent");
+    dovecot.deliver(
+        OTHER,
+        &message(&[("From", "x@remote.test"), ("Subject", "other 1")], "hi\n"),
+    );
 
     let daemon = Mailferry::spawn(&["run", "--config", &config]);
-    // Three passes at least (poll_interval 5 s).
-    std::thread::sleep(Duration::from_secs(12));
-    assert_eq!(
-        service.grants(),
-        ["refresh_token"],
-        "the refused token is not sent again every pass"
+    // Passes of o365 at about 0, 5, 15 s (poll_interval 5 s, doubling); the other
+    // account meanwhile every 5 s.
+    std::thread::sleep(Duration::from_secs(8));
+    dovecot.deliver(
+        OTHER,
+        &message(&[("From", "x@remote.test"), ("Subject", "other 2")], "hi\n"),
     );
-    assert_eq!(dovecot.count(USER), 1);
+    std::thread::sleep(Duration::from_secs(10));
+    let times = service.grant_times();
+    assert_eq!(
+        service
+            .grants()
+            .iter()
+            .filter(|g| *g == "refresh_token")
+            .count(),
+        times.len()
+    );
+    assert!(
+        times.len() >= 3,
+        "asked at each backed-off pass: {} requests",
+        times.len()
+    );
+    let gaps: Vec<f64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    assert!(gaps[0] >= 4.0, "no tight loop: {gaps:?}");
+    assert!(gaps[1] >= gaps[0] * 1.5, "the gaps grow: {gaps:?}");
+    assert_eq!(dovecot.count(USER), 1, "nothing fetched without a token");
+    let other_subjects: Vec<String> = sink.transactions().iter().map(|t| t.subject()).collect();
+    assert_eq!(
+        other_subjects,
+        ["other 1", "other 2"],
+        "the other account goes on"
+    );
+    let metrics = http_get(metrics_port, "/metrics");
+    for line in [
+        format!("mailferry_oauth_token_expiry_seconds{{account=\"{NAME}\"}} 0"),
+        format!("mailferry_login_refused{{account=\"{NAME}\"}} 1"),
+        "mailferry_login_refused{account=\"other\"} 0".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+    assert!(
+        metrics.contains(&format!(
+            "mailferry_auth_failures_total{{account=\"{NAME}\"}}"
+        )) && metrics.contains(&format!(
+            "mailferry_oauth_failures_total{{account=\"{NAME}\",reason=\"refused\"}}"
+        )),
+        "{metrics}"
+    );
+    assert_no_secret(&service, &metrics);
+
     // The user logs in again: the next pass takes the new token.
     let fresh = service.issue_refresh(USER);
     std::fs::write(refresh_file(dir.path()), &fresh).unwrap();
-    let arrived = wait_until(Duration::from_secs(20), || sink.transactions().len() == 1);
+    let arrived = wait_until(Duration::from_secs(40), || dovecot.count(USER) == 0);
     let out = daemon
         .terminate(Duration::from_secs(20))
         .unwrap_or_else(|o| o);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(arrived, "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "refused the refresh token (invalid_grant: test service says invalid_grant); consent revoked or the token expired: run `mailferry oauth login --config <config file> --account {NAME}` again"
-        )),
-        "{stderr}"
+    let clear = format!(
+        "refused the refresh token (invalid_grant: test service says invalid_grant); consent revoked or the token expired: run `mailferry oauth login --config <config file> --account {NAME}` again"
     );
-    let failed = stderr.matches("pass failed").count();
+    let said = stderr.matches(&clear).count();
     assert!(
-        failed >= 2,
-        "several passes failed without asking again: {stderr}"
+        said >= 1 && said <= times.len() + 2,
+        "the clear error, once per failed pass, not more: {said}\n{stderr}"
     );
-    assert_eq!(dovecot.count(USER), 0);
     assert_no_secret(&service, &stderr);
 }
 

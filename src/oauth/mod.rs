@@ -34,9 +34,10 @@ pub use store::RefreshStore;
 /// one expiring on the way.
 pub const RENEW_MARGIN: Duration = Duration::from_secs(60);
 /// After a refused grant the endpoint is asked again no sooner than this, doubled for each
-/// refusal in a row up to [`REFUSED_WAIT_MAX`] (an account's passes back off as well; the
-/// relay, asked for every session, has only this).
-const REFUSED_WAIT_FIRST: Duration = Duration::from_secs(5);
+/// refusal in a row up to [`REFUSED_WAIT_MAX`]. Short: an account's passes back off on
+/// their own (from `poll_interval`, at least 5 s), and this must not add to their gaps; the
+/// relay, asked at every new session, has only this.
+const REFUSED_WAIT_FIRST: Duration = Duration::from_secs(2);
 /// The longest wait between two requests of a refused grant.
 const REFUSED_WAIT_MAX: Duration = Duration::from_secs(3_600);
 /// The name the relay's token source goes by in logs, metrics and its refresh-token file
@@ -316,6 +317,8 @@ impl TokenSource {
                 let description = crate::fetch::pop3::redact(&description, &secrets);
                 if reply::is_refusal(&code) {
                     let error = self.refused(&code, &description);
+                    // No valid token now: the expiry gauge says so (0, long past).
+                    crate::metrics::oauth_token_expiry(&self.account, SystemTime::UNIX_EPOCH);
                     let count = cached.refused.as_ref().map_or(0, |r| r.count) + 1;
                     let wait = refused_wait(count).as_secs();
                     // The caller reports the error (a pass that failed on it).

@@ -305,3 +305,34 @@ async fn a_refused_grant_is_not_asked_again_and_its_error_shows_no_secret() {
     store.save(&crate::config::Password::new("RT-NEW")).unwrap();
     assert_eq!(source.access_token().await.unwrap().expose(), "AT-9");
 }
+
+#[test]
+fn a_refused_grant_waits_longer_after_each_refusal_up_to_an_hour() {
+    let waits: Vec<u64> = (1..=13).map(|n| super::refused_wait(n).as_secs()).collect();
+    assert_eq!(
+        waits,
+        [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600, 3600]
+    );
+    assert_eq!(super::refused_wait(u32::MAX).as_secs(), 3600);
+}
+
+#[tokio::test]
+async fn a_refused_grant_is_asked_again_once_its_wait_is_over() {
+    let refused = r#"{"error":"invalid_grant"}"#;
+    let (url, bodies) = endpoint(vec![(400, refused), (400, refused)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = super::RefreshStore::new(dir.path(), "unit");
+    store.save(&crate::config::Password::new("RT-OLD")).unwrap();
+    let source = super::TokenSource::new(&account(&url), dir.path()).unwrap();
+    assert!(source.access_token().await.unwrap_err().is_refusal());
+    assert!(source.access_token().await.unwrap_err().is_refusal());
+    assert_eq!(bodies.lock().unwrap().len(), 1, "not within the first wait");
+    tokio::time::sleep(super::refused_wait(1) + Duration::from_millis(100)).await;
+    let e = source.access_token().await.unwrap_err();
+    assert!(e.to_string().contains("mailferry oauth login"), "{e}");
+    assert_eq!(
+        bodies.lock().unwrap().len(),
+        2,
+        "asked again after the wait"
+    );
+}

@@ -50,6 +50,8 @@ struct State {
     devices: HashMap<String, (String, Option<String>, bool)>,
     /// Every `/token` request's grant_type, in order.
     grants: Vec<String>,
+    /// When each `/token` request came, in order.
+    grant_times: Vec<Instant>,
     /// Every access token `/introspect` was asked about, in order.
     introspected: Vec<String>,
     /// Every request body, to check that nothing leaked elsewhere.
@@ -131,6 +133,11 @@ impl TokenService {
     /// The grant_type of every `/token` request so far.
     pub fn grants(&self) -> Vec<String> {
         self.state.lock().unwrap().grants.clone()
+    }
+
+    /// When each `/token` request came, in order.
+    pub fn grant_times(&self) -> Vec<Instant> {
+        self.state.lock().unwrap().grant_times.clone()
     }
 
     /// The access tokens `/introspect` was asked about, in order.
@@ -243,6 +250,7 @@ fn answer(state: &mut State, path: &str, form: &HashMap<String, String>) -> (u16
     match path {
         "/token" => {
             state.grants.push(get("grant_type").to_owned());
+            state.grant_times.push(Instant::now());
             if get("client_id") != CLIENT_ID {
                 return error("invalid_client");
             }
