@@ -17,8 +17,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The daemon: every account on its poll_interval, until SIGTERM or SIGINT.
+    /// The daemon: every account on its poll_interval, until SIGTERM or SIGINT; SIGHUP
+    /// reloads the configuration file.
     Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Apply the edited configuration file to the running daemon (SIGHUP) and say whether it
+    /// took: exit status 0 when applied, 2 when the file is invalid (the daemon is not
+    /// signalled), 1 when the daemon refused it or is not running.
+    Reload {
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -133,6 +141,7 @@ fn main() -> ExitCode {
 
     let config_path = match &cli.command {
         Command::Run { config }
+        | Command::Reload { config }
         | Command::PollOnce { config, .. }
         | Command::CheckConfig { config }
         | Command::TestConnection { config, .. }
@@ -284,8 +293,13 @@ fn main() -> ExitCode {
             }))
         }
         Command::Run { .. } => report(runtime().and_then(|rt| {
-            rt.block_on(mailferry::pipeline::run(config))
+            rt.block_on(mailferry::pipeline::run(config, &config_path))
                 .map_err(Into::into)
+        })),
+        Command::Reload { .. } => report(runtime().and_then(|rt| {
+            let applied = rt.block_on(mailferry::pipeline::reload::request(&config.state_dir))?;
+            println!("{}: {applied}", config_path.display());
+            Ok(())
         })),
         Command::PollOnce { account, .. } => {
             if let Some(code) = unknown_account(&config, &config_path, account.as_deref()) {

@@ -439,10 +439,15 @@ fn a_revoked_refresh_token_backs_off_with_growing_gaps_while_another_account_del
     ] {
         assert!(metrics.contains(&line), "{line} in:\n{metrics}");
     }
+    // Each refused grant fails that pass as a login error.
+    let login_errors = format!("mailferry_poll_errors_total{{account=\"{NAME}\",kind=\"login\"}} ");
+    let counted: Option<usize> = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&login_errors))
+        .and_then(|n| n.trim().parse().ok());
+    assert!(counted >= Some(times.len()), "{login_errors}in:\n{metrics}");
     assert!(
         metrics.contains(&format!(
-            "mailferry_auth_failures_total{{account=\"{NAME}\"}}"
-        )) && metrics.contains(&format!(
             "mailferry_oauth_failures_total{{account=\"{NAME}\",reason=\"refused\"}}"
         )),
         "{metrics}"

@@ -273,6 +273,10 @@ impl Checker<'_> {
                 .integer(n, "max_hops", routing::MAX_HOPS.0, routing::MAX_HOPS.1)
                 .and_then(|m| u32::try_from(m).ok()),
         };
+        let watch_config = match top.get("watch_config") {
+            None => Some(false),
+            Some(n) => self.boolean(n, "watch_config"),
+        };
         let accounts = self.require(top, "accounts").and_then(|n| self.accounts(n));
         // The relay's refresh token is kept beside the accounts'.
         let mut relay = relay;
@@ -295,6 +299,7 @@ impl Checker<'_> {
             rewrite: rewrite?,
             directory: directory?,
             max_hops: max_hops?,
+            watch_config: watch_config?,
             accounts: accounts?,
         })
     }

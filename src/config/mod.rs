@@ -81,6 +81,8 @@ pub struct Config {
     pub directory: Option<DirectoryFile>,
     /// `max_hops`: a copy carrying mailferry's own trace header more often is a loop.
     pub max_hops: u32,
+    /// `watch_config`: the daemon reloads the file when it changes, as on SIGHUP.
+    pub watch_config: bool,
     /// The mailboxes to collect from.
     pub accounts: Vec<AccountConfig>,
 }

@@ -10,8 +10,10 @@ mod lease;
 mod notice;
 mod pass;
 mod plan;
+pub mod reload;
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -182,21 +184,57 @@ pub async fn poll_once_with<M: Mailboxes, St: StateStore, R: Relay>(
 }
 
 /// The daemon: each account on its own cycle until SIGTERM or SIGINT; then every pass
-/// finishes the message in hand, commits its deletions and stops.
-pub async fn run(config: Config) -> Result<(), PipelineError> {
+/// finishes the message in hand, commits its deletions and stops. SIGHUP (and, with
+/// `watch_config`, a change of the file) reads `path` again and applies it (`reload.rs`).
+pub async fn run(config: Config, path: &Path) -> Result<(), PipelineError> {
     let (store, _lock) = Store::open(&config, true).await?;
     if let Some(addr) = config.metrics.listen {
         let listener = crate::metrics::bind(addr).await?;
         tracing::info!("metrics on http://{addr}/metrics");
         tokio::spawn(crate::metrics::serve(listener, store.clone()));
     }
-    let relay = SmtpRelay::new(config.relay.clone());
-    let signal = async { shutdown_signal().await.map_err(PipelineError::Signal) };
-    let upstreams = Upstreams::new(&config);
-    let result = run_with(Arc::new(config), upstreams, &store, &relay, signal).await;
-    relay.close().await;
+    let mut wakers = reload::Wakers::new(path).map_err(PipelineError::Signal)?;
+    let mut config = Arc::new(config);
+    loop {
+        let relay = SmtpRelay::new(config.relay.clone());
+        let mut next = None;
+        // Ends this generation of pollers: a stop, or a file that was read and is valid.
+        let until = async {
+            loop {
+                if let reload::Wake::Stop = wakers.next(config.watch_config).await {
+                    return Ok(());
+                }
+                match reload::reread(path, &config) {
+                    Ok(new) => {
+                        let applied = reload::applied(&new);
+                        tracing::info!("reloading {}: {applied}", path.display());
+                        reload::record(&config.state_dir, &applied);
+                        next = Some(new);
+                        return Ok(());
+                    }
+                    Err(why) => {
+                        tracing::error!(
+                            "reload of {} refused, the running configuration stays:\n{why}",
+                            path.display()
+                        );
+                        reload::record(&config.state_dir, &format!("refused:\n{why}"));
+                    }
+                }
+            }
+        };
+        let upstreams = Upstreams::new(&config);
+        let result = run_with(config.clone(), upstreams, &store, &relay, until).await;
+        relay.close().await;
+        result?;
+        let Some(new) = next else { break };
+        for name in reload::removed(&config, &new) {
+            tracing::info!(account = %name, "account removed by the reload: no longer polled");
+            crate::metrics::status::removed(name);
+        }
+        config = Arc::new(new);
+    }
     tracing::info!("stopped");
-    result
+    Ok(())
 }
 
 /// [`run`] on the given mailboxes, store and relay, until `shutdown` resolves (`Err` stops at
@@ -235,7 +273,7 @@ pub async fn run_with<M: Mailboxes, St: StateStore, R: Relay>(
         Some(why) = fatal.recv() => Some(why),
     };
     match &fatal_error {
-        None => tracing::info!("stopping: finishing the messages in hand"),
+        None => tracing::info!("stopping the pollers: each finishes the message in hand"),
         Some(why) => tracing::error!("stopping: {why}"),
     }
     crate::metrics::set_ready(false);
@@ -389,18 +427,6 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
             _ = stop.changed() => return,
         }
     }
-}
-
-/// Waits for SIGTERM or SIGINT.
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }
 
 #[cfg(test)]

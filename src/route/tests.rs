@@ -829,6 +829,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         rewrite: Vec::new(),
         directory: None,
         max_hops: DEFAULT_MAX_HOPS,
+        watch_config: false,
         accounts: vec![account("Catchall@Example.com")],
     };
     let r = Rules::for_account(&config, &config.accounts[0]);

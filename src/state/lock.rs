@@ -50,6 +50,23 @@ impl StateLock {
     }
 }
 
+/// The PID of the process that holds the lock on `state_dir` (a running daemon), or `None`
+/// when nobody holds it; for `mailferry reload`, which signals that process.
+pub fn holder_of(state_dir: &Path) -> Result<Option<u32>, StateError> {
+    let path = state_dir.join(LOCK_FILE);
+    let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Lock { path, source }),
+    };
+    match file.try_lock() {
+        // Free: released again when `file` is dropped.
+        Ok(()) => Ok(None),
+        Err(TryLockError::WouldBlock) => Ok(holder(&mut file).parse().ok()),
+        Err(TryLockError::Error(source)) => Err(StateError::Lock { path, source }),
+    }
+}
+
 /// The PID written by the holder, as text (`unknown` when it cannot be read).
 fn holder(file: &mut File) -> String {
     let mut text = String::new();
@@ -74,7 +91,10 @@ mod tests {
         let text = err.to_string();
         assert!(matches!(err, StateError::Locked { .. }), "{text}");
         assert!(text.contains(&std::process::id().to_string()), "{text}");
+        // A lock held in this process is still held against another open of the file.
+        assert_eq!(holder_of(dir.path()).unwrap(), Some(std::process::id()));
         drop(first);
+        assert_eq!(holder_of(dir.path()).unwrap(), None);
         StateLock::acquire(dir.path()).expect("free again once dropped");
     }
 }

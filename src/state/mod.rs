@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use crate::address::Address;
 use crate::recipient::{Recipient, Status};
 
-pub use lock::{LOCK_FILE, StateLock};
+pub use lock::{LOCK_FILE, StateLock, holder_of};
 pub use postgres::{PG_SCHEMA_VERSION, PgStore, instance_id};
 pub use quarantine::{Headline, QuarantineEntry, Quarantined};
 pub use schema::SCHEMA_VERSION;
