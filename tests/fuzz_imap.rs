@@ -137,6 +137,7 @@ fn account(port: u16) -> AccountConfig {
         oauth: None,
         proxy: None,
         auth_backoff_max: mailferry::config::DEFAULT_AUTH_BACKOFF_MAX,
+        backoff_max: mailferry::config::DEFAULT_BACKOFF_MAX,
         routing: Default::default(),
     }
 }

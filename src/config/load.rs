@@ -91,6 +91,8 @@ const TIMEOUT: (u64, u64) = (1, 3_600);
 const CONNECTIONS: (u64, u64) = (1, 64);
 const PASS_DEADLINE: (u64, u64) = (1, 86_400);
 const AUTH_BACKOFF_MAX: (u64, u64) = (60, 7 * 86_400);
+const BACKOFF_MAX: (u64, u64) = (5, 86_400);
+const MAX_CONCURRENT_ACCOUNTS: (u64, u64) = (1, 1_000);
 /// `max_message_size` bounds, in bytes: 1 KiB ..= 1 GiB.
 const MESSAGE_SIZE: (u64, u64) = (1_024, 1 << 30);
 const RETRY_DELAY: (u64, u64) = (0, 86_400);
@@ -277,6 +279,17 @@ impl Checker<'_> {
             None => Some(false),
             Some(n) => self.boolean(n, "watch_config"),
         };
+        let max_concurrent_accounts = match top.get("max_concurrent_accounts") {
+            None => Some(crate::config::DEFAULT_MAX_CONCURRENT_ACCOUNTS),
+            Some(n) => self
+                .integer(
+                    n,
+                    "max_concurrent_accounts",
+                    MAX_CONCURRENT_ACCOUNTS.0,
+                    MAX_CONCURRENT_ACCOUNTS.1,
+                )
+                .and_then(|m| usize::try_from(m).ok()),
+        };
         let accounts = self.require(top, "accounts").and_then(|n| self.accounts(n));
         // The relay's refresh token is kept beside the accounts'.
         let mut relay = relay;
@@ -300,6 +313,7 @@ impl Checker<'_> {
             directory: directory?,
             max_hops: max_hops?,
             watch_config: watch_config?,
+            max_concurrent_accounts: max_concurrent_accounts?,
             accounts: accounts?,
         })
     }

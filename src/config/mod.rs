@@ -43,6 +43,13 @@ pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(7 * 86_400);
 /// (1 hour).
 pub const DEFAULT_AUTH_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
 
+/// `backoff_max` when not set: a failing mailbox (unreachable, TLS or protocol failure) is
+/// tried again at most this far apart (15 minutes).
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(900);
+
+/// `max_concurrent_accounts` when not set: passes running at once, all accounts together.
+pub const DEFAULT_MAX_CONCURRENT_ACCOUNTS: usize = 16;
+
 /// `max_message_size` when not set: 50 MB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 50_000_000;
 
@@ -83,6 +90,9 @@ pub struct Config {
     pub max_hops: u32,
     /// `watch_config`: the daemon reloads the file when it changes, as on SIGHUP.
     pub watch_config: bool,
+    /// `max_concurrent_accounts`: at most this many passes run at once; the others wait their
+    /// turn, first come first served.
+    pub max_concurrent_accounts: usize,
     /// The mailboxes to collect from.
     pub accounts: Vec<AccountConfig>,
 }
@@ -505,6 +515,10 @@ pub struct AccountConfig {
     /// (from `poll_interval`), up to this, so that a wrong password does not lock the
     /// mailbox.
     pub auth_backoff_max: Duration,
+    /// `backoff_max`: after a failed pass (the server unreachable, TLS or protocol failure,
+    /// the pass deadline) the next waits twice as long each time (from `poll_interval`), up
+    /// to this.
+    pub backoff_max: Duration,
     /// The routing keys this account sets for itself.
     pub routing: AccountRouting,
 }

@@ -31,6 +31,11 @@ struct Inner {
     login_delay: Option<std::time::Duration>,
     /// Logins are refused (a wrong password).
     refuse_login: bool,
+    /// The server is down: every session fails before the login.
+    down: bool,
+    /// Sessions open at this moment, and the most ever open at once.
+    open_now: usize,
+    open_most: usize,
     /// When each session was opened (or its login refused).
     logins: Vec<tokio::time::Instant>,
 }
@@ -93,6 +98,16 @@ impl MemoryMailbox {
         self.lock().refuse_login = refuse;
     }
 
+    /// From now on the server cannot be reached (`false`: it is back).
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
+    }
+
+    /// The most sessions that were ever open at the same moment.
+    pub fn most_open_at_once(&self) -> usize {
+        self.lock().open_most
+    }
+
     /// When each login was tried, in order.
     pub fn logins(&self) -> Vec<tokio::time::Instant> {
         self.lock().logins.clone()
@@ -142,6 +157,11 @@ impl Source for MemoryMailbox {
         let mut inner = self.lock();
         inner.sessions += 1;
         inner.logins.push(tokio::time::Instant::now());
+        if inner.down {
+            return Err(FetchError::Pop3(Pop3Error::Timeout(
+                std::time::Duration::from_secs(180),
+            )));
+        }
         if inner.refuse_login {
             return Err(FetchError::Pop3(Pop3Error::AuthFailed {
                 method: "USER/PASS".to_owned(),
@@ -149,12 +169,20 @@ impl Source for MemoryMailbox {
                 temporary: false,
             }));
         }
+        inner.open_now += 1;
+        inner.open_most = inner.open_most.max(inner.open_now);
         drop(inner);
         Ok(MemorySession {
             mailbox: self.clone(),
             marked: HashSet::new(),
             lost: false,
         })
+    }
+}
+
+impl Drop for MemorySession {
+    fn drop(&mut self) {
+        self.mailbox.lock().open_now -= 1;
     }
 }
 
@@ -209,9 +237,9 @@ impl Mailbox for MemorySession {
         Ok(())
     }
 
-    async fn commit(self) -> Result<Vec<u32>, FetchError> {
+    async fn commit(mut self) -> Result<Vec<u32>, FetchError> {
         self.alive()?;
-        let marked = self.marked;
+        let marked = std::mem::take(&mut self.marked);
         self.mailbox
             .lock()
             .messages

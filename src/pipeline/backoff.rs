@@ -1,18 +1,25 @@
-//! Refused logins back off: a mailbox whose server refuses the password is tried again
-//! after `poll_interval`, then twice as long each time, up to `auth_backoff_max`, so that a
-//! wrong password does not get the account locked by the provider (a lock-out is worse than
-//! a late message). A network failure does not count: only the server saying no.
+//! When an account's next pass is due. Refused logins back off: a mailbox whose server
+//! refuses the password is tried again after `poll_interval`, then twice as long each time,
+//! up to `auth_backoff_max`, so that a wrong password does not get the account locked by the
+//! provider (a lock-out is worse than a late message). A failing mailbox (unreachable, TLS or
+//! protocol failure, a pass past its deadline) backs off the same way up to `backoff_max`, so
+//! a dead server is not hammered; a failure that is not the mailbox's (the state store) does
+//! not count. And every wait gets a little random delay (`jitter`), so that accounts with one
+//! poll_interval do not all connect in the same second.
 
+use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
 
 use super::{PassError, PassReport};
 use crate::config::AccountConfig;
 
-/// The refused logins of one account in a row, and the wait they call for.
+/// The refused logins and failed passes of one account in a row, and the wait they call for.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct AuthBackoff {
+pub(super) struct Backoff {
     /// Logins refused since the last one accepted.
     pub refused: u32,
+    /// Passes failed in a row (not counting refused logins) since the last that worked.
+    pub failed: u32,
 }
 
 /// What a pass's outcome means for the next login.
@@ -26,7 +33,7 @@ pub(super) enum Login {
     Unknown,
 }
 
-impl AuthBackoff {
+impl Backoff {
     /// Takes in a pass's login outcome; returns the wait before the next pass when logins
     /// are being refused (`None`: the account's usual cadence).
     pub fn after(
@@ -44,15 +51,16 @@ impl AuthBackoff {
     }
 }
 
-impl AuthBackoff {
+impl Backoff {
     /// Takes in how a pass of `account` went, counts and logs a refused login (or the first
-    /// login accepted after refusals), and returns the wait before its next pass while
-    /// logins are refused.
+    /// login accepted after refusals) or a failed pass, and returns the wait before its next
+    /// pass while logins are refused or passes fail (`None`: the usual cadence).
     pub fn after_pass(
         &mut self,
         account: &AccountConfig,
         result: &Result<PassReport, PassError>,
     ) -> Option<Duration> {
+        let failing = self.failed_pass(account, result);
         let login = match result {
             Err(PassError::Fetch(e)) if e.login_refused() => Login::Refused,
             Ok(_) => Login::Accepted,
@@ -81,8 +89,70 @@ impl AuthBackoff {
             }
             _ => {}
         }
+        wait.or(failing)
+    }
+
+    /// Counts a failed pass of the mailbox's own doing; the growing wait while they go on,
+    /// from the second in a row (the first is retried at the usual cadence).
+    fn failed_pass(
+        &mut self,
+        account: &AccountConfig,
+        result: &Result<PassReport, PassError>,
+    ) -> Option<Duration> {
+        let failed = match result {
+            Ok(_) => false,
+            Err(PassError::Fetch(e)) => !e.login_refused(),
+            Err(PassError::Deadline(_) | PassError::Panicked(_)) => true,
+            // The store, or a choice only the administrator can make: not the mailbox.
+            Err(PassError::State(_) | PassError::InitialChoice { .. }) => return None,
+        };
+        let was = self.failed;
+        let wait = self.after_failure(failed, account.poll_interval, account.backoff_max);
+        match wait {
+            Some(wait) => tracing::warn!(
+                account = %account.name,
+                "{} passes failed in a row: next attempt in {}s (doubling up to backoff_max {}s)",
+                self.failed,
+                wait.as_secs(),
+                account.backoff_max.as_secs()
+            ),
+            None if was > 1 && !failed => {
+                tracing::info!(account = %account.name, "the pass works again (after {was} failed)")
+            }
+            None => {}
+        }
         wait
     }
+
+    /// Takes in whether a pass failed; the wait before the next from the second failure in a
+    /// row (the first is retried at the usual cadence: one lost connection is no outage).
+    pub fn after_failure(
+        &mut self,
+        failed: bool,
+        poll_interval: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        self.failed = if failed {
+            self.failed.saturating_add(1)
+        } else {
+            0
+        };
+        (self.failed > 1).then(|| delay(self.failed - 1, poll_interval, max))
+    }
+}
+
+/// A random extra wait for the next pass: up to a tenth of `poll_interval`, at most 60 s.
+pub(super) fn jitter(poll_interval: Duration) -> Duration {
+    let most = (poll_interval / 10).min(Duration::from_secs(60));
+    // Each RandomState has new random keys: random enough to spread connections.
+    let random = RandomState::new().hash_one(0u8);
+    spread(most, random)
+}
+
+/// `random` mapped onto `0..=most`, to the millisecond.
+fn spread(most: Duration, random: u64) -> Duration {
+    let ms = u64::try_from(most.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(random % ms.saturating_add(1))
 }
 
 /// The wait after the `refused`-th refused login in a row (1-based): `poll_interval`, doubled
@@ -120,7 +190,7 @@ mod tests {
     #[test]
     fn an_accepted_login_ends_the_backoff_and_a_network_failure_changes_nothing() {
         let max = Duration::from_secs(3_600);
-        let mut b = AuthBackoff::default();
+        let mut b = Backoff::default();
         assert_eq!(b.after(Login::Accepted, MINUTE, max), None);
         assert_eq!(b.after(Login::Refused, MINUTE, max), Some(MINUTE));
         assert_eq!(b.after(Login::Refused, MINUTE, max), Some(2 * MINUTE));
@@ -128,5 +198,33 @@ mod tests {
         assert_eq!(b.after(Login::Refused, MINUTE, max), Some(4 * MINUTE));
         assert_eq!(b.after(Login::Accepted, MINUTE, max), None);
         assert_eq!(b.refused, 0);
+    }
+
+    #[test]
+    fn failed_passes_back_off_from_the_second_and_a_working_pass_ends_it() {
+        let max = Duration::from_secs(600);
+        let mut b = Backoff::default();
+        assert_eq!(b.after_failure(true, MINUTE, max), None);
+        assert_eq!(b.after_failure(true, MINUTE, max), Some(MINUTE));
+        assert_eq!(b.after_failure(true, MINUTE, max), Some(2 * MINUTE));
+        assert_eq!(b.after_failure(true, MINUTE, max), Some(4 * MINUTE));
+        assert_eq!(b.after_failure(true, MINUTE, max), Some(8 * MINUTE));
+        assert_eq!(b.after_failure(true, MINUTE, max), Some(max));
+        assert_eq!(b.after_failure(false, MINUTE, max), None);
+        assert_eq!(b.failed, 0);
+        assert_eq!(b.after_failure(true, MINUTE, max), None, "counted afresh");
+    }
+
+    #[test]
+    fn the_jitter_stays_within_a_tenth_of_poll_interval_and_a_minute() {
+        let most = Duration::from_secs(6);
+        assert_eq!(spread(most, 0), Duration::ZERO);
+        assert_eq!(spread(most, 6_000), most);
+        assert!(spread(most, u64::MAX) <= most);
+        for _ in 0..100 {
+            assert!(jitter(MINUTE) <= most);
+            assert!(jitter(Duration::from_secs(86_400)) <= MINUTE);
+        }
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
     }
 }

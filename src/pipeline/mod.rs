@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{AccountConfig, Config};
@@ -73,9 +73,14 @@ impl Mailboxes for Upstreams {
         }
     }
 
-    /// `poll_interval`, or until new mail with `idle: true` (IMAP IDLE).
+    /// `poll_interval` and a little random delay (`backoff::jitter`, so that accounts do not
+    /// all connect in the same second), or until new mail with `idle: true` (IMAP IDLE: not
+    /// held back).
     async fn until_next_pass(&self, account: &AccountConfig) {
-        crate::fetch::idle::until_next_pass(account, self.tokens.get(&account.name)).await
+        crate::fetch::idle::until_next_pass(account, self.tokens.get(&account.name)).await;
+        if !account.idle {
+            tokio::time::sleep(backoff::jitter(account.poll_interval)).await;
+        }
     }
 }
 
@@ -151,19 +156,22 @@ pub async fn poll_once_with<M: Mailboxes, St: StateStore, R: Relay>(
 ) -> Summary {
     // Never set: poll-once always finishes its pass.
     let (_stop_tx, stop) = watch::channel(false);
+    let turns = Arc::new(Semaphore::new(config.max_concurrent_accounts));
     let mut tasks = JoinSet::new();
     for (index, account) in config.accounts.iter().enumerate() {
         if only.is_some_and(|name| name != account.name) {
             continue;
         }
-        let (config, mailboxes, store, relay, stop) = (
+        let (config, mailboxes, store, relay, stop, turns) = (
             config.clone(),
             mailboxes.clone(),
             store.clone(),
             relay.clone(),
             stop.clone(),
+            turns.clone(),
         );
         tasks.spawn(async move {
+            let _turn = turns.acquire_owned().await;
             let name = config.accounts[index].name.clone();
             let result = guarded_pass(config, index, mailboxes, store, relay, stop, false).await;
             (index, name, result)
@@ -248,18 +256,21 @@ pub async fn run_with<M: Mailboxes, St: StateStore, R: Relay>(
 ) -> Result<(), PipelineError> {
     let (stop_tx, stop) = watch::channel(false);
     let (fatal_tx, mut fatal) = tokio::sync::mpsc::channel::<String>(1);
+    let turns = Arc::new(Semaphore::new(config.max_concurrent_accounts));
     let mut pollers = JoinSet::new();
     for index in 0..config.accounts.len() {
-        let (config, mailboxes, store, relay, stop, fatal_tx) = (
+        let control = Control {
+            stop: stop.clone(),
+            fatal: fatal_tx.clone(),
+            turns: turns.clone(),
+        };
+        pollers.spawn(poller(
             config.clone(),
+            index,
             mailboxes.clone(),
             store.clone(),
             relay.clone(),
-            stop.clone(),
-            fatal_tx.clone(),
-        );
-        pollers.spawn(poller(
-            config, index, mailboxes, store, relay, stop, fatal_tx,
+            control,
         ));
     }
     crate::metrics::set_ready(true);
@@ -343,6 +354,14 @@ async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
     }
 }
 
+/// What the pollers share besides the seams: the stop, the way to stop the daemon, and the
+/// turns of `max_concurrent_accounts`.
+struct Control {
+    stop: watch::Receiver<bool>,
+    fatal: tokio::sync::mpsc::Sender<String>,
+    turns: Arc<Semaphore>,
+}
+
 /// One account's cycle: a pass, then wait `poll_interval` (or, with `idle: true`, until new
 /// mail), or until stopped; while the server refuses the login, the growing wait of
 /// `backoff.rs` instead.
@@ -352,15 +371,25 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
     mailboxes: M,
     store: St,
     relay: R,
-    mut stop: watch::Receiver<bool>,
-    fatal: tokio::sync::mpsc::Sender<String>,
+    control: Control,
 ) {
+    let Control {
+        mut stop,
+        fatal,
+        turns,
+    } = control;
     let account = &config.accounts[index];
     // The LOGIN-DELAY warning is said once per account.
     let mut told_delay = false;
-    let mut auth = backoff::AuthBackoff::default();
+    let mut backoff = backoff::Backoff::default();
     crate::metrics::account_polling(account);
     loop {
+        // max_concurrent_accounts: wait for a turn (first come, first served); a stop meanwhile
+        // ends the poller.
+        let turn = tokio::select! {
+            turn = turns.clone().acquire_owned() => turn,
+            _ = stop.changed() => return,
+        };
         let began = tokio::time::Instant::now();
         let pass = guarded_pass(
             config.clone(),
@@ -372,6 +401,7 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
             true,
         );
         let result = pass.await;
+        drop(turn);
         // Never log in sooner than the server allows (POP3 LOGIN-DELAY): it would refuse.
         let delay = result.as_ref().ok().and_then(|r| r.login_delay);
         if let Some(delay) = delay.filter(|d| *d > account.poll_interval)
@@ -386,7 +416,7 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
                 account.poll_interval.as_secs()
             );
         }
-        let backoff = auth.after_pass(account, &result);
+        let backoff = backoff.after_pass(account, &result);
         match result {
             Err(e) if e.is_fatal() => {
                 let _ = fatal.send(e.to_string()).await;

@@ -7,6 +7,7 @@ mod auth;
 mod kept;
 mod looped;
 mod pipelined;
+mod schedule;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -357,6 +358,41 @@ async fn a_connection_lost_mid_message_goes_on_with_the_others_on_a_new_one() {
         "the message whose download broke stays"
     );
     assert_eq!(w.received("b@example.com"), 1);
+}
+
+/// Each account's own mailbox, by name.
+#[derive(Clone)]
+struct ByName(Arc<HashMap<String, MemoryMailbox>>);
+
+impl Mailboxes for ByName {
+    type Source<'a> = MemoryMailbox;
+
+    fn source<'a>(&'a self, _config: &'a Config, account: &'a AccountConfig) -> MemoryMailbox {
+        self.0[&account.name].clone()
+    }
+}
+
+/// The daemon (`run_with`) on `w`'s configuration, store and relay until `stop`.
+async fn run_daemon(
+    w: &World,
+    mailboxes: impl Mailboxes,
+    stop: impl Future<Output = Result<(), crate::pipeline::PipelineError>>,
+) {
+    run_with(
+        Arc::new(w.config.clone()),
+        mailboxes,
+        &w.store,
+        &w.relay,
+        stop,
+    )
+    .await
+    .unwrap();
+}
+
+/// The seconds between one login attempt and the next.
+fn gaps(mailbox: &MemoryMailbox) -> Vec<u64> {
+    let logins = mailbox.logins();
+    logins.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect()
 }
 
 /// [`Mailboxes`] for the tests: every account reads the one in-memory mailbox.

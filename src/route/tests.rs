@@ -802,6 +802,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         oauth: None,
         proxy: None,
         auth_backoff_max: crate::config::DEFAULT_AUTH_BACKOFF_MAX,
+        backoff_max: crate::config::DEFAULT_BACKOFF_MAX,
         routing: Default::default(),
     };
     let config = Config {
@@ -830,6 +831,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         directory: None,
         max_hops: DEFAULT_MAX_HOPS,
         watch_config: false,
+        max_concurrent_accounts: crate::config::DEFAULT_MAX_CONCURRENT_ACCOUNTS,
         accounts: vec![account("Catchall@Example.com")],
     };
     let r = Rules::for_account(&config, &config.accounts[0]);

@@ -234,6 +234,10 @@ impl Checker<'_> {
             None => Some(DEFAULT_AUTH_BACKOFF_MAX),
             Some(n) => self.duration(n, &s.name("auth_backoff_max"), AUTH_BACKOFF_MAX),
         };
+        let backoff_max = match s.get("backoff_max") {
+            None => Some(crate::config::DEFAULT_BACKOFF_MAX),
+            Some(n) => self.duration(n, &s.name("backoff_max"), BACKOFF_MAX),
+        };
         let routing = self.account_routing(s, index);
         if let (Some(n), Some(Initial::SkipExisting), Some(Retention::Delete)) =
             (s.get("initial"), initial.flatten(), retention)
@@ -274,6 +278,7 @@ impl Checker<'_> {
             oauth: oauth?,
             proxy: proxy?,
             auth_backoff_max: auth_backoff_max?,
+            backoff_max: backoff_max?,
         })
     }
 

@@ -40,6 +40,7 @@ pub(super) fn account(addr: SocketAddr, tls: TlsMode) -> AccountConfig {
         oauth: None,
         proxy: None,
         auth_backoff_max: crate::config::DEFAULT_AUTH_BACKOFF_MAX,
+        backoff_max: crate::config::DEFAULT_BACKOFF_MAX,
         routing: Default::default(),
     }
 }

@@ -6,45 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{World, mail};
-use crate::config::{AccountConfig, Config};
+use super::{ByName, World, gaps, mail, run_daemon as run};
 use crate::fetch::memory::MemoryMailbox;
-use crate::pipeline::{Mailboxes, run_with};
-
-/// Each account's own mailbox, by name.
-#[derive(Clone)]
-struct ByName(Arc<HashMap<String, MemoryMailbox>>);
-
-impl Mailboxes for ByName {
-    type Source<'a> = MemoryMailbox;
-
-    fn source<'a>(&'a self, _config: &'a Config, account: &'a AccountConfig) -> MemoryMailbox {
-        self.0[&account.name].clone()
-    }
-}
-
-/// The daemon on `w`'s configuration, store and relay until `stop`.
-async fn run(
-    w: &World,
-    mailboxes: impl Mailboxes,
-    stop: impl Future<Output = Result<(), crate::pipeline::PipelineError>>,
-) {
-    run_with(
-        Arc::new(w.config.clone()),
-        mailboxes,
-        &w.store,
-        &w.relay,
-        stop,
-    )
-    .await
-    .unwrap();
-}
-
-/// The seconds between one login attempt and the next.
-fn gaps(mailbox: &MemoryMailbox) -> Vec<u64> {
-    let logins = mailbox.logins();
-    logins.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect()
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_login_is_tried_again_ever_later_while_other_accounts_go_on() {
