@@ -13,6 +13,17 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The log on stderr: `text` for people (without timestamps under systemd, whose journal
+    /// has its own), `json` for log shippers (one object a line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -130,14 +141,7 @@ enum StateAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAILFERRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_log(cli.log_format);
 
     let config_path = match &cli.command {
         Command::Run { config }
@@ -438,6 +442,23 @@ fn read_capped(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
         )));
     }
     Ok(raw)
+}
+
+/// Logging to stderr, filtered by `MAILFERRY_LOG` (default `info`).
+fn init_log(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // systemd sets JOURNAL_STREAM for a service whose stderr is the journal, which stamps
+    // every line itself.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    match format {
+        LogFormat::Json => log.json().init(),
+        LogFormat::Text if journal => log.without_time().with_ansi(false).init(),
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

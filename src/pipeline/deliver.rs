@@ -101,10 +101,17 @@ pub async fn deliver<R: Relay, St: StateStore>(
     }
 
     let message = with_trace(relay, account, uid, &pending, "", raw);
-    match relay
+    let sending = std::time::Instant::now();
+    let sent = relay
         .send(plan.return_path.as_ref(), &pending, &message)
-        .await
-    {
+        .await;
+    let audit = Audit {
+        account: name,
+        uid,
+        message_id: routing.message_id.as_deref().unwrap_or("-"),
+        ms: u64::try_from(sending.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    match sent {
         Ok(results) => plan.take_replies(&results),
         Err(e) => {
             relay_failed(name, uid, &e);
@@ -120,7 +127,7 @@ pub async fn deliver<R: Relay, St: StateStore>(
         }
     }
     if plan.whole.is_none() {
-        log_replies(name, uid, &plan);
+        audit.replies(&plan);
     }
 
     let mut copy = Ok(());
@@ -140,6 +147,7 @@ pub async fn deliver<R: Relay, St: StateStore>(
     for label in plan.counted(&standing) {
         crate::metrics::recipient_outcome(name, label);
     }
+    audit.rerouted(&plan);
     let settled = standing == Standing::Settled;
     let state = (store.record_recipients(name, uid, dedup, &plan.now, settled, now)).await?;
     let verdict = match standing {
@@ -150,24 +158,90 @@ pub async fn deliver<R: Relay, St: StateStore>(
     Ok(Delivery { verdict, plan })
 }
 
-/// One log line per recipient sent to, saying what the internal server replied.
-fn log_replies(name: &str, uid: &str, plan: &Plan) {
-    for r in &plan.now {
-        let recipient = &r.address;
-        match &r.status {
-            Status::Delivered(reply) => {
-                tracing::info!(account = name, uid, recipient = %recipient, "delivered: {reply}");
+/// The audit trail: one log line per message and recipient sent to, with what became of it,
+/// the internal server's reply and how long the transaction took — the lines an administrator
+/// greps for "did alice get it?".
+struct Audit<'a> {
+    account: &'a str,
+    uid: &'a str,
+    message_id: &'a str,
+    /// The relay transaction, in milliseconds.
+    ms: u64,
+}
+
+impl Audit<'_> {
+    /// A line per recipient of the transaction, with the reply to it.
+    fn replies(&self, plan: &Plan) {
+        let Audit {
+            account,
+            uid,
+            message_id,
+            ms,
+        } = *self;
+        for r in &plan.now {
+            let recipient = &r.address;
+            match &r.status {
+                Status::Delivered(reply) => tracing::info!(
+                    account,
+                    uid,
+                    message_id,
+                    %recipient,
+                    outcome = "delivered",
+                    ms,
+                    "delivered: {reply}"
+                ),
+                Status::Temporary(reply) => tracing::warn!(
+                    account,
+                    uid,
+                    message_id,
+                    %recipient,
+                    outcome = "temporary",
+                    ms,
+                    "deferred, will retry: {reply}"
+                ),
+                Status::Permanent(reply) => tracing::warn!(
+                    account,
+                    uid,
+                    message_id,
+                    %recipient,
+                    outcome = "permanent",
+                    ms,
+                    "refused: {reply}; re-routing to the postmaster"
+                ),
+                Status::Pending => tracing::warn!(
+                    account,
+                    uid,
+                    message_id,
+                    %recipient,
+                    outcome = "pending",
+                    ms,
+                    "the relay gave no outcome; will retry"
+                ),
+                Status::Duplicate(_) | Status::Rerouted(_) => {}
             }
-            Status::Temporary(reply) => {
-                tracing::warn!(account = name, uid, recipient = %recipient, "deferred, will retry: {reply}");
+        }
+    }
+
+    /// A line per recipient the postmaster got the copy for.
+    fn rerouted(&self, plan: &Plan) {
+        let Audit {
+            account,
+            uid,
+            message_id,
+            ..
+        } = *self;
+        for r in &plan.now {
+            if let Status::Rerouted(reply) = &r.status {
+                let recipient = &r.address;
+                tracing::info!(
+                    account,
+                    uid,
+                    message_id,
+                    %recipient,
+                    outcome = "rerouted",
+                    "re-routed to the postmaster: {reply}"
+                );
             }
-            Status::Permanent(reply) => {
-                tracing::warn!(account = name, uid, recipient = %recipient, "refused: {reply}; re-routing to the postmaster");
-            }
-            Status::Pending => {
-                tracing::warn!(account = name, uid, recipient = %recipient, "the relay gave no outcome; will retry");
-            }
-            Status::Duplicate(_) | Status::Rerouted(_) => {}
         }
     }
 }
