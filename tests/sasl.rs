@@ -4,8 +4,9 @@
 //! restriction the strongest, SCRAM-SHA-256, chosen. The mechanism is asserted from both
 //! ends: mailferry's "logged in with" line and Dovecot's `method=` login line. Debian's
 //! Dovecot has NTLM only through Samba's winbind: `spa: true` meets a server without NTLM
-//! here, and must fetch nothing (NTLM itself is tested against MS-NLMP's examples and the
-//! scripted fake).
+//! here, and must fetch nothing. NTLM itself is tested against MS-NLMP's examples, the
+//! scripted fake, Cyrus SASL's sample server (below), and delivered end to end over POP3 and
+//! IMAP against Cyrus (`tests/cyrus.rs`).
 
 mod support;
 

@@ -7,7 +7,11 @@
 //! `pop3-server`), so `scripts/install-deps.sh` unpacks them with `cyrus-common` into
 //! [`CYRUS_ROOT`] and installs only the libraries they link against. Each instance has its own
 //! `imapd.conf` and `cyrus.conf` under a temporary root, its own sasldb (SASL `auxprop`, made
-//! with `saslpasswd2`), and its `master` runs as the unprivileged mail user. Mailboxes are
+//! with `saslpasswd2`, passwords in clear text as the challenge-response mechanisms need), and
+//! its `master` runs as the unprivileged mail user. It offers PLAIN and LOGIN, or with
+//! [`Cyrus::start_offering`] the mechanisms asked for, NTLM among them (Cyrus SASL's
+//! `libntlm` plugin, package libsasl2-modules, checking NTLMv2 against the sasldb's password).
+//! Mailboxes are
 //! created over IMAP by the instance's admin, mail is put in with IMAP APPEND and read back
 //! over IMAP: what a delivery agent and a user would do.
 
@@ -31,6 +35,9 @@ const ADMIN: &str = "cyrus";
 const ADMIN_PASSWORD: &str = "cyrus-admin-test-only";
 /// The server name, and the SASL realm of users without a domain (the administrator).
 const SERVER_NAME: &str = "localhost";
+
+/// The SASL mechanisms an instance offers unless told otherwise (`sasl_mech_list`).
+const MECHANISMS: &[&str] = &["PLAIN", "LOGIN"];
 
 /// Attempts at starting, each with new ports (a port may be taken between pick and bind).
 const START_ATTEMPTS: usize = 5;
@@ -62,6 +69,7 @@ pub struct Cyrus {
     pop3: u16,
     imap: u16,
     separator: CyrusSeparator,
+    mechanisms: String,
     users: Vec<(String, String)>,
     root: tempfile::TempDir,
 }
@@ -76,6 +84,21 @@ impl Cyrus {
 
     /// [`Cyrus::start`] with the hierarchy separator `separator`.
     pub fn start_with(users: &[(&str, &str)], separator: CyrusSeparator) -> Cyrus {
+        Cyrus::launch(users, separator, MECHANISMS)
+    }
+
+    /// [`Cyrus::start`] offering the SASL mechanisms `mechanisms` (e.g. `["NTLM"]`) over
+    /// POP3 (`CAPA` `SASL`) and IMAP (`AUTH=`). The harness's own sessions use IMAP `LOGIN`,
+    /// which works whatever is offered.
+    ///
+    /// NTLM: Cyrus SASL looks the NTLM user name up as it stands (`user@domain` in the
+    /// domain's realm) and computes NTLMv2 over the upper-cased user name and the upper-cased
+    /// NTLM domain; a `user@domain` login sends no NTLM domain, so both sides agree.
+    pub fn start_offering(users: &[(&str, &str)], mechanisms: &[&str]) -> Cyrus {
+        Cyrus::launch(users, CyrusSeparator::Dot, mechanisms)
+    }
+
+    fn launch(users: &[(&str, &str)], separator: CyrusSeparator, mechanisms: &[&str]) -> Cyrus {
         let bin = Path::new(CYRUS_ROOT).join("usr/lib/cyrus/bin/master");
         assert!(
             bin.exists(),
@@ -101,6 +124,7 @@ impl Cyrus {
             pop3: 0,
             imap: 0,
             separator,
+            mechanisms: mechanisms.join(" "),
             users: users
                 .iter()
                 .map(|(u, p)| (u.to_string(), p.to_string()))
@@ -294,12 +318,13 @@ impl Cyrus {
              sasl_pwcheck_method: auxprop\n\
              sasl_auxprop_plugin: sasldb\n\
              sasl_sasldb_path: {r}/sasldb2\n\
-             sasl_mech_list: PLAIN LOGIN\n\
+             sasl_mech_list: {mechanisms}\n\
              popminpoll: 0\n\
              munge8bit: no\n\
              cyrus_user: {user}\n\
              syslog_prefix: mailferry-test-cyrus\n",
             user = super::MAIL_USER,
+            mechanisms = self.mechanisms,
         );
         fs::write(self.path("imapd.conf"), conf).expect("write imapd.conf");
     }

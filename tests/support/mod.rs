@@ -59,7 +59,8 @@ pub use smtp_sink::{SmtpSink, Transaction, as_sink_stores, parse_dump};
 pub use tally::{Pair, Tally, delivery_counts, message_id, sample_catchall_pairs};
 pub use token_service::{CLIENT_ID, CLIENT_SECRET, TokenPolicy, TokenService};
 pub use upstream::{
-    Upstream, catchall_retention_delete, pop3_retention_keep, upstream_config, upstream_pass,
+    Upstream, catchall_retention_delete, catchall_retention_delete_with, pop3_retention_keep,
+    upstream_config, upstream_pass,
 };
 
 use std::io::Read;

@@ -96,35 +96,49 @@ pub fn upstream_config(
 }
 
 /// One `poll-once` pass; panics with mailferry's and the server's output when it fails.
-pub fn upstream_pass(config: &str, server: &dyn Upstream) {
+/// Returns mailferry's log (stderr).
+pub fn upstream_pass(config: &str, server: &dyn Upstream) -> String {
     let out = poll_once(config);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "poll-once failed\n{}\n--- {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        "poll-once failed\n{log}\n--- {}\n{}",
         server.name(),
         server.log()
     );
+    log
 }
 
 /// The sample catch-all mailbox of `login` on `server`: every copy reaches exactly its
 /// recipients, the mailbox is emptied, and a second pass relays nothing.
 pub fn catchall_retention_delete(server: &dyn Upstream, login: (&str, &str), protocol: &str) {
+    catchall_retention_delete_with(server, login, protocol, &[]);
+}
+
+/// [`catchall_retention_delete`] with the account's `extra_lines` (e.g. `spa: true`);
+/// returns mailferry's log of each of the two passes.
+pub fn catchall_retention_delete_with(
+    server: &dyn Upstream,
+    login: (&str, &str),
+    protocol: &str,
+    extra_lines: &[&str],
+) -> [String; 2] {
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().expect("a temporary directory");
     server.deliver_all(login.0, &sample_catchall_mail());
-    let config = upstream_config(dir.path(), server, login, &sink, protocol, &[]);
-    upstream_pass(&config, server);
+    let config = upstream_config(dir.path(), server, login, &sink, protocol, extra_lines);
+    let first = upstream_pass(&config, server);
     let tally = Tally::of(&sample_catchall_pairs(), &sink.transactions());
     assert!(tally.exact(), "{protocol}: {tally}");
     assert_eq!(server.count(login.0), 0, "{protocol}: mailbox not emptied");
     let before = sink.transactions().len();
-    upstream_pass(&config, server);
+    let second = upstream_pass(&config, server);
     assert_eq!(
         sink.transactions().len(),
         before,
         "{protocol}: the second pass relayed again"
     );
+    [first, second]
 }
 
 /// POP3 with `retention: keep`: three passes over five messages deliver each once and keep

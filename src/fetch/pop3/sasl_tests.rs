@@ -223,9 +223,28 @@ async fn auth_mechanisms_picks_among_the_offered_and_names_the_failure() {
     assert_eq!(fake.finish().await, ["CAPA"]);
 }
 
-/// Collects what the tracing subscriber writes.
+/// Collects what the tracing subscriber writes (shared with IMAP's tests).
 #[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+pub(crate) struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Captures the debug log of this thread until the guard is dropped.
+    pub(crate) fn debug_log() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// What was logged so far.
+    pub(crate) fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -242,13 +261,7 @@ impl std::io::Write for Captured {
 
 #[tokio::test]
 async fn continuation_lines_are_redacted_in_the_debug_log() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::debug_log();
     let script = proven_scram_session();
     let fake = Scripted::start(script, Split::Whole, None).await;
     let client = Pop3Client::connect(&account(fake.addr(), TlsMode::None))
@@ -256,7 +269,7 @@ async fn continuation_lines_are_redacted_in_the_debug_log() {
         .unwrap();
     client.quit().await.unwrap();
     let sent = fake.finish().await;
-    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let log = captured.text();
     assert!(log.contains("C: AUTH SCRAM-SHA-256 ***"), "{log}");
     assert!(log.contains("C: ***"), "{log}");
     assert!(log.contains("logged in with AUTH SCRAM-SHA-256"), "{log}");
