@@ -8,14 +8,18 @@
 //!
 //! ```text
 //! fetch/      the `Mailbox` seam (mailbox.rs: list, fetch, mark for deletion, commit) and
-//!             POP3 (fetch/pop3/) and IMAP (fetch/imap/) behind it
+//!             POP3 (fetch/pop3/) and IMAP (fetch/imap/) behind it; proxy.rs (SOCKS5 and
+//!             HTTP CONNECT), transport.rs (connect and download deadlines), idle.rs
 //! route/      pure: headers + config -> recipients, each with the reason it was chosen
+//!             (addrlist.rs reads address lists, rewrite.rs, directory.rs, explain.rs is
+//!             what `mailferry route` prints)
 //! relay/      the `Relay` seam: one transaction per message to the internal server, a reply
 //!             per RCPT; the project's own SMTP client (pipelined, streaming) behind it
 //! retention/  pure: when the upstream copy of a settled message may be deleted
 //! state/      the `StateStore` seam: which messages of which account reached which
-//!             recipients, attempts and back-off, quarantine; SQLite behind it (sqlite.rs,
-//!             quarantine.rs), one process per state_dir (lock.rs)
+//!             recipients, attempts and back-off, quarantine; the `Store` enum (store.rs)
+//!             chooses SQLite (sqlite.rs, one process per state_dir: lock.rs) or PostgreSQL
+//!             (postgres.rs: many instances, account leases in postgres/lease.rs)
 //! ```
 //!
 //! Around them: `config/` (the YAML file, every error with its line: `load/` validates the
@@ -30,9 +34,12 @@
 //! client free of I/O, shared by POP3, IMAP and the relay: SCRAM, CRAM-MD5, NTLM, PLAIN,
 //! LOGIN, XOAUTH2, OAUTHBEARER, and the choice of the strongest offered), `oauth/` (OAuth2
 //! access tokens for XOAUTH2/OAUTHBEARER: the grants, renewal, the refresh token kept under
-//! `state_dir`, the device-code login), `metrics.rs`
-//! (metric names and the /metrics listener) and `pipeline/` (the wiring: one poller per
-//! account and shutdown in `mod.rs`, one poll pass in `pass.rs`, one message's way through
+//! `state_dir`, the device-code login), `metrics/` (metric names in names.rs, the /metrics,
+//! /healthz, /readyz listener in http.rs, the status page in page.rs and status.rs) and
+//! `pipeline/` (the wiring: one poller per account, its schedule and shutdown in `mod.rs`,
+//! hot reload in `reload.rs`, back-off after refused logins and failed passes and the
+//! polling jitter in `backoff.rs`, the PostgreSQL lease around a pass in `lease.rs`, one poll
+//! pass in `pass.rs`, one message's way through
 //! route → relay → state in `deliver.rs`, written against the three seams (each has an in-memory
 //! twin, `memory.rs`, for `pipeline/tests.rs`), the pure per-message decisions — attempt, wait,
 //! give up — in `plan.rs`, the pure delivery planner — who is sent to, what each reply and the

@@ -7,6 +7,9 @@
 //!    and variables, certificate and key files);
 //! 2. [`Validated::resolve`]: reads those and checks them, naming the key that named each.
 //!
+//! Over 600 lines on purpose: the types of every key with each key's documentation, and no
+//! logic beyond small accessors (the checks are in `load/`).
+//!
 //! [`load`] and [`from_yaml_str`] do both. A [`Config`] value is always complete and valid:
 //! defaults are filled in, passwords are resolved (from `password`, `password_file` or
 //! `password_env`), ports are set from the TLS mode when omitted.

@@ -4,6 +4,9 @@
 //! the server really deletes) — every `expunge_every` deletions, and at the end.
 //! A connection lost in the middle of a message counts against that message and the pass
 //! goes on with the others on a new connection.
+//!
+//! Just over 600 lines: the pass's steps in the order they run; the decisions are already out
+//! in `plan.rs` and `decide.rs`.
 
 use std::collections::HashSet;
 use std::fmt;

@@ -1,6 +1,8 @@
 //! The IMAP4rev1 wire format (RFC 3501), free of I/O: where a response ends (lines and the
 //! literals between them), and what a whole response says. The connection in `conn.rs`
 //! reads the bytes and hands each complete response here as a [`RawResponse`].
+//!
+//! Over 600 lines on purpose: one grammar (RFC 3501's response syntax) that reads best whole.
 
 /// Most text one response may carry outside its literals (all its line segments together).
 /// A `UID SEARCH` answer for a mailbox of a million messages needs about 8 MB.
