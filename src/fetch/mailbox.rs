@@ -132,6 +132,11 @@ pub trait Mailbox: Send {
         None
     }
 
+    /// Whether the server deletes downloaded mail on its own (POP3 `EXPIRE`), if it said.
+    fn expire(&self) -> Option<crate::fetch::pop3::Expire> {
+        None
+    }
+
     /// Marks the message for deletion; done only by [`commit`](Mailbox::commit). An error
     /// is a refusal known at once; a session may also send the mark without waiting
     /// (POP3 PIPELINING) and report a refusal at the commit.
@@ -325,6 +330,13 @@ impl Mailbox for Session {
             Link::Pop3(client) => (client.capabilities())
                 .and_then(|c| c.login_delay)
                 .map(Duration::from_secs),
+            Link::Imap(_) => None,
+        }
+    }
+
+    fn expire(&self) -> Option<crate::fetch::pop3::Expire> {
+        match &self.link {
+            Link::Pop3(client) => client.capabilities().and_then(|c| c.expire),
             Link::Imap(_) => None,
         }
     }

@@ -381,6 +381,8 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
     let account = &config.accounts[index];
     // The LOGIN-DELAY warning is said once per account.
     let mut told_delay = false;
+    // So is what the server's EXPIRE does to retention.
+    let mut told_expire = false;
     let mut backoff = backoff::Backoff::default();
     crate::metrics::account_polling(account);
     loop {
@@ -402,6 +404,16 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
         );
         let result = pass.await;
         drop(turn);
+        if let Some(why) = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.expire)
+            .and_then(|e| crate::retention::expire_conflict(account.retention, e))
+            && !told_expire
+        {
+            told_expire = true;
+            tracing::warn!(account = %account.name, "{why}");
+        }
         // Never log in sooner than the server allows (POP3 LOGIN-DELAY): it would refuse.
         let delay = result.as_ref().ok().and_then(|r| r.login_delay);
         if let Some(delay) = delay.filter(|d| *d > account.poll_interval)

@@ -93,6 +93,8 @@ pub struct PassReport {
     /// The server's `LOGIN-DELAY`: the next pass waits at least this long after this one
     /// began.
     pub login_delay: Option<Duration>,
+    /// The server's POP3 `EXPIRE`, if it said.
+    pub expire: Option<crate::fetch::pop3::Expire>,
 }
 
 impl fmt::Display for PassReport {
@@ -208,6 +210,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         let name = self.account.name.as_str();
         let mut listing = mailbox.list().await?;
         self.report.login_delay = mailbox.login_delay();
+        self.report.expire = mailbox.expire();
         let unseen_only = self.account.unseen_only;
         let known;
         if first {

@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::config::Retention;
+use crate::fetch::pop3::Expire;
 use crate::state::MessageState;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
@@ -25,12 +26,55 @@ pub fn may_delete(retention: Retention, state: &MessageState, now: SystemTime) -
     }
 }
 
+/// What the server's own deletion (POP3 `EXPIRE`) means for an account's `retention`, when it
+/// defeats it: said once, in words an administrator can act on.
+pub fn expire_conflict(retention: Retention, expire: Expire) -> Option<String> {
+    let days = match expire {
+        Expire::Never => return None,
+        Expire::Days(days) => days,
+    };
+    if days == 0 {
+        return Some(
+            "the server deletes every message once it was downloaded (POP3 EXPIRE 0), whatever \
+             retention says: a message whose delivery fails after its download is no longer \
+             upstream to try again; ask the provider to keep mail (EXPIRE NEVER) if it can"
+                .to_owned(),
+        );
+    }
+    match retention {
+        Retention::Delete => None,
+        Retention::Keep => Some(format!(
+            "retention keep, but the server deletes downloaded messages after {days} day(s) (POP3 EXPIRE {days})"
+        )),
+        Retention::Days(n) if u64::from(n) > days => Some(format!(
+            "retention {n}d, but the server deletes downloaded messages after {days} day(s) (POP3 EXPIRE {days})"
+        )),
+        Retention::Days(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn the_server_s_expire_is_said_only_where_it_defeats_retention() {
+        assert_eq!(expire_conflict(Retention::Keep, Expire::Never), None);
+        assert_eq!(expire_conflict(Retention::Delete, Expire::Days(7)), None);
+        assert_eq!(expire_conflict(Retention::Days(7), Expire::Days(7)), None);
+        let zero = expire_conflict(Retention::Delete, Expire::Days(0)).unwrap();
+        assert!(zero.contains("EXPIRE 0"), "{zero}");
+        let keep = expire_conflict(Retention::Keep, Expire::Days(30)).unwrap();
+        assert!(
+            keep.contains("retention keep") && keep.contains("30 day"),
+            "{keep}"
+        );
+        let days = expire_conflict(Retention::Days(14), Expire::Days(7)).unwrap();
+        assert!(days.contains("retention 14d"), "{days}");
     }
 
     fn state(first_seen: u64, settled: bool) -> MessageState {

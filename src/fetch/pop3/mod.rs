@@ -27,7 +27,7 @@ use std::time::Duration;
 
 pub use client::{FETCH_RATE_FLOOR, LISTING_MAX, Listed, MESSAGE_MAX, Pop3Client, fetch_deadline};
 // Shared with the IMAP client.
-pub use protocol::{Capabilities, Overflow};
+pub use protocol::{Capabilities, Expire, Overflow};
 pub(crate) use secret::redact;
 
 use crate::tls::TlsError;

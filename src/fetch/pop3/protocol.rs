@@ -160,6 +160,8 @@ pub struct Capabilities {
     /// `LOGIN-DELAY n` (RFC 2449): the server refuses a login sooner than `n` seconds after
     /// the last one.
     pub login_delay: Option<u64>,
+    /// `EXPIRE` (RFC 2449): how long the server keeps a message once it was downloaded.
+    pub expire: Option<Expire>,
     /// Every capability line as sent, for diagnostics.
     pub lines: Vec<String>,
 }
@@ -181,6 +183,7 @@ impl Capabilities {
                 "RESP-CODES" => capa.resp_codes = true,
                 "SASL" => capa.sasl.extend(words.map(str::to_ascii_uppercase)),
                 "LOGIN-DELAY" => capa.login_delay = words.next().and_then(|n| n.parse().ok()),
+                "EXPIRE" => capa.expire = words.next().and_then(Expire::parse),
                 _ => {}
             }
             capa.lines.push(text.trim().to_owned());
@@ -191,6 +194,27 @@ impl Capabilities {
     /// Whether `SASL` lists `mechanism` (case-insensitive).
     pub fn has_sasl(&self, mechanism: &str) -> bool {
         self.sasl.iter().any(|m| m.eq_ignore_ascii_case(mechanism))
+    }
+}
+
+/// POP3 `EXPIRE` (RFC 2449): whether, and after how many days, the server deletes a message
+/// once a client downloaded it, whatever the client does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expire {
+    /// `EXPIRE NEVER`: kept until deleted.
+    Never,
+    /// `EXPIRE n`: deleted `n` days after its download (0: at the end of the session).
+    Days(u64),
+}
+
+impl Expire {
+    /// The capability's first argument (a trailing `USER` is the server's per-user note).
+    fn parse(word: &str) -> Option<Expire> {
+        if word.eq_ignore_ascii_case("NEVER") {
+            Some(Expire::Never)
+        } else {
+            word.parse().ok().map(Expire::Days)
+        }
     }
 }
 
@@ -442,6 +466,16 @@ fn excerpt(line: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expire_is_read_from_capa() {
+        let capa = |text: &[u8]| Capabilities::parse(text).expire;
+        assert_eq!(capa(b"EXPIRE 0\r\n"), Some(Expire::Days(0)));
+        assert_eq!(capa(b"EXPIRE 31 USER\r\n"), Some(Expire::Days(31)));
+        assert_eq!(capa(b"expire never\r\n"), Some(Expire::Never));
+        assert_eq!(capa(b"EXPIRE soon\r\n"), None);
+        assert_eq!(capa(b"USER\r\n"), None);
+    }
 
     #[test]
     fn login_delay_is_read_from_capa() {

@@ -89,6 +89,26 @@ async fn reopen_after_drop_keeps_everything() {
 }
 
 #[tokio::test]
+async fn an_attempt_is_counted_without_fsync_and_full_sync_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let first = store.begin_attempt("a", "u1", at(1000)).await.unwrap();
+    let second = store.begin_attempt("a", "u1", at(1001)).await.unwrap();
+    assert_eq!((first.attempts, second.attempts), (1, 2));
+    let sync: i64 = store
+        .conn
+        .lock()
+        .unwrap()
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "every other write waits for the disk again");
+    // Read back by another connection: the count is committed, not only in this one's cache.
+    drop(store);
+    let again = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(again.load_account("a").await.unwrap()["u1"].attempts, 2);
+}
+
+#[tokio::test]
 async fn pragmas_are_in_force() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
