@@ -363,6 +363,8 @@ fn the_corpus_end_to_end_through_dovecot_and_smtp_sink_and_again_after_a_restart
         delivered_again.is_empty(),
         "delivered twice: {delivered_again:?}"
     );
+    // A loop's second copy is another message upstream, quarantined under its own id (what
+    // `state retry ID` and `state forget ID` take): the postmaster is told of it once too.
     assert_eq!(new.len(), loops, "only the new loop copies' notices");
     assert_eq!(dovecot.count(USER), 2 * loops);
 
