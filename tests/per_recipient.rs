@@ -1,6 +1,7 @@
 //! End to end, per recipient: a real Dovecot (POP3) upstream, the real `mailferry` binary
 //! (`poll-once`), and a scripted fake SMTP server as the internal mail server, because
 //! smtp-sink cannot refuse one recipient among several, nor change its mind between passes.
+//! One test has a real receiver refuse: a private Postfix with a `check_recipient_access` map.
 //!
 //! The promises under test (design.md, Relay and Invariants): 2xx delivered, 4xx retried next
 //! pass for that recipient only, 5xx re-routed to the postmaster with `X-Mailferry-Rerouted:`;
@@ -10,9 +11,10 @@
 mod support;
 
 use std::path::Path;
+use std::time::Duration;
 
 use mailferry::testkit::smtp::{FakeSmtp, Script};
-use support::{AccountYaml, Dovecot, GatewayConfig, Secret, message};
+use support::{AccountYaml, Dovecot, GatewayConfig, Postfix, Secret, message};
 
 const USER: &str = "catchall@example.com";
 const PASS: &str = "pop-secret";
@@ -36,16 +38,21 @@ fn write_config_retry(dir: &Path, dovecot: &Dovecot, smtp: &FakeSmtp, retry: &st
         .relay_timeout("20s")
         .relay_line(retry)
         .postmaster(POSTMASTER)
-        .account(AccountYaml {
-            name: "test-account".into(),
-            port: dovecot.pop3_port(),
-            username: USER.into(),
-            password: Secret::Inline(PASS.into()),
-            extra_lines: vec!["poll_interval: 5s".into()],
-            ..AccountYaml::default()
-        })
+        .account(account(dovecot))
         .write(dir);
     path.display().to_string()
+}
+
+/// The catch-all account on `dovecot` (plain POP3).
+fn account(dovecot: &Dovecot) -> AccountYaml {
+    AccountYaml {
+        name: "test-account".into(),
+        port: dovecot.pop3_port(),
+        username: USER.into(),
+        password: Secret::Inline(PASS.into()),
+        extra_lines: vec!["poll_interval: 5s".into()],
+        ..AccountYaml::default()
+    }
 }
 
 /// One `poll-once` pass; returns its exit code.
@@ -498,4 +505,110 @@ fn a_temporary_refusal_backs_off_instead_of_retrying_every_pass() {
         "retried within its back-off"
     );
     assert_upstream(&dovecot, &[&m], "deleted while pending");
+}
+
+/// The promise of the first test with a real internal server: a private Postfix refusing one
+/// address for good and another for now (`check_recipient_access`), over two passes, then
+/// taking the second one.
+#[test]
+fn a_real_postfix_refusing_one_recipient_gives_the_postmaster_one_copy_across_retries() {
+    if support::skip_e2e() {
+        return;
+    }
+    let postfix = Postfix::start_refusing(
+        &["example.com", "corp.local"],
+        &[
+            (
+                "b@example.com",
+                "550 5.1.1 User unknown in local recipient table",
+            ),
+            ("c@example.com", "450 4.2.1 Mailbox busy, try again later"),
+        ],
+    );
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let dir = tempfile::tempdir().unwrap();
+    let m = mail_to(
+        "a@example.com, b@example.com, c@example.com",
+        "one refused for good",
+    );
+    dovecot.deliver(USER, &m);
+    let config = GatewayConfig::new(dir.path().join("state"), postfix.port())
+        .relay_line("retry: {initial: 0s}")
+        .postmaster(POSTMASTER)
+        .account(account(&dovecot))
+        .write(dir.path());
+    let config = config.display().to_string();
+
+    // Pass 1: a delivered, b re-routed, c pending. Pass 2: only c is asked again.
+    for pass in 1..=2 {
+        assert_eq!(poll_once(&config), Some(1), "pass {pass}: c is pending");
+    }
+    let rejected = |who: &str| {
+        let log = postfix.log();
+        (log.lines())
+            .filter(|l| l.contains(": reject: RCPT from") && l.contains(&format!("to=<{who}>")))
+            .count()
+    };
+    assert!(
+        support::wait_until(Duration::from_secs(10), || rejected("c@example.com") == 2),
+        "c was not asked in both passes:\n{}",
+        postfix.log()
+    );
+    assert_eq!(rejected("b@example.com"), 1, "b asked again after a 5xx");
+    assert!(
+        postfix.wait_queue_empty(Duration::from_secs(30)),
+        "{}",
+        postfix.log()
+    );
+    assert!(postfix.outside.transactions().is_empty());
+    let inside = postfix.inside.transactions();
+    let mut rcpts: Vec<&str> = (inside.iter())
+        .flat_map(|t| t.rcpts.iter().map(String::as_str))
+        .collect();
+    rcpts.sort();
+    assert_eq!(
+        rcpts,
+        ["a@example.com", POSTMASTER],
+        "one copy each, the postmaster's not repeated by the retry"
+    );
+    let copy = (inside.iter())
+        .find(|t| t.rcpts == [POSTMASTER])
+        .expect("the postmaster's copy");
+    let notices = copy.headers("X-Mailferry-Rerouted");
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains("<b@example.com>")
+            && notices[0].contains("550 5.1.1")
+            && notices[0].contains("User unknown in local recipient table")
+            && !notices[0].contains("c@example.com"),
+        "{}",
+        notices[0]
+    );
+    assert_eq!(
+        copy.header("Subject").as_deref(),
+        Some("one refused for good")
+    );
+    assert_upstream(&dovecot, &[&m], "deleted while c is pending");
+
+    // Postfix takes c now (b is still unknown): c delivered, the message settled and deleted,
+    // the postmaster not told again. An smtpd of before the reload may still refuse c once.
+    postfix.set_refused(&[(
+        "b@example.com",
+        "550 5.1.1 User unknown in local recipient table",
+    )]);
+    let settled = support::wait_until(Duration::from_secs(20), || {
+        poll_once(&config) == Some(0) || {
+            std::thread::sleep(Duration::from_millis(500));
+            false
+        }
+    });
+    assert!(settled, "c never accepted:\n{}", postfix.log());
+    assert_eq!(rejected("b@example.com"), 1, "b asked again after a 5xx");
+    assert!(postfix.wait_queue_empty(Duration::from_secs(30)));
+    let mut rcpts: Vec<String> = (postfix.inside.transactions().into_iter())
+        .flat_map(|t| t.rcpts)
+        .collect();
+    rcpts.sort();
+    assert_eq!(rcpts, ["a@example.com", "c@example.com", POSTMASTER]);
+    assert_upstream(&dovecot, &[], "settled but not deleted upstream");
 }

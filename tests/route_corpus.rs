@@ -7,6 +7,11 @@
 //! against smtp-sink and compares each message's transactions with the table exactly; then
 //! the same mail is put there again and a new process (a restart) delivers none of it again
 //! (dedup), and a third pass sends nothing.
+//!
+//! The `copies-GROUP-*` cases are copies of one message as a provider stores them (one per
+//! recipient, each with its own envelope header, and one with all of them): end to end each
+//! of their recipients gets exactly one copy, also after the restart; with `dedup: off`
+//! (`with_dedup_off_...`) every copy is delivered as its own row says.
 
 mod support;
 
@@ -123,11 +128,16 @@ fn generated() -> Vec<Case> {
 /// The corpus configuration in `dir` (with its directory file), relaying to `smtp_port` and
 /// reading `pop3_port`.
 fn config(dir: &Path, pop3_port: u16, smtp_port: u16) -> std::path::PathBuf {
+    config_with(dir, pop3_port, smtp_port, &[])
+}
+
+/// [`config`] with these top-level lines too.
+fn config_with(dir: &Path, pop3_port: u16, smtp_port: u16, lines: &[&str]) -> std::path::PathBuf {
     std::fs::write(dir.join("directory"), DIRECTORY).unwrap();
     let mut c = GatewayConfig::new(dir.join("state"), smtp_port)
         .domains(&DOMAINS)
         .postmaster(POSTMASTER);
-    for line in routing_lines() {
+    for line in routing_lines().iter().chain(lines) {
         c = c.extra_line(line);
     }
     c.account(AccountYaml {
@@ -193,6 +203,81 @@ fn sorted_expected(e: &Expected) -> Expected {
     }
 }
 
+/// The group of a case that is one of several copies of one message (`copies-GROUP-*`).
+fn copies_group(name: &str) -> Option<&str> {
+    name.strip_prefix("copies-")?.split('-').next()
+}
+
+/// Compares what one case's transactions delivered with the table, exactly.
+fn check_case(case: &Case, got: &[&Transaction], wrong: &mut Vec<String>) {
+    match &case.expected {
+        Expected::Quarantined => {
+            if !got.is_empty() {
+                wrong.push(format!("{}: a loop was delivered", case.name));
+            }
+        }
+        Expected::Delivered(from, rcpts) => {
+            let all = sorted(got.iter().flat_map(|t| t.rcpts.clone()));
+            if all != sorted(rcpts.iter().cloned()) {
+                let shown: Vec<_> = all.iter().take(10).collect();
+                wrong.push(format!(
+                    "{}: expected {} recipient(s) {:?}, got {} {:?}",
+                    case.name,
+                    rcpts.len(),
+                    rcpts.iter().take(10).collect::<Vec<_>>(),
+                    all.len(),
+                    shown
+                ));
+            }
+            check_mail_from(case, from, got, wrong);
+        }
+    }
+}
+
+/// Every transaction of the case has the table's MAIL FROM.
+fn check_mail_from(case: &Case, from: &str, got: &[&Transaction], wrong: &mut Vec<String>) {
+    if let Some(t) = got.iter().find(|t| t.mail_from != from) {
+        wrong.push(format!(
+            "{}: MAIL FROM {:?}, expected {from:?}",
+            case.name, t.mail_from
+        ));
+    }
+}
+
+/// With dedup on, copies of one message: across them each recipient that any copy routes to
+/// is delivered exactly once (compared as `dedup_key` does, case-insensitively), and no copy
+/// delivers to anyone its own row does not name.
+fn check_copies(group: &str, copies: &[(&Case, Vec<&Transaction>)], wrong: &mut Vec<String>) {
+    let key = |a: &String| a.to_lowercase();
+    let mut expected = Vec::new();
+    let mut delivered = Vec::new();
+    for (case, got) in copies {
+        let Expected::Delivered(from, rcpts) = &case.expected else {
+            panic!("{}: a copy in the table is a loop", case.name);
+        };
+        let own: Vec<String> = rcpts.iter().map(key).collect();
+        for rcpt in got.iter().flat_map(|t| t.rcpts.iter()) {
+            if !own.contains(&key(rcpt)) {
+                wrong.push(format!(
+                    "{}: delivered to {rcpt}, not in its row",
+                    case.name
+                ));
+            }
+            delivered.push(key(rcpt));
+        }
+        expected.extend(own);
+        check_mail_from(case, from, got, wrong);
+    }
+    expected.sort();
+    expected.dedup();
+    delivered.sort();
+    if delivered != expected {
+        wrong.push(format!(
+            "copies-{group}: expected each of {expected:?} once across the copies, got {delivered:?}"
+        ));
+    }
+}
+
 /// The corpus case a relayed transaction carries (`X-Corpus:`), if any.
 fn case_of(t: &Transaction) -> Option<String> {
     t.header("X-Corpus")
@@ -230,35 +315,17 @@ fn the_corpus_end_to_end_through_dovecot_and_smtp_sink_and_again_after_a_restart
         }
     }
     let mut wrong = Vec::new();
+    let mut groups: BTreeMap<&str, Vec<(&Case, Vec<&Transaction>)>> = BTreeMap::new();
     for case in &cases {
         let got = by_case.remove(&case.name).unwrap_or_default();
-        match &case.expected {
-            Expected::Quarantined => {
-                if !got.is_empty() {
-                    wrong.push(format!("{}: a loop was delivered", case.name));
-                }
-            }
-            Expected::Delivered(from, rcpts) => {
-                let all = sorted(got.iter().flat_map(|t| t.rcpts.clone()));
-                if all != sorted(rcpts.iter().cloned()) {
-                    let shown: Vec<_> = all.iter().take(10).collect();
-                    wrong.push(format!(
-                        "{}: expected {} recipient(s) {:?}, got {} {:?}",
-                        case.name,
-                        rcpts.len(),
-                        rcpts.iter().take(10).collect::<Vec<_>>(),
-                        all.len(),
-                        shown
-                    ));
-                }
-                if let Some(t) = got.iter().find(|t| t.mail_from != *from) {
-                    wrong.push(format!(
-                        "{}: MAIL FROM {:?}, expected {from:?}",
-                        case.name, t.mail_from
-                    ));
-                }
-            }
+        match copies_group(&case.name) {
+            Some(group) => groups.entry(group).or_default().push((case, got)),
+            None => check_case(case, &got, &mut wrong),
         }
+    }
+    assert_eq!(groups.len(), 2, "the table's groups of copies");
+    for (group, copies) in &groups {
+        check_copies(group, copies, &mut wrong);
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert!(by_case.is_empty(), "unknown cases: {:?}", by_case.keys());
@@ -296,12 +363,54 @@ fn the_corpus_end_to_end_through_dovecot_and_smtp_sink_and_again_after_a_restart
         delivered_again.is_empty(),
         "delivered twice: {delivered_again:?}"
     );
+    // A loop's second copy is another message upstream, quarantined under its own id (what
+    // `state retry ID` and `state forget ID` take): the postmaster is told of it once too.
     assert_eq!(new.len(), loops, "only the new loop copies' notices");
     assert_eq!(dovecot.count(USER), 2 * loops);
 
     // Nothing new: nothing sent.
     poll_once(&config);
     assert_eq!(sink.transactions().len(), again.len());
+}
+
+/// `dedup: off` (its own Dovecot, receiver and state): the copies of one message are each
+/// delivered as their rows say, so a recipient named by two copies gets two.
+#[test]
+fn with_dedup_off_every_copy_of_one_message_is_delivered_as_its_row_says() {
+    if support::skip_e2e() {
+        return;
+    }
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let copies: Vec<Case> = (cases().into_iter())
+        .filter(|c| copies_group(&c.name).is_some())
+        .collect();
+    for case in &copies {
+        dovecot.deliver(USER, &case.raw);
+    }
+    let config = config_with(
+        dir.path(),
+        dovecot.pop3_port(),
+        sink.port(),
+        &["dedup: off"],
+    );
+    poll_once(&config);
+
+    let txs = sink.transactions();
+    let mut wrong = Vec::new();
+    for case in &copies {
+        let got: Vec<&Transaction> = (txs.iter())
+            .filter(|t| case_of(t).as_deref() == Some(case.name.as_str()))
+            .collect();
+        check_case(case, &got, &mut wrong);
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(txs.iter().all(|t| case_of(t).is_some()), "no notices");
+    assert_eq!(dovecot.count(USER), 0);
+    // A second pass: the copies are gone upstream and nothing is sent.
+    poll_once(&config);
+    assert_eq!(sink.transactions().len(), txs.len());
 }
 
 #[test]

@@ -52,8 +52,21 @@ impl Postfix {
         Postfix::start_with(domains, &sasl)
     }
 
+    /// Like [`Postfix::start`], but its smtpd answers RCPT for each `(address, reply)` of
+    /// `refused` with that reply (`550 5.1.1 ...` for good, `450 ...` for now), as an internal
+    /// server that knows its users does: a `check_recipient_access` map.
+    pub fn start_refusing(domains: &[&str], refused: &[(&str, &str)]) -> Postfix {
+        Postfix::start_with_access(domains, "", refused)
+    }
+
     /// Started with `extra` lines at the end of its `main.cf`.
     fn start_with(domains: &[&str], extra: &str) -> Postfix {
+        Postfix::start_with_access(domains, extra, &[])
+    }
+
+    /// Started with `extra` lines at the end of its `main.cf` and, when `refused` names any
+    /// address, the recipient access map of [`Postfix::start_refusing`].
+    fn start_with_access(domains: &[&str], extra: &str, refused: &[(&str, &str)]) -> Postfix {
         let inside = SmtpSink::start(&[]);
         let outside = SmtpSink::start(&[]);
         let dir = tempfile::Builder::new()
@@ -79,7 +92,7 @@ impl Postfix {
         for _ in 0..START_ATTEMPTS {
             // A new port each time: the last one may have been taken meanwhile.
             postfix.port = free_port();
-            postfix.write_config(domains, extra);
+            postfix.write_config(domains, extra, refused);
             let out = postfix.postfix("start");
             if out.status.success() && wait_until(Duration::from_secs(30), || postfix.greets()) {
                 return postfix;
@@ -170,8 +183,35 @@ impl Postfix {
         self.root().join("conf")
     }
 
-    fn write_config(&self, domains: &[&str], extra: &str) {
+    /// Changes the replies of [`Postfix::start_refusing`]'s map to `refused` (an address left
+    /// out is accepted) and reloads Postfix; an smtpd already running may answer from the old
+    /// map until it exits.
+    pub fn set_refused(&self, refused: &[(&str, &str)]) {
+        self.write_access_map(refused);
+        let out = self.postfix("reload");
+        assert!(out.status.success(), "postfix reload: {out:?}");
+    }
+
+    /// The recipient access map (`texthash`: read as smtpd starts, no postmap needed).
+    fn write_access_map(&self, refused: &[(&str, &str)]) -> PathBuf {
+        let map = self.conf_dir().join("recipient_access");
+        let lines: String = (refused.iter())
+            .map(|(address, reply)| format!("{address} {reply}\n"))
+            .collect();
+        fs::write(&map, lines).expect("write the recipient access map");
+        map
+    }
+
+    fn write_config(&self, domains: &[&str], extra: &str, refused: &[(&str, &str)]) {
         let root = self.root().display().to_string();
+        let mut extra = extra.to_owned();
+        if !refused.is_empty() {
+            let map = self.write_access_map(refused);
+            extra.push_str(&format!(
+                "smtpd_recipient_restrictions = check_recipient_access texthash:{}, permit_mynetworks, reject\n",
+                map.display()
+            ));
+        }
         let main = format!(
             "\
 compatibility_level = 3.6
