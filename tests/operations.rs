@@ -31,6 +31,8 @@ const PASS: &str = "pop-secret";
 /// The recipient the relay refuses for good (550): re-routed to the postmaster.
 const GHOST: &str = "ghost@example.com";
 const POSTMASTER: &str = "postmaster@example.com";
+/// The relay's reply to a RCPT it refuses for good.
+const UNKNOWN: &str = "550 5.1.1 Recipient address rejected: User unknown";
 const DASHBOARD: &str = "deploy/grafana/mailferry-dashboard.json";
 const ALERTS: &str = "deploy/prometheus/mailferry-alerts.yml";
 /// A Subject that would run a script and change the page's title if it were not escaped.
@@ -42,8 +44,8 @@ const HOSTILE_SUBJECT: &str = "<script>document.title='pwned'</script><b>x</b>";
 
 /// A relay address on 127.0.0.1 in front of smtp-sink: each SMTP session is passed through
 /// to the sink on `upstream`, command by command (PIPELINING and CHUNKING are taken out of
-/// the EHLO reply), except that a RCPT for one of the `refuse` addresses is answered 550
-/// here. While nothing listens on `upstream` a session is closed before the greeting: the
+/// the EHLO reply), except that a RCPT for one of the `refuse` addresses is answered here
+/// with the reply given for it. While nothing listens on `upstream` a session is closed before the greeting: the
 /// relay is down. Stops accepting when dropped.
 struct RelayFront {
     port: u16,
@@ -52,16 +54,16 @@ struct RelayFront {
 }
 
 impl RelayFront {
-    fn start(upstream: u16, refuse: &[&str]) -> RelayFront {
+    /// `refuse`: (address, the reply to its RCPT, e.g. [`UNKNOWN`]).
+    fn start(upstream: u16, refuse: &[(&str, &str)]) -> RelayFront {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the relay front");
         let port = listener.local_addr().expect("local addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
         let upstream = Arc::new(AtomicU16::new(upstream));
         let stop = Arc::new(AtomicBool::new(false));
-        let refuse: Arc<Vec<String>> = Arc::new(
-            refuse
-                .iter()
-                .map(|r| format!("<{}>", r.to_ascii_lowercase()))
+        let refuse: Arc<Vec<(String, String)>> = Arc::new(
+            (refuse.iter())
+                .map(|(a, r)| (format!("<{}>", a.to_ascii_lowercase()), format!("{r}\r\n")))
                 .collect(),
         );
         {
@@ -100,7 +102,11 @@ impl Drop for RelayFront {
 }
 
 /// One SMTP session from `client` to the sink on `upstream` (see [`RelayFront`]).
-fn pass_through(client: TcpStream, upstream: u16, refuse: &[String]) -> std::io::Result<()> {
+fn pass_through(
+    client: TcpStream,
+    upstream: u16,
+    refuse: &[(String, String)],
+) -> std::io::Result<()> {
     let server = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream))?;
     for s in [&server, &client] {
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -123,8 +129,10 @@ fn pass_through(client: TcpStream, upstream: u16, refuse: &[String]) -> std::io:
             continue;
         }
         let command = String::from_utf8_lossy(&line).to_ascii_lowercase();
-        if command.starts_with("rcpt to:") && refuse.iter().any(|r| command.contains(r.as_str())) {
-            to_client.write_all(b"550 5.1.1 Recipient address rejected: User unknown\r\n")?;
+        let refused =
+            (refuse.iter()).find(|(a, _)| command.starts_with("rcpt to:") && command.contains(a));
+        if let Some((_, reply)) = refused {
+            to_client.write_all(reply.as_bytes())?;
             continue;
         }
         to_server.write_all(&line)?;
@@ -548,7 +556,7 @@ fn the_counters_match_what_the_relay_received_and_every_dashboard_metric_is_scra
     ];
     dovecot.deliver_all(CATCHALL, &mails);
     let sink = SmtpSink::start(&[]);
-    let relay = RelayFront::start(sink.port(), &[GHOST]);
+    let relay = RelayFront::start(sink.port(), &[(GHOST, UNKNOWN)]);
     let dir = tempfile::tempdir().unwrap();
     let metrics = free_port();
     let config = GatewayConfig::new(dir.path().join("state"), relay.port)
@@ -844,6 +852,100 @@ fn the_status_page_in_a_browser_shows_the_account_and_a_hostile_subject_as_text(
     );
     if let Ok(keep) = std::env::var("MAILFERRY_SCREENSHOT") {
         let _ = std::fs::copy(&shot, keep);
+    }
+    drop(daemon);
+}
+
+// ---------------------------------------------------------------------------------------
+// (d) A run for the dashboard picture
+// ---------------------------------------------------------------------------------------
+
+/// Not a check: a daemon fed mail every second for `MAILFERRY_PICTURE_SECONDS` (120 by
+/// default), some of it for a recipient the relay refuses, one it defers, or a loop, with
+/// the relay down for a while in the middle; `deploy/grafana/render.py` runs it, scrapes
+/// its metrics every second and plots the dashboard's main panels. It prints `metrics on
+/// 127.0.0.1:PORT` first.
+#[test]
+#[ignore = "a run for deploy/grafana/render.py, not a check"]
+fn a_run_for_the_dashboard_picture() {
+    if support::skip_e2e() {
+        return;
+    }
+    let seconds: u64 = std::env::var("MAILFERRY_PICTURE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let service = TokenService::start(TokenPolicy {
+        app_user: SHARED.to_owned(),
+        announced: Duration::from_secs(600),
+        valid_for: Duration::from_secs(600),
+        interval: Duration::from_secs(1),
+    });
+    let dovecot = Dovecot::start_oauth(
+        &[(CATCHALL, PASS), (SHARED, "not-used")],
+        &service.url("/introspect"),
+    );
+    let mut sinks = vec![SmtpSink::start(&[])];
+    let busy = "busy@example.com";
+    let relay = RelayFront::start(
+        sinks[0].port(),
+        &[
+            (GHOST, UNKNOWN),
+            (busy, "450 4.2.1 Mailbox busy, try later"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = free_port();
+    let config = GatewayConfig::new(dir.path().join("state"), relay.port)
+        .metrics_listen(&format!("127.0.0.1:{metrics}"))
+        .relay_line("retry: {initial: 5s, max: 20s, max_attempts: 3}")
+        .extra_line("max_hops: 1")
+        .account(catchall_account(&dovecot))
+        .account(oauth_account(
+            "shared",
+            SHARED,
+            (&dovecot, &service),
+            CLIENT_SECRET,
+        ))
+        .account(oauth_account(
+            "shared-revoked",
+            "revoked@example.com",
+            (&dovecot, &service),
+            "a-wrong-secret",
+        ))
+        .write(dir.path());
+    let daemon = run(&config);
+    eprintln!("metrics on 127.0.0.1:{metrics}");
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let t = start.elapsed().as_secs();
+        // Waves of 1 to 4 messages a second.
+        for _ in 0..1 + (t / 8) % 4 {
+            n += 1;
+            let id = format!("d{n}");
+            let mail = match n % 23 {
+                0 => looping_mail(&format!("loop {n}"), &id),
+                7 | 15 => catchall_mail(None, "dave@example.com", Some(GHOST), &id),
+                11 => catchall_mail(None, busy, None, &id),
+                _ => {
+                    let to = format!("user{}@example.com", n % 9);
+                    catchall_mail(Some(&to), &to, None, &id)
+                }
+            };
+            dovecot.deliver(CATCHALL, &mail);
+        }
+        // The relay is down from 40 % to 60 % of the run.
+        let part = t * 100 / seconds;
+        if (40..60).contains(&part) && !sinks.is_empty() {
+            sinks.clear();
+            eprintln!("relay down at {t} s");
+        } else if part >= 60 && sinks.is_empty() {
+            sinks.push(SmtpSink::start(&[]));
+            relay.set_upstream(sinks[0].port());
+            eprintln!("relay back at {t} s");
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
     drop(daemon);
 }
