@@ -270,6 +270,41 @@ fn oauth_account(
     }
 }
 
+/// A token service whose access tokens are announced and accepted for `valid`, and a Dovecot
+/// that asks it, with the catch-all mailbox and the shared (OAuth2) one.
+fn oauth_servers(valid: Duration) -> (TokenService, Dovecot) {
+    let service = TokenService::start(TokenPolicy {
+        app_user: SHARED.to_owned(),
+        announced: valid,
+        valid_for: valid,
+        interval: Duration::from_secs(1),
+    });
+    let dovecot = Dovecot::start_oauth(
+        &[(CATCHALL, PASS), (SHARED, "not-used")],
+        &service.url("/introspect"),
+    );
+    (service, dovecot)
+}
+
+/// `gateway` with three accounts: the catch-all, the shared mailbox over OAuth2, and one
+/// whose client secret the token service refuses.
+fn with_accounts(
+    gateway: GatewayConfig,
+    dovecot: &Dovecot,
+    service: &TokenService,
+) -> GatewayConfig {
+    let servers = (dovecot, service);
+    gateway
+        .account(catchall_account(dovecot))
+        .account(oauth_account("shared", SHARED, servers, CLIENT_SECRET))
+        .account(oauth_account(
+            "shared-revoked",
+            "revoked@example.com",
+            servers,
+            "a-wrong-secret",
+        ))
+}
+
 /// `mailferry run --config CONFIG`.
 fn run(config: &Path) -> Mailferry {
     Mailferry::spawn(&["run", "--config", &config.display().to_string()])
@@ -534,16 +569,7 @@ fn the_counters_match_what_the_relay_received_and_every_dashboard_metric_is_scra
     if support::skip_e2e() {
         return;
     }
-    let service = TokenService::start(TokenPolicy {
-        app_user: SHARED.to_owned(),
-        announced: Duration::from_secs(3600),
-        valid_for: Duration::from_secs(3600),
-        interval: Duration::from_secs(1),
-    });
-    let dovecot = Dovecot::start_oauth(
-        &[(CATCHALL, PASS), (SHARED, "not-used")],
-        &service.url("/introspect"),
-    );
+    let (service, dovecot) = oauth_servers(Duration::from_secs(3600));
     let mails = [
         catchall_mail(Some("alice@example.com"), "alice@example.com", None, "m1"),
         catchall_mail(None, "bob@example.com", Some("carol@example.com"), "m2"),
@@ -559,24 +585,11 @@ fn the_counters_match_what_the_relay_received_and_every_dashboard_metric_is_scra
     let relay = RelayFront::start(sink.port(), &[(GHOST, UNKNOWN)]);
     let dir = tempfile::tempdir().unwrap();
     let metrics = free_port();
-    let config = GatewayConfig::new(dir.path().join("state"), relay.port)
+    let gateway = GatewayConfig::new(dir.path().join("state"), relay.port)
         .metrics_listen(&format!("127.0.0.1:{metrics}"))
         .postmaster(POSTMASTER)
-        .extra_line("max_hops: 1")
-        .account(catchall_account(&dovecot))
-        .account(oauth_account(
-            "shared",
-            SHARED,
-            (&dovecot, &service),
-            CLIENT_SECRET,
-        ))
-        .account(oauth_account(
-            "shared-revoked",
-            "revoked@example.com",
-            (&dovecot, &service),
-            "a-wrong-secret",
-        ))
-        .write(dir.path());
+        .extra_line("max_hops: 1");
+    let config = with_accounts(gateway, &dovecot, &service).write(dir.path());
     let daemon = run(&config);
 
     // Five deliveries (m1, m2, m3, m4 to dave, m5), m4's copy for ghost, m6's notice.
@@ -875,16 +888,7 @@ fn a_run_for_the_dashboard_picture() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(120);
-    let service = TokenService::start(TokenPolicy {
-        app_user: SHARED.to_owned(),
-        announced: Duration::from_secs(600),
-        valid_for: Duration::from_secs(600),
-        interval: Duration::from_secs(1),
-    });
-    let dovecot = Dovecot::start_oauth(
-        &[(CATCHALL, PASS), (SHARED, "not-used")],
-        &service.url("/introspect"),
-    );
+    let (service, dovecot) = oauth_servers(Duration::from_secs(600));
     let mut sinks = vec![SmtpSink::start(&[])];
     let busy = "busy@example.com";
     let relay = RelayFront::start(
@@ -896,24 +900,11 @@ fn a_run_for_the_dashboard_picture() {
     );
     let dir = tempfile::tempdir().unwrap();
     let metrics = free_port();
-    let config = GatewayConfig::new(dir.path().join("state"), relay.port)
+    let gateway = GatewayConfig::new(dir.path().join("state"), relay.port)
         .metrics_listen(&format!("127.0.0.1:{metrics}"))
         .relay_line("retry: {initial: 5s, max: 20s, max_attempts: 3}")
-        .extra_line("max_hops: 1")
-        .account(catchall_account(&dovecot))
-        .account(oauth_account(
-            "shared",
-            SHARED,
-            (&dovecot, &service),
-            CLIENT_SECRET,
-        ))
-        .account(oauth_account(
-            "shared-revoked",
-            "revoked@example.com",
-            (&dovecot, &service),
-            "a-wrong-secret",
-        ))
-        .write(dir.path());
+        .extra_line("max_hops: 1");
+    let config = with_accounts(gateway, &dovecot, &service).write(dir.path());
     let daemon = run(&config);
     eprintln!("metrics on 127.0.0.1:{metrics}");
     let start = std::time::Instant::now();
