@@ -4,8 +4,8 @@
 # Courier (POP3/IMAP, unpacked: see below), Postfix (for smtp-sink), openssl, microsocks and
 # tinyproxy (the proxy tests), systemd's systemd-analyze, binutils and cargo-deb (tests/deploy.rs:
 # the unit, the Debian package, the container image), Cyrus SASL's
-# sample server with its NTLM module (tests/sasl.rs: Debian's Dovecot has no NTLM), and the
-# unprivileged mail user the test servers store mail as. Idempotent: when everything is there
+# sample server with its NTLM module (tests/sasl.rs: Debian's Dovecot has no NTLM), chromium
+# (tests/operations.rs loads the status page in it, headless), and the unprivileged mail user the test servers store mail as. Idempotent: when everything is there
 # it changes nothing and takes a moment.
 set -euo pipefail
 
@@ -22,7 +22,7 @@ cyrus_packages=(libxapian30 libical3 libsasl2-modules-db)
 # microsocks (SOCKS5) and tinyproxy (HTTP CONNECT): the real proxies of tests/proxy.rs,
 # started in the foreground by tests/support/proxy.rs (their own services are not needed).
 packages=(dovecot-pop3d dovecot-imapd postfix openssl ca-certificates curl sasl2-bin
-    libsasl2-modules microsocks tinyproxy systemd binutils "${courier_packages[@]}" "${cyrus_packages[@]}")
+    libsasl2-modules microsocks tinyproxy systemd binutils chromium "${courier_packages[@]}" "${cyrus_packages[@]}")
 test_user=mailferry-test
 courier_dir=/var/cache/mailferry-tests/courier
 courier_unpacked=(courier-base courier-pop courier-imap)

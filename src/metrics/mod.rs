@@ -64,6 +64,16 @@ pub fn install() -> &'static PrometheusHandle {
                 Kind::Histogram => metrics::describe_histogram!(m.name, m.unit, m.help),
             }
         }
+        // The two parts of /readyz are exported from the start, not only once they fail.
+        let up = |flag: &AtomicBool| {
+            if flag.load(Ordering::SeqCst) {
+                1.0
+            } else {
+                0.0
+            }
+        };
+        gauge!(names::STORE_WRITABLE).set(up(&STORE_WRITABLE));
+        gauge!(names::RELAY_UP).set(up(&RELAY_UP));
         handle
     })
 }
