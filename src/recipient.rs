@@ -1,12 +1,12 @@
 //! One recipient of one message and where it stands, from route to relay to state: the one
-//! shape of that fact in every stage. The relay's per-RCPT [`Outcome`] becomes a
-//! [`Status`] here; the state store writes and reads it back; the pipeline's planner
+//! shape of that fact in every stage. The relay returns a [`Recipient`] per RCPT, delivered,
+//! temporary or permanent; the state store writes and reads it back; the pipeline's planner
 //! (`pipeline/decide.rs`) decides from it who is still to be sent to and whether the
 //! message is settled. Modelled on Stalwart's outbound `Status` (scheduled, completed,
 //! temporary or permanent failure), each recipient carrying its own.
 
 use crate::address::Address;
-use crate::relay::{Outcome, RelayError, Reply};
+use crate::relay::{RelayError, Reply};
 
 /// Where one recipient of a message stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,16 +89,6 @@ fn read_reply(detail: &str) -> Reply {
             code: 0,
             text: detail.to_owned(),
         },
-    }
-}
-
-impl From<Outcome> for Status {
-    fn from(outcome: Outcome) -> Status {
-        match outcome {
-            Outcome::Delivered(r) => Status::Delivered(r),
-            Outcome::Temporary(r) => Status::Temporary(r),
-            Outcome::Permanent(r) => Status::Permanent(r),
-        }
     }
 }
 

@@ -167,3 +167,43 @@ accounts:
         "{err}"
     );
 }
+
+/// A `state_dir` that is a regular file stops `mailferry run` with one line that names the
+/// directory and the operating system's reason, once each.
+#[test]
+fn run_with_a_state_dir_that_is_a_file_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::write(&state, "a file, not a directory").unwrap();
+    let config = dir.path().join("mailferry.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"state_dir: {}
+relay:
+  host: 127.0.0.1
+  port: 1
+domains: [example.com]
+postmaster: postmaster@example.com
+accounts:
+  - name: one
+    protocol: pop3
+    host: 127.0.0.1
+    port: 1
+    tls: none
+    username: u
+    password: p
+"#,
+            state.display()
+        ),
+    )
+    .unwrap();
+    let out = run_mailferry(&["run", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.matches("cannot create the state directory").count(),
+        1,
+        "{err}"
+    );
+}

@@ -20,7 +20,8 @@ use mailferry::fetch::pop3::protocol::{
     Capabilities, DATA_LINE_MAX, DotDecoder, Status, UID_MAX, lines, parse_list_line, parse_status,
     parse_uidl_line,
 };
-use mailferry::relay::{Outcome, Relay, SmtpRelay};
+use mailferry::recipient;
+use mailferry::relay::{Relay, SmtpRelay};
 use proptest::prelude::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -445,7 +446,7 @@ fn check_relay(rt: &tokio::runtime::Runtime, script: &Script, message: &[u8]) {
         .all(|r| well_formed_code(r).is_some());
     for ((result, rcpt), reply) in results.iter().zip(&recipients).zip(&script.rcpt) {
         assert_eq!(
-            &result.recipient, rcpt,
+            &result.address, rcpt,
             "results in the order of the recipients"
         );
         if in_step
@@ -453,10 +454,10 @@ fn check_relay(rt: &tokio::runtime::Runtime, script: &Script, message: &[u8]) {
             && !(200..300).contains(&code)
         {
             assert!(
-                !matches!(result.outcome, Outcome::Delivered(_)),
+                !matches!(result.status, recipient::Status::Delivered(_)),
                 "RCPT refused with {:?} but reported delivered: {:?}",
                 String::from_utf8_lossy(reply),
-                result.outcome
+                result.status
             );
         }
     }

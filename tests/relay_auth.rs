@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use mailferry::address::Address;
 use mailferry::config::{AuthMethod, Password, RelayAuth, RelayConfig, RetryPolicy, TlsMode};
-use mailferry::relay::{Outcome, Relay, RelayError, SmtpRelay};
+use mailferry::recipient::Status;
+use mailferry::relay::{Relay, RelayError, SmtpRelay};
 use mailferry::sasl::{Mechanism, Method};
 use support::{
     AccountYaml, CLIENT_ID, CLIENT_SECRET, Dovecot, GatewayConfig, Postfix, Secret, TokenPolicy,
@@ -78,7 +79,7 @@ fn the_relay_logs_in_with_the_strongest_mechanism_and_a_wrong_password_is_refuse
         .block_on(relay(&postfix, None).send(None, &rcpt, message))
         .expect("a transaction");
     assert!(
-        matches!(&results[0].outcome, Outcome::Permanent(r) if r.code == 554),
+        matches!(&results[0].status, Status::Permanent(r) if r.code == 554),
         "{results:?}"
     );
 
@@ -87,7 +88,7 @@ fn the_relay_logs_in_with_the_strongest_mechanism_and_a_wrong_password_is_refuse
         .block_on(good.send(None, &rcpt, message))
         .unwrap_or_else(|e| panic!("{e}\n{}", postfix.log()));
     assert!(
-        matches!(results[0].outcome, Outcome::Delivered(_)),
+        matches!(results[0].status, Status::Delivered(_)),
         "{results:?}\n{}",
         postfix.log()
     );
@@ -149,7 +150,7 @@ fn the_relay_logs_in_with_each_forced_mechanism_and_refuses_one_not_offered() {
             .block_on(relay.send(None, &rcpt, message.as_bytes()))
             .unwrap_or_else(|e| panic!("{mechanism}: {e}\n{}", postfix.log()));
         assert!(
-            matches!(results[0].outcome, Outcome::Delivered(_)),
+            matches!(results[0].status, Status::Delivered(_)),
             "{mechanism}: {results:?}\n{}",
             postfix.log()
         );

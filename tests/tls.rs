@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use mailferry::address::Address;
 use mailferry::config::{RelayConfig, RetryPolicy, TlsMode, TlsOptions};
-use mailferry::relay::{Outcome, Relay, SmtpRelay};
+use mailferry::recipient::Status;
+use mailferry::relay::{Relay, SmtpRelay};
 use mailferry::testkit::smtp::{FakeSmtp, Script};
 use mailferry::testkit::tls::{acceptor, plain_x509, test_ca};
 use mailferry::tls::{Fingerprint, load_ca_file};
@@ -379,7 +380,7 @@ async fn the_relay_trusts_a_plain_openssl_certificate_only_when_told() {
             if trusted {
                 let results = result.unwrap_or_else(|e| panic!("{mode:?}, {case}: {e}"));
                 assert!(
-                    matches!(results[0].outcome, Outcome::Delivered(_)),
+                    matches!(results[0].status, Status::Delivered(_)),
                     "{mode:?}, {case}: {results:?}"
                 );
                 assert_eq!(log.data_tls(), [true], "{mode:?}, {case}");

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::pop3::Pop3Error;
-use super::{FetchError, Listed, Mailbox, Source};
+use super::{FetchError, Listed, Mailbox, Source, TransportError};
 
 /// A mailbox held in memory; clones share it. It is its own [`Source`].
 #[derive(Debug, Clone, Default)]
@@ -158,9 +158,9 @@ impl Source for MemoryMailbox {
         inner.sessions += 1;
         inner.logins.push(tokio::time::Instant::now());
         if inner.down {
-            return Err(FetchError::Pop3(Pop3Error::Timeout(
-                std::time::Duration::from_secs(180),
-            )));
+            return Err(FetchError::Pop3(
+                TransportError::Timeout(std::time::Duration::from_secs(180)).into(),
+            ));
         }
         if inner.refuse_login {
             return Err(FetchError::Pop3(Pop3Error::AuthFailed {

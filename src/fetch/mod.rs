@@ -16,4 +16,4 @@ mod transport;
 pub use imap::{ImapClient, ImapError};
 pub use mailbox::{FetchError, Link, Listed, Mailbox, Session, Source, Upstream};
 pub use pop3::{Capabilities, Pop3Client, Pop3Error};
-pub use transport::Progress;
+pub use transport::{Progress, TransportError};

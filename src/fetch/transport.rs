@@ -1,35 +1,67 @@
-//! What the POP3 and IMAP clients share below their protocols: the TCP connect within the
-//! account's timeout (directly, or through its `proxy:`), what a session learnt on its way
-//! to the login ([`Progress`], for `test-connection`), and the overall deadline of one
-//! message download.
+//! What the POP3 and IMAP clients share below their protocols: the errors of the transport
+//! ([`TransportError`]), the TCP connect within the account's timeout (directly, or through
+//! its `proxy:`) and the TLS handshake, reads and writes bounded by the timeout, what a
+//! session learnt on its way to the login ([`Progress`], for `test-connection`), and the
+//! overall deadline of one message download.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use super::pop3::fetch_deadline;
 use super::proxy::{ProxyError, tunnel};
 use super::quickack::QuickAck;
-use crate::config::AccountConfig;
+use crate::config::{AccountConfig, Password, TlsMode};
+use crate::tls::{PeerTls, TlsClient, TlsError};
 
-/// Why the TCP connection to an upstream server could not be made.
-#[derive(Debug)]
-pub(crate) enum DialError {
-    /// Refused, unreachable, no such host.
+/// What went wrong below the protocol, the same for POP3 and IMAP: the connection could not
+/// be made, broke, or the server was too slow. The session cannot go on after any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The TCP connection could not be opened (refused, unreachable, no such host).
+    #[error("cannot connect to {addr}: {source}")]
     Connect {
         /// `host:port`, or `the proxy URL` (redacted).
         addr: String,
         /// What the operating system said.
         source: std::io::Error,
     },
-    /// No connection within the account's timeout.
+    /// The account's proxy would not open the tunnel to the server.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    /// Reading or writing failed, or the socket could not be set up.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server did not answer (or accept data, or the connection) in time.
+    #[error("no answer from the server within {0:?}")]
     Timeout(Duration),
-    /// The socket could not be set up.
-    Io(std::io::Error),
-    /// The proxy would not open the tunnel.
-    Proxy(ProxyError),
+    /// A download (POP3 RETR, an IMAP UID FETCH) did not finish by its overall deadline,
+    /// however the bytes trickled in.
+    #[error("{command} did not finish within its deadline of {limit:?}")]
+    Deadline {
+        /// The command (`RETR 3`, `UID FETCH 7 BODY.PEEK[]<0.4194304>`).
+        command: String,
+        /// The time it was given in all.
+        limit: Duration,
+    },
 }
+
+impl TransportError {
+    /// The deadline of the download under way ran out.
+    fn deadline(deadline: Option<&Deadline>) -> TransportError {
+        let (command, limit) = deadline
+            .map(|d| (d.command.clone(), d.limit()))
+            .unwrap_or_default();
+        TransportError::Deadline { command, limit }
+    }
+}
+
+/// The byte stream under a session: TCP, TLS over TCP, or (in tests) anything else.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// How far a session got before it was authenticated, and what it learnt on the way: what
 /// `mailferry test-connection` reports step by step, also when a later step fails.
@@ -55,7 +87,7 @@ pub struct Progress {
 pub(crate) async fn dial(
     account: &AccountConfig,
     progress: &mut Progress,
-) -> Result<QuickAck, DialError> {
+) -> Result<QuickAck, TransportError> {
     let host = account.host.trim_start_matches('[').trim_end_matches(']');
     let started = tokio::time::Instant::now();
     let (connect_host, connect_port, addr) = match &account.proxy {
@@ -73,23 +105,122 @@ pub(crate) async fn dial(
     let connect = TcpStream::connect((connect_host, connect_port));
     let mut tcp = match tokio::time::timeout(account.timeout, connect).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(source)) => return Err(DialError::Connect { addr, source }),
-        Err(_) => return Err(DialError::Timeout(account.timeout)),
+        Ok(Err(source)) => return Err(TransportError::Connect { addr, source }),
+        Err(_) => return Err(TransportError::Timeout(account.timeout)),
     };
-    tcp.set_nodelay(true).map_err(DialError::Io)?;
+    tcp.set_nodelay(true).map_err(TransportError::Io)?;
     progress.peer = tcp.peer_addr().ok();
     if let Some(proxy) = &account.proxy {
         let left = account.timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, tunnel(&mut tcp, proxy, host, account.port)).await {
             Ok(Ok(())) => progress.via_proxy = true,
-            Ok(Err(e)) => return Err(DialError::Proxy(e)),
-            Err(_) => return Err(DialError::Timeout(account.timeout)),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(TransportError::Timeout(account.timeout)),
         }
         tracing::debug!(account = %account.name, "connected to {host}:{} through {addr}", account.port);
     } else {
         tracing::debug!(account = %account.name, "connected to {addr}");
     }
     Ok(QuickAck::new(tcp))
+}
+
+/// Opens the session's stream: the TCP connection ([`dial`]), then implicit TLS on it when
+/// the account says `tls: tls` (with `tls`, or the account's TLS options when `None`).
+/// Returns the stream and whether it is encrypted.
+pub(crate) async fn open<E: From<TransportError> + From<TlsError>>(
+    account: &AccountConfig,
+    tls: Option<&TlsClient>,
+    progress: &mut Progress,
+) -> Result<(Box<dyn Stream>, bool), E> {
+    let stream: Box<dyn Stream> = Box::new(dial(account, progress).await?);
+    if account.tls != TlsMode::Tls {
+        return Ok((stream, false));
+    }
+    let stream = handshake::<E>(stream, account, tls_client(account, tls)?).await?;
+    progress.tls = Some(PeerTls::of(stream.get_ref().1));
+    Ok((Box::new(stream), true))
+}
+
+/// `tls` when given, else the TLS client of the account's TLS options.
+pub(crate) fn tls_client(
+    account: &AccountConfig,
+    tls: Option<&TlsClient>,
+) -> Result<TlsClient, TlsError> {
+    match tls {
+        Some(tls) => Ok(tls.clone()),
+        None => TlsClient::new(&account.tls_options, &account.host),
+    }
+}
+
+/// The TLS handshake, bounded by the account's timeout.
+pub(crate) async fn handshake<E: From<TransportError> + From<TlsError>>(
+    stream: Box<dyn Stream>,
+    account: &AccountConfig,
+    tls: TlsClient,
+) -> Result<TlsStream<Box<dyn Stream>>, E> {
+    match tokio::time::timeout(account.timeout, tls.connect(stream)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(TransportError::Timeout(account.timeout).into()),
+    }
+}
+
+/// Which credential cannot be sent in a command line (CR, LF or NUL in it): the user name,
+/// the password or the OAuth2 access token. Checked before anything goes on the wire.
+pub(crate) fn check_credentials(
+    account: &AccountConfig,
+    token: Option<&Password>,
+) -> Result<(), &'static str> {
+    let unsendable = |value: &str| value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
+    if unsendable(&account.username) {
+        return Err("user name");
+    }
+    if unsendable(account.password.expose()) {
+        return Err("password");
+    }
+    if token.is_some_and(|token| unsendable(token.expose())) {
+        return Err("OAuth2 access token");
+    }
+    Ok(())
+}
+
+/// Writes `bytes` and flushes them, within `timeout`.
+pub(crate) async fn write_within(
+    stream: &mut dyn Stream,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), TransportError> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(TransportError::Io(e)),
+        Err(_) => Err(TransportError::Timeout(timeout)),
+    }
+}
+
+/// Reads what has come into `buf` within `timeout`, cut short by what is left of
+/// `deadline` (which counts the bytes); 0 when the server closed the connection.
+pub(crate) async fn read_within(
+    stream: &mut dyn Stream,
+    buf: &mut [u8],
+    mut deadline: Option<&mut Deadline>,
+    timeout: Duration,
+) -> Result<usize, TransportError> {
+    let (wait, by_deadline) = Deadline::next_wait(deadline.as_deref(), timeout);
+    match tokio::time::timeout(wait, stream.read(buf)).await {
+        Ok(Ok(n)) => {
+            if let Some(deadline) = deadline.as_deref_mut() {
+                deadline.received(n);
+            }
+            Ok(n)
+        }
+        Ok(Err(e)) => Err(TransportError::Io(e)),
+        Err(_) if by_deadline => Err(TransportError::deadline(deadline.as_deref())),
+        Err(_) => Err(TransportError::Timeout(timeout)),
+    }
 }
 
 /// How long one download (POP3 RETR, an IMAP UID FETCH) may take in all: [`fetch_deadline`]

@@ -1,7 +1,7 @@
 //! Pure: the `kind` label of `mailferry_poll_errors_total` for a failed pass, one of
 //! [`names::ERROR_KINDS`](super::names::ERROR_KINDS).
 
-use crate::fetch::{FetchError, ImapError, Pop3Error};
+use crate::fetch::{FetchError, ImapError, Pop3Error, TransportError};
 use crate::pipeline::PassError;
 use crate::relay::RelayError;
 
@@ -19,10 +19,8 @@ pub fn of_pass(error: &PassError) -> &'static str {
 pub fn of_fetch(error: &FetchError) -> &'static str {
     match error {
         FetchError::Pop3(e) => match e {
-            Pop3Error::Connect { .. }
-            | Pop3Error::Proxy(_)
-            | Pop3Error::Io(_)
-            | Pop3Error::ConnectionClosed => "connect",
+            Pop3Error::Transport(e) => of_transport(e),
+            Pop3Error::ConnectionClosed => "connect",
             Pop3Error::Tls(_) | Pop3Error::StlsNotOffered => "tls",
             Pop3Error::AuthFailed { .. }
             | Pop3Error::PlaintextRefused
@@ -30,7 +28,6 @@ pub fn of_fetch(error: &FetchError) -> &'static str {
             | Pop3Error::NoLoginMethod(_)
             | Pop3Error::Sasl(_)
             | Pop3Error::InvalidCredential(_) => "login",
-            Pop3Error::Timeout(_) | Pop3Error::Deadline { .. } => "timeout",
             Pop3Error::ServerError { .. }
             | Pop3Error::Protocol(_)
             | Pop3Error::LineTooLong { .. }
@@ -38,18 +35,14 @@ pub fn of_fetch(error: &FetchError) -> &'static str {
             Pop3Error::MessageTooLarge { .. } => "other",
         },
         FetchError::Imap(e) => match e {
-            ImapError::Connect { .. }
-            | ImapError::Proxy(_)
-            | ImapError::Io(_)
-            | ImapError::ConnectionClosed
-            | ImapError::Bye(_) => "connect",
+            ImapError::Transport(e) => of_transport(e),
+            ImapError::ConnectionClosed | ImapError::Bye(_) => "connect",
             ImapError::Tls(_) | ImapError::StarttlsNotOffered => "tls",
             ImapError::AuthFailed { .. }
             | ImapError::PlaintextRefused
             | ImapError::NoLoginMethod(_)
             | ImapError::Sasl(_)
             | ImapError::InvalidCredential(_) => "login",
-            ImapError::Timeout(_) | ImapError::Deadline { .. } => "timeout",
             ImapError::Refused { .. }
             | ImapError::Protocol(_)
             | ImapError::ResponseTooLong { .. }
@@ -59,6 +52,16 @@ pub fn of_fetch(error: &FetchError) -> &'static str {
         },
         // Another instance took the account over: the state store's lease.
         FetchError::LeaseLost => "state",
+    }
+}
+
+/// The kind of a session lost below its protocol.
+fn of_transport(error: &TransportError) -> &'static str {
+    match error {
+        TransportError::Connect { .. } | TransportError::Proxy(_) | TransportError::Io(_) => {
+            "connect"
+        }
+        TransportError::Timeout(_) | TransportError::Deadline { .. } => "timeout",
     }
 }
 
@@ -87,7 +90,9 @@ mod tests {
                 text: "no".into(),
                 temporary: false,
             })),
-            PassError::Fetch(FetchError::Imap(ImapError::Timeout(Duration::from_secs(1)))),
+            PassError::Fetch(FetchError::Imap(
+                TransportError::Timeout(Duration::from_secs(1)).into(),
+            )),
             PassError::Fetch(FetchError::Imap(ImapError::Protocol("?".into()))),
         ];
         let kinds: Vec<&str> = errors.iter().map(of_pass).collect();

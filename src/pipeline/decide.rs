@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use crate::address::Address;
 use crate::recipient::{Recipient, Status, WholeRefusal};
-use crate::relay::{Outcome, RcptResult, RelayError, Reply};
+use crate::relay::{RelayError, Reply};
 use crate::route::Routing;
 use crate::state::MessageState;
 
@@ -98,20 +98,22 @@ impl Refusal {
     /// What the relay's answer to the postmaster's copy means: `Ok` when the postmaster's
     /// RCPT got the message, else why not (the whole transaction failing, or its reply).
     pub fn of_copy(
-        sent: &Result<Vec<RcptResult>, RelayError>,
+        sent: &Result<Vec<Recipient>, RelayError>,
         postmaster: &Address,
     ) -> Result<(), Refusal> {
         let refusal = |why: String, permanent| Err(Refusal { why, permanent });
         match sent {
             Err(e) => refusal(e.to_string(), e.is_permanent()),
-            Ok(results) => match results.iter().find(|r| &r.recipient == postmaster) {
-                None => refusal("no outcome for the postmaster".to_owned(), false),
-                Some(r) => match &r.outcome {
-                    Outcome::Delivered(_) => Ok(()),
-                    Outcome::Temporary(reply) | Outcome::Permanent(reply) => {
-                        refusal(reply.to_string(), reply.is_permanent())
-                    }
-                },
+            Ok(results) => match (results.iter())
+                .find(|r| &r.address == postmaster)
+                .map(|r| &r.status)
+            {
+                Some(Status::Delivered(_)) => Ok(()),
+                Some(Status::Temporary(reply) | Status::Permanent(reply)) => {
+                    refusal(reply.to_string(), reply.is_permanent())
+                }
+                // The relay gives no other status.
+                _ => refusal("no outcome for the postmaster".to_owned(), false),
             },
         }
     }
@@ -160,10 +162,10 @@ impl Plan {
 
     /// Each recipient sent to takes the status of its reply, matched by address, not by
     /// position; one with no reply of its own stays pending, whatever the others got.
-    pub fn take_replies(&mut self, results: &[RcptResult]) {
+    pub fn take_replies(&mut self, results: &[Recipient]) {
         for r in (self.now.iter_mut()).filter(|r| r.status == Status::Pending) {
-            if let Some(result) = results.iter().find(|x| x.recipient == r.address) {
-                r.status = Status::from(result.outcome.clone());
+            if let Some(result) = results.iter().find(|x| x.address == r.address) {
+                r.status = result.status.clone();
             }
         }
     }
@@ -348,7 +350,6 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::relay::Outcome;
     use crate::route::{Reason, Routed};
 
     fn addr(s: &str) -> Address {
@@ -362,10 +363,10 @@ mod tests {
         }
     }
 
-    fn result(to: &str, outcome: Outcome) -> RcptResult {
-        RcptResult {
-            recipient: addr(to),
-            outcome,
+    fn result(to: &str, status: Status) -> Recipient {
+        Recipient {
+            address: addr(to),
+            status,
         }
     }
 
@@ -393,9 +394,9 @@ mod tests {
     }
 
     /// A plan with these recipients, each with its reply.
-    fn replied(replies: &[(&str, Outcome)]) -> Plan {
+    fn replied(replies: &[(&str, Status)]) -> Plan {
         let mut p = plan(&replies.iter().map(|(a, _)| *a).collect::<Vec<_>>());
-        let results: Vec<RcptResult> = (replies.iter())
+        let results: Vec<Recipient> = (replies.iter())
             .map(|(a, o)| result(a, o.clone()))
             .collect();
         p.take_replies(&results);
@@ -465,7 +466,7 @@ mod tests {
             status_of(&p, "a@example.com"),
             &Status::Duplicate("sha256:x".into())
         );
-        p.take_replies(&[result("b@example.com", Outcome::Delivered(reply(250)))]);
+        p.take_replies(&[result("b@example.com", Status::Delivered(reply(250)))]);
         assert_eq!(p.settle(&pm(), &Ok(())), Standing::Settled);
         assert_eq!((p.delivered(), p.rerouted()), (1, 0));
     }
@@ -475,8 +476,8 @@ mod tests {
         let mut p = plan(&["a@example.com", "b@example.com", "c@example.com"]);
         // Out of order, and nothing for c.
         p.take_replies(&[
-            result("b@example.com", Outcome::Permanent(reply(550))),
-            result("a@example.com", Outcome::Delivered(reply(250))),
+            result("b@example.com", Status::Permanent(reply(550))),
+            result("a@example.com", Status::Delivered(reply(250))),
         ]);
         assert_statuses(
             &p,
@@ -495,9 +496,9 @@ mod tests {
     #[test]
     fn every_recipient_outcome_is_recorded_as_it_stands() {
         let mut p = replied(&[
-            ("a@example.com", Outcome::Delivered(reply(250))),
-            ("b@example.com", Outcome::Temporary(reply(451))),
-            ("c@example.com", Outcome::Permanent(reply(550))),
+            ("a@example.com", Status::Delivered(reply(250))),
+            ("b@example.com", Status::Temporary(reply(451))),
+            ("c@example.com", Status::Permanent(reply(550))),
         ]);
         assert!(p.needs_copy());
         assert_eq!(
@@ -525,8 +526,8 @@ mod tests {
     fn a_temporary_refusal_is_named_before_a_missing_reply_and_a_failed_copy() {
         let mut p = plan(&["c@example.com", "a@example.com", "b@example.com"]);
         p.take_replies(&[
-            result("c@example.com", Outcome::Permanent(reply(550))),
-            result("b@example.com", Outcome::Temporary(reply(451))),
+            result("c@example.com", Status::Permanent(reply(550))),
+            result("b@example.com", Status::Temporary(reply(451))),
         ]);
         let later = Refusal {
             why: "451 busy".into(),
@@ -541,8 +542,8 @@ mod tests {
     #[test]
     fn all_delivered_or_rerouted_is_settled() {
         let mut p = replied(&[
-            ("a@example.com", Outcome::Delivered(reply(250))),
-            ("c@example.com", Outcome::Permanent(reply(550))),
+            ("a@example.com", Status::Delivered(reply(250))),
+            ("c@example.com", Status::Permanent(reply(550))),
         ]);
         assert_eq!(
             p.reroute_for(&pm()).collect::<Vec<_>>(),
@@ -554,14 +555,14 @@ mod tests {
 
     #[test]
     fn all_accepted_needs_no_copy_to_the_postmaster() {
-        let mut p = replied(&[("a@example.com", Outcome::Delivered(reply(250)))]);
+        let mut p = replied(&[("a@example.com", Status::Delivered(reply(250)))]);
         assert!(!p.needs_copy());
         assert_eq!(p.settle(&pm(), &Ok(())), Standing::Settled);
     }
 
     #[test]
     fn a_failed_postmaster_copy_retries_or_gives_up_as_its_reply_says() {
-        let refused = || replied(&[("c@example.com", Outcome::Permanent(reply(550)))]);
+        let refused = || replied(&[("c@example.com", Status::Permanent(reply(550)))]);
         let later = Refusal {
             why: "451 busy".into(),
             permanent: false,
@@ -589,8 +590,8 @@ mod tests {
     #[test]
     fn the_postmaster_refused_is_never_settled_by_a_copy_to_the_postmaster() {
         let mut p = replied(&[
-            ("PM@example.com", Outcome::Permanent(reply(550))),
-            ("c@example.com", Outcome::Permanent(reply(550))),
+            ("PM@example.com", Status::Permanent(reply(550))),
+            ("c@example.com", Status::Permanent(reply(550))),
         ]);
         let copy_for: Vec<_> = p.reroute_for(&pm()).map(|(a, _)| a.clone()).collect();
         assert_eq!(
@@ -679,7 +680,7 @@ mod tests {
             p
         };
         let sender = Some(&addr("someone@elsewhere.test"));
-        let p = replied(&[("a@example.com", Outcome::Permanent(reply(550)))]);
+        let p = replied(&[("a@example.com", Status::Permanent(reply(550)))]);
         assert_eq!(p.copy(&pm()).unwrap().reverse_path, sender);
         let data = whole(crate::relay::RelayError::Data { reply: reply(554) });
         assert_eq!(data.copy(&pm()).unwrap().reverse_path, sender);
@@ -695,15 +696,15 @@ mod tests {
     #[test]
     fn the_postmaster_s_copy_says_who_refused_it_and_why() {
         let p = replied(&[
-            ("a@example.com", Outcome::Delivered(reply(250))),
-            ("c@example.com", Outcome::Permanent(reply(550))),
-            ("pm@example.com", Outcome::Permanent(reply(551))),
+            ("a@example.com", Status::Delivered(reply(250))),
+            ("c@example.com", Status::Permanent(reply(550))),
+            ("pm@example.com", Status::Permanent(reply(551))),
         ]);
         assert_eq!(
             p.copy(&pm()).unwrap().headers,
             "X-Mailferry-Rerouted: for <c@example.com> refused by the internal server: 550 550 text\r\n"
         );
-        let only_pm = replied(&[("pm@example.com", Outcome::Permanent(reply(550)))]);
+        let only_pm = replied(&[("pm@example.com", Status::Permanent(reply(550)))]);
         let nowhere = only_pm.copy(&pm()).unwrap_err();
         assert!(nowhere.permanent, "nowhere else to go");
         let mut whole = plan(&["a@example.com", "c@example.com"]);
@@ -728,9 +729,9 @@ mod tests {
         ]);
         p.duplicates(&HashSet::from([addr("d@example.com").dedup_key()]), "x");
         p.take_replies(&[
-            result("a@example.com", Outcome::Delivered(reply(250))),
-            result("b@example.com", Outcome::Temporary(reply(451))),
-            result("c@example.com", Outcome::Permanent(reply(550))),
+            result("a@example.com", Status::Delivered(reply(250))),
+            result("b@example.com", Status::Temporary(reply(451))),
+            result("c@example.com", Status::Permanent(reply(550))),
         ]);
         let standing = p.settle(&pm(), &Ok(()));
         assert_eq!(p.counted(&standing), ["delivered", "temporary", "rerouted"]);
@@ -758,9 +759,9 @@ mod tests {
         // Whatever mix of replies: settled exactly when each recipient is delivered, a
         // duplicate, or re-routed by an accepted postmaster's copy.
         let outcomes = [
-            Outcome::Delivered(reply(250)),
-            Outcome::Temporary(reply(451)),
-            Outcome::Permanent(reply(550)),
+            Status::Delivered(reply(250)),
+            Status::Temporary(reply(451)),
+            Status::Permanent(reply(550)),
         ];
         for a in &outcomes {
             for b in &outcomes {
@@ -776,11 +777,11 @@ mod tests {
                     let settled = p.settle(&pm(), &copy) == Standing::Settled;
                     let all = p.now.iter().all(|r| r.status.is_settled());
                     assert_eq!(settled, all, "{a:?} {b:?} {copy:?}");
-                    let fine = |o: &Outcome| !matches!(o, Outcome::Temporary(_));
+                    let fine = |o: &Status| !matches!(o, Status::Temporary(_));
                     let expected = fine(a)
                         && fine(b)
                         && (copy.is_ok()
-                            || ![a, b].iter().any(|o| matches!(o, Outcome::Permanent(_))));
+                            || ![a, b].iter().any(|o| matches!(o, Status::Permanent(_))));
                     assert_eq!(settled, expected, "{a:?} {b:?} {copy:?}");
                 }
             }
@@ -791,20 +792,20 @@ mod tests {
     fn the_postmaster_s_copy_is_taken_only_by_a_reply_for_the_postmaster() {
         let sent = |outcome| Ok(vec![result("pm@example.com", outcome)]);
         let of = |s| Refusal::of_copy(&s, &pm());
-        assert_eq!(of(sent(Outcome::Delivered(reply(250)))), Ok(()));
-        let refused = of(sent(Outcome::Permanent(reply(550)))).unwrap_err();
+        assert_eq!(of(sent(Status::Delivered(reply(250)))), Ok(()));
+        let refused = of(sent(Status::Permanent(reply(550)))).unwrap_err();
         assert_eq!(
             (refused.why.as_str(), refused.permanent),
             ("550 550 text", true)
         );
         assert!(
-            !of(sent(Outcome::Temporary(reply(451))))
+            !of(sent(Status::Temporary(reply(451))))
                 .unwrap_err()
                 .permanent
         );
         let elsewhere = of(Ok(vec![result(
             "a@example.com",
-            Outcome::Delivered(reply(250)),
+            Status::Delivered(reply(250)),
         )]));
         assert_eq!(elsewhere.unwrap_err().why, "no outcome for the postmaster");
         let data = crate::relay::RelayError::Data { reply: reply(554) };

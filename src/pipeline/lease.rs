@@ -15,7 +15,8 @@ use super::pass::{PassError, PassReport};
 use crate::address::Address;
 use crate::config::{AccountConfig, Config, DEFAULT_LEASE_TTL, StateBackend};
 use crate::fetch::{FetchError, Listed, Mailbox, Source};
-use crate::relay::{RcptResult, Relay, RelayError};
+use crate::recipient::Recipient;
+use crate::relay::{Relay, RelayError};
 use crate::state::{Claim, PassDone, StateError, StateStore};
 
 /// `lease_ttl` of the configuration (the default for a store without leases).
@@ -225,7 +226,7 @@ impl<R: Relay, St: StateStore> Relay for FencedRelay<R, St> {
         reverse_path: Option<&Address>,
         recipients: &[Address],
         message: &[u8],
-    ) -> Result<Vec<RcptResult>, RelayError> {
+    ) -> Result<Vec<Recipient>, RelayError> {
         if !confirm(&self.store, &self.account, self.ttl).await {
             return Err(RelayError::LeaseLost {
                 account: self.account.clone(),

@@ -16,7 +16,8 @@ use tokio::sync::watch;
 
 use crate::config::{AccountConfig, Config, Initial, Retention};
 use crate::fetch::{FetchError, Listed, Mailbox, Source};
-use crate::relay::{Outcome, Relay};
+use crate::recipient::Status;
+use crate::relay::Relay;
 use crate::retention;
 use crate::route::Rules;
 use crate::state::{Headline, MessageState, Quarantined, StateError, StateStore};
@@ -457,12 +458,12 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         );
         let postmaster = std::slice::from_ref(&self.config.postmaster);
         match self.relay.send(None, postmaster, &text).await {
-            Ok(results) => match results.first().map(|r| &r.outcome) {
-                Some(Outcome::Delivered(_)) => {
+            Ok(results) => match results.first().map(|r| &r.status) {
+                Some(Status::Delivered(_)) => {
                     self.store.mark_notified(q.id, SystemTime::now()).await?;
                 }
                 // Refused for good: asking again every pass would only repeat the refusal.
-                Some(Outcome::Permanent(reply)) => {
+                Some(Status::Permanent(reply)) => {
                     tracing::warn!(
                         account = name,
                         uid,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub use report::{Report, Section, Status, Step};
 
 use crate::config::{AccountConfig, Config, Protocol, TlsMode, TlsOptions};
-use crate::fetch::{ImapClient, ImapError, Pop3Client, Pop3Error, Progress};
+use crate::fetch::{ImapClient, ImapError, Pop3Client, Pop3Error, Progress, TransportError};
 use crate::oauth::{OAuthError, TokenSource};
 use crate::sasl::Method;
 use crate::tls::{PeerTls, TlsClient};
@@ -240,7 +240,9 @@ fn reached(progress: &Progress, account: &AccountConfig) -> Stage {
 
 fn pop3_failure(e: &Pop3Error, oauth: bool) -> (Option<Stage>, String) {
     let stage = match e {
-        Pop3Error::Connect { .. } | Pop3Error::Proxy(_) => Some(Stage::Connect),
+        Pop3Error::Transport(TransportError::Connect { .. } | TransportError::Proxy(_)) => {
+            Some(Stage::Connect)
+        }
         Pop3Error::Tls(_) | Pop3Error::StlsNotOffered | Pop3Error::PlaintextRefused => {
             Some(Stage::Tls)
         }
@@ -250,7 +252,9 @@ fn pop3_failure(e: &Pop3Error, oauth: bool) -> (Option<Stage>, String) {
         _ => None,
     };
     let detail = match e {
-        Pop3Error::Connect { source, .. } => format!("{e}{}", connect_hint(source)),
+        Pop3Error::Transport(TransportError::Connect { source, .. }) => {
+            format!("{e}{}", connect_hint(source))
+        }
         Pop3Error::AuthFailed { .. } => auth_words(e, oauth),
         _ => e.to_string(),
     };
@@ -259,7 +263,9 @@ fn pop3_failure(e: &Pop3Error, oauth: bool) -> (Option<Stage>, String) {
 
 fn imap_failure(e: &ImapError, oauth: bool) -> (Option<Stage>, String) {
     let stage = match e {
-        ImapError::Connect { .. } | ImapError::Proxy(_) => Some(Stage::Connect),
+        ImapError::Transport(TransportError::Connect { .. } | TransportError::Proxy(_)) => {
+            Some(Stage::Connect)
+        }
         ImapError::Tls(_) | ImapError::StarttlsNotOffered | ImapError::PlaintextRefused => {
             Some(Stage::Tls)
         }
@@ -269,7 +275,9 @@ fn imap_failure(e: &ImapError, oauth: bool) -> (Option<Stage>, String) {
         _ => None,
     };
     let detail = match e {
-        ImapError::Connect { source, .. } => format!("{e}{}", connect_hint(source)),
+        ImapError::Transport(TransportError::Connect { source, .. }) => {
+            format!("{e}{}", connect_hint(source))
+        }
         ImapError::AuthFailed { .. } => auth_words(e, oauth),
         _ => e.to_string(),
     };

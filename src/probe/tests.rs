@@ -58,10 +58,10 @@ fn a_refused_login_fails_at_authenticate_after_the_steps_that_passed() {
 fn a_refused_connection_fails_at_connect_and_skips_the_rest() {
     let a = account("");
     let progress = Progress::default();
-    let e = Pop3Error::Connect {
+    let e = Pop3Error::from(TransportError::Connect {
         addr: "pop.test:995".into(),
         source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-    };
+    });
     let steps = session_steps(&a, &progress, Some(pop3_failure(&e, false)));
     assert_eq!(
         statuses(&steps),
@@ -82,7 +82,7 @@ fn a_silent_server_after_connect_fails_at_the_next_step() {
         peer: Some("127.0.0.1:110".parse().unwrap()),
         ..Progress::default()
     };
-    let e = Pop3Error::Timeout(Duration::from_secs(180));
+    let e = Pop3Error::from(TransportError::Timeout(Duration::from_secs(180)));
     let steps = session_steps(&a, &progress, Some(pop3_failure(&e, false)));
     assert_eq!(steps[0].status, Status::Ok);
     assert_eq!(steps[1].status, Status::Warning, "tls: none is said");

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{RelayConfig, TlsMode};
+use crate::recipient::Status;
 use crate::testkit::smtp::{FakeSmtp, Script};
 
 fn addr(s: &str) -> Address {
@@ -38,9 +39,9 @@ async fn a_quoted_local_part_is_sent_quoted() {
         .send(None, &[john.clone(), addr("bob@example.com")], MESSAGE)
         .await
         .unwrap();
-    assert_eq!(results[0].recipient, john);
-    assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
-    assert!(matches!(results[1].outcome, Outcome::Delivered(_)));
+    assert_eq!(results[0].address, john);
+    assert!(matches!(results[0].status, Status::Delivered(_)));
+    assert!(matches!(results[1].status, Status::Delivered(_)));
     let commands = server.commands();
     assert!(
         commands.contains(&"RCPT TO:<\"john doe\"@example.com>".to_owned()),
@@ -58,7 +59,7 @@ async fn a_non_ascii_quoted_local_part_uses_smtputf8() {
     let (server, relay) = relay_for(Script::default());
     let jorg = addr("\"jörg müller\"@example.com");
     let results = relay.send(None, &[jorg], MESSAGE).await.unwrap();
-    assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
+    assert!(matches!(results[0].status, Status::Delivered(_)));
     let commands = server.commands();
     assert!(
         commands
@@ -96,12 +97,13 @@ async fn an_unsendable_or_refused_recipient_never_shifts_another_outcome() {
     let got: Vec<(String, u16, &str)> = results
         .iter()
         .map(|r| {
-            let (kind, reply) = match &r.outcome {
-                Outcome::Delivered(reply) => ("delivered", reply),
-                Outcome::Temporary(reply) => ("temporary", reply),
-                Outcome::Permanent(reply) => ("permanent", reply),
+            let (kind, reply) = match &r.status {
+                Status::Delivered(reply) => ("delivered", reply),
+                Status::Temporary(reply) => ("temporary", reply),
+                Status::Permanent(reply) => ("permanent", reply),
+                other => panic!("a status the relay never gives: {other:?}"),
             };
-            (r.recipient.to_string(), reply.code, kind)
+            (r.address.to_string(), reply.code, kind)
         })
         .collect();
     assert_eq!(

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::tests::{addr, config, relay_for, reply};
 use super::*;
 use crate::config::{Password, RelayAuth, TlsMode};
+use crate::recipient::{Recipient, Status};
 use crate::testkit::Split;
 use crate::testkit::smtp::{FakeSmtp, Script};
 use crate::testkit::tls::test_ca;
@@ -13,8 +14,8 @@ use crate::testkit::tls::test_ca;
 const MESSAGE: &[u8] = b"Subject: hello\r\n\r\n.dot line\r\nbody\r\n";
 const PIPELINING: &[&str] = &["PIPELINING", "8BITMIME", "SMTPUTF8"];
 
-fn outcomes(results: Vec<RcptResult>) -> Vec<Outcome> {
-    results.into_iter().map(|r| r.outcome).collect()
+fn outcomes(results: Vec<Recipient>) -> Vec<Status> {
+    results.into_iter().map(|r| r.status).collect()
 }
 
 #[tokio::test]
@@ -33,9 +34,9 @@ async fn pipelined_mail_rcpts_and_data_go_in_one_flight_and_each_rcpt_keeps_its_
     assert_eq!(
         outcomes(results),
         [
-            Outcome::Temporary(reply(450, "4.2.0 mailbox busy")),
-            Outcome::Delivered(reply(250, "2.0.0 queued as 1234")),
-            Outcome::Permanent(reply(550, "5.1.1 no such user")),
+            Status::Temporary(reply(450, "4.2.0 mailbox busy")),
+            Status::Delivered(reply(250, "2.0.0 queued as 1234")),
+            Status::Permanent(reply(550, "5.1.1 no such user")),
         ]
     );
     let log = server.log();
@@ -78,8 +79,8 @@ async fn pipelined_replies_split_across_reads_give_the_same_outcomes() {
         assert_eq!(
             outcomes(results),
             [
-                Outcome::Delivered(reply(250, "2.0.0 queued as 1234")),
-                Outcome::Permanent(reply(550, "5.1.1 no such 5.1.1 user")),
+                Status::Delivered(reply(250, "2.0.0 queued as 1234")),
+                Status::Permanent(reply(550, "5.1.1 no such 5.1.1 user")),
             ],
             "{split:?}"
         );
@@ -109,7 +110,7 @@ async fn a_pipelined_response_cut_after_the_second_rcpt_delivers_nothing() {
     assert!(
         results
             .iter()
-            .all(|r| matches!(r.outcome, Outcome::Delivered(_)))
+            .all(|r| matches!(r.status, Status::Delivered(_)))
     );
     assert_eq!(server.log().connections, 2);
 }
@@ -167,8 +168,8 @@ async fn all_rcpts_refused_in_a_flight_ends_with_rset_and_the_session_stays() {
     assert_eq!(
         outcomes(results),
         [
-            Outcome::Permanent(reply(550, "5.1.1 no")),
-            Outcome::Temporary(reply(451, "4.3.0 later")),
+            Status::Permanent(reply(550, "5.1.1 no")),
+            Status::Temporary(reply(451, "4.3.0 later")),
         ]
     );
     // The fake answers DATA without recipients with 503; then RSET ends the transaction.
@@ -193,7 +194,7 @@ async fn chunking_sends_the_message_by_bdat_last_unstuffed() {
         assert!(
             results
                 .iter()
-                .all(|r| matches!(r.outcome, Outcome::Delivered(_)))
+                .all(|r| matches!(r.status, Status::Delivered(_)))
         );
         // Without a final CRLF, one is added (as DATA adds it).
         relay.send(None, &rcpts[..1], b"a\r\n.b").await.unwrap();
@@ -293,7 +294,7 @@ async fn auth_plain_then_login_log_in_before_mail() {
             .send(None, &[addr("a@example.com")], MESSAGE)
             .await
             .unwrap();
-        assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
+        assert!(matches!(results[0].status, Status::Delivered(_)));
         let log = server.log();
         assert_eq!(log.logins, ["gateway"]);
         assert!(log.commands[1].starts_with(mechanism), "{:?}", log.commands);
@@ -352,7 +353,7 @@ async fn auth_goes_over_starttls() {
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
         .unwrap();
-    assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
+    assert!(matches!(results[0].status, Status::Delivered(_)));
     let commands = server.commands_tls();
     let auth = commands
         .iter()

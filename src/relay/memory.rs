@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::address::Address;
 
-use super::{Outcome, RcptResult, Relay, RelayError, Reply};
+use super::{Relay, RelayError, Reply};
+use crate::recipient::{Recipient, Status};
 
 /// A relay held in memory; clones share it.
 #[derive(Debug, Clone, Default)]
@@ -105,7 +106,7 @@ impl Relay for MemoryRelay {
         reverse_path: Option<&Address>,
         recipients: &[Address],
         message: &[u8],
-    ) -> Result<Vec<RcptResult>, RelayError> {
+    ) -> Result<Vec<Recipient>, RelayError> {
         let delay = self.lock().delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -123,29 +124,29 @@ impl Relay for MemoryRelay {
             Some(Failure::Data(reply)) => return Err(RelayError::Data { reply }),
             None => {}
         }
-        let results: Vec<RcptResult> = recipients
+        let results: Vec<Recipient> = recipients
             .iter()
             .map(|r| {
                 let reply = inner.rcpt.get(&r.dedup_key()).cloned();
-                let outcome = match reply {
-                    None => Outcome::Delivered(Reply {
+                let status = match reply {
+                    None => Status::Delivered(Reply {
                         code: 250,
                         text: "2.0.0 queued".to_owned(),
                     }),
-                    Some(reply) if reply.is_success() => Outcome::Delivered(reply),
-                    Some(reply) if reply.is_permanent() => Outcome::Permanent(reply),
-                    Some(reply) => Outcome::Temporary(reply),
+                    Some(reply) if reply.is_success() => Status::Delivered(reply),
+                    Some(reply) if reply.is_permanent() => Status::Permanent(reply),
+                    Some(reply) => Status::Temporary(reply),
                 };
-                RcptResult {
-                    recipient: r.clone(),
-                    outcome,
+                Recipient {
+                    address: r.clone(),
+                    status,
                 }
             })
             .collect();
         let accepted: Vec<Address> = results
             .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Delivered(_)))
-            .map(|r| r.recipient.clone())
+            .filter(|r| matches!(r.status, Status::Delivered(_)))
+            .map(|r| r.address.clone())
             .collect();
         if !accepted.is_empty() {
             inner.sent.push(Sent {

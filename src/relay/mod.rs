@@ -30,6 +30,9 @@ use std::fmt;
 use std::future::Future;
 
 use crate::address::Address;
+use crate::recipient::Recipient;
+#[cfg(doc)]
+use crate::recipient::Status;
 
 pub(crate) use prepare::begins_with_header_section;
 pub use prepare::prepare;
@@ -45,14 +48,16 @@ pub trait Relay: Clone + Send + Sync + 'static {
     fn helo_name(&self) -> String;
 
     /// One transaction: `MAIL FROM:<reverse_path>` (`<>` for `None`), one RCPT per
-    /// recipient, the message. `Ok` has an outcome for every recipient given; `Err` means no
+    /// recipient, the message. `Ok` has every recipient given, in order, with its status:
+    /// [`Status::Delivered`] with the reply to the data, or [`Status::Temporary`] or
+    /// [`Status::Permanent`] with the reply to its RCPT (never another). `Err` means no
     /// recipient got it (see [`RelayError::is_permanent`], [`RelayError::is_unavailable`]).
     fn send(
         &self,
         reverse_path: Option<&Address>,
         recipients: &[Address],
         message: &[u8],
-    ) -> impl Future<Output = Result<Vec<RcptResult>, RelayError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Recipient>, RelayError>> + Send;
 }
 
 /// One SMTP reply: `550 5.1.1 no such user` (a multi-line reply's lines joined by spaces).
@@ -89,26 +94,6 @@ impl fmt::Display for Reply {
             write!(f, "{} {}", self.code, self.text)
         }
     }
-}
-
-/// What became of one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The internal server took the message for this recipient (the reply to the data).
-    Delivered(Reply),
-    /// Refused for now (4xx, or an unexpected reply): retry later.
-    Temporary(Reply),
-    /// Refused for good (5xx, or an address that could not be sent at all).
-    Permanent(Reply),
-}
-
-/// One recipient of a transaction and its outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RcptResult {
-    /// The recipient as given to [`Relay::send`].
-    pub recipient: Address,
-    /// What the internal server said for it.
-    pub outcome: Outcome,
 }
 
 /// Why a whole transaction failed (no recipient got the message).

@@ -8,9 +8,10 @@ use tokio::sync::Semaphore;
 
 use super::conn::{self, Conn};
 use super::transaction::{self, After, Limits};
-use super::{RcptResult, Relay, RelayError, auth};
+use super::{Relay, RelayError, auth};
 use crate::address::Address;
 use crate::config::{RelayConfig, TlsMode};
+use crate::recipient::Recipient;
 use crate::tls::TlsClient;
 
 /// The SMTP sessions to the internal server, shared by every account. Cheap to clone: the
@@ -83,7 +84,7 @@ impl Relay for SmtpRelay {
         reverse_path: Option<&Address>,
         recipients: &[Address],
         message: &[u8],
-    ) -> Result<Vec<RcptResult>, RelayError> {
+    ) -> Result<Vec<Recipient>, RelayError> {
         if recipients.is_empty() {
             return Ok(Vec::new());
         }
@@ -101,7 +102,7 @@ impl SmtpRelay {
         reverse_path: Option<&Address>,
         recipients: &[Address],
         message: &[u8],
-    ) -> Result<Vec<RcptResult>, RelayError> {
+    ) -> Result<Vec<Recipient>, RelayError> {
         // Closed only if the semaphore were closed, which nothing does.
         let _slot = self.inner.slots.acquire().await.ok();
         let (mut conn, mut reused) = self.session().await?;

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{RelayConfig, TlsMode};
+use crate::recipient::{Recipient, Status};
 use crate::testkit::Split;
 use crate::testkit::smtp::{FakeSmtp, Script};
 use crate::testkit::tls::{TestCa, test_ca};
@@ -58,17 +59,17 @@ async fn each_rcpt_reply_is_kept() {
     assert_eq!(
         results,
         vec![
-            RcptResult {
-                recipient: rcpts[0].clone(),
-                outcome: Outcome::Delivered(reply(250, "2.0.0 queued as 1234")),
+            Recipient {
+                address: rcpts[0].clone(),
+                status: Status::Delivered(reply(250, "2.0.0 queued as 1234")),
             },
-            RcptResult {
-                recipient: rcpts[1].clone(),
-                outcome: Outcome::Temporary(reply(450, "4.2.0 mailbox busy")),
+            Recipient {
+                address: rcpts[1].clone(),
+                status: Status::Temporary(reply(450, "4.2.0 mailbox busy")),
             },
-            RcptResult {
-                recipient: rcpts[2].clone(),
-                outcome: Outcome::Permanent(reply(550, "5.1.1 no such user")),
+            Recipient {
+                address: rcpts[2].clone(),
+                status: Status::Permanent(reply(550, "5.1.1 no such user")),
             },
         ]
     );
@@ -102,12 +103,12 @@ async fn replies_split_across_reads_give_the_same_outcomes() {
         let (server, relay) = relay_for(script);
         let rcpts = [addr("bob@example.com"), addr("nobody@example.com")];
         let results = relay.send(None, &rcpts, MESSAGE).await.unwrap();
-        let outcomes: Vec<_> = results.into_iter().map(|r| r.outcome).collect();
+        let outcomes: Vec<_> = results.into_iter().map(|r| r.status).collect();
         assert_eq!(
             outcomes,
             [
-                Outcome::Delivered(reply(250, "2.0.0 queued as 1234")),
-                Outcome::Permanent(reply(550, "5.1.1 no such user")),
+                Status::Delivered(reply(250, "2.0.0 queued as 1234")),
+                Status::Permanent(reply(550, "5.1.1 no such user")),
             ],
             "{split:?}"
         );
@@ -129,13 +130,10 @@ async fn all_rcpts_refused_sends_no_data() {
         )
         .await
         .unwrap();
+    assert_eq!(results[0].status, Status::Permanent(reply(550, "5.1.1 no")));
     assert_eq!(
-        results[0].outcome,
-        Outcome::Permanent(reply(550, "5.1.1 no"))
-    );
-    assert_eq!(
-        results[1].outcome,
-        Outcome::Temporary(reply(451, "4.3.0 later"))
+        results[1].status,
+        Status::Temporary(reply(451, "4.3.0 later"))
     );
     let commands = server.commands();
     assert!(!commands.iter().any(|c| c == "DATA"), "{commands:?}");
@@ -293,7 +291,7 @@ async fn a_session_dropped_by_the_server_is_reopened() {
         .send(None, &[addr("b@example.com")], MESSAGE)
         .await
         .unwrap();
-    assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
+    assert!(matches!(results[0].status, Status::Delivered(_)));
     assert_eq!(server.log().connections, 2);
     assert_eq!(server.log().data().len(), 2);
 }
@@ -323,7 +321,7 @@ async fn starttls_if_available_goes_on_in_plain_text_without_it() {
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
         .unwrap();
-    assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
+    assert!(matches!(results[0].status, Status::Delivered(_)));
 }
 
 #[tokio::test]
@@ -337,14 +335,14 @@ async fn an_address_the_server_cannot_take_is_permanent_for_that_recipient_only(
         .send(None, &[odd, addr("ok@example.com")], MESSAGE)
         .await
         .unwrap();
-    match &results[0].outcome {
-        Outcome::Permanent(r) => {
+    match &results[0].status {
+        Status::Permanent(r) => {
             assert_eq!(r.code, 553);
             assert!(r.text.contains("not sent by mailferry"), "{r}");
         }
         other => panic!("expected Permanent, got {other:?}"),
     }
-    assert!(matches!(results[1].outcome, Outcome::Delivered(_)));
+    assert!(matches!(results[1].status, Status::Delivered(_)));
     assert!(!server.commands().iter().any(|c| c.contains(&long)));
 }
 
@@ -360,8 +358,8 @@ async fn non_ascii_recipient_without_smtputf8_is_permanent() {
         )
         .await
         .unwrap();
-    assert!(matches!(&results[0].outcome, Outcome::Permanent(r) if r.code == 553));
-    assert!(matches!(results[1].outcome, Outcome::Delivered(_)));
+    assert!(matches!(&results[0].status, Status::Permanent(r) if r.code == 553));
+    assert!(matches!(results[1].status, Status::Delivered(_)));
     assert!(server.commands().contains(&"MAIL FROM:<>".to_owned()));
 }
 
@@ -372,7 +370,7 @@ async fn non_ascii_recipient_with_smtputf8_is_sent_with_the_parameter() {
         .send(None, &[addr("jörg@example.com")], MESSAGE)
         .await
         .unwrap();
-    assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
+    assert!(matches!(results[0].status, Status::Delivered(_)));
     let commands = server.commands();
     assert!(
         commands.contains(&"MAIL FROM:<> SMTPUTF8".to_owned()),
@@ -479,8 +477,8 @@ async fn implicit_tls_with_the_ca_delivers_over_tls() {
         .await
         .unwrap();
     assert_eq!(
-        results[0].outcome,
-        Outcome::Delivered(reply(250, "2.0.0 queued as 1234"))
+        results[0].status,
+        Status::Delivered(reply(250, "2.0.0 queued as 1234"))
     );
     let log = server.log();
     assert_eq!(log.data(), vec![MESSAGE.to_vec()]);
@@ -519,8 +517,8 @@ async fn starttls_with_the_ca_upgrades_before_mail_from() {
         .await
         .unwrap();
     assert_eq!(
-        results[0].outcome,
-        Outcome::Delivered(reply(250, "2.0.0 queued as 1234"))
+        results[0].status,
+        Status::Delivered(reply(250, "2.0.0 queued as 1234"))
     );
     assert_eq!(server.commands_tls(), upgraded_session());
     let log = server.log();
@@ -538,7 +536,7 @@ async fn starttls_if_available_upgrades_when_offered() {
         .await
         .unwrap();
     assert!(
-        matches!(results[0].outcome, Outcome::Delivered(_)),
+        matches!(results[0].status, Status::Delivered(_)),
         "{results:?}"
     );
     assert_eq!(server.commands_tls(), upgraded_session());
@@ -582,8 +580,8 @@ async fn two_concurrent_senders_with_one_connection_both_complete() {
         tokio::join!(a.send(None, &to_a, MESSAGE), b.send(None, &to_b, MESSAGE))
     })
     .await;
-    assert!(matches!(ra.unwrap()[0].outcome, Outcome::Delivered(_)));
-    assert!(matches!(rb.unwrap()[0].outcome, Outcome::Delivered(_)));
+    assert!(matches!(ra.unwrap()[0].status, Status::Delivered(_)));
+    assert!(matches!(rb.unwrap()[0].status, Status::Delivered(_)));
     let log = server.log();
     assert_eq!(log.data().len(), 2);
     assert_eq!(log.connections, 1, "one session, taken in turn");
@@ -688,7 +686,7 @@ async fn a_slow_reply_to_the_data_within_data_timeout_is_awaited() {
         .send(None, &[addr("a@example.com")], MESSAGE)
         .await
         .unwrap();
-    assert!(matches!(results[0].outcome, Outcome::Delivered(_)));
+    assert!(matches!(results[0].status, Status::Delivered(_)));
     assert_eq!(server.log().data().len(), 1);
 }
 

@@ -11,8 +11,9 @@ use std::time::Duration;
 use super::conn::Conn;
 use super::prepare::{is_prepared, prepare};
 use super::wire::{DotStuffer, Parsed};
-use super::{Outcome, RcptResult, RelayError, Reply, timeout_error};
+use super::{RelayError, Reply, timeout_error};
 use crate::address::Address;
+use crate::recipient::{Recipient, Status};
 
 /// RFC 5321's limit on a local part, in octets.
 const MAX_LOCAL_PART: usize = 64;
@@ -46,7 +47,7 @@ pub(super) enum After {
 /// How a transaction ended.
 pub(super) struct Ended {
     /// One result per recipient, or why no recipient got the message.
-    pub result: Result<Vec<RcptResult>, RelayError>,
+    pub result: Result<Vec<Recipient>, RelayError>,
     /// What becomes of the session.
     pub after: After,
     /// Whether the server answered MAIL FROM: before that, nothing of this transaction was
@@ -98,7 +99,7 @@ async fn transaction(
     recipients: &[Address],
     message: &[u8],
     mail_answered: &mut bool,
-) -> Result<(Vec<RcptResult>, After), RelayError> {
+) -> Result<(Vec<Recipient>, After), RelayError> {
     let limit = limits.reply;
     let caps = conn.caps.clone();
     let body = data_body(message);
@@ -135,13 +136,13 @@ async fn transaction(
     }
 
     // None: accepted (or not answered yet); Some: this recipient's outcome.
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; recipients.len()];
+    let mut outcomes: Vec<Option<Status>> = vec![None; recipients.len()];
     let mut rcpts: Vec<(usize, String)> = Vec::with_capacity(recipients.len());
     for (i, recipient) in recipients.iter().enumerate() {
         match sendable(recipient, caps.smtputf8) {
             Ok(()) => rcpts.push((i, format!("RCPT TO:<{}>", recipient.as_str()))),
             Err(reason) => {
-                outcomes[i] = Some(Outcome::Permanent(Reply {
+                outcomes[i] = Some(Status::Permanent(Reply {
                     code: 553,
                     text: format!("5.1.3 not sent by mailferry: {reason}"),
                 }));
@@ -186,8 +187,8 @@ async fn transaction(
                 None
             }
             300..400 => return Err(out_of_step(conn, "RCPT TO", &reply)),
-            500.. => Some(Outcome::Permanent(reply.reply())),
-            _ => Some(Outcome::Temporary(reply.reply())),
+            500.. => Some(Status::Permanent(reply.reply())),
+            _ => Some(Status::Temporary(reply.reply())),
         };
     }
 
@@ -312,11 +313,11 @@ async fn write_bdat(conn: &mut Conn, body: &[u8]) -> std::io::Result<()> {
 /// may be settled without a reply that says so.
 fn results(
     recipients: &[Address],
-    outcomes: Vec<Option<Outcome>>,
+    outcomes: Vec<Option<Status>>,
     data_reply: Option<Reply>,
-) -> Vec<RcptResult> {
+) -> Vec<Recipient> {
     let temporary = |text: &str| {
-        Outcome::Temporary(Reply {
+        Status::Temporary(Reply {
             code: 451,
             text: text.to_owned(),
         })
@@ -324,11 +325,11 @@ fn results(
     recipients
         .iter()
         .enumerate()
-        .map(|(i, recipient)| RcptResult {
-            recipient: recipient.clone(),
-            outcome: match (outcomes.get(i), &data_reply) {
+        .map(|(i, recipient)| Recipient {
+            address: recipient.clone(),
+            status: match (outcomes.get(i), &data_reply) {
                 (Some(Some(outcome)), _) => outcome.clone(),
-                (Some(None), Some(reply)) => Outcome::Delivered(reply.clone()),
+                (Some(None), Some(reply)) => Status::Delivered(reply.clone()),
                 (Some(None), None) => temporary("4.3.0 mailferry sent no data"),
                 (None, _) => temporary("4.3.0 mailferry has no reply for this recipient"),
             },
@@ -383,7 +384,7 @@ mod tests {
             .iter()
             .map(|s| Address::parse(s).unwrap())
             .collect();
-        let refused = Outcome::Permanent(Reply {
+        let refused = Status::Permanent(Reply {
             code: 550,
             text: "no".into(),
         });
@@ -393,13 +394,13 @@ mod tests {
         };
         let got = results(&rcpts, vec![None, Some(refused.clone())], Some(ok.clone()));
         assert_eq!(got.len(), 3);
-        assert_eq!(got[0].recipient, rcpts[0]);
-        assert_eq!(got[0].outcome, Outcome::Delivered(ok));
-        assert_eq!(got[1].outcome, refused);
-        assert_eq!(got[2].recipient, rcpts[2]);
-        assert!(matches!(&got[2].outcome, Outcome::Temporary(r) if r.code == 451));
+        assert_eq!(got[0].address, rcpts[0]);
+        assert_eq!(got[0].status, Status::Delivered(ok));
+        assert_eq!(got[1].status, refused);
+        assert_eq!(got[2].address, rcpts[2]);
+        assert!(matches!(&got[2].status, Status::Temporary(r) if r.code == 451));
         let none = results(&rcpts[..1], vec![None], None);
-        assert!(matches!(&none[0].outcome, Outcome::Temporary(r) if r.code == 451));
+        assert!(matches!(&none[0].status, Status::Temporary(r) if r.code == 451));
     }
 
     #[test]

@@ -22,9 +22,9 @@ impl StateLock {
     pub fn acquire(state_dir: &Path) -> Result<StateLock, StateError> {
         create_dir(state_dir)?;
         let path = state_dir.join(LOCK_FILE);
-        let io = |source| StateError::Lock {
+        let io = |error| StateError::Lock {
             path: path.clone(),
-            source,
+            error,
         };
         let mut file = OpenOptions::new()
             .read(true)
@@ -57,13 +57,13 @@ pub fn holder_of(state_dir: &Path) -> Result<Option<u32>, StateError> {
     let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StateError::Lock { path, source }),
+        Err(error) => return Err(StateError::Lock { path, error }),
     };
     match file.try_lock() {
         // Free: released again when `file` is dropped.
         Ok(()) => Ok(None),
         Err(TryLockError::WouldBlock) => Ok(holder(&mut file).parse().ok()),
-        Err(TryLockError::Error(source)) => Err(StateError::Lock { path, source }),
+        Err(TryLockError::Error(error)) => Err(StateError::Lock { path, error }),
     }
 }
 

@@ -33,26 +33,26 @@ pub use store::Store;
 /// The database file inside `state_dir`.
 pub const DB_FILE: &str = "state.sqlite3";
 
-/// Why the state store failed.
+/// Why the state store failed. Each message names its cause, and no variant exposes that
+/// cause again as its [`source`](std::error::Error::source): whatever prints the chain
+/// says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// `state_dir` could not be created.
-    #[error("cannot create the state directory {path}: {source}")]
+    #[error("cannot create the state directory {path}: {error}")]
     CreateDir {
         /// The file or directory.
         path: PathBuf,
         /// What the operating system said.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The database file could not be opened or set up.
-    #[error("cannot open the state database {path}: {source}")]
+    #[error("cannot open the state database {path}: {error}")]
     Open {
         /// The file or directory.
         path: PathBuf,
         /// What SQLite said.
-        #[source]
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     /// A pragma did not take the value it must have (e.g. WAL on a file system without it).
     #[error("the state database refused {pragma}: it reports {got:?}")]
@@ -72,18 +72,17 @@ pub enum StateError {
     },
     /// A query failed.
     #[error("state database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// The blocking task running a query panicked or was cancelled.
     #[error("state database task failed: {0}")]
     Task(String),
     /// The lock file could not be opened or written.
-    #[error("cannot lock the state directory with {path}: {source}")]
+    #[error("cannot lock the state directory with {path}: {error}")]
     Lock {
         /// The file or directory.
         path: PathBuf,
         /// What the operating system said.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Another process holds the lock on the state directory.
     #[error(
@@ -110,7 +109,7 @@ pub enum StateError {
     Pool(String),
     /// A PostgreSQL query failed.
     #[error("PostgreSQL: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
     /// This instance no longer holds the account's lease (it expired, and another instance
     /// may have taken it over): nothing more is written or deleted for the account.
     #[error("the lease on account {account} was lost; this instance stops its pass")]
@@ -131,6 +130,18 @@ pub enum StateError {
         /// The first write error.
         reason: String,
     },
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> StateError {
+        StateError::Sqlite(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for StateError {
+    fn from(e: tokio_postgres::Error) -> StateError {
+        StateError::Postgres(e)
+    }
 }
 
 impl StateError {

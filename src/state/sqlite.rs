@@ -52,9 +52,9 @@ impl SqliteStore {
     pub fn open(state_dir: &Path) -> Result<SqliteStore, StateError> {
         create_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
-        let open_err = |source| StateError::Open {
+        let open_err = |error| StateError::Open {
             path: path.clone(),
-            source,
+            error,
         };
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
@@ -485,9 +485,9 @@ pub(crate) fn create_dir(dir: &Path) -> Result<(), StateError> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| StateError::CreateDir {
+    builder.create(dir).map_err(|error| StateError::CreateDir {
         path: dir.to_owned(),
-        source,
+        error,
     })
 }
 

@@ -4,22 +4,18 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ImapError;
 use super::command::{Command, Part};
 use super::protocol::{self, Literal, RawResponse, Response, TEXT_MAX};
-use crate::fetch::transport::Deadline;
+use crate::fetch::transport::{Deadline, Stream, TransportError, read_within, write_within};
 
 /// Read buffer size.
 const BUF_SIZE: usize = 64 * 1024;
 /// A literal is kept in memory reserved up front from its announced size, but never more
 /// than this at once (a server announcing a huge literal it never sends costs nothing).
 const RESERVE_MAX: u64 = 16 * 1024 * 1024;
-
-/// The transport: TCP, TLS over TCP, or (in tests) anything else.
-pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// An IMAP byte stream with its read buffer.
 pub(super) struct Connection {
@@ -97,16 +93,8 @@ impl Connection {
         if self.lost {
             return Err(ImapError::ConnectionClosed);
         }
-        let write = async {
-            self.stream.write_all(bytes).await?;
-            self.stream.flush().await
-        };
-        let result = match tokio::time::timeout(self.timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ImapError::Io(e)),
-            Err(_) => Err(ImapError::Timeout(self.timeout)),
-        };
-        self.guard(result)
+        let result = write_within(&mut *self.stream, bytes, self.timeout).await;
+        self.guard(result.map_err(ImapError::from))
     }
 
     /// Sends `command` under `tag`. A literal goes as `{n+}` when `literal_plus` (LITERAL+),
@@ -250,7 +238,7 @@ impl Connection {
                 self.end = n;
                 Ok(true)
             }
-            Ok(Err(e)) => Err(ImapError::Io(e)),
+            Ok(Err(e)) => Err(TransportError::Io(e).into()),
             Err(_) => Ok(false),
         };
         self.guard(result)
@@ -264,27 +252,18 @@ impl Connection {
             self.end = 0;
         }
         // The read's own timeout, cut short by the download's deadline.
-        let (wait, by_deadline) = Deadline::next_wait(self.deadline.as_ref(), self.timeout);
-        let read = self.stream.read(&mut self.buf[self.end..]);
-        match tokio::time::timeout(wait, read).await {
-            Ok(Ok(0)) => Err(ImapError::ConnectionClosed),
-            Ok(Ok(n)) => {
+        let read = read_within(
+            &mut *self.stream,
+            &mut self.buf[self.end..],
+            self.deadline.as_mut(),
+            self.timeout,
+        );
+        match read.await? {
+            0 => Err(ImapError::ConnectionClosed),
+            n => {
                 self.end += n;
-                if let Some(deadline) = &mut self.deadline {
-                    deadline.received(n);
-                }
                 Ok(())
             }
-            Ok(Err(e)) => Err(ImapError::Io(e)),
-            Err(_) if by_deadline => {
-                let (command, limit) = self
-                    .deadline
-                    .as_ref()
-                    .map(|d| (d.command.clone(), d.limit()))
-                    .unwrap_or_default();
-                Err(ImapError::Deadline { command, limit })
-            }
-            Err(_) => Err(ImapError::Timeout(self.timeout)),
         }
     }
 

@@ -29,43 +29,21 @@ mod stall_tests;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
-
 pub use client::{ImapClient, Listed, Woken};
 pub use protocol::Capabilities;
 
+use crate::fetch::transport::TransportError;
 use crate::tls::TlsError;
 
 /// What went wrong in an IMAP session. [`ImapError::connection_lost`] tells whether the
 /// session can go on.
 #[derive(Debug, thiserror::Error)]
 pub enum ImapError {
-    /// The TCP connection could not be opened.
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        /// `host:port`.
-        addr: String,
-        /// What the operating system said.
-        source: std::io::Error,
-    },
-    /// The account's proxy would not open the tunnel to the server.
+    /// The connection could not be made (directly or through the account's proxy), broke,
+    /// or the server was too slow (a download past its deadline included); the session is
+    /// given up.
     #[error(transparent)]
-    Proxy(#[from] crate::fetch::proxy::ProxyError),
-    /// Reading or writing failed.
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The server did not answer (or accept data) in time.
-    #[error("no answer from the server within {0:?}")]
-    Timeout(Duration),
-    /// A message download did not finish by its overall deadline, however the bytes trickled
-    /// in; the session is given up.
-    #[error("{command} did not finish within its deadline of {limit:?}")]
-    Deadline {
-        /// The command (`UID FETCH 7 BODY.PEEK[]<0.4194304>`).
-        command: String,
-        /// The time it was given in all.
-        limit: Duration,
-    },
+    Transport(#[from] TransportError),
     /// The message is larger than `max_message_size`: not downloaded (when RFC822.SIZE said
     /// so, not even asked for), nothing of it kept. The session is still usable.
     #[error("message UID {uid} is larger than max_message_size ({limit} bytes){}",
@@ -150,11 +128,7 @@ impl ImapError {
     /// folder was refused.
     pub fn connection_lost(&self) -> bool {
         match self {
-            ImapError::Connect { .. }
-            | ImapError::Proxy(_)
-            | ImapError::Io(_)
-            | ImapError::Timeout(_)
-            | ImapError::Deadline { .. }
+            ImapError::Transport(_)
             | ImapError::ConnectionClosed
             | ImapError::Bye(_)
             | ImapError::Tls(_)
@@ -174,14 +148,8 @@ impl ImapError {
     }
 }
 
-impl From<crate::fetch::transport::DialError> for ImapError {
-    fn from(e: crate::fetch::transport::DialError) -> ImapError {
-        use crate::fetch::transport::DialError;
-        match e {
-            DialError::Connect { addr, source } => ImapError::Connect { addr, source },
-            DialError::Timeout(limit) => ImapError::Timeout(limit),
-            DialError::Io(e) => ImapError::Io(e),
-            DialError::Proxy(e) => ImapError::Proxy(e),
-        }
+impl From<std::io::Error> for ImapError {
+    fn from(e: std::io::Error) -> ImapError {
+        ImapError::Transport(TransportError::Io(e))
     }
 }

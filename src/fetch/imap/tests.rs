@@ -9,6 +9,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{ImapClient, ImapError, Listed};
 use crate::config::{AccountConfig, Mode, Password, Protocol, Retention, TlsMode};
+use crate::fetch::TransportError;
 use crate::testkit::Split;
 use crate::testkit::script::{Scripted as Fake, Step, send};
 
@@ -321,7 +322,10 @@ async fn a_silent_server_times_out() {
     .await;
     let started = std::time::Instant::now();
     let err = client.fetch(7, Some(10)).await.unwrap_err();
-    assert!(matches!(err, ImapError::Timeout(_)), "{err:?}");
+    assert!(
+        matches!(err, ImapError::Transport(TransportError::Timeout(_))),
+        "{err:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(err.connection_lost());
     client.logout().await;

@@ -4,15 +4,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::conn::{Connection, Stream};
+use super::conn::Connection;
 use super::pipeline::Pipe;
 use super::protocol::{
     self, Capabilities, DATA_LINE_MAX, DotDecoder, Overflow, STATUS_LINE_MAX, Status,
 };
-use super::secret::check_credential;
 use super::{Pop3Error, apop};
 use crate::config::{AccountConfig, Password, TlsMode};
-use crate::fetch::transport::{Deadline, Progress, dial};
+use crate::fetch::transport::{
+    Deadline, Progress, Stream, check_credentials, handshake, open, tls_client,
+};
 use crate::sasl::Method;
 use crate::tls::{PeerTls, TlsClient};
 
@@ -117,38 +118,22 @@ impl Pop3Client {
         token: Option<&Password>,
         progress: &mut Progress,
     ) -> Result<Pop3Client, Pop3Error> {
-        // Checked before anything goes on the wire.
-        check_credential(&account.username, "user name")?;
-        check_credential(account.password.expose(), "password")?;
-        if let Some(token) = token {
-            check_credential(token.expose(), "OAuth2 access token")?;
-        }
-
-        let tcp = dial(account, progress).await?;
-        Pop3Client::establish(Box::new(tcp), account, tls_config, token, progress).await
+        check_credentials(account, token).map_err(Pop3Error::InvalidCredential)?;
+        let (stream, encrypted) = open::<Pop3Error>(account, tls_config.as_ref(), progress).await?;
+        Pop3Client::establish(stream, encrypted, account, tls_config, token, progress).await
     }
 
-    /// Everything after the TCP connect: implicit TLS, greeting, CAPA, STLS, login.
+    /// Everything after the TCP connect and implicit TLS (`encrypted`): greeting, CAPA, STLS,
+    /// login.
     async fn establish(
         stream: Box<dyn Stream>,
+        mut encrypted: bool,
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
         token: Option<&Password>,
         progress: &mut Progress,
     ) -> Result<Pop3Client, Pop3Error> {
-        let tls_config = move || match &tls_config {
-            Some(tls) => Ok(tls.clone()),
-            None => TlsClient::new(&account.tls_options, &account.host),
-        };
-        let mut encrypted = false;
-        let stream = if account.tls == TlsMode::Tls {
-            encrypted = true;
-            let stream = handshake(stream, account, tls_config()?).await?;
-            progress.tls = Some(PeerTls::of(stream.get_ref().1));
-            Box::new(stream) as Box<dyn Stream>
-        } else {
-            stream
-        };
+        let tls_config = || tls_client(account, tls_config.as_ref());
         let mut conn = Connection::new(stream, account.timeout, account.name.clone());
 
         let greeting = match conn.read_status().await? {
@@ -195,7 +180,8 @@ impl Pop3Client {
                                 .to_owned(),
                         ));
                     }
-                    let stream = handshake(conn.stream, account, tls_config()?).await?;
+                    let stream =
+                        handshake::<Pop3Error>(conn.stream, account, tls_config()?).await?;
                     progress.tls = Some(PeerTls::of(stream.get_ref().1));
                     conn = Connection::new(Box::new(stream), account.timeout, account.name.clone());
                     encrypted = true;
@@ -339,7 +325,7 @@ impl Pop3Client {
 
     /// The message as sent by the server, dot-unstuffed, terminator removed, CRLF kept,
     /// within [`fetch_deadline`] of the larger of its LIST size and the bytes received so
-    /// far: a server trickling bytes gives [`Pop3Error::Deadline`] and the session is lost.
+    /// far: a server trickling bytes gives [`TransportError::Deadline`] and the session is lost.
     ///
     /// A message that the last LIST announced larger than the size cap
     /// ([`set_max_message_size`](Pop3Client::set_max_message_size)) is not asked for; one that
@@ -351,7 +337,7 @@ impl Pop3Client {
     }
 
     /// [`retr`](Pop3Client::retr), and done by `deadline` too (e.g. the pass's deadline):
-    /// past either, [`Pop3Error::Deadline`] and the session is lost.
+    /// past either, [`TransportError::Deadline`] and the session is lost.
     pub async fn retr_within(
         &mut self,
         msg: u32,
@@ -535,17 +521,4 @@ async fn capa(conn: &mut Connection) -> Result<Option<Capabilities>, Pop3Error> 
     let capabilities = Capabilities::parse(&body);
     tracing::debug!(account = %conn.account, "capabilities: {:?}", capabilities.lines);
     Ok(Some(capabilities))
-}
-
-/// The TLS handshake, bounded by the account's timeout.
-async fn handshake(
-    stream: Box<dyn Stream>,
-    account: &AccountConfig,
-    tls: TlsClient,
-) -> Result<tokio_rustls::client::TlsStream<Box<dyn Stream>>, Pop3Error> {
-    match tokio::time::timeout(account.timeout, tls.connect(stream)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(Pop3Error::Tls(e)),
-        Err(_) => Err(Pop3Error::Timeout(account.timeout)),
-    }
 }

@@ -4,16 +4,12 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::Pop3Error;
 use super::client::BUF_SIZE;
 use super::protocol::{self, DotDecoder, Overflow, STATUS_LINE_MAX, Status};
-use crate::fetch::transport::Deadline;
-
-/// The transport: TCP, TLS over TCP, or (in tests) anything else.
-pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+use crate::fetch::transport::{Deadline, Stream, read_within, write_within};
 
 /// A byte stream with a read buffer, a timeout on every read and write, and a flag that is
 /// set once the session is out of step.
@@ -81,16 +77,8 @@ impl Connection {
             return Ok(());
         }
         let line = std::mem::take(&mut self.out);
-        let write = async {
-            self.stream.write_all(&line).await?;
-            self.stream.flush().await
-        };
-        let result = match tokio::time::timeout(self.timeout, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Pop3Error::Io(e)),
-            Err(_) => Err(Pop3Error::Timeout(self.timeout)),
-        };
-        self.guard(result)
+        let result = write_within(&mut *self.stream, &line, self.timeout).await;
+        self.guard(result.map_err(Pop3Error::from))
     }
 
     /// Reads more bytes into the buffer, after what is already there.
@@ -112,27 +100,18 @@ impl Connection {
             });
         }
         // The read's own timeout, cut short by the command's deadline.
-        let (wait, by_deadline) = Deadline::next_wait(self.deadline.as_ref(), self.timeout);
-        let read = self.stream.read(&mut self.buf[self.end..]);
-        match tokio::time::timeout(wait, read).await {
-            Ok(Ok(0)) => Err(Pop3Error::ConnectionClosed),
-            Ok(Ok(n)) => {
+        let read = read_within(
+            &mut *self.stream,
+            &mut self.buf[self.end..],
+            self.deadline.as_mut(),
+            self.timeout,
+        );
+        match read.await? {
+            0 => Err(Pop3Error::ConnectionClosed),
+            n => {
                 self.end += n;
-                if let Some(deadline) = &mut self.deadline {
-                    deadline.received(n);
-                }
                 Ok(())
             }
-            Ok(Err(e)) => Err(Pop3Error::Io(e)),
-            Err(_) if by_deadline => {
-                let (command, limit) = self
-                    .deadline
-                    .as_ref()
-                    .map(|d| (d.command.clone(), d.limit()))
-                    .unwrap_or_default();
-                Err(Pop3Error::Deadline { command, limit })
-            }
-            Err(_) => Err(Pop3Error::Timeout(self.timeout)),
         }
     }
 

@@ -23,45 +23,23 @@ mod stall_tests;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
-
 pub use client::{FETCH_RATE_FLOOR, LISTING_MAX, Listed, MESSAGE_MAX, Pop3Client, fetch_deadline};
 // Shared with the IMAP client.
 pub use protocol::{Capabilities, Expire, Overflow};
 pub(crate) use secret::redact;
 
+use crate::fetch::transport::TransportError;
 use crate::tls::TlsError;
 
 /// What went wrong in a POP3 session. [`Pop3Error::connection_lost`] tells whether the session
 /// can go on.
 #[derive(Debug, thiserror::Error)]
 pub enum Pop3Error {
-    /// The TCP connection could not be opened.
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        /// `host:port`.
-        addr: String,
-        /// What the operating system said.
-        source: std::io::Error,
-    },
-    /// The account's proxy would not open the tunnel to the server.
+    /// The connection could not be made (directly or through the account's proxy), broke,
+    /// or the server was too slow (a download past its deadline included); the session is
+    /// given up.
     #[error(transparent)]
-    Proxy(#[from] crate::fetch::proxy::ProxyError),
-    /// Reading or writing failed.
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The server did not answer (or accept data) in time.
-    #[error("no answer from the server within {0:?}")]
-    Timeout(Duration),
-    /// A command (RETR) did not finish by its overall deadline, however the bytes trickled
-    /// in; the session is given up.
-    #[error("{command} did not finish within its deadline of {limit:?}")]
-    Deadline {
-        /// The command (`RETR 3`).
-        command: String,
-        /// The time it was given in all.
-        limit: Duration,
-    },
+    Transport(#[from] TransportError),
     /// The message is larger than `max_message_size`: not downloaded (when LIST announced
     /// it so, RETR was not even sent), nothing of it kept. The session is still usable.
     #[error("message {msg} is larger than max_message_size ({limit} bytes){}",
@@ -154,11 +132,7 @@ impl Pop3Error {
     /// refused.
     pub fn connection_lost(&self) -> bool {
         match self {
-            Pop3Error::Connect { .. }
-            | Pop3Error::Proxy(_)
-            | Pop3Error::Io(_)
-            | Pop3Error::Timeout(_)
-            | Pop3Error::Deadline { .. }
+            Pop3Error::Transport(_)
             | Pop3Error::ConnectionClosed
             | Pop3Error::Tls(_)
             | Pop3Error::Protocol(_)
@@ -177,14 +151,8 @@ impl Pop3Error {
     }
 }
 
-impl From<crate::fetch::transport::DialError> for Pop3Error {
-    fn from(e: crate::fetch::transport::DialError) -> Pop3Error {
-        use crate::fetch::transport::DialError;
-        match e {
-            DialError::Connect { addr, source } => Pop3Error::Connect { addr, source },
-            DialError::Timeout(limit) => Pop3Error::Timeout(limit),
-            DialError::Io(e) => Pop3Error::Io(e),
-            DialError::Proxy(e) => Pop3Error::Proxy(e),
-        }
+impl From<std::io::Error> for Pop3Error {
+    fn from(e: std::io::Error) -> Pop3Error {
+        Pop3Error::Transport(TransportError::Io(e))
     }
 }

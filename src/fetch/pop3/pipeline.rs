@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::protocol::{DATA_LINE_MAX, DotDecoder, Status};
 use super::{Pop3Client, Pop3Error};
-use crate::fetch::transport::Deadline;
+use crate::fetch::transport::{Deadline, TransportError};
 
 /// RETRs in flight at most: at a 20 ms round trip and ~1 ms per message, enough to keep
 /// the link busy; few enough that a skipped tail costs little.
@@ -126,7 +126,7 @@ impl Pop3Client {
     fn note_failure(&mut self, e: &Pop3Error) {
         if matches!(
             e,
-            Pop3Error::Timeout(_)
+            Pop3Error::Transport(TransportError::Timeout(_))
                 | Pop3Error::Protocol(_)
                 | Pop3Error::LineTooLong { .. }
                 | Pop3Error::ServerError { .. }

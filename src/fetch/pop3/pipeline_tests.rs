@@ -244,7 +244,9 @@ async fn a_server_that_advertises_pipelining_and_drops_pipelined_commands_gets_l
     assert!(err.connection_lost(), "{err:?}");
     assert!(matches!(
         err,
-        crate::fetch::FetchError::Pop3(Pop3Error::Timeout(_))
+        crate::fetch::FetchError::Pop3(Pop3Error::Transport(
+            crate::fetch::TransportError::Timeout(_)
+        ))
     ));
     drop(session);
     fake.finish().await;

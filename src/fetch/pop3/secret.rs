@@ -1,15 +1,6 @@
-//! Credentials on the wire and in text: refusing one that would break out of its command
-//! line, and blanking one a server echoes (shared with the IMAP client).
-
-use super::Pop3Error;
-
-/// Refuses a credential that would break out of its command line.
-pub(super) fn check_credential(value: &str, what: &'static str) -> Result<(), Pop3Error> {
-    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-        return Err(Pop3Error::InvalidCredential(what));
-    }
-    Ok(())
-}
+//! Credentials in text: blanking one a server echoes (shared with the IMAP client). One that
+//! would break out of its command line is refused before the connection
+//! (`transport::check_credentials`).
 
 /// `text` with every occurrence of a secret (the password, or the AUTH PLAIN response)
 /// blanked, in any letter case (a server may echo it upper-cased).

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::protocol::{DATA_LINE_MAX, STATUS_LINE_MAX, dot_stuff};
 use super::{Pop3Client, Pop3Error};
 use crate::config::{AccountConfig, Mode, Password, Protocol, Retention, TlsMode};
+use crate::fetch::TransportError;
 use crate::testkit::Split;
 use crate::testkit::script::{Scripted, Step, send};
 use crate::testkit::tls::test_ca;
@@ -202,7 +203,10 @@ async fn server_that_stops_answering_times_out() {
     let mut client = Pop3Client::connect(&acct).await.unwrap();
     let started = Instant::now();
     let err = client.retr(1).await.unwrap_err();
-    assert!(matches!(err, Pop3Error::Timeout(_)), "{err:?}");
+    assert!(
+        matches!(err, Pop3Error::Transport(TransportError::Timeout(_))),
+        "{err:?}"
+    );
     assert!(err.connection_lost());
     let waited = started.elapsed();
     assert!(
@@ -219,7 +223,10 @@ async fn silent_server_times_out_at_the_greeting() {
     let mut acct = account(fake.addr(), TlsMode::None);
     acct.timeout = Duration::from_millis(200);
     let err = Pop3Client::connect(&acct).await.unwrap_err();
-    assert!(matches!(err, Pop3Error::Timeout(_)), "{err:?}");
+    assert!(
+        matches!(err, Pop3Error::Transport(TransportError::Timeout(_))),
+        "{err:?}"
+    );
     assert!(fake.finish().await.is_empty());
 }
 
@@ -710,7 +717,7 @@ async fn a_server_trickling_bytes_under_the_read_timeout_fails_at_the_deadline()
     client.list().await.unwrap();
     let err = finishes(client.retr(1)).await.unwrap_err();
     assert!(
-        matches!(&err, Pop3Error::Deadline { command, limit }
+        matches!(&err, Pop3Error::Transport(TransportError::Deadline { command, limit })
             if command == "RETR 1" && *limit <= super::fetch_deadline(timeout, 100)),
         "{err:?}"
     );
@@ -738,7 +745,10 @@ async fn a_trickling_server_is_cut_without_a_list_size_too() {
     acct.timeout = timeout;
     let mut client = Pop3Client::connect(&acct).await.unwrap();
     let err = finishes(client.retr(1)).await.unwrap_err();
-    assert!(matches!(err, Pop3Error::Deadline { .. }), "{err:?}");
+    assert!(
+        matches!(err, Pop3Error::Transport(TransportError::Deadline { .. })),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -783,7 +793,10 @@ async fn retr_within_keeps_to_the_deadline_given() {
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
     let err = finishes(client.retr_within(1, deadline)).await.unwrap_err();
-    assert!(matches!(err, Pop3Error::Deadline { .. }), "{err:?}");
+    assert!(
+        matches!(err, Pop3Error::Transport(TransportError::Deadline { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]

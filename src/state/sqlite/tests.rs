@@ -568,3 +568,52 @@ async fn a_quarantined_message_keeps_its_subject_from_and_message_id() {
     assert_eq!(list[0].reason, "loop");
     assert_eq!(list[1].headline, Headline::default());
 }
+
+/// The error and the causes under it, as a printer of the chain shows them (`{e:#}`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+#[test]
+fn a_state_dir_that_is_a_file_is_named_with_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let e = SqliteStore::open(&file).unwrap_err();
+    let StateError::CreateDir { error, .. } = &e else {
+        panic!("{e:?}");
+    };
+    let text = chain(&e);
+    assert_eq!(text.matches("cannot create the state directory").count(), 1);
+    assert_eq!(text.matches(&error.to_string()).count(), 1, "{text}");
+}
+
+#[test]
+fn no_state_error_with_a_cause_in_its_message_exposes_it_again() {
+    use std::error::Error;
+    let io = || std::io::Error::other("disk on fire");
+    for e in [
+        StateError::CreateDir {
+            path: "/x".into(),
+            error: io(),
+        },
+        StateError::Lock {
+            path: "/x/lock".into(),
+            error: io(),
+        },
+        StateError::Open {
+            path: "/x/db".into(),
+            error: rusqlite::Error::InvalidQuery,
+        },
+        StateError::from(rusqlite::Error::InvalidQuery),
+    ] {
+        assert!(e.source().is_none(), "{e:?}");
+        assert_eq!(chain(&e), e.to_string());
+    }
+}

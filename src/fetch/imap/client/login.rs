@@ -5,12 +5,12 @@
 
 use super::super::ImapError;
 use super::super::command::{self, Command};
-use super::super::conn::{Connection, Stream};
+use super::super::conn::Connection;
 use super::super::protocol::{Capabilities, Code, LITERAL_MAX, Response, Status};
 use super::ImapClient;
 use crate::config::{AccountConfig, Password, TlsMode};
 use crate::fetch::pop3::{MESSAGE_MAX, redact};
-use crate::fetch::transport::{Progress, dial};
+use crate::fetch::transport::{Progress, Stream, check_credentials, handshake, open, tls_client};
 use crate::sasl::{self, Credentials, Exchange, Mechanism, Method, Offer, Policy, Secret};
 use crate::tls::{PeerTls, TlsClient};
 
@@ -51,38 +51,22 @@ impl ImapClient {
         token: Option<&Password>,
         progress: &mut Progress,
     ) -> Result<ImapClient, ImapError> {
-        // Checked before anything goes on the wire.
-        check_credential(&account.username, "user name")?;
-        check_credential(account.password.expose(), "password")?;
-        if let Some(token) = token {
-            check_credential(token.expose(), "OAuth2 access token")?;
-        }
-
-        let tcp = dial(account, progress).await?;
-        ImapClient::establish(Box::new(tcp), account, tls_config, token, progress).await
+        check_credentials(account, token).map_err(ImapError::InvalidCredential)?;
+        let (stream, encrypted) = open::<ImapError>(account, tls_config.as_ref(), progress).await?;
+        ImapClient::establish(stream, encrypted, account, tls_config, token, progress).await
     }
 
-    /// Everything after the TCP connect: implicit TLS, greeting, CAPABILITY, STARTTLS, login.
+    /// Everything after the TCP connect and implicit TLS (`encrypted`): greeting,
+    /// CAPABILITY, STARTTLS, login.
     async fn establish(
         stream: Box<dyn Stream>,
+        encrypted: bool,
         account: &AccountConfig,
         tls_config: Option<TlsClient>,
         token: Option<&Password>,
         progress: &mut Progress,
     ) -> Result<ImapClient, ImapError> {
-        let tls_config = move || match &tls_config {
-            Some(tls) => Ok(tls.clone()),
-            None => TlsClient::new(&account.tls_options, &account.host),
-        };
-        let mut encrypted = false;
-        let stream = if account.tls == TlsMode::Tls {
-            encrypted = true;
-            let stream = handshake(stream, account, tls_config()?).await?;
-            progress.tls = Some(PeerTls::of(stream.get_ref().1));
-            Box::new(stream) as Box<dyn Stream>
-        } else {
-            stream
-        };
+        let tls_config = || tls_client(account, tls_config.as_ref());
         let mut client = ImapClient {
             conn: Connection::new(stream, account.timeout, account.name.clone()),
             capabilities: Capabilities::default(),
@@ -165,7 +149,7 @@ impl ImapClient {
             Connection::new(Box::new(tokio::io::empty()), account.timeout, String::new()),
         );
         let stream = std::mem::replace(&mut plain.stream, Box::new(tokio::io::empty()));
-        let stream = handshake(stream, account, cfg).await?;
+        let stream = handshake::<ImapError>(stream, account, cfg).await?;
         let peer = PeerTls::of(stream.get_ref().1);
         self.conn = plain.upgrade(Box::new(stream));
         self.encrypted = true;
@@ -341,24 +325,3 @@ impl ImapClient {
 
 /// Server challenges answered at most in one exchange (NTLM and SCRAM need two).
 const ROUNDS_MAX: usize = 8;
-
-/// The TLS handshake, bounded by the account's timeout.
-async fn handshake(
-    stream: Box<dyn Stream>,
-    account: &AccountConfig,
-    tls: TlsClient,
-) -> Result<tokio_rustls::client::TlsStream<Box<dyn Stream>>, ImapError> {
-    match tokio::time::timeout(account.timeout, tls.connect(stream)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(ImapError::Tls(e)),
-        Err(_) => Err(ImapError::Timeout(account.timeout)),
-    }
-}
-
-/// Refuses a credential that would break out of its command.
-fn check_credential(value: &str, what: &'static str) -> Result<(), ImapError> {
-    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-        return Err(ImapError::InvalidCredential(what));
-    }
-    Ok(())
-}
