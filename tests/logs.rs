@@ -12,7 +12,22 @@ use support::{AccountYaml, Dovecot, GatewayConfig, Secret, SmtpSink, mailferry_c
 const USER: &str = "catchall@example.com";
 const PASS: &str = "log-secret";
 
-/// A catch-all account with one message for two local recipients; the config's path.
+/// `mailferry poll-once` (with `args` and `env`) on a catch-all account holding one message
+/// for two local recipients: its output, and the receiver.
+fn poll_once_with(args: &[&str], env: &[(&str, &str)]) -> (std::process::Output, SmtpSink) {
+    let dovecot = Dovecot::start(&[(USER, PASS)]);
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(&dovecot, &sink, dir.path());
+    let mut command = mailferry_command(&["poll-once", "--config", &config]);
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    (command.output().unwrap(), sink)
+}
+
+/// The account and its message; the config's path.
 fn setup(dovecot: &Dovecot, sink: &SmtpSink, dir: &std::path::Path) -> String {
     dovecot.deliver(
         USER,
@@ -48,14 +63,7 @@ fn json_lines_carry_one_audit_line_per_recipient() {
     if support::skip_e2e() {
         return;
     }
-    let dovecot = Dovecot::start(&[(USER, PASS)]);
-    let sink = SmtpSink::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = setup(&dovecot, &sink, dir.path());
-    let out = mailferry_command(&["poll-once", "--config", &config, "--log-format", "json"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (out, sink) = poll_once_with(&["--log-format", "json"], &[]);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(!log.contains(PASS), "no password in the log");
@@ -87,15 +95,7 @@ fn under_systemd_text_lines_have_no_timestamp_of_their_own() {
     if support::skip_e2e() {
         return;
     }
-    let dovecot = Dovecot::start(&[(USER, PASS)]);
-    let sink = SmtpSink::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = setup(&dovecot, &sink, dir.path());
-    let out = mailferry_command(&["poll-once", "--config", &config])
-        .env("JOURNAL_STREAM", "8:12345")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (out, _sink) = poll_once_with(&[], &[("JOURNAL_STREAM", "8:12345")]);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("delivered: 250"), "{log}");

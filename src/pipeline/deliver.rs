@@ -180,44 +180,23 @@ impl Audit<'_> {
         } = *self;
         for r in &plan.now {
             let recipient = &r.address;
-            match &r.status {
-                Status::Delivered(reply) => tracing::info!(
-                    account,
-                    uid,
-                    message_id,
-                    %recipient,
-                    outcome = "delivered",
-                    ms,
-                    "delivered: {reply}"
+            let (outcome, said) = match &r.status {
+                Status::Delivered(reply) => ("delivered", format!("delivered: {reply}")),
+                Status::Temporary(reply) => ("temporary", format!("deferred, will retry: {reply}")),
+                Status::Permanent(reply) => (
+                    "permanent",
+                    format!("refused: {reply}; re-routing to the postmaster"),
                 ),
-                Status::Temporary(reply) => tracing::warn!(
-                    account,
-                    uid,
-                    message_id,
-                    %recipient,
-                    outcome = "temporary",
-                    ms,
-                    "deferred, will retry: {reply}"
+                Status::Pending => (
+                    "pending",
+                    "the relay gave no outcome; will retry".to_owned(),
                 ),
-                Status::Permanent(reply) => tracing::warn!(
-                    account,
-                    uid,
-                    message_id,
-                    %recipient,
-                    outcome = "permanent",
-                    ms,
-                    "refused: {reply}; re-routing to the postmaster"
-                ),
-                Status::Pending => tracing::warn!(
-                    account,
-                    uid,
-                    message_id,
-                    %recipient,
-                    outcome = "pending",
-                    ms,
-                    "the relay gave no outcome; will retry"
-                ),
-                Status::Duplicate(_) | Status::Rerouted(_) => {}
+                Status::Duplicate(_) | Status::Rerouted(_) => continue,
+            };
+            if outcome == "delivered" {
+                tracing::info!(account, uid, message_id, %recipient, outcome, ms, "{said}");
+            } else {
+                tracing::warn!(account, uid, message_id, %recipient, outcome, ms, "{said}");
             }
         }
     }
