@@ -22,19 +22,20 @@ use crate::tls::{PeerTls, TlsClient, TlsError};
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// The TCP connection could not be opened (refused, unreachable, no such host).
-    #[error("cannot connect to {addr}: {source}")]
+    // The message names the cause, so it is not also a `source()` (errors once).
+    #[error("cannot connect to {addr}: {error}")]
     Connect {
         /// `host:port`, or `the proxy URL` (redacted).
         addr: String,
         /// What the operating system said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The account's proxy would not open the tunnel to the server.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
     /// Reading or writing failed, or the socket could not be set up.
     #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The server did not answer (or accept data, or the connection) in time.
     #[error("no answer from the server within {0:?}")]
     Timeout(Duration),
@@ -47,6 +48,12 @@ pub enum TransportError {
         /// The time it was given in all.
         limit: Duration,
     },
+}
+
+impl From<std::io::Error> for TransportError {
+    fn from(e: std::io::Error) -> TransportError {
+        TransportError::Io(e)
+    }
 }
 
 impl TransportError {
@@ -105,7 +112,7 @@ pub(crate) async fn dial(
     let connect = TcpStream::connect((connect_host, connect_port));
     let mut tcp = match tokio::time::timeout(account.timeout, connect).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(source)) => return Err(TransportError::Connect { addr, source }),
+        Ok(Err(error)) => return Err(TransportError::Connect { addr, error }),
         Err(_) => return Err(TransportError::Timeout(account.timeout)),
     };
     tcp.set_nodelay(true).map_err(TransportError::Io)?;
@@ -278,6 +285,44 @@ impl Deadline {
             (left, true)
         } else {
             (timeout, false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fetch::imap::ImapError;
+    use crate::fetch::pop3::Pop3Error;
+    use crate::fetch::transport::TransportError;
+    use crate::sasl::{Mechanism, SaslError};
+    use crate::testkit::error_chain;
+
+    #[test]
+    fn each_cause_is_said_once_in_the_chain() {
+        let refused = || TransportError::Connect {
+            addr: "pop.test:995".into(),
+            error: std::io::Error::other("connection refused by the test"),
+        };
+        let scram = || SaslError::ServerNotVerified {
+            mechanism: Mechanism::ScramSha256,
+            what: "a wrong server signature",
+        };
+        let io = || TransportError::from(std::io::Error::other("reset by the test"));
+        let chains = [
+            error_chain(&Pop3Error::from(refused())),
+            error_chain(&ImapError::from(refused())),
+            error_chain(&Pop3Error::from(scram())),
+            error_chain(&ImapError::from(scram())),
+            error_chain(&Pop3Error::from(io())),
+        ];
+        for (text, cause) in chains.iter().zip([
+            "connection refused by the test",
+            "connection refused by the test",
+            "a wrong server signature",
+            "a wrong server signature",
+            "reset by the test",
+        ]) {
+            assert_eq!(text.matches(cause).count(), 1, "{text}");
         }
     }
 }

@@ -252,7 +252,7 @@ fn pop3_failure(e: &Pop3Error, oauth: bool) -> (Option<Stage>, String) {
         _ => None,
     };
     let detail = match e {
-        Pop3Error::Transport(TransportError::Connect { source, .. }) => {
+        Pop3Error::Transport(TransportError::Connect { error: source, .. }) => {
             format!("{e}{}", connect_hint(source))
         }
         Pop3Error::AuthFailed { .. } => auth_words(e, oauth),
@@ -275,7 +275,7 @@ fn imap_failure(e: &ImapError, oauth: bool) -> (Option<Stage>, String) {
         _ => None,
     };
     let detail = match e {
-        ImapError::Transport(TransportError::Connect { source, .. }) => {
+        ImapError::Transport(TransportError::Connect { error: source, .. }) => {
             format!("{e}{}", connect_hint(source))
         }
         ImapError::AuthFailed { .. } => auth_words(e, oauth),

@@ -60,7 +60,7 @@ fn a_refused_connection_fails_at_connect_and_skips_the_rest() {
     let progress = Progress::default();
     let e = Pop3Error::from(TransportError::Connect {
         addr: "pop.test:995".into(),
-        source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        error: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
     });
     let steps = session_steps(&a, &progress, Some(pop3_failure(&e, false)));
     assert_eq!(

@@ -12,6 +12,8 @@
 //! - [`tls`]: a test CA and a server certificate it signed, or a self-signed server
 //!   certificate (what administrators make), both with the openssl CLI.
 //! - [`Split`]: how a fake cuts what it writes into reads, to prove a client reassembles.
+//! - [`error_chain`]: an error and its causes as a chain printer shows them, to check that
+//!   each cause is said once.
 //!
 //! The fakes bind 127.0.0.1 on a port the kernel picks, and panic on set-up failures: they
 //! are test code.
@@ -65,4 +67,15 @@ pub(crate) async fn write_split<W: AsyncWrite + Unpin + ?Sized>(
         Split::At(_) => io.write_all(bytes).await?,
     }
     io.flush().await
+}
+
+/// The error and the causes under it, as a printer of the chain shows them (`{e:#}`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }

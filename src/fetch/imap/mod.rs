@@ -111,14 +111,21 @@ pub enum ImapError {
     NoLoginMethod(crate::sasl::NoMethod),
     /// The SASL exchange failed on the client's side: a malformed challenge, or a server
     /// that could not prove it knows the password (SCRAM). The session is given up.
+    // The message names the cause, so it is not also a `source()` (errors once).
     #[error("authentication failed: {0}")]
-    Sasl(#[from] crate::sasl::SaslError),
+    Sasl(crate::sasl::SaslError),
     /// The user name or password cannot be sent (CR, LF or NUL).
     #[error("the {0} contains CR, LF or NUL and cannot be sent")]
     InvalidCredential(&'static str),
     /// The configured folder is not on the server.
-    #[error("{0}")]
+    #[error(transparent)]
     Folder(#[from] folder::FolderError),
+}
+
+impl From<crate::sasl::SaslError> for ImapError {
+    fn from(e: crate::sasl::SaslError) -> ImapError {
+        ImapError::Sasl(e)
+    }
 }
 
 impl ImapError {

@@ -118,11 +118,18 @@ pub enum Pop3Error {
     NoLoginMethod(crate::sasl::NoMethod),
     /// The SASL exchange failed on the client's side: a malformed challenge, or a server
     /// that could not prove it knows the password (SCRAM). The session is given up.
+    // The message names the cause, so it is not also a `source()` (errors once).
     #[error("authentication failed: {0}")]
-    Sasl(#[from] crate::sasl::SaslError),
+    Sasl(crate::sasl::SaslError),
     /// The user name or password cannot be sent in a command line (CR, LF or NUL).
     #[error("the {0} contains CR, LF or NUL and cannot be sent")]
     InvalidCredential(&'static str),
+}
+
+impl From<crate::sasl::SaslError> for Pop3Error {
+    fn from(e: crate::sasl::SaslError) -> Pop3Error {
+        Pop3Error::Sasl(e)
+    }
 }
 
 impl Pop3Error {

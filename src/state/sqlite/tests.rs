@@ -569,16 +569,7 @@ async fn a_quarantined_message_keeps_its_subject_from_and_message_id() {
     assert_eq!(list[1].headline, Headline::default());
 }
 
-/// The error and the causes under it, as a printer of the chain shows them (`{e:#}`).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
-}
+use crate::testkit::error_chain as chain;
 
 #[test]
 fn a_state_dir_that_is_a_file_is_named_with_its_cause_once() {
