@@ -33,15 +33,28 @@ pub struct Listed {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// A POP3 session failed.
+    // The messages name the cause, so it is not also a `source()` (errors once).
     #[error("POP3: {0}")]
-    Pop3(#[from] Pop3Error),
+    Pop3(Pop3Error),
     /// An IMAP session failed.
     #[error("IMAP: {0}")]
-    Imap(#[from] ImapError),
+    Imap(ImapError),
     /// The account's lease was lost before the commit: the session was dropped without
     /// QUIT or EXPUNGE, so nothing was deleted (another instance owns the account now).
     #[error("the lease on the account was lost: the session ends without deleting anything")]
     LeaseLost,
+}
+
+impl From<Pop3Error> for FetchError {
+    fn from(e: Pop3Error) -> FetchError {
+        FetchError::Pop3(e)
+    }
+}
+
+impl From<ImapError> for FetchError {
+    fn from(e: ImapError) -> FetchError {
+        FetchError::Imap(e)
+    }
 }
 
 impl FetchError {

@@ -87,7 +87,7 @@ impl Mailboxes for Upstreams {
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("{0}")]
+    #[error(transparent)]
     /// The state store could not be opened or locked.
     State(#[from] StateError),
     #[error(transparent)]

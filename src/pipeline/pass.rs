@@ -36,7 +36,7 @@ pub enum PassError {
     #[error(transparent)]
     /// The upstream mailbox failed (connect, login, listing, a lost connection).
     Fetch(#[from] FetchError),
-    #[error("{0}")]
+    #[error(transparent)]
     /// The state store failed: nothing more is delivered that could not be recorded.
     State(#[from] StateError),
     /// The store has never seen this account, its mailbox holds mail, and retention keeps

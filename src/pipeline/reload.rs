@@ -170,7 +170,7 @@ pub enum ReloadError {
     #[error("no mailferry daemon is running on {0} (nothing to reload)")]
     NotRunning(PathBuf),
     /// The lock file could not be read.
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] crate::state::StateError),
     /// SIGHUP could not be sent.
     #[error("cannot signal the daemon (PID {pid}): {source}")]

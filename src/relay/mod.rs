@@ -221,8 +221,9 @@ pub enum RelayError {
         secs: u64,
     },
     /// The connection broke.
+    // The message names the cause, so it is not also a `source()` (errors once).
     #[error("the relay connection failed: {0}")]
-    Io(#[source] std::io::Error),
+    Io(std::io::Error),
     /// MAIL FROM was refused.
     #[error("the relay refused MAIL FROM: {reply}")]
     MailFrom {

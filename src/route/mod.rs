@@ -282,7 +282,7 @@ pub enum SkipReason {
     #[error("refused: {0}")]
     Refused(Refusal),
     /// Not a usable envelope address.
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] AddressError),
     /// `rewrite` would make it an address outside the accepted domains.
     #[error("rewritten to {0}, which is not in an accepted domain")]
