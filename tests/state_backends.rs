@@ -626,3 +626,48 @@ on_both_backends!(
     accounts_are_known_and_renamed_by_mailbox,
     reopening_migrates_nothing_and_keeps_everything,
 );
+
+/// What the configuration's URL can get wrong: every error says what, never the password.
+/// (The test server offers no TLS, so `sslmode=require` is refused here for that reason.)
+#[tokio::test]
+async fn postgres_errors_never_show_the_password() {
+    if support::skip_e2e() {
+        return;
+    }
+    let pg = Postgres::start();
+    let wrong = pg.url().replace(support::PG_PASSWORD, "Wrong-Pass-77");
+    let tls = format!("{}?sslmode=require", pg.url());
+    let closed = pg
+        .url()
+        .replace(&pg.port().to_string(), &support::free_port().to_string());
+    for (url, secret, says) in [
+        (
+            wrong.as_str(),
+            "Wrong-Pass-77",
+            "password authentication failed",
+        ),
+        (tls.as_str(), support::PG_PASSWORD, "TLS"),
+        (closed.as_str(), support::PG_PASSWORD, "connect"),
+        ("postgres://u:Se%cret@[::1", "Se%cret", "not a valid"),
+    ] {
+        let err = match mailferry::state::PgStore::open(url).await {
+            Ok(_) => panic!("{url} opened"),
+            Err(e) => e.to_string(),
+        };
+        eprintln!("{url}: {err}");
+        assert!(!err.contains(secret), "{err}");
+        assert!(err.contains(says), "{url}: {err}");
+    }
+    // A query's error is the server's message too, not tokio-postgres's bare "db error".
+    let store = mailferry::state::PgStore::open(&pg.url()).await.unwrap();
+    pg.query("DROP TABLE deliveries");
+    let err = store
+        .delivered_before("mid:1", &["a@example.com".to_owned()], at(0))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("relation \"deliveries\" does not exist (SQLSTATE 42P01)"),
+        "{err}"
+    );
+}
