@@ -1,0 +1,127 @@
+//! End to end with the PostgreSQL state store: the real `mailferry poll-once` between a real
+//! Dovecot (POP3) and smtp-sink, its state in a real PostgreSQL (`support::Postgres`) named by
+//! `state: {postgres: {url_env | url_file}}`: the sample catch-all mailbox is delivered exactly
+//! once, and a second pass over the same mailbox (`retention: keep`: every message still
+//! upstream) delivers nothing, because PostgreSQL remembers what was settled.
+
+mod support;
+
+use std::path::Path;
+
+use support::{
+    AccountYaml, Dovecot, GatewayConfig, PG_PASSWORD, Postgres, SAMPLE_CATCHALL_USER, Secret,
+    SmtpSink, Tally, mailferry_command, poll_once, sample_catchall_mail, sample_catchall_pairs,
+    write_private,
+};
+
+const PASS: &str = "pop-secret";
+/// The variable the first configuration names with `url_env`.
+const URL_VAR: &str = "MAILFERRY_TEST_PG_URL";
+
+/// The catch-all account on `dovecot`, relaying to `sink`, its state where `state` says.
+fn config(dir: &Path, dovecot: &Dovecot, sink: &SmtpSink, state: &str, name: &str) -> String {
+    let account = AccountYaml {
+        name: "pg-catchall".into(),
+        port: dovecot.pop3_port(),
+        username: SAMPLE_CATCHALL_USER.into(),
+        password: Secret::Inline(PASS.into()),
+        extra_lines: [
+            "poll_interval: 5s",
+            "retention: keep",
+            "initial: deliver_all",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..AccountYaml::default()
+    };
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).expect("create the configuration's directory");
+    GatewayConfig::new(dir.join("state"), sink.port())
+        .extra_line(state)
+        .account(account)
+        .write(&dir)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn poll_once_with_postgres_delivers_a_catchall_mailbox_exactly_once() {
+    if support::skip_e2e() {
+        return;
+    }
+    let pg = Postgres::start();
+    let dovecot = Dovecot::start(&[(SAMPLE_CATCHALL_USER, PASS)]);
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mail = sample_catchall_mail();
+    dovecot.deliver_all(SAMPLE_CATCHALL_USER, &mail);
+
+    // The first pass finds the database in a variable.
+    let state = format!("state: {{postgres: {{url_env: {URL_VAR}, lease_ttl: 10s}}}}");
+    let by_env = config(dir.path(), &dovecot, &sink, &state, "env");
+    let out = mailferry_command(&["poll-once", "--config", &by_env])
+        .env(URL_VAR, pg.url())
+        .output()
+        .expect("run mailferry poll-once");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "poll-once failed\n{log}\n--- dovecot\n{}\n--- postgres\n{}",
+        dovecot.log(),
+        pg.log()
+    );
+    assert!(
+        !log.contains(PG_PASSWORD),
+        "the password reached the log:\n{log}"
+    );
+    assert!(
+        !log.contains("NOTICE"),
+        "the server's chatter in the log:\n{log}"
+    );
+    let tally = Tally::of(&sample_catchall_pairs(), &sink.transactions());
+    assert!(tally.exact(), "{tally}\n{log}");
+    assert_eq!(
+        dovecot.count(SAMPLE_CATCHALL_USER),
+        mail.len(),
+        "retention: keep"
+    );
+    // What was delivered is in PostgreSQL, not in a SQLite file under state_dir.
+    assert!(!dir.path().join("env/state/state.sqlite3").exists());
+    let settled = pg.query(
+        "SELECT count(*) FROM messages WHERE account = 'pg-catchall'
+           AND settled_at IS NOT NULL AND deleted_at IS NULL",
+    );
+    assert_eq!(
+        settled,
+        mail.len().to_string(),
+        "every message settled, none deleted"
+    );
+    assert_eq!(
+        pg.query("SELECT coalesce(holder, '-'), generation FROM leases"),
+        "-|1",
+        "the pass released its lease"
+    );
+
+    // The second pass reads the URL from a file and finds every message still upstream:
+    // nothing is delivered twice.
+    let url_file = dir.path().join("pg-url");
+    write_private(&url_file, &pg.url()).expect("write the URL file");
+    let state = format!(
+        "state: {{postgres: {{url_file: {}, lease_ttl: 10s}}}}",
+        url_file.display()
+    );
+    let by_file = config(dir.path(), &dovecot, &sink, &state, "file");
+    let before = sink.transactions().len();
+    let out = poll_once(&by_file);
+    assert!(
+        out.status.success(),
+        "second poll-once failed: {}",
+        pg.log()
+    );
+    assert_eq!(sink.transactions().len(), before, "the second pass relayed");
+    assert_eq!(dovecot.count(SAMPLE_CATCHALL_USER), mail.len());
+    assert_eq!(
+        pg.query("SELECT coalesce(holder, '-'), generation FROM leases"),
+        "-|2"
+    );
+}
