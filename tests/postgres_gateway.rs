@@ -7,7 +7,10 @@
 mod support;
 
 use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
 
+use mailferry::state::{Claim, PgStore, StateError, StateStore};
 use support::{
     AccountYaml, Dovecot, GatewayConfig, PG_PASSWORD, Postgres, SAMPLE_CATCHALL_USER, Secret,
     SmtpSink, Tally, mailferry_command, poll_once, sample_catchall_mail, sample_catchall_pairs,
@@ -44,6 +47,14 @@ fn config(dir: &Path, dovecot: &Dovecot, sink: &SmtpSink, state: &str, name: &st
         .to_string()
 }
 
+/// `mailferry poll-once` with the database's URL in [`URL_VAR`].
+fn poll_once_env(config: &str, pg: &Postgres) -> Output {
+    mailferry_command(&["poll-once", "--config", config])
+        .env(URL_VAR, pg.url())
+        .output()
+        .expect("run mailferry poll-once")
+}
+
 #[test]
 fn poll_once_with_postgres_delivers_a_catchall_mailbox_exactly_once() {
     if support::skip_e2e() {
@@ -59,10 +70,7 @@ fn poll_once_with_postgres_delivers_a_catchall_mailbox_exactly_once() {
     // The first pass finds the database in a variable.
     let state = format!("state: {{postgres: {{url_env: {URL_VAR}, lease_ttl: 10s}}}}");
     let by_env = config(dir.path(), &dovecot, &sink, &state, "env");
-    let out = mailferry_command(&["poll-once", "--config", &by_env])
-        .env(URL_VAR, pg.url())
-        .output()
-        .expect("run mailferry poll-once");
+    let out = poll_once_env(&by_env, &pg);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -123,5 +131,79 @@ fn poll_once_with_postgres_delivers_a_catchall_mailbox_exactly_once() {
     assert_eq!(
         pg.query("SELECT coalesce(holder, '-'), generation FROM leases"),
         "-|2"
+    );
+}
+
+/// Another process is another instance (its own `hostname:pid`): while this test holds the
+/// account's lease, `poll-once` refuses the account and delivers nothing; once the lease has
+/// expired unrenewed, `poll-once` takes it over and delivers, and this test's store, the old
+/// holder, can no longer write about the account.
+#[tokio::test]
+async fn poll_once_leaves_an_account_leased_elsewhere_until_the_lease_expires() {
+    if support::skip_e2e() {
+        return;
+    }
+    let pg = Postgres::start();
+    let dovecot = Dovecot::start(&[(SAMPLE_CATCHALL_USER, PASS)]);
+    let sink = SmtpSink::start(&[]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mail = sample_catchall_mail();
+    dovecot.deliver_all(SAMPLE_CATCHALL_USER, &mail);
+    let state = format!("state: {{postgres: {{url_env: {URL_VAR}, lease_ttl: 10s}}}}");
+    let config = config(dir.path(), &dovecot, &sink, &state, "env");
+
+    let holder = PgStore::open(&pg.url()).await.expect("open the store");
+    let claim = Claim {
+        ttl: Duration::from_secs(3),
+        interval: Duration::from_secs(60),
+        due_only: false,
+    };
+    assert!(holder.claim("pg-catchall", claim).await.unwrap());
+    let out = poll_once_env(&config, &pg);
+    // The account's line of the summary (stdout) says why.
+    let log = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "poll-once passed a held account:\n{log}"
+    );
+    assert!(
+        log.contains("account pg-catchall is being polled by another instance"),
+        "{log}"
+    );
+    assert!(
+        sink.transactions().is_empty(),
+        "delivered under another's lease"
+    );
+    assert_eq!(
+        pg.query("SELECT holder, generation FROM leases"),
+        format!("{}|1", holder.instance())
+    );
+
+    // The holder stops renewing; after lease_ttl the other instance takes the account.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let out = poll_once_env(&config, &pg);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "poll-once failed\n{log}\n{}",
+        pg.log()
+    );
+    let tally = Tally::of(&sample_catchall_pairs(), &sink.transactions());
+    assert!(tally.exact(), "{tally}\n{log}");
+    assert_eq!(
+        pg.query("SELECT coalesce(holder, '-'), generation FROM leases"),
+        "-|2"
+    );
+    // The old holder wakes up: nothing it writes is taken.
+    let late = holder
+        .begin_attempt("pg-catchall", "late", std::time::SystemTime::now())
+        .await;
+    assert!(
+        matches!(late, Err(StateError::LeaseLost { .. })),
+        "{late:?}"
+    );
+    assert_eq!(
+        pg.query("SELECT count(*) FROM messages WHERE uidl = 'late'"),
+        "0"
     );
 }

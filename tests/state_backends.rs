@@ -553,7 +553,7 @@ async fn reopening_migrates_nothing_and_keeps_everything(backend: &Backend) {
 
 /// The schema version stored in the database (and it is the one this build writes).
 fn schema_version(backend: &Backend) -> i64 {
-    let version = match backend {
+    match backend {
         Backend::Sqlite(dir) => {
             let conn = rusqlite::Connection::open(
                 dir.path().join("state").join(mailferry::state::DB_FILE),
@@ -572,8 +572,7 @@ fn schema_version(backend: &Backend) -> i64 {
             assert_eq!(v, i64::from(PG_SCHEMA_VERSION));
             v
         }
-    };
-    version
+    }
 }
 
 fn set_schema_version(backend: &Backend, version: i64) {
