@@ -47,6 +47,38 @@ fn config(dir: &Path, dovecot: &Dovecot, sink: &SmtpSink, state: &str, name: &st
         .to_string()
 }
 
+/// PostgreSQL, Dovecot with the sample catch-all mailbox, smtp-sink, and a configuration
+/// naming the database with `url_env: URL_VAR`.
+struct World {
+    pg: Postgres,
+    dovecot: Dovecot,
+    sink: SmtpSink,
+    dir: tempfile::TempDir,
+    mail: Vec<Vec<u8>>,
+    config: String,
+}
+
+impl World {
+    fn start() -> World {
+        let pg = Postgres::start();
+        let dovecot = Dovecot::start(&[(SAMPLE_CATCHALL_USER, PASS)]);
+        let sink = SmtpSink::start(&[]);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mail = sample_catchall_mail();
+        dovecot.deliver_all(SAMPLE_CATCHALL_USER, &mail);
+        let state = format!("state: {{postgres: {{url_env: {URL_VAR}, lease_ttl: 10s}}}}");
+        let config = config(dir.path(), &dovecot, &sink, &state, "env");
+        World {
+            pg,
+            dovecot,
+            sink,
+            dir,
+            mail,
+            config,
+        }
+    }
+}
+
 /// `mailferry poll-once` with the database's URL in [`URL_VAR`].
 fn poll_once_env(config: &str, pg: &Postgres) -> Output {
     mailferry_command(&["poll-once", "--config", config])
@@ -60,16 +92,15 @@ fn poll_once_with_postgres_delivers_a_catchall_mailbox_exactly_once() {
     if support::skip_e2e() {
         return;
     }
-    let pg = Postgres::start();
-    let dovecot = Dovecot::start(&[(SAMPLE_CATCHALL_USER, PASS)]);
-    let sink = SmtpSink::start(&[]);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mail = sample_catchall_mail();
-    dovecot.deliver_all(SAMPLE_CATCHALL_USER, &mail);
-
     // The first pass finds the database in a variable.
-    let state = format!("state: {{postgres: {{url_env: {URL_VAR}, lease_ttl: 10s}}}}");
-    let by_env = config(dir.path(), &dovecot, &sink, &state, "env");
+    let World {
+        pg,
+        dovecot,
+        sink,
+        dir,
+        mail,
+        config: by_env,
+    } = World::start();
     let out = poll_once_env(&by_env, &pg);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -143,14 +174,14 @@ async fn poll_once_leaves_an_account_leased_elsewhere_until_the_lease_expires() 
     if support::skip_e2e() {
         return;
     }
-    let pg = Postgres::start();
-    let dovecot = Dovecot::start(&[(SAMPLE_CATCHALL_USER, PASS)]);
-    let sink = SmtpSink::start(&[]);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mail = sample_catchall_mail();
-    dovecot.deliver_all(SAMPLE_CATCHALL_USER, &mail);
-    let state = format!("state: {{postgres: {{url_env: {URL_VAR}, lease_ttl: 10s}}}}");
-    let config = config(dir.path(), &dovecot, &sink, &state, "env");
+    let World {
+        pg,
+        dovecot: _dovecot,
+        sink,
+        dir: _dir,
+        mail: _,
+        config,
+    } = World::start();
 
     let holder = PgStore::open(&pg.url()).await.expect("open the store");
     let claim = Claim {
