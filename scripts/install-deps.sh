@@ -2,10 +2,13 @@
 # Installs what the tests and the demo need on a Debian machine: Dovecot (POP3/IMAP),
 # Cyrus (IMAP/POP3, unpacked),
 # Courier (POP3/IMAP, unpacked: see below), Postfix (for smtp-sink), openssl, microsocks and
-# tinyproxy (the proxy tests), systemd's systemd-analyze, binutils and cargo-deb (tests/deploy.rs:
+# tinyproxy (the proxy tests), PostgreSQL's server binaries (tests/support/postgres.rs runs a
+# private server from /usr/lib/postgresql/VERSION/bin; the system cluster is left stopped),
+# systemd's systemd-analyze, binutils and cargo-deb (tests/deploy.rs:
 # the unit, the Debian package, the container image), Cyrus SASL's
 # sample server with its NTLM module (tests/sasl.rs: Debian's Dovecot has no NTLM), chromium
-# (tests/operations.rs loads the status page in it, headless), and the unprivileged mail user the test servers store mail as. Idempotent: when everything is there
+# (tests/operations.rs loads the status page in it, headless), and the unprivileged mail user
+# the test servers store mail as. Idempotent: when everything is there
 # it changes nothing and takes a moment.
 set -euo pipefail
 
@@ -22,7 +25,7 @@ cyrus_packages=(libxapian30 libical3 libsasl2-modules-db)
 # microsocks (SOCKS5) and tinyproxy (HTTP CONNECT): the real proxies of tests/proxy.rs,
 # started in the foreground by tests/support/proxy.rs (their own services are not needed).
 packages=(dovecot-pop3d dovecot-imapd postfix openssl ca-certificates curl sasl2-bin
-    libsasl2-modules microsocks tinyproxy systemd binutils chromium "${courier_packages[@]}" "${cyrus_packages[@]}")
+    libsasl2-modules microsocks tinyproxy postgresql systemd binutils chromium "${courier_packages[@]}" "${cyrus_packages[@]}")
 test_user=mailferry-test
 courier_dir=/var/cache/mailferry-tests/courier
 courier_unpacked=(courier-base courier-pop courier-imap)
@@ -88,6 +91,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     # The package starts a tinyproxy on 8888 where there is an init system: not wanted here.
     if [[ " ${missing[*]} " == *" tinyproxy "* ]]; then
         service tinyproxy stop >/dev/null 2>&1 || true
+    fi
+    # Likewise the cluster `main` on 5432: the tests start servers of their own.
+    if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+        service postgresql stop >/dev/null 2>&1 || true
     fi
 fi
 

@@ -107,8 +107,9 @@ pub enum StateError {
     /// No connection to PostgreSQL could be had.
     #[error("{0}")]
     Pool(String),
-    /// A PostgreSQL query failed.
-    #[error("PostgreSQL: {0}")]
+    /// A PostgreSQL query failed (with the server's own message: tokio-postgres's error
+    /// alone says only "db error").
+    #[error("PostgreSQL: {}", postgres::describe(.0))]
     Postgres(tokio_postgres::Error),
     /// This instance no longer holds the account's lease (it expired, and another instance
     /// may have taken it over): nothing more is written or deleted for the account.

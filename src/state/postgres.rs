@@ -648,9 +648,33 @@ pub fn instance_id() -> String {
 /// A pool error in words; the connection's own error never holds the URL or password.
 fn pool_error(e: deadpool_postgres::PoolError) -> String {
     match e {
-        deadpool_postgres::PoolError::Backend(e) => format!("cannot connect to PostgreSQL: {e}"),
+        deadpool_postgres::PoolError::Backend(e) => {
+            format!("cannot connect to PostgreSQL: {}", describe(&e))
+        }
         other => format!("PostgreSQL connection pool: {other}"),
     }
+}
+
+/// What went wrong, in the server's words where it said something ("password authentication
+/// failed for user ...", with its SQLSTATE), else the error and its causes ("error connecting
+/// to server: Connection refused"): tokio-postgres's `Display` alone says only "db error".
+/// Neither holds the URL or the password.
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

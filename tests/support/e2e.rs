@@ -62,6 +62,7 @@ fn missing() -> Vec<String> {
         ("dovecot", in_path("dovecot")),
         ("smtp-sink", Path::new("/usr/sbin/smtp-sink").exists()),
         ("postfix", Path::new("/usr/sbin/postfix").exists()),
+        ("postgresql", super::postgres_bin_dir().is_some()),
         (
             "Courier (unpacked) and courier-authdaemon",
             Path::new(super::courier::COURIER_ROOT)

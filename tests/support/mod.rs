@@ -11,6 +11,8 @@
 //! - [`Cyrus`]: a private Cyrus IMAP and POP3 server (plain text), `.` or `/` as separator.
 //! - [`SmtpSink`]: Postfix's `smtp-sink` recording every transaction it accepts.
 //! - [`Postfix`]: a private Postfix as the internal server, with an inside and an outside sink.
+//! - [`Postgres`]: a private PostgreSQL server with a password-authenticated role, for
+//!   `state: {postgres: ...}`.
 //! - [`free_port`], [`mailferry_bin`], [`run_mailferry`], [`Mailferry`] (a running daemon).
 //! - [`RealProxy`]: microsocks (SOCKS5) or tinyproxy (HTTP CONNECT), with or without a password.
 //! - [`FaultProxy`]: a TCP proxy to an upstream that drops, stalls, trickles, resets or delays.
@@ -37,6 +39,7 @@ mod fault_proxy;
 mod mail;
 mod maildir;
 mod postfix;
+mod postgres;
 mod proxy;
 mod smtp_sink;
 mod tally;
@@ -54,6 +57,7 @@ pub use mail::{
     numbered_pairs, sample_catchall_expected, sample_catchall_mail,
 };
 pub use postfix::Postfix;
+pub use postgres::{PG_PASSWORD, PG_USER, Postgres, postgres_bin_dir};
 pub use proxy::{ProxyServer, RealProxy};
 pub use smtp_sink::{SmtpSink, Transaction, as_sink_stores, parse_dump};
 pub use tally::{Pair, Tally, delivery_counts, message_id, sample_catchall_pairs};

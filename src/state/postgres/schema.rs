@@ -87,8 +87,12 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StateError> {
     // Any constant shared by every mailferry: the key of the migration lock.
     tx.execute("SELECT pg_advisory_xact_lock(7345012)", &[])
         .await?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .await?;
+    // Not the server's NOTICE "relation already exists, skipping" in the log at every start.
+    tx.batch_execute(
+        "SET LOCAL client_min_messages = warning;
+         CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+    )
+    .await?;
     let found: Option<i32> = tx
         .query_opt("SELECT version FROM schema_version", &[])
         .await?
