@@ -6,7 +6,8 @@
 //! expires between two passes of the daemon is renewed; a rotated refresh token is saved
 //! and used by the next process; a revoked one gives the clear error and is not asked with
 //! again until `mailferry oauth login` stored a new one; and that login (device code) works
-//! with the test approving as the user.
+//! with the test approving as the user. The
+//! token requests of an account with a `proxy:` go through it (microsocks, tinyproxy).
 
 mod support;
 
@@ -17,8 +18,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::{
-    AccountYaml, CLIENT_ID, CLIENT_SECRET, Dovecot, GatewayConfig, Mailferry, Secret, SmtpSink,
-    TokenPolicy, TokenService, mailferry_command, message, poll_once, wait_until,
+    AccountYaml, CLIENT_ID, CLIENT_SECRET, Dovecot, GatewayConfig, Mailferry, ProxyServer,
+    RealProxy, Secret, SmtpSink, TokenPolicy, TokenService, mailferry_command, message, poll_once,
+    wait_until,
 };
 
 const USER: &str = "shared@example.com";
@@ -179,6 +181,75 @@ fn client_credentials_deliver_with_both_mechanisms_over_pop3_and_imap() {
         .collect();
     assert_eq!(subjects, expected);
     assert_eq!(service.grants(), vec!["client_credentials"; cases.len()]);
+}
+
+#[test]
+fn token_requests_go_through_the_accounts_proxy() {
+    if support::skip_e2e() {
+        return;
+    }
+    let (service, dovecot, sink, dir) = servers(policy(Duration::from_secs(600)));
+    let proxy_pass = "proxy-pass-4711";
+    for kind in [ProxyServer::Socks5, ProxyServer::HttpConnect] {
+        let proxy = RealProxy::start(kind, Some(("gateway", proxy_pass)));
+        let subject = format!("through {kind:?}");
+        deliver(&dovecot, &subject);
+        let proxy_line = format!("proxy: \"{}\"", proxy.url());
+        let acct = account(
+            &dovecot,
+            &service,
+            "imap",
+            "client_credentials",
+            &[&proxy_line],
+        );
+        let config = config(dir.path(), &sink, acct);
+        let asked = service.grants().len();
+        let out = poll_once(&config);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{subject}: {all}\n{}", proxy.log());
+        assert_eq!(service.grants().len(), asked + 1, "{subject}: one token");
+        assert_eq!(dovecot.count(USER), 0, "{subject}: {all}");
+        assert_no_secret(&service, &all);
+        assert!(!all.contains(proxy_pass), "{all}");
+        // The proxy says it opened a tunnel to the token service (and one to Dovecot): the
+        // request went through it, not merely past it. tinyproxy logs each CONNECT line;
+        // microsocks each connection it made.
+        let log = proxy.log();
+        let target = format!("127.0.0.1:{}", service.port());
+        let named = log
+            .match_indices(&target)
+            .any(|(at, _)| !log[at + target.len()..].starts_with(|c: char| c.is_ascii_digit()));
+        assert!(named, "{subject}: no {target} in the proxy's log:\n{log}");
+
+        // The proxy gone, the token service still up: the token request fails on the way
+        // to the proxy (a direct request would have had a token), and the service hears
+        // nothing. Tokens come before the mail connection, so this is the token's path.
+        drop(proxy);
+        let out = poll_once(&config);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{subject}: {all}");
+        let said = format!(
+            "cannot get an OAuth2 token from 127.0.0.1:{}: cannot connect to the proxy",
+            service.port()
+        );
+        assert!(all.contains(&said), "{subject}: {said:?} not in {all}");
+        assert!(!all.contains(proxy_pass), "{all}");
+        assert_eq!(
+            service.grants().len(),
+            asked + 1,
+            "{subject}: not asked direct"
+        );
+    }
+    let subjects: Vec<String> = sink.transactions().iter().map(|t| t.subject()).collect();
+    assert_eq!(subjects, ["through Socks5", "through HttpConnect"]);
 }
 
 /// How many `PROTOCOL-login: Info: Login:` lines with `method=MECHANISM` Dovecot's log has.

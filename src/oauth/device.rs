@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use super::http::{self, Endpoint};
+use super::http::{self, Endpoint, Route};
 use super::reply::{self, TokenReply};
 use super::{OAuthError, REQUEST_TIMEOUT, RefreshStore};
 use crate::config::{AccountConfig, OAuthConfig, OAuthGrant, Password, RelayAuth};
@@ -30,7 +30,8 @@ pub async fn login(
         ))
     })?;
     let store = RefreshStore::new(state_dir, &account.name);
-    flow(&who, &reads, &account.username, oauth, &store, out).await
+    let route = Route::of(oauth, account.proxy.clone());
+    flow(&who, &reads, &account.username, oauth, &route, &store, out).await
 }
 
 /// [`login`] for the relay's SMTP AUTH (`relay.oauth`): the refresh token goes to
@@ -51,6 +52,7 @@ pub async fn login_relay(
         "log in to the relay (SMTP AUTH)",
         &auth.username,
         oauth,
+        &Route::of(oauth, None),
         &store,
         out,
     )
@@ -58,12 +60,13 @@ pub async fn login_relay(
 }
 
 /// The device-code flow for `who`, printing what to do for the consent to `reads` as
-/// `username`; the refresh token saved in `store`.
+/// `username`, its requests sent by `route`; the refresh token saved in `store`.
 async fn flow(
     who: &str,
     reads: &str,
     username: &str,
     oauth: &OAuthConfig,
+    route: &Route,
     store: &RefreshStore,
     out: &mut (dyn Write + Send),
 ) -> Result<String, OAuthError> {
@@ -86,7 +89,13 @@ async fn flow(
     if !oauth.scope.is_empty() {
         pairs.push(("scope", oauth.scope.as_str()));
     }
-    let reply = http::post_form(&device_endpoint, &http::form(&pairs), REQUEST_TIMEOUT).await?;
+    let reply = http::post_form(
+        route,
+        &device_endpoint,
+        &http::form(&pairs),
+        REQUEST_TIMEOUT,
+    )
+    .await?;
     let code = reply::device_reply(reply.status, &reply.body).map_err(fail)?;
     let minutes = code.lifetime.as_secs().div_ceil(60);
     let _ = writeln!(
@@ -117,7 +126,7 @@ async fn flow(
                 "the code expired before consent was given: run the login again".to_owned(),
             ));
         }
-        let reply = http::post_form(&token_endpoint, &form, REQUEST_TIMEOUT).await?;
+        let reply = http::post_form(route, &token_endpoint, &form, REQUEST_TIMEOUT).await?;
         match reply::token_reply(reply.status, &reply.body).map_err(OAuthError::Failed)? {
             TokenReply::Granted(granted) => {
                 let Some(refresh) = granted.refresh_token else {

@@ -1,6 +1,8 @@
 //! The one HTTP request OAuth2 needs: a form POST to a token endpoint, its JSON reply read
 //! whole. HTTPS through the project's TLS setup (`src/tls/`: system trust, certificate
-//! errors in words); plain HTTP only to this host. `parse_response` is free of I/O.
+//! errors in words); plain HTTP only to this host. Through the account's `proxy:` when it
+//! has one ([`Route`]), with the tunnel of `src/fetch/proxy.rs`. `parse_response` is free of
+//! I/O.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -9,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::OAuthError;
-use crate::config::TlsOptions;
+use crate::config::{Proxy, TlsOptions};
+use crate::fetch::proxy::tunnel;
 use crate::tls::TlsClient;
 
 /// The largest reply read (token replies are a few KiB).
@@ -93,6 +96,27 @@ impl Endpoint {
     }
 }
 
+/// How a token endpoint is reached: through the account's `proxy:` if it has one (a gateway
+/// that reaches the internet only through it gets its tokens the same way; the relay's
+/// tokens go direct), with the TLS trust in `tls`.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    /// The account's proxy.
+    pub proxy: Option<Proxy>,
+    /// Trust for an https endpoint.
+    pub tls: TlsOptions,
+}
+
+impl Route {
+    /// The route to `oauth`'s endpoints: through `proxy`, if any, trusting the system store.
+    pub fn of(_oauth: &crate::config::OAuthConfig, proxy: Option<Proxy>) -> Route {
+        Route {
+            proxy,
+            tls: TlsOptions::default(),
+        }
+    }
+}
+
 /// A reply: its status code and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -102,9 +126,11 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-/// POSTs `form` (already encoded) to `endpoint`, the whole exchange within `timeout`.
-/// The error names the endpoint, never the form (it holds secrets).
+/// POSTs `form` (already encoded) to `endpoint` by `route`, the whole exchange (the tunnel
+/// included) within `timeout`. The error names the endpoint and the proxy (redacted), never
+/// the form (it holds secrets).
 pub async fn post_form(
+    route: &Route,
     endpoint: &Endpoint,
     form: &str,
     timeout: Duration,
@@ -115,9 +141,22 @@ pub async fn post_form(
     };
     let exchange = async {
         let host = endpoint.host.as_str();
-        let tcp = TcpStream::connect((host, endpoint.port))
-            .await
-            .map_err(|e| unreachable(format!("cannot connect: {e}")))?;
+        let tcp = match &route.proxy {
+            None => TcpStream::connect((host, endpoint.port))
+                .await
+                .map_err(|e| unreachable(format!("cannot connect: {e}")))?,
+            Some(proxy) => {
+                let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port))
+                    .await
+                    .map_err(|e| {
+                        unreachable(format!("cannot connect to the proxy {proxy}: {e}"))
+                    })?;
+                tunnel(&mut tcp, proxy, host, endpoint.port)
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?;
+                tcp
+            }
+        };
         let host_header = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -131,8 +170,7 @@ pub async fn post_form(
             form.len()
         );
         let raw = if endpoint.https {
-            let tls = TlsClient::new(&TlsOptions::default(), host)
-                .map_err(|e| unreachable(e.to_string()))?;
+            let tls = TlsClient::new(&route.tls, host).map_err(|e| unreachable(e.to_string()))?;
             let stream = tls
                 .connect(tcp)
                 .await

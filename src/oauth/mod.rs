@@ -8,8 +8,8 @@
 //!   waits ([`refused_wait`]), or at once when `mailferry oauth login` stored a new one.
 //!   The same for the relay's SMTP AUTH (`relay.oauth`, [`TokenSource::for_relay`]).
 //! - [`device`]: `mailferry oauth login`, the device-code flow (RFC 8628).
-//! - `http.rs`: the one HTTPS POST this needs, through `src/tls/`; `reply.rs`: the replies,
-//!   free of I/O.
+//! - `http.rs`: the one HTTPS POST this needs, through `src/tls/` and the account's
+//!   `proxy:` (the relay's go direct); `reply.rs`: the replies, free of I/O.
 //!
 //! No token or secret reaches a log, a metric or an error: they are kept as
 //! [`Password`], whose `Debug` and `Display` print `***`.
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{AccountConfig, Config, OAuthConfig, OAuthGrant, Password};
 
-pub use http::Endpoint;
+pub use http::{Endpoint, Route};
 pub use store::RefreshStore;
 
 /// An access token is renewed this long before it expires, so that a login never meets
@@ -157,6 +157,8 @@ pub struct TokenSource {
     /// The command that stores a new refresh token, for the refusal's advice.
     login: String,
     config: OAuthConfig,
+    /// How the token endpoint is reached.
+    route: Route,
     store: RefreshStore,
     cached: tokio::sync::Mutex<Cached>,
 }
@@ -182,30 +184,43 @@ struct Refusal {
 impl TokenSource {
     /// The source of `account`'s tokens; `None` when it has no `oauth:` block.
     pub fn new(account: &AccountConfig, state_dir: &std::path::Path) -> Option<TokenSource> {
+        let config = account.oauth.clone()?;
+        let route = Route::of(&config, account.proxy.clone());
         Some(TokenSource::named(
             &account.name,
             login_command(&account.name),
-            account.oauth.clone()?,
+            config,
+            route,
             state_dir,
         ))
     }
 
     /// The source of the relay's tokens (`relay.oauth`); `None` without one. Its refresh
-    /// token is `state_dir/oauth/@relay.refresh_token`.
+    /// token is `state_dir/oauth/@relay.refresh_token`; its token endpoint is asked direct.
     pub fn for_relay(auth: &crate::config::RelayAuth) -> Option<TokenSource> {
+        let config = auth.oauth.clone()?;
+        let route = Route::of(&config, None);
         Some(TokenSource::named(
             RELAY_SOURCE,
             relay_login_command(),
-            auth.oauth.clone()?,
+            config,
+            route,
             &auth.state_dir,
         ))
     }
 
-    fn named(name: &str, login: String, config: OAuthConfig, state_dir: &Path) -> TokenSource {
+    fn named(
+        name: &str,
+        login: String,
+        config: OAuthConfig,
+        route: Route,
+        state_dir: &Path,
+    ) -> TokenSource {
         TokenSource {
             account: name.to_owned(),
             login,
             config,
+            route,
             store: RefreshStore::new(state_dir, name),
             cached: tokio::sync::Mutex::new(Cached::default()),
         }
@@ -284,7 +299,8 @@ impl TokenSource {
             pairs.push(("scope", &self.config.scope));
         }
         let endpoint = Endpoint::parse(&self.config.token_url).map_err(OAuthError::Failed)?;
-        let reply = http::post_form(&endpoint, &http::form(&pairs), REQUEST_TIMEOUT).await?;
+        let reply =
+            http::post_form(&self.route, &endpoint, &http::form(&pairs), REQUEST_TIMEOUT).await?;
         let secrets: Vec<String> = [old_refresh.as_ref().map(Password::expose), client_secret]
             .into_iter()
             .flatten()

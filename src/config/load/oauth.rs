@@ -199,6 +199,39 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    /// The token requests of an account go through its proxy: a plain-http endpoint (allowed
+    /// on loopback only) then means the proxy's own loopback, and the form with the secrets
+    /// would cross the network unencrypted unless the proxy is on this host too.
+    pub(super) fn plain_endpoint_through_proxy(
+        &mut self,
+        node: &Node,
+        name: &str,
+        oauth: &OAuthConfig,
+        proxy: &crate::config::Proxy,
+    ) {
+        let proxy_is_local = proxy.host == "localhost"
+            || proxy
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let plain = [Some(&oauth.token_url), oauth.device_url.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|u| crate::oauth::Endpoint::parse(u).is_ok_and(|e| !e.https));
+        if let (Some(url), false) = (plain, proxy_is_local) {
+            self.err(
+                node,
+                format!(
+                    "{name}: the token requests go through the proxy, and `{url}` is plain http: \
+                     it would reach the proxy's own host, the client secret unencrypted on the way; \
+                     use an https token endpoint"
+                ),
+            );
+        }
+    }
+}
+
 /// What is wrong with an endpoint URL, if anything.
 pub(crate) fn endpoint_problem(url: &str) -> Option<String> {
     match crate::oauth::Endpoint::parse(url) {

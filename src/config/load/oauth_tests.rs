@@ -89,6 +89,34 @@ fn generic_endpoints_are_https_or_loopback_http() {
 }
 
 #[test]
+fn plain_http_endpoints_go_through_a_proxy_only_on_this_host() {
+    let through = |url: &str, proxy: &str| {
+        with(&format!(
+            "    oauth:\n      provider: generic\n      client_id: id\n      token_url: {url}\n    proxy: {proxy}\n"
+        ))
+    };
+    for (url, proxy) in [
+        ("http://127.0.0.1:8080/token", "socks5://127.0.0.1:1080"),
+        ("http://localhost/token", "http://localhost:3128"),
+        (
+            "https://idp.example.com/token",
+            "socks5://proxy.corp.local:1080",
+        ),
+    ] {
+        let c = load(&through(url, proxy)).unwrap_or_else(|e| panic!("{url} {proxy}: {e}"));
+        assert!(c.accounts[0].proxy.is_some());
+    }
+    assert_one_error(
+        &through(
+            "http://127.0.0.1:8080/token",
+            "socks5://proxy.corp.local:1080",
+        ),
+        15,
+        "the token requests go through the proxy, and `http://127.0.0.1:8080/token` is plain http",
+    );
+}
+
+#[test]
 fn the_grant_and_the_provider_are_checked() {
     assert_one_error(
         &with(
