@@ -252,6 +252,91 @@ fn token_requests_go_through_the_accounts_proxy() {
     assert_eq!(subjects, ["through Socks5", "through HttpConnect"]);
 }
 
+/// `acct` with its token and device endpoints at the service's `https_url`s, trusting the
+/// service's test CA through `oauth.ca_file` when `trust`.
+fn over_https(mut acct: AccountYaml, service: &TokenService, trust: bool) -> AccountYaml {
+    for line in &mut acct.extra_lines {
+        if line.starts_with("  token_url:") {
+            *line = format!("  token_url: {}", service.https_url("/token"));
+        } else if line.starts_with("  device_url:") {
+            *line = format!("  device_url: {}", service.https_url("/devicecode"));
+        }
+    }
+    if trust {
+        let at = acct
+            .extra_lines
+            .iter()
+            .position(|l| l == "oauth:")
+            .expect("an oauth block")
+            + 1;
+        acct.extra_lines
+            .insert(at, format!("  ca_file: {}", service.ca_file().display()));
+    }
+    acct
+}
+
+#[test]
+fn an_https_token_endpoint_is_trusted_through_the_oauth_ca_file() {
+    if support::skip_e2e() {
+        return;
+    }
+    let (service, dovecot, sink, dir) = servers(policy(Duration::from_secs(600)));
+    deliver(&dovecot, "over https");
+
+    // Not trusted (the test CA is in no system store): the handshake fails, no token.
+    let acct = account(&dovecot, &service, "imap", "client_credentials", &[]);
+    let untrusted = config(dir.path(), &sink, over_https(acct, &service, false));
+    let out = poll_once(&untrusted);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains(&format!(
+            "cannot get an OAuth2 token from localhost:{}",
+            service.port()
+        )) && all.contains("certificate"),
+        "{all}"
+    );
+    assert!(service.grants().is_empty(), "{:?}", service.grants());
+    assert_eq!(service.tls_connections(), 0);
+
+    // Trusted through oauth.ca_file: a token over TLS, the mail delivered.
+    let acct = account(&dovecot, &service, "imap", "client_credentials", &[]);
+    let trusted = config(dir.path(), &sink, over_https(acct, &service, true));
+    let out = poll_once(&trusted);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}\n{}", dovecot.log());
+    assert_eq!(service.grants(), ["client_credentials"]);
+    assert_eq!(service.tls_connections(), 1, "the token came over TLS");
+    assert_eq!(dovecot.count(USER), 0);
+    assert_no_secret(&service, &all);
+
+    // The device-code login over TLS too: both its endpoints, the refresh token then used.
+    deliver(&dovecot, "refresh over https");
+    let acct = account(&dovecot, &service, "pop3", "refresh_token", &[]);
+    let login = config(dir.path(), &sink, over_https(acct, &service, true));
+    let before = service.tls_connections();
+    device_login(&service, &login);
+    assert!(
+        service.tls_connections() >= before + 3,
+        "the device code and at least two polls over TLS"
+    );
+    let out = poll_once(&login);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(dovecot.count(USER), 0);
+    assert_no_secret(&service, &stderr);
+    let subjects: Vec<String> = sink.transactions().iter().map(|t| t.subject()).collect();
+    assert_eq!(subjects, ["over https", "refresh over https"]);
+}
+
 /// How many `PROTOCOL-login: Info: Login:` lines with `method=MECHANISM` Dovecot's log has.
 fn logins(log: &str, protocol: &str, mechanism: &str) -> usize {
     let (login, method) = (

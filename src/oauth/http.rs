@@ -108,11 +108,15 @@ pub struct Route {
 }
 
 impl Route {
-    /// The route to `oauth`'s endpoints: through `proxy`, if any, trusting the system store.
-    pub fn of(_oauth: &crate::config::OAuthConfig, proxy: Option<Proxy>) -> Route {
+    /// The route to `oauth`'s endpoints: through `proxy`, if any, trusting the system store
+    /// plus `oauth.ca_file`.
+    pub fn of(oauth: &crate::config::OAuthConfig, proxy: Option<Proxy>) -> Route {
         Route {
             proxy,
-            tls: TlsOptions::default(),
+            tls: TlsOptions {
+                ca_file: oauth.ca_file.clone(),
+                ..TlsOptions::default()
+            },
         }
     }
 }

@@ -1,6 +1,7 @@
 //! An account's `oauth:` block: the provider (its endpoints and default scope filled in),
-//! the grant, the client and its secret. Endpoints are https; plain http only to a token
-//! service on this host (tests, a local proxy).
+//! the grant, the client and its secret, and `ca_file`: what to trust for the endpoints
+//! besides the system store. Endpoints are https; plain http only to a token service on
+//! this host (tests, a local proxy).
 
 use super::*;
 use crate::config::{OAuthConfig, OAuthGrant, OAuthProvider};
@@ -46,6 +47,7 @@ impl Checker<'_> {
             .require(s, "client_id")
             .and_then(|n| self.text(n, &s.name("client_id")));
         let client_secret = self.secret(s, CLIENT_SECRET_KEYS, of);
+        let ca_file = self.ca_file(s);
         if let (Some(OAuthGrant::ClientCredentials), Some(None)) = (grant, &client_secret)
             && self.cut.is_none()
         {
@@ -130,6 +132,7 @@ impl Checker<'_> {
             scope: scope?,
             token_url,
             device_url,
+            ca_file: ca_file?,
         })
     }
 

@@ -1,7 +1,7 @@
 //! The `oauth:` block: providers fill in their endpoints and scopes, the grant's needs are
 //! checked, endpoints must be https (http on loopback only), and no password goes with it.
 
-use super::tests::{BASE, assert_one_error, load};
+use super::tests::{BASE, PEM_CERT, assert_one_error, load};
 use crate::config::{OAuthGrant, OAuthProvider};
 
 /// `BASE` with the password line replaced by `lines` (each indented as account keys).
@@ -117,6 +117,31 @@ fn plain_http_endpoints_go_through_a_proxy_only_on_this_host() {
 }
 
 #[test]
+fn the_oauth_ca_file_is_the_token_endpoints_trust_and_is_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, empty) = (dir.path().join("idp.pem"), dir.path().join("empty.pem"));
+    std::fs::write(&ca, PEM_CERT).unwrap();
+    std::fs::write(&empty, "nothing\n").unwrap();
+    let block = |file: &std::path::Path| {
+        with(&format!(
+            "    oauth:\n      provider: generic\n      client_id: id\n      token_url: https://idp.corp.local/token\n      ca_file: {}\n",
+            file.display()
+        ))
+    };
+    let c = load(&block(&ca)).unwrap();
+    let a = &c.accounts[0];
+    assert_eq!(
+        a.oauth.as_ref().unwrap().ca_file.as_deref(),
+        Some(ca.as_path())
+    );
+    assert_eq!(
+        a.tls_options.ca_file, None,
+        "the mail server's trust is apart"
+    );
+    assert_one_error(&block(&empty), 15, "no CERTIFICATE block");
+}
+
+#[test]
 fn the_grant_and_the_provider_are_checked() {
     assert_one_error(
         &with(
@@ -215,6 +240,7 @@ fn the_example_file_documents_every_oauth_key() {
         "grant",
         "token_url",
         "device_url",
+        "ca_file",
     ] {
         assert!(
             example.contains(&format!("{key}:")),
