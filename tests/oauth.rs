@@ -1,11 +1,13 @@
 //! End to end: OAuth2 logins against a real Dovecot whose `oauth2` passdb asks the test's
 //! token service (tests/support/token_service.rs) whether a token is active and whose it
 //! is. mailferry gets its tokens from the same service (provider: generic, on loopback):
-//! the client-credentials and refresh-token grants deliver over POP3 (XOAUTH2, sent as two
-//! lines) and IMAP (OAUTHBEARER); a token that expires between two passes of the daemon is
-//! renewed; a rotated refresh token is saved and used by the next process; a revoked one
-//! gives the clear error and is not asked with again until `mailferry oauth login` stored a
-//! new one; and that login (device code) works with the test approving as the user.
+//! the client-credentials grant delivers with XOAUTH2 (over POP3 sent as two lines) and with
+//! OAUTHBEARER over both POP3 and IMAP, the refresh-token grant over both; a token that
+//! expires between two passes of the daemon is renewed; a rotated refresh token is saved
+//! and used by the next process; a revoked one gives the clear error and is not asked with
+//! again until `mailferry oauth login` stored a new one; and that login (device code) works
+//! with the test approving as the user. The
+//! token requests of an account with a `proxy:` go through it (microsocks, tinyproxy).
 
 mod support;
 
@@ -16,8 +18,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::{
-    AccountYaml, CLIENT_ID, CLIENT_SECRET, Dovecot, GatewayConfig, Mailferry, Secret, SmtpSink,
-    TokenPolicy, TokenService, mailferry_command, message, poll_once, wait_until,
+    AccountYaml, CLIENT_ID, CLIENT_SECRET, Dovecot, GatewayConfig, Mailferry, ProxyServer,
+    RealProxy, Secret, SmtpSink, TokenPolicy, TokenService, mailferry_command, message, poll_once,
+    wait_until,
 };
 
 const USER: &str = "shared@example.com";
@@ -135,48 +138,214 @@ fn assert_no_secret(service: &TokenService, output: &str) {
 }
 
 #[test]
-fn client_credentials_deliver_over_pop3_with_xoauth2_and_imap_with_oauthbearer() {
+fn client_credentials_deliver_with_both_mechanisms_over_pop3_and_imap() {
     if support::skip_e2e() {
         return;
     }
     let (service, dovecot, sink, dir) = servers(policy(Duration::from_secs(600)));
-    for (protocol, extra, mechanism) in [
-        ("pop3", &["auth_mechanisms: [xoauth2]"][..], "XOAUTH2"),
-        ("imap", &[][..], "OAUTHBEARER"),
-    ] {
-        deliver(&dovecot, &format!("cc {protocol}"));
-        let acct = account(&dovecot, &service, protocol, "client_credentials", extra);
+    // Each mechanism forced in turn over each protocol; Dovecot offers both.
+    let cases = [
+        ("pop3", "xoauth2", "AUTH XOAUTH2"),
+        ("pop3", "oauthbearer", "AUTH OAUTHBEARER"),
+        ("imap", "xoauth2", "AUTHENTICATE XOAUTH2"),
+        ("imap", "oauthbearer", "AUTHENTICATE OAUTHBEARER"),
+    ];
+    for (protocol, mechanism, said) in cases {
+        let subject = format!("cc {protocol} {mechanism}");
+        deliver(&dovecot, &subject);
+        let only = format!("auth_mechanisms: [{mechanism}]");
+        let acct = account(&dovecot, &service, protocol, "client_credentials", &[&only]);
         let out = poll_once(&config(dir.path(), &sink, acct));
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
             out.status.success(),
-            "{protocol}: {stderr}\n{}",
+            "{subject}: {stderr}\n{}",
             dovecot.log()
         );
         assert!(
-            stderr.contains(&format!(
-                "logged in with {}",
-                if protocol == "pop3" {
-                    format!("AUTH {mechanism}")
-                } else {
-                    format!("AUTHENTICATE {mechanism}")
-                }
-            )),
-            "{stderr}"
+            stderr.contains(&format!("logged in with {said}")),
+            "{subject}: {stderr}"
         );
-        assert_eq!(dovecot.count(USER), 0, "{protocol}: left upstream");
+        assert_eq!(dovecot.count(USER), 0, "{subject}: left upstream");
         assert_no_secret(&service, &stderr);
         assert_no_secret(&service, &String::from_utf8_lossy(&out.stdout));
+        // Dovecot's own word for it: one login of that protocol with that method (each pair
+        // comes once).
+        let log = dovecot.log();
+        assert_eq!(logins(&log, protocol, mechanism), 1, "{subject}: {log}");
     }
     let subjects: Vec<String> = sink.transactions().iter().map(|t| t.subject()).collect();
-    assert_eq!(subjects, ["cc pop3", "cc imap"]);
-    assert_eq!(
-        service.grants(),
-        ["client_credentials", "client_credentials"]
+    let expected: Vec<String> = cases
+        .iter()
+        .map(|(p, m, _)| format!("cc {p} {m}"))
+        .collect();
+    assert_eq!(subjects, expected);
+    assert_eq!(service.grants(), vec!["client_credentials"; cases.len()]);
+}
+
+#[test]
+fn token_requests_go_through_the_accounts_proxy() {
+    if support::skip_e2e() {
+        return;
+    }
+    let (service, dovecot, sink, dir) = servers(policy(Duration::from_secs(600)));
+    let proxy_pass = "proxy-pass-4711";
+    for kind in [ProxyServer::Socks5, ProxyServer::HttpConnect] {
+        let proxy = RealProxy::start(kind, Some(("gateway", proxy_pass)));
+        let subject = format!("through {kind:?}");
+        deliver(&dovecot, &subject);
+        let proxy_line = format!("proxy: \"{}\"", proxy.url());
+        let acct = account(
+            &dovecot,
+            &service,
+            "imap",
+            "client_credentials",
+            &[&proxy_line],
+        );
+        let config = config(dir.path(), &sink, acct);
+        let asked = service.grants().len();
+        let out = poll_once(&config);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{subject}: {all}\n{}", proxy.log());
+        assert_eq!(service.grants().len(), asked + 1, "{subject}: one token");
+        assert_eq!(dovecot.count(USER), 0, "{subject}: {all}");
+        assert_no_secret(&service, &all);
+        assert!(!all.contains(proxy_pass), "{all}");
+        // The proxy says it opened a tunnel to the token service (and one to Dovecot): the
+        // request went through it, not merely past it. tinyproxy logs each CONNECT line;
+        // microsocks each connection it made.
+        let log = proxy.log();
+        let target = format!("127.0.0.1:{}", service.port());
+        let named = log
+            .match_indices(&target)
+            .any(|(at, _)| !log[at + target.len()..].starts_with(|c: char| c.is_ascii_digit()));
+        assert!(named, "{subject}: no {target} in the proxy's log:\n{log}");
+
+        // The proxy gone, the token service still up: the token request fails on the way
+        // to the proxy (a direct request would have had a token), and the service hears
+        // nothing. Tokens come before the mail connection, so this is the token's path.
+        drop(proxy);
+        let out = poll_once(&config);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{subject}: {all}");
+        let said = format!(
+            "cannot get an OAuth2 token from 127.0.0.1:{}: cannot connect to the proxy",
+            service.port()
+        );
+        assert!(all.contains(&said), "{subject}: {said:?} not in {all}");
+        assert!(!all.contains(proxy_pass), "{all}");
+        assert_eq!(
+            service.grants().len(),
+            asked + 1,
+            "{subject}: not asked direct"
+        );
+    }
+    let subjects: Vec<String> = sink.transactions().iter().map(|t| t.subject()).collect();
+    assert_eq!(subjects, ["through Socks5", "through HttpConnect"]);
+}
+
+/// `acct` with its token and device endpoints at the service's `https_url`s, trusting the
+/// service's test CA through `oauth.ca_file` when `trust`.
+fn over_https(mut acct: AccountYaml, service: &TokenService, trust: bool) -> AccountYaml {
+    for line in &mut acct.extra_lines {
+        if line.starts_with("  token_url:") {
+            *line = format!("  token_url: {}", service.https_url("/token"));
+        } else if line.starts_with("  device_url:") {
+            *line = format!("  device_url: {}", service.https_url("/devicecode"));
+        }
+    }
+    if trust {
+        let at = acct
+            .extra_lines
+            .iter()
+            .position(|l| l == "oauth:")
+            .expect("an oauth block")
+            + 1;
+        acct.extra_lines
+            .insert(at, format!("  ca_file: {}", service.ca_file().display()));
+    }
+    acct
+}
+
+#[test]
+fn an_https_token_endpoint_is_trusted_through_the_oauth_ca_file() {
+    if support::skip_e2e() {
+        return;
+    }
+    let (service, dovecot, sink, dir) = servers(policy(Duration::from_secs(600)));
+    deliver(&dovecot, "over https");
+
+    // Not trusted (the test CA is in no system store): the handshake fails, no token.
+    let acct = account(&dovecot, &service, "imap", "client_credentials", &[]);
+    let untrusted = config(dir.path(), &sink, over_https(acct, &service, false));
+    let out = poll_once(&untrusted);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    let log = dovecot.log();
-    assert!(log.contains("method=XOAUTH2"), "{log}");
-    assert!(log.contains("method=OAUTHBEARER"), "{log}");
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains(&format!(
+            "cannot get an OAuth2 token from localhost:{}",
+            service.port()
+        )) && all.contains("certificate"),
+        "{all}"
+    );
+    assert!(service.grants().is_empty(), "{:?}", service.grants());
+    assert_eq!(service.tls_connections(), 0);
+
+    // Trusted through oauth.ca_file: a token over TLS, the mail delivered.
+    let acct = account(&dovecot, &service, "imap", "client_credentials", &[]);
+    let trusted = config(dir.path(), &sink, over_https(acct, &service, true));
+    let out = poll_once(&trusted);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}\n{}", dovecot.log());
+    assert_eq!(service.grants(), ["client_credentials"]);
+    assert_eq!(service.tls_connections(), 1, "the token came over TLS");
+    assert_eq!(dovecot.count(USER), 0);
+    assert_no_secret(&service, &all);
+
+    // The device-code login over TLS too: both its endpoints, the refresh token then used.
+    deliver(&dovecot, "refresh over https");
+    let acct = account(&dovecot, &service, "pop3", "refresh_token", &[]);
+    let login = config(dir.path(), &sink, over_https(acct, &service, true));
+    let before = service.tls_connections();
+    device_login(&service, &login);
+    assert!(
+        service.tls_connections() >= before + 3,
+        "the device code and at least two polls over TLS"
+    );
+    let out = poll_once(&login);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(dovecot.count(USER), 0);
+    assert_no_secret(&service, &stderr);
+    let subjects: Vec<String> = sink.transactions().iter().map(|t| t.subject()).collect();
+    assert_eq!(subjects, ["over https", "refresh over https"]);
+}
+
+/// How many `PROTOCOL-login: Info: Login:` lines with `method=MECHANISM` Dovecot's log has.
+fn logins(log: &str, protocol: &str, mechanism: &str) -> usize {
+    let (login, method) = (
+        format!("{protocol}-login: Info: Login: "),
+        format!(", method={},", mechanism.to_ascii_uppercase()),
+    );
+    log.lines()
+        .filter(|l| l.contains(&login) && l.contains(&method))
+        .count()
 }
 
 /// `mailferry oauth login` for the account in `config`, the test approving as USER.

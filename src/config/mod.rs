@@ -454,6 +454,10 @@ pub struct OAuthConfig {
     pub token_url: String,
     /// The device-authorization endpoint, for `mailferry oauth login`.
     pub device_url: Option<String>,
+    /// `ca_file`: PEM certificates to trust for the endpoints besides the system store (a
+    /// private identity provider's CA, or its own certificate); the account's TLS options
+    /// are its mail server's and do not apply.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One entry of `accounts:`.

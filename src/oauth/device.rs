@@ -1,19 +1,21 @@
 //! `mailferry oauth login`: the device-code flow (RFC 8628), for a gateway host without a
-//! browser. The user opens the verification URL anywhere, types the code, consents; this
-//! polls the token endpoint at the interval asked (`authorization_pending`: go on,
-//! `slow_down`: 5 s slower) and stores the refresh token it gets.
+//! browser. The user opens the verification URL anywhere, types the code, consents; the
+//! `oauth2` crate polls the token endpoint at the interval asked (`authorization_pending`:
+//! go on, `slow_down`: 5 s slower) until the code expires; this stores the refresh token
+//! it gets.
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
-use super::http::{self, Endpoint};
-use super::reply::{self, TokenReply};
-use super::{OAuthError, REQUEST_TIMEOUT, RefreshStore};
+use oauth2::{
+    DeviceAuthorizationResponse, DeviceAuthorizationUrl, DeviceCodeErrorResponseType,
+    RequestTokenError,
+};
+
+use super::http::{Http, Route};
+use super::reply::{DeviceMessage, Granted, not_oauth};
+use super::{OAuthError, REQUEST_TIMEOUT, RefreshStore, client, scopes};
 use crate::config::{AccountConfig, OAuthConfig, OAuthGrant, Password, RelayAuth};
-
-/// RFC 8628 3.5: `slow_down` adds 5 seconds to the interval.
-const SLOW_DOWN: Duration = Duration::from_secs(5);
 
 /// Runs the flow for `account`, printing the instructions to `out`, and stores the refresh
 /// token under `state_dir`. Returns where it was stored.
@@ -30,7 +32,8 @@ pub async fn login(
         ))
     })?;
     let store = RefreshStore::new(state_dir, &account.name);
-    flow(&who, &reads, &account.username, oauth, &store, out).await
+    let route = Route::of(oauth, account.proxy.clone());
+    flow(&who, &reads, &account.username, oauth, &route, &store, out).await
 }
 
 /// [`login`] for the relay's SMTP AUTH (`relay.oauth`): the refresh token goes to
@@ -51,6 +54,7 @@ pub async fn login_relay(
         "log in to the relay (SMTP AUTH)",
         &auth.username,
         oauth,
+        &Route::of(oauth, None),
         &store,
         out,
     )
@@ -58,12 +62,13 @@ pub async fn login_relay(
 }
 
 /// The device-code flow for `who`, printing what to do for the consent to `reads` as
-/// `username`; the refresh token saved in `store`.
+/// `username`, its requests sent by `route`; the refresh token saved in `store`.
 async fn flow(
     who: &str,
     reads: &str,
     username: &str,
     oauth: &OAuthConfig,
+    route: &Route,
     store: &RefreshStore,
     out: &mut (dyn Write + Send),
 ) -> Result<String, OAuthError> {
@@ -78,68 +83,74 @@ async fn flow(
             "{who}: the generic provider needs device_url for the device-code login"
         )));
     };
-    let device_endpoint = Endpoint::parse(device_url).map_err(fail)?;
-    let token_endpoint = Endpoint::parse(&oauth.token_url).map_err(fail)?;
-    let secret = oauth.client_secret.as_ref().map(Password::expose);
+    let device_url = DeviceAuthorizationUrl::new(device_url.clone())
+        .map_err(|e| fail(format!("device_url `{device_url}`: {e}")))?;
+    // The device endpoint is asked with the client id alone (RFC 8628 3.1); the polls
+    // authenticate the client as the token requests do.
+    let asker = client(oauth, None)?.set_device_authorization_url(device_url);
+    let poller = client(oauth, oauth.client_secret.as_ref())?;
+    let http = Http::new(route, REQUEST_TIMEOUT);
+    let secrets: Vec<&str> = oauth.client_secret.iter().map(Password::expose).collect();
 
-    let mut pairs = vec![("client_id", oauth.client_id.as_str())];
-    if !oauth.scope.is_empty() {
-        pairs.push(("scope", oauth.scope.as_str()));
-    }
-    let reply = http::post_form(&device_endpoint, &http::form(&pairs), REQUEST_TIMEOUT).await?;
-    let code = reply::device_reply(reply.status, &reply.body).map_err(fail)?;
-    let minutes = code.lifetime.as_secs().div_ceil(60);
+    let code: DeviceAuthorizationResponse<DeviceMessage> = asker
+        .exchange_device_code()
+        .add_scopes(scopes(&oauth.scope))
+        .request_async(&http)
+        .await
+        .map_err(|e| match e {
+            RequestTokenError::ServerResponse(e) => {
+                fail(refused(e.error().as_ref(), e.error_description(), &secrets))
+            }
+            other => not_oauth(other, http.status(), "device authorization"),
+        })?;
+    let minutes = code.expires_in().as_secs().div_ceil(60);
     let _ = writeln!(
         out,
         "To let mailferry {reads} ({username}):\n  open  {}\n  enter {}\n(the code is valid for {minutes} minutes; waiting for your consent)",
-        code.verification_uri, code.user_code
+        code.verification_uri().as_str(),
+        code.user_code().secret()
     );
-    if let Some(message) = &code.message {
+    if let Some(message) = &code.extra_fields().message {
         let _ = writeln!(out, "{message}");
     }
     let _ = out.flush();
 
-    let deadline = tokio::time::Instant::now() + code.lifetime;
-    let mut interval = code.interval;
-    let mut pairs = vec![
-        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-        ("device_code", code.device_code.expose()),
-        ("client_id", oauth.client_id.as_str()),
-    ];
-    if let Some(secret) = secret {
-        pairs.push(("client_secret", secret));
-    }
-    let form = http::form(&pairs);
-    loop {
-        tokio::time::sleep(interval).await;
-        if tokio::time::Instant::now() > deadline {
-            return Err(fail(
-                "the code expired before consent was given: run the login again".to_owned(),
-            ));
-        }
-        let reply = http::post_form(&token_endpoint, &form, REQUEST_TIMEOUT).await?;
-        match reply::token_reply(reply.status, &reply.body).map_err(OAuthError::Failed)? {
-            TokenReply::Granted(granted) => {
-                let Some(refresh) = granted.refresh_token else {
-                    return Err(fail(
-                        "the server granted access but no refresh token (for Microsoft, the scope needs offline_access)".to_owned(),
-                    ));
-                };
-                store.save(&refresh)?;
-                return Ok(store.path().display().to_string());
-            }
-            TokenReply::Error { code, .. } if code == "authorization_pending" => {}
-            TokenReply::Error { code, .. } if code == "slow_down" => interval += SLOW_DOWN,
-            TokenReply::Error { code, description } => {
-                let why = match code.as_str() {
-                    "access_denied" => "consent was refused".to_owned(),
-                    "expired_token" => {
-                        "the code expired before consent was given: run the login again".to_owned()
-                    }
-                    _ => format!("the server refused: {code} {description}"),
-                };
-                return Err(fail(why.trim().to_owned()));
-            }
-        }
-    }
+    // The crate polls at the interval asked, 5 s slower after each slow_down, and goes on
+    // after authorization_pending, until the code expires; an exchange that fails (no
+    // reply) ends the login here rather than being retried.
+    let poll =
+        poller
+            .exchange_device_access_token(&code)
+            .request_async(&http, tokio::time::sleep, None);
+    let granted: Granted = tokio::select! {
+        result = poll => result.map_err(|e| match e {
+            RequestTokenError::ServerResponse(e) => fail(match e.error() {
+                DeviceCodeErrorResponseType::AccessDenied => "consent was refused".to_owned(),
+                DeviceCodeErrorResponseType::ExpiredToken => {
+                    "the code expired before consent was given: run the login again".to_owned()
+                }
+                other => refused(other.as_ref(), e.error_description(), &secrets),
+            }),
+            other => not_oauth(other, http.status(), "token"),
+        })?,
+        broken = http.broken() => return Err(broken.into()),
+    };
+    let Some(refresh) = granted.refresh() else {
+        return Err(fail(
+            "the server granted access but no refresh token (for Microsoft, the scope needs offline_access)".to_owned(),
+        ));
+    };
+    store.save(&refresh)?;
+    Ok(store.path().display().to_string())
+}
+
+/// `the server refused: CODE DESCRIPTION`, no secret in it.
+fn refused(code: &str, description: Option<&String>, secrets: &[&str]) -> String {
+    let description = description.map_or(String::new(), |d| {
+        let owned: Vec<String> = secrets.iter().map(|s| (*s).to_owned()).collect();
+        crate::fetch::pop3::redact(d, &owned)
+    });
+    format!("the server refused: {code} {description}")
+        .trim()
+        .to_owned()
 }

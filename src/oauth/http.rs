@@ -1,15 +1,29 @@
-//! The one HTTP request OAuth2 needs: a form POST to a token endpoint, its JSON reply read
-//! whole. HTTPS through the project's TLS setup (`src/tls/`: system trust, certificate
-//! errors in words); plain HTTP only to this host. `parse_response` is free of I/O.
+//! The HTTP under the `oauth2` crate: [`Http`], its [`AsyncHttpClient`], sends each request
+//! the crate builds (a form POST to a token or device endpoint) as one HTTP/1.1 exchange of
+//! the project's own, and reads the reply whole. HTTPS through the project's TLS setup
+//! (`src/tls/`: the system store plus `oauth.ca_file`, certificate errors in words); plain
+//! HTTP only to this host. Through the account's `proxy:` when it has one ([`Route`]), with
+//! the tunnel of `src/fetch/proxy.rs`. `parse_response` is free of I/O.
+//!
+//! Not the crate's own clients (reqwest, curl, ureq): each is another HTTP stack with its
+//! own TLS set-up, trust and proxy code, where every other connection of mailferry goes
+//! through `src/tls/` and the tunnel of `src/fetch/proxy.rs`.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
+use oauth2::{AsyncHttpClient, HttpRequest, HttpResponse, http};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use super::OAuthError;
-use crate::config::TlsOptions;
+use crate::config::{Proxy, TlsOptions};
+use crate::fetch::proxy::tunnel;
 use crate::tls::TlsClient;
 
 /// The largest reply read (token replies are a few KiB).
@@ -87,66 +101,99 @@ impl Endpoint {
         })
     }
 
+    /// `host[:port]` for the Host header (the port when it is not the scheme's).
+    fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match (self.https, self.port) {
+            (true, 443) | (false, 80) => host,
+            (_, port) => format!("{host}:{port}"),
+        }
+    }
+
     /// Whether the host is this machine (127.0.0.0/8, ::1, localhost).
     pub fn is_loopback(&self) -> bool {
         self.host == "localhost" || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 }
 
-/// A reply: its status code and body.
+/// How a token endpoint is reached: through the account's `proxy:` if it has one (a gateway
+/// that reaches the internet only through it gets its tokens the same way; the relay's
+/// tokens go direct), with the TLS trust in `tls`.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    /// The account's proxy.
+    pub proxy: Option<Proxy>,
+    /// Trust for an https endpoint.
+    pub tls: TlsOptions,
+}
+
+impl Route {
+    /// The route to `oauth`'s endpoints: through `proxy`, if any, trusting the system store
+    /// plus `oauth.ca_file`.
+    pub fn of(oauth: &crate::config::OAuthConfig, proxy: Option<Proxy>) -> Route {
+        Route {
+            proxy,
+            tls: TlsOptions {
+                ca_file: oauth.ca_file.clone(),
+                ..TlsOptions::default()
+            },
+        }
+    }
+}
+
+/// A reply: its status code, headers and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// The HTTP status (200, 400, ...).
     pub status: u16,
+    /// The headers, names and values as sent.
+    pub headers: Vec<(String, String)>,
     /// The body, de-chunked.
     pub body: Vec<u8>,
 }
 
-/// POSTs `form` (already encoded) to `endpoint`, the whole exchange within `timeout`.
-/// The error names the endpoint, never the form (it holds secrets).
-pub async fn post_form(
+/// Sends `request` (a whole HTTP/1.1 request) to `endpoint` by `route` and reads the reply
+/// until the server closes, the whole exchange (the tunnel included) within `timeout`. The
+/// error says what failed and names the proxy (redacted), never the request (it holds
+/// secrets).
+async fn post(
+    route: &Route,
     endpoint: &Endpoint,
-    form: &str,
+    request: &[u8],
     timeout: Duration,
-) -> Result<Reply, OAuthError> {
-    let unreachable = |why: String| OAuthError::Unreachable {
-        endpoint: format!("{}:{}", endpoint.host, endpoint.port),
-        why,
-    };
+) -> Result<Vec<u8>, String> {
     let exchange = async {
         let host = endpoint.host.as_str();
-        let tcp = TcpStream::connect((host, endpoint.port))
-            .await
-            .map_err(|e| unreachable(format!("cannot connect: {e}")))?;
-        let host_header = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_owned()
-        };
-        let request = format!(
-            "POST {} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: mailferry\r\n\
-             Accept: application/json\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
-            endpoint.path,
-            form.len()
-        );
-        let raw = if endpoint.https {
-            let tls = TlsClient::new(&TlsOptions::default(), host)
-                .map_err(|e| unreachable(e.to_string()))?;
-            let stream = tls
-                .connect(tcp)
+        let tcp = match &route.proxy {
+            None => TcpStream::connect((host, endpoint.port))
                 .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            exchange(stream, request.as_bytes()).await
+                .map_err(|e| format!("cannot connect: {e}"))?,
+            Some(proxy) => {
+                let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port))
+                    .await
+                    .map_err(|e| format!("cannot connect to the proxy {proxy}: {e}"))?;
+                tunnel(&mut tcp, proxy, host, endpoint.port)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tcp
+            }
+        };
+        if endpoint.https {
+            let tls = TlsClient::new(&route.tls, host).map_err(|e| e.to_string())?;
+            let stream = tls.connect(tcp).await.map_err(|e| e.to_string())?;
+            exchange(stream, request).await
         } else {
-            exchange(tcp, request.as_bytes()).await
+            exchange(tcp, request).await
         }
-        .map_err(|e| unreachable(format!("I/O error: {e}")))?;
-        parse_response(&raw).map_err(unreachable)
+        .map_err(|e| format!("I/O error: {e}"))
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
-        Err(_) => Err(unreachable(format!("no reply within {timeout:?}"))),
+        Err(_) => Err(format!("no reply within {timeout:?}")),
     }
 }
 
@@ -198,11 +245,13 @@ pub fn parse_response(raw: &[u8]) -> Result<Reply, String> {
     };
     let mut length = None;
     let mut chunked = false;
+    let mut headers = Vec::new();
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
         let value = value.trim();
+        headers.push((name.trim().to_owned(), value.to_owned()));
         if name.eq_ignore_ascii_case("content-length") {
             length = Some(value.parse::<usize>().map_err(|_| "bad Content-Length")?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -219,7 +268,11 @@ pub fn parse_response(raw: &[u8]) -> Result<Reply, String> {
     } else {
         rest.to_vec()
     };
-    Ok(Reply { status, body })
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
@@ -242,25 +295,130 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// `application/x-www-form-urlencoded` of these pairs.
-pub fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+/// Why an exchange with a token endpoint failed before any reply: connect, proxy, TLS,
+/// timeout, not HTTP. It names the endpoint, never the request (it holds secrets).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{endpoint}: {why}")]
+pub struct Transport {
+    /// `host:port`.
+    pub endpoint: String,
+    /// What went wrong.
+    pub why: String,
 }
 
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(char::from(b))
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
+impl From<Transport> for OAuthError {
+    fn from(t: Transport) -> OAuthError {
+        OAuthError::Unreachable {
+            endpoint: t.endpoint,
+            why: t.why,
         }
     }
-    out
+}
+
+/// The HTTP client the `oauth2` crate runs its requests on ([`AsyncHttpClient`]): each
+/// request one HTTP/1.1 exchange by [`Route`] (through the account's proxy, TLS by
+/// `src/tls/`), within a timeout. It remembers the status of the last reply, for errors
+/// about replies that are not OAuth2, and its last failure, so that a caller whose flow
+/// would retry one (the device-code polling) can stop instead.
+#[derive(Debug)]
+pub struct Http {
+    route: Route,
+    timeout: Duration,
+    status: AtomicU16,
+    failed: Mutex<Option<Transport>>,
+    broke: Notify,
+}
+
+impl Http {
+    /// A client sending by `route`, each exchange within `timeout`.
+    pub fn new(route: &Route, timeout: Duration) -> Http {
+        Http {
+            route: route.clone(),
+            timeout,
+            status: AtomicU16::new(0),
+            failed: Mutex::new(None),
+            broke: Notify::new(),
+        }
+    }
+
+    /// The status of the last reply (0 before any).
+    pub fn status(&self) -> u16 {
+        self.status.load(Ordering::Relaxed)
+    }
+
+    /// Waits for an exchange to fail and returns why.
+    pub async fn broken(&self) -> Transport {
+        loop {
+            self.broke.notified().await;
+            if let Some(t) = self.failed.lock().ok().and_then(|f| f.clone()) {
+                return t;
+            }
+        }
+    }
+
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, Transport> {
+        let result = self.exchange(request).await;
+        match &result {
+            Ok(reply) => self
+                .status
+                .store(reply.status().as_u16(), Ordering::Relaxed),
+            Err(t) => {
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = Some(t.clone());
+                }
+                self.broke.notify_one();
+            }
+        }
+        result
+    }
+
+    async fn exchange(&self, request: HttpRequest) -> Result<HttpResponse, Transport> {
+        let url = request.uri().to_string();
+        let endpoint = Endpoint::parse(&url).map_err(|why| Transport {
+            endpoint: url.clone(),
+            why,
+        })?;
+        let fail = |why: String| Transport {
+            endpoint: format!("{}:{}", endpoint.host, endpoint.port),
+            why,
+        };
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: mailferry\r\n",
+            request.method(),
+            endpoint.path,
+            endpoint.authority()
+        );
+        for (name, value) in request.headers() {
+            let value = value
+                .to_str()
+                .map_err(|_| fail(format!("the {name} header is not text")))?;
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            request.body().len()
+        ));
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(request.body());
+        let raw = post(&self.route, &endpoint, &bytes, self.timeout)
+            .await
+            .map_err(fail)?;
+        let reply = parse_response(&raw).map_err(fail)?;
+        let mut response = http::Response::builder().status(reply.status);
+        for (name, value) in &reply.headers {
+            response = response.header(name.as_str(), value.as_str());
+        }
+        response
+            .body(reply.body)
+            .map_err(|_| fail(format!("HTTP {}: a header that is not HTTP", reply.status)))
+    }
+}
+
+impl<'c> AsyncHttpClient<'c> for Http {
+    type Error = Transport;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Transport>> + Send + 'c>>;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(self.send(request))
+    }
 }

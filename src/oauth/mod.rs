@@ -8,8 +8,10 @@
 //!   waits ([`refused_wait`]), or at once when `mailferry oauth login` stored a new one.
 //!   The same for the relay's SMTP AUTH (`relay.oauth`, [`TokenSource::for_relay`]).
 //! - [`device`]: `mailferry oauth login`, the device-code flow (RFC 8628).
-//! - `http.rs`: the one HTTPS POST this needs, through `src/tls/`; `reply.rs`: the replies,
-//!   free of I/O.
+//! - The OAuth2 protocol is the `oauth2` crate's (requests, replies, the device-code
+//!   polling); `http.rs` is the HTTP it runs on: our HTTP/1.1 through `src/tls/` and the
+//!   account's `proxy:` (the relay's go direct); `reply.rs`: the token reply as we read it
+//!   (leniently) and the crate's errors in our words, quoting no reply.
 //!
 //! No token or secret reaches a log, a metric or an error: they are kept as
 //! [`Password`], whose `Debug` and `Display` print `***`.
@@ -25,9 +27,18 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{AccountConfig, Config, OAuthConfig, OAuthGrant, Password};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+};
+use oauth2::{
+    AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RefreshToken, Scope,
+    StandardRevocableToken, TokenUrl,
+};
 
-pub use http::Endpoint;
+use crate::config::{AccountConfig, Config, OAuthConfig, OAuthGrant, Password};
+use http::Http;
+
+pub use http::{Endpoint, Route};
 pub use store::RefreshStore;
 
 /// An access token is renewed this long before it expires, so that a login never meets
@@ -157,6 +168,8 @@ pub struct TokenSource {
     /// The command that stores a new refresh token, for the refusal's advice.
     login: String,
     config: OAuthConfig,
+    /// How the token endpoint is reached.
+    route: Route,
     store: RefreshStore,
     cached: tokio::sync::Mutex<Cached>,
 }
@@ -182,30 +195,43 @@ struct Refusal {
 impl TokenSource {
     /// The source of `account`'s tokens; `None` when it has no `oauth:` block.
     pub fn new(account: &AccountConfig, state_dir: &std::path::Path) -> Option<TokenSource> {
+        let config = account.oauth.clone()?;
+        let route = Route::of(&config, account.proxy.clone());
         Some(TokenSource::named(
             &account.name,
             login_command(&account.name),
-            account.oauth.clone()?,
+            config,
+            route,
             state_dir,
         ))
     }
 
     /// The source of the relay's tokens (`relay.oauth`); `None` without one. Its refresh
-    /// token is `state_dir/oauth/@relay.refresh_token`.
+    /// token is `state_dir/oauth/@relay.refresh_token`; its token endpoint is asked direct.
     pub fn for_relay(auth: &crate::config::RelayAuth) -> Option<TokenSource> {
+        let config = auth.oauth.clone()?;
+        let route = Route::of(&config, None);
         Some(TokenSource::named(
             RELAY_SOURCE,
             relay_login_command(),
-            auth.oauth.clone()?,
+            config,
+            route,
             &auth.state_dir,
         ))
     }
 
-    fn named(name: &str, login: String, config: OAuthConfig, state_dir: &Path) -> TokenSource {
+    fn named(
+        name: &str,
+        login: String,
+        config: OAuthConfig,
+        route: Route,
+        state_dir: &Path,
+    ) -> TokenSource {
         TokenSource {
             account: name.to_owned(),
             login,
             config,
+            route,
             store: RefreshStore::new(state_dir, name),
             cached: tokio::sync::Mutex::new(Cached::default()),
         }
@@ -255,89 +281,115 @@ impl TokenSource {
                 return Err(self.refused(&r.code, &r.description));
             }
         }
-        let client_secret = self.config.client_secret.as_ref().map(Password::expose);
-        let mut pairs = vec![("client_id", self.config.client_id.as_str())];
         let old_refresh = match self.config.grant {
-            OAuthGrant::ClientCredentials => {
-                pairs.push(("grant_type", "client_credentials"));
-                None
-            }
-            OAuthGrant::RefreshToken => {
-                let Some(refresh) = self.store.load()? else {
+            OAuthGrant::ClientCredentials => None,
+            OAuthGrant::RefreshToken => match self.store.load()? {
+                Some(refresh) => Some(refresh),
+                None => {
                     return Err(OAuthError::NoRefreshToken {
                         account: self.account.clone(),
                         path: self.store.path().display().to_string(),
                         command: self.login.clone(),
                     });
-                };
-                Some(refresh)
+                }
+            },
+        };
+        let client = client(&self.config, self.config.client_secret.as_ref())?;
+        let http = Http::new(&self.route, REQUEST_TIMEOUT);
+        let scopes = scopes(&self.config.scope);
+        let reply = match &old_refresh {
+            None => {
+                client
+                    .exchange_client_credentials()
+                    .add_scopes(scopes)
+                    .request_async(&http)
+                    .await
+            }
+            Some(old) => {
+                let old = RefreshToken::new(old.expose().to_owned());
+                client
+                    .exchange_refresh_token(&old)
+                    .add_scopes(scopes)
+                    .request_async(&http)
+                    .await
             }
         };
-        if let Some(refresh) = &old_refresh {
-            pairs.push(("grant_type", "refresh_token"));
-            pairs.push(("refresh_token", refresh.expose()));
-        }
-        if let Some(secret) = client_secret {
-            pairs.push(("client_secret", secret));
-        }
-        if !self.config.scope.is_empty() {
-            pairs.push(("scope", &self.config.scope));
-        }
-        let endpoint = Endpoint::parse(&self.config.token_url).map_err(OAuthError::Failed)?;
-        let reply = http::post_form(&endpoint, &http::form(&pairs), REQUEST_TIMEOUT).await?;
-        let secrets: Vec<String> = [old_refresh.as_ref().map(Password::expose), client_secret]
-            .into_iter()
-            .flatten()
-            .map(str::to_owned)
-            .collect();
-        match reply::token_reply(reply.status, &reply.body).map_err(OAuthError::Failed)? {
-            reply::TokenReply::Granted(granted) => {
-                if let Some(new) = &granted.refresh_token
-                    && old_refresh.is_some()
-                    && old_refresh.as_ref() != Some(new)
-                {
-                    // Saved before the access token is used: the old one may be dead now.
-                    self.store.save(new)?;
-                    tracing::info!(account = %self.account, "OAuth2: the refresh token was rotated; the new one is saved");
-                }
-                let expires = SystemTime::now() + granted.lifetime;
-                crate::metrics::oauth_token_expiry(&self.account, expires);
-                tracing::debug!(
-                    account = %self.account,
-                    "OAuth2: new access token, valid for {}s",
-                    granted.lifetime.as_secs()
-                );
-                cached.access = Some((granted.access_token.clone(), expires));
-                if let Some(r) = cached.refused.take() {
-                    tracing::info!(account = %self.account, "OAuth2: the token endpoint grants tokens again (after {} refusal(s))", r.count);
-                }
-                Ok(granted.access_token)
+        let granted = match reply {
+            Ok(granted) => granted,
+            Err(e) => {
+                return match reply::failure(e, http.status()) {
+                    reply::Failure::Other(e) => Err(e),
+                    reply::Failure::Error { code, description } => {
+                        let secrets: Vec<String> = [
+                            old_refresh.as_ref().map(Password::expose),
+                            self.config.client_secret.as_ref().map(Password::expose),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .map(str::to_owned)
+                        .collect();
+                        let description = crate::fetch::pop3::redact(&description, &secrets);
+                        Err(self.refusal(cached, code, description, stamp))
+                    }
+                };
             }
-            reply::TokenReply::Error { code, description } => {
-                let description = crate::fetch::pop3::redact(&description, &secrets);
-                if reply::is_refusal(&code) {
-                    let error = self.refused(&code, &description);
-                    // No valid token now: the expiry gauge says so (0, long past).
-                    crate::metrics::oauth_token_expiry(&self.account, SystemTime::UNIX_EPOCH);
-                    let count = cached.refused.as_ref().map_or(0, |r| r.count) + 1;
-                    let wait = refused_wait(count).as_secs();
-                    // The caller reports the error (a pass that failed on it).
-                    tracing::debug!(account = %self.account, "OAuth2: the {} is refused ({code}, {count} time(s) in a row); asked again in {wait}s at the earliest", grant_words(self.config.grant));
-                    cached.refused = Some(Refusal {
-                        code,
-                        description,
-                        stamp,
-                        at: Instant::now(),
-                        count,
-                    });
-                    Err(error)
-                } else {
-                    Err(OAuthError::Failed(
-                        format!("{code} {description}").trim().to_owned(),
-                    ))
-                }
-            }
+        };
+        let Some(access) = granted.access() else {
+            return Err(OAuthError::Failed(format!(
+                "HTTP {} with an empty access token",
+                http.status()
+            )));
+        };
+        if let Some(new) = granted.refresh()
+            && old_refresh.is_some()
+            && old_refresh.as_ref() != Some(&new)
+        {
+            // Saved before the access token is used: the old one may be dead now.
+            self.store.save(&new)?;
+            tracing::info!(account = %self.account, "OAuth2: the refresh token was rotated; the new one is saved");
         }
+        let lifetime = granted.lifetime();
+        let expires = SystemTime::now() + lifetime;
+        crate::metrics::oauth_token_expiry(&self.account, expires);
+        tracing::debug!(
+            account = %self.account,
+            "OAuth2: new access token, valid for {}s",
+            lifetime.as_secs()
+        );
+        cached.access = Some((access.clone(), expires));
+        if let Some(r) = cached.refused.take() {
+            tracing::info!(account = %self.account, "OAuth2: the token endpoint grants tokens again (after {} refusal(s))", r.count);
+        }
+        Ok(access)
+    }
+
+    /// The endpoint's error `code`: a refusal remembered (and counted) when it is one,
+    /// else an error that may pass.
+    fn refusal(
+        &self,
+        cached: &mut Cached,
+        code: String,
+        description: String,
+        stamp: Option<SystemTime>,
+    ) -> OAuthError {
+        if !reply::is_refusal(&code) {
+            return OAuthError::Failed(format!("{code} {description}").trim().to_owned());
+        }
+        let error = self.refused(&code, &description);
+        // No valid token now: the expiry gauge says so (0, long past).
+        crate::metrics::oauth_token_expiry(&self.account, SystemTime::UNIX_EPOCH);
+        let count = cached.refused.as_ref().map_or(0, |r| r.count) + 1;
+        let wait = refused_wait(count).as_secs();
+        // The caller reports the error (a pass that failed on it).
+        tracing::debug!(account = %self.account, "OAuth2: the {} is refused ({code}, {count} time(s) in a row); asked again in {wait}s at the earliest", grant_words(self.config.grant));
+        cached.refused = Some(Refusal {
+            code,
+            description,
+            stamp,
+            at: Instant::now(),
+            count,
+        });
+        error
     }
 
     fn refused(&self, code: &str, description: &str) -> OAuthError {
@@ -370,4 +422,38 @@ fn grant_words(grant: OAuthGrant) -> &'static str {
         OAuthGrant::RefreshToken => "refresh token",
         OAuthGrant::ClientCredentials => "client credentials",
     }
+}
+
+/// The `oauth2` crate's client as mailferry uses it: standard errors, the lenient
+/// [`reply::Granted`], a token endpoint set.
+type TokenClient = oauth2::Client<
+    BasicErrorResponse,
+    reply::Granted,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// The client of `oauth`'s token endpoint, authenticated by `secret` (if any) in the
+/// request body, as Microsoft and Google document it, not by HTTP Basic.
+fn client(oauth: &OAuthConfig, secret: Option<&Password>) -> Result<TokenClient, OAuthError> {
+    let token_url = TokenUrl::new(oauth.token_url.clone())
+        .map_err(|e| OAuthError::Failed(format!("token_url `{}`: {e}", oauth.token_url)))?;
+    let client = oauth2::Client::new(ClientId::new(oauth.client_id.clone()))
+        .set_auth_type(AuthType::RequestBody)
+        .set_token_uri(token_url);
+    Ok(match secret {
+        Some(secret) => client.set_client_secret(ClientSecret::new(secret.expose().to_owned())),
+        None => client,
+    })
+}
+
+/// The space-separated `scope` as the crate's scopes (none when empty).
+fn scopes(scope: &str) -> impl Iterator<Item = Scope> + use<'_> {
+    scope.split_whitespace().map(|s| Scope::new(s.to_owned()))
 }

@@ -1,147 +1,153 @@
-//! The token endpoints' replies (RFC 6749 5.1/5.2, RFC 8628 3.2/3.5), free of I/O: a token
-//! granted, an error with its code, or the device-authorization answer.
+//! What mailferry reads from a token endpoint through the `oauth2` crate, and how its
+//! errors are told: a token reply more lenient than the crate's standard one (no
+//! `token_type` needed, `expires_in` as a number or a string of digits: both are met), the
+//! device-authorization reply's `message` (Microsoft's instructions), and the refusals.
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use oauth2::basic::{BasicErrorResponse, BasicTokenType};
+use oauth2::{
+    AccessToken, ExtraDeviceAuthorizationFields, RefreshToken, RequestTokenError, Scope,
+    TokenResponse,
+};
+use serde::{Deserialize, Deserializer, Serialize};
 
+use super::OAuthError;
+use super::http::Transport;
 use crate::config::Password;
 
 /// Tokens live this long when the reply does not say (RFC 6749 recommends saying).
-const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
-/// RFC 8628 3.5: poll every 5 s unless told otherwise.
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// A token granted.
-#[derive(Debug, Clone)]
+/// A token reply (RFC 6749 5.1). Its `Debug` shows no token (the crate's token types
+/// redact themselves).
+#[derive(Debug, Deserialize, Serialize)]
 pub struct Granted {
-    /// The access token.
-    pub access_token: Password,
-    /// How long from now it is valid.
-    pub lifetime: Duration,
-    /// A new refresh token, when the server issued one (a rotation, or the first).
-    pub refresh_token: Option<Password>,
+    access_token: AccessToken,
+    /// Not read: the token is used as a bearer token whatever the reply says.
+    #[serde(skip_deserializing, default = "bearer")]
+    token_type: BasicTokenType,
+    #[serde(default, deserialize_with = "lenient_seconds")]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<RefreshToken>,
+    #[serde(skip)]
+    scopes: Option<Vec<Scope>>,
 }
 
-/// What a token endpoint answered.
-#[derive(Debug, Clone)]
-pub enum TokenReply {
-    /// A token.
-    Granted(Granted),
-    /// An error (RFC 6749 5.2): its `error` code and `error_description`.
+fn bearer() -> BasicTokenType {
+    BasicTokenType::Bearer
+}
+
+impl TokenResponse for Granted {
+    type TokenType = BasicTokenType;
+
+    fn access_token(&self) -> &AccessToken {
+        &self.access_token
+    }
+    fn token_type(&self) -> &BasicTokenType {
+        &self.token_type
+    }
+    fn expires_in(&self) -> Option<Duration> {
+        self.expires_in.map(Duration::from_secs)
+    }
+    fn refresh_token(&self) -> Option<&RefreshToken> {
+        self.refresh_token.as_ref()
+    }
+    fn scopes(&self) -> Option<&Vec<Scope>> {
+        self.scopes.as_ref()
+    }
+}
+
+impl Granted {
+    /// The access token, or `None` when it is empty (no token at all).
+    pub fn access(&self) -> Option<Password> {
+        let token = self.access_token.secret();
+        (!token.is_empty()).then(|| Password::new(token.as_str()))
+    }
+
+    /// How long from now it is valid ([`DEFAULT_LIFETIME`] when the reply does not say).
+    pub fn lifetime(&self) -> Duration {
+        self.expires_in().unwrap_or(DEFAULT_LIFETIME)
+    }
+
+    /// A new refresh token, when the server issued one (a rotation, or the first).
+    pub fn refresh(&self) -> Option<Password> {
+        self.refresh_token
+            .as_ref()
+            .map(|t| t.secret())
+            .filter(|t| !t.is_empty())
+            .map(|t| Password::new(t.as_str()))
+    }
+}
+
+/// A number of seconds, written as a number or a string of digits.
+fn lenient_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+/// The device-authorization reply's field besides RFC 8628's: Microsoft's `message`, the
+/// instructions in the user's words. (The crate reads Google's `verification_url` as
+/// `verification_uri`.)
+#[derive(Debug, Deserialize, Serialize)]
+pub struct DeviceMessage {
+    /// The provider's own instructions, if it sent them.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl ExtraDeviceAuthorizationFields for DeviceMessage {}
+
+/// What a failed token request comes to.
+#[derive(Debug)]
+pub enum Failure {
+    /// The endpoint answered with an OAuth2 error (RFC 6749 5.2): its code and description.
     Error {
-        /// `invalid_grant`, `authorization_pending`, ...
+        /// `invalid_grant`, `temporarily_unavailable`, ...
         code: String,
         /// The server's words; may be empty.
         description: String,
     },
+    /// No reply, or one that is not OAuth2 (said without quoting it: it may hold a token).
+    Other(OAuthError),
 }
 
-#[derive(Deserialize)]
-struct RawToken {
-    access_token: Option<String>,
-    expires_in: Option<serde_json::Value>,
-    refresh_token: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
+/// Reads the crate's error of a token request; `status` is the last reply's.
+pub fn failure(e: RequestTokenError<Transport, BasicErrorResponse>, status: u16) -> Failure {
+    match e {
+        RequestTokenError::ServerResponse(e) => Failure::Error {
+            code: e.error().as_ref().to_owned(),
+            description: e.error_description().cloned().unwrap_or_default(),
+        },
+        other => Failure::Other(not_oauth(other, status, "token")),
+    }
 }
 
-/// Reads a token endpoint's reply; `Err` says why it is not one (never quoting a token).
-pub fn token_reply(status: u16, body: &[u8]) -> Result<TokenReply, String> {
-    let raw: RawToken = serde_json::from_slice(body).map_err(|_| {
-        format!(
-            "HTTP {status} without a JSON token reply ({} bytes)",
+/// A request error other than the server's OAuth2 error, as an [`OAuthError`]: the
+/// transport's failure, or a reply that is not a `what` reply, said by its status and
+/// length only (the crate's parse error would quote the reply).
+pub fn not_oauth<T: oauth2::ErrorResponse>(
+    e: RequestTokenError<Transport, T>,
+    status: u16,
+    what: &str,
+) -> OAuthError {
+    match e {
+        RequestTokenError::Request(t) => t.into(),
+        RequestTokenError::Parse(_, body) => OAuthError::Failed(format!(
+            "HTTP {status} without a JSON {what} reply ({} bytes)",
             body.len()
-        )
-    })?;
-    if let Some(code) = raw.error {
-        return Ok(TokenReply::Error {
-            code,
-            description: raw.error_description.unwrap_or_default(),
-        });
-    }
-    match raw.access_token {
-        Some(token) if (200..300).contains(&status) && !token.is_empty() => {
-            Ok(TokenReply::Granted(Granted {
-                access_token: Password::new(token),
-                lifetime: seconds(raw.expires_in.as_ref()).unwrap_or(DEFAULT_LIFETIME),
-                refresh_token: raw
-                    .refresh_token
-                    .filter(|t| !t.is_empty())
-                    .map(Password::new),
-            }))
-        }
-        _ => Err(format!("HTTP {status} with neither a token nor an error")),
-    }
-}
-
-/// The device-authorization reply (RFC 8628 3.2; Google says `verification_url`).
-#[derive(Debug, Clone)]
-pub struct DeviceCode {
-    /// What the client polls with; a secret.
-    pub device_code: Password,
-    /// What the user types in.
-    pub user_code: String,
-    /// Where the user goes.
-    pub verification_uri: String,
-    /// The provider's own instructions, if it sent them (Microsoft does).
-    pub message: Option<String>,
-    /// How long the code is valid.
-    pub lifetime: Duration,
-    /// How often to poll.
-    pub interval: Duration,
-}
-
-#[derive(Deserialize)]
-struct RawDevice {
-    device_code: Option<String>,
-    user_code: Option<String>,
-    verification_uri: Option<String>,
-    verification_url: Option<String>,
-    message: Option<String>,
-    expires_in: Option<serde_json::Value>,
-    interval: Option<serde_json::Value>,
-    error: Option<String>,
-    error_description: Option<String>,
-}
-
-/// Reads the device-authorization reply.
-pub fn device_reply(status: u16, body: &[u8]) -> Result<DeviceCode, String> {
-    let raw: RawDevice = serde_json::from_slice(body)
-        .map_err(|_| format!("HTTP {status} without a JSON reply ({} bytes)", body.len()))?;
-    if let Some(code) = raw.error {
-        let description = raw.error_description.unwrap_or_default();
-        return Err(format!("the server refused: {code} {description}")
-            .trim()
-            .to_owned());
-    }
-    match (
-        raw.device_code,
-        raw.user_code,
-        raw.verification_uri.or(raw.verification_url),
-    ) {
-        (Some(device_code), Some(user_code), Some(verification_uri)) => Ok(DeviceCode {
-            device_code: Password::new(device_code),
-            user_code,
-            verification_uri,
-            message: raw.message,
-            lifetime: seconds(raw.expires_in.as_ref()).unwrap_or(Duration::from_secs(900)),
-            interval: seconds(raw.interval.as_ref()).unwrap_or(DEFAULT_INTERVAL),
-        }),
-        _ => Err(format!(
-            "HTTP {status}: the reply lacks device_code, user_code or verification_uri"
         )),
+        RequestTokenError::Other(why) => OAuthError::Failed(format!("HTTP {status}: {why}")),
+        // The callers read the server's errors themselves; its description, which may quote
+        // a secret, is not shown here.
+        RequestTokenError::ServerResponse(_) => {
+            OAuthError::Failed(format!("HTTP {status}: an OAuth2 error"))
+        }
     }
-}
-
-/// A number of seconds, written as a number or a string of digits (both are seen).
-fn seconds(value: Option<&serde_json::Value>) -> Option<Duration> {
-    let n = match value? {
-        serde_json::Value::Number(n) => n.as_u64()?,
-        serde_json::Value::String(s) => s.trim().parse().ok()?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(n))
 }
 
 /// Whether an error code means the grant itself is refused (asking again the same way will

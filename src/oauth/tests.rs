@@ -1,10 +1,14 @@
-//! Tests of the pure parts (URLs, HTTP replies, form bodies, token and device replies) and
-//! that no token or secret shows in a `Debug` or an error.
+//! Tests of the pure parts (URLs, HTTP replies, token and device replies as we read them),
+//! of the `oauth2` crate's requests over our HTTP against a scripted endpoint (forms,
+//! errors, rotation, refusals, the device-code polling), and that no token or secret shows
+//! in a `Debug` or an error.
 
 use std::time::Duration;
 
-use super::http::{Endpoint, form, parse_response};
-use super::reply::{TokenReply, device_reply, is_refusal, token_reply};
+use oauth2::{DeviceAuthorizationResponse, TokenResponse};
+
+use super::http::{Endpoint, parse_response};
+use super::reply::{DeviceMessage, Granted, is_refusal};
 use super::{OAuthError, login_command};
 
 #[test]
@@ -62,25 +66,13 @@ fn replies_are_read_by_length_chunks_or_to_the_end() {
 }
 
 #[test]
-fn forms_are_url_encoded() {
-    assert_eq!(
-        form(&[
-            ("scope", "https://x/.default offline_access"),
-            ("k", "a&b=c~")
-        ]),
-        "scope=https%3A%2F%2Fx%2F.default+offline_access&k=a%26b%3Dc~"
-    );
-}
-
-#[test]
 fn token_replies_give_the_token_its_lifetime_and_a_rotated_refresh_token() {
+    let read = |body: &[u8]| serde_json::from_slice::<Granted>(body);
     let body = br#"{"access_token":"AT-123","token_type":"Bearer","expires_in":"3599","refresh_token":"RT-9"}"#;
-    let TokenReply::Granted(g) = token_reply(200, body).unwrap() else {
-        panic!("not granted");
-    };
-    assert_eq!(g.access_token.expose(), "AT-123");
-    assert_eq!(g.lifetime, Duration::from_secs(3599));
-    assert_eq!(g.refresh_token.as_ref().map(|t| t.expose()), Some("RT-9"));
+    let g = read(body).unwrap();
+    assert_eq!(g.access().unwrap().expose(), "AT-123");
+    assert_eq!(g.lifetime(), Duration::from_secs(3599));
+    assert_eq!(g.refresh().as_ref().map(|t| t.expose()), Some("RT-9"));
     // Debug of what holds tokens shows none of them.
     let shown = format!("{g:?}");
     assert!(
@@ -88,48 +80,47 @@ fn token_replies_give_the_token_its_lifetime_and_a_rotated_refresh_token() {
         "{shown}"
     );
 
-    let TokenReply::Granted(g) = token_reply(200, br#"{"access_token":"A"}"#).unwrap() else {
-        panic!("not granted");
-    };
+    // No token_type, no lifetime, an empty refresh token: a token all the same.
+    let g = read(br#"{"access_token":"A","expires_in":3600,"refresh_token":""}"#).unwrap();
+    assert_eq!(g.expires_in(), Some(Duration::from_secs(3600)));
+    assert!(g.refresh().is_none());
+    let g = read(br#"{"access_token":"A"}"#).unwrap();
     assert_eq!(
-        (g.lifetime, g.refresh_token.is_none()),
+        (g.lifetime(), g.refresh().is_none()),
         (Duration::from_secs(3600), true)
     );
-
-    let body = br#"{"error":"invalid_grant","error_description":"AADSTS70008: expired"}"#;
-    match token_reply(400, body).unwrap() {
-        TokenReply::Error { code, description } => {
-            assert_eq!(code, "invalid_grant");
-            assert_eq!(description, "AADSTS70008: expired");
-            assert!(is_refusal(&code));
-        }
-        other => panic!("{other:?}"),
-    }
+    assert!(read(br#"{"access_token":""}"#).unwrap().access().is_none());
+    assert!(read(br#"{"token_type":"Bearer"}"#).is_err());
+    assert!(is_refusal("invalid_grant"));
     assert!(!is_refusal("temporarily_unavailable"));
     assert!(!is_refusal("authorization_pending"));
-    let err = token_reply(502, b"<html>bad gateway AT-123</html>").unwrap_err();
-    assert!(err.contains("502") && !err.contains("AT-123"), "{err}");
-    assert!(token_reply(200, br#"{"token_type":"Bearer"}"#).is_err());
 }
 
 #[test]
 fn device_replies_of_microsoft_and_google() {
+    let read =
+        |body: &[u8]| serde_json::from_slice::<DeviceAuthorizationResponse<DeviceMessage>>(body);
     let ms = br#"{"device_code":"DC","user_code":"ABCD-EFGH","verification_uri":"https://microsoft.com/devicelogin","expires_in":900,"interval":5,"message":"To sign in, use a web browser"}"#;
-    let d = device_reply(200, ms).unwrap();
-    assert_eq!(d.user_code, "ABCD-EFGH");
-    assert_eq!(d.verification_uri, "https://microsoft.com/devicelogin");
+    let d = read(ms).unwrap();
+    assert_eq!(d.user_code().secret(), "ABCD-EFGH");
     assert_eq!(
-        (d.interval, d.lifetime),
+        d.verification_uri().as_str(),
+        "https://microsoft.com/devicelogin"
+    );
+    assert_eq!(
+        (d.interval(), d.expires_in()),
         (Duration::from_secs(5), Duration::from_secs(900))
     );
-    assert!(d.message.is_some());
+    assert!(d.extra_fields().message.is_some());
     assert!(!format!("{d:?}").contains("\"DC\""));
     let google = br#"{"device_code":"DC","user_code":"XYZ","verification_url":"https://www.google.com/device","expires_in":1800}"#;
-    let d = device_reply(200, google).unwrap();
-    assert_eq!(d.verification_uri, "https://www.google.com/device");
-    assert_eq!(d.interval, Duration::from_secs(5));
-    let err = device_reply(400, br#"{"error":"invalid_client"}"#).unwrap_err();
-    assert!(err.contains("invalid_client"), "{err}");
+    let d = read(google).unwrap();
+    assert_eq!(
+        d.verification_uri().as_str(),
+        "https://www.google.com/device"
+    );
+    assert_eq!(d.interval(), Duration::from_secs(5));
+    assert!(d.extra_fields().message.is_none());
 }
 
 #[test]
@@ -153,7 +144,8 @@ fn a_refusal_says_what_to_run_and_counts_as_refused() {
 }
 
 /// A token endpoint on loopback that answers each request with the next of `replies`
-/// (status, JSON) and records the request bodies.
+/// (status, JSON), whatever its path, and records each request (head and body); after the
+/// last it closes.
 async fn endpoint(
     replies: Vec<(u16, &'static str)>,
 ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
@@ -179,7 +171,7 @@ async fn endpoint(
                         .and_then(|v| v.trim().parse().ok())
                         .unwrap_or(0);
                     if body.len() >= len {
-                        seen.lock().unwrap().push(body.to_owned());
+                        seen.lock().unwrap().push(text.clone());
                         break;
                     }
                 }
@@ -334,5 +326,202 @@ async fn a_refused_grant_is_asked_again_once_its_wait_is_over() {
         bodies.lock().unwrap().len(),
         2,
         "asked again after the wait"
+    );
+}
+
+/// `e` says `expected` and none of the `secrets`.
+fn assert_says(e: &OAuthError, expected: &str, secrets: &[&str]) {
+    let text = e.to_string();
+    assert!(text.contains(expected), "{expected:?} in {text}");
+    for secret in secrets {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+}
+
+/// [`account`] with the client-credentials grant and `scope`.
+fn app_account(token_url: &str, scope: &str) -> crate::config::AccountConfig {
+    let mut account = account(token_url);
+    let oauth = account.oauth.as_mut().unwrap();
+    oauth.grant = crate::config::OAuthGrant::ClientCredentials;
+    oauth.scope = scope.to_owned();
+    account
+}
+
+#[tokio::test]
+async fn the_crate_sends_its_form_in_the_body_over_our_http() {
+    let (url, requests) =
+        endpoint(vec![(200, r#"{"access_token":"AT-1","expires_in":3600}"#)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let account = app_account(&url, "https://x/.default offline_access");
+    let source = super::TokenSource::new(&account, dir.path()).unwrap();
+    assert_eq!(source.access_token().await.unwrap().expose(), "AT-1");
+    let request = requests.lock().unwrap()[0].clone();
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/token");
+    assert!(request.starts_with("POST /token HTTP/1.1\r\n"), "{request}");
+    assert!(
+        request.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
+        "{request}"
+    );
+    assert!(
+        request.contains("\r\naccept: application/json\r\n"),
+        "{request}"
+    );
+    assert!(
+        !request.to_ascii_lowercase().contains("authorization:"),
+        "{request}"
+    );
+    let body = request.split_once("\r\n\r\n").unwrap().1;
+    for pair in [
+        "grant_type=client_credentials",
+        "client_id=cid",
+        "client_secret=CLIENT-SECRET",
+        "scope=https%3A%2F%2Fx%2F.default+offline_access",
+    ] {
+        assert!(body.split('&').any(|p| p == pair), "{pair} in {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_reply_that_is_not_oauth_is_said_without_quoting_it() {
+    let (url, requests) = endpoint(vec![
+        (502, "<html>bad gateway AT-123</html>"),
+        (
+            400,
+            r#"{"error":"temporarily_unavailable","error_description":"busy, CLIENT-SECRET"}"#,
+        ),
+        (200, r#"{"access_token":5,"note":"AT-123"}"#),
+        (200, r#"{"access_token":"","expires_in":3600}"#),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = super::TokenSource::new(&app_account(&url, ""), dir.path()).unwrap();
+    for expected in [
+        "HTTP 502 without a JSON token reply",
+        "temporarily_unavailable busy, ***",
+        "HTTP 200 without a JSON token reply",
+        "HTTP 200 with an empty access token",
+    ] {
+        let e = source.access_token().await.unwrap_err();
+        assert!(!e.is_refusal(), "{e}");
+        assert_says(&e, expected, &["AT-123", "CLIENT-SECRET"]);
+    }
+    assert_eq!(
+        requests.lock().unwrap().len(),
+        4,
+        "each asked again: none is a refusal"
+    );
+}
+
+/// [`account`] with its device endpoint on the same scripted server.
+fn device_account(url: &str) -> crate::config::AccountConfig {
+    let mut account = account(url);
+    account.oauth.as_mut().unwrap().device_url = Some(url.to_owned());
+    account
+}
+
+const DEVICE: &str = r#"{"device_code":"DC-1","user_code":"UC-1","verification_uri":"https://idp.test/device","expires_in":60,"interval":0,"message":"Go there."}"#;
+
+#[tokio::test]
+async fn the_device_login_polls_until_consent_and_stores_the_refresh_token() {
+    let (url, requests) = endpoint(vec![
+        (200, DEVICE),
+        (400, r#"{"error":"authorization_pending"}"#),
+        (400, r#"{"error":"authorization_pending"}"#),
+        (
+            200,
+            r#"{"access_token":"AT-D","refresh_token":"RT-D","expires_in":3600}"#,
+        ),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    let path = super::device::login(&device_account(&url), dir.path(), &mut out)
+        .await
+        .unwrap();
+    let printed = String::from_utf8(out).unwrap();
+    assert!(
+        printed.contains("open  https://idp.test/device\n  enter UC-1\n"),
+        "{printed}"
+    );
+    assert!(printed.contains("Go there."), "{printed}");
+    assert!(
+        !printed.contains("DC-1") && !printed.contains("RT-D"),
+        "{printed}"
+    );
+    let store = super::RefreshStore::new(dir.path(), "unit");
+    assert_eq!(path, store.path().display().to_string());
+    assert_eq!(store.load().unwrap().unwrap().expose(), "RT-D");
+    let requests = requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 4);
+    assert!(
+        !requests[0].contains("client_secret"),
+        "the device endpoint is asked with the client id alone: {}",
+        requests[0]
+    );
+    for poll in &requests[1..] {
+        assert!(
+            poll.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code")
+                && poll.contains("device_code=DC-1")
+                && poll.contains("client_secret=CLIENT-SECRET"),
+            "{poll}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_device_login_ends_on_a_refusal_an_expiry_or_a_broken_endpoint() {
+    let cases: [(Vec<(u16, &'static str)>, &str); 4] = [
+        (
+            vec![(200, DEVICE), (400, r#"{"error":"access_denied"}"#)],
+            "oauth login: consent was refused",
+        ),
+        (
+            vec![(200, DEVICE), (400, r#"{"error":"expired_token"}"#)],
+            "the code expired before consent was given",
+        ),
+        (
+            vec![
+                (200, DEVICE),
+                (
+                    400,
+                    r#"{"error":"invalid_client","error_description":"no CLIENT-SECRET"}"#,
+                ),
+            ],
+            "the server refused: invalid_client no ***",
+        ),
+        // The device code, then nothing listens: the login ends at once, not at expiry.
+        (
+            vec![(200, DEVICE)],
+            "cannot get an OAuth2 token from 127.0.0.1:",
+        ),
+    ];
+    for (replies, expected) in cases {
+        let (url, _) = endpoint(replies).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (account, mut out) = (device_account(&url), Vec::new());
+        let login = super::device::login(&account, dir.path(), &mut out);
+        let e = tokio::time::timeout(Duration::from_secs(10), login)
+            .await
+            .expect("the login ends")
+            .unwrap_err();
+        assert_says(&e, expected, &["CLIENT-SECRET", "DC-1"]);
+        assert!(
+            super::RefreshStore::new(dir.path(), "unit")
+                .load()
+                .unwrap()
+                .is_none()
+        );
+    }
+    // The device endpoint refuses the client: said at once.
+    let (url, _) = endpoint(vec![(400, r#"{"error":"invalid_client"}"#)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = super::device::login(&device_account(&url), dir.path(), &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("the server refused: invalid_client"),
+        "{e}"
     );
 }

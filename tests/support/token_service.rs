@@ -1,8 +1,10 @@
-//! A small OAuth2 authorization server for the tests, on 127.0.0.1 over plain HTTP (std
-//! threads and a `TcpListener`): `/token` (client credentials, refresh token with rotation,
-//! device code), `/devicecode`, and `/introspect` for Dovecot's `oauth2` passdb. Its access
-//! tokens are short-lived; a test can approve a device code as the user, and revoke every
-//! refresh token.
+//! A small OAuth2 authorization server for the tests, on 127.0.0.1 (std threads and a
+//! `TcpListener`): `/token` (client credentials, refresh token with rotation, device code),
+//! `/devicecode`, and `/introspect` for Dovecot's `oauth2` passdb. Its access tokens are
+//! short-lived; a test can approve a device code as the user, and revoke every refresh
+//! token. One port speaks both plain HTTP and HTTPS (a connection that opens with a TLS
+//! handshake gets TLS, with a certificate of the test CA of `mailferry::testkit::tls`): the
+//! `https_url`s for mailferry, plain `url`s for Dovecot's introspection.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use mailferry::testkit::tls::{TestCa, test_ca};
+use tokio_rustls::rustls::{ServerConfig, ServerConnection, StreamOwned};
+
 /// The client the service knows.
 pub const CLIENT_ID: &str = "mailferry-test-client";
 /// Its secret.
@@ -20,6 +25,7 @@ pub const CLIENT_SECRET: &str = "client-secret-0123456789";
 /// A running token service, stopped when dropped.
 pub struct TokenService {
     port: u16,
+    ca: TestCa,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -56,6 +62,8 @@ struct State {
     introspected: Vec<String>,
     /// Every request body, to check that nothing leaked elsewhere.
     bodies: Vec<String>,
+    /// Connections whose TLS handshake succeeded.
+    tls_connections: usize,
 }
 
 impl TokenService {
@@ -69,14 +77,16 @@ impl TokenService {
             ..State::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
+        let ca = test_ca();
         let thread = {
             let (state, stop) = (state.clone(), stop.clone());
+            let tls = ca.acceptor.config().clone();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            let state = state.clone();
-                            std::thread::spawn(move || serve(stream, &state));
+                            let (state, tls) = (state.clone(), tls.clone());
+                            std::thread::spawn(move || accept(stream, tls, &state));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }
@@ -85,15 +95,37 @@ impl TokenService {
         };
         TokenService {
             port,
+            ca,
             state,
             stop,
             thread: Some(thread),
         }
     }
 
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `http://127.0.0.1:PORT` and `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `https://localhost:PORT` and `path`: the same service over TLS, its certificate
+    /// signed by [`TokenService::ca_file`] (not in the system store).
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    /// The test CA's certificate (PEM), what a client needs to trust [`TokenService::https_url`].
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.ca.ca_pem.clone()
+    }
+
+    /// How many connections came over TLS (handshake done) so far.
+    pub fn tls_connections(&self) -> usize {
+        self.state.lock().unwrap().tls_connections
     }
 
     /// Approves the device code whose user code is `user_code`, as `user`; false if none.
@@ -202,12 +234,35 @@ fn error(code: &str) -> (u16, String) {
     )
 }
 
-fn serve(stream: TcpStream, state: &Mutex<State>) {
+/// Serves one connection: over TLS when it opens with a handshake record, else plain.
+fn accept(stream: TcpStream, tls: Arc<ServerConfig>, state: &Mutex<State>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
+    let mut first = [0u8; 1];
+    if !matches!(stream.peek(&mut first), Ok(1)) {
+        return;
+    }
+    if first[0] != 0x16 {
+        let mut stream = stream;
+        serve(&mut stream, state);
+        return;
+    }
+    let Ok(conn) = ServerConnection::new(tls) else {
+        return;
+    };
+    let mut tls = StreamOwned::new(conn, stream);
+    while tls.conn.is_handshaking() {
+        if tls.conn.complete_io(&mut tls.sock).is_err() {
+            return;
+        }
+    }
+    state.lock().unwrap().tls_connections += 1;
+    serve(&mut tls, state);
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+}
+
+fn serve<S: Read + Write>(stream: &mut S, state: &Mutex<State>) {
+    let mut reader = BufReader::new(&mut *stream);
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
         return;
@@ -228,6 +283,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     if reader.read_exact(&mut body).is_err() {
         return;
     }
+    drop(reader);
     let body = String::from_utf8_lossy(&body).into_owned();
     let form = parse_form(&body);
     let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
@@ -236,7 +292,6 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
         state.bodies.push(body.clone());
         answer(&mut state, &path, &form)
     };
-    let mut stream = stream;
     let _ = write!(
         stream,
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",

@@ -230,6 +230,9 @@ impl Checker<'_> {
             None => Some(None),
             Some(n) => self.proxy(n, &s.name("proxy")).map(Some),
         };
+        if let (Some(Some(o)), Some(Some(p)), Some(n)) = (&oauth, &proxy, s.get("proxy")) {
+            self.plain_endpoint_through_proxy(n, &s.name("proxy"), o, p);
+        }
         let auth_backoff_max = match s.get("auth_backoff_max") {
             None => Some(DEFAULT_AUTH_BACKOFF_MAX),
             Some(n) => self.duration(n, &s.name("auth_backoff_max"), AUTH_BACKOFF_MAX),

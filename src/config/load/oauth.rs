@@ -1,6 +1,7 @@
 //! An account's `oauth:` block: the provider (its endpoints and default scope filled in),
-//! the grant, the client and its secret. Endpoints are https; plain http only to a token
-//! service on this host (tests, a local proxy).
+//! the grant, the client and its secret, and `ca_file`: what to trust for the endpoints
+//! besides the system store. Endpoints are https; plain http only to a token service on
+//! this host (tests, a local proxy).
 
 use super::*;
 use crate::config::{OAuthConfig, OAuthGrant, OAuthProvider};
@@ -46,6 +47,7 @@ impl Checker<'_> {
             .require(s, "client_id")
             .and_then(|n| self.text(n, &s.name("client_id")));
         let client_secret = self.secret(s, CLIENT_SECRET_KEYS, of);
+        let ca_file = self.ca_file(s);
         if let (Some(OAuthGrant::ClientCredentials), Some(None)) = (grant, &client_secret)
             && self.cut.is_none()
         {
@@ -130,6 +132,7 @@ impl Checker<'_> {
             scope: scope?,
             token_url,
             device_url,
+            ca_file: ca_file?,
         })
     }
 
@@ -195,6 +198,39 @@ impl Checker<'_> {
                 self.err(node, format!("{name}: {problem}"));
                 None
             }
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// The token requests of an account go through its proxy: a plain-http endpoint (allowed
+    /// on loopback only) then means the proxy's own loopback, and the form with the secrets
+    /// would cross the network unencrypted unless the proxy is on this host too.
+    pub(super) fn plain_endpoint_through_proxy(
+        &mut self,
+        node: &Node,
+        name: &str,
+        oauth: &OAuthConfig,
+        proxy: &crate::config::Proxy,
+    ) {
+        let proxy_is_local = proxy.host == "localhost"
+            || proxy
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let plain = [Some(&oauth.token_url), oauth.device_url.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|u| crate::oauth::Endpoint::parse(u).is_ok_and(|e| !e.https));
+        if let (Some(url), false) = (plain, proxy_is_local) {
+            self.err(
+                node,
+                format!(
+                    "{name}: the token requests go through the proxy, and `{url}` is plain http: \
+                     it would reach the proxy's own host, the client secret unencrypted on the way; \
+                     use an https token endpoint"
+                ),
+            );
         }
     }
 }

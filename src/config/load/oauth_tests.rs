@@ -1,7 +1,7 @@
 //! The `oauth:` block: providers fill in their endpoints and scopes, the grant's needs are
 //! checked, endpoints must be https (http on loopback only), and no password goes with it.
 
-use super::tests::{BASE, assert_one_error, load};
+use super::tests::{BASE, PEM_CERT, assert_one_error, load};
 use crate::config::{OAuthGrant, OAuthProvider};
 
 /// `BASE` with the password line replaced by `lines` (each indented as account keys).
@@ -86,6 +86,59 @@ fn generic_endpoints_are_https_or_loopback_http() {
         12,
         "missing required key `token_url` in accounts[a].oauth",
     );
+}
+
+#[test]
+fn plain_http_endpoints_go_through_a_proxy_only_on_this_host() {
+    let through = |url: &str, proxy: &str| {
+        with(&format!(
+            "    oauth:\n      provider: generic\n      client_id: id\n      token_url: {url}\n    proxy: {proxy}\n"
+        ))
+    };
+    for (url, proxy) in [
+        ("http://127.0.0.1:8080/token", "socks5://127.0.0.1:1080"),
+        ("http://localhost/token", "http://localhost:3128"),
+        (
+            "https://idp.example.com/token",
+            "socks5://proxy.corp.local:1080",
+        ),
+    ] {
+        let c = load(&through(url, proxy)).unwrap_or_else(|e| panic!("{url} {proxy}: {e}"));
+        assert!(c.accounts[0].proxy.is_some());
+    }
+    assert_one_error(
+        &through(
+            "http://127.0.0.1:8080/token",
+            "socks5://proxy.corp.local:1080",
+        ),
+        15,
+        "the token requests go through the proxy, and `http://127.0.0.1:8080/token` is plain http",
+    );
+}
+
+#[test]
+fn the_oauth_ca_file_is_the_token_endpoints_trust_and_is_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, empty) = (dir.path().join("idp.pem"), dir.path().join("empty.pem"));
+    std::fs::write(&ca, PEM_CERT).unwrap();
+    std::fs::write(&empty, "nothing\n").unwrap();
+    let block = |file: &std::path::Path| {
+        with(&format!(
+            "    oauth:\n      provider: generic\n      client_id: id\n      token_url: https://idp.corp.local/token\n      ca_file: {}\n",
+            file.display()
+        ))
+    };
+    let c = load(&block(&ca)).unwrap();
+    let a = &c.accounts[0];
+    assert_eq!(
+        a.oauth.as_ref().unwrap().ca_file.as_deref(),
+        Some(ca.as_path())
+    );
+    assert_eq!(
+        a.tls_options.ca_file, None,
+        "the mail server's trust is apart"
+    );
+    assert_one_error(&block(&empty), 15, "no CERTIFICATE block");
 }
 
 #[test]
@@ -187,6 +240,7 @@ fn the_example_file_documents_every_oauth_key() {
         "grant",
         "token_url",
         "device_url",
+        "ca_file",
     ] {
         assert!(
             example.contains(&format!("{key}:")),

@@ -102,7 +102,7 @@ impl Checker<'_> {
 
     /// `ca_file`, resolved against the configuration's directory; the resolve step checks
     /// that it holds PEM certificates.
-    fn ca_file(&mut self, s: &Section<'_>) -> Option<Option<PathBuf>> {
+    pub(super) fn ca_file(&mut self, s: &Section<'_>) -> Option<Option<PathBuf>> {
         let Some(n) = s.get("ca_file") else {
             return Some(None);
         };

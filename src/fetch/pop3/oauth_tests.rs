@@ -22,6 +22,7 @@ fn oauth_account(fake: &Scripted) -> AccountConfig {
             scope: String::new(),
             token_url: "http://127.0.0.1:1/token".into(),
             device_url: None,
+            ca_file: None,
         }),
         ..account(fake.addr(), TlsMode::None)
     }
