@@ -49,9 +49,7 @@ impl Backoff {
         }
         (self.refused > 0).then(|| delay(self.refused, poll_interval, max))
     }
-}
 
-impl Backoff {
     /// Takes in how a pass of `account` went, counts and logs a refused login (or the first
     /// login accepted after refusals) or a failed pass, and returns the wait before its next
     /// pass while logins are refused or passes fail (`None`: the usual cadence).
@@ -60,13 +58,19 @@ impl Backoff {
         account: &AccountConfig,
         result: &Result<PassReport, PassError>,
     ) -> Option<Duration> {
-        let failing = self.failed_pass(account, result);
-        let login = match result {
-            Err(PassError::Fetch(e)) if e.login_refused() => Login::Refused,
-            Ok(_) => Login::Accepted,
+        // What the pass says of the login, and whether it failed of the mailbox's own doing
+        // (`None`: it failed for a reason that is not the mailbox's).
+        let (login, failed) = match result {
+            Ok(_) => (Login::Accepted, Some(false)),
+            Err(PassError::Fetch(e)) if e.login_refused() => (Login::Refused, Some(false)),
             // Refused or not, nothing new is known of the login.
-            Err(_) => Login::Unknown,
+            Err(PassError::Fetch(_) | PassError::Deadline(_) | PassError::Panicked(_)) => {
+                (Login::Unknown, Some(true))
+            }
+            // The store, or a choice only the administrator can make: not the mailbox.
+            Err(PassError::State(_) | PassError::InitialChoice { .. }) => (Login::Unknown, None),
         };
+        let failing = failed.and_then(|failed| self.failed_pass(account, failed));
         let was_refused = self.refused;
         let wait = self.after(login, account.poll_interval, account.auth_backoff_max);
         match (login, wait) {
@@ -92,20 +96,9 @@ impl Backoff {
         wait.or(failing)
     }
 
-    /// Counts a failed pass of the mailbox's own doing; the growing wait while they go on,
-    /// from the second in a row (the first is retried at the usual cadence).
-    fn failed_pass(
-        &mut self,
-        account: &AccountConfig,
-        result: &Result<PassReport, PassError>,
-    ) -> Option<Duration> {
-        let failed = match result {
-            Ok(_) => false,
-            Err(PassError::Fetch(e)) => !e.login_refused(),
-            Err(PassError::Deadline(_) | PassError::Panicked(_)) => true,
-            // The store, or a choice only the administrator can make: not the mailbox.
-            Err(PassError::State(_) | PassError::InitialChoice { .. }) => return None,
-        };
+    /// Counts a failed pass of the mailbox's own doing (or ends the count), and logs it; the
+    /// growing wait while they go on, from the second in a row.
+    fn failed_pass(&mut self, account: &AccountConfig, failed: bool) -> Option<Duration> {
         let was = self.failed;
         let wait = self.after_failure(failed, account.poll_interval, account.backoff_max);
         match wait {

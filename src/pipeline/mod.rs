@@ -383,7 +383,7 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
     let mut told_delay = false;
     // So is what the server's EXPIRE does to retention.
     let mut told_expire = false;
-    let mut backoff = backoff::Backoff::default();
+    let mut failures = backoff::Backoff::default();
     crate::metrics::account_polling(account);
     loop {
         // max_concurrent_accounts: wait for a turn (first come, first served); a stop meanwhile
@@ -404,12 +404,12 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
         );
         let result = pass.await;
         drop(turn);
-        if let Some(why) = result
-            .as_ref()
-            .ok()
-            .and_then(|r| r.expire)
-            .and_then(|e| crate::retention::expire_conflict(account.retention, e))
-            && !told_expire
+        if !told_expire
+            && let Some(why) = result
+                .as_ref()
+                .ok()
+                .and_then(|r| r.expire)
+                .and_then(|e| crate::retention::expire_conflict(account.retention, e))
         {
             told_expire = true;
             tracing::warn!(account = %account.name, "{why}");
@@ -428,7 +428,7 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
                 account.poll_interval.as_secs()
             );
         }
-        let backoff = backoff.after_pass(account, &result);
+        let backoff = failures.after_pass(account, &result);
         match result {
             Err(e) if e.is_fatal() => {
                 let _ = fatal.send(e.to_string()).await;
