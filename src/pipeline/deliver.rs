@@ -39,49 +39,91 @@ pub struct Delivery {
     pub plan: Plan,
 }
 
-/// Routes `raw`, relays it to the recipients that `seen` does not list as settled, and
-/// records every outcome (and, when all are settled, the message) in one transaction. Only a
-/// state-store failure is an error: a relay failure leaves the message unsettled.
+/// A message routed and planned, not yet sent: the first half of [`deliver`], free of I/O, so
+/// that the pass knows a message's dedup id before it sends it (two copies of one message are
+/// never in flight together).
+pub struct Prepared {
+    routing: route::Routing,
+    plan: Plan,
+    /// The dedup id and the start of the window it is looked up in.
+    dedup: Option<(String, SystemTime)>,
+    now: SystemTime,
+}
+
+impl Prepared {
+    /// Routes `raw` and plans who is still to get it, given what `seen` records (logged and
+    /// counted here, once per attempt).
+    pub fn new(
+        config: &Config,
+        account: &AccountConfig,
+        rules: &Rules,
+        uid: &str,
+        seen: &MessageState,
+        raw: &[u8],
+    ) -> Prepared {
+        let name = account.name.as_str();
+        let routing = route::route(raw, rules);
+        for r in &routing.refused {
+            let then = if r.to_postmaster {
+                "the postmaster gets the copy"
+            } else {
+                "dropped (source_routed: reject)"
+            };
+            tracing::warn!(account = name, uid, "refused address {r}; {then}");
+            crate::metrics::addresses_refused(name, r.why.label());
+        }
+        let plan = Plan::new(&routing, seen);
+        for r in &plan.earlier {
+            tracing::info!(account = name, uid, recipient = %r.address, "already delivered in an earlier pass");
+            crate::metrics::recipient_outcome(name, "skipped");
+        }
+        for r in &routing.recipients {
+            if !plan.earlier.iter().any(|e| e.address == r.address) {
+                tracing::info!(account = name, uid, recipient = %r.address, reason = %r.reason, "routing");
+            }
+        }
+        let now = SystemTime::now();
+        // Who got this very message already, from another copy or under another key.
+        let dedup = (config.dedup_window).map(|window| {
+            (
+                decide::dedup_id(routing.message_id.as_deref(), raw),
+                now - window,
+            )
+        });
+        Prepared {
+            routing,
+            plan,
+            dedup,
+            now,
+        }
+    }
+
+    /// The message's dedup id (`None` with `dedup: off`).
+    pub fn dedup_id(&self) -> Option<&str> {
+        self.dedup.as_ref().map(|(id, _)| id.as_str())
+    }
+}
+
+/// Relays a [`Prepared`] message to the recipients not yet done, and records every outcome
+/// (and, when all are settled, the message) in one transaction. Only a state-store failure is
+/// an error: a relay failure leaves the message unsettled.
 #[allow(clippy::too_many_arguments)]
 pub async fn deliver<R: Relay, St: StateStore>(
     config: &Config,
     account: &AccountConfig,
-    rules: &Rules,
     relay: &R,
     store: &St,
     uid: &str,
-    seen: &MessageState,
+    prepared: Prepared,
     raw: &[u8],
 ) -> Result<Delivery, StateError> {
     let name = account.name.as_str();
-    let routing = route::route(raw, rules);
-    for r in &routing.refused {
-        let then = if r.to_postmaster {
-            "the postmaster gets the copy"
-        } else {
-            "dropped (source_routed: reject)"
-        };
-        tracing::warn!(account = name, uid, "refused address {r}; {then}");
-        crate::metrics::addresses_refused(name, r.why.label());
-    }
-    let mut plan = Plan::new(&routing, seen);
-    for r in &plan.earlier {
-        tracing::info!(account = name, uid, recipient = %r.address, "already delivered in an earlier pass");
-        crate::metrics::recipient_outcome(name, "skipped");
-    }
-    for r in &routing.recipients {
-        if !plan.earlier.iter().any(|e| e.address == r.address) {
-            tracing::info!(account = name, uid, recipient = %r.address, reason = %r.reason, "routing");
-        }
-    }
-    let now = SystemTime::now();
-    // Who got this very message already, from another copy or under another key.
-    let dedup = (config.dedup_window).map(|window| {
-        (
-            decide::dedup_id(routing.message_id.as_deref(), raw),
-            now - window,
-        )
-    });
+    let Prepared {
+        routing,
+        mut plan,
+        dedup,
+        now,
+    } = prepared;
     if let Some((id, since)) = &dedup {
         let keys: Vec<String> = plan.to_send().iter().map(Address::dedup_key).collect();
         let got = store.delivered_before(id, &keys, *since).await?;

@@ -8,10 +8,14 @@
 //! Just over 600 lines: the pass's steps in the order they run; the decisions are already out
 //! in `plan.rs` and `decide.rs`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use tokio::sync::watch;
 
 use crate::config::{AccountConfig, Config, Initial, Retention};
@@ -22,7 +26,7 @@ use crate::retention;
 use crate::route::Rules;
 use crate::state::{Headline, MessageState, Quarantined, StateError, StateStore};
 
-use super::deliver::{self, Verdict};
+use super::deliver::{self, Prepared, Verdict};
 use super::notice;
 use super::plan::{self, Next};
 
@@ -98,6 +102,17 @@ pub struct PassReport {
     pub expire: Option<crate::fetch::pop3::Expire>,
 }
 
+impl PassReport {
+    /// Adds what one message's work counted.
+    fn absorb(&mut self, tally: &PassReport) {
+        self.settled += tally.settled;
+        self.delivered += tally.delivered;
+        self.rerouted += tally.rerouted;
+        self.failed += tally.failed;
+        self.quarantined += tally.quarantined;
+    }
+}
+
 impl fmt::Display for PassReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -129,12 +144,15 @@ pub async fn run_pass<S: Source, St: StateStore, R: Relay>(
 ) -> Result<PassReport, PassError> {
     let started = Instant::now();
     crate::metrics::pass_started(&account.name);
+    let rules = Rules::for_account(config, account);
     let mut pass = Pass {
-        config,
-        account,
-        store,
-        relay,
-        rules: Rules::for_account(config, account),
+        ctx: Ctx {
+            config,
+            account,
+            store,
+            relay,
+            rules: &rules,
+        },
         report: PassReport::default(),
         tried: HashSet::new(),
     };
@@ -150,15 +168,28 @@ pub async fn run_pass<S: Source, St: StateStore, R: Relay>(
 
 /// One pass in progress.
 struct Pass<'a, St, R> {
-    config: &'a Config,
-    account: &'a AccountConfig,
-    store: &'a St,
-    relay: &'a R,
-    rules: Rules,
+    ctx: Ctx<'a, St, R>,
     report: PassReport,
     /// Messages attempted in this pass: not again after a reconnect.
     tried: HashSet<String>,
 }
+
+/// What a message needs once it is downloaded: shared by the messages in flight.
+struct Ctx<'a, St, R> {
+    config: &'a Config,
+    account: &'a AccountConfig,
+    store: &'a St,
+    relay: &'a R,
+    rules: &'a Rules,
+}
+
+// Not derived: derive would ask St and R to be Copy, and only the references are copied.
+impl<St, R> Clone for Ctx<'_, St, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<St, R> Copy for Ctx<'_, St, R> {}
 
 /// How one mailbox session of the pass ended.
 enum Session {
@@ -170,18 +201,33 @@ enum Session {
     Lost(FetchError),
 }
 
-impl<St: StateStore, R: Relay> Pass<'_, St, R> {
+/// A session's course: the deletions made, and whether messages are still handed on.
+struct Course {
+    /// (handle, key) of the messages marked for deletion.
+    deleted: Vec<(u32, String)>,
+    /// `Done` while the session goes on.
+    ended: Session,
+    /// No SMTP session could be set up: nothing more is handed on in this pass.
+    relay_down: bool,
+}
+
+impl Course {
+    fn going(&self) -> bool {
+        matches!(self.ended, Session::Done) && !self.relay_down
+    }
+}
+
+impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
     async fn run<S: Source>(
         &mut self,
         source: &S,
         stop: &watch::Receiver<bool>,
     ) -> Result<(), PassError> {
+        let store = self.ctx.store;
         // Nothing is delivered that could not be recorded.
-        self.store.ensure_writable().await?;
-        if let Some(window) = self.config.dedup_window {
-            self.store
-                .forget_deliveries(SystemTime::now() - window)
-                .await?;
+        store.ensure_writable().await?;
+        if let Some(window) = self.ctx.config.dedup_window {
+            store.forget_deliveries(SystemTime::now() - window).await?;
         }
         let mut lost = 0;
         let mut first = true;
@@ -192,7 +238,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
                 Session::Expunged => {}
                 Session::Lost(e) if lost < RECONNECTS && !*stop.borrow() => {
                     lost += 1;
-                    tracing::warn!(account = %self.account.name, "connection lost, going on with a new one: {e}");
+                    tracing::warn!(account = %self.ctx.account.name, "connection lost, going on with a new one: {e}");
                 }
                 Session::Lost(e) => return Err(e.into()),
             }
@@ -202,17 +248,20 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
 
     /// One mailbox session: the listing, then the messages in order, until the listing is
     /// done, `expunge_every` deletions are waiting for the commit, or the connection is lost.
+    /// Downloading goes on while earlier messages are relayed and recorded ([`Flight`]); each
+    /// deletion waits for the commit that records its message.
     async fn session<M: Mailbox>(
         &mut self,
         mut mailbox: M,
         stop: &watch::Receiver<bool>,
         first: bool,
     ) -> Result<Session, PassError> {
-        let name = self.account.name.as_str();
+        let ctx = self.ctx;
+        let name = ctx.account.name.as_str();
         let mut listing = mailbox.list().await?;
         self.report.login_delay = mailbox.login_delay();
         self.report.expire = mailbox.expire();
-        let unseen_only = self.account.unseen_only;
+        let unseen_only = ctx.account.unseen_only;
         let known;
         if first {
             self.report.upstream = listing.len();
@@ -226,7 +275,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             // Every listed message counts as present, seen or not: a kept message that was
             // read upstream stays known, and is not delivered again if marked unread later.
             let present: HashSet<String> = listing.iter().map(|l| l.key.clone()).collect();
-            let mut before = self.store.load_account(name).await?;
+            let mut before = ctx.store.load_account(name).await?;
             if let Some(gone) = plan::keys_replaced(&before, &present) {
                 // Said once: next pass the new keys are known and the old ones forgotten.
                 tracing::warn!(
@@ -236,7 +285,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
                      what was delivered is not delivered again (dedup_window)"
                 );
             }
-            self.store.prune(name, &present).await?;
+            ctx.store.prune(name, &present).await?;
             // What prune just removed, without loading the account again (one query per
             // pass, whatever the size of the mailbox).
             before.retain(|key, s| {
@@ -244,7 +293,7 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             });
             known = before;
         } else {
-            known = self.store.load_account(name).await?;
+            known = ctx.store.load_account(name).await?;
         }
         // unseen_only: a message read upstream is not taken up; one the store knows (begun,
         // settled, quarantined) goes on as before, so that reading it upstream loses nothing.
@@ -256,136 +305,275 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         }
 
         // The session may download these ahead, overlapping their delivery.
-        let budget = (self.account.max_per_pass as usize).saturating_sub(self.report.fetched);
+        let budget = (ctx.account.max_per_pass as usize).saturating_sub(self.report.fetched);
         mailbox.plan(&plan::upcoming(
             &listing,
             &known,
             &self.tried,
-            self.config.max_message_size,
+            ctx.config.max_message_size,
             budget,
             SystemTime::now(),
-            &self.config.relay.retry,
+            &ctx.config.relay.retry,
         ));
 
-        // (handle, key) of the messages marked for deletion.
-        let mut deleted: Vec<(u32, String)> = Vec::new();
-        let mut ended = Session::Done;
-        for (at, listed) in listing.iter().enumerate() {
-            let uid = &listed.key;
-            if *stop.borrow() {
-                break;
-            }
-            let now = SystemTime::now();
-            let budget_left = self.report.fetched < self.account.max_per_pass as usize;
-            let state = known.get(uid);
-            let settled = match plan::next(state, now, &self.config.relay.retry, budget_left) {
-                Next::Settled => state.cloned(),
-                Next::Quarantined => {
-                    if let Some(q) = state.and_then(|s| s.quarantine.as_ref()) {
-                        self.tell_postmaster(uid, q, "").await?;
-                    }
-                    None
-                }
-                Next::Wait => {
-                    self.report.waiting += 1;
-                    None
-                }
-                Next::Defer => {
-                    self.report.deferred += 1;
-                    None
-                }
-                Next::GiveUp => {
-                    self.give_up(uid, "attempts", "it failed on every attempt", "")
-                        .await?;
-                    None
-                }
-                Next::Attempt if self.tried.contains(uid) => None,
-                Next::Attempt
-                    if listed
-                        .size
-                        .is_some_and(|n| n > self.config.max_message_size) =>
-                {
-                    let why = format!(
-                        "larger than max_message_size ({} bytes) by the server's LIST",
-                        self.config.max_message_size
-                    );
-                    self.give_up(uid, "too_large", &why, "").await?;
-                    None
-                }
-                Next::Attempt => {
-                    self.tried.insert(uid.clone());
-                    match self.attempt(&mut mailbox, listed).await? {
-                        Attempt::Settled(state) => Some(state),
-                        Attempt::Unsettled => None,
-                        Attempt::RelayUnavailable => break,
-                        Attempt::Lost(e) => {
-                            ended = Session::Lost(e);
-                            break;
-                        }
-                    }
-                }
-            };
-            let Some(settled) = settled else { continue };
-            if retention::may_delete(self.account.retention, &settled, now) {
-                match mailbox.delete(listed).await {
-                    Ok(()) => deleted.push((listed.handle, uid.clone())),
-                    // Refused for this one message: it stays upstream, is deleted next pass.
-                    Err(e) if !e.connection_lost() => {
-                        tracing::warn!(account = name, uid = %uid, "DELE refused: {e}");
-                    }
-                    // Deletions not committed are made again next session.
-                    Err(e) => return Ok(Session::Lost(e)),
-                }
-                // At the listing's end the commit below is the last: no new session to
-                // list an empty mailbox.
-                if deleted.len() >= self.account.expunge_every as usize && at + 1 < listing.len() {
-                    ended = Session::Expunged;
-                    break;
-                }
-            } else {
-                match mailbox.settled(listed).await {
-                    Ok(()) => {}
-                    // Refused for this one message: tried again next pass.
-                    Err(e) if !e.connection_lost() => {
-                        tracing::warn!(account = name, uid = %uid, "flagging a kept message failed: {e}");
-                    }
-                    Err(e) => return Ok(Session::Lost(e)),
-                }
+        let mut course = Course {
+            deleted: Vec::new(),
+            ended: Session::Done,
+            relay_down: false,
+        };
+        let mut flight = Flight::new(ctx.config.relay.connections);
+        let handed = (self.hand_on(
+            &mut mailbox,
+            &listing,
+            &known,
+            stop,
+            &mut flight,
+            &mut course,
+        ))
+        .await;
+        // What was handed on is finished before the session ends, after an error too: each
+        // outcome recorded, each deletion made.
+        let mut failed = handed.err();
+        while let Some(done) = flight.next().await {
+            if let Err(e) = self.finish(&mut mailbox, done, &mut course).await {
+                failed.get_or_insert(e);
             }
         }
-        if let Session::Lost(_) = ended {
-            return Ok(ended);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Session::Lost(_) = course.ended {
+            return Ok(course.ended);
         }
         let refused = mailbox.commit().await?;
         // Refused for these messages: they stay upstream, are deleted next pass.
-        deleted.retain(|(handle, uid)| {
-            let kept = refused.contains(handle);
-            if kept {
-                tracing::warn!(account = name, uid = %uid, "DELE refused");
-            }
-            !kept
-        });
-        let deleted: Vec<String> = deleted.into_iter().map(|(_, uid)| uid).collect();
+        let deleted: Vec<String> = (course.deleted.into_iter())
+            .filter(|(handle, uid)| {
+                let kept = refused.contains(handle);
+                if kept {
+                    tracing::warn!(account = name, uid = %uid, "DELE refused");
+                }
+                !kept
+            })
+            .map(|(_, uid)| uid)
+            .collect();
         // Recorded only after the commit: a POP3 server deletes at QUIT and not before.
         if !deleted.is_empty() {
-            self.store
+            ctx.store
                 .mark_deleted(name, &deleted, SystemTime::now())
                 .await?;
             crate::metrics::upstream_deleted(name, deleted.len());
         }
         self.report.deleted += deleted.len();
-        Ok(ended)
+        Ok(course.ended)
+    }
+
+    /// Hands the listed messages on in order — downloaded here, one at a time, then relayed
+    /// and recorded in `flight` — until the listing is done or `course` says to stop.
+    async fn hand_on<M: Mailbox>(
+        &mut self,
+        mailbox: &mut M,
+        listing: &[Listed],
+        known: &HashMap<String, MessageState>,
+        stop: &watch::Receiver<bool>,
+        flight: &mut Flight<'a>,
+        course: &mut Course,
+    ) -> Result<(), PassError> {
+        let ctx = self.ctx;
+        for listed in listing {
+            // What finished meanwhile is recorded: its upstream copy may go now.
+            while let Some(done) = flight.take_done() {
+                self.finish(mailbox, done, course).await?;
+            }
+            if !course.going() || *stop.borrow() {
+                break;
+            }
+            // A new session first, so that the server deletes what is waiting: what was
+            // marked, and (deleted once delivered) what is in flight.
+            let in_flight = match ctx.account.retention {
+                Retention::Delete => flight.len(),
+                _ => 0,
+            };
+            if course.deleted.len() + in_flight >= ctx.account.expunge_every as usize {
+                course.ended = Session::Expunged;
+                break;
+            }
+            let uid = &listed.key;
+            let now = SystemTime::now();
+            let budget_left = self.report.fetched < ctx.account.max_per_pass as usize;
+            let state = known.get(uid);
+            match plan::next(state, now, &ctx.config.relay.retry, budget_left) {
+                Next::Settled => {
+                    if let Some(state) = state {
+                        self.dispose(mailbox, listed, state, course).await;
+                    }
+                }
+                Next::Quarantined => {
+                    let q = state.and_then(|s| s.quarantine.clone());
+                    if let Some(q) = q.filter(|q| !q.notified && !q.forgotten) {
+                        let uid = uid.clone();
+                        flight.push(None, 0, listed, async move {
+                            let result = ctx.tell_postmaster(&uid, &q, "").await;
+                            (PassReport::default(), result.map(|()| Attempt::Unsettled))
+                        });
+                    }
+                }
+                Next::Wait => self.report.waiting += 1,
+                Next::Defer => self.report.deferred += 1,
+                Next::GiveUp => {
+                    let why = "it failed on every attempt";
+                    flight.push(None, 0, listed, ctx.give_up(uid, "attempts", why, ""));
+                }
+                Next::Attempt if self.tried.contains(uid) => {}
+                Next::Attempt if listed.size.is_some_and(|n| n > ctx.config.max_message_size) => {
+                    let why = format!(
+                        "larger than max_message_size ({} bytes) by the server's LIST",
+                        ctx.config.max_message_size
+                    );
+                    flight.push(None, 0, listed, ctx.give_up(uid, "too_large", &why, ""));
+                }
+                Next::Attempt => {
+                    self.tried.insert(uid.clone());
+                    while flight.full(listed.size) {
+                        let Some(done) = flight.next().await else {
+                            break;
+                        };
+                        self.finish(mailbox, done, course).await?;
+                    }
+                    if !course.going() || *stop.borrow() {
+                        break;
+                    }
+                    self.attempt(mailbox, listed, flight, course).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One attempt at one message: counted in the store first, then downloaded, then handed
+    /// on to `flight` for route → relay → state. Only a state-store failure is an error.
+    async fn attempt<M: Mailbox>(
+        &mut self,
+        mailbox: &mut M,
+        listed: &Listed,
+        flight: &mut Flight<'a>,
+        course: &mut Course,
+    ) -> Result<(), PassError> {
+        let ctx = self.ctx;
+        let name = ctx.account.name.as_str();
+        let uid = listed.key.as_str();
+        let begun = ctx.store.begin_attempt(name, uid, SystemTime::now());
+        let state = flight.drive(begun).await?;
+        let raw = match flight.drive(mailbox.fetch(listed)).await {
+            Ok(raw) => raw,
+            Err(e) if e.too_large() => {
+                let why = e.to_string();
+                flight.push(None, 0, listed, ctx.give_up(uid, "too_large", &why, ""));
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(account = name, uid, "RETR failed: {e}");
+                crate::metrics::message_failed(name, "retrieve");
+                // A lost connection is tried again at once on a new one (the attempt still
+                // counts: a message that breaks every connection is quarantined in the end).
+                let lost = e.connection_lost();
+                let why = format!("RETR failed: {e}");
+                let failed = ctx.failed(uid, state, why, !lost, "unreadable", String::new());
+                flight.push(None, 0, listed, failed);
+                if lost {
+                    course.ended = Session::Lost(e);
+                }
+                return Ok(());
+            }
+        };
+        self.report.fetched += 1;
+        crate::metrics::message_fetched(name, raw.len());
+        // A loop is never delivered: kept upstream, recorded, counted, the postmaster told.
+        if let Some(looped) = crate::route::looped(&raw, ctx.rules) {
+            let excerpt = notice::excerpt(&raw);
+            let why = looped.to_string();
+            flight.push(None, 0, listed, ctx.give_up(uid, "loop", &why, &excerpt));
+            return Ok(());
+        }
+        let prepared = Prepared::new(ctx.config, ctx.account, ctx.rules, uid, &state, &raw);
+        let id = prepared.dedup_id().map(str::to_owned);
+        // Another copy of this message in flight: it is recorded first, so that this one
+        // sees who got it (dedup_window).
+        while id.as_deref().is_some_and(|id| flight.holds(id)) {
+            let Some(done) = flight.next().await else {
+                break;
+            };
+            self.finish(mailbox, done, course).await?;
+        }
+        let size = raw.len();
+        flight.push(id, size, listed, ctx.deliver(uid, state, prepared, raw));
+        Ok(())
+    }
+
+    /// A message handed on has finished: counted, and its upstream copy dealt with if it is
+    /// settled.
+    async fn finish<M: Mailbox>(
+        &mut self,
+        mailbox: &mut M,
+        done: Finished,
+        course: &mut Course,
+    ) -> Result<(), PassError> {
+        self.report.absorb(&done.tally);
+        match done.result? {
+            Attempt::Settled(state) => self.dispose(mailbox, &done.listed, &state, course).await,
+            Attempt::Unsettled => {}
+            Attempt::RelayUnavailable => course.relay_down = true,
+        }
+        Ok(())
+    }
+
+    /// A settled message: deleted upstream if retention allows (committed at the session's
+    /// end), otherwise told to the mailbox as kept. Not after the connection was lost: the
+    /// next session does it.
+    async fn dispose<M: Mailbox>(
+        &mut self,
+        mailbox: &mut M,
+        listed: &Listed,
+        state: &MessageState,
+        course: &mut Course,
+    ) {
+        if let Session::Lost(_) = course.ended {
+            return;
+        }
+        let name = self.ctx.account.name.as_str();
+        let uid = &listed.key;
+        if retention::may_delete(self.ctx.account.retention, state, SystemTime::now()) {
+            match mailbox.delete(listed).await {
+                Ok(()) => course.deleted.push((listed.handle, uid.clone())),
+                // Refused for this one message: it stays upstream, is deleted next pass.
+                Err(e) if !e.connection_lost() => {
+                    tracing::warn!(account = name, uid = %uid, "DELE refused: {e}");
+                }
+                // Deletions not committed are made again next session.
+                Err(e) => course.ended = Session::Lost(e),
+            }
+        } else {
+            match mailbox.settled(listed).await {
+                Ok(()) => {}
+                // Refused for this one message: tried again next pass.
+                Err(e) if !e.connection_lost() => {
+                    tracing::warn!(account = name, uid = %uid, "flagging a kept message failed: {e}");
+                }
+                Err(e) => course.ended = Session::Lost(e),
+            }
+        }
     }
 
     /// The first pass of an account the store has never seen: with mail already upstream and
     /// retention keeping it there, only after a stated choice (`initial`).
     async fn initialize(&mut self, listing: &[Listed]) -> Result<(), PassError> {
-        let name = self.account.name.as_str();
-        let mailbox = self.account.mailbox_id();
-        if self.store.account_known(name, &mailbox).await? {
+        let ctx = self.ctx;
+        let name = ctx.account.name.as_str();
+        let mailbox = ctx.account.mailbox_id();
+        if ctx.store.account_known(name, &mailbox).await? {
             return Ok(());
         }
-        let choice = match (self.account.initial, self.account.retention) {
+        let choice = match (ctx.account.initial, ctx.account.retention) {
             (Some(choice), _) => choice,
             (None, _) if listing.is_empty() => Initial::DeliverAll,
             // Deleted once delivered: mail upstream was never delivered by this store.
@@ -408,19 +596,159 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
                 skip.len()
             );
         }
-        self.store
+        ctx.store
             .initialize_account(name, &mailbox, &skip, SystemTime::now())
             .await?;
         Ok(())
     }
+}
 
-    /// Quarantines a message: left upstream, recorded, counted, the postmaster told.
-    async fn give_up(
-        &mut self,
+/// What a message in flight does, after its download: each returns what it adds to the
+/// pass's report, and where the message ended.
+impl<'a, St: StateStore, R: Relay> Ctx<'a, St, R> {
+    /// Route → relay → state for one downloaded message.
+    fn deliver(
+        self,
+        uid: &str,
+        state: MessageState,
+        prepared: Prepared,
+        raw: Vec<u8>,
+    ) -> impl Future<Output = Worked> + Send + 'a {
+        let uid = uid.to_owned();
+        async move {
+            let mut tally = PassReport::default();
+            let result = self.relay_and_record(&uid, &state, prepared, &raw, &mut tally);
+            let result = result.await;
+            (tally, result)
+        }
+    }
+
+    async fn relay_and_record(
+        self,
+        uid: &str,
+        state: &MessageState,
+        prepared: Prepared,
+        raw: &[u8],
+        tally: &mut PassReport,
+    ) -> Result<Attempt, PassError> {
+        let name = self.account.name.as_str();
+        let outcome = deliver::deliver(
+            self.config,
+            self.account,
+            self.relay,
+            self.store,
+            uid,
+            prepared,
+            raw,
+        )
+        .await?;
+        tally.delivered += outcome.plan.delivered();
+        tally.rerouted += outcome.plan.rerouted();
+        let excerpt = notice::excerpt(raw);
+        Ok(match outcome.verdict {
+            Verdict::Settled(state) => {
+                tally.settled += 1;
+                Attempt::Settled(state)
+            }
+            Verdict::Retry(why) => {
+                self.record_failed(uid, state, &why, true, "attempts", &excerpt, tally)
+                    .await?;
+                Attempt::Unsettled
+            }
+            Verdict::Refused(why) => {
+                crate::metrics::message_failed(name, "refused");
+                self.quarantine(uid, "refused", &why, &excerpt, tally)
+                    .await?;
+                Attempt::Unsettled
+            }
+            Verdict::RelayUnavailable(why) => {
+                tally.failed += 1;
+                // Not the message's fault: the attempt does not count.
+                self.store
+                    .record_failure(name, uid, None, &why, true)
+                    .await?;
+                Attempt::RelayUnavailable
+            }
+        })
+    }
+
+    /// A failed attempt, as work for the flight.
+    fn failed(
+        self,
+        uid: &str,
+        state: MessageState,
+        why: String,
+        wait: bool,
+        metric: &'static str,
+        excerpt: String,
+    ) -> impl Future<Output = Worked> + Send + 'a {
+        let uid = uid.to_owned();
+        async move {
+            let mut tally = PassReport::default();
+            let result = (self
+                .record_failed(&uid, &state, &why, wait, metric, &excerpt, &mut tally))
+            .await
+            .map(|()| Attempt::Unsettled);
+            (tally, result)
+        }
+    }
+
+    /// A quarantine, as work for the flight.
+    fn give_up(
+        self,
         uid: &str,
         metric: &'static str,
         reason: &str,
         excerpt: &str,
+    ) -> impl Future<Output = Worked> + Send + 'a {
+        let (uid, reason, excerpt) = (uid.to_owned(), reason.to_owned(), excerpt.to_owned());
+        async move {
+            let mut tally = PassReport::default();
+            let result = (self.quarantine(&uid, metric, &reason, &excerpt, &mut tally))
+                .await
+                .map(|()| Attempt::Unsettled);
+            (tally, result)
+        }
+    }
+
+    /// A failed attempt: back off (with `wait`), or quarantine once the attempts are used up.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_failed(
+        self,
+        uid: &str,
+        state: &MessageState,
+        why: &str,
+        wait: bool,
+        metric: &'static str,
+        excerpt: &str,
+        tally: &mut PassReport,
+    ) -> Result<(), PassError> {
+        let name = self.account.name.as_str();
+        let now = SystemTime::now();
+        match plan::after_failure(state.attempts, now, &self.config.relay.retry) {
+            Some(at) => {
+                tally.failed += 1;
+                let retry_at = wait.then_some(at);
+                self.store
+                    .record_failure(name, uid, retry_at, why, false)
+                    .await?;
+                Ok(())
+            }
+            None => {
+                let reason = format!("{why} (after {} attempts)", state.attempts);
+                self.quarantine(uid, metric, &reason, excerpt, tally).await
+            }
+        }
+    }
+
+    /// Quarantines a message: left upstream, recorded, counted, the postmaster told.
+    async fn quarantine(
+        self,
+        uid: &str,
+        metric: &'static str,
+        reason: &str,
+        excerpt: &str,
+        tally: &mut PassReport,
     ) -> Result<(), PassError> {
         let name = self.account.name.as_str();
         tracing::warn!(account = name, uid, "quarantined, left upstream: {reason}");
@@ -429,14 +757,14 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
             .quarantine(name, uid, reason, &Headline::of(excerpt), SystemTime::now())
             .await?;
         crate::metrics::message_quarantined(name, metric);
-        self.report.quarantined += 1;
+        tally.quarantined += 1;
         self.tell_postmaster(uid, &q, excerpt).await
     }
 
     /// Tells the postmaster about a quarantined message, once: a notice that could not be
     /// sent is tried again next pass.
     async fn tell_postmaster(
-        &self,
+        self,
         uid: &str,
         q: &Quarantined,
         excerpt: &str,
@@ -485,129 +813,9 @@ impl<St: StateStore, R: Relay> Pass<'_, St, R> {
         }
         Ok(())
     }
-
-    /// One attempt at one message: counted in the store first, then fetched, then
-    /// route → relay → state. Only a state-store failure is an error.
-    async fn attempt<M: Mailbox>(
-        &mut self,
-        mailbox: &mut M,
-        listed: &Listed,
-    ) -> Result<Attempt, PassError> {
-        let name = self.account.name.as_str();
-        let uid = listed.key.as_str();
-        let state = self
-            .store
-            .begin_attempt(name, uid, SystemTime::now())
-            .await?;
-        let raw = match mailbox.fetch(listed).await {
-            Ok(raw) => raw,
-            Err(e) if e.too_large() => {
-                self.give_up(uid, "too_large", &e.to_string(), "").await?;
-                return Ok(Attempt::Unsettled);
-            }
-            Err(e) => {
-                tracing::warn!(account = name, uid, "RETR failed: {e}");
-                crate::metrics::message_failed(name, "retrieve");
-                let lost = e.connection_lost();
-                // A lost connection is tried again at once on a new one (the attempt still
-                // counts: a message that breaks every connection is quarantined in the end).
-                let wait = !lost;
-                self.failed(
-                    uid,
-                    &state,
-                    &format!("RETR failed: {e}"),
-                    wait,
-                    "unreadable",
-                    "",
-                )
-                .await?;
-                return Ok(if lost {
-                    Attempt::Lost(e)
-                } else {
-                    Attempt::Unsettled
-                });
-            }
-        };
-        self.report.fetched += 1;
-        crate::metrics::message_fetched(name, raw.len());
-        // A loop is never delivered: kept upstream, recorded, counted, the postmaster told.
-        if let Some(looped) = crate::route::looped(&raw, &self.rules) {
-            let excerpt = notice::excerpt(&raw);
-            self.give_up(uid, "loop", &looped.to_string(), &excerpt)
-                .await?;
-            return Ok(Attempt::Unsettled);
-        }
-        let outcome = deliver::deliver(
-            self.config,
-            self.account,
-            &self.rules,
-            self.relay,
-            self.store,
-            uid,
-            &state,
-            &raw,
-        )
-        .await?;
-        self.report.delivered += outcome.plan.delivered();
-        self.report.rerouted += outcome.plan.rerouted();
-        let excerpt = notice::excerpt(&raw);
-        Ok(match outcome.verdict {
-            Verdict::Settled(state) => {
-                self.report.settled += 1;
-                Attempt::Settled(state)
-            }
-            Verdict::Retry(why) => {
-                self.failed(uid, &state, &why, true, "attempts", &excerpt)
-                    .await?;
-                Attempt::Unsettled
-            }
-            Verdict::Refused(why) => {
-                crate::metrics::message_failed(name, "refused");
-                self.give_up(uid, "refused", &why, &excerpt).await?;
-                Attempt::Unsettled
-            }
-            Verdict::RelayUnavailable(why) => {
-                self.report.failed += 1;
-                // Not the message's fault: the attempt does not count.
-                self.store
-                    .record_failure(name, uid, None, &why, true)
-                    .await?;
-                Attempt::RelayUnavailable
-            }
-        })
-    }
-
-    /// A failed attempt: back off (with `wait`), or quarantine once the attempts are used up.
-    #[allow(clippy::too_many_arguments)]
-    async fn failed(
-        &mut self,
-        uid: &str,
-        state: &MessageState,
-        why: &str,
-        wait: bool,
-        metric: &'static str,
-        excerpt: &str,
-    ) -> Result<(), PassError> {
-        let name = self.account.name.as_str();
-        let now = SystemTime::now();
-        match plan::after_failure(state.attempts, now, &self.config.relay.retry) {
-            Some(at) => {
-                self.report.failed += 1;
-                let retry_at = wait.then_some(at);
-                self.store
-                    .record_failure(name, uid, retry_at, why, false)
-                    .await?;
-                Ok(())
-            }
-            None => {
-                let reason = format!("{why} (after {} attempts)", state.attempts);
-                self.give_up(uid, metric, &reason, excerpt).await
-            }
-        }
-    }
 }
 
-/// Where one attempt at a message ended.
+/// Where one message handed on ended.
 enum Attempt {
     /// Every recipient is settled; the state as it now stands.
     Settled(MessageState),
@@ -615,6 +823,119 @@ enum Attempt {
     Unsettled,
     /// No SMTP session could be set up: stop downloading in this pass.
     RelayUnavailable,
-    /// The mailbox connection was lost during the message.
-    Lost(FetchError),
+}
+
+/// What the work on one message adds to the report, and where the message ended.
+type Worked = (PassReport, Result<Attempt, PassError>);
+
+/// A message handed on that has finished.
+struct Finished {
+    listed: Listed,
+    tally: PassReport,
+    result: Result<Attempt, PassError>,
+}
+
+/// At most this many bytes of downloaded mail wait in one pass's flight; a larger message
+/// goes alone.
+const FLIGHT_BYTES: usize = 32 << 20;
+
+/// The messages of a session handed on and not finished: relayed and recorded concurrently,
+/// up to twice `relay.connections` of them (so that the relay's sessions stay busy while
+/// outcomes are committed), finishing in the order they were handed on.
+struct Flight<'a> {
+    running: FuturesOrdered<Pin<Box<dyn Future<Output = Finished> + Send + 'a>>>,
+    /// The dedup id and size of each running message, in the same order.
+    running_ids: VecDeque<(Option<String>, usize)>,
+    /// Finished while the session waited on its mailbox, not yet taken.
+    done: VecDeque<Finished>,
+    window: usize,
+    bytes: usize,
+}
+
+impl<'a> Flight<'a> {
+    fn new(connections: u32) -> Flight<'a> {
+        Flight {
+            running: FuturesOrdered::new(),
+            running_ids: VecDeque::new(),
+            done: VecDeque::new(),
+            window: 2 * connections.max(1) as usize,
+            bytes: 0,
+        }
+    }
+
+    /// Hands on one message's work; `id` is its dedup id, `size` the bytes it holds.
+    fn push(
+        &mut self,
+        id: Option<String>,
+        size: usize,
+        listed: &Listed,
+        work: impl Future<Output = Worked> + Send + 'a,
+    ) {
+        let listed = listed.clone();
+        self.running.push_back(Box::pin(async move {
+            let (tally, result) = work.await;
+            Finished {
+                listed,
+                tally,
+                result,
+            }
+        }));
+        self.running_ids.push_back((id, size));
+        self.bytes += size;
+    }
+
+    /// Whether a message of `size` bytes (if known) must wait for room.
+    fn full(&self, size: Option<u64>) -> bool {
+        let held = self.len();
+        let size = size.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        held >= self.window || (held > 0 && self.bytes.saturating_add(size) > FLIGHT_BYTES)
+    }
+
+    /// Messages handed on and not yet taken back.
+    fn len(&self) -> usize {
+        self.running.len() + self.done.len()
+    }
+
+    /// Whether a message with this dedup id is still running.
+    fn holds(&self, id: &str) -> bool {
+        self.running_ids
+            .iter()
+            .any(|(i, _)| i.as_deref() == Some(id))
+    }
+
+    /// The next finished message, waiting for it; `None` when nothing is in flight.
+    async fn next(&mut self) -> Option<Finished> {
+        if let Some(done) = self.done.pop_front() {
+            return Some(done);
+        }
+        let done = self.running.next().await?;
+        self.finished_one();
+        Some(done)
+    }
+
+    /// A message that finished already, if any.
+    fn take_done(&mut self) -> Option<Finished> {
+        self.done.pop_front()
+    }
+
+    /// Runs `f` while the messages in flight go on (their results kept for `next`).
+    async fn drive<T>(&mut self, f: impl Future<Output = T>) -> T {
+        let mut f = std::pin::pin!(f);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut f => return out,
+                Some(done) = self.running.next(), if !self.running.is_empty() => {
+                    self.finished_one();
+                    self.done.push_back(done);
+                }
+            }
+        }
+    }
+
+    fn finished_one(&mut self) {
+        if let Some((_, size)) = self.running_ids.pop_front() {
+            self.bytes -= size;
+        }
+    }
 }

@@ -81,6 +81,12 @@ impl World {
         }
     }
 
+    /// `relay.connections: n`, and the relay as busy as the real pool would be.
+    fn relay_connections(&mut self, n: u32) {
+        self.config.relay.connections = n;
+        self.relay.set_sessions(n as usize);
+    }
+
     fn account(&self) -> &AccountConfig {
         &self.config.accounts[0]
     }
@@ -304,25 +310,33 @@ async fn retention_in_days_deletes_once_the_days_since_first_seen_are_over() {
 #[tokio::test]
 async fn a_relay_outage_deletes_nothing_holds_no_attempt_against_the_mail_and_recovers() {
     let w = World::new("");
-    let first = w.mailbox.add(&mail("a@example.com", "one"));
-    w.mailbox.add(&mail("b@example.com", "two"));
+    let keys: Vec<String> = (0..20)
+        .map(|n| w.mailbox.add(&mail(&format!("u{n}@example.com"), "m")))
+        .collect();
     w.relay.set_failure(Some(Failure::Down));
     let report = w.pass().await.unwrap();
-    assert_eq!(
-        report.fetched, 1,
-        "the pass stops downloading once the relay is down"
+    // Downloading stops once the outage is known: at most the messages in flight by then.
+    let window = 2 * w.config.relay.connections as usize;
+    assert!(
+        (1..=window).contains(&report.fetched),
+        "the pass stops downloading once the relay is down: {report}"
     );
-    assert_eq!((report.failed, report.deleted), (1, 0));
-    assert_eq!(w.mailbox.keys().len(), 2);
-    assert_eq!(w.store.message("acct", &first).unwrap().attempts, 0);
+    assert_eq!((report.failed, report.deleted), (report.fetched, 0));
+    assert_eq!(w.mailbox.keys().len(), 20);
+    for key in &keys {
+        let attempts = w.store.message("acct", key).map_or(0, |s| s.attempts);
+        assert_eq!(
+            attempts, 0,
+            "{key}: an outage holds no attempt against the mail"
+        );
+    }
 
     w.relay.set_failure(None);
     let report = w.pass().await.unwrap();
-    assert_eq!((report.settled, report.deleted), (2, 2));
-    assert_eq!(
-        (w.received("a@example.com"), w.received("b@example.com")),
-        (1, 1)
-    );
+    assert_eq!((report.settled, report.deleted), (20, 20));
+    for n in 0..20 {
+        assert_eq!(w.received(&format!("u{n}@example.com")), 1);
+    }
 }
 
 #[tokio::test]
@@ -424,12 +438,14 @@ async fn the_poller_passes_every_poll_interval_until_stopped() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn shutdown_mid_pass_finishes_the_message_in_hand_commits_and_stops() {
-    let w = World::new("");
-    for n in 0..3 {
+async fn shutdown_mid_pass_finishes_the_messages_in_hand_commits_and_stops() {
+    let mut w = World::new("");
+    for n in 0..5 {
         w.mailbox.add(&mail("a@example.com", &format!("m{n}")));
     }
-    // Each transaction takes 10 s: at 15 s the second message is in hand.
+    // One session, each transaction 10 s, two messages in flight: at 15 s the second is
+    // being sent and the third waits for the session; the fourth is not downloaded.
+    w.relay_connections(1);
     w.relay.set_delay(Duration::from_secs(10));
     let stop = async {
         tokio::time::sleep(Duration::from_secs(15)).await;
@@ -447,16 +463,21 @@ async fn shutdown_mid_pass_finishes_the_message_in_hand_commits_and_stops() {
     .unwrap();
     assert_eq!(
         w.received("a@example.com"),
-        2,
-        "the one in hand was finished"
+        3,
+        "the ones in hand were finished"
     );
-    assert_eq!(w.mailbox.keys().len(), 1, "both deletions were committed");
-    assert_eq!(w.mailbox.fetches(), 2, "the third was not started");
+    assert_eq!(
+        w.mailbox.keys().len(),
+        2,
+        "the three deletions were committed"
+    );
+    assert_eq!(w.mailbox.fetches(), 3, "the fourth was not started");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_pass_past_its_deadline_ends_and_keeps_what_it_recorded() {
-    let w = World::new("    pass_deadline: 25s\n");
+    let mut w = World::new("    pass_deadline: 25s\n");
+    w.relay_connections(1);
     for n in 0..5 {
         w.mailbox.add(&mail("a@example.com", &format!("m{n}")));
     }
@@ -509,6 +530,36 @@ async fn each_recipient_gets_a_message_once_whatever_copies_the_mailbox_holds() 
         (w.received("a@example.com"), w.received("b@example.com")),
         (1, 1)
     );
+    assert!(w.mailbox.keys().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_are_relayed_side_by_side_but_never_two_copies_of_one() {
+    let w = World::new("");
+    let copy = |to: &str| {
+        format!("Message-ID: <one@elsewhere.test>\r\nTo: {to}\r\nSubject: s\r\n\r\nbody\r\n")
+            .into_bytes()
+    };
+    w.mailbox.add(&copy("a@example.com"));
+    w.mailbox.add(&mail("c@example.com", "another message"));
+    w.mailbox.add(&copy("b@example.com"));
+    w.mailbox.add(&copy("a@example.com, b@example.com"));
+    w.relay.set_delay(Duration::from_secs(10));
+    let started = tokio::time::Instant::now();
+    let report = w.pass().await.unwrap();
+    assert_eq!(report.settled, 4);
+    assert_eq!(
+        (
+            w.received("a@example.com"),
+            w.received("b@example.com"),
+            w.received("c@example.com")
+        ),
+        (1, 1, 1),
+        "each recipient once: a copy waits for the one in flight before it"
+    );
+    // The other message beside the first copy (10 s), the second copy after the first
+    // (10 s); the third has no one left to send to.
+    assert_eq!(started.elapsed(), Duration::from_secs(20));
     assert!(w.mailbox.keys().is_empty());
 }
 

@@ -1,6 +1,7 @@
 //! The in-memory relay of the pipeline's unit tests: a reply per recipient as scripted
 //! (250 unless told otherwise), a whole-transaction failure on demand, an optional delay per
-//! transaction (in tokio time, so virtual time in paused tests), every transaction kept.
+//! transaction (in tokio time, so virtual time in paused tests), a limit on transactions at
+//! once, every transaction kept.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +25,8 @@ struct Inner {
     /// Set: every transaction fails this way.
     failure: Option<Failure>,
     delay: Duration,
+    /// Set: at most this many transactions at once, as the real relay's `connections`.
+    sessions: Option<Arc<tokio::sync::Semaphore>>,
     sent: Vec<Sent>,
 }
 
@@ -75,6 +78,12 @@ impl MemoryRelay {
         self.lock().delay = delay;
     }
 
+    /// At most `n` transactions at once from now on; the others wait their turn (the real
+    /// relay's pool of `relay.connections` sessions).
+    pub fn set_sessions(&self, n: usize) {
+        self.lock().sessions = Some(Arc::new(tokio::sync::Semaphore::new(n)));
+    }
+
     /// The transactions that reached DATA, in order.
     pub fn sent(&self) -> Vec<Sent> {
         self.lock().sent.clone()
@@ -107,7 +116,15 @@ impl Relay for MemoryRelay {
         recipients: &[Address],
         message: &[u8],
     ) -> Result<Vec<Recipient>, RelayError> {
-        let delay = self.lock().delay;
+        let (delay, sessions) = {
+            let inner = self.lock();
+            (inner.delay, inner.sessions.clone())
+        };
+        // Closed only if the semaphore were closed, which nothing does.
+        let _session = match &sessions {
+            Some(s) => s.acquire().await.ok(),
+            None => None,
+        };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
 
 use super::{
     DB_FILE, Headline, MessageState, QuarantineEntry, Quarantined, StateError, StateStore,
@@ -30,6 +31,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    /// Outcomes waiting for their commit (group commit, see `commit_queued`).
+    queued: Arc<Mutex<Queued>>,
     health: Arc<Health>,
     path: PathBuf,
     /// Device and inode of the database file as opened.
@@ -75,6 +78,7 @@ impl SqliteStore {
         let file_id = file_id(&path).ok_or_else(|| StateError::Replaced { path: path.clone() })?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            queued: Arc::default(),
             health: Arc::default(),
             path,
             file_id,
@@ -179,6 +183,47 @@ impl SqliteStore {
             self.failed(e);
         }
         result
+    }
+}
+
+/// Outcomes waiting for the next commit, each with where its caller waits for its new state
+/// (or why it could not be written).
+type Queued = Vec<(Outcomes, oneshot::Sender<Result<MessageState, String>>)>;
+
+/// Group commit: every outcome queued by the time the connection is free is written in one
+/// transaction, with one fsync, however many messages finished together; each caller then
+/// gets its own message's state. A call that finds the queue empty was committed by an
+/// earlier one. All or none: one failed write fails the whole group (each caller keeps its
+/// outcome in memory, as for any failed write).
+fn commit_queued(conn: &mut Connection, queued: &Mutex<Queued>) -> Result<(), StateError> {
+    let group = std::mem::take(&mut *lock(queued));
+    if group.is_empty() {
+        return Ok(());
+    }
+    let written = (|| {
+        let tx = conn.transaction()?;
+        let mut states = Vec::with_capacity(group.len());
+        for (record, _) in &group {
+            write_outcomes(&tx, record)?;
+            let state = message_state(&tx, &record.account, &record.uidl)?;
+            states.push(state.ok_or(StateError::Sqlite(rusqlite::Error::QueryReturnedNoRows))?);
+        }
+        tx.commit()?;
+        Ok::<_, StateError>(states)
+    })();
+    match written {
+        Ok(states) => {
+            for ((_, done), state) in group.into_iter().zip(states) {
+                let _ = done.send(Ok(state));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            for (_, done) in group {
+                let _ = done.send(Err(e.to_string()));
+            }
+            Err(e)
+        }
     }
 }
 
@@ -353,15 +398,15 @@ impl StateStore for SqliteStore {
             now,
         };
         let kept = record.clone();
-        let result = self
-            .run(move |conn| {
-                let tx = conn.transaction()?;
-                write_outcomes(&tx, &record)?;
-                let state = message_state(&tx, &record.account, &record.uidl)?;
-                tx.commit()?;
-                state.ok_or(StateError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
-            })
-            .await;
+        let (done, result) = oneshot::channel();
+        lock(&self.queued).push((record, done));
+        let queued = Arc::clone(&self.queued);
+        // Its own failure reaches this caller through `result` as well.
+        let _ = self.run(move |conn| commit_queued(conn, &queued)).await;
+        let result = match result.await {
+            Ok(written) => written.map_err(|reason| StateError::Unwritable { reason }),
+            Err(_) => Err(StateError::Task("the commit was abandoned".to_owned())),
+        };
         if result.is_err() {
             lock(&self.health.unrecorded).push(kept);
         }

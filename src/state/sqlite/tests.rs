@@ -203,6 +203,43 @@ async fn concurrent_use_from_two_tasks() {
     }
 }
 
+// The guard is held across awaits on purpose: it is the commit the others queue behind.
+#[allow(clippy::await_holding_lock)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_that_finish_while_the_store_is_busy_are_committed_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    // The connection busy (as during another commit): the outcomes queue up.
+    let busy = lock(&store.conn);
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let to = addr(&format!("r{i}@example.com"));
+            let delivered = [rcpt(&to, "delivered", "250")];
+            (store.record_recipients("a", &format!("m{i}"), None, &delivered, true, at(5))).await
+        }));
+    }
+    while lock(&store.queued).len() < 10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(busy);
+    for (i, task) in tasks.into_iter().enumerate() {
+        let state = task.await.unwrap().unwrap();
+        assert_eq!(
+            state.settled_at,
+            Some(at(5)),
+            "each caller gets its own state"
+        );
+        assert_eq!(
+            state.settled_recipients(),
+            keys(&[&format!("r{i}@example.com")])
+        );
+    }
+    assert!(lock(&store.queued).is_empty());
+    assert_eq!(store.load_account("a").await.unwrap().len(), 10);
+}
+
 #[tokio::test]
 async fn prune_keeps_unsettled_and_present_messages() {
     let dir = tempfile::tempdir().unwrap();
