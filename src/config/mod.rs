@@ -562,10 +562,10 @@ impl AccountConfig {
     /// account renamed in the configuration by it; the port and TLS mode may change without
     /// changing the mailbox.
     pub fn mailbox_id(&self) -> String {
-        let kind = self.protocol.kind();
+        let kind = self.protocol.kind().facts();
         let host = self.host.to_ascii_lowercase();
-        let id = format!("{}://{}@{host}", kind.name(), self.username);
-        if kind.folders() {
+        let id = format!("{}://{}@{host}", kind.name, self.username);
+        if kind.folders {
             format!("{id}/{}", self.folder)
         } else {
             id

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::config::{AccountConfig, Password};
+use crate::config::{AccountConfig, Password, TlsMode};
 use crate::probe::Probed;
 use crate::tls::TlsClient;
 
@@ -25,30 +25,44 @@ use super::transport::Progress;
 /// A future that a trait object can return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Everything the rest of mailferry asks of one kind of mailbox.
-pub trait MailboxKind: Sync {
-    /// The `protocol:` of the configuration (`pop3`), also the scheme of the mailbox's id and
-    /// the protocol word of the status page and of `test-connection`.
-    fn name(&self) -> &'static str;
-
+/// What a kind of mailbox is, as plain facts.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Facts {
+    /// The `protocol:` of the configuration (`pop3`), also the scheme of the mailbox's id
+    /// and the protocol word of the status page and of `test-connection`.
+    pub name: &'static str,
     /// The `with` of mailferry's `Received:` header (RFC 5321 4.4, e.g. `POP3`).
-    fn trace_word(&self) -> &'static str;
-
-    /// The port when the account sets none: with implicit TLS (`tls: tls`) or without.
-    fn default_port(&self, implicit_tls: bool) -> u16;
-
+    pub trace_word: &'static str,
+    /// The port when the account sets none, without implicit TLS (`tls: none`, `starttls`).
+    pub port: u16,
+    /// The port when the account sets none, with implicit TLS (`tls: tls`).
+    pub tls_port: u16,
     /// The mailbox has folders: the account may name one (`folder`, part of the mailbox's
     /// id), and move mail to another (`after_fetch: move:`).
-    fn folders(&self) -> bool;
-
+    pub folders: bool,
     /// Messages carry a `\Seen` flag that `unseen_only` and `after_fetch: seen` go by.
-    fn seen_flag(&self) -> bool;
-
+    pub seen_flag: bool,
     /// The server may announce new mail while the client waits (`idle: true`).
-    fn idle(&self) -> bool;
-
+    pub idle: bool,
     /// The login may be APOP (`auth: apop`).
-    fn apop(&self) -> bool;
+    pub apop: bool,
+}
+
+impl Facts {
+    /// The port when the account sets none.
+    pub fn default_port(&self, tls: TlsMode) -> u16 {
+        if tls == TlsMode::Tls {
+            self.tls_port
+        } else {
+            self.port
+        }
+    }
+}
+
+/// Everything the rest of mailferry asks of one kind of mailbox.
+pub trait MailboxKind: Sync {
+    /// Its name, ports and the account keys it has.
+    fn facts(&self) -> &'static Facts;
 
     /// The kind's refused login: by the `method`, for the reason `text`; `temporary` when
     /// the next try may succeed. Said of a login without its OAuth2 token.
@@ -75,6 +89,13 @@ pub trait MailboxKind: Sync {
     /// The server's capabilities (one per line or word, as [`Progress`] holds them) in
     /// `test-connection`'s words.
     fn capability_words(&self, capabilities: &[String], account: &AccountConfig) -> String;
+}
+
+/// A kind's session being opened, as [`MailboxKind::open`] returns it.
+pub fn boxed<'a, M: Mailbox + 'static>(
+    opening: impl Future<Output = Result<M, FetchError>> + Send + 'a,
+) -> BoxFuture<'a, Result<Box<dyn DynMailbox>, FetchError>> {
+    Box::pin(async move { Ok(Box::new(opening.await?) as Box<dyn DynMailbox>) })
 }
 
 /// A [`Mailbox`] behind a pointer, so that one session type holds any kind's: every
@@ -138,19 +159,19 @@ impl<M: Mailbox + 'static> DynMailbox for M {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Protocol;
+    use crate::config::{Protocol, TlsMode};
 
     #[test]
     fn every_kind_has_its_name_ports_and_trace_word() {
         let facts: Vec<_> = Protocol::ALL
             .iter()
             .map(|p| {
-                let kind = p.kind();
+                let facts = p.kind().facts();
                 (
-                    kind.name(),
-                    kind.default_port(false),
-                    kind.default_port(true),
-                    kind.trace_word(),
+                    facts.name,
+                    facts.default_port(TlsMode::Starttls),
+                    facts.default_port(TlsMode::Tls),
+                    facts.trace_word,
                 )
             })
             .collect();
@@ -163,8 +184,8 @@ mod tests {
     #[test]
     fn only_imap_has_folders_flags_and_idle_and_only_pop3_apop() {
         let keys = |p: Protocol| {
-            let kind = p.kind();
-            (kind.folders(), kind.seen_flag(), kind.idle(), kind.apop())
+            let f = p.kind().facts();
+            (f.folders, f.seen_flag, f.idle, f.apop)
         };
         assert_eq!(keys(Protocol::Pop3), (false, false, false, true));
         assert_eq!(keys(Protocol::Imap), (true, true, true, false));

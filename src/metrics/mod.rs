@@ -156,7 +156,7 @@ pub fn account_polling(account: &AccountConfig) {
     counter!(names::DELETED, &a).increment(0);
     gauge!(names::POLL_INTERVAL, &a).set(account.poll_interval.as_secs_f64());
     login_refused_now(name, false);
-    let protocol = account.protocol.kind().name();
+    let protocol = account.protocol.kind().facts().name;
     status::registered(
         name,
         format!("{protocol} {}:{}", account.host, account.port),

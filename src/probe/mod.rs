@@ -52,7 +52,7 @@ pub async fn test_account(account: &AccountConfig, state_dir: &Path) -> Section 
     let kind = account.protocol.kind();
     let mut target = format!(
         "{} {}:{} as {}",
-        kind.name(),
+        kind.facts().name,
         account.host,
         account.port,
         account.username
@@ -117,6 +117,24 @@ pub struct Probed {
     /// The `mailbox` step: what the mailbox holds, looked at without changing anything
     /// (skipped when the session failed).
     pub mailbox: Step,
+}
+
+impl Probed {
+    /// The session failed (`failure`, as [`failure_words`] says it): the mailbox is not looked at.
+    pub(crate) fn failed(failure: (Option<Stage>, String)) -> Probed {
+        Probed {
+            failure: Some(failure),
+            mailbox: Step::skipped("mailbox"),
+        }
+    }
+
+    /// The session worked; `mailbox` is what the mailbox holds.
+    pub(crate) fn looked(mailbox: Step) -> Probed {
+        Probed {
+            failure: None,
+            mailbox,
+        }
+    }
 }
 
 /// The host's addresses, or that the proxy resolves it.

@@ -10,7 +10,7 @@ const FOLD_AT: usize = 78;
 
 /// mailferry's trace header, prepended to every relayed copy (loop protection counts these):
 /// `Received: from {upstream_host} by {by} (mailferry) with {POP3|IMAP} id {id}` (the
-/// kind's [`trace_word`](crate::fetch::kind::MailboxKind::trace_word)) then
+/// kind's [`trace_word`](crate::fetch::kind::Facts::trace_word)) then
 /// `\r\n\tfor <{rcpt}>; {RFC 5322 date}\r\n` (no `for` clause when there are several
 /// recipients). The host names and the id are reduced to characters that cannot break the
 /// header (anything else becomes `_`); the result is one folded header field ending in CRLF.
@@ -22,7 +22,7 @@ pub fn received_header(
     recipients: &[Address],
     now: SystemTime,
 ) -> String {
-    let with = protocol.kind().trace_word();
+    let with = protocol.kind().facts().trace_word;
     let clauses = [
         format!("from {}", host_token(upstream_host)),
         format!("by {} (mailferry)", host_token(by)),

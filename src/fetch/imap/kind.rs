@@ -3,7 +3,7 @@
 //! its `test-connection` steps (the folder EXAMINEd, read-only).
 
 use crate::config::{AccountConfig, Password};
-use crate::fetch::kind::{BoxFuture, DynMailbox, MailboxKind};
+use crate::fetch::kind::{BoxFuture, DynMailbox, Facts, MailboxKind, boxed};
 use crate::fetch::mailbox::{FetchError, Upstream};
 use crate::fetch::transport::Progress;
 use crate::probe::{Probed, Stage, Step, failure_words};
@@ -17,32 +17,17 @@ use super::{ImapClient, ImapError};
 pub struct ImapKind;
 
 impl MailboxKind for ImapKind {
-    fn name(&self) -> &'static str {
-        "imap"
-    }
-
-    fn trace_word(&self) -> &'static str {
-        "IMAP"
-    }
-
-    fn default_port(&self, implicit_tls: bool) -> u16 {
-        if implicit_tls { 993 } else { 143 }
-    }
-
-    fn folders(&self) -> bool {
-        true
-    }
-
-    fn seen_flag(&self) -> bool {
-        true
-    }
-
-    fn idle(&self) -> bool {
-        true
-    }
-
-    fn apop(&self) -> bool {
-        false
+    fn facts(&self) -> &'static Facts {
+        &Facts {
+            name: "imap",
+            trace_word: "IMAP",
+            port: 143,
+            tls_port: 993,
+            folders: true,
+            seen_flag: true,
+            idle: true,
+            apop: false,
+        }
     }
 
     fn auth_failed(&self, method: String, text: String, temporary: bool) -> FetchError {
@@ -58,10 +43,7 @@ impl MailboxKind for ImapKind {
         upstream: &'a Upstream<'a>,
         token: Option<&'a Password>,
     ) -> BoxFuture<'a, Result<Box<dyn DynMailbox>, FetchError>> {
-        Box::pin(async move {
-            let session = ImapSession::open(upstream, token).await?;
-            Ok(Box::new(session) as Box<dyn DynMailbox>)
-        })
+        boxed(ImapSession::open(upstream, token))
     }
 
     fn probe<'a>(
@@ -73,25 +55,10 @@ impl MailboxKind for ImapKind {
     ) -> BoxFuture<'a, Probed> {
         Box::pin(async move {
             let result = ImapClient::connect_observed(account, tls, token, progress).await;
-            progress.mechanism = match &result {
-                Ok(client) => client.login_method().map(method_words),
-                Err(ImapError::AuthFailed { method, .. }) => Some(method.clone()),
-                Err(_) => None,
-            };
-            let mut client = match result {
-                Ok(client) => client,
-                Err(e) => {
-                    return Probed {
-                        failure: Some(imap_failure(&e, account.oauth.is_some())),
-                        mailbox: Step::skipped("mailbox"),
-                    };
-                }
-            };
-            let mailbox = examine(&mut client, &account.folder).await;
-            client.logout().await;
-            Probed {
-                failure: None,
-                mailbox,
+            progress.mechanism = login_words(&result);
+            match result {
+                Ok(client) => Probed::looked(examine(client, &account.folder).await),
+                Err(e) => Probed::failed(imap_failure(&e, account.oauth.is_some())),
             }
         })
     }
@@ -101,12 +68,17 @@ impl MailboxKind for ImapKind {
     }
 }
 
-/// How the session logged in, in IMAP's words.
-fn method_words(method: Method) -> String {
-    match method {
-        Method::Sasl(m) => format!("AUTHENTICATE {m}"),
-        Method::Apop => "APOP".to_owned(),
-        Method::Password => "LOGIN".to_owned(),
+/// How the session logged in, in IMAP's words: from the session, or from the refusal;
+/// `None` after PREAUTH.
+fn login_words(result: &Result<ImapClient, ImapError>) -> Option<String> {
+    match result {
+        Ok(client) => client.login_method().map(|method| match method {
+            Method::Sasl(m) => format!("AUTHENTICATE {m}"),
+            Method::Apop => "APOP".to_owned(),
+            Method::Password => "LOGIN".to_owned(),
+        }),
+        Err(ImapError::AuthFailed { method, .. }) => Some(method.clone()),
+        Err(_) => None,
     }
 }
 
@@ -129,8 +101,15 @@ fn imap_failure(e: &ImapError, oauth: bool) -> (Option<Stage>, String) {
     failure_words(e, stage, transport, auth_failed, oauth)
 }
 
-/// EXAMINE (never SELECT: nothing changes), then the sizes of what is there.
-async fn examine(client: &mut ImapClient, folder: &str) -> Step {
+/// EXAMINE (never SELECT: nothing changes), then the sizes of what is there; then LOGOUT.
+async fn examine(mut client: ImapClient, folder: &str) -> Step {
+    let step = look(&mut client, folder).await;
+    client.logout().await;
+    step
+}
+
+/// What the folder holds.
+async fn look(client: &mut ImapClient, folder: &str) -> Step {
     let count = match client.examine(folder).await {
         Ok(count) => count,
         Err(e) => return Step::failed("mailbox", e.to_string()),

@@ -4,7 +4,7 @@
 //! explained).
 
 use crate::config::{AccountConfig, Password};
-use crate::fetch::kind::{BoxFuture, DynMailbox, MailboxKind};
+use crate::fetch::kind::{BoxFuture, DynMailbox, Facts, MailboxKind, boxed};
 use crate::fetch::mailbox::{FetchError, Upstream};
 use crate::fetch::transport::Progress;
 use crate::probe::{Probed, Stage, Step, failure_words};
@@ -18,32 +18,17 @@ use super::{Pop3Client, Pop3Error};
 pub struct Pop3Kind;
 
 impl MailboxKind for Pop3Kind {
-    fn name(&self) -> &'static str {
-        "pop3"
-    }
-
-    fn trace_word(&self) -> &'static str {
-        "POP3"
-    }
-
-    fn default_port(&self, implicit_tls: bool) -> u16 {
-        if implicit_tls { 995 } else { 110 }
-    }
-
-    fn folders(&self) -> bool {
-        false
-    }
-
-    fn seen_flag(&self) -> bool {
-        false
-    }
-
-    fn idle(&self) -> bool {
-        false
-    }
-
-    fn apop(&self) -> bool {
-        true
+    fn facts(&self) -> &'static Facts {
+        &Facts {
+            name: "pop3",
+            trace_word: "POP3",
+            port: 110,
+            tls_port: 995,
+            folders: false,
+            seen_flag: false,
+            idle: false,
+            apop: true,
+        }
     }
 
     fn auth_failed(&self, method: String, text: String, temporary: bool) -> FetchError {
@@ -59,10 +44,7 @@ impl MailboxKind for Pop3Kind {
         upstream: &'a Upstream<'a>,
         token: Option<&'a Password>,
     ) -> BoxFuture<'a, Result<Box<dyn DynMailbox>, FetchError>> {
-        Box::pin(async move {
-            let session = Pop3Session::open(upstream, token).await?;
-            Ok(Box::new(session) as Box<dyn DynMailbox>)
-        })
+        boxed(Pop3Session::open(upstream, token))
     }
 
     fn probe<'a>(
@@ -74,32 +56,10 @@ impl MailboxKind for Pop3Kind {
     ) -> BoxFuture<'a, Probed> {
         Box::pin(async move {
             let result = Pop3Client::connect_observed(account, tls, token, progress).await;
-            progress.mechanism = match &result {
-                Ok(client) => client.login_method().map(method_words),
-                Err(Pop3Error::AuthFailed { method, .. }) => Some(method.clone()),
-                Err(_) => None,
-            };
-            let mut client = match result {
-                Ok(client) => client,
-                Err(e) => {
-                    return Probed {
-                        failure: Some(pop3_failure(&e, account.oauth.is_some())),
-                        mailbox: Step::skipped("mailbox"),
-                    };
-                }
-            };
-            let mailbox = match client.stat().await {
-                Ok((count, size)) => Step::ok(
-                    "mailbox",
-                    format!("{count} message(s), {size} bytes in all (STAT)"),
-                ),
-                Err(e) => Step::failed("mailbox", format!("STAT: {e}")),
-            };
-            // Nothing was marked for deletion: QUIT commits nothing.
-            let _ = client.quit().await;
-            Probed {
-                failure: None,
-                mailbox,
+            progress.mechanism = login_words(&result);
+            match result {
+                Ok(client) => Probed::looked(stat(client).await),
+                Err(e) => Probed::failed(pop3_failure(&e, account.oauth.is_some())),
             }
         })
     }
@@ -109,13 +69,30 @@ impl MailboxKind for Pop3Kind {
     }
 }
 
-/// How the session logged in, in POP3's words.
-fn method_words(method: Method) -> String {
-    match method {
-        Method::Sasl(m) => format!("AUTH {m}"),
-        Method::Apop => "APOP".to_owned(),
-        Method::Password => "USER/PASS".to_owned(),
+/// How the session logged in, in POP3's words: from the session, or from the refusal.
+fn login_words(result: &Result<Pop3Client, Pop3Error>) -> Option<String> {
+    match result {
+        Ok(client) => client.login_method().map(|method| match method {
+            Method::Sasl(m) => format!("AUTH {m}"),
+            Method::Apop => "APOP".to_owned(),
+            Method::Password => "USER/PASS".to_owned(),
+        }),
+        Err(Pop3Error::AuthFailed { method, .. }) => Some(method.clone()),
+        Err(_) => None,
     }
+}
+
+/// STAT, then QUIT: nothing was marked for deletion, so QUIT commits nothing.
+async fn stat(mut client: Pop3Client) -> Step {
+    let step = match client.stat().await {
+        Ok((count, size)) => Step::ok(
+            "mailbox",
+            format!("{count} message(s), {size} bytes in all (STAT)"),
+        ),
+        Err(e) => Step::failed("mailbox", format!("STAT: {e}")),
+    };
+    let _ = client.quit().await;
+    step
 }
 
 /// A failed POP3 session: the stage it failed at, and what to check.
