@@ -6,9 +6,10 @@
 //! is the one list of the kinds.
 //!
 //! A new kind (JMAP, say) is a folder `fetch/jmap/` with its client, a session type that
-//! implements [`Mailbox`], and a `kind.rs` implementing [`MailboxKind`]; then one variant of
-//! [`Protocol`](crate::config::Protocol), its line in `Protocol::kind` and `Protocol::ALL`,
-//! and its error's variant of [`FetchError`].
+//! implements [`Mailbox`], and a `kind.rs` implementing [`MailboxKind`] (and [`SessionError`]
+//! for its error type); then one variant of [`Protocol`](crate::config::Protocol) with its
+//! line in `Protocol::kind` and `Protocol::ALL`, and one variant of [`FetchError`] with its
+//! line in [`FetchError::session_error`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -89,6 +90,23 @@ pub trait MailboxKind: Sync {
     /// The server's capabilities (one per line or word, as [`Progress`] holds them) in
     /// `test-connection`'s words.
     fn capability_words(&self, capabilities: &[String], account: &AccountConfig) -> String;
+}
+
+/// What the pass and the metrics ask of a kind's session error (its variant of
+/// [`FetchError`]).
+pub trait SessionError: std::error::Error + Send + Sync {
+    /// The session is gone (a new one may go on); otherwise only the command failed.
+    fn connection_lost(&self) -> bool;
+
+    /// The server refused the login for good (wrong credentials; not "try again later").
+    fn login_refused(&self) -> bool;
+
+    /// The message is larger than `max_message_size` (nothing of it was kept).
+    fn too_large(&self) -> bool;
+
+    /// The `kind` label of `mailferry_poll_errors_total`, one of
+    /// [`ERROR_KINDS`](crate::metrics::names::ERROR_KINDS).
+    fn metrics_kind(&self) -> &'static str;
 }
 
 /// A kind's session being opened, as [`MailboxKind::open`] returns it.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::config::{AccountConfig, FetchOrder, Password, Protocol};
 
 use super::imap::ImapError;
-use super::kind::DynMailbox;
+use super::kind::{DynMailbox, SessionError};
 use super::pop3::Pop3Error;
 
 /// A message as its mailbox lists it.
@@ -59,10 +59,15 @@ impl From<ImapError> for FetchError {
 impl FetchError {
     /// Whether the session is gone (a new one may go on); otherwise only the command failed.
     pub fn connection_lost(&self) -> bool {
+        self.session_error().is_none_or(|e| e.connection_lost())
+    }
+
+    /// The error of the kind's session; `None` for [`FetchError::LeaseLost`].
+    pub fn session_error(&self) -> Option<&dyn SessionError> {
         match self {
-            FetchError::Pop3(e) => e.connection_lost(),
-            FetchError::Imap(e) => e.connection_lost(),
-            FetchError::LeaseLost => true,
+            FetchError::Pop3(e) => Some(e),
+            FetchError::Imap(e) => Some(e),
+            FetchError::LeaseLost => None,
         }
     }
 
@@ -80,25 +85,12 @@ impl FetchError {
     /// Whether the server refused the login for good (wrong credentials; not `[IN-USE]` or
     /// another "try again later", and not a network failure): the poller backs off.
     pub fn login_refused(&self) -> bool {
-        matches!(
-            self,
-            FetchError::Pop3(Pop3Error::AuthFailed {
-                temporary: false,
-                ..
-            }) | FetchError::Imap(ImapError::AuthFailed {
-                temporary: false,
-                ..
-            })
-        )
+        self.session_error().is_some_and(|e| e.login_refused())
     }
 
     /// Whether the message is larger than `max_message_size` (nothing of it was kept).
     pub fn too_large(&self) -> bool {
-        matches!(
-            self,
-            FetchError::Pop3(Pop3Error::MessageTooLarge { .. })
-                | FetchError::Imap(ImapError::MessageTooLarge { .. })
-        )
+        self.session_error().is_some_and(|e| e.too_large())
     }
 }
 

@@ -3,9 +3,10 @@
 //! its `test-connection` steps (the folder EXAMINEd, read-only).
 
 use crate::config::{AccountConfig, Password};
-use crate::fetch::kind::{BoxFuture, DynMailbox, Facts, MailboxKind, boxed};
+use crate::fetch::kind::{BoxFuture, DynMailbox, Facts, MailboxKind, SessionError, boxed};
 use crate::fetch::mailbox::{FetchError, Upstream};
 use crate::fetch::transport::Progress;
+use crate::metrics::kind::of_transport;
 use crate::probe::{Probed, Stage, Step, failure_words};
 use crate::sasl::Method;
 use crate::tls::TlsClient;
@@ -65,6 +66,45 @@ impl MailboxKind for ImapKind {
 
     fn capability_words(&self, capabilities: &[String], _: &AccountConfig) -> String {
         capabilities.join(" ")
+    }
+}
+
+impl SessionError for ImapError {
+    fn connection_lost(&self) -> bool {
+        ImapError::connection_lost(self)
+    }
+
+    fn login_refused(&self) -> bool {
+        matches!(
+            self,
+            ImapError::AuthFailed {
+                temporary: false,
+                ..
+            }
+        )
+    }
+
+    fn too_large(&self) -> bool {
+        matches!(self, ImapError::MessageTooLarge { .. })
+    }
+
+    fn metrics_kind(&self) -> &'static str {
+        match self {
+            ImapError::Transport(e) => of_transport(e),
+            ImapError::ConnectionClosed | ImapError::Bye(_) => "connect",
+            ImapError::Tls(_) | ImapError::StarttlsNotOffered => "tls",
+            ImapError::AuthFailed { .. }
+            | ImapError::PlaintextRefused
+            | ImapError::NoLoginMethod(_)
+            | ImapError::Sasl(_)
+            | ImapError::InvalidCredential(_) => "login",
+            ImapError::Refused { .. }
+            | ImapError::Protocol(_)
+            | ImapError::ResponseTooLong { .. }
+            | ImapError::MessageGone(_)
+            | ImapError::Folder(_) => "protocol",
+            ImapError::MessageTooLarge { .. } => "other",
+        }
     }
 }
 

@@ -4,9 +4,10 @@
 //! explained).
 
 use crate::config::{AccountConfig, Password};
-use crate::fetch::kind::{BoxFuture, DynMailbox, Facts, MailboxKind, boxed};
+use crate::fetch::kind::{BoxFuture, DynMailbox, Facts, MailboxKind, SessionError, boxed};
 use crate::fetch::mailbox::{FetchError, Upstream};
 use crate::fetch::transport::Progress;
+use crate::metrics::kind::of_transport;
 use crate::probe::{Probed, Stage, Step, failure_words};
 use crate::sasl::Method;
 use crate::tls::TlsClient;
@@ -66,6 +67,45 @@ impl MailboxKind for Pop3Kind {
 
     fn capability_words(&self, capabilities: &[String], account: &AccountConfig) -> String {
         pop3_capabilities(capabilities, account)
+    }
+}
+
+impl SessionError for Pop3Error {
+    fn connection_lost(&self) -> bool {
+        Pop3Error::connection_lost(self)
+    }
+
+    fn login_refused(&self) -> bool {
+        matches!(
+            self,
+            Pop3Error::AuthFailed {
+                temporary: false,
+                ..
+            }
+        )
+    }
+
+    fn too_large(&self) -> bool {
+        matches!(self, Pop3Error::MessageTooLarge { .. })
+    }
+
+    fn metrics_kind(&self) -> &'static str {
+        match self {
+            Pop3Error::Transport(e) => of_transport(e),
+            Pop3Error::ConnectionClosed => "connect",
+            Pop3Error::Tls(_) | Pop3Error::StlsNotOffered => "tls",
+            Pop3Error::AuthFailed { .. }
+            | Pop3Error::PlaintextRefused
+            | Pop3Error::ApopNotOffered
+            | Pop3Error::NoLoginMethod(_)
+            | Pop3Error::Sasl(_)
+            | Pop3Error::InvalidCredential(_) => "login",
+            Pop3Error::ServerError { .. }
+            | Pop3Error::Protocol(_)
+            | Pop3Error::LineTooLong { .. }
+            | Pop3Error::ResponseTooLong { .. } => "protocol",
+            Pop3Error::MessageTooLarge { .. } => "other",
+        }
     }
 }
 
