@@ -43,7 +43,8 @@ pub struct Facts {
     pub folders: bool,
     /// Messages carry a `\Seen` flag that `unseen_only` and `after_fetch: seen` go by.
     pub seen_flag: bool,
-    /// The server may announce new mail while the client waits (`idle: true`).
+    /// The server may announce new mail while the client waits (`idle: true`; the wait is
+    /// IMAP IDLE's, in `fetch/idle.rs`).
     pub idle: bool,
     /// The login may be APOP (`auth: apop`).
     pub apop: bool,

@@ -109,7 +109,8 @@ pub async fn test_account(account: &AccountConfig, state_dir: &Path) -> Section 
     section
 }
 
-/// What a kind's session found for `test-connection` ([`MailboxKind::probe`](crate::fetch::kind::MailboxKind::probe)).
+/// What a kind's session found for `test-connection`
+/// ([`MailboxKind::probe`](crate::fetch::kind::MailboxKind::probe)).
 pub struct Probed {
     /// Why the session failed, if it did: the stage when the error tells it (otherwise how
     /// far the session got decides), and the words.
