@@ -8,8 +8,12 @@
 //!
 //! ```text
 //! fetch/      the `Mailbox` seam (mailbox.rs: list, fetch, mark for deletion, commit) and
-//!             POP3 (fetch/pop3/) and IMAP (fetch/imap/) behind it; proxy.rs (SOCKS5 and
-//!             HTTP CONNECT), transport.rs (connect and download deadlines), idle.rs
+//!             the kinds of mailbox behind it, one folder each: POP3 (fetch/pop3/) and IMAP
+//!             (fetch/imap/), each with its session.rs (its `Mailbox`) and kind.rs (all else
+//!             it says about itself, the `MailboxKind` of fetch/kind.rs: name, ports,
+//!             account keys, test-connection steps, errors; `config::Protocol::kind` lists
+//!             the kinds); proxy.rs (SOCKS5 and HTTP CONNECT), transport.rs (connect and
+//!             download deadlines), idle.rs
 //! route/      pure: headers + config -> recipients, each with the reason it was chosen
 //!             (addrlist.rs reads address lists, rewrite.rs, directory.rs, explain.rs is
 //!             what `mailferry route` prints)

@@ -64,7 +64,6 @@ const SOURCE_ROUTED: &[(&str, SourceRouted)] = &[
     ("postmaster", SourceRouted::Postmaster),
     ("reject", SourceRouted::Reject),
 ];
-const PROTOCOLS: &[(&str, Protocol)] = &[("pop3", Protocol::Pop3), ("imap", Protocol::Imap)];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ModeName {

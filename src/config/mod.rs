@@ -293,13 +293,28 @@ pub enum Initial {
     SkipExisting,
 }
 
-/// The upstream protocol.
+/// The upstream protocol: the kind of mailbox. Each says all about itself in its
+/// [`MailboxKind`](crate::fetch::kind::MailboxKind); a new kind is a variant here, its line in
+/// [`Protocol::ALL`] and in [`Protocol::kind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// POP3 (RFC 1939).
     Pop3,
     /// IMAP4rev1 (RFC 3501).
     Imap,
+}
+
+impl Protocol {
+    /// Every kind, in the order `protocol:`'s error lists them.
+    pub const ALL: [Protocol; 2] = [Protocol::Pop3, Protocol::Imap];
+
+    /// What the kind says about itself: its name, ports, session, `test-connection` steps.
+    pub fn kind(self) -> &'static dyn crate::fetch::kind::MailboxKind {
+        match self {
+            Protocol::Pop3 => &crate::fetch::pop3::kind::Pop3Kind,
+            Protocol::Imap => &crate::fetch::imap::kind::ImapKind,
+        }
+    }
 }
 
 /// `fetch_order`: which messages of a mailbox a pass works through first (it matters when
@@ -543,17 +558,17 @@ pub struct AccountRouting {
 
 impl AccountConfig {
     /// What identifies the mailbox whatever the account is called: protocol, user, host (in
-    /// lower case) and, for IMAP, folder. The state store follows an account renamed in the
-    /// configuration by it; the port and TLS mode may change without changing the mailbox.
+    /// lower case) and, for a kind with folders (IMAP), folder. The state store follows an
+    /// account renamed in the configuration by it; the port and TLS mode may change without
+    /// changing the mailbox.
     pub fn mailbox_id(&self) -> String {
-        let protocol = match self.protocol {
-            Protocol::Pop3 => "pop3",
-            Protocol::Imap => "imap",
-        };
+        let kind = self.protocol.kind().facts();
         let host = self.host.to_ascii_lowercase();
-        match self.protocol {
-            Protocol::Pop3 => format!("{protocol}://{}@{host}", self.username),
-            Protocol::Imap => format!("{protocol}://{}@{host}/{}", self.username, self.folder),
+        let id = format!("{}://{}@{host}", kind.name, self.username);
+        if kind.folders {
+            format!("{id}/{}", self.folder)
+        } else {
+            id
         }
     }
 }

@@ -1,18 +1,17 @@
 //! The seam between a poll pass and an upstream mailbox: [`Source`] opens sessions on one
 //! account's mailbox, a [`Mailbox`] session lists, fetches, marks for deletion and commits.
-//! The pass is written once against these traits; POP3 and IMAP implement them here (a
-//! [`Session`] holds either [`Link`]), and tests use the in-memory mailbox of `pipeline`'s
-//! tests.
+//! The pass is written once against these traits; each kind of mailbox (POP3, IMAP) has its
+//! own session type behind [`Session`] (see [`super::kind`]), and tests use the in-memory
+//! mailbox of `pipeline`'s tests.
 
-use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::config::{AccountConfig, AfterFetch, FetchOrder, Password, Protocol};
+use crate::config::{AccountConfig, FetchOrder, Password, Protocol};
 
-use super::imap::{ImapClient, ImapError};
-use super::pop3::{Pop3Client, Pop3Error};
+use super::imap::ImapError;
+use super::kind::{DynMailbox, SessionError};
+use super::pop3::Pop3Error;
 
 /// A message as its mailbox lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,10 +59,15 @@ impl From<ImapError> for FetchError {
 impl FetchError {
     /// Whether the session is gone (a new one may go on); otherwise only the command failed.
     pub fn connection_lost(&self) -> bool {
+        self.session_error().is_none_or(|e| e.connection_lost())
+    }
+
+    /// The error of the kind's session; `None` for [`FetchError::LeaseLost`].
+    pub fn session_error(&self) -> Option<&dyn SessionError> {
         match self {
-            FetchError::Pop3(e) => e.connection_lost(),
-            FetchError::Imap(e) => e.connection_lost(),
-            FetchError::LeaseLost => true,
+            FetchError::Pop3(e) => Some(e),
+            FetchError::Imap(e) => Some(e),
+            FetchError::LeaseLost => None,
         }
     }
 
@@ -71,47 +75,22 @@ impl FetchError {
     /// when the grant is refused, so that the account backs off; "try later" when the token
     /// endpoint could not be asked).
     pub fn no_token(protocol: Protocol, error: crate::oauth::OAuthError) -> FetchError {
-        let (method, text, temporary) = (
+        protocol.kind().auth_failed(
             "OAuth2 token".to_owned(),
             error.to_string(),
             !error.is_refusal(),
-        );
-        match protocol {
-            Protocol::Pop3 => FetchError::Pop3(Pop3Error::AuthFailed {
-                method,
-                text,
-                temporary,
-            }),
-            Protocol::Imap => FetchError::Imap(ImapError::AuthFailed {
-                method,
-                text,
-                temporary,
-            }),
-        }
+        )
     }
 
     /// Whether the server refused the login for good (wrong credentials; not `[IN-USE]` or
     /// another "try again later", and not a network failure): the poller backs off.
     pub fn login_refused(&self) -> bool {
-        matches!(
-            self,
-            FetchError::Pop3(Pop3Error::AuthFailed {
-                temporary: false,
-                ..
-            }) | FetchError::Imap(ImapError::AuthFailed {
-                temporary: false,
-                ..
-            })
-        )
+        self.session_error().is_some_and(|e| e.login_refused())
     }
 
     /// Whether the message is larger than `max_message_size` (nothing of it was kept).
     pub fn too_large(&self) -> bool {
-        matches!(
-            self,
-            FetchError::Pop3(Pop3Error::MessageTooLarge { .. })
-                | FetchError::Imap(ImapError::MessageTooLarge { .. })
-        )
+        self.session_error().is_some_and(|e| e.too_large())
     }
 }
 
@@ -170,21 +149,6 @@ pub trait Source: Sync {
     fn open(&self) -> impl Future<Output = Result<Self::Session, FetchError>> + Send;
 }
 
-/// Accounts whose POP3 server broke a pipelined response in this process: their sessions
-/// wait for each reply from then on (a server may advertise PIPELINING and not keep to it;
-/// trying again every pass would cost an attempt of some message each time).
-static LOCK_STEP: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-
-/// `MAILFERRY_PIPELINING=off` turns POP3 pipelining off for every account (to compare, or
-/// to rule it out when a server misbehaves).
-fn pipelining_allowed(account: &str) -> bool {
-    if std::env::var("MAILFERRY_PIPELINING").is_ok_and(|v| v == "off") {
-        return false;
-    }
-    let lock_step = LOCK_STEP.lock().unwrap_or_else(|p| p.into_inner());
-    !lock_step.contains(account)
-}
-
 /// The real upstream mailbox of an account, by its `protocol`.
 pub struct Upstream<'a> {
     /// The account.
@@ -195,27 +159,12 @@ pub struct Upstream<'a> {
     pub token: Option<&'a crate::oauth::TokenSource>,
 }
 
-/// A session on a real upstream mailbox: the protocol's client, and the account's
-/// `fetch_order` and what it does with kept mail.
+/// A session on a real upstream mailbox: its kind's session, and the account's
+/// `fetch_order`.
 pub struct Session {
-    /// The account's name, for [`LOCK_STEP`].
-    account: String,
-    link: Link,
+    /// The session of the account's kind ([`MailboxKind::open`](super::kind::MailboxKind::open)).
+    inner: Box<dyn DynMailbox>,
     order: FetchOrder,
-    /// `after_fetch: seen`: kept messages are flagged `\Seen`.
-    flag_seen: bool,
-    /// The listing asks for each message's flags (`unseen_only` or `after_fetch: seen`).
-    want_flags: bool,
-    /// IMAP: UIDs to flag `\Deleted` (or move) at the commit, all in one command.
-    to_delete: Vec<u32>,
-}
-
-/// The protocol client of a [`Session`].
-pub enum Link {
-    /// POP3.
-    Pop3(Pop3Client),
-    /// IMAP, with the account's folder selected.
-    Imap(ImapClient),
 }
 
 impl Source for Upstream<'_> {
@@ -244,69 +193,18 @@ impl Source for Upstream<'_> {
 
 impl Upstream<'_> {
     async fn open_with(&self, token: Option<&Password>) -> Result<Session, FetchError> {
-        let link = match self.account.protocol {
-            Protocol::Pop3 => {
-                let mut client = Pop3Client::connect_with_token(self.account, None, token).await?;
-                client.set_max_message_size(self.max_message_size);
-                if client.pipelining() && !pipelining_allowed(&self.account.name) {
-                    client.set_pipelining(false);
-                }
-                Link::Pop3(client)
-            }
-            Protocol::Imap => {
-                let mut client = ImapClient::connect_with_token(self.account, None, token).await?;
-                client.set_max_message_size(self.max_message_size);
-                client.open_folder(&self.account.folder).await?;
-                if let AfterFetch::Move(target) = &self.account.after_fetch {
-                    client.move_instead_of_delete(target).await?;
-                }
-                Link::Imap(client)
-            }
-        };
-        let flag_seen = self.account.after_fetch == AfterFetch::Seen;
+        let inner = self.account.protocol.kind().open(self, token).await?;
         Ok(Session {
-            account: self.account.name.clone(),
-            link,
+            inner,
             order: self.account.fetch_order,
-            flag_seen,
-            want_flags: flag_seen || self.account.unseen_only,
-            to_delete: Vec::new(),
         })
     }
 }
 
 impl Mailbox for Session {
     async fn list(&mut self) -> Result<Vec<Listed>, FetchError> {
-        // Both clients list the oldest first.
-        let mut listing: Vec<Listed> = match &mut self.link {
-            Link::Pop3(client) => client
-                .listing()
-                .await?
-                .into_iter()
-                .map(|l| Listed {
-                    key: l.uid,
-                    handle: l.number,
-                    size: l.size,
-                    seen: false,
-                })
-                .collect(),
-            Link::Imap(client) => {
-                let Some(uidvalidity) = client.uidvalidity() else {
-                    return Err(ImapError::Protocol("no folder selected".into()).into());
-                };
-                client
-                    .listing(self.want_flags)
-                    .await?
-                    .into_iter()
-                    .map(|l| Listed {
-                        key: format!("{uidvalidity}:{}", l.uid),
-                        handle: l.uid,
-                        size: l.size,
-                        seen: l.seen,
-                    })
-                    .collect()
-            }
-        };
+        // Every kind lists the oldest first.
+        let mut listing = self.inner.list_boxed().await?;
         if self.order == FetchOrder::Newest {
             listing.reverse();
         }
@@ -314,76 +212,30 @@ impl Mailbox for Session {
     }
 
     fn plan(&mut self, upcoming: &[Listed]) {
-        match &mut self.link {
-            Link::Pop3(client) => client.plan(upcoming.iter().map(|l| l.handle)),
-            Link::Imap(client) => client.plan(upcoming.iter().map(|l| (l.handle, l.size))),
-        }
+        self.inner.plan_boxed(upcoming)
     }
 
     async fn fetch(&mut self, msg: &Listed) -> Result<Vec<u8>, FetchError> {
-        match &mut self.link {
-            Link::Pop3(client) => {
-                let result = client.retr(msg.handle).await;
-                if result.is_err() && client.pipelining_failed() {
-                    tracing::warn!(
-                        account = %self.account,
-                        "a pipelined RETR failed: this account's sessions wait for each reply from now on"
-                    );
-                    let mut lock_step = LOCK_STEP.lock().unwrap_or_else(|p| p.into_inner());
-                    lock_step.insert(self.account.clone());
-                }
-                Ok(result?)
-            }
-            Link::Imap(client) => Ok(client.fetch(msg.handle, msg.size).await?),
-        }
+        self.inner.fetch_boxed(msg).await
     }
 
     fn login_delay(&self) -> Option<Duration> {
-        match &self.link {
-            Link::Pop3(client) => (client.capabilities())
-                .and_then(|c| c.login_delay)
-                .map(Duration::from_secs),
-            Link::Imap(_) => None,
-        }
+        self.inner.login_delay_boxed()
     }
 
     fn expire(&self) -> Option<crate::fetch::pop3::Expire> {
-        match &self.link {
-            Link::Pop3(client) => client.capabilities().and_then(|c| c.expire),
-            Link::Imap(_) => None,
-        }
+        self.inner.expire_boxed()
     }
 
     async fn settled(&mut self, msg: &Listed) -> Result<(), FetchError> {
-        match &mut self.link {
-            // Flagged once: a message the listing shows \Seen is left alone.
-            Link::Imap(client) if self.flag_seen && !msg.seen => {
-                Ok(client.mark_seen(msg.handle).await?)
-            }
-            _ => Ok(()),
-        }
+        self.inner.settled_boxed(msg).await
     }
 
     async fn delete(&mut self, msg: &Listed) -> Result<(), FetchError> {
-        match &mut self.link {
-            Link::Pop3(client) => Ok(client.dele_pipelined(msg.handle).await?),
-            // Flagged at the commit, all together: the same for the server, which
-            // expunges only then, and one round trip instead of one per message.
-            Link::Imap(_) => {
-                self.to_delete.push(msg.handle);
-                Ok(())
-            }
-        }
+        self.inner.delete_boxed(msg).await
     }
 
     async fn commit(self) -> Result<Vec<u32>, FetchError> {
-        match self.link {
-            Link::Pop3(client) => Ok(client.quit_reporting().await?),
-            Link::Imap(mut client) => {
-                let refused = client.mark_deleted_all(&self.to_delete).await?;
-                client.commit().await?;
-                Ok(refused)
-            }
-        }
+        self.inner.commit_boxed().await
     }
 }

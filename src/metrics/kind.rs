@@ -1,7 +1,7 @@
 //! Pure: the `kind` label of `mailferry_poll_errors_total` for a failed pass, one of
 //! [`names::ERROR_KINDS`](super::names::ERROR_KINDS).
 
-use crate::fetch::{FetchError, ImapError, Pop3Error, TransportError};
+use crate::fetch::{FetchError, TransportError};
 use crate::pipeline::PassError;
 use crate::relay::RelayError;
 
@@ -15,48 +15,17 @@ pub fn of_pass(error: &PassError) -> &'static str {
     }
 }
 
-/// The kind of a failed upstream session.
+/// The kind of a failed upstream session, as the mailbox kind's error says it.
 pub fn of_fetch(error: &FetchError) -> &'static str {
-    match error {
-        FetchError::Pop3(e) => match e {
-            Pop3Error::Transport(e) => of_transport(e),
-            Pop3Error::ConnectionClosed => "connect",
-            Pop3Error::Tls(_) | Pop3Error::StlsNotOffered => "tls",
-            Pop3Error::AuthFailed { .. }
-            | Pop3Error::PlaintextRefused
-            | Pop3Error::ApopNotOffered
-            | Pop3Error::NoLoginMethod(_)
-            | Pop3Error::Sasl(_)
-            | Pop3Error::InvalidCredential(_) => "login",
-            Pop3Error::ServerError { .. }
-            | Pop3Error::Protocol(_)
-            | Pop3Error::LineTooLong { .. }
-            | Pop3Error::ResponseTooLong { .. } => "protocol",
-            Pop3Error::MessageTooLarge { .. } => "other",
-        },
-        FetchError::Imap(e) => match e {
-            ImapError::Transport(e) => of_transport(e),
-            ImapError::ConnectionClosed | ImapError::Bye(_) => "connect",
-            ImapError::Tls(_) | ImapError::StarttlsNotOffered => "tls",
-            ImapError::AuthFailed { .. }
-            | ImapError::PlaintextRefused
-            | ImapError::NoLoginMethod(_)
-            | ImapError::Sasl(_)
-            | ImapError::InvalidCredential(_) => "login",
-            ImapError::Refused { .. }
-            | ImapError::Protocol(_)
-            | ImapError::ResponseTooLong { .. }
-            | ImapError::MessageGone(_)
-            | ImapError::Folder(_) => "protocol",
-            ImapError::MessageTooLarge { .. } => "other",
-        },
+    match error.session_error() {
+        Some(e) => e.metrics_kind(),
         // Another instance took the account over: the state store's lease.
-        FetchError::LeaseLost => "state",
+        None => "state",
     }
 }
 
 /// The kind of a session lost below its protocol.
-fn of_transport(error: &TransportError) -> &'static str {
+pub(crate) fn of_transport(error: &TransportError) -> &'static str {
     match error {
         TransportError::Connect { .. } | TransportError::Proxy(_) | TransportError::Io(_) => {
             "connect"
@@ -75,6 +44,7 @@ pub fn relay_unreachable(error: &RelayError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fetch::{ImapError, Pop3Error};
     use crate::metrics::names::ERROR_KINDS;
     use std::time::Duration;
 

@@ -156,10 +156,7 @@ pub fn account_polling(account: &AccountConfig) {
     counter!(names::DELETED, &a).increment(0);
     gauge!(names::POLL_INTERVAL, &a).set(account.poll_interval.as_secs_f64());
     login_refused_now(name, false);
-    let protocol = match account.protocol {
-        crate::config::Protocol::Pop3 => "pop3",
-        crate::config::Protocol::Imap => "imap",
-    };
+    let protocol = account.protocol.kind().facts().name;
     status::registered(
         name,
         format!("{protocol} {}:{}", account.host, account.port),

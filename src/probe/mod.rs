@@ -3,7 +3,8 @@
 //! mailbox holds (POP3 STAT; IMAP EXAMINE, read-only) — then the relay (`relay.rs`). Each
 //! step says in words what it found or what is wrong. Nothing is downloaded, flagged or
 //! deleted. The steps are the existing clients' own (`connect_observed` notes how far a
-//! session got); `report.rs` holds the report and its text and JSON forms.
+//! session got), each kind's in its `MailboxKind::probe` (`fetch/pop3/kind.rs`,
+//! `fetch/imap/kind.rs`); `report.rs` holds the report and its text and JSON forms.
 
 mod relay;
 mod report;
@@ -13,10 +14,9 @@ use std::sync::Arc;
 
 pub use report::{Report, Section, Status, Step};
 
-use crate::config::{AccountConfig, Config, Protocol, TlsMode, TlsOptions};
-use crate::fetch::{ImapClient, ImapError, Pop3Client, Pop3Error, Progress, TransportError};
+use crate::config::{AccountConfig, Config, TlsMode, TlsOptions};
+use crate::fetch::{Progress, TransportError};
 use crate::oauth::{OAuthError, TokenSource};
-use crate::sasl::Method;
 use crate::tls::{PeerTls, TlsClient};
 
 /// Tests every account (or the one named) and the relay, the accounts concurrently.
@@ -49,13 +49,13 @@ pub async fn run(config: Arc<Config>, only: Option<&str>) -> Report {
 /// Every step of one account; an account with `oauth:` first gets its access token (from
 /// the refresh token kept under `state_dir`, saving a rotated one as the daemon would).
 pub async fn test_account(account: &AccountConfig, state_dir: &Path) -> Section {
-    let protocol = match account.protocol {
-        Protocol::Pop3 => "pop3",
-        Protocol::Imap => "imap",
-    };
+    let kind = account.protocol.kind();
     let mut target = format!(
-        "{protocol} {}:{} as {}",
-        account.host, account.port, account.username
+        "{} {}:{} as {}",
+        kind.facts().name,
+        account.host,
+        account.port,
+        account.username
     );
     if let Some(proxy) = &account.proxy {
         target.push_str(&format!(" through the proxy {proxy}"));
@@ -100,77 +100,41 @@ pub async fn test_account(account: &AccountConfig, state_dir: &Path) -> Section 
     };
     let token = token.as_ref();
     let mut progress = Progress::default();
-    match account.protocol {
-        Protocol::Pop3 => {
-            let result = Pop3Client::connect_observed(account, tls, token, &mut progress).await;
-            progress.mechanism = match &result {
-                Ok(client) => method_words(client.login_method(), Protocol::Pop3),
-                Err(Pop3Error::AuthFailed { method, .. }) => Some(method.clone()),
-                Err(_) => None,
-            };
-            let oauth = account.oauth.is_some();
-            let failure = result.as_ref().err().map(|e| pop3_failure(e, oauth));
-            let failure = with_token_error(failure, token_error);
-            section
-                .steps
-                .extend(session_steps(account, &progress, failure));
-            if let Ok(mut client) = result {
-                section.steps.push(match client.stat().await {
-                    Ok((count, size)) => Step::ok(
-                        "mailbox",
-                        format!("{count} message(s), {size} bytes in all (STAT)"),
-                    ),
-                    Err(e) => Step::failed("mailbox", format!("STAT: {e}")),
-                });
-                // Nothing was marked for deletion: QUIT commits nothing.
-                let _ = client.quit().await;
-            } else {
-                section.steps.push(Step::skipped("mailbox"));
-            }
-        }
-        Protocol::Imap => {
-            let result = ImapClient::connect_observed(account, tls, token, &mut progress).await;
-            progress.mechanism = match &result {
-                Ok(client) => method_words(client.login_method(), Protocol::Imap),
-                Err(ImapError::AuthFailed { method, .. }) => Some(method.clone()),
-                Err(_) => None,
-            };
-            let oauth = account.oauth.is_some();
-            let failure = result.as_ref().err().map(|e| imap_failure(e, oauth));
-            let failure = with_token_error(failure, token_error);
-            section
-                .steps
-                .extend(session_steps(account, &progress, failure));
-            if let Ok(mut client) = result {
-                section
-                    .steps
-                    .push(imap_mailbox(&mut client, &account.folder).await);
-                client.logout().await;
-            } else {
-                section.steps.push(Step::skipped("mailbox"));
-            }
-        }
-    }
+    let probed = kind.probe(account, tls, token, &mut progress).await;
+    let failure = with_token_error(probed.failure, token_error);
+    section
+        .steps
+        .extend(session_steps(account, &progress, failure));
+    section.steps.push(probed.mailbox);
     section
 }
 
-/// EXAMINE (never SELECT: nothing changes), then the sizes of what is there.
-async fn imap_mailbox(client: &mut ImapClient, folder: &str) -> Step {
-    let count = match client.examine(folder).await {
-        Ok(count) => count,
-        Err(e) => return Step::failed("mailbox", e.to_string()),
-    };
-    match client.listing(false).await {
-        Ok(listed) => {
-            let size: u64 = listed.iter().filter_map(|l| l.size).sum();
-            Step::ok(
-                "mailbox",
-                format!(
-                    "folder {folder}: {count} message(s), {size} bytes in all (EXAMINE, read-only)"
-                ),
-            )
+/// What a kind's session found for `test-connection`
+/// ([`MailboxKind::probe`](crate::fetch::kind::MailboxKind::probe)).
+pub struct Probed {
+    /// Why the session failed, if it did: the stage when the error tells it (otherwise how
+    /// far the session got decides), and the words.
+    pub failure: Option<(Option<Stage>, String)>,
+    /// The `mailbox` step: what the mailbox holds, looked at without changing anything
+    /// (skipped when the session failed).
+    pub mailbox: Step,
+}
+
+impl Probed {
+    /// The session failed (`failure`, as [`failure_words`] says it): the mailbox is not looked at.
+    pub(crate) fn failed(failure: (Option<Stage>, String)) -> Probed {
+        Probed {
+            failure: Some(failure),
+            mailbox: Step::skipped("mailbox"),
         }
-        Err(e) => Step::failed("mailbox", format!("folder {folder}: listing: {e}")),
+    }
+
+    /// The session worked; `mailbox` is what the mailbox holds.
+    pub(crate) fn looked(mailbox: Step) -> Probed {
+        Probed {
+            failure: None,
+            mailbox,
+        }
     }
 }
 
@@ -212,10 +176,14 @@ pub(crate) async fn resolve_host(
 
 /// The steps a session passes before the mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Stage {
+pub enum Stage {
+    /// The TCP connection (through the proxy).
     Connect,
+    /// TLS, implicit or after STARTTLS.
     Tls,
+    /// The server's capabilities.
     Capabilities,
+    /// The login.
     Authenticate,
 }
 
@@ -238,47 +206,23 @@ fn reached(progress: &Progress, account: &AccountConfig) -> Stage {
     }
 }
 
-fn pop3_failure(e: &Pop3Error, oauth: bool) -> (Option<Stage>, String) {
-    let stage = match e {
-        Pop3Error::Transport(TransportError::Connect { .. } | TransportError::Proxy(_)) => {
-            Some(Stage::Connect)
-        }
-        Pop3Error::Tls(_) | Pop3Error::StlsNotOffered | Pop3Error::PlaintextRefused => {
-            Some(Stage::Tls)
-        }
-        Pop3Error::AuthFailed { .. }
-        | Pop3Error::ApopNotOffered
-        | Pop3Error::InvalidCredential(_) => Some(Stage::Authenticate),
-        _ => None,
+/// A failed session in words, for a kind's [`Probed::failure`]: `stage` as the kind's error
+/// tells it, else [`Stage::Connect`] when the connection (or the proxy) failed; a refused
+/// connection says what to check, and so does a refused login (`auth_failed`).
+pub(crate) fn failure_words(
+    e: &dyn std::fmt::Display,
+    stage: Option<Stage>,
+    transport: Option<&TransportError>,
+    auth_failed: bool,
+    oauth: bool,
+) -> (Option<Stage>, String) {
+    let stage = match transport {
+        Some(TransportError::Connect { .. } | TransportError::Proxy(_)) => Some(Stage::Connect),
+        _ => stage,
     };
-    let detail = match e {
-        Pop3Error::Transport(TransportError::Connect { error: source, .. }) => {
-            format!("{e}{}", connect_hint(source))
-        }
-        Pop3Error::AuthFailed { .. } => auth_words(e, oauth),
-        _ => e.to_string(),
-    };
-    (stage, detail)
-}
-
-fn imap_failure(e: &ImapError, oauth: bool) -> (Option<Stage>, String) {
-    let stage = match e {
-        ImapError::Transport(TransportError::Connect { .. } | TransportError::Proxy(_)) => {
-            Some(Stage::Connect)
-        }
-        ImapError::Tls(_) | ImapError::StarttlsNotOffered | ImapError::PlaintextRefused => {
-            Some(Stage::Tls)
-        }
-        ImapError::AuthFailed { .. }
-        | ImapError::NoLoginMethod(_)
-        | ImapError::InvalidCredential(_) => Some(Stage::Authenticate),
-        _ => None,
-    };
-    let detail = match e {
-        ImapError::Transport(TransportError::Connect { error: source, .. }) => {
-            format!("{e}{}", connect_hint(source))
-        }
-        ImapError::AuthFailed { .. } => auth_words(e, oauth),
+    let detail = match transport {
+        Some(TransportError::Connect { error, .. }) => format!("{e}{}", connect_hint(error)),
+        _ if auth_failed => auth_words(e, oauth),
         _ => e.to_string(),
     };
     (stage, detail)
@@ -321,17 +265,6 @@ fn auth_words(e: &dyn std::fmt::Display, oauth: bool) -> String {
     format!(
         "the server refused the login: {e}; {check} (a refused login is retried with growing intervals, up to auth_backoff_max)"
     )
-}
-
-/// How the session logged in, as the protocol words it; `None` after IMAP PREAUTH.
-fn method_words(method: Option<Method>, protocol: Protocol) -> Option<String> {
-    Some(match (method?, protocol) {
-        (Method::Sasl(m), Protocol::Pop3) => format!("AUTH {m}"),
-        (Method::Sasl(m), Protocol::Imap) => format!("AUTHENTICATE {m}"),
-        (Method::Apop, _) => "APOP".to_owned(),
-        (Method::Password, Protocol::Pop3) => "USER/PASS".to_owned(),
-        (Method::Password, Protocol::Imap) => "LOGIN".to_owned(),
-    })
 }
 
 /// What a failed TCP connect most likely means.
@@ -412,10 +345,9 @@ fn session_steps(
     steps.push(tls_step);
 
     let caps = progress.capabilities.as_ref();
-    let caps_detail = match (caps, account.protocol) {
-        (Some(lines), Protocol::Pop3) => pop3_capabilities(lines, account),
-        (Some(words), Protocol::Imap) => words.join(" "),
-        (None, _) => "the server does not answer CAPA (an RFC 1939-only server)".to_owned(),
+    let caps_detail = match caps {
+        Some(lines) => account.protocol.kind().capability_words(lines, account),
+        None => "the server does not answer CAPA (an RFC 1939-only server)".to_owned(),
     };
     let caps_known = caps.is_some() || (failed_at.is_none() && connected);
     steps.push(step(
@@ -436,32 +368,6 @@ fn session_steps(
         format!("logged in as {} with {mechanism}", account.username),
     ));
     steps
-}
-
-/// The POP3 capability lines, with LOGIN-DELAY and EXPIRE explained.
-fn pop3_capabilities(lines: &[String], account: &AccountConfig) -> String {
-    let mut out = lines.join(", ");
-    for line in lines {
-        let mut words = line.split_ascii_whitespace();
-        let name = words.next().unwrap_or_default().to_ascii_uppercase();
-        let value = words.next().unwrap_or_default();
-        if name == "LOGIN-DELAY" {
-            let secs: u64 = value.parse().unwrap_or(0);
-            let interval = account.poll_interval.as_secs();
-            out.push_str(&format!(
-                "; LOGIN-DELAY {secs}s: the poll interval honours it (a pass every {}s)",
-                interval.max(secs)
-            ));
-        } else if name == "EXPIRE" {
-            let words = match value.to_ascii_uppercase().as_str() {
-                "NEVER" => "the server never deletes mail on its own".to_owned(),
-                "0" => "the server deletes every message once it was downloaded, whatever retention says".to_owned(),
-                days => format!("the server deletes messages {days} day(s) after they were downloaded"),
-            };
-            out.push_str(&format!("; EXPIRE {value}: {words}"));
-        }
-    }
-    out
 }
 
 /// The TLS session in words: version, cipher, the certificate, and why it was trusted.

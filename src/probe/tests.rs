@@ -6,6 +6,8 @@ use std::time::Duration;
 use super::relay::{session_steps as relay_steps, size_step};
 use super::*;
 use crate::config::from_yaml_str;
+use crate::fetch::Pop3Error;
+use crate::fetch::pop3::kind::{pop3_capabilities, pop3_failure};
 use crate::relay::RelayError;
 use crate::relay::check::{SessionCheck, Stage as RelayStage};
 

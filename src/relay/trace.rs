@@ -9,7 +9,8 @@ use crate::config::Protocol;
 const FOLD_AT: usize = 78;
 
 /// mailferry's trace header, prepended to every relayed copy (loop protection counts these):
-/// `Received: from {upstream_host} by {by} (mailferry) with {POP3|IMAP} id {id}` then
+/// `Received: from {upstream_host} by {by} (mailferry) with {POP3|IMAP} id {id}` (the
+/// kind's [`trace_word`](crate::fetch::kind::Facts::trace_word)) then
 /// `\r\n\tfor <{rcpt}>; {RFC 5322 date}\r\n` (no `for` clause when there are several
 /// recipients). The host names and the id are reduced to characters that cannot break the
 /// header (anything else becomes `_`); the result is one folded header field ending in CRLF.
@@ -21,10 +22,7 @@ pub fn received_header(
     recipients: &[Address],
     now: SystemTime,
 ) -> String {
-    let with = match protocol {
-        Protocol::Pop3 => "POP3",
-        Protocol::Imap => "IMAP",
-    };
+    let with = protocol.kind().facts().trace_word;
     let clauses = [
         format!("from {}", host_token(upstream_host)),
         format!("by {} (mailferry)", host_token(by)),

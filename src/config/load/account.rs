@@ -2,14 +2,11 @@
 
 use super::login::LoginFor;
 use super::*;
+use crate::fetch::kind::Facts;
 
-pub(super) fn default_port(protocol: Protocol, tls: TlsMode) -> u16 {
-    match (protocol, tls == TlsMode::Tls) {
-        (Protocol::Pop3, false) => 110,
-        (Protocol::Pop3, true) => 995,
-        (Protocol::Imap, false) => 143,
-        (Protocol::Imap, true) => 993,
-    }
+/// The account's protocol is known and its kind has no use for a key: `has` is false.
+fn lacks(protocol: Option<Protocol>, has: fn(&Facts) -> bool) -> bool {
+    protocol.is_some_and(|p| !has(p.kind().facts()))
 }
 
 pub(super) fn valid_account_name(name: &str) -> bool {
@@ -109,9 +106,10 @@ impl Checker<'_> {
             names.push((name.clone(), n.line));
             Some(name)
         });
+        let protocols = Protocol::ALL.map(|p| (p.kind().facts().name, p));
         let protocol = self
             .require(s, "protocol")
-            .and_then(|n| self.choice(n, &s.name("protocol"), PROTOCOLS));
+            .and_then(|n| self.choice(n, &s.name("protocol"), &protocols));
         let host = self
             .require(s, "host")
             .and_then(|n| self.host(n, &s.name("host")));
@@ -121,7 +119,7 @@ impl Checker<'_> {
         };
         let port = match s.get("port") {
             None => match (protocol, tls) {
-                (Some(p), Some(t)) => Some(default_port(p, t)),
+                (Some(p), Some(t)) => Some(p.kind().facts().default_port(t)),
                 _ => None,
             },
             Some(n) => self.port(n, &s.name("port")),
@@ -144,7 +142,7 @@ impl Checker<'_> {
         };
         let mode = self.mode(s);
         let folder = match s.get("folder") {
-            Some(n) if protocol == Some(Protocol::Pop3) => {
+            Some(n) if lacks(protocol, |k| k.folders) => {
                 self.err(
                     n,
                     format!(
@@ -199,7 +197,7 @@ impl Checker<'_> {
         };
         let unseen_only = match s.get("unseen_only") {
             None => Some(false),
-            Some(n) if protocol == Some(Protocol::Pop3) => {
+            Some(n) if lacks(protocol, |k| k.seen_flag) => {
                 self.err(
                     n,
                     format!(
@@ -214,7 +212,7 @@ impl Checker<'_> {
         let auth = self.login_methods(s, LoginFor::Account(protocol), s.has("oauth"));
         let idle = match s.get("idle") {
             None => Some(false),
-            Some(n) if protocol == Some(Protocol::Pop3) => {
+            Some(n) if lacks(protocol, |k| k.idle) => {
                 let name = s.name("idle");
                 self.err(
                     n,
@@ -499,7 +497,7 @@ impl Checker<'_> {
     ) -> Option<AfterFetch> {
         let value = self.text(node, name)?;
         let problem = match value.strip_prefix("move:").map(str::trim) {
-            _ if protocol == Some(Protocol::Pop3) => {
+            _ if lacks(protocol, |k| k.folders || k.seen_flag) => {
                 "only imap accounts have folders to move mail to and flags to set".to_owned()
             }
             None if value == "seen" && retention == Some(Retention::Delete) => {

@@ -86,7 +86,7 @@ impl Checker<'_> {
             let name = s.name(key);
             for method in list {
                 let why = match (to, method) {
-                    (LoginFor::Account(Some(Protocol::Imap)), Method::Apop) => {
+                    (LoginFor::Account(Some(p)), Method::Apop) if !p.kind().facts().apop => {
                         "APOP is a POP3 command; an imap account cannot use it".to_owned()
                     }
                     (LoginFor::Relay, Method::Apop | Method::Password) => format!(

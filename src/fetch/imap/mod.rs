@@ -5,7 +5,8 @@
 //!
 //! `protocol.rs` reads responses without I/O, `command.rs` writes commands (quoting, literals,
 //! UID sets), `folder.rs` finds the configured folder among those LIST names, `conn.rs` is
-//! the byte stream with its timeouts and `client.rs` the session.
+//! the byte stream with its timeouts and `client.rs` the session; `session.rs` is IMAP's
+//! `Mailbox`, `kind.rs` what IMAP says about itself (`MailboxKind`).
 
 #[cfg(test)]
 mod batch_tests;
@@ -15,6 +16,7 @@ mod conn;
 pub mod folder;
 #[cfg(test)]
 mod idle_tests;
+pub mod kind;
 #[cfg(test)]
 mod login_tests;
 pub mod protocol;
@@ -24,6 +26,7 @@ mod protocol_tests;
 mod sasl_tests;
 #[cfg(test)]
 mod seen_tests;
+pub mod session;
 #[cfg(test)]
 mod stall_tests;
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! The POP3 client (RFC 1939, CAPA from RFC 2449, STLS from RFC 2595), written in the project:
 //! `protocol.rs` is the wire format without I/O, `apop.rs` the APOP digest, `client.rs` the
 //! session over TCP or TLS, `pipeline.rs` its RFC 2449 PIPELINING (RETRs ahead, DELEs
-//! without waiting), `secret.rs` what may be sent and shown of a credential.
+//! without waiting), `secret.rs` what may be sent and shown of a credential; `session.rs` is
+//! POP3's `Mailbox`, `kind.rs` what POP3 says about itself (`MailboxKind`).
 
 pub mod apop;
 #[cfg(test)]
 mod apop_tests;
 mod client;
 mod conn;
+pub mod kind;
 mod login;
 #[cfg(test)]
 mod oauth_tests;
@@ -18,6 +20,7 @@ pub mod protocol;
 #[cfg(test)]
 pub(crate) mod sasl_tests;
 mod secret;
+pub mod session;
 #[cfg(test)]
 mod stall_tests;
 #[cfg(test)]
