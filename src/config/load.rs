@@ -94,6 +94,8 @@ const BACKOFF_MAX: (u64, u64) = (5, 86_400);
 const MAX_CONCURRENT_ACCOUNTS: (u64, u64) = (1, 1_000);
 /// `max_message_size` bounds, in bytes: 1 KiB ..= 1 GiB.
 const MESSAGE_SIZE: (u64, u64) = (1_024, 1 << 30);
+/// `memory_budget` bounds, in bytes: 1 MiB ..= 64 GiB.
+const MEMORY_BUDGET: (u64, u64) = (1 << 20, 64 << 30);
 const RETRY_DELAY: (u64, u64) = (0, 86_400);
 /// `state.postgres.lease_ttl` bounds: 3 seconds ..= 1 hour.
 const LEASE_TTL: (u64, u64) = (3, 3_600);
@@ -242,6 +244,10 @@ impl Checker<'_> {
             None => Some(crate::config::DEFAULT_MAX_MESSAGE_SIZE),
             Some(n) => self.size(n, "max_message_size", MESSAGE_SIZE),
         };
+        let memory_budget = match top.get("memory_budget") {
+            None => Some(crate::config::DEFAULT_MEMORY_BUDGET),
+            Some(n) => self.size(n, "memory_budget", MEMORY_BUDGET),
+        };
         let source_routed = match top.get("source_routed") {
             None => Some(SourceRouted::default()),
             Some(n) => self.choice(n, "source_routed", SOURCE_ROUTED),
@@ -306,6 +312,7 @@ impl Checker<'_> {
             postmaster: postmaster?,
             envelope_headers: envelope_headers?,
             max_message_size: max_message_size?,
+            memory_budget: memory_budget?,
             source_routed: source_routed?,
             dedup_window: dedup?.then_some(dedup_window?),
             rewrite: rewrite?,

@@ -56,6 +56,9 @@ pub const DEFAULT_MAX_CONCURRENT_ACCOUNTS: usize = 16;
 /// `max_message_size` when not set: 50 MB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 50_000_000;
 
+/// `memory_budget` when not set: 256 MiB.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
+
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -76,6 +79,9 @@ pub struct Config {
     /// Largest message downloaded, in bytes: a larger one is left upstream (RETR is not even
     /// tried when LIST announces it larger).
     pub max_message_size: u64,
+    /// Bytes of downloaded mail all accounts together hold at once, waiting to be relayed; a
+    /// message larger than this goes through alone.
+    pub memory_budget: u64,
     /// What becomes of a recipient address in an accepted domain whose local part would make
     /// the internal server relay it onward (`%`, `!`, a quoted `@`, a source route).
     pub source_routed: SourceRouted,

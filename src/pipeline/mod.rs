@@ -4,6 +4,7 @@
 //! `deliver.rs` is one message's way through route → relay → state.
 
 mod backoff;
+mod budget;
 mod decide;
 mod deliver;
 mod lease;

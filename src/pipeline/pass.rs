@@ -26,6 +26,7 @@ use crate::retention;
 use crate::route::Rules;
 use crate::state::{Headline, MessageState, Quarantined, StateError, StateStore};
 
+use super::budget::{self, Budget, Reserved};
 use super::deliver::{self, Prepared, Verdict};
 use super::notice;
 use super::plan::{self, Next};
@@ -155,6 +156,7 @@ pub async fn run_pass<S: Source, St: StateStore, R: Relay>(
         },
         report: PassReport::default(),
         tried: HashSet::new(),
+        budget: budget::shared(config.memory_budget),
     };
     // At the deadline the pass ends where it is: what was recorded stays recorded, what was
     // deleted but not committed is deleted again next pass.
@@ -172,6 +174,8 @@ struct Pass<'a, St, R> {
     report: PassReport,
     /// Messages attempted in this pass: not again after a reconnect.
     tried: HashSet<String>,
+    /// `memory_budget`, shared with the other passes.
+    budget: Budget,
 }
 
 /// What a message needs once it is downloaded: shared by the messages in flight.
@@ -412,7 +416,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                     let q = state.and_then(|s| s.quarantine.clone());
                     if let Some(q) = q.filter(|q| !q.notified && !q.forgotten) {
                         let uid = uid.clone();
-                        flight.push(None, 0, listed, async move {
+                        flight.push(None, listed, async move {
                             let result = ctx.tell_postmaster(&uid, &q, "").await;
                             (PassReport::default(), result.map(|()| Attempt::Unsettled))
                         });
@@ -422,7 +426,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                 Next::Defer => self.report.deferred += 1,
                 Next::GiveUp => {
                     let why = "it failed on every attempt";
-                    flight.push(None, 0, listed, ctx.give_up(uid, "attempts", why, ""));
+                    flight.push(None, listed, ctx.give_up(uid, "attempts", why, ""));
                 }
                 Next::Attempt if self.tried.contains(uid) => {}
                 Next::Attempt if listed.size.is_some_and(|n| n > ctx.config.max_message_size) => {
@@ -430,11 +434,11 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                         "larger than max_message_size ({} bytes) by the server's LIST",
                         ctx.config.max_message_size
                     );
-                    flight.push(None, 0, listed, ctx.give_up(uid, "too_large", &why, ""));
+                    flight.push(None, listed, ctx.give_up(uid, "too_large", &why, ""));
                 }
                 Next::Attempt => {
                     self.tried.insert(uid.clone());
-                    while flight.full(listed.size) {
+                    while flight.full() {
                         let Some(done) = flight.next().await else {
                             break;
                         };
@@ -443,19 +447,24 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                     if !course.going() || *stop.borrow() {
                         break;
                     }
-                    self.attempt(mailbox, listed, flight, course).await?;
+                    let reserved = flight.drive(self.budget.reserve(listed.size.unwrap_or(0)));
+                    let reserved = reserved.await;
+                    self.attempt(mailbox, listed, reserved, flight, course)
+                        .await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// One attempt at one message: counted in the store first, then downloaded, then handed
-    /// on to `flight` for route → relay → state. Only a state-store failure is an error.
+    /// One attempt at one message: counted in the store first, then downloaded (its listed
+    /// size `reserved` in the memory budget), then handed on to `flight` for route → relay →
+    /// state. Only a state-store failure is an error.
     async fn attempt<M: Mailbox>(
         &mut self,
         mailbox: &mut M,
         listed: &Listed,
+        reserved: Reserved,
         flight: &mut Flight<'a>,
         course: &mut Course,
     ) -> Result<(), PassError> {
@@ -468,7 +477,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
             Ok(raw) => raw,
             Err(e) if e.too_large() => {
                 let why = e.to_string();
-                flight.push(None, 0, listed, ctx.give_up(uid, "too_large", &why, ""));
+                flight.push(None, listed, ctx.give_up(uid, "too_large", &why, ""));
                 return Ok(());
             }
             Err(e) => {
@@ -479,7 +488,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                 let lost = e.connection_lost();
                 let why = format!("RETR failed: {e}");
                 let failed = ctx.failed(uid, state, why, !lost, "unreadable", String::new());
-                flight.push(None, 0, listed, failed);
+                flight.push(None, listed, failed);
                 if lost {
                     course.ended = Session::Lost(e);
                 }
@@ -488,11 +497,17 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
         };
         self.report.fetched += 1;
         crate::metrics::message_fetched(name, raw.len());
+        // Larger than listed (or not listed): the rest is reserved now that it is held.
+        let size = raw.len() as u64;
+        let more = match size.checked_sub(listed.size.unwrap_or(0)) {
+            Some(more) if more > 0 => Some(flight.drive(self.budget.reserve(more)).await),
+            _ => None,
+        };
         // A loop is never delivered: kept upstream, recorded, counted, the postmaster told.
         if let Some(looped) = crate::route::looped(&raw, ctx.rules) {
             let excerpt = notice::excerpt(&raw);
             let why = looped.to_string();
-            flight.push(None, 0, listed, ctx.give_up(uid, "loop", &why, &excerpt));
+            flight.push(None, listed, ctx.give_up(uid, "loop", &why, &excerpt));
             return Ok(());
         }
         let prepared = Prepared::new(ctx.config, ctx.account, ctx.rules, uid, &state, &raw);
@@ -505,8 +520,12 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
             };
             self.finish(mailbox, done, course).await?;
         }
-        let size = raw.len();
-        flight.push(id, size, listed, ctx.deliver(uid, state, prepared, raw));
+        let work = ctx.deliver(uid, state, prepared, raw);
+        flight.push(id, listed, async move {
+            let worked = work.await;
+            drop((reserved, more));
+            worked
+        });
         Ok(())
     }
 
@@ -835,21 +854,17 @@ struct Finished {
     result: Result<Attempt, PassError>,
 }
 
-/// At most this many bytes of downloaded mail wait in one pass's flight; a larger message
-/// goes alone.
-const FLIGHT_BYTES: usize = 32 << 20;
-
 /// The messages of a session handed on and not finished: relayed and recorded concurrently,
 /// up to twice `relay.connections` of them (so that the relay's sessions stay busy while
-/// outcomes are committed), finishing in the order they were handed on.
+/// outcomes are committed), finishing in the order they were handed on. Their bytes are
+/// reserved in the memory budget.
 struct Flight<'a> {
     running: FuturesOrdered<Pin<Box<dyn Future<Output = Finished> + Send + 'a>>>,
-    /// The dedup id and size of each running message, in the same order.
-    running_ids: VecDeque<(Option<String>, usize)>,
+    /// The dedup id of each running message, in the same order.
+    running_ids: VecDeque<Option<String>>,
     /// Finished while the session waited on its mailbox, not yet taken.
     done: VecDeque<Finished>,
     window: usize,
-    bytes: usize,
 }
 
 impl<'a> Flight<'a> {
@@ -859,15 +874,13 @@ impl<'a> Flight<'a> {
             running_ids: VecDeque::new(),
             done: VecDeque::new(),
             window: 2 * connections.max(1) as usize,
-            bytes: 0,
         }
     }
 
-    /// Hands on one message's work; `id` is its dedup id, `size` the bytes it holds.
+    /// Hands on one message's work; `id` is its dedup id.
     fn push(
         &mut self,
         id: Option<String>,
-        size: usize,
         listed: &Listed,
         work: impl Future<Output = Worked> + Send + 'a,
     ) {
@@ -880,15 +893,12 @@ impl<'a> Flight<'a> {
                 result,
             }
         }));
-        self.running_ids.push_back((id, size));
-        self.bytes += size;
+        self.running_ids.push_back(id);
     }
 
-    /// Whether a message of `size` bytes (if known) must wait for room.
-    fn full(&self, size: Option<u64>) -> bool {
-        let held = self.len();
-        let size = size.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
-        held >= self.window || (held > 0 && self.bytes.saturating_add(size) > FLIGHT_BYTES)
+    /// Whether the next message must wait for room.
+    fn full(&self) -> bool {
+        self.len() >= self.window
     }
 
     /// Messages handed on and not yet taken back.
@@ -898,9 +908,7 @@ impl<'a> Flight<'a> {
 
     /// Whether a message with this dedup id is still running.
     fn holds(&self, id: &str) -> bool {
-        self.running_ids
-            .iter()
-            .any(|(i, _)| i.as_deref() == Some(id))
+        self.running_ids.iter().any(|i| i.as_deref() == Some(id))
     }
 
     /// The next finished message, waiting for it; `None` when nothing is in flight.
@@ -934,8 +942,6 @@ impl<'a> Flight<'a> {
     }
 
     fn finished_one(&mut self) {
-        if let Some((_, size)) = self.running_ids.pop_front() {
-            self.bytes -= size;
-        }
+        self.running_ids.pop_front();
     }
 }

@@ -563,6 +563,44 @@ async fn messages_are_relayed_side_by_side_but_never_two_copies_of_one() {
     assert!(w.mailbox.keys().is_empty());
 }
 
+#[tokio::test(start_paused = true)]
+async fn downloading_waits_for_the_memory_budget_and_a_larger_message_goes_alone() {
+    let mut w = World::new("");
+    w.config.memory_budget = 1 << 20;
+    let big = |to: &str, kib: usize| {
+        let mut m = mail(to, &format!("{kib} KiB"));
+        m.extend(std::iter::repeat_n(b'x', kib << 10));
+        m.extend_from_slice(b"\r\n");
+        m
+    };
+    // Two of 600 KiB never fit together in 1 MiB; the 1.5 MiB one takes all of it.
+    // (Different sizes: different messages, which the pass would not hold apart anyway.)
+    w.mailbox.add(&big("a@example.com", 600));
+    w.mailbox.add(&big("b@example.com", 610));
+    w.mailbox.add(&big("c@example.com", 1536));
+    w.relay.set_delay(Duration::from_secs(10));
+    let started = tokio::time::Instant::now();
+    let report = w.pass().await.unwrap();
+    assert_eq!(report.settled, 3);
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(30),
+        "one after the other"
+    );
+    for to in ["a", "b", "c"] {
+        assert_eq!(w.received(&format!("{to}@example.com")), 1);
+    }
+
+    // With room for all three, they are relayed side by side.
+    w.config.memory_budget = 4 << 20;
+    w.mailbox.add(&big("a@example.com", 601));
+    w.mailbox.add(&big("b@example.com", 611));
+    w.mailbox.add(&big("c@example.com", 1537));
+    let started = tokio::time::Instant::now();
+    w.pass().await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+}
+
 #[tokio::test]
 async fn the_same_mail_under_new_keys_is_not_delivered_again() {
     // As after an IMAP UIDVALIDITY change: the mailbox recreated with the same mail.

@@ -825,6 +825,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         postmaster: addr("postmaster@corp.local"),
         envelope_headers: vec!["Delivered-To".into()],
         max_message_size: crate::config::DEFAULT_MAX_MESSAGE_SIZE,
+        memory_budget: crate::config::DEFAULT_MEMORY_BUDGET,
         source_routed: SourceRouted::Reject,
         dedup_window: None,
         rewrite: Vec::new(),

@@ -721,6 +721,7 @@ fn deadlines_and_size_cap_default() {
     assert_eq!(c.relay.data_timeout, Duration::from_secs(600));
     assert_eq!(c.accounts[0].pass_deadline, Duration::from_secs(1800));
     assert_eq!(c.max_message_size, 50_000_000);
+    assert_eq!(c.memory_budget, 256 << 20);
 }
 
 #[test]
@@ -729,12 +730,16 @@ fn deadlines_and_size_cap_are_read() {
         "  host: mail.corp.local\n",
         "  host: mail.corp.local\n  data_timeout: 15m\n",
     );
-    let text = text.replacen("accounts:\n", "max_message_size: 10MiB\naccounts:\n", 1)
-        + "    pass_deadline: 2h\n";
+    let text = text.replacen(
+        "accounts:\n",
+        "max_message_size: 10MiB\nmemory_budget: 64MiB\naccounts:\n",
+        1,
+    ) + "    pass_deadline: 2h\n";
     let c = load(&text).unwrap();
     assert_eq!(c.relay.data_timeout, Duration::from_secs(900));
     assert_eq!(c.accounts[0].pass_deadline, Duration::from_secs(7200));
     assert_eq!(c.max_message_size, 10 * 1024 * 1024);
+    assert_eq!(c.memory_budget, 64 << 20);
     for (written, bytes) in [
         ("50MB", 50_000_000),
         ("500KB", 500_000),
