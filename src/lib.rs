@@ -43,7 +43,8 @@
 //! `pipeline/` (the wiring: one poller per account, its schedule and shutdown in `mod.rs`,
 //! hot reload in `reload.rs`, back-off after refused logins and failed passes and the
 //! polling jitter in `backoff.rs`, the PostgreSQL lease around a pass in `lease.rs`, one poll
-//! pass in `pass.rs`, one message's way through
+//! pass in `pass.rs` (downloading one message at a time while the ones before it are relayed
+//! and recorded side by side, within `memory_budget`: `budget.rs`), one message's way through
 //! route → relay → state in `deliver.rs`, written against the three seams (each has an in-memory
 //! twin, `memory.rs`, for `pipeline/tests.rs`), the pure per-message decisions — attempt, wait,
 //! give up — in `plan.rs`, the pure delivery planner — who is sent to, what each reply and the

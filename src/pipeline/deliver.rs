@@ -39,9 +39,7 @@ pub struct Delivery {
     pub plan: Plan,
 }
 
-/// A message routed and planned, not yet sent: the first half of [`deliver`], free of I/O, so
-/// that the pass knows a message's dedup id before it sends it (two copies of one message are
-/// never in flight together).
+/// A message routed and planned, not yet sent: the first half of [`deliver`], free of I/O.
 pub struct Prepared {
     routing: route::Routing,
     plan: Plan,
@@ -96,11 +94,6 @@ impl Prepared {
             dedup,
             now,
         }
-    }
-
-    /// The message's dedup id (`None` with `dedup: off`).
-    pub fn dedup_id(&self) -> Option<&str> {
-        self.dedup.as_ref().map(|(id, _)| id.as_str())
     }
 }
 

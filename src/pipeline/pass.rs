@@ -27,6 +27,7 @@ use crate::route::Rules;
 use crate::state::{Headline, MessageState, Quarantined, StateError, StateStore};
 
 use super::budget::{self, Budget, Reserved};
+use super::decide;
 use super::deliver::{self, Prepared, Verdict};
 use super::notice;
 use super::plan::{self, Next};
@@ -471,8 +472,6 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
         let ctx = self.ctx;
         let name = ctx.account.name.as_str();
         let uid = listed.key.as_str();
-        let begun = ctx.store.begin_attempt(name, uid, SystemTime::now());
-        let state = flight.drive(begun).await?;
         let raw = match flight.drive(mailbox.fetch(listed)).await {
             Ok(raw) => raw,
             Err(e) if e.too_large() => {
@@ -487,8 +486,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                 // counts: a message that breaks every connection is quarantined in the end).
                 let lost = e.connection_lost();
                 let why = format!("RETR failed: {e}");
-                let failed = ctx.failed(uid, state, why, !lost, "unreadable", String::new());
-                flight.push(None, listed, failed);
+                flight.push(None, listed, ctx.failed(uid, why, !lost, "unreadable"));
                 if lost {
                     course.ended = Session::Lost(e);
                 }
@@ -503,25 +501,22 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
             Some(more) if more > 0 => Some(flight.drive(self.budget.reserve(more)).await),
             _ => None,
         };
-        // A loop is never delivered: kept upstream, recorded, counted, the postmaster told.
-        if let Some(looped) = crate::route::looped(&raw, ctx.rules) {
-            let excerpt = notice::excerpt(&raw);
-            let why = looped.to_string();
-            flight.push(None, listed, ctx.give_up(uid, "loop", &why, &excerpt));
-            return Ok(());
-        }
-        let prepared = Prepared::new(ctx.config, ctx.account, ctx.rules, uid, &state, &raw);
-        let id = prepared.dedup_id().map(str::to_owned);
         // Another copy of this message in flight: it is recorded first, so that this one
-        // sees who got it (dedup_window).
-        while id.as_deref().is_some_and(|id| flight.holds(id)) {
+        // sees who got it (dedup_window). The key is the dedup id without the Message-ID: a
+        // plain scan of the bytes (nothing parses the message before its attempt is counted),
+        // the same for any two copies the dedup id takes as one.
+        let key = ctx
+            .config
+            .dedup_window
+            .map(|_| decide::dedup_id(None, &raw));
+        while key.as_deref().is_some_and(|key| flight.holds(key)) {
             let Some(done) = flight.next().await else {
                 break;
             };
             self.finish(mailbox, done, course).await?;
         }
-        let work = ctx.deliver(uid, state, prepared, raw);
-        flight.push(id, listed, async move {
+        let work = ctx.deliver(uid, raw);
+        flight.push(key, listed, async move {
             let worked = work.await;
             drop((reserved, more));
             worked
@@ -625,21 +620,36 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
 /// What a message in flight does, after its download: each returns what it adds to the
 /// pass's report, and where the message ended.
 impl<'a, St: StateStore, R: Relay> Ctx<'a, St, R> {
-    /// Route → relay → state for one downloaded message.
-    fn deliver(
-        self,
-        uid: &str,
-        state: MessageState,
-        prepared: Prepared,
-        raw: Vec<u8>,
-    ) -> impl Future<Output = Worked> + Send + 'a {
+    /// One downloaded message: its attempt counted, then route → relay → state.
+    fn deliver(self, uid: &str, raw: Vec<u8>) -> impl Future<Output = Worked> + Send + 'a {
         let uid = uid.to_owned();
         async move {
             let mut tally = PassReport::default();
-            let result = self.relay_and_record(&uid, &state, prepared, &raw, &mut tally);
-            let result = result.await;
+            let result = self.attempt(&uid, &raw, &mut tally).await;
             (tally, result)
         }
+    }
+
+    async fn attempt(
+        self,
+        uid: &str,
+        raw: &[u8],
+        tally: &mut PassReport,
+    ) -> Result<Attempt, PassError> {
+        let name = self.account.name.as_str();
+        // Counted before anything parses the message: one that crashes the process every
+        // time is quarantined in the end. (Its download went on meanwhile, overlapping the
+        // write; reading the bytes parses nothing.)
+        let state = (self.store.begin_attempt(name, uid, SystemTime::now())).await?;
+        // A loop is never delivered: kept upstream, recorded, counted, the postmaster told.
+        if let Some(looped) = crate::route::looped(raw, self.rules) {
+            let excerpt = notice::excerpt(raw);
+            (self.quarantine(uid, "loop", &looped.to_string(), &excerpt, tally)).await?;
+            return Ok(Attempt::Unsettled);
+        }
+        let prepared = Prepared::new(self.config, self.account, self.rules, uid, &state, raw);
+        self.relay_and_record(uid, &state, prepared, raw, tally)
+            .await
     }
 
     async fn relay_and_record(
@@ -691,23 +701,28 @@ impl<'a, St: StateStore, R: Relay> Ctx<'a, St, R> {
         })
     }
 
-    /// A failed attempt, as work for the flight.
+    /// A failed download, as work for the flight: its attempt counted, then backing off.
     fn failed(
         self,
         uid: &str,
-        state: MessageState,
         why: String,
         wait: bool,
         metric: &'static str,
-        excerpt: String,
     ) -> impl Future<Output = Worked> + Send + 'a {
         let uid = uid.to_owned();
         async move {
             let mut tally = PassReport::default();
-            let result = (self
-                .record_failed(&uid, &state, &why, wait, metric, &excerpt, &mut tally))
-            .await
-            .map(|()| Attempt::Unsettled);
+            let name = self.account.name.as_str();
+            let result = match self
+                .store
+                .begin_attempt(name, &uid, SystemTime::now())
+                .await
+            {
+                Ok(state) => (self.record_failed(&uid, &state, &why, wait, metric, "", &mut tally))
+                    .await
+                    .map(|()| Attempt::Unsettled),
+                Err(e) => Err(e.into()),
+            };
             (tally, result)
         }
     }
