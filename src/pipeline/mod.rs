@@ -7,6 +7,7 @@ mod backoff;
 mod budget;
 mod decide;
 mod deliver;
+mod flight;
 mod lease;
 mod notice;
 mod pass;

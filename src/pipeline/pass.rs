@@ -8,14 +8,11 @@
 //! Just over 600 lines: the pass's steps in the order they run; the decisions are already out
 //! in `plan.rs` and `decide.rs`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
 use tokio::sync::watch;
 
 use crate::config::{AccountConfig, Config, Initial, Retention};
@@ -29,6 +26,7 @@ use crate::state::{Headline, MessageState, Quarantined, StateError, StateStore};
 use super::budget::{self, Budget, Reserved};
 use super::decide;
 use super::deliver::{self, Prepared, Verdict};
+use super::flight;
 use super::notice;
 use super::plan::{self, Next};
 
@@ -326,7 +324,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
             ended: Session::Done,
             relay_down: false,
         };
-        let mut flight = Flight::new(ctx.config.relay.connections);
+        let mut flight = Flight::new(2 * ctx.config.relay.connections as usize);
         let handed = (self.hand_on(
             &mut mailbox,
             &listing,
@@ -417,17 +415,21 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                     let q = state.and_then(|s| s.quarantine.clone());
                     if let Some(q) = q.filter(|q| !q.notified && !q.forgotten) {
                         let uid = uid.clone();
-                        flight.push(None, listed, async move {
+                        let work = async move {
                             let result = ctx.tell_postmaster(&uid, &q, "").await;
                             (PassReport::default(), result.map(|()| Attempt::Unsettled))
-                        });
+                        };
+                        flight.push(None, finishing(listed, work));
                     }
                 }
                 Next::Wait => self.report.waiting += 1,
                 Next::Defer => self.report.deferred += 1,
                 Next::GiveUp => {
                     let why = "it failed on every attempt";
-                    flight.push(None, listed, ctx.give_up(uid, "attempts", why, ""));
+                    flight.push(
+                        None,
+                        finishing(listed, ctx.give_up(uid, "attempts", why, "")),
+                    );
                 }
                 Next::Attempt if self.tried.contains(uid) => {}
                 Next::Attempt if listed.size.is_some_and(|n| n > ctx.config.max_message_size) => {
@@ -435,7 +437,10 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                         "larger than max_message_size ({} bytes) by the server's LIST",
                         ctx.config.max_message_size
                     );
-                    flight.push(None, listed, ctx.give_up(uid, "too_large", &why, ""));
+                    flight.push(
+                        None,
+                        finishing(listed, ctx.give_up(uid, "too_large", &why, "")),
+                    );
                 }
                 Next::Attempt => {
                     self.tried.insert(uid.clone());
@@ -476,7 +481,10 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
             Ok(raw) => raw,
             Err(e) if e.too_large() => {
                 let why = e.to_string();
-                flight.push(None, listed, ctx.give_up(uid, "too_large", &why, ""));
+                flight.push(
+                    None,
+                    finishing(listed, ctx.give_up(uid, "too_large", &why, "")),
+                );
                 return Ok(());
             }
             Err(e) => {
@@ -486,7 +494,10 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                 // counts: a message that breaks every connection is quarantined in the end).
                 let lost = e.connection_lost();
                 let why = format!("RETR failed: {e}");
-                flight.push(None, listed, ctx.failed(uid, why, !lost, "unreadable"));
+                flight.push(
+                    None,
+                    finishing(listed, ctx.failed(uid, why, !lost, "unreadable")),
+                );
                 if lost {
                     course.ended = Session::Lost(e);
                 }
@@ -516,11 +527,12 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
             self.finish(mailbox, done, course).await?;
         }
         let work = ctx.deliver(uid, raw);
-        flight.push(key, listed, async move {
+        let work = async move {
             let worked = work.await;
             drop((reserved, more));
             worked
-        });
+        };
+        flight.push(key, finishing(listed, work));
         Ok(())
     }
 
@@ -869,94 +881,22 @@ struct Finished {
     result: Result<Attempt, PassError>,
 }
 
-/// The messages of a session handed on and not finished: relayed and recorded concurrently,
-/// up to twice `relay.connections` of them (so that the relay's sessions stay busy while
-/// outcomes are committed), finishing in the order they were handed on. Their bytes are
-/// reserved in the memory budget.
-struct Flight<'a> {
-    running: FuturesOrdered<Pin<Box<dyn Future<Output = Finished> + Send + 'a>>>,
-    /// The dedup id of each running message, in the same order.
-    running_ids: VecDeque<Option<String>>,
-    /// Finished while the session waited on its mailbox, not yet taken.
-    done: VecDeque<Finished>,
-    window: usize,
-}
+/// The messages of a session in flight: at most twice `relay.connections` of them, so that
+/// the relay's sessions stay busy while outcomes are committed.
+type Flight<'a> = flight::Flight<'a, Finished>;
 
-impl<'a> Flight<'a> {
-    fn new(connections: u32) -> Flight<'a> {
-        Flight {
-            running: FuturesOrdered::new(),
-            running_ids: VecDeque::new(),
-            done: VecDeque::new(),
-            window: 2 * connections.max(1) as usize,
+/// `work` on the message `listed`, as the flight takes it back.
+fn finishing<'a>(
+    listed: &Listed,
+    work: impl Future<Output = Worked> + Send + 'a,
+) -> impl Future<Output = Finished> + Send + 'a {
+    let listed = listed.clone();
+    async move {
+        let (tally, result) = work.await;
+        Finished {
+            listed,
+            tally,
+            result,
         }
-    }
-
-    /// Hands on one message's work; `id` is its dedup id.
-    fn push(
-        &mut self,
-        id: Option<String>,
-        listed: &Listed,
-        work: impl Future<Output = Worked> + Send + 'a,
-    ) {
-        let listed = listed.clone();
-        self.running.push_back(Box::pin(async move {
-            let (tally, result) = work.await;
-            Finished {
-                listed,
-                tally,
-                result,
-            }
-        }));
-        self.running_ids.push_back(id);
-    }
-
-    /// Whether the next message must wait for room.
-    fn full(&self) -> bool {
-        self.len() >= self.window
-    }
-
-    /// Messages handed on and not yet taken back.
-    fn len(&self) -> usize {
-        self.running.len() + self.done.len()
-    }
-
-    /// Whether a message with this dedup id is still running.
-    fn holds(&self, id: &str) -> bool {
-        self.running_ids.iter().any(|i| i.as_deref() == Some(id))
-    }
-
-    /// The next finished message, waiting for it; `None` when nothing is in flight.
-    async fn next(&mut self) -> Option<Finished> {
-        if let Some(done) = self.done.pop_front() {
-            return Some(done);
-        }
-        let done = self.running.next().await?;
-        self.finished_one();
-        Some(done)
-    }
-
-    /// A message that finished already, if any.
-    fn take_done(&mut self) -> Option<Finished> {
-        self.done.pop_front()
-    }
-
-    /// Runs `f` while the messages in flight go on (their results kept for `next`).
-    async fn drive<T>(&mut self, f: impl Future<Output = T>) -> T {
-        let mut f = std::pin::pin!(f);
-        loop {
-            tokio::select! {
-                biased;
-                out = &mut f => return out,
-                Some(done) = self.running.next(), if !self.running.is_empty() => {
-                    self.finished_one();
-                    self.done.push_back(done);
-                }
-            }
-        }
-    }
-
-    fn finished_one(&mut self) {
-        self.running_ids.pop_front();
     }
 }
