@@ -40,7 +40,7 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
@@ -529,6 +529,7 @@ fn run_kept(k: usize, options: &Options, timeout: Duration) -> Vec<RunResult> {
     ];
     let width = labels.iter().map(String::len).max().unwrap_or(0);
     let mut results: Vec<RunResult> = Vec::new();
+    let mut bare: Vec<f64> = Vec::new();
     for run in 1..=options.runs {
         let stage = Stage::start(options, &new.users, Tool::Mailferry);
         let started = Instant::now();
@@ -563,13 +564,86 @@ fn run_kept(k: usize, options: &Options, timeout: Duration) -> Vec<RunResult> {
             print_run(&format!("run {run}/{}", options.runs), width, &r);
             results.push(r);
         }
+        match bare_listing(stage.pop3_port(), CATCHALL, timeout) {
+            Ok((wall, listed)) => {
+                println!(
+                    "run {run}/{} {:<width$} {:>8.2} s  (login, UIDL, LIST of {listed}, QUIT: \
+                     the server's and the wire's part of any pass)",
+                    options.runs,
+                    "bare POP3 session",
+                    wall.as_secs_f64()
+                );
+                bare.push(wall.as_secs_f64());
+            }
+            Err(e) => println!("run {run}/{}: bare POP3 session failed: {e}", options.runs),
+        }
     }
     print_table(
         &results,
         &format!("{k} messages kept upstream, {n} new"),
         options,
     );
+    if let Some(wall) = median(&mut bare) {
+        println!(
+            "\n  a bare POP3 session listing the {} messages (login, UIDL, LIST, QUIT) took {wall:.2} s (median)",
+            k + n
+        );
+    }
     results
+}
+
+/// One POP3 session on 127.0.0.1:`port` that logs in as `user`, lists the mailbox (UIDL,
+/// then LIST) and quits, timed; and how many messages UIDL gave.
+fn bare_listing(port: u16, user: &str, timeout: Duration) -> Result<(Duration, usize), String> {
+    let started = Instant::now();
+    let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    // Sends `command` (none: the greeting), reads the status line and, if `multi`, the lines
+    // up to the final "."; returns how many there were.
+    let mut ask = |command: Option<&str>, multi: bool| -> Result<usize, String> {
+        if let Some(c) = command {
+            writer
+                .write_all(format!("{c}\r\n").as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let mut line = Vec::new();
+        let mut read = |line: &mut Vec<u8>| {
+            line.clear();
+            match reader.read_until(b'\n', line) {
+                Ok(0) => Err("connection closed".to_owned()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        read(&mut line)?;
+        if !line.starts_with(b"+OK") {
+            return Err(format!(
+                "{}: {}",
+                command.unwrap_or("greeting"),
+                String::from_utf8_lossy(&line).trim_end()
+            ));
+        }
+        let mut lines = 0;
+        while multi {
+            read(&mut line)?;
+            if line == b".\r\n" {
+                break;
+            }
+            lines += 1;
+        }
+        Ok(lines)
+    };
+    ask(None, false)?;
+    ask(Some(&format!("USER {user}")), false)?;
+    ask(Some(&format!("PASS {PASSWORD}")), false)?;
+    let listed = ask(Some("UIDL"), true)?;
+    ask(Some("LIST"), true)?;
+    ask(Some("QUIT"), false)?;
+    Ok((started.elapsed(), listed))
 }
 
 /// One line per pass, its label padded to `width`.
@@ -856,12 +930,16 @@ impl Stage {
         }
     }
 
+    /// The POP3 port clients connect to: the proxy's, if there is one.
+    fn pop3_port(&self) -> u16 {
+        self.proxy
+            .as_ref()
+            .map_or(self.upstream.pop3_port(), |p| p.port)
+    }
+
     /// The tool's command line for this stage's servers and `corpus`'s mailboxes.
     fn prepare(&self, tool: Tool, options: &Options, corpus: &Corpus) -> Command {
-        let pop3_port = self
-            .proxy
-            .as_ref()
-            .map_or(self.upstream.pop3_port(), |p| p.port);
+        let pop3_port = self.pop3_port();
         let smtp_port = self.sink.port();
         let prepared = match tool {
             Tool::Mailferry => mailferry_command(&self.work, pop3_port, smtp_port, options, corpus),
