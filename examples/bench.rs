@@ -314,6 +314,8 @@ struct Check {
     altered: usize,
     /// Messages expected to stay upstream (`retention: keep`).
     kept: usize,
+    /// How many mailboxes the pass collected from.
+    mailboxes: usize,
     /// Messages still in the mailboxes afterwards beyond those kept.
     left_upstream: usize,
     /// Messages gone from the mailboxes that should have been kept.
@@ -334,9 +336,10 @@ impl Check {
 
     fn summary(&self) -> String {
         if self.is_perfect() {
-            let upstream = match self.kept {
-                0 => "mailbox empty".to_owned(),
-                n => format!("{n} kept upstream"),
+            let upstream = match (self.kept, self.mailboxes) {
+                (0, 0 | 1) => "mailbox empty".to_owned(),
+                (0, m) => format!("all {m} mailboxes empty"),
+                (n, _) => format!("{n} kept upstream"),
             };
             return format!("ok ({} delivered once, {upstream})", self.delivered);
         }
@@ -1268,6 +1271,7 @@ fn check(sink: &SmtpSink, before: usize, upstream: &Upstream, corpus: &Corpus) -
     let mut c = Check {
         transactions: transactions.len(),
         kept: corpus.kept,
+        mailboxes: corpus.users.len(),
         left_upstream: left.saturating_sub(corpus.kept),
         deleted_kept: corpus.kept.saturating_sub(left),
         ..Check::default()
