@@ -270,9 +270,9 @@ struct RunResult {
     peak_rss_kb: Option<u64>,
     cpu_secs: Option<f64>,
     check: Check,
-    /// Chunks the proxy forwarded client→server per message of the pass (only with
-    /// `--delay-ms`).
-    chunks_per_message: Option<f64>,
+    /// Chunks the proxy forwarded client→server during the pass, and the messages the pass
+    /// had to deliver (only with `--delay-ms`).
+    client_chunks: Option<(u64, usize)>,
     /// `strace -c`'s summary (only under [`Watch::Strace`]).
     strace: Option<String>,
 }
@@ -668,9 +668,11 @@ fn print_run(prefix: &str, width: usize, r: &RunResult) {
             ),
             None => "TIMEOUT".to_owned(),
         },
-        r.chunks_per_message.map_or(String::new(), |c| format!(
-            "  {c:.1} client->server chunks/msg"
-        )),
+        match r.client_chunks {
+            None => String::new(),
+            Some((c, 0)) => format!("  {c} client->server chunks"),
+            Some((c, n)) => format!("  {:.1} client->server chunks/msg", c as f64 / n as f64),
+        },
         r.check.summary()
     );
 }
@@ -998,9 +1000,9 @@ impl Stage {
             peak_rss_kb: measured.peak_rss_kb,
             cpu_secs: measured.cpu_secs,
             check,
-            chunks_per_message: chunks()
+            client_chunks: chunks()
                 .zip(chunks_before)
-                .map(|(c, b)| (c - b) as f64 / corpus.mails.len().max(1) as f64),
+                .map(|(c, b)| (c - b, corpus.mails.len())),
             strace: (watch == Watch::Strace)
                 .then(|| fs::read_to_string(self.work.join("strace.txt")).unwrap_or_default()),
         };
