@@ -16,14 +16,16 @@
 //!   configuration (`max_concurrent_accounts` at its default); fetchmail: one rc file, one
 //!   `poll` entry with A `user` entries (it collects them one after the other). Every message
 //!   delivered once, every mailbox empty.
-//! - `--size-mb S`: one message of S MB (10^6 bytes, lines of 76 characters) and `--messages`
+//! - `--size-mb S`: one message of S MB (10^6 bytes, numbered text lines) and `--messages`
 //!   (default 3) ordinary ones; mailferry's `max_message_size` is set above S. Compare the
 //!   peak RSS with S.
 //! - `--kept K` (`--messages` new ones, default 100): mailferry only, `retention: keep`. The
 //!   mailbox holds K messages; pass 1 (`initial: skip_existing`) takes them as handled; N new
 //!   messages are added; pass 2 must deliver just those; pass 3 finds nothing new. Each pass
 //!   is timed (same state directory, same Dovecot): pass 2 should cost about pass 3 plus the
-//!   N messages, and pass 3 little, however large K is. Every message stays upstream.
+//!   N messages, and pass 3 little, however large K is. Every message stays upstream. Then a
+//!   bare POP3 session (login, UIDL, LIST, QUIT) is timed: the server's share of any pass
+//!   over that mailbox.
 //!
 //! `--delay-ms D` puts a TCP proxy in front of Dovecot that delays every chunk by D ms in each
 //! direction (round trip 2·D), like a far server; both tools go through it.
@@ -440,7 +442,8 @@ fn print_header(options: &Options, corpus: &Corpus, timeout: Duration) {
         Scenario::Kept(k) => println!(
             "bench: scenario --kept {k}: mailferry only, retention: keep; pass 1 takes {k} \
              messages upstream as handled (initial: skip_existing); {n} new ones are added; \
-             pass 2 delivers them; pass 3 finds nothing new. Each pass timed"
+             pass 2 delivers them; pass 3 finds nothing new. Each pass timed, then a bare POP3 \
+             session listing the mailbox"
         ),
     }
     let bytes = corpus.bytes();
