@@ -634,12 +634,14 @@ fn bare_listing(port: u16, user: &str, timeout: Duration) -> Result<(Duration, u
             ));
         }
         let mut lines = 0;
-        while multi {
-            read(&mut line)?;
-            if line == b".\r\n" {
-                break;
+        if multi {
+            loop {
+                read(&mut line)?;
+                if line == b".\r\n" {
+                    break;
+                }
+                lines += 1;
             }
-            lines += 1;
         }
         Ok(lines)
     };
