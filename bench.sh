@@ -6,6 +6,9 @@
 #   ./bench.sh                              # 2000 messages, 3 runs per tool, loopback
 #   ./bench.sh --messages 300 --delay-ms 10 # through a proxy adding 10 ms each way
 #   ./bench.sh --runs 5 --tools mailferry   # options: see examples/bench.rs
+#   ./bench.sh --accounts 200 --messages 50 # 200 mailboxes of 50 messages, one config
+#   ./bench.sh --size-mb 50                 # one 50 MB message (and 3 small ones)
+#   ./bench.sh --kept 50000 --messages 100  # mailferry, retention keep: 50,000 seen + 100 new
 #   MAILFERRY_PIPELINING=off ./bench.sh --server courier  # mailferry's POP3 lock-step path
 set -euo pipefail
 cd "$(dirname "$0")"
