@@ -211,8 +211,12 @@ fn main() -> ExitCode {
                 Some(name) => config.account(name),
                 None => config.accounts.first(),
             };
-            // The configuration has at least one account: the loader refuses none.
+            // None only with every account in the PostgreSQL accounts table.
             let Some(account) = account else {
+                eprintln!(
+                    "{}: no account to route as (name one with --account)",
+                    config_path.display()
+                );
                 return ExitCode::from(2);
             };
             match read_capped(&message, config.max_message_size) {
