@@ -80,6 +80,16 @@ enum Command {
         /// The message file (.eml).
         message: PathBuf,
     },
+    /// Per account: who polls it, its last pass (when, how it ended), the next pass due, the
+    /// messages waiting and quarantined, the failures in a row. Read from the state store
+    /// (SQLite or PostgreSQL) beside a running daemon, writing nothing.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Quarantine: the messages mailferry gave up on (left upstream), and what to do with them.
     State {
         #[command(subcommand)]
@@ -149,6 +159,7 @@ fn main() -> ExitCode {
         | Command::PollOnce { config, .. }
         | Command::CheckConfig { config }
         | Command::TestConnection { config, .. }
+        | Command::Status { config, .. }
         | Command::Route { config, .. } => config.clone(),
         Command::State {
             action:
@@ -262,6 +273,14 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+        Command::Status { json, .. } => report(runtime().and_then(|rt| {
+            let status = rt.block_on(mailferry::state::status::read(&config))?;
+            match json {
+                true => println!("{}", status.to_json()),
+                false => println!("{status}"),
+            }
+            Ok(())
+        })),
         Command::State { action, .. } => {
             report(runtime().and_then(|rt| rt.block_on(state_command(&config, action))))
         }

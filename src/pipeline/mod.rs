@@ -15,7 +15,7 @@ pub mod reload;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -24,7 +24,7 @@ use crate::config::{AccountConfig, Config};
 use crate::fetch::{Source, Upstream};
 use crate::oauth::Tokens;
 use crate::relay::{Relay, SmtpRelay};
-use crate::state::{StateError, StateStore, Store};
+use crate::state::{PassEnded, StateError, StateStore, Store};
 
 pub use decide::dedup_id;
 pub use pass::{PassError, PassReport};
@@ -173,7 +173,9 @@ pub async fn poll_once_with<M: Mailboxes, St: StateStore, R: Relay>(
         tasks.spawn(async move {
             let _turn = turns.acquire_owned().await;
             let name = config.accounts[index].name.clone();
-            let result = guarded_pass(config, index, mailboxes, store, relay, stop, false).await;
+            let result =
+                guarded_pass(config, index, mailboxes, store.clone(), relay, stop, false).await;
+            note_pass(&store, &name, &result, None, false).await;
             (index, name, result)
         });
     }
@@ -354,6 +356,26 @@ async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
     }
 }
 
+/// Notes how a pass ended and when the next is due, for `mailferry status`; a failure to is
+/// logged (the store says why), and the poller goes on.
+async fn note_pass<St: StateStore>(
+    store: &St,
+    account: &str,
+    result: &Result<PassReport, PassError>,
+    next_at: Option<SystemTime>,
+    backing_off: bool,
+) {
+    let pass = PassEnded {
+        at: SystemTime::now(),
+        error: result.as_ref().err().map(ToString::to_string),
+        next_at,
+        backing_off,
+    };
+    if let Err(e) = store.record_pass(account, &pass).await {
+        tracing::warn!(account = %account, "could not note the pass for mailferry status: {e}");
+    }
+}
+
 /// What the pollers share besides the seams: the stop, the way to stop the daemon, and the
 /// turns of `max_concurrent_accounts`.
 struct Control {
@@ -429,6 +451,12 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
             );
         }
         let backoff = failures.after_pass(account, &result);
+        let next_at = (!*stop.borrow()).then(|| {
+            let wait = (began + backoff.unwrap_or(account.poll_interval))
+                .duration_since(tokio::time::Instant::now());
+            SystemTime::now() + wait
+        });
+        note_pass(&store, &account.name, &result, next_at, backoff.is_some()).await;
         match result {
             Err(e) if e.is_fatal() => {
                 let _ = fatal.send(e.to_string()).await;

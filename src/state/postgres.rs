@@ -10,6 +10,7 @@
 //! `sqlite.rs`'s one for one, easier to compare side by side than spread over files.
 
 mod lease;
+mod passes;
 mod schema;
 
 use std::collections::{HashMap, HashSet};
@@ -52,6 +53,15 @@ impl PgStore {
     /// Connects to the database at `url` (a `postgres://` URL or a libpq key=value string)
     /// and brings the schema up to date. No error names the URL: it holds the password.
     pub async fn open(url: &str) -> Result<PgStore, StateError> {
+        let store = PgStore::connect(url)?;
+        let mut client = store.client().await?;
+        schema::migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    /// A pool on the database at `url`, connecting when first used; the schema as it is
+    /// (for `mailferry status`, which writes nothing).
+    pub fn connect(url: &str) -> Result<PgStore, StateError> {
         let config: tokio_postgres::Config = url.parse().map_err(|_| {
             StateError::PgConfig(
                 "state.postgres: the URL is not a valid postgres:// URL or key=value string".into(),
@@ -69,14 +79,11 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StateError::PgConfig(e.to_string()))?;
-        let store = PgStore {
+        Ok(PgStore {
             pool,
             leases: Arc::default(),
             instance: instance_id().into(),
-        };
-        let mut client = store.client().await?;
-        schema::migrate(&mut client).await?;
-        Ok(store)
+        })
     }
 
     /// `hostname:pid` of this process.
@@ -555,6 +562,10 @@ impl StateStore for PgStore {
 
     async fn release(&self, account: &str, done: super::PassDone) -> Result<(), StateError> {
         self.release_lease(account, done).await
+    }
+
+    async fn record_pass(&self, account: &str, pass: &super::PassEnded) -> Result<(), StateError> {
+        self.write_backoff(account, pass).await
     }
 }
 
