@@ -19,12 +19,12 @@ pub(super) struct Part {
     pub(super) sources: Vec<Source>,
 }
 
-/// An account already taken in, for duplicates: its name, mailbox and where it is written.
+/// An account already taken in, for duplicates: its name, mailbox and where it is written
+/// (`file:line`).
 pub(super) struct Known {
     name: String,
     mailbox: Option<String>,
-    file: String,
-    line: usize,
+    at: String,
 }
 
 impl Known {
@@ -41,8 +41,18 @@ impl Known {
                 mailbox: config
                     .and_then(|c| c.account(name))
                     .map(AccountConfig::mailbox_id),
-                file: file.to_owned(),
-                line: *line,
+                at: format!("{file}:{line}"),
+            })
+            .collect()
+    }
+
+    /// The accounts of a loaded configuration (`file` names it).
+    pub(super) fn of_config(config: &Config, file: &str) -> Vec<Known> {
+        (config.accounts.iter())
+            .map(|a| Known {
+                name: a.name.clone(),
+                mailbox: Some(a.mailbox_id()),
+                at: file.to_owned(),
             })
             .collect()
     }
@@ -146,14 +156,14 @@ pub(super) fn add(
         let clash = known.iter().find_map(|k| {
             if k.name == account.name {
                 Some(format!(
-                    "duplicate account name `{}` (also in {}:{})",
-                    account.name, k.file, k.line
+                    "duplicate account name `{}` (also in {})",
+                    account.name, k.at
                 ))
             } else if k.mailbox.as_deref() == Some(mailbox.as_str()) {
                 // Two accounts on one mailbox would deliver it twice (and share its state).
                 Some(format!(
-                    "accounts {} and {} collect the same mailbox ({mailbox}): each mailbox once ({} is in {}:{})",
-                    k.name, account.name, k.name, k.file, k.line
+                    "accounts {} and {} collect the same mailbox ({mailbox}): each mailbox once ({} is in {})",
+                    k.name, account.name, k.name, k.at
                 ))
             } else {
                 None
@@ -170,8 +180,7 @@ pub(super) fn add(
                 known.push(Known {
                     name: account.name.clone(),
                     mailbox: Some(mailbox),
-                    file: file.to_owned(),
-                    line: checked.name_line,
+                    at: format!("{file}:{}", checked.name_line),
                 });
                 if let Some(config) = config {
                     config.accounts.push(account);
@@ -368,6 +377,40 @@ mod tests {
             errors[0].message.starts_with("the file is empty"),
             "{}",
             errors[0]
+        );
+    }
+
+    #[test]
+    fn accounts_from_elsewhere_are_checked_the_same_way_and_named_by_their_origin() {
+        use crate::config::{AccountText, with_accounts};
+        let dir = with_files(&[("alpha.yaml", &account("alpha", "a@example.com"))]);
+        let config = load(dir.path(), "[]").unwrap();
+        let text = |origin: &str, text: String| AccountText {
+            origin: origin.to_owned(),
+            text,
+        };
+        let added = with_accounts(
+            config.clone(),
+            "m.yaml",
+            &[text("table[bravo]", account("bravo", "b@example.com"))],
+        )
+        .unwrap();
+        assert_eq!(added.accounts[1].name, "bravo");
+        assert_eq!(added.accounts[1].password.expose(), "pw-bravo");
+        let refused = with_accounts(
+            config,
+            "m.yaml",
+            &[
+                text("table[alpha]", account("alpha", "x@example.com")),
+                text("table[c]", account("c", "c@example.com") + "port: 0\n"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            refused,
+            "table[alpha]:1:1: duplicate account name `alpha` (also in m.yaml)\n\
+             table[c]:6:7: accounts[c].port: 0 is outside 1..=65535"
         );
     }
 

@@ -653,6 +653,53 @@ pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// An account written alone outside the configuration's files: a row of PostgreSQL's
+/// accounts table (`mailferry accounts add`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountText {
+    /// What names it in errors, as a file would be (`accounts table[alpha]`).
+    pub origin: String,
+    /// The YAML of one item of `accounts:`, not indented.
+    pub text: String,
+}
+
+/// `config` (loaded from `file`) with the accounts of `texts` after its own, each checked and
+/// resolved as a file of `accounts_dir` is: its problems named by its origin and line, a name
+/// or mailbox used twice refused. On failure every problem.
+pub fn with_accounts(
+    mut config: Config,
+    file: &str,
+    texts: &[AccountText],
+) -> Result<Config, ConfigErrors> {
+    let mut known = accounts_dir::Known::of_config(&config, file);
+    let targets = (config.domains.clone(), config.postmaster.clone());
+    let mut errors = Vec::new();
+    for t in texts {
+        let part = accounts_dir::add(
+            &t.text,
+            &t.origin,
+            &mut known,
+            Some(&targets),
+            Some(&mut config),
+        );
+        let mut found = part.errors;
+        // Only an account taken in has a place in `config` for its secrets.
+        let into = if found.is_empty() {
+            Some(&mut config)
+        } else {
+            None
+        };
+        found.extend(resolve::resolve_sources(&part.file, &part.sources, into));
+        found.sort_by_key(|e| (e.line, e.column));
+        errors.extend(found);
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
 /// Reads, validates and resolves the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();

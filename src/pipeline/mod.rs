@@ -11,6 +11,7 @@ mod notice;
 mod pass;
 mod plan;
 pub mod reload;
+pub mod shared;
 
 use std::fmt;
 use std::path::Path;
@@ -96,6 +97,12 @@ pub enum PipelineError {
     #[error("cannot wait for signals: {0}")]
     /// The signal handlers could not be installed.
     Signal(std::io::Error),
+    /// PostgreSQL's accounts table could not be read or holds an invalid account.
+    #[error(transparent)]
+    Shared(#[from] shared::SharedError),
+    /// `poll-once --account NAME` named no account.
+    #[error("no account named {0:?}")]
+    NoSuchAccount(String),
     /// A pass met a failure that must stop the daemon (the state database was replaced).
     #[error("stopping: {0}")]
     Fatal(String),
@@ -137,8 +144,16 @@ impl fmt::Display for Summary {
 }
 
 /// One pass of every account (or of the one named), concurrently; then exit.
-pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, PipelineError> {
+pub async fn poll_once(
+    config: Config,
+    path: &Path,
+    only: Option<&str>,
+) -> Result<Summary, PipelineError> {
     let (store, _lock) = Store::open(&config, true).await?;
+    let config = shared::with_shared(config, &path.display().to_string(), &store).await?;
+    if let Some(name) = only.filter(|name| config.account(name).is_none()) {
+        return Err(PipelineError::NoSuchAccount(name.to_owned()));
+    }
     let relay = SmtpRelay::new(config.relay.clone());
     let upstreams = Upstreams::new(&config);
     let summary = poll_once_with(Arc::new(config), only, upstreams, &store, &relay).await;
@@ -197,7 +212,15 @@ pub async fn poll_once_with<M: Mailboxes, St: StateStore, R: Relay>(
 /// finishes the message in hand, commits its deletions and stops. SIGHUP (and, with
 /// `watch_config`, a change of the file) reads `path` again and applies it (`reload.rs`).
 pub async fn run(config: Config, path: &Path) -> Result<(), PipelineError> {
-    let (store, _lock) = Store::open(&config, true).await?;
+    let (store, mut lock) = Store::open(&config, true).await?;
+    // With PostgreSQL too, one daemon per state_dir: its reload answers and OAuth2 tokens are
+    // there, and `mailferry reload` finds the daemon by this lock.
+    if lock.is_none() {
+        lock = Some(crate::state::StateLock::acquire(&config.state_dir)?);
+    }
+    let _lock = lock;
+    let file = path.display().to_string();
+    let config = shared::with_shared(config, &file, &store).await?;
     if let Some(addr) = config.metrics.listen {
         let listener = crate::metrics::bind(addr).await?;
         tracing::info!("metrics on http://{addr}/metrics");
@@ -214,7 +237,13 @@ pub async fn run(config: Config, path: &Path) -> Result<(), PipelineError> {
                 if let reload::Wake::Stop = wakers.next(config.watch_config).await {
                     return Ok(());
                 }
-                match reload::reread(path, &config) {
+                let new = match reload::reread(path, &config) {
+                    Ok(new) => shared::with_shared(new, &file, &store)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(why) => Err(why),
+                };
+                match new {
                     Ok(new) => {
                         let applied = reload::applied(&new);
                         tracing::info!("reloading {}: {applied}", path.display());

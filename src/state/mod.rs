@@ -24,7 +24,7 @@ use crate::address::Address;
 use crate::recipient::{Recipient, Status};
 
 pub use lock::{LOCK_FILE, StateLock, holder_of, holder_seen};
-pub use postgres::{PG_SCHEMA_VERSION, PgStore, instance_id};
+pub use postgres::{PG_SCHEMA_VERSION, PgStore, SharedAccount, instance_id};
 pub use quarantine::{Headline, QuarantineEntry, Quarantined};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteStore;

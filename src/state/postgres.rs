@@ -12,6 +12,7 @@
 mod lease;
 mod passes;
 mod schema;
+mod shared;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ use super::{Headline, MessageState, QuarantineEntry, Quarantined, StateError, St
 use crate::recipient::{Recipient, Status};
 
 pub use schema::PG_SCHEMA_VERSION;
+pub use shared::SharedAccount;
 
 /// Connections per instance: concurrent passes share them.
 const POOL_SIZE: usize = 8;

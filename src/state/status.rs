@@ -52,6 +52,7 @@ pub struct Status {
 
 /// Reads the status of `config`'s accounts from its store.
 pub async fn read(config: &Config) -> Result<Status, StateError> {
+    let mut shared = Vec::new();
     let mut found = match &config.state {
         StateBackend::Sqlite => {
             let dir = config.state_dir.clone();
@@ -70,12 +71,20 @@ pub async fn read(config: &Config) -> Result<Status, StateError> {
             }
             found
         }
-        StateBackend::Postgres(pg) => PgStore::connect(pg.url.expose())?.summaries().await?,
+        StateBackend::Postgres(pg) => {
+            let store = PgStore::connect(pg.url.expose())?;
+            shared = store.shared_names().await?;
+            store.summaries().await?
+        }
     };
-    let accounts = config
-        .accounts
-        .iter()
-        .map(|a| (a.name.clone(), found.remove(&a.name).unwrap_or_default()))
+    // The configuration's accounts, then the accounts table's.
+    let names = (config.accounts.iter().map(|a| a.name.clone()))
+        .chain(shared.into_iter().filter(|n| config.account(n).is_none()));
+    let accounts = names
+        .map(|name| {
+            let summary = found.remove(&name).unwrap_or_default();
+            (name, summary)
+        })
         .collect();
     Ok(Status {
         accounts,
