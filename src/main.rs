@@ -123,7 +123,7 @@ enum AccountsAction {
         /// The account's YAML file.
         file: PathBuf,
     },
-    /// Remove the account NAME from the table: instances stop polling it at their next reload.
+    /// Remove the account NAME from the table: instances stop polling it at their next reload, or when they next look at the table.
     Remove {
         #[arg(long, short)]
         config: PathBuf,
@@ -539,13 +539,13 @@ fn accounts_command(
                 let (name, replaced) = shared::add(config, &file, &origin, &text).await?;
                 let what = if replaced { "replaced" } else { "added" };
                 println!(
-                    "account {name} {what} in the accounts table; instances take it in at their next start or reload"
+                    "account {name} {what} in the accounts table; instances take it in when they next look at the table (every poll_interval) or reload"
                 );
             }
             AccountsAction::Remove { name, .. } => {
                 shared::remove(&config, &file, &name).await?;
                 println!(
-                    "account {name} removed from the accounts table; instances stop polling it at their next reload"
+                    "account {name} removed from the accounts table; instances stop polling it when they next look at the table (every poll_interval) or reload"
                 );
             }
         }

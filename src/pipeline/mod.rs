@@ -220,6 +220,8 @@ pub async fn run(config: Config, path: &Path) -> Result<(), PipelineError> {
     }
     let _lock = lock;
     let file = path.display().to_string();
+    // Taken before the table is read: a change in between is only applied once more.
+    let mut seen = shared::snapshot(&store).await?;
     let config = shared::with_shared(config, &file, &store).await?;
     if let Some(addr) = config.metrics.listen {
         let listener = crate::metrics::bind(addr).await?;
@@ -234,8 +236,21 @@ pub async fn run(config: Config, path: &Path) -> Result<(), PipelineError> {
         // Ends this generation of pollers: a stop, or a file that was read and is valid.
         let until = async {
             loop {
-                if let reload::Wake::Stop = wakers.next(config.watch_config).await {
+                // With PostgreSQL a change of the accounts table reloads too.
+                let every = shared::refresh_every(&config);
+                let wake = tokio::select! {
+                    wake = wakers.next(config.watch_config) => wake,
+                    _ = shared::changed(&store, seen.clone(), every) => {
+                        tracing::info!("the accounts table changed");
+                        reload::Wake::Reload
+                    }
+                };
+                if let reload::Wake::Stop = wake {
                     return Ok(());
+                }
+                // Whatever woke it, this reload takes the table as it is now.
+                if let Ok(now) = shared::snapshot(&store).await {
+                    seen = now;
                 }
                 let new = match reload::reread(path, &config) {
                     Ok(new) => shared::with_shared(new, &file, &store)

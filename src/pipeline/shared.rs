@@ -1,8 +1,9 @@
 //! PostgreSQL's accounts table in the configuration: every instance takes its accounts in
 //! after those of its files, at start and on every reload, checked by the same code as a file
-//! of `accounts_dir`; and `mailferry accounts list | add FILE | remove NAME`, which manage it.
+//! of `accounts_dir`, and again when they see it changed; and `mailferry accounts list | add
+//! FILE | remove NAME`, which manage it.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
@@ -52,6 +53,43 @@ pub async fn with_shared(config: Config, file: &str, store: &Store) -> Result<Co
     with_accounts(config, file, &texts(&rows)).map_err(SharedError::Invalid)
 }
 
+/// What the table holds, each account's name and YAML, to notice a change (`None` with
+/// SQLite).
+pub type Snapshot = Option<Vec<(String, String)>>;
+
+/// The table as it is now.
+pub async fn snapshot(store: &Store) -> Result<Snapshot, StateError> {
+    let Store::Postgres(pg) = store else {
+        return Ok(None);
+    };
+    let rows = pg.shared_accounts().await?;
+    Ok(Some(rows.into_iter().map(|r| (r.name, r.yaml)).collect()))
+}
+
+/// How often a daemon looks at the table: its shortest `poll_interval` (60 s without any
+/// account), so a change is picked up about as soon as a pass would notice it.
+pub fn refresh_every(config: &Config) -> Duration {
+    (config.accounts.iter().map(|a| a.poll_interval))
+        .min()
+        .unwrap_or(Duration::from_secs(60))
+}
+
+/// Waits until the table differs from `seen`, looking every `every`; with SQLite, forever.
+/// A look that fails is logged and tried at the next.
+pub async fn changed(store: &Store, seen: Snapshot, every: Duration) -> Snapshot {
+    if seen.is_none() {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(every).await;
+        match snapshot(store).await {
+            Ok(now) if now != seen => return now,
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot read the accounts table for changes: {e}"),
+        }
+    }
+}
+
 /// The table of `config`'s database (opened and migrated as the daemon does).
 async fn table(config: &Config, file: &str) -> Result<PgStore, SharedError> {
     match &config.state {
@@ -76,7 +114,7 @@ pub async fn list(
 
 /// `mailferry accounts add FILE`: the account of `text` (read from `origin`), checked with
 /// the configuration and every other account of the table, is stored (replacing one of its
-/// name: true). Instances take it in at their next start or reload.
+/// name: true). Instances take it in when they next look at the table or reload.
 pub async fn add(
     config: Config,
     file: &str,
@@ -111,7 +149,7 @@ pub async fn add(
     Ok((name, replaced))
 }
 
-/// `mailferry accounts remove NAME`: instances stop polling it at their next reload.
+/// `mailferry accounts remove NAME`: instances stop polling it at their next reload, or when they next look at the table.
 pub async fn remove(config: &Config, file: &str, name: &str) -> Result<(), SharedError> {
     let pg = table(config, file).await?;
     if pg.remove_shared_account(name).await? {
