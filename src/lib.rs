@@ -23,11 +23,13 @@
 //! state/      the `StateStore` seam: which messages of which account reached which
 //!             recipients, attempts and back-off, quarantine; the `Store` enum (store.rs)
 //!             chooses SQLite (sqlite.rs, one process per state_dir: lock.rs) or PostgreSQL
-//!             (postgres.rs: many instances, account leases in postgres/lease.rs)
+//!             (postgres.rs: many instances, account leases in postgres/lease.rs, the
+//!             accounts table in postgres/shared.rs); status.rs is `mailferry status`
 //! ```
 //!
 //! Around them: `config/` (the YAML file, every error with its line: `load/` validates the
-//! text without reading anything else, `resolve.rs` then reads the password files and
+//! text without reading anything else, `accounts_dir.rs` adds one account per file (and the
+//! accounts table's) checked by the same code, `resolve.rs` then reads the password files and
 //! variables and the certificate files it names), `tls/` (one TLS setup
 //! for every connection, POP3, IMAP and the relay: trust, pinning, client certificates, and
 //! certificate errors an administrator can act on), `address.rs` (validated
@@ -41,7 +43,8 @@
 //! `state_dir`, the device-code login), `metrics/` (metric names in names.rs, the /metrics,
 //! /healthz, /readyz listener in http.rs, the status page in page.rs and status.rs) and
 //! `pipeline/` (the wiring: one poller per account, its schedule and shutdown in `mod.rs`,
-//! hot reload in `reload.rs`, back-off after refused logins and failed passes and the
+//! hot reload in `reload.rs`, PostgreSQL's accounts table taken in at start and reload (and
+//! `mailferry accounts`) in `shared.rs`, back-off after refused logins and failed passes and the
 //! polling jitter in `backoff.rs`, the PostgreSQL lease around a pass in `lease.rs`, one poll
 //! pass in `pass.rs` (downloading one message at a time while the ones before it are relayed
 //! and recorded side by side, within `memory_budget`: `budget.rs`), one message's way through

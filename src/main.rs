@@ -80,6 +80,22 @@ enum Command {
         /// The message file (.eml).
         message: PathBuf,
     },
+    /// Per account: who polls it, its last pass (when, how it ended), the next pass due, the
+    /// messages waiting and quarantined, the failures in a row. Read from the state store
+    /// (SQLite or PostgreSQL) beside a running daemon, writing nothing.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// With state: postgres, the accounts table: accounts every instance collects besides
+    /// those of its files, taken in at start and on every reload.
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsAction,
+    },
     /// Quarantine: the messages mailferry gave up on (left upstream), and what to do with them.
     State {
         #[command(subcommand)]
@@ -89,6 +105,30 @@ enum Command {
     Oauth {
         #[command(subcommand)]
         action: OAuthAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsAction {
+    /// The accounts of the table: name, mailbox, when added (never a password).
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check FILE (one account, written as a file of accounts_dir) with the configuration and
+    /// the table, and store it, replacing an account of its name; exit status 2 if invalid.
+    Add {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The account's YAML file.
+        file: PathBuf,
+    },
+    /// Remove the account NAME from the table: instances stop polling it at their next reload, or when they next look at the table.
+    Remove {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The account's name.
+        name: String,
     },
 }
 
@@ -149,6 +189,7 @@ fn main() -> ExitCode {
         | Command::PollOnce { config, .. }
         | Command::CheckConfig { config }
         | Command::TestConnection { config, .. }
+        | Command::Status { config, .. }
         | Command::Route { config, .. } => config.clone(),
         Command::State {
             action:
@@ -158,6 +199,12 @@ fn main() -> ExitCode {
         } => config.clone(),
         Command::Oauth {
             action: OAuthAction::Login { config, .. },
+        } => config.clone(),
+        Command::Accounts {
+            action:
+                AccountsAction::List { config }
+                | AccountsAction::Add { config, .. }
+                | AccountsAction::Remove { config, .. },
         } => config.clone(),
     };
     let config = match mailferry::config::load(&config_path) {
@@ -211,8 +258,12 @@ fn main() -> ExitCode {
                 Some(name) => config.account(name),
                 None => config.accounts.first(),
             };
-            // The configuration has at least one account: the loader refuses none.
+            // None only with every account in the PostgreSQL accounts table.
             let Some(account) = account else {
+                eprintln!(
+                    "{}: no account to route as (name one with --account)",
+                    config_path.display()
+                );
                 return ExitCode::from(2);
             };
             match read_capped(&message, config.max_message_size) {
@@ -258,6 +309,15 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+        Command::Accounts { action } => accounts_command(config, &config_path, action),
+        Command::Status { json, .. } => report(runtime().and_then(|rt| {
+            let status = rt.block_on(mailferry::state::status::read(&config))?;
+            match json {
+                true => println!("{}", status.to_json()),
+                false => println!("{status}"),
+            }
+            Ok(())
+        })),
         Command::State { action, .. } => {
             report(runtime().and_then(|rt| rt.block_on(state_command(&config, action))))
         }
@@ -306,12 +366,19 @@ fn main() -> ExitCode {
             Ok(())
         })),
         Command::PollOnce { account, .. } => {
-            if let Some(code) = unknown_account(&config, &config_path, account.as_deref()) {
+            // With PostgreSQL the accounts table may have it: poll_once checks after reading it.
+            if config.state == mailferry::config::StateBackend::Sqlite
+                && let Some(code) = unknown_account(&config, &config_path, account.as_deref())
+            {
                 return code;
             }
             match runtime().and_then(|rt| {
-                rt.block_on(mailferry::pipeline::poll_once(config, account.as_deref()))
-                    .map_err(Into::into)
+                rt.block_on(mailferry::pipeline::poll_once(
+                    config,
+                    &config_path,
+                    account.as_deref(),
+                ))
+                .map_err(Into::into)
             }) {
                 Ok(summary) => {
                     println!("{summary}");
@@ -427,6 +494,74 @@ async fn state_command(
         }
     }
     Ok(())
+}
+
+/// `mailferry accounts …`: exit status 2 for an invalid account or without PostgreSQL, 1 for
+/// any other failure.
+fn accounts_command(
+    config: mailferry::config::Config,
+    path: &std::path::Path,
+    action: AccountsAction,
+) -> ExitCode {
+    use mailferry::pipeline::shared::{self, SharedError};
+    let file = path.display().to_string();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return report::<()>(Err(e)),
+    };
+    let done = rt.block_on(async {
+        match action {
+            AccountsAction::List { .. } => {
+                let rows = shared::list(&config, &file).await?;
+                if rows.is_empty() {
+                    println!("no account in the accounts table");
+                }
+                let width = rows.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
+                for (name, mailbox, added) in rows {
+                    println!(
+                        "{name:<width$}  {mailbox}  added {}",
+                        mailferry::relay::rfc5322_date(added)
+                    );
+                }
+            }
+            AccountsAction::Add { file: account, .. } => {
+                let origin = account.display().to_string();
+                let text = std::fs::read_to_string(&account).map_err(|e| {
+                    SharedError::Invalid(mailferry::config::ConfigErrors(vec![
+                        mailferry::config::ConfigError {
+                            file: origin.clone(),
+                            line: 0,
+                            column: 0,
+                            message: format!("cannot read the file: {e}"),
+                        },
+                    ]))
+                })?;
+                let (name, replaced) = shared::add(config, &file, &origin, &text).await?;
+                let what = if replaced { "replaced" } else { "added" };
+                println!(
+                    "account {name} {what} in the accounts table; instances take it in when they next look at the table (every poll_interval) or reload"
+                );
+            }
+            AccountsAction::Remove { name, .. } => {
+                shared::remove(&config, &file, &name).await?;
+                println!(
+                    "account {name} removed from the accounts table; instances stop polling it when they next look at the table (every poll_interval) or reload"
+                );
+            }
+        }
+        Ok::<(), SharedError>(())
+    });
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ (SharedError::Invalid(_) | SharedError::NotPostgres(_))) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("mailferry: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Reads at most `limit` bytes of `path`: a larger file is refused, not read whole.

@@ -11,8 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::{
-    AccountYaml, Dovecot, GatewayConfig, Mailferry, Secret, SmtpSink, message, run_mailferry,
-    send_signal, wait_until,
+    Dovecot, GatewayConfig, Mailferry, SmtpSink, mail_to, run_mailferry, send_signal, wait_until,
 };
 
 const ALPHA: &str = "alpha@example.com";
@@ -20,44 +19,9 @@ const BETA: &str = "beta@example.com";
 const PASS: &str = "reload-secret";
 const POSTMASTER: &str = "postmaster@corp.local";
 
-fn account(dovecot: &Dovecot, name: &str, user: &str) -> AccountYaml {
-    AccountYaml {
-        name: name.into(),
-        port: dovecot.pop3_port(),
-        tls: "starttls".into(),
-        ca_file: Some(dovecot.ca_file()),
-        username: user.into(),
-        password: Secret::Inline(PASS.into()),
-        extra_lines: vec!["poll_interval: 5s".into()],
-        ..AccountYaml::default()
-    }
-}
-
-fn mail_to(to: &str) -> Vec<u8> {
-    message(
-        &[("From", "sender@remote.test"), ("To", to), ("Subject", to)],
-        "hello\n",
-    )
-}
-
 /// `state_dir/reload`, the daemon's numbered answers.
 fn answer(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("state").join("reload")).unwrap_or_default()
-}
-
-/// The RCPTs of the transaction whose subject is `subject`, once it arrived.
-fn rcpts_of(sink: &SmtpSink, subject: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    wait_until(Duration::from_secs(20), || {
-        found = sink
-            .transactions()
-            .into_iter()
-            .filter(|t| t.subject() == subject)
-            .flat_map(|t| t.rcpts)
-            .collect();
-        !found.is_empty()
-    });
-    found
 }
 
 #[test]
@@ -72,19 +36,19 @@ fn sighup_applies_domains_and_accounts_and_refuses_a_broken_file() {
     let config = base
         .clone()
         .domains(&["corp.local"])
-        .account(account(&dovecot, "alpha", ALPHA))
+        .account(dovecot.pop3_account("alpha", ALPHA))
         .write(dir.path());
     let config_arg = config.display().to_string();
     let daemon = Mailferry::spawn(&["run", "--config", &config_arg]);
 
     // Not an accepted domain yet: the postmaster gets it.
     dovecot.deliver(ALPHA, &mail_to("bob@new.example"));
-    assert_eq!(rcpts_of(&sink, "bob@new.example"), [POSTMASTER]);
+    assert_eq!(sink.rcpts_of("bob@new.example"), [POSTMASTER]);
 
     // The domain added and reloaded: its mail goes to its recipient.
     base.clone()
         .domains(&["corp.local", "new.example"])
-        .account(account(&dovecot, "alpha", ALPHA))
+        .account(dovecot.pop3_account("alpha", ALPHA))
         .write(dir.path());
     let out = run_mailferry(&["reload", "--config", &config_arg]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -94,7 +58,7 @@ fn sighup_applies_domains_and_accounts_and_refuses_a_broken_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     dovecot.deliver(ALPHA, &mail_to("carol@new.example"));
-    assert_eq!(rcpts_of(&sink, "carol@new.example"), ["carol@new.example"]);
+    assert_eq!(sink.rcpts_of("carol@new.example"), ["carol@new.example"]);
 
     // A broken edit: `mailferry reload` names the line and signals nothing (exit 2); a bare
     // SIGHUP makes the daemon refuse it, and it goes on with what it had.
@@ -118,12 +82,12 @@ fn sighup_applies_domains_and_accounts_and_refuses_a_broken_file() {
         answer(dir.path())
     );
     dovecot.deliver(ALPHA, &mail_to("dave@new.example"));
-    assert_eq!(rcpts_of(&sink, "dave@new.example"), ["dave@new.example"]);
+    assert_eq!(sink.rcpts_of("dave@new.example"), ["dave@new.example"]);
 
     // An account added, the other removed: the new one is polled, the old one no longer.
     base.clone()
         .domains(&["corp.local", "new.example"])
-        .account(account(&dovecot, "beta", BETA))
+        .account(dovecot.pop3_account("beta", BETA))
         .write(dir.path());
     let out = run_mailferry(&["reload", "--config", &config_arg]);
     assert!(
@@ -133,7 +97,7 @@ fn sighup_applies_domains_and_accounts_and_refuses_a_broken_file() {
     );
     dovecot.deliver(ALPHA, &mail_to("frank@corp.local"));
     dovecot.deliver(BETA, &mail_to("erin@corp.local"));
-    assert_eq!(rcpts_of(&sink, "erin@corp.local"), ["erin@corp.local"]);
+    assert_eq!(sink.rcpts_of("erin@corp.local"), ["erin@corp.local"]);
     // Two poll intervals and more: alpha's new mail stays where it is.
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(dovecot.count(ALPHA), 1, "the removed account is not polled");
@@ -173,14 +137,14 @@ fn with_watch_config_a_saved_file_is_applied_without_a_signal() {
             .postmaster(POSTMASTER)
             .domains(domains)
             .extra_line("watch_config: true")
-            .account(account(&dovecot, "alpha", ALPHA))
+            .account(dovecot.pop3_account("alpha", ALPHA))
             .write(dir.path())
     };
     let path = config(&["corp.local"]).display().to_string();
     let daemon = Mailferry::spawn(&["run", "--config", &path]);
     // Running (its first pass done) before the file changes.
     dovecot.deliver(ALPHA, &mail_to("bob@new.example"));
-    assert_eq!(rcpts_of(&sink, "bob@new.example"), [POSTMASTER]);
+    assert_eq!(sink.rcpts_of("bob@new.example"), [POSTMASTER]);
 
     config(&["corp.local", "new.example"]);
     assert!(
@@ -190,7 +154,7 @@ fn with_watch_config_a_saved_file_is_applied_without_a_signal() {
         answer(dir.path())
     );
     dovecot.deliver(ALPHA, &mail_to("carol@new.example"));
-    assert_eq!(rcpts_of(&sink, "carol@new.example"), ["carol@new.example"]);
+    assert_eq!(sink.rcpts_of("carol@new.example"), ["carol@new.example"]);
     let out = daemon.terminate(Duration::from_secs(30)).expect("stops");
     assert!(
         out.status.success(),

@@ -14,8 +14,10 @@ use std::time::{Duration, SystemTime};
 use mailferry::address::Address;
 use mailferry::recipient::{Recipient, Status};
 use mailferry::relay::Reply;
+use mailferry::state::status::{self, AccountSummary};
 use mailferry::state::{
-    Claim, Headline, PG_SCHEMA_VERSION, PassDone, SCHEMA_VERSION, StateError, StateStore, Store,
+    Claim, Headline, PG_SCHEMA_VERSION, PassDone, PassEnded, SCHEMA_VERSION, StateError, StateLock,
+    StateStore, Store,
 };
 
 use support::Postgres;
@@ -56,6 +58,13 @@ impl Backend {
     }
 
     async fn try_open(&self) -> Result<Store, StateError> {
+        Store::open(&self.config(), false)
+            .await
+            .map(|(store, _)| store)
+    }
+
+    /// A configuration on this store with one account, `acct`.
+    fn config(&self) -> mailferry::config::Config {
         let yaml = format!(
             "state_dir: {}\n{}\nrelay: {{host: 127.0.0.1, port: 25, tls: none}}\n\
              domains: [example.com]\npostmaster: postmaster@example.com\n\
@@ -64,9 +73,8 @@ impl Backend {
             self.state_dir().join("state").display(),
             self.state_yaml()
         );
-        let config = mailferry::config::from_yaml_str(&yaml, "test.yaml")
-            .unwrap_or_else(|e| panic!("the test configuration: {e}\n{yaml}"));
-        Store::open(&config, false).await.map(|(store, _)| store)
+        mailferry::config::from_yaml_str(&yaml, "test.yaml")
+            .unwrap_or_else(|e| panic!("the test configuration: {e}\n{yaml}"))
     }
 }
 
@@ -551,6 +559,94 @@ async fn reopening_migrates_nothing_and_keeps_everything(backend: &Backend) {
     }
 }
 
+/// `mailferry status`: nothing known of a new account; then who holds it (PostgreSQL: this
+/// process's lease; SQLite: the daemon holding the lock), the messages waiting and
+/// quarantined, how the last pass ended, the failures in a row and the next pass due.
+async fn status_reads_each_accounts_standing(backend: &Backend) {
+    let config = backend.config();
+    let read = || async { status::read(&config).await.unwrap().accounts };
+    assert_eq!(
+        read().await,
+        [("acct".to_owned(), AccountSummary::default())]
+    );
+
+    let store = backend.open().await;
+    // SQLite: a daemon's lock (here this process's) makes the account held, and due.
+    let _lock = match backend {
+        Backend::Sqlite(_) => Some(StateLock::acquire(&config.state_dir).unwrap()),
+        Backend::Postgres(_) => None,
+    };
+    claim(&store, "acct").await;
+    store.begin_attempt("acct", "u1", at(1)).await.unwrap();
+    let ok = [rcpt("a@example.com", Status::Delivered(reply(250, "ok")))];
+    (store.record_recipients("acct", "u2", None, &ok, true, at(2)))
+        .await
+        .unwrap();
+    (store.quarantine("acct", "u3", "loop", &Headline::default(), at(3)))
+        .await
+        .unwrap();
+    let now = read().await;
+    let holder = match backend {
+        Backend::Sqlite(_) => format!("PID {} (this host)", std::process::id()),
+        Backend::Postgres(_) => mailferry::state::instance_id(),
+    };
+    assert_eq!(now[0].1.holder.as_deref(), Some(holder.as_str()));
+    assert_eq!((now[0].1.waiting, now[0].1.quarantined), (1, 1));
+    assert_eq!(now[0].1.last_pass, None);
+
+    // Two passes fail (the second backs off 10 minutes), then one works.
+    let next = SystemTime::now() + Duration::from_secs(600);
+    let passes = [
+        (Some("cannot connect"), false),
+        (Some("cannot connect"), true),
+        (None, false),
+    ];
+    for (i, (error, backing_off)) in passes.into_iter().enumerate() {
+        // The first pass holds the lease taken above.
+        if i > 0 {
+            claim(&store, "acct").await;
+        }
+        let done = PassDone {
+            error: error.map(str::to_owned),
+            waiting: 1,
+        };
+        store.release("acct", done).await.unwrap();
+        let pass = PassEnded {
+            at: SystemTime::now(),
+            error: error.map(str::to_owned),
+            next_at: Some(next),
+            backing_off,
+        };
+        store.record_pass("acct", &pass).await.unwrap();
+        let s = read().await.remove(0).1;
+        let since = SystemTime::now().duration_since(s.last_pass.unwrap());
+        assert!(since.is_ok_and(|d| d < Duration::from_secs(5)), "{s:?}");
+        assert_eq!(s.last_error.as_deref(), error, "{s:?}");
+        let failures = match (error, backing_off) {
+            (None, _) => 0,
+            (Some(_), false) => 1,
+            (Some(_), true) => 2,
+        };
+        assert_eq!(s.failures, failures, "{s:?}");
+        if backing_off {
+            // Stored to the millisecond.
+            let due = s.next_pass.unwrap();
+            let off = due
+                .duration_since(next)
+                .or_else(|_| next.duration_since(due));
+            assert!(
+                off.is_ok_and(|d| d < Duration::from_secs(1)),
+                "the back-off: {s:?}"
+            );
+        }
+    }
+    // Released: nobody holds it with PostgreSQL.
+    if let Backend::Postgres(_) = backend {
+        store.release("acct", PassDone::default()).await.unwrap();
+        assert_eq!(read().await[0].1.holder, None);
+    }
+}
+
 /// The schema version stored in the database (and it is the one this build writes).
 fn schema_version(backend: &Backend) -> i64 {
     match backend {
@@ -624,6 +720,7 @@ on_both_backends!(
     deleted_and_pruned,
     accounts_are_known_and_renamed_by_mailbox,
     reopening_migrates_nothing_and_keeps_everything,
+    status_reads_each_accounts_standing,
 );
 
 /// What the configuration's URL can get wrong: every error says what, never the password.

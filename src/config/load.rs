@@ -128,23 +128,73 @@ pub(super) struct Checked {
     pub(super) sources: Vec<Source>,
     /// Every problem, sorted by line.
     pub(super) errors: Vec<ConfigError>,
+    /// `accounts_dir`, resolved, and where it is written: read by `../accounts_dir.rs`.
+    pub(super) accounts_dir: Option<(PathBuf, KeyAt)>,
+    /// Each account's name and the line it is written at, for duplicates across files.
+    pub(super) names: Vec<(String, usize)>,
+    /// The accepted domains and the postmaster, once read: what an account file's rewrite
+    /// may lead to.
+    pub(super) targets: Option<(Vec<DomainPattern>, Address)>,
+}
+
+/// What one account written alone (a file of `accounts_dir`) holds, checked.
+pub(super) struct CheckedAccount {
+    /// The account; `None` when there is any problem.
+    pub(super) account: Option<AccountConfig>,
+    /// What it names outside its text (its place in the whole list in each `SecretOf`).
+    pub(super) sources: Vec<Source>,
+    /// Every problem, sorted by line, in its own file.
+    pub(super) errors: Vec<ConfigError>,
+    /// The line of its `name` (1 when it has none).
+    pub(super) name_line: usize,
+}
+
+/// Checks `text` as one item of `accounts:` written alone, in `file` (relative paths in it
+/// resolve against `file`'s directory); `index` is its place in the whole configuration's
+/// list of accounts, `targets` the main file's domains and postmaster.
+pub(super) fn check_account(
+    text: &str,
+    file: &str,
+    index: usize,
+    targets: Option<&(Vec<DomainPattern>, Address)>,
+) -> CheckedAccount {
+    let doc = yaml::parse(text);
+    let mut c = Checker::new(file, doc.cut);
+    c.targets = targets.map(|(domains, postmaster)| routing::Targets {
+        domains: domains.clone(),
+        postmaster: postmaster.clone(),
+    });
+    for e in &doc.errors {
+        c.push(e.line, e.column, e.message.clone());
+    }
+    let mut names = Vec::new();
+    let account = match &doc.root {
+        Some(root) => {
+            let stem = Path::new(file)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            c.account(root, index, stem, &mut names)
+        }
+        None if doc.errors.is_empty() => {
+            c.push(1, 1, "the file is empty: it holds one account, with the keys of one item of accounts: (name, protocol, host, username, ...)");
+            None
+        }
+        None => None,
+    };
+    let account = c.finish(account, "the account is incomplete");
+    CheckedAccount {
+        account,
+        sources: c.sources,
+        errors: c.errors,
+        name_line: names.first().map_or(1, |(_, line)| *line),
+    }
 }
 
 /// The walk behind [`validate`].
 pub(super) fn check(text: &str, file: &str) -> Checked {
     let doc = yaml::parse(text);
-    let mut c = Checker {
-        file,
-        dir: Path::new(file)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
-        errors: Vec::new(),
-        cut: doc.cut,
-        sources: Vec::new(),
-        keys: Vec::new(),
-        targets: None,
-    };
+    let mut c = Checker::new(file, doc.cut);
     for e in &doc.errors {
         c.push(e.line, e.column, e.message.clone());
     }
@@ -156,26 +206,14 @@ pub(super) fn check(text: &str, file: &str) -> Checked {
         }
         None => None,
     };
-    let config = match config {
-        Some(config) if c.errors.is_empty() => Some(config),
-        _ => {
-            if c.errors.is_empty() {
-                // Every `None` above comes with an error; this only guards that promise.
-                c.push(1, 1, "the configuration is incomplete");
-            }
-            None
-        }
-    };
-    c.errors.sort_by_key(|e| (e.line, e.column));
-    // A value that reaches the syntax error may have been cut short by it: not read.
-    if let Some(cut) = c.cut {
-        c.sources
-            .retain(|source| source.keys().iter().all(|key| key.line < cut));
-    }
+    let config = c.finish(config, "the configuration is incomplete");
     Checked {
         config,
         sources: c.sources,
         errors: c.errors,
+        accounts_dir: c.accounts_dir,
+        names: c.names,
+        targets: c.targets.map(|t| (t.domains, t.postmaster)),
     }
 }
 
@@ -184,15 +222,7 @@ pub(super) fn check(text: &str, file: &str) -> Checked {
 pub(super) fn keys_read() -> Vec<&'static str> {
     let doc =
         yaml::parse("state: {postgres: {}}\nmetrics: {}\nrelay: {retry: {}}\naccounts: [{}]\n");
-    let mut c = Checker {
-        file: "keys.yaml",
-        dir: PathBuf::new(),
-        errors: Vec::new(),
-        cut: None,
-        sources: Vec::new(),
-        keys: Vec::new(),
-        targets: None,
-    };
+    let mut c = Checker::new("keys.yaml", None);
     if let Some(root) = &doc.root {
         c.section(root, "", Checker::config);
     }
@@ -214,9 +244,56 @@ struct Checker<'a> {
     keys: Vec<&'static str>,
     /// The accepted domains and the postmaster, once read: where a rewrite may lead.
     targets: Option<routing::Targets>,
+    /// `accounts_dir`, once read.
+    accounts_dir: Option<(PathBuf, KeyAt)>,
+    /// The names of the accounts of `accounts:` with their lines, once read.
+    names: Vec<(String, usize)>,
+}
+
+impl<'a> Checker<'a> {
+    /// A walk over `file` (relative paths resolve against its directory), cut short at
+    /// line `cut` by a syntax error.
+    fn new(file: &'a str, cut: Option<usize>) -> Checker<'a> {
+        Checker {
+            file,
+            dir: Path::new(file)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            errors: Vec::new(),
+            cut,
+            sources: Vec::new(),
+            keys: Vec::new(),
+            targets: None,
+            accounts_dir: None,
+            names: Vec::new(),
+        }
+    }
 }
 
 impl Checker<'_> {
+    /// The end of a walk: `value` only if nothing was wrong, the problems sorted by line,
+    /// and the sources a syntax error may have cut short dropped.
+    fn finish<T>(&mut self, value: Option<T>, incomplete: &str) -> Option<T> {
+        let value = match value {
+            Some(value) if self.errors.is_empty() => Some(value),
+            _ => {
+                if self.errors.is_empty() {
+                    // Every `None` comes with an error; this only guards that promise.
+                    self.push(1, 1, incomplete);
+                }
+                None
+            }
+        };
+        self.errors.sort_by_key(|e| (e.line, e.column));
+        // A value that reaches the syntax error may have been cut short by it: not read.
+        if let Some(cut) = self.cut {
+            self.sources
+                .retain(|source| source.keys().iter().all(|key| key.line < cut));
+        }
+        value
+    }
+
     fn config(&mut self, top: &Section<'_>) -> Option<Config> {
         let state_dir = self
             .require(top, "state_dir")
@@ -295,7 +372,22 @@ impl Checker<'_> {
                 )
                 .and_then(|m| usize::try_from(m).ok()),
         };
-        let accounts = self.require(top, "accounts").and_then(|n| self.accounts(n));
+        let accounts_dir = match top.get("accounts_dir") {
+            None => Some(None),
+            Some(n) => self.path(n, "accounts_dir").map(|dir| {
+                self.accounts_dir = Some((dir.clone(), self.key_at(n, "accounts_dir")));
+                Some(dir)
+            }),
+        };
+        // Accounts may all come from accounts_dir, or (PostgreSQL) the accounts table.
+        let elsewhere = top.has("accounts_dir") || matches!(state, Some(StateBackend::Postgres(_)));
+        let accounts = match top.get("accounts") {
+            None if elsewhere => Some(Vec::new()),
+            Some(n) if elsewhere && matches!(&n.kind, Kind::Seq(items) if items.is_empty()) => {
+                Some(Vec::new())
+            }
+            _ => self.require(top, "accounts").and_then(|n| self.accounts(n)),
+        };
         // The relay's refresh token is kept beside the accounts'.
         let mut relay = relay;
         if let (Some(relay), Some(dir)) = (&mut relay, &state_dir)
@@ -320,6 +412,7 @@ impl Checker<'_> {
             max_hops: max_hops?,
             watch_config: watch_config?,
             max_concurrent_accounts: max_concurrent_accounts?,
+            accounts_dir: accounts_dir?,
             accounts: accounts?,
         })
     }

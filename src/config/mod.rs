@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::address::{Address, DomainPattern};
 use crate::route::{DirectoryFile, Rewrite};
 
+mod accounts_dir;
 mod load;
 mod resolve;
 
@@ -102,7 +103,11 @@ pub struct Config {
     /// `max_concurrent_accounts`: at most this many passes run at once; the others wait their
     /// turn, first come first served.
     pub max_concurrent_accounts: usize,
-    /// The mailboxes to collect from.
+    /// `accounts_dir`: a directory of more accounts, one YAML file each (`*.yaml`, `*.yml`;
+    /// hidden files ignored), read in name order after `accounts:`, whose accounts are in
+    /// `accounts` too.
+    pub accounts_dir: Option<PathBuf>,
+    /// The mailboxes to collect from: `accounts:`, then those of `accounts_dir`.
     pub accounts: Vec<AccountConfig>,
 }
 
@@ -624,26 +629,95 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Parses, validates and resolves configuration text (both steps); `file` names it in errors,
-/// and relative paths in it (`state_dir`, `ca_file`, `password_file`) are resolved against
-/// `file`'s directory.
+/// Parses, validates and resolves configuration text (both steps), with the accounts of its
+/// `accounts_dir`; `file` names it in errors, and relative paths in it (`state_dir`,
+/// `ca_file`, `password_file`, `accounts_dir`) are resolved against `file`'s directory.
 pub fn from_yaml_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     let checked = load::check(text, file);
-    match checked.config {
-        Some(config) => Validated {
-            file: file.to_string(),
-            config,
-            sources: checked.sources,
-        }
-        .resolve(),
-        None => {
-            // What the text names outside itself is read even so, so that one run of
-            // check-config reports every problem.
-            let mut errors = checked.errors;
-            errors.extend(resolve::resolve_sources(file, &checked.sources, None));
-            errors.sort_by_key(|e| (e.line, e.column));
-            Err(ConfigErrors(errors))
-        }
+    let mut config = checked.config;
+    // Each file with its problems and what it names outside itself, main file first.
+    let mut files = vec![accounts_dir::Part {
+        file: file.to_string(),
+        errors: checked.errors,
+        sources: checked.sources,
+    }];
+    if let Some((dir, key)) = &checked.accounts_dir {
+        let mut known = accounts_dir::Known::of_main(file, &checked.names, config.as_ref());
+        let parts = accounts_dir::read(
+            dir,
+            key,
+            file,
+            &mut known,
+            checked.targets.as_ref(),
+            config.as_mut(),
+        );
+        files.extend(parts);
+    }
+    let mut errors = Vec::new();
+    let ok = files.iter().all(|part| part.errors.is_empty());
+    let mut config = config.filter(|_| ok);
+    for part in files {
+        // What the text names outside itself is read even when the text has problems, so
+        // that one run of check-config reports every problem.
+        let mut found = part.errors;
+        found.extend(resolve::resolve_sources(
+            &part.file,
+            &part.sources,
+            config.as_mut(),
+        ));
+        found.sort_by_key(|e| (e.line, e.column));
+        errors.extend(found);
+    }
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// An account written alone outside the configuration's files: a row of PostgreSQL's
+/// accounts table (`mailferry accounts add`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountText {
+    /// What names it in errors, as a file would be (`accounts table[alpha]`).
+    pub origin: String,
+    /// The YAML of one item of `accounts:`, not indented.
+    pub text: String,
+}
+
+/// `config` (loaded from `file`) with the accounts of `texts` after its own, each checked and
+/// resolved as a file of `accounts_dir` is: its problems named by its origin and line, a name
+/// or mailbox used twice refused. On failure every problem.
+pub fn with_accounts(
+    mut config: Config,
+    file: &str,
+    texts: &[AccountText],
+) -> Result<Config, ConfigErrors> {
+    let mut known = accounts_dir::Known::of_config(&config, file);
+    let targets = (config.domains.clone(), config.postmaster.clone());
+    let mut errors = Vec::new();
+    for t in texts {
+        let part = accounts_dir::add(
+            &t.text,
+            &t.origin,
+            &mut known,
+            Some(&targets),
+            Some(&mut config),
+        );
+        let mut found = part.errors;
+        // Only an account taken in has a place in `config` for its secrets.
+        let into = if found.is_empty() {
+            Some(&mut config)
+        } else {
+            None
+        };
+        found.extend(resolve::resolve_sources(&part.file, &part.sources, into));
+        found.sort_by_key(|e| (e.line, e.column));
+        errors.extend(found);
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
     }
 }
 

@@ -11,7 +11,7 @@
 mod http;
 pub mod kind;
 pub mod names;
-mod page;
+pub(crate) mod page;
 pub mod status;
 
 use std::collections::HashMap;

@@ -42,6 +42,11 @@ fn when(t: Option<SystemTime>, now: SystemTime) -> String {
     let Some(t) = t else {
         return "—".to_owned();
     };
+    format!("{} ({})", utc(t), from_now(t, now))
+}
+
+/// How far `t` is from `now`: `12 s ago`, `in 3 min`, `5 h ago` (also `mailferry status`).
+pub(crate) fn from_now(t: SystemTime, now: SystemTime) -> String {
     let (secs, ago) = match now.duration_since(t) {
         Ok(d) => (d.as_secs(), true),
         Err(e) => (e.duration().as_secs(), false),
@@ -51,12 +56,11 @@ fn when(t: Option<SystemTime>, now: SystemTime) -> String {
         120..=7199 => format!("{} min", secs / 60),
         _ => format!("{} h", secs / 3600),
     };
-    let rel = if ago {
+    if ago {
         format!("{span} ago")
     } else {
         format!("in {span}")
-    };
-    format!("{} ({rel})", utc(t))
+    }
 }
 
 fn count(n: Option<usize>) -> String {

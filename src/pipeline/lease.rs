@@ -172,8 +172,15 @@ pub(super) struct FencedSession<M, St> {
 }
 
 impl<M: Mailbox, St: StateStore> Mailbox for FencedSession<M, St> {
-    fn list(&mut self) -> impl Future<Output = Result<Vec<Listed>, FetchError>> + Send {
-        self.inner.list()
+    /// Lists only after confirming the lease: a process frozen during its login (SIGSTOP, a
+    /// stalled VM) past `lease_ttl` must not go on working a mailbox another instance has
+    /// taken over (found by tests/postgres_instances.rs: UIDL and LIST sent beside the new
+    /// holder's pass). One renewal per pass with PostgreSQL; free with SQLite.
+    async fn list(&mut self) -> Result<Vec<Listed>, FetchError> {
+        if !confirm(&self.store, &self.account, self.ttl).await {
+            return Err(FetchError::LeaseLost);
+        }
+        self.inner.list().await
     }
 
     fn plan(&mut self, upcoming: &[Listed]) {

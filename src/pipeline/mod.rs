@@ -13,11 +13,12 @@ mod notice;
 mod pass;
 mod plan;
 pub mod reload;
+pub mod shared;
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -26,7 +27,7 @@ use crate::config::{AccountConfig, Config};
 use crate::fetch::{Source, Upstream};
 use crate::oauth::Tokens;
 use crate::relay::{Relay, SmtpRelay};
-use crate::state::{StateError, StateStore, Store};
+use crate::state::{PassEnded, StateError, StateStore, Store};
 
 pub use decide::dedup_id;
 pub use pass::{PassError, PassReport};
@@ -98,6 +99,12 @@ pub enum PipelineError {
     #[error("cannot wait for signals: {0}")]
     /// The signal handlers could not be installed.
     Signal(std::io::Error),
+    /// PostgreSQL's accounts table could not be read or holds an invalid account.
+    #[error(transparent)]
+    Shared(#[from] shared::SharedError),
+    /// `poll-once --account NAME` named no account.
+    #[error("no account named {0:?}")]
+    NoSuchAccount(String),
     /// A pass met a failure that must stop the daemon (the state database was replaced).
     #[error("stopping: {0}")]
     Fatal(String),
@@ -139,8 +146,16 @@ impl fmt::Display for Summary {
 }
 
 /// One pass of every account (or of the one named), concurrently; then exit.
-pub async fn poll_once(config: Config, only: Option<&str>) -> Result<Summary, PipelineError> {
+pub async fn poll_once(
+    config: Config,
+    path: &Path,
+    only: Option<&str>,
+) -> Result<Summary, PipelineError> {
     let (store, _lock) = Store::open(&config, true).await?;
+    let config = shared::with_shared(config, &path.display().to_string(), &store).await?;
+    if let Some(name) = only.filter(|name| config.account(name).is_none()) {
+        return Err(PipelineError::NoSuchAccount(name.to_owned()));
+    }
     let relay = SmtpRelay::new(config.relay.clone());
     let upstreams = Upstreams::new(&config);
     let summary = poll_once_with(Arc::new(config), only, upstreams, &store, &relay).await;
@@ -175,7 +190,9 @@ pub async fn poll_once_with<M: Mailboxes, St: StateStore, R: Relay>(
         tasks.spawn(async move {
             let _turn = turns.acquire_owned().await;
             let name = config.accounts[index].name.clone();
-            let result = guarded_pass(config, index, mailboxes, store, relay, stop, false).await;
+            let result =
+                guarded_pass(config, index, mailboxes, store.clone(), relay, stop, false).await;
+            note_pass(&store, &name, &result, None, false).await;
             (index, name, result)
         });
     }
@@ -197,7 +214,17 @@ pub async fn poll_once_with<M: Mailboxes, St: StateStore, R: Relay>(
 /// finishes the message in hand, commits its deletions and stops. SIGHUP (and, with
 /// `watch_config`, a change of the file) reads `path` again and applies it (`reload.rs`).
 pub async fn run(config: Config, path: &Path) -> Result<(), PipelineError> {
-    let (store, _lock) = Store::open(&config, true).await?;
+    let (store, mut lock) = Store::open(&config, true).await?;
+    // With PostgreSQL too, one daemon per state_dir: its reload answers and OAuth2 tokens are
+    // there, and `mailferry reload` finds the daemon by this lock.
+    if lock.is_none() {
+        lock = Some(crate::state::StateLock::acquire(&config.state_dir)?);
+    }
+    let _lock = lock;
+    let file = path.display().to_string();
+    // Taken before the table is read: a change in between is only applied once more.
+    let mut seen = shared::snapshot(&store).await?;
+    let config = shared::with_shared(config, &file, &store).await?;
     if let Some(addr) = config.metrics.listen {
         let listener = crate::metrics::bind(addr).await?;
         tracing::info!("metrics on http://{addr}/metrics");
@@ -211,10 +238,29 @@ pub async fn run(config: Config, path: &Path) -> Result<(), PipelineError> {
         // Ends this generation of pollers: a stop, or a file that was read and is valid.
         let until = async {
             loop {
-                if let reload::Wake::Stop = wakers.next(config.watch_config).await {
+                // With PostgreSQL a change of the accounts table reloads too.
+                let every = shared::refresh_every(&config);
+                let wake = tokio::select! {
+                    wake = wakers.next(config.watch_config) => wake,
+                    _ = shared::changed(&store, seen.clone(), every) => {
+                        tracing::info!("the accounts table changed");
+                        reload::Wake::Reload
+                    }
+                };
+                if let reload::Wake::Stop = wake {
                     return Ok(());
                 }
-                match reload::reread(path, &config) {
+                // Whatever woke it, this reload takes the table as it is now.
+                if let Ok(now) = shared::snapshot(&store).await {
+                    seen = now;
+                }
+                let new = match reload::reread(path, &config) {
+                    Ok(new) => shared::with_shared(new, &file, &store)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(why) => Err(why),
+                };
+                match new {
                     Ok(new) => {
                         let applied = reload::applied(&new);
                         tracing::info!("reloading {}: {applied}", path.display());
@@ -356,6 +402,26 @@ async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
     }
 }
 
+/// Notes how a pass ended and when the next is due, for `mailferry status`; a failure to is
+/// logged (the store says why), and the poller goes on.
+async fn note_pass<St: StateStore>(
+    store: &St,
+    account: &str,
+    result: &Result<PassReport, PassError>,
+    next_at: Option<SystemTime>,
+    backing_off: bool,
+) {
+    let pass = PassEnded {
+        at: SystemTime::now(),
+        error: result.as_ref().err().map(ToString::to_string),
+        next_at,
+        backing_off,
+    };
+    if let Err(e) = store.record_pass(account, &pass).await {
+        tracing::warn!(account = %account, "could not note the pass for mailferry status: {e}");
+    }
+}
+
 /// What the pollers share besides the seams: the stop, the way to stop the daemon, and the
 /// turns of `max_concurrent_accounts`.
 struct Control {
@@ -431,6 +497,12 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
             );
         }
         let backoff = failures.after_pass(account, &result);
+        let next_at = (!*stop.borrow()).then(|| {
+            let wait = (began + backoff.unwrap_or(account.poll_interval))
+                .duration_since(tokio::time::Instant::now());
+            SystemTime::now() + wait
+        });
+        note_pass(&store, &account.name, &result, next_at, backoff.is_some()).await;
         match result {
             Err(e) if e.is_fatal() => {
                 let _ = fatal.send(e.to_string()).await;

@@ -833,6 +833,7 @@ fn rules_for_account_take_the_config_and_the_username() {
         max_hops: DEFAULT_MAX_HOPS,
         watch_config: false,
         max_concurrent_accounts: crate::config::DEFAULT_MAX_CONCURRENT_ACCOUNTS,
+        accounts_dir: None,
         accounts: vec![account("Catchall@Example.com")],
     };
     let r = Rules::for_account(&config, &config.accounts[0]);

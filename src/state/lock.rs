@@ -67,6 +67,29 @@ pub fn holder_of(state_dir: &Path) -> Result<Option<u32>, StateError> {
     }
 }
 
+/// The PID of the process holding the lock on `state_dir`, as the kernel lists it in
+/// `/proc/locks`, without opening, let alone locking, the file (`mailferry status`: a daemon
+/// starting at that moment must not find it taken). `None` when nobody holds it, or on a
+/// system without `/proc/locks`.
+pub fn holder_seen(state_dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(state_dir.join(LOCK_FILE)).ok()?;
+    let dev = meta.dev();
+    // glibc's gnu_dev_major and gnu_dev_minor, as the kernel prints them: `08:01:1234`.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & 0xffff_f000);
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xffff_ff00);
+    let file = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        // `1: FLOCK  ADVISORY  WRITE 1234 08:01:1234 0 EOF`; a waiter's line has `->`.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, at, ..] if *at == file => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
 /// The PID written by the holder, as text (`unknown` when it cannot be read).
 fn holder(file: &mut File) -> String {
     let mut text = String::new();
@@ -82,6 +105,16 @@ fn holder(file: &mut File) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_holder_is_seen_without_touching_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(holder_seen(dir.path()), None);
+        let held = StateLock::acquire(dir.path()).unwrap();
+        assert_eq!(holder_seen(dir.path()), Some(std::process::id()));
+        drop(held);
+        assert_eq!(holder_seen(dir.path()), None);
+    }
 
     #[test]
     fn a_second_lock_on_the_same_directory_fails_naming_the_holder() {

@@ -12,6 +12,7 @@ mod postgres;
 mod quarantine;
 mod schema;
 mod sqlite;
+pub mod status;
 mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -22,8 +23,8 @@ use std::time::{Duration, SystemTime};
 use crate::address::Address;
 use crate::recipient::{Recipient, Status};
 
-pub use lock::{LOCK_FILE, StateLock, holder_of};
-pub use postgres::{PG_SCHEMA_VERSION, PgStore, instance_id};
+pub use lock::{LOCK_FILE, StateLock, holder_of, holder_seen};
+pub use postgres::{PG_SCHEMA_VERSION, PgStore, SharedAccount, instance_id};
 pub use quarantine::{Headline, QuarantineEntry, Quarantined};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
@@ -234,6 +235,19 @@ pub struct PassDone {
     pub waiting: usize,
 }
 
+/// How a pass ended, as its poller saw it: written once per pass for `mailferry status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassEnded {
+    /// When it ended.
+    pub at: SystemTime,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// When this process means to poll the account next (`None`: it does not: `poll-once`).
+    pub next_at: Option<SystemTime>,
+    /// The next pass waits longer than `poll_interval`: logins refused or passes failing.
+    pub backing_off: bool,
+}
+
 /// What the pipeline asks of a state store. Every write is durable when its future resolves;
 /// a message is keyed by (account name, message key: UIDL, or UIDVALIDITY and UID).
 pub trait StateStore: Clone + Send + Sync + 'static {
@@ -383,6 +397,17 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         &self,
         _account: &str,
         _done: PassDone,
+    ) -> impl Future<Output = Result<(), StateError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// After a pass, from its poller: how it ended and when the next is due, for
+    /// `mailferry status` (at most one cheap write; PostgreSQL's release already noted the
+    /// rest, and it writes only a back-off, which then holds for every instance).
+    fn record_pass(
+        &self,
+        _account: &str,
+        _pass: &PassEnded,
     ) -> impl Future<Output = Result<(), StateError>> + Send {
         async { Ok(()) }
     }

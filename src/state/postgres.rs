@@ -10,7 +10,9 @@
 //! `sqlite.rs`'s one for one, easier to compare side by side than spread over files.
 
 mod lease;
+mod passes;
 mod schema;
+mod shared;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use super::{Headline, MessageState, QuarantineEntry, Quarantined, StateError, St
 use crate::recipient::{Recipient, Status};
 
 pub use schema::PG_SCHEMA_VERSION;
+pub use shared::SharedAccount;
 
 /// Connections per instance: concurrent passes share them.
 const POOL_SIZE: usize = 8;
@@ -52,6 +55,15 @@ impl PgStore {
     /// Connects to the database at `url` (a `postgres://` URL or a libpq key=value string)
     /// and brings the schema up to date. No error names the URL: it holds the password.
     pub async fn open(url: &str) -> Result<PgStore, StateError> {
+        let store = PgStore::connect(url)?;
+        let mut client = store.client().await?;
+        schema::migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    /// A pool on the database at `url`, connecting when first used; the schema as it is
+    /// (for `mailferry status`, which writes nothing).
+    pub fn connect(url: &str) -> Result<PgStore, StateError> {
         let config: tokio_postgres::Config = url.parse().map_err(|_| {
             StateError::PgConfig(
                 "state.postgres: the URL is not a valid postgres:// URL or key=value string".into(),
@@ -69,14 +81,11 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StateError::PgConfig(e.to_string()))?;
-        let store = PgStore {
+        Ok(PgStore {
             pool,
             leases: Arc::default(),
             instance: instance_id().into(),
-        };
-        let mut client = store.client().await?;
-        schema::migrate(&mut client).await?;
-        Ok(store)
+        })
     }
 
     /// `hostname:pid` of this process.
@@ -555,6 +564,10 @@ impl StateStore for PgStore {
 
     async fn release(&self, account: &str, done: super::PassDone) -> Result<(), StateError> {
         self.release_lease(account, done).await
+    }
+
+    async fn record_pass(&self, account: &str, pass: &super::PassEnded) -> Result<(), StateError> {
+        self.write_backoff(account, pass).await
     }
 }
 

@@ -74,6 +74,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE quarantine ADD COLUMN subject TEXT;
     ALTER TABLE quarantine ADD COLUMN sender TEXT;
     ALTER TABLE quarantine ADD COLUMN message_id TEXT;",
+    // 6: how each account's last pass ended and when its next is due, for `mailferry
+    // status`; one row per account, written by its poller once per pass.
+    "CREATE TABLE passes (
+        account      TEXT    NOT NULL PRIMARY KEY,
+        last_pass_at INTEGER NOT NULL,
+        last_error   TEXT,
+        failures     INTEGER NOT NULL DEFAULT 0,
+        next_pass_at INTEGER
+    ) WITHOUT ROWID;",
 ];
 
 /// Brings the database up to [`SCHEMA_VERSION`], one migration per transaction; refuses a

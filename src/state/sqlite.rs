@@ -523,6 +523,10 @@ impl StateStore for SqliteStore {
     async fn forget_deliveries(&self, before: SystemTime) -> Result<usize, StateError> {
         self.forget_got(before).await
     }
+
+    async fn record_pass(&self, account: &str, pass: &super::PassEnded) -> Result<(), StateError> {
+        self.write_pass(account, pass).await
+    }
 }
 
 pub(crate) fn create_dir(dir: &Path) -> Result<(), StateError> {
@@ -586,6 +590,8 @@ pub(super) fn from_ms(ms: i64) -> SystemTime {
 }
 
 mod accounts;
+mod passes;
+pub(crate) use passes::summaries;
 mod recipients;
 #[cfg(test)]
 mod tests;

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use super::{
-    Claim, Headline, MessageState, PassDone, PgStore, QuarantineEntry, Quarantined, SqliteStore,
-    StateError, StateLock, StateStore,
+    Claim, Headline, MessageState, PassDone, PassEnded, PgStore, QuarantineEntry, Quarantined,
+    SqliteStore, StateError, StateLock, StateStore,
 };
 use crate::config::{Config, StateBackend};
 use crate::recipient::Recipient;
@@ -192,5 +192,9 @@ impl StateStore for Store {
 
     async fn release(&self, account: &str, done: PassDone) -> Result<(), StateError> {
         dispatch!(self.release(account, done))
+    }
+
+    async fn record_pass(&self, account: &str, pass: &PassEnded) -> Result<(), StateError> {
+        dispatch!(self.record_pass(account, pass))
     }
 }

@@ -59,6 +59,31 @@ pub struct AccountYaml {
     pub extra_lines: Vec<String>,
 }
 
+impl AccountYaml {
+    /// The account's keys, one a line, not indented: a file of `accounts_dir`.
+    pub fn yaml(&self) -> String {
+        let mut y = vec![
+            format!("name: {}", self.name),
+            format!("protocol: {}", self.protocol),
+            format!("host: {}", self.host),
+            format!("port: {}", self.port),
+            format!("tls: {}", self.tls),
+        ];
+        if let Some(ca) = &self.ca_file {
+            y.push(format!("ca_file: {}", ca.display()));
+        }
+        y.push(format!("username: {}", self.username));
+        match &self.password {
+            Secret::Inline(p) => y.push(format!("password: {p}")),
+            Secret::File(f) => y.push(format!("password_file: {}", f.display())),
+            Secret::None => {}
+        }
+        y.extend(self.extra_lines.iter().cloned());
+        y.push(String::new());
+        y.join("\n")
+    }
+}
+
 impl Default for AccountYaml {
     fn default() -> AccountYaml {
         AccountYaml {
@@ -201,22 +226,11 @@ impl GatewayConfig {
         y.extend(self.extra_lines.iter().cloned());
         y.push("accounts:".to_owned());
         for a in &self.accounts {
-            y.push(format!(
-                "  - name: {}\n    protocol: {}",
-                a.name, a.protocol
-            ));
-            y.push(format!("    host: {}\n    port: {}", a.host, a.port));
-            y.push(format!("    tls: {}", a.tls));
-            if let Some(ca) = &a.ca_file {
-                y.push(format!("    ca_file: {}", ca.display()));
+            // An item of the list: the account's lines, indented under `- `.
+            for (i, line) in a.yaml().lines().enumerate() {
+                let lead = if i == 0 { "  - " } else { "    " };
+                y.push(format!("{lead}{line}"));
             }
-            y.push(format!("    username: {}", a.username));
-            match &a.password {
-                Secret::Inline(p) => y.push(format!("    password: {p}")),
-                Secret::File(f) => y.push(format!("    password_file: {}", f.display())),
-                Secret::None => {}
-            }
-            y.extend(a.extra_lines.iter().map(|l| format!("    {l}")));
         }
         y.push(String::new());
         y.join("\n")

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::maildir::Maildirs;
+use super::{AccountYaml, Secret};
 use super::{children_of, free_ports, mail_user_ids, process_alive, send_signal, wait_until};
 
 /// Attempts at starting, each with new ports (a port may be taken between pick and bind).
@@ -228,6 +229,21 @@ impl Dovecot {
             .find(|(u, _)| u == user)
             .map(|(_, p)| p.as_str())
             .unwrap_or_else(|| panic!("no such test user {user:?}"))
+    }
+
+    /// An account on `user`'s mailbox: POP3 with STARTTLS, this server's certificate trusted,
+    /// polled every 5 s.
+    pub fn pop3_account(&self, name: &str, user: &str) -> AccountYaml {
+        AccountYaml {
+            name: name.into(),
+            port: self.pop3_port(),
+            tls: "starttls".into(),
+            ca_file: Some(self.ca_file()),
+            username: user.into(),
+            password: Secret::Inline(self.password(user).into()),
+            extra_lines: vec!["poll_interval: 5s".into()],
+            ..AccountYaml::default()
+        }
     }
 
     /// Dovecot's log so far (print it when a test fails).

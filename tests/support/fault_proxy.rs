@@ -57,6 +57,9 @@ pub enum Fault {
     Delay { delay: Duration },
 }
 
+/// A command a client sent: when, and its verb.
+type Sent = (Instant, String);
+
 /// Which fault the n-th connection (from 0) gets.
 type Plan = Arc<dyn Fn(usize) -> Fault + Send + Sync>;
 
@@ -73,6 +76,8 @@ struct Shared {
     open: AtomicUsize,
     fired: AtomicUsize,
     commands: Mutex<Vec<String>>,
+    /// Each connection's (by number) commands.
+    active: Mutex<Vec<(usize, Vec<Sent>)>>,
 }
 
 /// A running proxy on 127.0.0.1; stops (and closes every connection) when dropped.
@@ -103,6 +108,7 @@ impl FaultProxy {
             open: AtomicUsize::new(0),
             fired: AtomicUsize::new(0),
             commands: Mutex::new(Vec::new()),
+            active: Mutex::new(Vec::new()),
         });
         let s = Arc::clone(&shared);
         let acceptor = thread::spawn(move || accept_loop(listener, s));
@@ -144,6 +150,38 @@ impl FaultProxy {
         self.shared.fired.load(Ordering::SeqCst)
     }
 
+    /// Pairs of sessions that worked the mailbox at the same time, with their commands: each
+    /// sent a mailbox command (anything but the login: CAPA, STLS, AUTH and its SASL lines,
+    /// USER, PASS, APOP) between two of the other's. A session that sat idle (its client
+    /// paused) while another came and went is not one; nor are sessions one after the other.
+    pub fn overlapping_sessions(&self) -> Vec<String> {
+        let active = lock(&self.shared.active);
+        let login = ["CAPA", "STLS", "AUTH", "USER", "PASS", "APOP", "…", ""];
+        let work = |c: &[Sent]| -> Vec<Instant> {
+            (c.iter())
+                .filter(|(_, v)| !login.contains(&v.as_str()))
+                .map(|(t, _)| *t)
+                .collect()
+        };
+        let within = |a: &[Sent], b: &[Sent]| {
+            let b = work(b);
+            let (Some(first), Some(last)) = (b.first(), b.last()) else {
+                return false;
+            };
+            work(a).iter().any(|t| first < t && t < last)
+        };
+        let mut pairs = Vec::new();
+        for (i, (n, a)) in active.iter().enumerate() {
+            for (m, b) in &active[i + 1..] {
+                if within(a, b) && within(b, a) {
+                    let verbs = |c: &[Sent]| c.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>();
+                    pairs.push(format!("#{n} {:?} / #{m} {:?}", verbs(a), verbs(b)));
+                }
+            }
+        }
+        pairs
+    }
+
     /// The command lines the clients sent, in order (for diagnostics; they hold passwords).
     pub fn commands(&self) -> Vec<String> {
         lock(&self.shared.commands).clone()
@@ -178,7 +216,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         thread::spawn(move || {
             shared.open.fetch_add(1, Ordering::SeqCst);
             if let Ok(upstream) = TcpStream::connect((Ipv4Addr::LOCALHOST, shared.upstream)) {
-                Connection::new(client, upstream, fault, Arc::clone(&shared)).run();
+                Connection::new(client, upstream, fault, Arc::clone(&shared), n).run();
             }
             shared.open.fetch_sub(1, Ordering::SeqCst);
         });
@@ -197,10 +235,18 @@ struct Connection {
     done: Arc<AtomicBool>,
     /// The connection is being reset: no graceful shutdown of the client side.
     reset: Arc<AtomicBool>,
+    /// Its number (from 0), for [`FaultProxy::overlapping_sessions`].
+    number: usize,
 }
 
 impl Connection {
-    fn new(client: TcpStream, upstream: TcpStream, fault: Fault, shared: Arc<Shared>) -> Self {
+    fn new(
+        client: TcpStream,
+        upstream: TcpStream,
+        fault: Fault,
+        shared: Arc<Shared>,
+        number: usize,
+    ) -> Self {
         Connection {
             client,
             upstream,
@@ -209,6 +255,7 @@ impl Connection {
             retrs: Arc::new(AtomicUsize::new(0)),
             done: Arc::new(AtomicBool::new(false)),
             reset: Arc::new(AtomicBool::new(false)),
+            number,
         }
     }
 
@@ -240,6 +287,7 @@ impl Connection {
             retrs: Arc::clone(&self.retrs),
             done: Arc::clone(&self.done),
             reset: Arc::clone(&self.reset),
+            number: self.number,
         };
         let client_to_server = thread::spawn(move || up.client_to_server());
         self.server_to_client();
@@ -306,6 +354,21 @@ impl Connection {
             _ => {}
         }
         lock(&self.shared.commands).push(text);
+        // The verb only: a SASL line (bare base64) is not one to show.
+        let shown = if verb.len() <= 4 && verb.bytes().all(|b| b.is_ascii_uppercase()) {
+            verb
+        } else {
+            "…".to_owned()
+        };
+        let mut active = lock(&self.shared.active);
+        let index = match active.iter().position(|(n, _)| *n == self.number) {
+            Some(i) => i,
+            None => {
+                active.push((self.number, Vec::new()));
+                active.len() - 1
+            }
+        };
+        active[index].1.push((Instant::now(), shown));
     }
 
     /// Forwards the server's replies, applying the fault.

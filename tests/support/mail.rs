@@ -7,6 +7,15 @@ pub const SAMPLE_CATCHALL_USER: &str = "catchall@example.com";
 /// The postmaster the expectations of [`sample_catchall_expected`] assume.
 pub const SAMPLE_POSTMASTER: &str = "postmaster@example.com";
 
+/// A short message to `to` from `sender@remote.test`, its Subject `to` (to find it at the
+/// sink).
+pub fn mail_to(to: &str) -> Vec<u8> {
+    message(
+        &[("From", "sender@remote.test"), ("To", to), ("Subject", to)],
+        "hello\n",
+    )
+}
+
 /// A message from header fields and a body, LF line ends (as a Maildir stores mail).
 ///
 /// The body is taken as is: it gets no final newline unless it has one.

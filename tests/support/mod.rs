@@ -53,7 +53,7 @@ pub use dovecot::{Dovecot, DovecotTls};
 pub use e2e::{E2E_VAR, skip_e2e};
 pub use fault_proxy::{Fault, FaultProxy};
 pub use mail::{
-    SAMPLE_CATCHALL_USER, SAMPLE_DOMAIN, SAMPLE_POSTMASTER, message, numbered_message,
+    SAMPLE_CATCHALL_USER, SAMPLE_DOMAIN, SAMPLE_POSTMASTER, mail_to, message, numbered_message,
     numbered_pairs, sample_catchall_expected, sample_catchall_mail,
 };
 pub use postfix::Postfix;

@@ -224,6 +224,20 @@ impl SmtpSink {
         });
         got
     }
+
+    /// Waits up to 20 s for the transaction whose Subject is `subject`; its RCPTs (none on a
+    /// timeout).
+    pub fn rcpts_of(&self, subject: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        wait_until(Duration::from_secs(20), || {
+            found = (self.transactions().into_iter())
+                .filter(|t| t.subject() == subject)
+                .flat_map(|t| t.rcpts)
+                .collect();
+            !found.is_empty()
+        });
+        found
+    }
 }
 
 impl Drop for SmtpSink {

@@ -28,7 +28,7 @@ impl Checker<'_> {
         let mut ok = true;
         let mut names: Vec<(String, usize)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            match self.account(item, i, &mut names) {
+            match self.account(item, i, format!("#{}", i + 1), &mut names) {
                 Some(a) => {
                     // Two accounts on one mailbox would deliver it twice (and share its state).
                     let twin = accounts
@@ -51,13 +51,17 @@ impl Checker<'_> {
                 None => ok = false,
             }
         }
+        self.names = names;
         ok.then_some(accounts)
     }
 
+    /// One account: an item of `accounts:` (`index` in the list) or a file of
+    /// `accounts_dir`; `fallback` labels it in messages when it has no usable name.
     pub(super) fn account(
         &mut self,
         node: &Node,
         index: usize,
+        fallback: String,
         names: &mut Vec<(String, usize)>,
     ) -> Option<AccountConfig> {
         // The label in messages: the name when it is usable, else the position.
@@ -70,10 +74,7 @@ impl Checker<'_> {
                 .map(str::to_string),
             _ => None,
         };
-        let path = format!(
-            "accounts[{}]",
-            label.unwrap_or_else(|| format!("#{}", index + 1))
-        );
+        let path = format!("accounts[{}]", label.unwrap_or(fallback));
         self.section(node, &path, |c, s| c.account_keys(s, index, names))
     }
 

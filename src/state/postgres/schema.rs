@@ -77,6 +77,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE quarantine ADD COLUMN subject TEXT;
     ALTER TABLE quarantine ADD COLUMN sender TEXT;
     ALTER TABLE quarantine ADD COLUMN message_id TEXT;",
+    // 3: the accounts every instance collects besides its files' (`mailferry accounts add`):
+    // each as the YAML of one item of `accounts:`, checked again by every instance that
+    // loads it; `mailbox` for `accounts list` and for refusing one mailbox twice.
+    "CREATE TABLE shared_accounts (
+        name     TEXT        NOT NULL PRIMARY KEY,
+        mailbox  TEXT        NOT NULL UNIQUE,
+        yaml     TEXT        NOT NULL,
+        added_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );",
 ];
 
 /// Brings the database up to [`PG_SCHEMA_VERSION`], all in one transaction under an advisory
