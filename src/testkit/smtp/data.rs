@@ -42,8 +42,13 @@ pub(super) async fn end_of_data(
     let (end, delay, close, split) = {
         let mut script = lock(&shared.script);
         let own = tx.rcpts.iter().find_map(|r| script.data_end_for.get(r));
+        let dropped = (script.drop_after_data_for.iter())
+            .position(|d| tx.rcpts.iter().any(|r| r.eq_ignore_ascii_case(d)));
         let end = if script.drop_after_data > 0 {
             script.drop_after_data -= 1;
+            End::Drop
+        } else if let Some(at) = dropped {
+            script.drop_after_data_for.remove(at);
             End::Drop
         } else if let Some(reply) = own.or(script.data_end.as_ref()) {
             End::Reply(reply.clone())

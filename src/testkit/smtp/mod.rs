@@ -46,6 +46,8 @@ pub struct Script {
     data_end_for: HashMap<String, String>,
     data_end_delay: Duration,
     drop_after_data: usize,
+    /// Recipients whose next transaction is dropped at the end of its data.
+    drop_after_data_for: Vec<String>,
     close_after_data: bool,
     drop_after_rcpts: Option<usize>,
     no_reply_to: Vec<String>,
@@ -70,6 +72,7 @@ impl Default for Script {
             data_end_for: HashMap::new(),
             data_end_delay: Duration::ZERO,
             drop_after_data: 0,
+            drop_after_data_for: Vec::new(),
             close_after_data: false,
             drop_after_rcpts: None,
             no_reply_to: Vec::new(),
@@ -143,6 +146,13 @@ impl Script {
     /// For the next `n` ends of DATA, drop the connection instead of replying.
     pub fn drop_after_data(mut self, n: usize) -> Script {
         self.drop_after_data = n;
+        self
+    }
+
+    /// For the next transaction to `rcpt` (whichever of several sessions it comes on), drop
+    /// the connection at the end of its data instead of replying.
+    pub fn drop_after_data_for(mut self, rcpt: &str) -> Script {
+        self.drop_after_data_for.push(rcpt.to_lowercase());
         self
     }
 
