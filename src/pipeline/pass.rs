@@ -418,6 +418,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                 Next::Quarantined => {
                     let q = state.and_then(|s| s.quarantine.clone());
                     if let Some(q) = q.filter(|q| !q.notified && !q.forgotten) {
+                        self.room(mailbox, flight, course).await?;
                         let uid = uid.clone();
                         let work = async move {
                             let result = ctx.tell_postmaster(&uid, &q, "").await;
@@ -429,6 +430,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                 Next::Wait => self.report.waiting += 1,
                 Next::Defer => self.report.deferred += 1,
                 Next::GiveUp => {
+                    self.room(mailbox, flight, course).await?;
                     let why = "it failed on every attempt";
                     flight.push(
                         None,
@@ -437,6 +439,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                 }
                 Next::Attempt if self.tried.contains(uid) => {}
                 Next::Attempt if listed.size.is_some_and(|n| n > ctx.config.max_message_size) => {
+                    self.room(mailbox, flight, course).await?;
                     let why = format!(
                         "larger than max_message_size ({} bytes) by the server's LIST",
                         ctx.config.max_message_size
@@ -447,16 +450,11 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                     );
                 }
                 Next::Attempt => {
-                    self.tried.insert(uid.clone());
-                    while flight.full() {
-                        let Some(done) = flight.next().await else {
-                            break;
-                        };
-                        self.finish(mailbox, done, course).await?;
-                    }
+                    self.room(mailbox, flight, course).await?;
                     if !course.going() || *stop.borrow() {
                         break;
                     }
+                    self.tried.insert(uid.clone());
                     let reserved = flight.drive(self.budget.reserve(listed.size.unwrap_or(0)));
                     let reserved = reserved.await;
                     self.attempt(mailbox, listed, reserved, flight, course)
@@ -467,9 +465,25 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
         Ok(())
     }
 
-    /// One attempt at one message: counted in the store first, then downloaded (its listed
-    /// size `reserved` in the memory budget), then handed on to `flight` for route → relay →
-    /// state. Only a state-store failure is an error.
+    /// Waits until the flight has room for one more message, finishing what comes back.
+    async fn room<M: Mailbox>(
+        &mut self,
+        mailbox: &mut M,
+        flight: &mut Flight<'a>,
+        course: &mut Course,
+    ) -> Result<(), PassError> {
+        while flight.full() {
+            let Some(done) = flight.next().await else {
+                break;
+            };
+            self.finish(mailbox, done, course).await?;
+        }
+        Ok(())
+    }
+
+    /// One attempt at one message: downloaded (its listed size `reserved` in the memory
+    /// budget), then handed on to `flight`, where it is counted in the store before route →
+    /// relay → state (`work.rs`). Only a state-store failure is an error.
     async fn attempt<M: Mailbox>(
         &mut self,
         mailbox: &mut M,
