@@ -109,7 +109,7 @@ impl Postgres {
             let mut exited = false;
             let ready = wait_until(Duration::from_secs(30), || {
                 exited = matches!(child.try_wait(), Ok(Some(_)));
-                !exited && pg_isready(&bin, port)
+                !exited && pg_isready(&bin, root.path(), port)
             });
             if ready {
                 let pg = Postgres {
@@ -224,10 +224,15 @@ fn as_mail_user(mut cmd: Command, dir: &Path) -> Command {
     cmd
 }
 
-/// Whether the server on 127.0.0.1:`port` accepts connections.
-fn pg_isready(bin: &Path, port: u16) -> bool {
+/// Whether the server on `port` with its socket in `socket_dir` takes connections. Over the
+/// socket, not TCP: another test's server that took the same port first would answer on TCP,
+/// while this one is still failing to bind it.
+fn pg_isready(bin: &Path, socket_dir: &Path, port: u16) -> bool {
     Command::new(bin.join("pg_isready"))
-        .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .arg("-q")
+        .arg("-h")
+        .arg(socket_dir)
+        .args(["-p", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
