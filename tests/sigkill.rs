@@ -1,10 +1,11 @@
 //! Acceptance for "a crash at any instant loses nothing": `mailferry run` is killed with
 //! SIGKILL at seeded random moments while it relays 1,500 deliveries (500 messages × 3
 //! recipients) from a real Dovecot to a real smtp-sink, restarted each time, then left to
-//! finish. Every (recipient, message) pair must arrive, the mailbox must end empty, and a
-//! kill may cost at most one message delivered twice (the one in flight: its SMTP
-//! transaction was accepted but the process died before recording it); the goal is none,
-//! and the count is printed.
+//! finish. Every (recipient, message) pair must arrive and the mailbox must end empty. A kill
+//! may cost a message delivered twice only if the relay had accepted it and the process died
+//! before recording it, so at most the messages in flight ([`FLIGHT`]); the goal is none, and
+//! the count is printed. (Each is in that window for about a millisecond, so at the few
+//! hundred messages a second of this test, about one kill in two hits one.)
 //!
 //! The POP3 server sits behind a proxy that delays every chunk by 5 ms (a far server), so
 //! that a run takes seconds and a kill 50–400 ms after its deliveries begin hits it mid-work.
@@ -27,6 +28,8 @@ const PASS: &str = "pop-secret";
 const MESSAGES: usize = 500;
 /// Kills that must land while mail is still being relayed.
 const KILLS: usize = 12;
+/// The messages of one account in flight at once: twice `relay.connections` (4 by default).
+const FLIGHT: usize = 8;
 
 /// A small, seeded pseudo-random generator (xorshift64*), so that a failure can be replayed.
 struct Rng(u64);
@@ -119,6 +122,7 @@ fn sigkill_at_random_moments_loses_nothing() {
 
     let mut kills = 0;
     let mut rounds = 0;
+    let mut twice_before = 0;
     // Mail added after a run that finished everything before its kill; doubled each time
     // that happens, so that a faster mailferry (or machine) still gets killed mid-work.
     let mut batch = MESSAGES / 5;
@@ -143,6 +147,14 @@ fn sigkill_at_random_moments_loses_nothing() {
             "sigkill: round {rounds}: killed after {} -> {after} deliveries; {tally}",
             before
         );
+        // What this run sent twice was left unrecorded by the kill before it.
+        let twice = messages_duplicated(&tally);
+        assert!(
+            twice - twice_before <= FLIGHT,
+            "one kill cost {} messages delivered twice, more than were in flight ({FLIGHT})",
+            twice - twice_before
+        );
+        twice_before = twice;
         if tally.missing.is_empty() {
             // Everything went through before the kill: it did not land while relaying. Give
             // the next run more to do (a faster mailferry must not make the test vacuous).
@@ -182,9 +194,9 @@ fn sigkill_at_random_moments_loses_nothing() {
         "after {kills} kills: {tally}"
     );
     assert!(
-        twice <= kills,
-        "at most one message delivered twice per kill: {twice} message(s) after {kills} kills \
-         ({tally})"
+        twice - twice_before <= FLIGHT,
+        "the last kill cost {} messages delivered twice, more than were in flight ({FLIGHT})",
+        twice - twice_before
     );
     assert_eq!(dovecot.count(USER), 0, "the mailbox ends empty");
 }

@@ -38,6 +38,8 @@ struct Inner {
     open_most: usize,
     /// When each session was opened (or its login refused).
     logins: Vec<tokio::time::Instant>,
+    /// How long marking a message deleted takes (a far server answering DELE).
+    delete_delay: std::time::Duration,
 }
 
 impl MemoryMailbox {
@@ -116,6 +118,11 @@ impl MemoryMailbox {
     /// The server announces this LOGIN-DELAY.
     pub fn set_login_delay(&self, delay: std::time::Duration) {
         self.lock().login_delay = Some(delay);
+    }
+
+    /// Marking a message deleted takes this long.
+    pub fn set_delete_delay(&self, delay: std::time::Duration) {
+        self.lock().delete_delay = delay;
     }
 
     /// Sessions opened so far.
@@ -233,6 +240,8 @@ impl Mailbox for MemorySession {
 
     async fn delete(&mut self, msg: &Listed) -> Result<(), FetchError> {
         self.alive()?;
+        let delay = self.mailbox.lock().delete_delay;
+        tokio::time::sleep(delay).await;
         self.marked.insert(msg.key.clone());
         Ok(())
     }

@@ -342,9 +342,17 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
         // outcome recorded, each deletion made.
         let mut failed = handed.err();
         while let Some(done) = flight.next().await {
-            if let Err(e) = self.finish(&mut mailbox, done, &mut course).await {
+            if let Err(e) = self
+                .finish(&mut mailbox, &mut flight, done, &mut course)
+                .await
+            {
                 failed.get_or_insert(e);
             }
+        }
+        // Recorded for good before the upstream copies go (and for `retention: keep`, so that
+        // a crash of the machine re-delivers nothing of this session).
+        if let Err(e) = ctx.store.sync().await {
+            failed.get_or_insert(e.into());
         }
         if let Some(e) = failed {
             return Err(e);
@@ -390,7 +398,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
         for listed in listing {
             // What finished meanwhile is recorded: its upstream copy may go now.
             while let Some(done) = flight.take_done() {
-                self.finish(mailbox, done, course).await?;
+                self.finish(mailbox, flight, done, course).await?;
             }
             if !course.going() || *stop.borrow() {
                 break;
@@ -412,7 +420,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
             match plan::next(state, now, &ctx.config.relay.retry, budget_left) {
                 Next::Settled => {
                     if let Some(state) = state {
-                        self.dispose(mailbox, listed, state, course).await;
+                        self.dispose(mailbox, flight, listed, state, course).await;
                     }
                 }
                 Next::Quarantined => {
@@ -476,7 +484,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
             let Some(done) = flight.next().await else {
                 break;
             };
-            self.finish(mailbox, done, course).await?;
+            self.finish(mailbox, flight, done, course).await?;
         }
         Ok(())
     }
@@ -542,7 +550,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
             let Some(done) = flight.next().await else {
                 break;
             };
-            self.finish(mailbox, done, course).await?;
+            self.finish(mailbox, flight, done, course).await?;
         }
         let work = ctx.deliver(uid, raw);
         let work = async move {
@@ -559,12 +567,16 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
     async fn finish<M: Mailbox>(
         &mut self,
         mailbox: &mut M,
+        flight: &mut Flight<'a>,
         done: Finished,
         course: &mut Course,
     ) -> Result<(), PassError> {
         self.report.absorb(&done.tally);
         match done.result? {
-            Attempt::Settled(state) => self.dispose(mailbox, &done.listed, &state, course).await,
+            Attempt::Settled(state) => {
+                self.dispose(mailbox, flight, &done.listed, &state, course)
+                    .await
+            }
             Attempt::Unsettled => {}
             Attempt::RelayUnavailable => course.relay_down = true,
         }
@@ -573,10 +585,12 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
 
     /// A settled message: deleted upstream if retention allows (committed at the session's
     /// end), otherwise told to the mailbox as kept. Not after the connection was lost: the
-    /// next session does it.
+    /// next session does it. The messages in flight go on meanwhile: one the relay accepted
+    /// is recorded at once, not after this round trip (a crash in between re-delivers it).
     async fn dispose<M: Mailbox>(
         &mut self,
         mailbox: &mut M,
+        flight: &mut Flight<'a>,
         listed: &Listed,
         state: &MessageState,
         course: &mut Course,
@@ -587,7 +601,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
         let name = self.ctx.account.name.as_str();
         let uid = &listed.key;
         if retention::may_delete(self.ctx.account.retention, state, SystemTime::now()) {
-            match mailbox.delete(listed).await {
+            match flight.drive(mailbox.delete(listed)).await {
                 Ok(()) => course.deleted.push((listed.handle, uid.clone())),
                 // Refused for this one message: it stays upstream, is deleted next pass.
                 Err(e) if !e.connection_lost() => {
@@ -597,7 +611,7 @@ impl<'a, St: StateStore, R: Relay> Pass<'a, St, R> {
                 Err(e) => course.ended = Session::Lost(e),
             }
         } else {
-            match mailbox.settled(listed).await {
+            match flight.drive(mailbox.settled(listed)).await {
                 Ok(()) => {}
                 // Refused for this one message: tried again next pass.
                 Err(e) if !e.connection_lost() => {

@@ -564,6 +564,32 @@ async fn messages_are_relayed_side_by_side_but_never_two_copies_of_one() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_message_the_relay_accepted_is_recorded_while_the_server_is_slow_to_delete_another() {
+    // A crash between the relay's acceptance and the record sends the message again: that
+    // time must not include a round trip for another message.
+    let mut w = World::new("");
+    w.relay_connections(1);
+    w.mailbox.add(&mail("a@example.com", "one"));
+    let second = w.mailbox.add(&mail("b@example.com", "two"));
+    // The first is relayed from 0 to 10 s and deleted from 10 to 40 s; the second is
+    // relayed from 10 to 20 s.
+    w.relay.set_delay(Duration::from_secs(10));
+    w.mailbox.set_delete_delay(Duration::from_secs(30));
+    let probe = async {
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let known = w.store.load_account("acct").await.unwrap();
+        known.get(&second).and_then(|s| s.settled_at)
+    };
+    let (report, settled) = tokio::join!(w.pass(), probe);
+    assert_eq!(report.unwrap().settled, 2);
+    assert!(
+        settled.is_some(),
+        "recorded once accepted (20 s), not after the other's deletion (40 s)"
+    );
+    assert!(w.mailbox.keys().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn downloading_waits_for_the_memory_budget_and_a_larger_message_goes_alone() {
     let mut w = World::new("");
     w.config.memory_budget = 1 << 20;

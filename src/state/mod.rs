@@ -95,6 +95,15 @@ pub enum StateError {
         /// The PID in the lock file.
         holder: String,
     },
+    /// What was written could not be made to survive a crash of the machine.
+    #[error("cannot sync {path} to disk: {error}")]
+    Sync {
+        /// The file being synced.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        error: std::io::Error,
+    },
     /// The database file was deleted or replaced while open: writes would go nowhere.
     #[error("the state database {path} was deleted or replaced while mailferry had it open")]
     Replaced {
@@ -248,7 +257,8 @@ pub struct PassEnded {
     pub backing_off: bool,
 }
 
-/// What the pipeline asks of a state store. Every write is durable when its future resolves;
+/// What the pipeline asks of a state store. Every write survives a crash of this process when
+/// its future resolves, and a crash of the machine once [`StateStore::sync`] has returned;
 /// a message is keyed by (account name, message key: UIDL, or UIDVALIDITY and UID).
 pub trait StateStore: Clone + Send + Sync + 'static {
     /// Before a pass delivers anything: the store is still the one opened, and if a write
@@ -398,6 +408,13 @@ pub trait StateStore: Clone + Send + Sync + 'static {
         _account: &str,
         _done: PassDone,
     ) -> impl Future<Output = Result<(), StateError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Makes every write so far survive a crash of the machine, not only of this process:
+    /// at the end of a session, before its deletions are committed upstream. A store whose
+    /// every commit is durable already (PostgreSQL, memory) has nothing to do.
+    fn sync(&self) -> impl Future<Output = Result<(), StateError>> + Send {
         async { Ok(()) }
     }
 

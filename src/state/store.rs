@@ -197,4 +197,8 @@ impl StateStore for Store {
     async fn record_pass(&self, account: &str, pass: &PassEnded) -> Result<(), StateError> {
         dispatch!(self.record_pass(account, pass))
     }
+
+    async fn sync(&self) -> Result<(), StateError> {
+        dispatch!(self.sync())
+    }
 }
