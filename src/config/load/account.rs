@@ -183,7 +183,7 @@ impl Checker<'_> {
             Some(n) => self.choice(n, &s.name("initial"), INITIAL).map(Some),
         };
         let expunge_every = match s.get("expunge_every") {
-            None => Some(50),
+            None => Some(1000),
             Some(n) => self
                 .integer(n, &s.name("expunge_every"), 1, u64::from(u32::MAX))
                 .and_then(|m| u32::try_from(m).ok()),

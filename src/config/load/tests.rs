@@ -800,7 +800,7 @@ fn retry_initial_and_expunge_every_have_defaults_and_are_checked() {
     let c = load(BASE).unwrap();
     assert_eq!(c.relay.retry, RetryPolicy::default());
     assert_eq!(c.accounts[0].initial, None);
-    assert_eq!(c.accounts[0].expunge_every, 50);
+    assert_eq!(c.accounts[0].expunge_every, 1000);
 
     let c = load(&base_with(
         "  host: mail.corp.local\n",

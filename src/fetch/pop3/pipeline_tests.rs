@@ -101,15 +101,22 @@ async fn a_planned_message_skipped_has_its_reply_read_and_dropped() {
 
 #[tokio::test]
 async fn the_window_is_bounded_by_count_and_by_the_sizes_list_announced() {
-    // By count: the first RETR sends WINDOW_COUNT, each later one one more.
+    // By count: the first RETR sends WINDOW_COUNT, each later one one more (LIST says they
+    // are small: a size not listed counts for more, and the bytes would bound the window).
     let total = WINDOW_COUNT as u32 + 2;
+    let listing: String = (1..=total).map(|n| format!("{n} 100\r\n")).collect();
     let mut script = login_steps(PIPELINING);
+    script.extend([
+        Step::Expect("LIST"),
+        Step::Send(format!("+OK\r\n{listing}.\r\n").into_bytes()),
+    ]);
     script.extend(expect_retrs(1..=WINDOW_COUNT as u32));
     script.push(Step::Send(retr_reply(1)));
     script.extend(expect_retrs([WINDOW_COUNT as u32 + 1]));
     script.push(Step::Hang);
     let fake = Scripted::start(script, Split::Whole, None).await;
     let mut client = connect(&fake).await;
+    client.list().await.unwrap();
     client.plan(1..=total);
     assert_eq!(client.retr(1).await.unwrap(), message(1));
     // Sends RETR WINDOW_COUNT+1 before reading (and waiting for) message 2.
