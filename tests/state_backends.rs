@@ -400,6 +400,8 @@ async fn deleted_and_pruned(backend: &Backend) {
             .await
             .unwrap();
     }
+    // What a session does before its deletions: the outcomes made durable.
+    store.sync().await.expect("sync");
     store
         .quarantine(
             "acct",

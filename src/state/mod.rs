@@ -412,8 +412,9 @@ pub trait StateStore: Clone + Send + Sync + 'static {
     }
 
     /// Makes every write so far survive a crash of the machine, not only of this process:
-    /// at the end of a session, before its deletions are committed upstream. A store whose
-    /// every commit is durable already (PostgreSQL, memory) has nothing to do.
+    /// at the end of a session, before its deletions are committed upstream. SQLite and
+    /// PostgreSQL record outcomes without waiting for the disk, so that a crash right after
+    /// the relay's acceptance finds them recorded; the memory store has nothing to do.
     fn sync(&self) -> impl Future<Output = Result<(), StateError>> + Send {
         async { Ok(()) }
     }

@@ -303,6 +303,12 @@ impl StateStore for PgStore {
     ) -> Result<MessageState, StateError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // The commit returns once PostgreSQL has it, without waiting for its WAL to reach
+        // the disk: a crash of this process right after the relay's acceptance finds it
+        // recorded sooner (a kill in between sends the message again). `sync` makes it
+        // durable before the session deletes anything upstream.
+        tx.batch_execute("SET LOCAL synchronous_commit TO off")
+            .await?;
         self.fence(&tx, account).await?;
         insert_message(&tx, account, uidl, now).await?;
         let upsert = tx
@@ -564,6 +570,17 @@ impl StateStore for PgStore {
 
     async fn release(&self, account: &str, done: super::PassDone) -> Result<(), StateError> {
         self.release_lease(account, done).await
+    }
+
+    /// A transaction that commits synchronously, with a transaction id so that it writes a
+    /// commit record: it returns once the WAL is on disk up to that record, and with it every
+    /// outcome committed before it (`record_recipients` does not wait for the disk).
+    async fn sync(&self) -> Result<(), StateError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.query_one("SELECT txid_current()", &[]).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn record_pass(&self, account: &str, pass: &super::PassEnded) -> Result<(), StateError> {
