@@ -144,8 +144,13 @@ impl Postgres {
 
     /// The URL mailferry connects with: the role `mailferry` and its password, over TCP.
     pub fn url(&self) -> String {
+        self.database_url(PG_USER)
+    }
+
+    /// [`Postgres::url`] for another database the role owns (created with [`Postgres::psql`]).
+    pub fn database_url(&self, database: &str) -> String {
         format!(
-            "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/{PG_USER}",
+            "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/{database}",
             self.port
         )
     }
