@@ -1,6 +1,7 @@
 //! End to end, with faults made on purpose: two processes on one state directory, a state
 //! store that cannot be written or is replaced, a kept mailbox whose state was lost, a
-//! message that cannot be read. Real Dovecot, real smtp-sink, the real binary.
+//! message that cannot be read. Real Dovecot, real smtp-sink, the real binary. The faults of
+//! the SQLite file and its directory are skipped under `MAILFERRY_TEST_STATE=postgres`.
 
 mod support;
 
@@ -93,6 +94,11 @@ fn a_second_process_on_the_same_state_dir_refuses_to_start_naming_the_first() {
     if support::skip_e2e() {
         return;
     }
+    if support::skip_under_postgres(
+        "the lock on state_dir is SQLite's; instances on PostgreSQL share one database by design",
+    ) {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -149,6 +155,11 @@ fn a_full_disk_under_the_state_store_sends_nothing_twice() {
     if support::skip_e2e() {
         return;
     }
+    if support::skip_under_postgres(
+        "fills the disk under state_dir, where a PostgreSQL store keeps nothing",
+    ) {
+        return;
+    }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().unwrap();
@@ -193,6 +204,11 @@ fn a_full_disk_under_the_state_store_sends_nothing_twice() {
 #[test]
 fn the_daemon_stops_delivering_while_its_store_cannot_write_and_readyz_says_so() {
     if support::skip_e2e() {
+        return;
+    }
+    if support::skip_under_postgres(
+        "makes state.sqlite3 immutable, a file PostgreSQL does not have",
+    ) {
         return;
     }
     let dovecot = Dovecot::start(&[(USER, PASS)]);
@@ -263,6 +279,9 @@ fn the_daemon_stops_delivering_while_its_store_cannot_write_and_readyz_says_so()
 #[test]
 fn a_state_file_deleted_under_the_daemon_stops_it() {
     if support::skip_e2e() {
+        return;
+    }
+    if support::skip_under_postgres("deletes state.sqlite3, a file PostgreSQL does not have") {
         return;
     }
     let dovecot = Dovecot::start(&[(USER, PASS)]);

@@ -1,5 +1,6 @@
-//! `mailferry status` beside a running daemon (SQLite): the daemon's account is held by its
-//! PID, its last pass worked, its next is due, the message it could not deliver is waiting;
+//! `mailferry status` beside a running daemon: the daemon's account is held by its PID (with
+//! SQLite; with PostgreSQL while a pass holds the lease), its last pass worked, its next is
+//! due, the message it could not deliver is waiting;
 //! `--json` says the same. The lock and the database stay the daemon's (status writes
 //! nothing), and no password is shown.
 
@@ -39,11 +40,22 @@ fn status_shows_the_daemons_accounts_while_it_runs() {
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("ACCOUNT  HELD BY"), "{table}");
     let row = lines[1];
-    assert!(row.starts_with("alpha    PID "), "{table}");
-    assert!(
-        row.contains(&format!("PID {} (this host)", daemon.pid())),
-        "{table}"
-    );
+    if support::state_is_postgres() {
+        // PostgreSQL: the account's lease holder (`host:PID`), held only for the length of
+        // a pass; between passes nobody.
+        let held_by = row.split_whitespace().nth(1).unwrap_or_default();
+        assert!(
+            held_by == "-" || held_by.ends_with(&format!(":{}", daemon.pid())),
+            "{table}"
+        );
+    } else {
+        // SQLite: the daemon holding the lock on state_dir.
+        assert!(row.starts_with("alpha    PID "), "{table}");
+        assert!(
+            row.contains(&format!("PID {} (this host)", daemon.pid())),
+            "{table}"
+        );
+    }
     assert!(row.contains(" ago ") && row.contains(" in "), "{table}");
 
     let out = run_mailferry(&["status", "--config", &config_arg, "--json"]);
@@ -77,4 +89,13 @@ fn status_shows_the_daemons_accounts_while_it_runs() {
     let table = String::from_utf8_lossy(&out.stdout);
     let row = table.lines().nth(1).unwrap_or_default();
     assert!(row.starts_with("alpha    -  "), "{table}");
+
+    // The store was the one MAILFERRY_TEST_STATE chose: SQLite's file only with SQLite.
+    let sqlite_file = dir.path().join("state").join("state.sqlite3");
+    assert_eq!(
+        sqlite_file.exists(),
+        !support::state_is_postgres(),
+        "{}",
+        sqlite_file.display()
+    );
 }

@@ -17,14 +17,15 @@ pub const IDLE_MAX: Duration = Duration::from_secs(28 * 60);
 /// Waits until the next pass of `account` is due: `poll_interval`, or less with `idle: true`
 /// — as soon as the folder receives mail, and at most [`IDLE_MAX`]. When the server offers
 /// no IDLE, or the IDLE session fails, the rest of `poll_interval` is slept instead.
-pub async fn until_next_pass(account: &AccountConfig, token: Option<&TokenSource>) {
+/// [`Woken::NewMail`] when new mail ended the wait before the pass was due.
+pub async fn until_next_pass(account: &AccountConfig, token: Option<&TokenSource>) -> Woken {
     let started = Instant::now();
     if account.idle && account.protocol == Protocol::Imap {
         let window = account.poll_interval.min(IDLE_MAX);
         match idle_once(account, window, token).await {
             Ok(Some(woken)) => {
                 tracing::debug!(account = %account.name, "IDLE ended: {woken:?}");
-                return;
+                return woken;
             }
             Ok(None) => tracing::debug!(
                 account = %account.name,
@@ -37,6 +38,7 @@ pub async fn until_next_pass(account: &AccountConfig, token: Option<&TokenSource
         }
     }
     tokio::time::sleep(account.poll_interval.saturating_sub(started.elapsed())).await;
+    Woken::Quiet
 }
 
 /// One IDLE session on the account's folder for at most `window`; `None` when the server

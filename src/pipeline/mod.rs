@@ -24,6 +24,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{AccountConfig, Config};
+use crate::fetch::imap::Woken;
 use crate::fetch::{Source, Upstream};
 use crate::oauth::Tokens;
 use crate::relay::{Relay, SmtpRelay};
@@ -44,8 +45,13 @@ pub trait Mailboxes: Clone + Send + Sync + 'static {
     fn source<'a>(&'a self, config: &'a Config, account: &'a AccountConfig) -> Self::Source<'a>;
 
     /// Waits until the next pass of `account` is due: `poll_interval` by default.
-    fn until_next_pass(&self, account: &AccountConfig) -> impl Future<Output = ()> + Send {
-        tokio::time::sleep(account.poll_interval)
+    /// [`Woken::NewMail`] when new mail ended the wait early.
+    fn until_next_pass(&self, account: &AccountConfig) -> impl Future<Output = Woken> + Send {
+        let interval = account.poll_interval;
+        async move {
+            tokio::time::sleep(interval).await;
+            Woken::Quiet
+        }
     }
 }
 
@@ -79,11 +85,13 @@ impl Mailboxes for Upstreams {
     /// `poll_interval` and a little random delay (`backoff::jitter`, so that accounts do not
     /// all connect in the same second), or until new mail with `idle: true` (IMAP IDLE: not
     /// held back).
-    async fn until_next_pass(&self, account: &AccountConfig) {
-        crate::fetch::idle::until_next_pass(account, self.tokens.get(&account.name)).await;
+    async fn until_next_pass(&self, account: &AccountConfig) -> Woken {
+        let woken =
+            crate::fetch::idle::until_next_pass(account, self.tokens.get(&account.name)).await;
         if !account.idle {
             tokio::time::sleep(backoff::jitter(account.poll_interval)).await;
         }
+        woken
     }
 }
 
@@ -190,8 +198,16 @@ pub async fn poll_once_with<M: Mailboxes, St: StateStore, R: Relay>(
         tasks.spawn(async move {
             let _turn = turns.acquire_owned().await;
             let name = config.accounts[index].name.clone();
-            let result =
-                guarded_pass(config, index, mailboxes, store.clone(), relay, stop, false).await;
+            let result = guarded_pass(
+                config,
+                index,
+                mailboxes,
+                store.clone(),
+                relay,
+                stop,
+                Trigger::Now,
+            )
+            .await;
             note_pass(&store, &name, &result, None, false).await;
             (index, name, result)
         });
@@ -351,10 +367,23 @@ pub async fn run_with<M: Mailboxes, St: StateStore, R: Relay>(
     }
 }
 
+/// What a pass is for, which decides how its lease is claimed (`lease.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The daemon's pass at its interval: skipped when another instance holds the account
+    /// or it is not due yet (another instance polled it meanwhile).
+    Due,
+    /// The daemon's pass for mail IMAP IDLE announced: not due yet by the interval, so
+    /// skipped only when another instance holds the account.
+    NewMail,
+    /// `poll-once`: another instance holding the account is an error.
+    Now,
+}
+
 /// One pass of account `index` in a task of its own, so that a panic in it (a bug, here or in
 /// a library) fails this pass of this account only; held under the account's lease
-/// (`lease.rs`): with `due_only` (the daemon), an account another instance holds or that is
-/// not due is skipped (an empty report); without (`poll-once`), that is an error.
+/// (`lease.rs`): in the daemon ([`Trigger::Due`], [`Trigger::NewMail`]) an account it may not
+/// take is skipped (an empty report); with `poll-once` ([`Trigger::Now`]) that is an error.
 async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
     config: Arc<Config>,
     index: usize,
@@ -362,7 +391,7 @@ async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
     store: St,
     relay: R,
     stop: watch::Receiver<bool>,
-    due_only: bool,
+    trigger: Trigger,
 ) -> Result<PassReport, PassError> {
     let task = tokio::spawn(async move {
         let (config, store) = (&*config, &store);
@@ -375,14 +404,14 @@ async fn guarded_pass<M: Mailboxes, St: StateStore, R: Relay>(
             source,
             relay,
             stop,
-            due_only,
+            trigger == Trigger::Due,
             |stop, source, relay| async move {
                 pass::run_pass(&source, config, account, store, &relay, &stop).await
             },
         );
         match leased.await? {
             Some(report) => Ok(report),
-            None if due_only => Ok(PassReport::default()),
+            None if trigger != Trigger::Now => Ok(PassReport::default()),
             None => Err(lease::held(account)),
         }
     });
@@ -452,6 +481,8 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
     // So is what the server's EXPIRE does to retention.
     let mut told_expire = false;
     let mut failures = backoff::Backoff::default();
+    // Mail announced by IDLE is collected at once, due or not.
+    let mut trigger = Trigger::Due;
     crate::metrics::account_polling(account);
     loop {
         // max_concurrent_accounts: wait for a turn (first come, first served); a stop meanwhile
@@ -468,7 +499,7 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
             store.clone(),
             relay.clone(),
             stop.clone(),
-            true,
+            trigger,
         );
         let result = pass.await;
         drop(turn);
@@ -531,17 +562,23 @@ async fn poller<M: Mailboxes, St: StateStore, R: Relay>(
             // While logins are refused, only the back-off: IDLE would log in again at once.
             if let Some(wait) = backoff {
                 tokio::time::sleep_until(began + wait).await;
-                return;
+                return Woken::Quiet;
             }
-            mailboxes.until_next_pass(account).await;
+            let woken = mailboxes.until_next_pass(account).await;
             if let Some(delay) = delay {
                 tokio::time::sleep_until(began + delay).await;
             }
+            woken
         };
-        tokio::select! {
-            _ = wait => {}
+        let woken = tokio::select! {
+            woken = wait => woken,
             _ = stop.changed() => return,
-        }
+        };
+        // With PostgreSQL a pass before poll_interval would be refused as not due.
+        trigger = match woken {
+            Woken::NewMail => Trigger::NewMail,
+            Woken::Quiet => Trigger::Due,
+        };
     }
 }
 

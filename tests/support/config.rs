@@ -101,7 +101,9 @@ impl Default for AccountYaml {
 }
 
 /// A whole configuration: state directory, relay to `127.0.0.1:<smtp_port>`, domains,
-/// postmaster, optional metrics, and the accounts.
+/// postmaster, optional metrics, and the accounts. The state is in SQLite under the state
+/// directory, or in a PostgreSQL database of its own under `MAILFERRY_TEST_STATE=postgres`
+/// (`state.rs`).
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     comment: Option<String>,
@@ -205,6 +207,12 @@ impl GatewayConfig {
             y.push(format!("# {comment}"));
         }
         y.push(format!("state_dir: {}", self.state_dir.display()));
+        // MAILFERRY_TEST_STATE=postgres: the same test on PostgreSQL, unless it chose its
+        // backend itself.
+        let own_state = self.extra_lines.iter().any(|l| l.starts_with("state:"));
+        if !own_state && let Some(line) = super::state::state_line(&self.state_dir) {
+            y.push(line);
+        }
         if let Some(listen) = &self.metrics_listen {
             y.push(format!("metrics:\n  listen: {listen}"));
         }

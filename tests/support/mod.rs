@@ -19,7 +19,9 @@
 //! - [`TokenService`]: an OAuth2 token service (token, device code, introspection) for
 //!   Dovecot's `oauth2` passdb and mailferry's `oauth:` accounts.
 //! - [`Tally`]: expected (recipient, Message-ID) deliveries against what arrived.
-//! - [`GatewayConfig`]: a configuration "POP3 accounts → the SMTP receiver", written as YAML.
+//! - [`GatewayConfig`]: a configuration "POP3 accounts → the SMTP receiver", written as YAML;
+//!   its state on PostgreSQL instead of SQLite under `MAILFERRY_TEST_STATE=postgres`
+//!   ([`STATE_VAR`], [`skip_under_postgres`]).
 //! - [`sample_catchall_mail`] and [`message`]: realistic mail for a catch-all mailbox.
 //!
 //! The servers need root (Dovecot switches to the mail user, smtp-sink to `-u`) and the
@@ -42,6 +44,7 @@ mod postfix;
 mod postgres;
 mod proxy;
 mod smtp_sink;
+mod state;
 mod tally;
 mod token_service;
 mod upstream;
@@ -60,6 +63,7 @@ pub use postfix::Postfix;
 pub use postgres::{PG_PASSWORD, PG_USER, Postgres, postgres_bin_dir};
 pub use proxy::{ProxyServer, RealProxy};
 pub use smtp_sink::{SmtpSink, Transaction, as_sink_stores, parse_dump};
+pub use state::{STATE_VAR, skip_under_postgres, state_is_postgres};
 pub use tally::{Pair, Tally, delivery_counts, message_id, sample_catchall_pairs};
 pub use token_service::{CLIENT_ID, CLIENT_SECRET, TokenPolicy, TokenService};
 pub use upstream::{

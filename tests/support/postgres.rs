@@ -100,7 +100,10 @@ impl Postgres {
                 .args(["-p", &port.to_string()])
                 .args(["-c", "listen_addresses=127.0.0.1"])
                 .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-                .args(["-c", "full_page_writes=off", "-c", "max_connections=60"])
+                .args(["-c", "full_page_writes=off"])
+                // Under MAILFERRY_TEST_STATE=postgres one server serves a whole test binary:
+                // its tests run in parallel (a thread per core), each daemon with a pool of 8.
+                .args(["-c", "max_connections=200"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -144,8 +147,13 @@ impl Postgres {
 
     /// The URL mailferry connects with: the role `mailferry` and its password, over TCP.
     pub fn url(&self) -> String {
+        self.database_url(PG_USER)
+    }
+
+    /// [`Postgres::url`] for another database the role owns (created with [`Postgres::psql`]).
+    pub fn database_url(&self, database: &str) -> String {
         format!(
-            "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/{PG_USER}",
+            "postgres://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{}/{database}",
             self.port
         )
     }
