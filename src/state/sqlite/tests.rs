@@ -235,10 +235,17 @@ async fn outcomes_that_finish_while_the_store_is_busy_are_committed_together() {
             (store.record_recipients("a", &format!("m{i}"), None, &delivered, true, at(5))).await
         }));
     }
-    while lock(&store.queued).len() < 10 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let all_queued = tokio::time::timeout(Duration::from_secs(10), async {
+        while lock(&store.queued).len() < 10 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let all_queued = all_queued.await.is_ok();
     drop(busy);
+    assert!(
+        all_queued,
+        "the outcomes queue while the connection is busy"
+    );
     for (i, task) in tasks.into_iter().enumerate() {
         let state = task.await.unwrap().unwrap();
         assert_eq!(
