@@ -100,8 +100,7 @@ pub enum StateError {
     Sync {
         /// The file being synced.
         path: PathBuf,
-        /// Why.
-        #[source]
+        /// What the operating system said.
         error: std::io::Error,
     },
     /// The database file was deleted or replaced while open: writes would go nowhere.

@@ -533,15 +533,13 @@ impl StateStore for SqliteStore {
             if synced.load(Ordering::Relaxed) == changes {
                 return Ok(());
             }
-            match std::fs::File::open(&wal) {
-                Ok(file) => file.sync_data().map_err(|error| StateError::Sync {
-                    path: wal.clone(),
-                    error,
-                })?,
+            let written = match std::fs::File::open(&wal) {
+                Ok(file) => file.sync_data(),
                 // No WAL: everything is in the database file, synced by the checkpoint.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(StateError::Sync { path: wal, error }),
-            }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            };
+            written.map_err(|error| StateError::Sync { path: wal, error })?;
             synced.store(changes, Ordering::Relaxed);
             syncs.fetch_add(1, Ordering::Relaxed);
             // What the log holds goes into the database file, so that the log stays small
@@ -573,7 +571,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Device and inode of `path`, if it exists.
 /// SQLite's write-ahead log beside the database file.
 fn wal_path(db: &Path) -> PathBuf {
     let mut wal = db.as_os_str().to_owned();
@@ -581,6 +578,7 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(wal)
 }
 
+/// Device and inode of `path`, if it exists.
 fn file_id(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))

@@ -659,6 +659,10 @@ fn no_state_error_with_a_cause_in_its_message_exposes_it_again() {
             path: "/x/lock".into(),
             error: io(),
         },
+        StateError::Sync {
+            path: "/x/db-wal".into(),
+            error: io(),
+        },
         StateError::Open {
             path: "/x/db".into(),
             error: rusqlite::Error::InvalidQuery,
